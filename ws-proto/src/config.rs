@@ -1,0 +1,65 @@
+//! Every limit of the wire layer, in one place, with the defaults of ARCHITECTURE §4.
+
+/// Limits and behaviour switches of the wire layer.
+///
+/// One struct so that a deployment can read every bound it runs with in one place.
+/// The defaults follow trusted servers (see `docs/PROTOCOL.md`, "Limits").
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest payload of a single frame, in bytes. A frame header announcing more is
+    /// answered with close code 1009 before any of its payload is buffered.
+    /// Default: 1 MiB.
+    pub max_frame_size: usize,
+    /// Largest message (all fragments together), in bytes. Default: 1 MiB.
+    pub max_message_size: usize,
+    /// Most frames one message may be split into, empty continuation frames counted
+    /// (a stream of empty fragments costs CPU without growing the message).
+    /// Default: 4096.
+    pub max_fragments: usize,
+    /// Largest HTTP upgrade request or response head, in bytes. Default: 16 KiB.
+    pub max_handshake_size: usize,
+    /// Most header lines in the upgrade request or response. Default: 64.
+    pub max_handshake_headers: usize,
+    /// Split outgoing data messages into frames of at most this many payload bytes.
+    /// `None` (the default) sends each message as one frame.
+    pub send_fragment_size: Option<usize>,
+    /// Answer pings with pongs automatically (the RFC requires an answer; turn this off
+    /// only to answer them yourself). Default: `true`.
+    pub auto_pong: bool,
+}
+
+impl Config {
+    /// Default largest frame payload: 1 MiB.
+    pub const DEFAULT_MAX_FRAME_SIZE: usize = 1 << 20;
+    /// Default largest message: 1 MiB (checked after decompression once it exists).
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+    /// Default most fragments per message: 4096.
+    pub const DEFAULT_MAX_FRAGMENTS: usize = 4096;
+    /// Default largest handshake head: 16 KiB.
+    pub const DEFAULT_MAX_HANDSHAKE_SIZE: usize = 16 * 1024;
+    /// Default most handshake header lines: 64.
+    pub const DEFAULT_MAX_HANDSHAKE_HEADERS: usize = 64;
+
+    /// Sets [`Config::max_message_size`] and raises [`Config::max_frame_size`] to match,
+    /// since a single-frame message may be as large as a message.
+    pub fn with_max_message_size(mut self, max: usize) -> Self {
+        self.max_message_size = max;
+        self.max_frame_size = max;
+        self
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_size: Self::DEFAULT_MAX_FRAME_SIZE,
+            max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
+            max_fragments: Self::DEFAULT_MAX_FRAGMENTS,
+            max_handshake_size: Self::DEFAULT_MAX_HANDSHAKE_SIZE,
+            max_handshake_headers: Self::DEFAULT_MAX_HANDSHAKE_HEADERS,
+            send_fragment_size: None,
+            auto_pong: true,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The JSON envelope of protocol v1.
