@@ -4,8 +4,9 @@
 ///
 /// One struct so that a deployment can read every bound it runs with in one place.
 /// The defaults follow trusted servers (see `docs/PROTOCOL.md`, "Limits").
+///
+/// Build one with struct update syntax: `Config { max_fragments: 64, ..Config::default() }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Config {
     /// Largest payload of a single frame, in bytes. A frame header announcing more is
     /// answered with close code 1009 before any of its payload is buffered.

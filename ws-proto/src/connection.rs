@@ -1,28 +1,710 @@
-//! The RFC 6455 connection state machine (being written).
+//! The RFC 6455 connection state machine, for either role.
+//!
+//! Drive it like every state machine of tether:
+//!
+//! 1. hand it what the socket read with [`Connection::handle_bytes`] (any split: a
+//!    whole batch of frames or one byte at a time gives the same events);
+//! 2. drain [`Connection::poll_event`] until `None`;
+//! 3. drain [`Connection::poll_transmit`] until `None` and write those bytes, in order;
+//! 4. when [`Connection::is_closed`] and nothing is left to transmit, close the socket
+//!    (a client may first wait briefly for the server to close, RFC 6455 §7.1.1).
+//!
+//! The payload of a frame is never buffered twice: it is unmasked straight into the
+//! message being assembled, so memory is bounded by the configured message size.
 
-/// Which end of the connection this is.
+use std::collections::VecDeque;
+use std::fmt;
+use std::mem;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::config::Config;
+use crate::error::{ProtocolError, SendError};
+use crate::frame::{apply_mask, encode_frame, FrameHeader, MaskSource, OpCode, MAX_HEADER_LEN};
+use crate::message::Message;
+use crate::utf8::Utf8Validator;
+
+/// Which end of the connection this is. It decides which way masking goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The server end.
+    /// The server end: expects masked frames, sends unmasked ones.
     Server,
-    /// The client end.
+    /// The client end: expects unmasked frames, masks every frame it sends.
     Client,
 }
 
-/// Placeholder.
-#[derive(Debug)]
-pub struct Connection;
-
-/// Placeholder.
-#[derive(Debug)]
+/// Where the closing handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnectionState {
-    /// Open.
+    /// Messages flow both ways.
     Open,
+    /// We sent a close frame and wait for the peer's; incoming messages are still
+    /// delivered, nothing more may be sent.
+    Closing,
+    /// Both close frames have been exchanged, the peer broke the protocol, or the
+    /// transport ended. Flush what [`Connection::poll_transmit`] still holds, then
+    /// close the socket.
+    Closed,
 }
 
-/// Placeholder.
-#[derive(Debug)]
+/// What a connection tells its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
-    /// Failed.
-    Failed(crate::ProtocolError),
+    /// A complete text message, valid UTF-8.
+    Text(String),
+    /// A complete binary message.
+    Binary(Bytes),
+    /// A ping arrived. With [`Config::auto_pong`] the pong is already queued.
+    Ping(Bytes),
+    /// A pong arrived.
+    Pong(Bytes),
+    /// The peer closed (its close frame, already answered when we had not closed
+    /// first), or the transport ended without one: then the code is
+    /// [`CloseCode::ABNORMAL`] (1006), as browsers report it. An empty close frame
+    /// is reported with no code.
+    Close(CloseFrame),
+    /// The peer broke the protocol. A close frame with
+    /// [`ProtocolError::close_code`] is queued; the connection is closed.
+    Failed(ProtocolError),
+}
+
+impl Event {
+    /// The event as a transport-level [`Message`], the unit the session engine
+    /// consumes. `None` for [`Event::Failed`].
+    pub fn into_message(self) -> Option<Message> {
+        Some(match self {
+            Self::Text(text) => Message::Text(text),
+            Self::Binary(data) => Message::Binary(data),
+            Self::Ping(data) => Message::Ping(data),
+            Self::Pong(data) => Message::Pong(data),
+            Self::Close(frame) => Message::Close(Some(frame)),
+            Self::Failed(_) => return None,
+        })
+    }
+}
+
+/// A frame whose payload is still arriving.
+#[derive(Debug, Clone, Copy)]
+struct FrameInProgress {
+    header: FrameHeader,
+    /// Payload bytes still to come.
+    remaining: u64,
+    /// Payload bytes already received (the position in the mask cycle).
+    received: usize,
+}
+
+/// A data message whose frames are still arriving.
+#[derive(Debug)]
+struct MessageInProgress {
+    text: bool,
+    fragments: usize,
+    /// Set once the message has been fed to the incremental validator; a text that
+    /// arrives whole in one piece is validated once, at the end, instead.
+    streaming_utf8: bool,
+}
+
+/// Messages up to this size are copied out so the assembly buffer is reused; larger
+/// ones are moved out whole to avoid the copy.
+const COPY_OUT_MAX: usize = 4 * 1024;
+/// An assembly buffer grown past this is released after its message, so an idle
+/// connection does not keep a large allocation.
+const RETAIN_MAX: usize = 64 * 1024;
+
+/// One WebSocket connection after its handshake: RFC 6455 framing and the closing
+/// handshake, for the server or the client role. See the [module docs](self) for
+/// the drive loop.
+pub struct Connection {
+    role: Role,
+    config: Config,
+    masks: Option<Box<dyn MaskSource>>,
+    state: ConnectionState,
+    close_sent: bool,
+    error: Option<ProtocolError>,
+
+    header_buf: [u8; MAX_HEADER_LEN],
+    header_len: usize,
+    frame: Option<FrameInProgress>,
+    message: Option<MessageInProgress>,
+    message_buf: Vec<u8>,
+    control_buf: Vec<u8>,
+    utf8: Utf8Validator,
+    events: VecDeque<Event>,
+
+    /// Frames written but not yet handed out, in order.
+    out: BytesMut,
+    /// Whole chunks queued before `out` (pre-framed shared payloads and what `out`
+    /// held when they were queued), so that order is kept.
+    out_queue: VecDeque<Bytes>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("error", &self.error)
+            .field("pending_events", &self.events.len())
+            .field("pending_transmit", &self.pending_transmit_len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A server-side connection, after the 101 response was sent.
+    ///
+    /// Feed it first the bytes that arrived after the request head
+    /// ([`handshake::Request`](crate::handshake::Request) hands them back).
+    pub fn server(config: Config) -> Self {
+        Self::new(Role::Server, config, None)
+    }
+
+    /// A client-side connection, after the 101 response was validated. Every frame
+    /// it sends is masked with a key from `masks` (RFC 6455 §5.3 wants keys an
+    /// intermediary cannot predict: seed it from real entropy).
+    pub fn client(config: Config, masks: impl MaskSource + 'static) -> Self {
+        Self::new(Role::Client, config, Some(Box::new(masks)))
+    }
+
+    fn new(role: Role, config: Config, masks: Option<Box<dyn MaskSource>>) -> Self {
+        Self {
+            role,
+            config,
+            masks,
+            state: ConnectionState::Open,
+            close_sent: false,
+            error: None,
+            header_buf: [0; MAX_HEADER_LEN],
+            header_len: 0,
+            frame: None,
+            message: None,
+            message_buf: Vec::new(),
+            control_buf: Vec::with_capacity(125),
+            utf8: Utf8Validator::new(),
+            events: VecDeque::new(),
+            out: BytesMut::new(),
+            out_queue: VecDeque::new(),
+        }
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Where the closing handshake stands.
+    pub fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    /// Whether the connection is closed: no more events will come and nothing more
+    /// can be sent. Flush [`Connection::poll_transmit`], then close the socket.
+    pub fn is_closed(&self) -> bool {
+        self.state == ConnectionState::Closed
+    }
+
+    /// The protocol error that failed the connection, if one did. Sticky: once set it
+    /// never changes.
+    pub fn error(&self) -> Option<&ProtocolError> {
+        self.error.as_ref()
+    }
+
+    /// The limits this connection enforces.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----------------------------------------------------------------- receiving
+
+    /// Feeds bytes read from the transport. Call it with every chunk read, then
+    /// drain [`Connection::poll_event`] and [`Connection::poll_transmit`].
+    ///
+    /// Bytes that arrive after the connection closed are discarded: nothing may
+    /// follow a close frame.
+    pub fn handle_bytes(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && self.accepts_input() {
+            let consumed = match self.frame {
+                None => self.read_header(data),
+                Some(frame) => self.read_payload(frame, data),
+            };
+            data = &data[consumed..];
+        }
+    }
+
+    /// Tells the connection that the transport reached end of stream (or failed).
+    /// If the closing handshake had not finished, an [`Event::Close`] with code 1006
+    /// reports the abnormal closure.
+    pub fn handle_eof(&mut self) {
+        if self.state != ConnectionState::Closed {
+            self.state = ConnectionState::Closed;
+            self.events
+                .push_back(Event::Close(CloseFrame::new(CloseCode::ABNORMAL, String::new())));
+        }
+        self.frame = None;
+        self.message = None;
+    }
+
+    /// The next event, or `None` when there is nothing more until the next input.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn accepts_input(&self) -> bool {
+        // After the peer's close (or a failure) nothing more is read. After our own
+        // close we keep reading until the peer's close arrives.
+        self.state != ConnectionState::Closed
+    }
+
+    /// Reads (part of) a frame header. Returns the bytes of `data` consumed.
+    fn read_header(&mut self, data: &[u8]) -> usize {
+        // Fast path: a whole header at the front of `data`, nothing buffered.
+        let (decoded, consumed) = if self.header_len == 0 {
+            match FrameHeader::decode(data) {
+                Ok(Some((header, len))) => (Ok(Some(header)), len),
+                Ok(None) => {
+                    self.header_buf[..data.len()].copy_from_slice(data);
+                    self.header_len = data.len();
+                    return data.len();
+                }
+                Err(err) => (Err(err), data.len()),
+            }
+        } else {
+            let take = (MAX_HEADER_LEN - self.header_len).min(data.len());
+            self.header_buf[self.header_len..self.header_len + take].copy_from_slice(&data[..take]);
+            let buffered = self.header_len + take;
+            match FrameHeader::decode(&self.header_buf[..buffered]) {
+                Ok(Some((header, len))) => {
+                    let consumed = len - self.header_len;
+                    self.header_len = 0;
+                    (Ok(Some(header)), consumed)
+                }
+                Ok(None) => {
+                    self.header_len = buffered;
+                    return take;
+                }
+                Err(err) => (Err(err), take),
+            }
+        };
+        match decoded.and_then(|header| self.check_header(header.expect("decoded"))) {
+            Ok(frame) => {
+                self.frame = Some(frame);
+                if frame.remaining == 0 {
+                    self.finish_frame(frame);
+                }
+            }
+            Err(err) => self.fail(err),
+        }
+        consumed
+    }
+
+    /// The checks that need the connection's state: masking by role, reserved bits,
+    /// fragmentation order and the size limits. Starts the message on success.
+    fn check_header(&mut self, header: FrameHeader) -> Result<FrameInProgress, ProtocolError> {
+        if header.rsv != 0 {
+            return Err(ProtocolError::ReservedBits { bits: header.rsv });
+        }
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedClientFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame),
+            _ => {}
+        }
+        let len = header.payload_len;
+        if len > self.config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                len,
+                max: self.config.max_frame_size,
+            });
+        }
+        match header.opcode {
+            OpCode::Text | OpCode::Binary => {
+                if self.message.is_some() {
+                    return Err(ProtocolError::ExpectedContinuation {
+                        opcode: header.opcode,
+                    });
+                }
+                self.check_message_size(len)?;
+                self.message = Some(MessageInProgress {
+                    text: header.opcode == OpCode::Text,
+                    fragments: 1,
+                    streaming_utf8: false,
+                });
+            }
+            OpCode::Continuation => {
+                let total = self.message_buf.len() as u64 + len;
+                let max_fragments = self.config.max_fragments;
+                let Some(message) = self.message.as_mut() else {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                };
+                message.fragments += 1;
+                if message.fragments > max_fragments {
+                    return Err(ProtocolError::TooManyFragments { max: max_fragments });
+                }
+                self.check_message_size(total)?;
+            }
+            // Control frames: the header codec already checked FIN and ≤125 bytes.
+            OpCode::Close | OpCode::Ping | OpCode::Pong => self.control_buf.clear(),
+        }
+        Ok(FrameInProgress {
+            header,
+            remaining: len,
+            received: 0,
+        })
+    }
+
+    fn check_message_size(&self, len: u64) -> Result<(), ProtocolError> {
+        if len > self.config.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooLarge {
+                len,
+                max: self.config.max_message_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads (part of) a payload. Returns the bytes of `data` consumed.
+    fn read_payload(&mut self, mut frame: FrameInProgress, data: &[u8]) -> usize {
+        // `remaining` is bounded by max_frame_size (a usize), so this cannot truncate.
+        let take = (frame.remaining.min(data.len() as u64)) as usize;
+        let chunk = &data[..take];
+        let whole_frame_at_once = frame.received == 0 && take as u64 == frame.remaining;
+        let buf = if frame.header.opcode.is_control() {
+            &mut self.control_buf
+        } else {
+            &mut self.message_buf
+        };
+        let start = buf.len();
+        buf.extend_from_slice(chunk);
+        if let Some(mask) = frame.header.mask {
+            apply_mask(&mut buf[start..], mask, frame.received);
+        }
+        frame.received += take;
+        frame.remaining -= take as u64;
+        self.frame = Some(frame);
+
+        if !frame.header.opcode.is_control() {
+            let single_piece = whole_frame_at_once && frame.header.fin;
+            if let Some(message) = self.message.as_mut() {
+                // Validate text as it arrives, so an invalid sequence fails the
+                // connection at once, not after the rest of a large message. A text
+                // that arrives whole in one piece is validated once, when complete.
+                if message.text && (message.streaming_utf8 || !(single_piece && message.fragments == 1)) {
+                    message.streaming_utf8 = true;
+                    if let Err(valid_up_to) = self.utf8.feed(&self.message_buf[start..]) {
+                        self.fail(ProtocolError::InvalidUtf8 { valid_up_to });
+                        return take;
+                    }
+                }
+            }
+        }
+        if frame.remaining == 0 {
+            self.finish_frame(frame);
+        }
+        take
+    }
+
+    fn finish_frame(&mut self, frame: FrameInProgress) {
+        self.frame = None;
+        match frame.header.opcode {
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if frame.header.fin {
+                    self.finish_message();
+                }
+            }
+            OpCode::Ping => {
+                let payload = mem::take(&mut self.control_buf);
+                // No pong once our close frame went out: nothing may follow it.
+                if self.config.auto_pong && !self.close_sent {
+                    self.write_frame(OpCode::Pong, &payload);
+                }
+                self.events
+                    .push_back(Event::Ping(Bytes::copy_from_slice(&payload)));
+                self.control_buf = payload;
+            }
+            OpCode::Pong => {
+                self.events
+                    .push_back(Event::Pong(Bytes::copy_from_slice(&self.control_buf)));
+            }
+            OpCode::Close => self.handle_close_frame(),
+        }
+    }
+
+    fn finish_message(&mut self) {
+        let Some(message) = self.message.take() else {
+            return;
+        };
+        let event = if message.text {
+            if message.streaming_utf8 {
+                let complete = self.utf8.is_complete();
+                self.utf8.reset();
+                if !complete {
+                    // The message ends inside a code point.
+                    self.fail(ProtocolError::InvalidUtf8 {
+                        valid_up_to: self.message_buf.len() - self.partial_tail_len(),
+                    });
+                    return;
+                }
+            }
+            match self.take_text() {
+                Ok(text) => Event::Text(text),
+                Err(valid_up_to) => {
+                    self.fail(ProtocolError::InvalidUtf8 { valid_up_to });
+                    return;
+                }
+            }
+        } else {
+            Event::Binary(self.take_binary())
+        };
+        self.events.push_back(event);
+    }
+
+    /// How many bytes at the end of the message are an unfinished code point.
+    fn partial_tail_len(&self) -> usize {
+        match std::str::from_utf8(&self.message_buf) {
+            Ok(_) => 0,
+            Err(e) => self.message_buf.len() - e.valid_up_to(),
+        }
+    }
+
+    fn take_text(&mut self) -> Result<String, usize> {
+        let text = if self.message_buf.len() <= COPY_OUT_MAX {
+            let text = std::str::from_utf8(&self.message_buf).map(str::to_owned);
+            self.message_buf.clear();
+            text.map_err(|e| e.valid_up_to())
+        } else {
+            String::from_utf8(mem::take(&mut self.message_buf)).map_err(|e| e.utf8_error().valid_up_to())
+        };
+        self.release_large_buffer();
+        text
+    }
+
+    fn take_binary(&mut self) -> Bytes {
+        let data = if self.message_buf.len() <= COPY_OUT_MAX {
+            let data = Bytes::copy_from_slice(&self.message_buf);
+            self.message_buf.clear();
+            data
+        } else {
+            Bytes::from(mem::take(&mut self.message_buf))
+        };
+        self.release_large_buffer();
+        data
+    }
+
+    fn release_large_buffer(&mut self) {
+        if self.message_buf.capacity() > RETAIN_MAX {
+            self.message_buf = Vec::new();
+        }
+    }
+
+    fn handle_close_frame(&mut self) {
+        let frame = match parse_close_body(&self.control_buf) {
+            Ok(frame) => frame,
+            Err(err) => {
+                self.fail(err);
+                return;
+            }
+        };
+        if !self.close_sent {
+            // Answer with the peer's code (RFC 6455 §5.5.1); an empty close is
+            // answered with an empty close.
+            let mut body = Vec::with_capacity(2);
+            if let Some(code) = frame.code {
+                body.extend_from_slice(&code.0.to_be_bytes());
+            }
+            self.write_frame(OpCode::Close, &body);
+            self.close_sent = true;
+        }
+        self.state = ConnectionState::Closed;
+        self.message = None;
+        self.events.push_back(Event::Close(frame));
+    }
+
+    /// Fails the connection: the close frame for `err` is queued (if ours had not
+    /// gone yet), the error is reported and kept, and no more input is read.
+    fn fail(&mut self, err: ProtocolError) {
+        if !self.close_sent {
+            let text = err.to_string();
+            let reason = truncate_reason(&text);
+            let mut body = Vec::with_capacity(2 + reason.len());
+            body.extend_from_slice(&err.close_code().0.to_be_bytes());
+            body.extend_from_slice(reason.as_bytes());
+            self.write_frame(OpCode::Close, &body);
+            self.close_sent = true;
+        }
+        self.state = ConnectionState::Closed;
+        self.frame = None;
+        self.message = None;
+        self.error = Some(err.clone());
+        self.events.push_back(Event::Failed(err));
+    }
+
+    // ------------------------------------------------------------------- sending
+
+    /// Sends a text message (split into frames when [`Config::send_fragment_size`]
+    /// is set).
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send_data(OpCode::Text, text.as_bytes())
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.send_data(OpCode::Binary, data)
+    }
+
+    /// Sends a ping with up to 125 bytes of application data.
+    pub fn send_ping(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, data)
+    }
+
+    /// Sends an unsolicited pong (a heartbeat the peer need not answer).
+    pub fn send_pong(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, data)
+    }
+
+    /// Sends a [`Message`] of any kind.
+    pub fn send(&mut self, message: &Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(text) => self.send_text(text),
+            Message::Binary(data) => self.send_binary(data),
+            Message::Ping(data) => self.send_ping(data),
+            Message::Pong(data) => self.send_pong(data),
+            Message::Close(Some(frame)) => self.close(frame.code.unwrap_or(CloseCode::NORMAL), &frame.reason),
+            Message::Close(None) => self.close(CloseCode::NORMAL, ""),
+        }
+    }
+
+    /// Starts the closing handshake: sends a close frame with `code` and `reason`
+    /// (at most 123 bytes). Messages that still arrive are delivered until the peer's
+    /// close frame; then the connection is [`ConnectionState::Closed`].
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        if self.close_sent || self.state == ConnectionState::Closed {
+            return Err(SendError::Closed);
+        }
+        if !code.is_sendable() {
+            return Err(SendError::InvalidCloseCode { code: code.0 });
+        }
+        if reason.len() > CloseFrame::MAX_REASON_LEN {
+            return Err(SendError::ControlPayloadTooLarge {
+                len: 2 + reason.len(),
+            });
+        }
+        let mut body = Vec::with_capacity(2 + reason.len());
+        body.extend_from_slice(&code.0.to_be_bytes());
+        body.extend_from_slice(reason.as_bytes());
+        self.write_frame(OpCode::Close, &body);
+        self.close_sent = true;
+        self.state = ConnectionState::Closing;
+        Ok(())
+    }
+
+    /// Queues bytes that already are whole, unmasked frames (for example a broadcast
+    /// payload framed once with [`encode_frame`] and shared by many connections).
+    /// The bytes go out in order with everything else sent on this connection.
+    ///
+    /// Server role only: a client must mask every frame with its own key.
+    pub fn send_preframed(&mut self, frames: Bytes) -> Result<(), SendError> {
+        if self.close_sent || self.state == ConnectionState::Closed || self.role == Role::Client {
+            return Err(SendError::Closed);
+        }
+        if !self.out.is_empty() {
+            self.out_queue.push_back(self.out.split().freeze());
+        }
+        self.out_queue.push_back(frames);
+        Ok(())
+    }
+
+    /// The next bytes to write to the transport, in order, or `None` when all have
+    /// been handed out. Write each chunk completely before the next.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if let Some(chunk) = self.out_queue.pop_front() {
+            return Some(chunk);
+        }
+        (!self.out.is_empty()).then(|| self.out.split().freeze())
+    }
+
+    /// Bytes waiting in [`Connection::poll_transmit`]: what backpressure accounting
+    /// should look at.
+    pub fn pending_transmit_len(&self) -> usize {
+        self.out.len() + self.out_queue.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if self.close_sent || self.state == ConnectionState::Closed {
+            return Err(SendError::Closed);
+        }
+        match self.config.send_fragment_size {
+            Some(size) if size > 0 && payload.len() > size => {
+                let mut chunks = payload.chunks(size).peekable();
+                let mut op = opcode;
+                while let Some(chunk) = chunks.next() {
+                    let fin = chunks.peek().is_none();
+                    self.write_frame_fin(fin, op, chunk);
+                    op = OpCode::Continuation;
+                }
+            }
+            _ => self.write_frame(opcode, payload),
+        }
+        Ok(())
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if self.close_sent || self.state == ConnectionState::Closed {
+            return Err(SendError::Closed);
+        }
+        if payload.len() > 125 {
+            return Err(SendError::ControlPayloadTooLarge { len: payload.len() });
+        }
+        self.write_frame(opcode, payload);
+        Ok(())
+    }
+
+    fn write_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        self.write_frame_fin(true, opcode, payload);
+    }
+
+    fn write_frame_fin(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        let mask = self.masks.as_mut().map(|masks| masks.next_mask());
+        encode_frame(&mut self.out, fin, opcode, payload, mask);
+    }
+}
+
+/// Parses and validates a close frame body (RFC 6455 §5.5.1, §7.4).
+fn parse_close_body(body: &[u8]) -> Result<CloseFrame, ProtocolError> {
+    match body {
+        [] => Ok(CloseFrame {
+            code: None,
+            reason: String::new(),
+        }),
+        [_] => Err(ProtocolError::CloseBodyTooShort),
+        [hi, lo, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+            if !code.is_sendable() {
+                return Err(ProtocolError::InvalidCloseCode { code: code.0 });
+            }
+            let reason = std::str::from_utf8(reason)
+                .map_err(|e| ProtocolError::InvalidUtf8 {
+                    valid_up_to: e.valid_up_to(),
+                })?
+                .to_owned();
+            Ok(CloseFrame {
+                code: Some(code),
+                reason,
+            })
+        }
+    }
+}
+
+/// Cuts a reason to what fits a close frame, on a character boundary.
+fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= CloseFrame::MAX_REASON_LEN {
+        return reason;
+    }
+    let mut end = CloseFrame::MAX_REASON_LEN;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }

@@ -130,7 +130,13 @@ impl FrameHeader {
 ///
 /// This is the one place frames are written; the connection and the broadcast path of
 /// the layers above both use it, so a payload shared by many recipients is framed once.
-pub fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) {
+pub fn encode_frame<B: BufMut + AsMut<[u8]>>(
+    out: &mut B,
+    fin: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) {
     let header = FrameHeader {
         fin,
         rsv: 0,
@@ -138,12 +144,11 @@ pub fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8]
         mask,
         payload_len: payload.len() as u64,
     };
-    out.reserve(header.encoded_len() + payload.len());
     header.encode(out);
-    let start = out.len();
-    out.extend_from_slice(payload);
+    let start = out.as_mut().len();
+    out.put_slice(payload);
     if let Some(mask) = mask {
-        apply_mask(&mut out[start..], mask, 0);
+        apply_mask(&mut out.as_mut()[start..], mask, 0);
     }
 }
 
