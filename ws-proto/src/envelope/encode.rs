@@ -225,8 +225,8 @@ impl<'a> OutgoingEnvelope<'a> {
 
     /// A guess of the encoded length, exact when no string needs escaping.
     pub fn size_hint(&self) -> usize {
-        // {"v":"1.0","e":"…"  then ,"p":  ,"c":"…"  ,"t":N  ,"s":N}
-        16 + self.event.len()
+        // {"v":"1.0","e":"…"  then ,"p":…  ,"c":"…"  ,"t":N  ,"s":N  and }
+        17 + self.event.len()
             + self.payload.as_json().map_or(0, |p| 5 + p.len())
             + self.correlation_id.map_or(0, |c| 7 + c.len())
             + self.timestamp.map_or(0, |_| 25)

@@ -221,3 +221,6 @@ pub fn validate_event_name(name: &str, config: &Config) -> Result<(), EnvelopeEr
 pub fn is_supported_version(version: &str) -> bool {
     decode::is_supported_version(version)
 }
+
+#[cfg(test)]
+mod tests;
