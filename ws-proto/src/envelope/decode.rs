@@ -40,15 +40,7 @@ pub(crate) fn decode<'a>(text: &'a str, config: &Config) -> Result<Envelope<'a>,
     let event = required_str(text, "e", fields.e)?;
     validate_event_name(&event, config)?;
     let payload = fields.p.filter(|raw| raw.get() != "null");
-    let correlation_id = optional_str(text, "c", fields.c)?;
-    if let Some(c) = &correlation_id {
-        if c.len() > config.max_correlation_id_len {
-            return Err(EnvelopeError::CorrelationIdTooLong {
-                len: c.len(),
-                max: config.max_correlation_id_len,
-            });
-        }
-    }
+    let correlation_id = correlation_id(text, config, fields.c)?;
     let timestamp = optional_u64("t", fields.t)?;
     let seq = optional_u64("s", fields.s)?;
     if seq == Some(0) {
@@ -63,6 +55,49 @@ pub(crate) fn decode<'a>(text: &'a str, config: &Config) -> Result<Envelope<'a>,
         timestamp,
         seq,
     })
+}
+
+/// The correlation id of `text` when it is readable. See [`Envelope::correlation_id_of`].
+pub(crate) fn correlation_id_of<'a>(text: &'a str, config: &Config) -> Option<Cow<'a, str>> {
+    let fields = parse(text, config).ok()?;
+    if fields.duplicate == Some("c") {
+        return None;
+    }
+    correlation_id(text, config, fields.c).ok().flatten()
+}
+
+/// The size check, the depth pre-scan and the one JSON parse.
+fn parse<'a>(text: &'a str, config: &Config) -> Result<Fields<'a>, EnvelopeError> {
+    if text.len() > config.max_message_size {
+        return Err(EnvelopeError::TooLarge {
+            len: text.len(),
+            max: config.max_message_size,
+        });
+    }
+    check_depth(text, config.max_envelope_depth)?;
+    match serde_json::from_str::<Top<'a>>(text) {
+        Ok(Top::Object(fields)) => Ok(fields),
+        Ok(Top::Other) => Err(EnvelopeError::NotAnObject),
+        Err(err) => Err(EnvelopeError::from_json(&err)),
+    }
+}
+
+/// The correlation id field `c`: a string (or `null`) within its length limit.
+fn correlation_id<'a>(
+    text: &'a str,
+    config: &Config,
+    raw: Option<&'a RawValue>,
+) -> Result<Option<Cow<'a, str>>, EnvelopeError> {
+    let c = optional_str(text, "c", raw)?;
+    if let Some(c) = &c {
+        if c.len() > config.max_correlation_id_len {
+            return Err(EnvelopeError::CorrelationIdTooLong {
+                len: c.len(),
+                max: config.max_correlation_id_len,
+            });
+        }
+    }
+    Ok(c)
 }
 
 /// Whether `version` has major version 1: exactly `1`, or `1.` followed by one or

@@ -80,6 +80,17 @@ impl<'a> Envelope<'a> {
         decode::decode(text, config)
     }
 
+    /// The correlation id `c` of a text that [`decode`](Self::decode) refused, so that
+    /// the `sys.error` answering it can echo `c`.
+    ///
+    /// `Some` when the text passes the size and depth checks, parses as a JSON object,
+    /// and has exactly one `c` that is a string within
+    /// [`Config::max_correlation_id_len`]; the other fields are not looked at. This parses
+    /// the text again, so call it only on the error path.
+    pub fn correlation_id_of(text: &'a str, config: &Config) -> Option<Cow<'a, str>> {
+        decode::correlation_id_of(text, config)
+    }
+
     /// Deserializes the payload as `T`; an absent payload deserializes from `null`
     /// (so `Option<T>` and `()` accept it). `T` may borrow from the text.
     ///

@@ -1,7 +1,7 @@
 //! Names of the system events of protocol v1.
 //!
 //! Every event whose name starts with [`PREFIX`] (`sys.`) belongs to the protocol
-//! itself; applications may not register handlers for them or send them. Their
+//! itself; applications should not name their own events with that prefix. Their
 //! payloads are described in `docs/PROTOCOL.md`, "Sessions, authentication and resume".
 //! Direction: S→C is server to client, C→S client to server.
 

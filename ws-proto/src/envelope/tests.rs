@@ -492,6 +492,22 @@ fn display_names_the_fault_and_figures() {
         .starts_with("envelope is not valid JSON: EOF while parsing"));
 }
 
+#[test]
+fn correlation_id_of_a_refused_envelope() {
+    let config = Config::default();
+    let of = |text| Envelope::correlation_id_of(text, &config);
+    assert_eq!(
+        of(r#"{"v":"9","e":"x","c":"req-1"}"#),
+        Some(Cow::Borrowed("req-1"))
+    );
+    assert_eq!(of(r#"{"c":"req-\u0032","e":" "}"#).as_deref(), Some("req-2"));
+    assert_eq!(of(r#"{"v":"1.0","e":"x"}"#), None);
+    assert_eq!(of(r#"{"c":5}"#), None);
+    assert_eq!(of(r#"{"c":"a","c":"b"}"#), None);
+    assert_eq!(of(r#"{"c":"a",]"#), None);
+    assert_eq!(of(&format!(r#"{{"c":"{}"}}"#, "x".repeat(129))), None);
+}
+
 // ---- typed payloads and owned envelopes ----
 
 #[derive(Debug, PartialEq, Deserialize, Serialize)]
