@@ -28,6 +28,16 @@ pub struct Config {
     /// Answer pings with pongs automatically (the RFC requires an answer; turn this off
     /// only to answer them yourself). Default: `true`.
     pub auto_pong: bool,
+    /// Deepest nesting of objects and arrays in an envelope, the envelope object itself
+    /// counting as level 1 (so `{"e":"x","p":{"a":[1]}}` has depth 3). Checked by a
+    /// linear pre-scan before any parsing, so a `[[[[…` bomb costs O(n) and no
+    /// recursion. Default: 32.
+    pub max_envelope_depth: usize,
+    /// Longest event name (`e`) of an envelope, in bytes. Default: 128.
+    pub max_event_name_len: usize,
+    /// Longest correlation id (`c`) of an envelope, in bytes, after JSON unescaping.
+    /// Default: 128.
+    pub max_correlation_id_len: usize,
 }
 
 impl Config {
@@ -41,6 +51,12 @@ impl Config {
     pub const DEFAULT_MAX_HANDSHAKE_SIZE: usize = 16 * 1024;
     /// Default most handshake header lines: 64.
     pub const DEFAULT_MAX_HANDSHAKE_HEADERS: usize = 64;
+    /// Default deepest envelope nesting: 32 (the envelope object counts as 1).
+    pub const DEFAULT_MAX_ENVELOPE_DEPTH: usize = 32;
+    /// Default longest event name: 128 bytes.
+    pub const DEFAULT_MAX_EVENT_NAME_LEN: usize = 128;
+    /// Default longest correlation id: 128 bytes.
+    pub const DEFAULT_MAX_CORRELATION_ID_LEN: usize = 128;
 
     /// Sets [`Config::max_message_size`] and raises [`Config::max_frame_size`] to match,
     /// since a single-frame message may be as large as a message.
@@ -61,6 +77,9 @@ impl Default for Config {
             max_handshake_headers: Self::DEFAULT_MAX_HANDSHAKE_HEADERS,
             send_fragment_size: None,
             auto_pong: true,
+            max_envelope_depth: Self::DEFAULT_MAX_ENVELOPE_DEPTH,
+            max_event_name_len: Self::DEFAULT_MAX_EVENT_NAME_LEN,
+            max_correlation_id_len: Self::DEFAULT_MAX_CORRELATION_ID_LEN,
         }
     }
 }
