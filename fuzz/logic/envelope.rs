@@ -9,9 +9,13 @@ use ws_proto::Config;
 /// Refusals are fine; a panic or a changed field is a bug.
 #[allow(unreachable_pub)] // `pub` for the fuzz target; unreachable when a test includes this file as a module
 pub fn envelope(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let config = Config::default();
-    let Ok(first) = Envelope::decode(text, &config) else { return };
+    let Ok(first) = Envelope::decode(text, &config) else {
+        return;
+    };
 
     let mut encoded = Vec::new();
     first.as_outgoing().encode_into(&mut encoded);

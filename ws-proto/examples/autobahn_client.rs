@@ -21,7 +21,9 @@ const AGENT: &str = "tether-ws-proto";
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 fn main() -> io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9001".to_owned());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9001".to_owned());
     let config = Config::default().with_max_message_size(64 << 20);
 
     let count: u32 = match run(&addr, "/getCaseCount", &config, false)?.first() {
@@ -30,7 +32,12 @@ fn main() -> io::Result<()> {
     };
     eprintln!("{count} cases");
     for case in 1..=count {
-        run(&addr, &format!("/runCase?case={case}&agent={AGENT}"), &config, true)?;
+        run(
+            &addr,
+            &format!("/runCase?case={case}&agent={AGENT}"),
+            &config,
+            true,
+        )?;
     }
     run(&addr, &format!("/updateReports?agent={AGENT}"), &config, false)?;
     eprintln!("done");

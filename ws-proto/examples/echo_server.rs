@@ -28,7 +28,10 @@ fn main() -> io::Result<()> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--max-message-size" => {
-                let max = args.next().and_then(|v| v.parse().ok()).expect("--max-message-size BYTES");
+                let max = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--max-message-size BYTES");
                 config = config.with_max_message_size(max);
             }
             _ => addr = arg,
@@ -75,7 +78,9 @@ fn serve(mut stream: TcpStream, config: Config) -> io::Result<()> {
             }
         }
     };
-    let response = request.accept(&Accept::new()).expect("no subprotocol chosen, nothing to refuse");
+    let response = request
+        .accept(&Accept::new())
+        .expect("no subprotocol chosen, nothing to refuse");
     stream.write_all(&response)?;
     stream.set_read_timeout(None)?;
 

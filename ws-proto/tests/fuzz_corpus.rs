@@ -10,7 +10,9 @@ use std::path::Path;
 mod frames;
 
 fn replay(target: &str, run: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut count = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.expect("corpus entry").path();
@@ -24,4 +26,12 @@ fn replay(target: &str, run: fn(&[u8])) {
 #[test]
 fn frames_corpus() {
     replay("frames", frames::frames);
+}
+
+#[path = "../../fuzz/logic/envelope.rs"]
+mod envelope;
+
+#[test]
+fn envelope_corpus() {
+    replay("envelope", envelope::envelope);
 }
