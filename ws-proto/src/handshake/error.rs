@@ -16,7 +16,8 @@ pub enum HandshakeError {
     /// The head did not end within [`Config::max_handshake_size`](crate::Config::max_handshake_size)
     /// bytes. Answered with 431.
     HeadTooLarge {
-        /// Bytes received without a complete head.
+        /// Bytes received without the end of the head. The search stops at the limit,
+        /// so this is the limit itself, whatever the split of the input.
         len: usize,
         /// The configured limit.
         max: usize,
