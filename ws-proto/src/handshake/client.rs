@@ -287,3 +287,374 @@ impl ClientHandshake {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::Extension;
+
+    const KEY: [u8; 16] = *b"the sample nonce";
+    /// `accept_key` of base64(KEY), which is RFC 6455's example key.
+    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+    /// An unmasked text frame "hi" and the start of another.
+    const FRAMES: &[u8] = &[0x81, 0x02, b'h', b'i', 0x82];
+
+    fn request() -> ClientRequest {
+        ClientRequest {
+            protocols: vec!["chat.v2".into(), "chat.v1".into()],
+            extensions: Some("permessage-deflate; client_max_window_bits".into()),
+            origin: Some("https://example.com".into()),
+            headers: vec![("Authorization".into(), "Bearer abc".into())],
+            ..ClientRequest::new("example.com:8080", "/chat?room=1", KEY)
+        }
+    }
+
+    fn client() -> ClientHandshake {
+        ClientHandshake::new(&Config::default(), request()).unwrap().0
+    }
+
+    fn response(status_line: &str, fields: &[(&str, &str)]) -> String {
+        let mut out = format!("{status_line}\r\n");
+        for (name, value) in fields {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out + "\r\n"
+    }
+
+    fn ok_fields() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", ACCEPT),
+            ("Sec-WebSocket-Protocol", "chat.v1"),
+            (
+                "Sec-WebSocket-Extensions",
+                "permessage-deflate; client_max_window_bits=15",
+            ),
+        ]
+    }
+
+    fn ok_response() -> String {
+        response("HTTP/1.1 101 Switching Protocols", &ok_fields())
+    }
+
+    fn fail(input: &str) -> HandshakeError {
+        client().handle_bytes(input.as_bytes()).unwrap_err()
+    }
+
+    /// The ok fields with `name` replaced by `value` (removed when `None`).
+    fn ok_with(name: &'static str, value: Option<&'static str>) -> String {
+        let mut fields: Vec<_> = ok_fields().into_iter().filter(|(n, _)| *n != name).collect();
+        if let Some(value) = value {
+            fields.push((name, value));
+        }
+        response("HTTP/1.1 101 Switching Protocols", &fields)
+    }
+
+    #[test]
+    fn renders_the_request() {
+        let (client, bytes) = ClientHandshake::new(&Config::default(), request()).unwrap();
+        assert_eq!(
+            &bytes[..],
+            b"GET /chat?room=1 HTTP/1.1\r\n\
+              Host: example.com:8080\r\n\
+              Upgrade: websocket\r\n\
+              Connection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\
+              Origin: https://example.com\r\n\
+              Sec-WebSocket-Protocol: chat.v2, chat.v1\r\n\
+              Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+              Authorization: Bearer abc\r\n\
+              \r\n"
+        );
+        assert_eq!(client.expected_accept(), ACCEPT);
+
+        let (_, bytes) = ClientHandshake::new(&Config::default(), ClientRequest::new("h", "/", KEY)).unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(!text.contains("Sec-WebSocket-Protocol") && !text.contains("Origin"));
+    }
+
+    #[test]
+    fn refuses_requests_it_cannot_send() {
+        let cases = [
+            (
+                ClientRequest::new("exa mple.com", "/", KEY),
+                HandshakeError::InvalidRequestLine {
+                    value: "exa mple.com".into(),
+                },
+            ),
+            (
+                ClientRequest::new("", "/", KEY),
+                HandshakeError::InvalidRequestLine { value: "".into() },
+            ),
+            (
+                ClientRequest::new("h", "chat", KEY),
+                HandshakeError::InvalidRequestLine { value: "chat".into() },
+            ),
+            (
+                ClientRequest::new("h", "/a b", KEY),
+                HandshakeError::InvalidRequestLine { value: "/a b".into() },
+            ),
+            (
+                ClientRequest {
+                    protocols: vec!["a, b".into()],
+                    ..ClientRequest::new("h", "/", KEY)
+                },
+                HandshakeError::InvalidProtocol {
+                    protocol: "a, b".into(),
+                },
+            ),
+            (
+                ClientRequest {
+                    extensions: Some("x;".into()),
+                    ..ClientRequest::new("h", "/", KEY)
+                },
+                HandshakeError::InvalidExtensionHeader { offset: 2 },
+            ),
+            (
+                ClientRequest {
+                    origin: Some("o\r\nX: y".into()),
+                    ..ClientRequest::new("h", "/", KEY)
+                },
+                HandshakeError::InvalidHeaderValue {
+                    name: "Origin".into(),
+                },
+            ),
+            (
+                ClientRequest {
+                    headers: vec![("sec-websocket-key".into(), "x".into())],
+                    ..ClientRequest::new("h", "/", KEY)
+                },
+                HandshakeError::ReservedHeader {
+                    name: "sec-websocket-key".into(),
+                },
+            ),
+            (
+                ClientRequest {
+                    headers: vec![("Cookie".into(), "a\nb".into())],
+                    ..ClientRequest::new("h", "/", KEY)
+                },
+                HandshakeError::InvalidHeaderValue {
+                    name: "Cookie".into(),
+                },
+            ),
+        ];
+        for (request, error) in cases {
+            assert_eq!(
+                ClientHandshake::new(&Config::default(), request).unwrap_err(),
+                error
+            );
+        }
+    }
+
+    #[test]
+    fn happy_path_keeps_leftover_frames_under_every_split() {
+        let input = [ok_response().as_bytes(), FRAMES].concat();
+        for size in 1..=input.len() {
+            let mut client = client();
+            let mut outcome = None;
+            let mut unfed = &input[..0];
+            for (i, chunk) in input.chunks(size).enumerate() {
+                if let Some(response) = client.handle_bytes(chunk).unwrap() {
+                    unfed = &input[((i + 1) * size).min(input.len())..];
+                    outcome = Some(response);
+                    break;
+                }
+            }
+            let mut response = outcome.expect("complete");
+            assert_eq!(response.status(), 101);
+            assert_eq!(response.protocol(), Some("chat.v1"));
+            assert_eq!(
+                response.extensions(),
+                [Extension::new("permessage-deflate")
+                    .with_param("client_max_window_bits", Some("15".into()))]
+            );
+            assert_eq!(response.header("SEC-WEBSOCKET-ACCEPT"), Some(ACCEPT));
+            assert_eq!(response.headers().len(), 5);
+            assert_eq!(
+                [&response.take_rest()[..], unfed].concat(),
+                FRAMES,
+                "chunk size {size}"
+            );
+            assert!(client.is_finished());
+            assert_eq!(client.handle_bytes(b"x"), Err(HandshakeError::Finished));
+        }
+    }
+
+    #[test]
+    fn no_protocol_no_extension_is_fine() {
+        let input = response(
+            "HTTP/1.1 101 Switching Protocols",
+            &[
+                ("Upgrade", "WebSocket"),
+                ("Connection", "upgrade"),
+                ("Sec-WebSocket-Accept", ACCEPT),
+            ],
+        );
+        let response = client().handle_bytes(input.as_bytes()).unwrap().unwrap();
+        assert_eq!(response.protocol(), None);
+        assert!(response.extensions().is_empty());
+        assert!(response.rest().is_empty());
+    }
+
+    #[test]
+    fn refused_status_is_reported_with_its_code() {
+        let input = "HTTP/1.1 403 Forbidden\r\nContent-Length: 3\r\n\r\nno\n";
+        assert_eq!(fail(input), HandshakeError::NotSwitchingProtocols { status: 403 });
+        let input = response("HTTP/1.1 200 OK", &ok_fields());
+        assert_eq!(
+            fail(&input),
+            HandshakeError::NotSwitchingProtocols { status: 200 }
+        );
+        let input = response("HTTP/1.0 101 Switching Protocols", &ok_fields());
+        assert_eq!(
+            fail(&input),
+            HandshakeError::UnsupportedHttpVersion { minor: Some(0) }
+        );
+    }
+
+    #[test]
+    fn wrong_accept_fails() {
+        assert_eq!(
+            fail(&ok_with(
+                "Sec-WebSocket-Accept",
+                Some("AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+            )),
+            HandshakeError::AcceptMismatch {
+                expected: ACCEPT.into(),
+                found: "AAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+            }
+        );
+        assert_eq!(
+            fail(&ok_with("Sec-WebSocket-Accept", None)),
+            HandshakeError::MissingHeader {
+                name: "Sec-WebSocket-Accept"
+            }
+        );
+    }
+
+    #[test]
+    fn unoffered_protocol_fails() {
+        assert_eq!(
+            fail(&ok_with("Sec-WebSocket-Protocol", Some("chat.v3"))),
+            HandshakeError::UnofferedProtocol {
+                protocol: "chat.v3".into()
+            }
+        );
+        // A list is not one of our tokens either.
+        assert_eq!(
+            fail(&ok_with("Sec-WebSocket-Protocol", Some("chat.v1, chat.v2"))),
+            HandshakeError::UnofferedProtocol {
+                protocol: "chat.v1, chat.v2".into()
+            }
+        );
+        // Nothing offered, something picked.
+        let (mut client, _) =
+            ClientHandshake::new(&Config::default(), ClientRequest::new("h", "/", KEY)).unwrap();
+        assert_eq!(
+            client.handle_bytes(ok_with("Sec-WebSocket-Extensions", None).as_bytes()),
+            Err(HandshakeError::UnofferedProtocol {
+                protocol: "chat.v1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn unoffered_extension_fails() {
+        assert_eq!(
+            fail(&ok_with(
+                "Sec-WebSocket-Extensions",
+                Some("permessage-deflate, x-webkit")
+            )),
+            HandshakeError::UnofferedExtension {
+                name: "x-webkit".into()
+            }
+        );
+        assert_eq!(
+            fail(&ok_with(
+                "Sec-WebSocket-Extensions",
+                Some("permessage-deflate; =")
+            )),
+            HandshakeError::InvalidExtensionHeader { offset: 20 }
+        );
+    }
+
+    #[test]
+    fn upgrade_and_connection_are_checked() {
+        assert_eq!(
+            fail(&ok_with("Upgrade", None)),
+            HandshakeError::MissingHeader { name: "Upgrade" }
+        );
+        assert_eq!(
+            fail(&ok_with("Upgrade", Some("h2c"))),
+            HandshakeError::UpgradeNotWebSocket { found: "h2c".into() }
+        );
+        assert_eq!(
+            fail(&ok_with("Connection", None)),
+            HandshakeError::MissingHeader { name: "Connection" }
+        );
+        assert_eq!(
+            fail(&ok_with("Connection", Some("close"))),
+            HandshakeError::ConnectionNotUpgrade {
+                found: "close".into()
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_responses_fail() {
+        for input in [
+            "HTTP/1.1 abc Nope\r\n\r\n",
+            "HTTP/1.1 101 OK\r\nbad header\r\n\r\n",
+        ] {
+            assert!(
+                matches!(fail(input), HandshakeError::MalformedHttp { .. }),
+                "{input:?}"
+            );
+        }
+        assert_eq!(
+            fail("HTTP/2 101 OK\r\n\r\n"),
+            HandshakeError::UnsupportedHttpVersion { minor: None }
+        );
+    }
+
+    #[test]
+    fn limits_apply() {
+        let config = Config::default();
+        let (mut client, _) = ClientHandshake::new(&config, request()).unwrap();
+        let mut input = b"HTTP/1.1 101 Switching Protocols\r\nX: ".to_vec();
+        input.resize(config.max_handshake_size, b'a');
+        assert_eq!(
+            client.handle_bytes(&input),
+            Err(HandshakeError::HeadTooLarge {
+                len: config.max_handshake_size,
+                max: config.max_handshake_size
+            })
+        );
+
+        let mut input = "HTTP/1.1 101 Switching Protocols\r\n".to_owned();
+        for i in 0..65 {
+            input.push_str(&format!("X-{i}: {i}\r\n"));
+        }
+        assert_eq!(
+            fail(&(input + "\r\n")),
+            HandshakeError::TooManyHeaders { count: 65, max: 64 }
+        );
+    }
+
+    #[test]
+    fn terminator_search_is_linear() {
+        let n = 16 * 1024;
+        let config = Config {
+            max_handshake_size: 4 * n,
+            ..Config::default()
+        };
+        let (mut client, _) = ClientHandshake::new(&config, request()).unwrap();
+        for i in 0..n {
+            let byte = b"\r\n\r"[i % 3];
+            assert!(client.handle_bytes(&[byte]).unwrap().is_none());
+        }
+        assert_eq!(client.examined(), n);
+    }
+}

@@ -79,3 +79,71 @@ pub use rejection::Rejection;
 pub use request::{Accept, Request};
 pub use response::Response;
 pub use server::ServerHandshake;
+
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+    use crate::Config;
+
+    #[test]
+    fn client_request_is_accepted_by_the_server_and_back() {
+        let config = Config::default();
+        let mut request = ClientRequest::new("example.com", "/live?token=s%C3%A9cret&x=1+2", [42; 16]);
+        request.protocols = vec!["tether.v1".into(), "tether.bin.v1".into()];
+        request.extensions = Some("permessage-deflate; client_max_window_bits, x-other; q=\"a b\"".into());
+        request.origin = Some("https://app.example.com".into());
+        request.headers = vec![
+            ("Authorization".into(), "Bearer tok.en".into()),
+            ("X-Trace".into(), "7".into()),
+        ];
+        let (mut client, request_bytes) = ClientHandshake::new(&config, request).unwrap();
+
+        let mut server = ServerHandshake::new(&config);
+        let mut request = None;
+        for byte in request_bytes.iter() {
+            if let Some(r) = server.handle_bytes(std::slice::from_ref(byte)).unwrap() {
+                request = Some(r);
+            }
+        }
+        let request = request.expect("complete");
+        assert_eq!(request.host(), "example.com");
+        assert_eq!(request.path(), "/live");
+        assert_eq!(request.query_param("token").as_deref(), Some("s\u{e9}cret"));
+        assert_eq!(request.query_param("x").as_deref(), Some("1 2"));
+        assert_eq!(request.origin(), Some("https://app.example.com"));
+        assert_eq!(request.bearer_token(), Some("tok.en"));
+        assert_eq!(request.header("x-trace"), Some("7"));
+        assert_eq!(request.protocols(), ["tether.v1", "tether.bin.v1"]);
+        let names: Vec<_> = request.extensions().iter().map(Extension::name).collect();
+        assert_eq!(names, ["permessage-deflate", "x-other"]);
+        assert_eq!(request.extensions()[1].param("q"), Some(Some("a b")));
+        assert!(request.rest().is_empty());
+
+        let accept = Accept::new()
+            .with_protocol("tether.bin.v1")
+            .with_extensions("permessage-deflate; server_no_context_takeover");
+        let mut response_bytes = request.accept(&accept).unwrap().to_vec();
+        response_bytes.extend_from_slice(&[0x82, 0x00]);
+        let mut response = client.handle_bytes(&response_bytes).unwrap().unwrap();
+        assert_eq!(response.protocol(), Some("tether.bin.v1"));
+        assert_eq!(
+            response.extensions()[0].param("server_no_context_takeover"),
+            Some(None)
+        );
+        assert_eq!(&response.take_rest()[..], &[0x82, 0x00]);
+    }
+
+    #[test]
+    fn server_rejection_reaches_the_client_as_its_status() {
+        let config = Config::default();
+        let (mut client, request_bytes) =
+            ClientHandshake::new(&config, ClientRequest::new("h", "/", [1; 16])).unwrap();
+        let mut server = ServerHandshake::new(&config);
+        let request = server.handle_bytes(&request_bytes).unwrap().unwrap();
+        let rejection = request.reject(403, "origin not allowed").unwrap();
+        assert_eq!(
+            client.handle_bytes(&rejection.to_response()),
+            Err(HandshakeError::NotSwitchingProtocols { status: 403 })
+        );
+    }
+}
