@@ -86,15 +86,6 @@ impl Headers {
     }
 }
 
-impl<'a> IntoIterator for &'a Headers {
-    type Item = (&'a str, &'a str);
-    type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a str)> + 'a>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
-}
-
 /// Optional whitespace (RFC 9110 §5.6.3).
 pub(crate) fn is_ows(c: char) -> bool {
     c == ' ' || c == '\t'
