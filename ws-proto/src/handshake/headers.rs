@@ -1,0 +1,234 @@
+//! Header fields: the received list with case-insensitive lookup, HTTP list parsing,
+//! and the checks applied to fields before they are written.
+
+use super::error::HandshakeError;
+
+/// The header fields of a handshake head, in the order received.
+///
+/// Names compare case-insensitively (RFC 9110 §5.1). Values are the field values as
+/// received with surrounding whitespace removed; a head whose values are not UTF-8 is
+/// refused with [`HandshakeError::InvalidHeaderValue`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    fields: Vec<(String, String)>,
+}
+
+impl Headers {
+    /// The first value of header `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether header `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// All fields as `(name, value)`, in the order received.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// Number of header fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether there are no header fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Converts httparse's fields, refusing values that are not UTF-8.
+    pub(crate) fn from_parsed(parsed: &[httparse::Header<'_>]) -> Result<Self, HandshakeError> {
+        let mut fields = Vec::with_capacity(parsed.len());
+        for header in parsed {
+            let value =
+                std::str::from_utf8(header.value).map_err(|_| HandshakeError::InvalidHeaderValue {
+                    name: header.name.to_owned(),
+                })?;
+            fields.push((header.name.to_owned(), value.trim_matches(is_ows).to_owned()));
+        }
+        Ok(Self { fields })
+    }
+
+    /// The value of a header that must appear at most once.
+    pub(crate) fn single(&self, name: &'static str) -> Result<Option<&str>, HandshakeError> {
+        let mut values = self.get_all(name);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(HandshakeError::DuplicateHeader { name });
+        }
+        Ok(first)
+    }
+
+    /// Whether any value of header `name` lists `token` (case-insensitively).
+    pub(crate) fn has_token(&self, name: &str, token: &str) -> bool {
+        self.get_all(name)
+            .flat_map(split_list)
+            .any(|t| t.eq_ignore_ascii_case(token))
+    }
+
+    /// All values of header `name` joined with ", " (for error reports).
+    pub(crate) fn joined(&self, name: &str) -> String {
+        self.get_all(name).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Optional whitespace (RFC 9110 §5.6.3).
+pub(crate) fn is_ows(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// The elements of a comma-separated HTTP list, trimmed, empty elements skipped.
+pub(crate) fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(',')
+        .map(|t| t.trim_matches(is_ows))
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether `b` may appear in an HTTP token (RFC 9110 §5.6.2).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `s` is a non-empty HTTP token.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_tchar)
+}
+
+/// Checks a field the local caller asked to send: the name must be a token, the value
+/// must not break the line (CR, LF) or contain NUL or other control bytes but tab.
+pub(crate) fn check_field(name: &str, value: &str) -> Result<(), HandshakeError> {
+    if !is_token(name) {
+        return Err(HandshakeError::InvalidHeaderName {
+            name: name.to_owned(),
+        });
+    }
+    if !is_field_value(value) {
+        return Err(HandshakeError::InvalidHeaderValue {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `value` can be written as a field value as is.
+pub(crate) fn is_field_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Checks an extra header against the names the handshake writes itself.
+pub(crate) fn check_extra(name: &str, value: &str, reserved: &[&str]) -> Result<(), HandshakeError> {
+    check_field(name, value)?;
+    if reserved.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        return Err(HandshakeError::ReservedHeader {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Appends `name: value\r\n`.
+pub(crate) fn write_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Header lines in a complete head (terminator included): every line but the first
+/// (request or status line) and the final blank one. Counts bare LFs too, so it is an
+/// upper bound of what the HTTP parser will find.
+pub(crate) fn count_header_lines(head: &[u8]) -> usize {
+    head.iter().filter(|&&b| b == b'\n').count().saturating_sub(2)
+}
+
+/// Maps an httparse error to the handshake's error.
+pub(crate) fn parse_error(err: httparse::Error, lines: usize, max: usize) -> HandshakeError {
+    let reason = match err {
+        httparse::Error::Version => return HandshakeError::UnsupportedHttpVersion { minor: None },
+        httparse::Error::TooManyHeaders => return HandshakeError::TooManyHeaders { count: lines, max },
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status line",
+        httparse::Error::Token => "invalid token in the start line",
+    };
+    HandshakeError::MalformedHttp { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(fields: &[(&str, &str)]) -> Headers {
+        Headers {
+            fields: fields
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive_and_first_wins() {
+        let h = headers(&[("X-One", "a"), ("x-one", "b"), ("Other", "c")]);
+        assert_eq!(h.get("X-ONE"), Some("a"));
+        assert_eq!(h.get_all("x-one").collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(h.get("missing"), None);
+        assert_eq!(h.iter().count(), 3);
+        assert_eq!(
+            h.single("x-one"),
+            Err(HandshakeError::DuplicateHeader { name: "x-one" })
+        );
+        assert_eq!(h.single("Other"), Ok(Some("c")));
+    }
+
+    #[test]
+    fn tokens_across_lists_and_repeats() {
+        let h = headers(&[("Connection", "keep-alive"), ("Connection", " , Upgrade ,")]);
+        assert!(h.has_token("connection", "upgrade"));
+        assert!(!h.has_token("connection", "close"));
+        assert!(!headers(&[("Connection", "upgraded")]).has_token("Connection", "upgrade"));
+    }
+
+    #[test]
+    fn field_checks() {
+        assert!(check_field("X-Ok", "fine\tvalue").is_ok());
+        assert_eq!(
+            check_field("X-Bad", "a\r\nInjected: yes"),
+            Err(HandshakeError::InvalidHeaderValue { name: "X-Bad".into() })
+        );
+        assert_eq!(
+            check_field("Bad Name", "v"),
+            Err(HandshakeError::InvalidHeaderName {
+                name: "Bad Name".into()
+            })
+        );
+        assert_eq!(
+            check_extra("upgrade", "x", &["Upgrade"]),
+            Err(HandshakeError::ReservedHeader {
+                name: "upgrade".into()
+            })
+        );
+    }
+
+    #[test]
+    fn line_count() {
+        assert_eq!(count_header_lines(b"GET / HTTP/1.1\r\n\r\n"), 0);
+        assert_eq!(count_header_lines(b"GET / HTTP/1.1\r\nA: b\r\nC: d\r\n\r\n"), 2);
+    }
+}
