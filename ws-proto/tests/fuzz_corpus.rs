@@ -35,3 +35,16 @@ mod envelope;
 fn envelope_corpus() {
     replay("envelope", envelope::envelope);
 }
+
+#[path = "../../fuzz/logic/handshake.rs"]
+mod handshake;
+
+#[test]
+fn server_handshake_corpus() {
+    replay("server_handshake", handshake::server_handshake);
+}
+
+#[test]
+fn client_handshake_response_corpus() {
+    replay("client_handshake_response", handshake::client_handshake_response);
+}
