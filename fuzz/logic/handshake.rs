@@ -14,10 +14,11 @@ const MAX_HEAD: usize = 4096;
 const MAX_HEADERS: usize = 24;
 
 fn config() -> Config {
-    let mut config = Config::default();
-    config.max_handshake_size = MAX_HEAD;
-    config.max_handshake_headers = MAX_HEADERS;
-    config
+    Config {
+        max_handshake_size: MAX_HEAD,
+        max_handshake_headers: MAX_HEADERS,
+        ..Config::default()
+    }
 }
 
 /// The first byte picks a chunk size; the rest is a client's request, fed to a server
@@ -136,7 +137,9 @@ fn check_request(request: &Request) {
         let _ = extension.to_string();
     }
 
-    let response = request.accept(&Accept::default()).expect("a plain accept is valid");
+    let response = request
+        .accept(&Accept::default())
+        .expect("a plain accept is valid");
     let text = String::from_utf8(response.to_vec()).expect("the 101 response is ASCII");
     assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
     assert!(text.ends_with("\r\n\r\n"));
@@ -155,7 +158,9 @@ fn check_request(request: &Request) {
         assert!(request.accept(&Accept::new().with_extensions(value)).is_ok());
     }
     assert_eq!(
-        request.accept(&Accept::new().with_protocol("\u{0}never offered")).err(),
+        request
+            .accept(&Accept::new().with_protocol("\u{0}never offered"))
+            .err(),
         Some(HandshakeError::UnofferedProtocol {
             protocol: "\u{0}never offered".to_string()
         })
@@ -176,7 +181,10 @@ fn check_rejection(rejection: &Rejection) {
         .split("\r\n")
         .find_map(|line| line.strip_prefix("Content-Length: "))
         .expect("a Content-Length");
-    assert_eq!(length.parse::<usize>().ok(), Some(response.len() - head.len() - 4));
+    assert_eq!(
+        length.parse::<usize>().ok(),
+        Some(response.len() - head.len() - 4)
+    );
     assert!(!body.is_empty());
     match status {
         405 => assert!(head.contains("\r\nAllow: GET")),

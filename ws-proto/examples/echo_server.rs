@@ -3,11 +3,12 @@
 //! server cases (`kosoku -m fuzzingclient`).
 //!
 //! ```text
-//! cargo run --release -p ws-proto --example echo_server -- [ADDR] [--max-message-size BYTES]
+//! cargo run --release -p ws-proto --example echo_server -- [ADDR] [--max-message-size BYTES] [--max-fragments N]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:9001. Autobahn's case 9 sends messages of up to 16 MiB,
-//! so conformance runs raise the 1 MiB default with `--max-message-size`.
+//! some cut into 65,536 fragments, so conformance runs raise the defaults (1 MiB, 4096
+//! fragments) with the two flags.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -33,6 +34,12 @@ fn main() -> io::Result<()> {
                     .and_then(|v| v.parse().ok())
                     .expect("--max-message-size BYTES");
                 config = config.with_max_message_size(max);
+            }
+            "--max-fragments" => {
+                config.max_fragments = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--max-fragments N");
             }
             _ => addr = arg,
         }

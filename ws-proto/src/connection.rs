@@ -101,9 +101,8 @@ struct FrameInProgress {
 struct MessageInProgress {
     text: bool,
     fragments: usize,
-    /// Set once the message has been fed to the incremental validator; a text that
-    /// arrives whole in one piece is validated once, at the end, instead.
-    streaming_utf8: bool,
+    /// Payload bytes received so far, all fragments together.
+    len: u64,
 }
 
 /// Messages up to this size are copied out so the assembly buffer is reused; larger
@@ -128,10 +127,17 @@ pub struct Connection {
     header_len: usize,
     frame: Option<FrameInProgress>,
     message: Option<MessageInProgress>,
+    /// A binary message being assembled, or scratch space to unmask text into.
     message_buf: Vec<u8>,
+    /// A text message being assembled, built as it is validated (one pass).
+    text_buf: String,
     control_buf: Vec<u8>,
     utf8: Utf8Validator,
     events: VecDeque<Event>,
+    /// The close frame body that answers the last event queued ([`Event::Close`] or
+    /// [`Event::Failed`]). It is written when the caller polls that event, so that
+    /// the answers to the messages before it go out first: nothing accepted is lost.
+    pending_close: Option<Vec<u8>>,
 
     /// Frames written but not yet handed out, in order.
     out: BytesMut,
@@ -181,6 +187,8 @@ impl Connection {
             frame: None,
             message: None,
             message_buf: Vec::new(),
+            text_buf: String::new(),
+            pending_close: None,
             control_buf: Vec::with_capacity(125),
             utf8: Utf8Validator::new(),
             events: VecDeque::new(),
@@ -199,10 +207,11 @@ impl Connection {
         self.state
     }
 
-    /// Whether the connection is closed: no more events will come and nothing more
-    /// can be sent. Flush [`Connection::poll_transmit`], then close the socket.
+    /// Whether the connection is closed: no more events will come, every close frame
+    /// owed has been queued, and nothing more can be sent. Flush
+    /// [`Connection::poll_transmit`], then close the socket.
     pub fn is_closed(&self) -> bool {
-        self.state == ConnectionState::Closed
+        self.state == ConnectionState::Closed && self.pending_close.is_none() && self.events.is_empty()
     }
 
     /// The protocol error that failed the connection, if one did. Sticky: once set it
@@ -247,9 +256,20 @@ impl Connection {
     }
 
     /// The next event, or `None` when there is nothing more until the next input.
+    ///
+    /// Answer each event before polling the next: when the peer closes or breaks the
+    /// protocol, our close frame is queued as its event is polled, after whatever was
+    /// sent in answer to the messages before it.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        if self.events.is_empty() {
+            if let Some(body) = self.pending_close.take() {
+                self.write_frame(OpCode::Close, &body);
+                self.close_sent = true;
+            }
+        }
+        Some(event)
     }
 
     fn accepts_input(&self) -> bool {
@@ -326,14 +346,15 @@ impl Connection {
                     });
                 }
                 self.check_message_size(len)?;
+                // The buffer may still hold unmasking scratch of the last text.
+                self.message_buf.clear();
                 self.message = Some(MessageInProgress {
                     text: header.opcode == OpCode::Text,
                     fragments: 1,
-                    streaming_utf8: false,
+                    len: 0,
                 });
             }
             OpCode::Continuation => {
-                let total = self.message_buf.len() as u64 + len;
                 let max_fragments = self.config.max_fragments;
                 let Some(message) = self.message.as_mut() else {
                     return Err(ProtocolError::UnexpectedContinuation);
@@ -342,6 +363,7 @@ impl Connection {
                 if message.fragments > max_fragments {
                     return Err(ProtocolError::TooManyFragments { max: max_fragments });
                 }
+                let total = message.len + len;
                 self.check_message_size(total)?;
             }
             // Control frames: the header codec already checked FIN and ≤125 bytes.
@@ -369,34 +391,34 @@ impl Connection {
         // `remaining` is bounded by max_frame_size (a usize), so this cannot truncate.
         let take = (frame.remaining.min(data.len() as u64)) as usize;
         let chunk = &data[..take];
-        let whole_frame_at_once = frame.received == 0 && take as u64 == frame.remaining;
-        let buf = if frame.header.opcode.is_control() {
-            &mut self.control_buf
-        } else {
-            &mut self.message_buf
-        };
-        let start = buf.len();
-        buf.extend_from_slice(chunk);
-        if let Some(mask) = frame.header.mask {
-            apply_mask(&mut buf[start..], mask, frame.received);
-        }
+        let mask = frame.header.mask;
+        let offset = frame.received;
         frame.received += take;
         frame.remaining -= take as u64;
         self.frame = Some(frame);
 
-        if !frame.header.opcode.is_control() {
-            let single_piece = whole_frame_at_once && frame.header.fin;
-            if let Some(message) = self.message.as_mut() {
+        if frame.header.opcode.is_control() {
+            unmask_onto(&mut self.control_buf, chunk, mask, offset);
+        } else if let Some(message) = self.message.as_mut() {
+            message.len += take as u64;
+            if message.text {
                 // Validate text as it arrives, so an invalid sequence fails the
-                // connection at once, not after the rest of a large message. A text
-                // that arrives whole in one piece is validated once, when complete.
-                if message.text && (message.streaming_utf8 || !(single_piece && message.fragments == 1)) {
-                    message.streaming_utf8 = true;
-                    if let Err(valid_up_to) = self.utf8.feed(&self.message_buf[start..]) {
-                        self.fail(ProtocolError::InvalidUtf8 { valid_up_to });
-                        return take;
+                // connection at once, not after the rest of a large message; the
+                // text is built in the same pass.
+                let plain = match mask {
+                    Some(_) => {
+                        self.message_buf.clear();
+                        unmask_onto(&mut self.message_buf, chunk, mask, offset);
+                        &self.message_buf[..]
                     }
+                    None => chunk,
+                };
+                if let Err(valid_up_to) = self.utf8.push(plain, &mut self.text_buf) {
+                    self.fail(ProtocolError::InvalidUtf8 { valid_up_to });
+                    return take;
                 }
+            } else {
+                unmask_onto(&mut self.message_buf, chunk, mask, offset);
             }
         }
         if frame.remaining == 0 {
@@ -436,48 +458,30 @@ impl Connection {
             return;
         };
         let event = if message.text {
-            if message.streaming_utf8 {
-                let complete = self.utf8.is_complete();
-                self.utf8.reset();
-                if !complete {
-                    // The message ends inside a code point.
-                    self.fail(ProtocolError::InvalidUtf8 {
-                        valid_up_to: self.message_buf.len() - self.partial_tail_len(),
-                    });
-                    return;
-                }
+            let complete = self.utf8.is_complete();
+            self.utf8.reset();
+            if !complete {
+                // The message ends inside a code point.
+                self.fail(ProtocolError::InvalidUtf8 {
+                    valid_up_to: self.text_buf.len(),
+                });
+                return;
             }
-            match self.take_text() {
-                Ok(text) => Event::Text(text),
-                Err(valid_up_to) => {
-                    self.fail(ProtocolError::InvalidUtf8 { valid_up_to });
-                    return;
-                }
-            }
+            Event::Text(self.take_text())
         } else {
             Event::Binary(self.take_binary())
         };
         self.events.push_back(event);
     }
 
-    /// How many bytes at the end of the message are an unfinished code point.
-    fn partial_tail_len(&self) -> usize {
-        match std::str::from_utf8(&self.message_buf) {
-            Ok(_) => 0,
-            Err(e) => self.message_buf.len() - e.valid_up_to(),
-        }
-    }
-
-    fn take_text(&mut self) -> Result<String, usize> {
-        let text = if self.message_buf.len() <= COPY_OUT_MAX {
-            let text = std::str::from_utf8(&self.message_buf).map(str::to_owned);
-            self.message_buf.clear();
-            text.map_err(|e| e.valid_up_to())
+    fn take_text(&mut self) -> String {
+        if self.text_buf.len() <= COPY_OUT_MAX {
+            let text = self.text_buf.as_str().to_owned();
+            self.text_buf.clear();
+            text
         } else {
-            String::from_utf8(mem::take(&mut self.message_buf)).map_err(|e| e.utf8_error().valid_up_to())
-        };
-        self.release_large_buffer();
-        text
+            mem::take(&mut self.text_buf)
+        }
     }
 
     fn take_binary(&mut self) -> Bytes {
@@ -496,6 +500,9 @@ impl Connection {
         if self.message_buf.capacity() > RETAIN_MAX {
             self.message_buf = Vec::new();
         }
+        if self.text_buf.capacity() > RETAIN_MAX {
+            self.text_buf = String::new();
+        }
     }
 
     fn handle_close_frame(&mut self) {
@@ -508,21 +515,21 @@ impl Connection {
         };
         if !self.close_sent {
             // Answer with the peer's code (RFC 6455 §5.5.1); an empty close is
-            // answered with an empty close.
+            // answered with an empty close. It goes out when this event is polled.
             let mut body = Vec::with_capacity(2);
             if let Some(code) = frame.code {
                 body.extend_from_slice(&code.0.to_be_bytes());
             }
-            self.write_frame(OpCode::Close, &body);
-            self.close_sent = true;
+            self.pending_close = Some(body);
         }
         self.state = ConnectionState::Closed;
         self.message = None;
         self.events.push_back(Event::Close(frame));
     }
 
-    /// Fails the connection: the close frame for `err` is queued (if ours had not
-    /// gone yet), the error is reported and kept, and no more input is read.
+    /// Fails the connection: the error is reported and kept, no more input is read,
+    /// and the close frame for it (if ours had not gone yet) is written when the
+    /// caller polls the [`Event::Failed`].
     fn fail(&mut self, err: ProtocolError) {
         if !self.close_sent {
             let text = err.to_string();
@@ -530,8 +537,7 @@ impl Connection {
             let mut body = Vec::with_capacity(2 + reason.len());
             body.extend_from_slice(&err.close_code().0.to_be_bytes());
             body.extend_from_slice(reason.as_bytes());
-            self.write_frame(OpCode::Close, &body);
-            self.close_sent = true;
+            self.pending_close = Some(body);
         }
         self.state = ConnectionState::Closed;
         self.frame = None;
@@ -575,11 +581,18 @@ impl Connection {
         }
     }
 
+    /// Whether messages may still be sent: until our close frame is queued. After the
+    /// peer's close or a failure, answers to the events polled before it still go out.
+    fn can_send(&self) -> bool {
+        !self.close_sent && (self.state != ConnectionState::Closed || self.pending_close.is_some())
+    }
+
     /// Starts the closing handshake: sends a close frame with `code` and `reason`
     /// (at most 123 bytes). Messages that still arrive are delivered until the peer's
     /// close frame; then the connection is [`ConnectionState::Closed`].
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
         if self.close_sent || self.state == ConnectionState::Closed {
+            // Closed, or a close answering the peer is already owed.
             return Err(SendError::Closed);
         }
         if !code.is_sendable() {
@@ -605,7 +618,7 @@ impl Connection {
     ///
     /// Server role only: a client must mask every frame with its own key.
     pub fn send_preframed(&mut self, frames: Bytes) -> Result<(), SendError> {
-        if self.close_sent || self.state == ConnectionState::Closed || self.role == Role::Client {
+        if !self.can_send() || self.role == Role::Client {
             return Err(SendError::Closed);
         }
         if !self.out.is_empty() {
@@ -632,7 +645,7 @@ impl Connection {
     }
 
     fn send_data(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
-        if self.close_sent || self.state == ConnectionState::Closed {
+        if !self.can_send() {
             return Err(SendError::Closed);
         }
         match self.config.send_fragment_size {
@@ -651,7 +664,7 @@ impl Connection {
     }
 
     fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
-        if self.close_sent || self.state == ConnectionState::Closed {
+        if !self.can_send() {
             return Err(SendError::Closed);
         }
         if payload.len() > 125 {
@@ -668,6 +681,15 @@ impl Connection {
     fn write_frame_fin(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
         let mask = self.masks.as_mut().map(|masks| masks.next_mask());
         encode_frame(&mut self.out, fin, opcode, payload, mask);
+    }
+}
+
+/// Appends `chunk` to `buf`, unmasked with `mask` from mask position `offset`.
+fn unmask_onto(buf: &mut Vec<u8>, chunk: &[u8], mask: Option<[u8; 4]>, offset: usize) {
+    let start = buf.len();
+    buf.extend_from_slice(chunk);
+    if let Some(mask) = mask {
+        apply_mask(&mut buf[start..], mask, offset);
     }
 }
 

@@ -20,9 +20,13 @@ impl Utf8Validator {
         Self::default()
     }
 
-    /// Feeds the next piece. Returns `Err(valid_up_to)` (counted from the start of the
-    /// text) as soon as the bytes seen cannot be the prefix of valid UTF-8.
-    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), usize> {
+    /// Validates the next piece and appends its complete code points to `out`.
+    ///
+    /// Returns `Err(valid_up_to)` (counted from the start of the text) as soon as the
+    /// bytes seen cannot be the prefix of valid UTF-8. Each byte is validated once:
+    /// building the text as it is validated is what lets a caller produce a `String`
+    /// without a second pass and without `unsafe`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut String) -> Result<(), usize> {
         if self.partial_len > 0 {
             let width = sequence_width(self.partial[0]);
             let take = (width - self.partial_len).min(data.len());
@@ -30,7 +34,8 @@ impl Utf8Validator {
             self.partial_len += take;
             data = &data[take..];
             match std::str::from_utf8(&self.partial[..self.partial_len]) {
-                Ok(_) => {
+                Ok(complete) => {
+                    out.push_str(complete);
                     self.consumed += self.partial_len;
                     self.partial_len = 0;
                 }
@@ -39,24 +44,23 @@ impl Utf8Validator {
                 Err(_) => return Err(self.consumed),
             }
         }
-        match std::str::from_utf8(data) {
-            Ok(_) => {
-                self.consumed += data.len();
-                Ok(())
-            }
-            Err(e) => {
-                let valid = e.valid_up_to();
-                if e.error_len().is_some() {
-                    return Err(self.consumed + valid);
-                }
-                // The piece ends inside a code point whose bytes so far are valid.
-                let tail = &data[valid..];
-                self.partial[..tail.len()].copy_from_slice(tail);
-                self.partial_len = tail.len();
-                self.consumed += valid;
-                Ok(())
-            }
+        // Cut off a code point the piece ends inside of, validate the rest in one pass.
+        let cut = incomplete_tail_start(data);
+        let (body, tail) = data.split_at(cut);
+        match std::str::from_utf8(body) {
+            Ok(text) => out.push_str(text),
+            Err(e) => return Err(self.consumed + e.valid_up_to()),
         }
+        self.consumed += body.len();
+        if !tail.is_empty() {
+            // The tail must be a valid start of a code point (fail fast on F4 90 …).
+            if matches!(std::str::from_utf8(tail), Err(e) if e.error_len().is_some()) {
+                return Err(self.consumed);
+            }
+            self.partial[..tail.len()].copy_from_slice(tail);
+            self.partial_len = tail.len();
+        }
+        Ok(())
     }
 
     /// Whether the text fed so far ends on a code point boundary (a complete text).
@@ -68,6 +72,25 @@ impl Utf8Validator {
     pub fn reset(&mut self) {
         *self = Self::default();
     }
+}
+
+/// Where a code point that `data` ends inside of begins, or `data.len()` when the
+/// last code point is complete (or the bytes are invalid: the caller's validation
+/// then reports them).
+fn incomplete_tail_start(data: &[u8]) -> usize {
+    let len = data.len();
+    for back in 1..=len.min(3) {
+        let byte = data[len - back];
+        if byte & 0xc0 != 0x80 {
+            // The last byte that is not a continuation byte: does its sequence fit?
+            return if sequence_width(byte) > back {
+                len - back
+            } else {
+                len
+            };
+        }
+    }
+    len
 }
 
 /// The length of the sequence a lead byte starts; 1 for bytes that cannot lead
@@ -87,9 +110,13 @@ mod tests {
 
     fn feed_split(data: &[u8], split: usize) -> Result<bool, usize> {
         let mut v = Utf8Validator::new();
+        let mut out = String::new();
         for piece in data.chunks(split.max(1)) {
-            v.feed(piece)?;
+            v.push(piece, &mut out)?;
         }
+        // What was built is exactly the valid text fed so far.
+        let valid = std::str::from_utf8(data).map_or_else(|e| e.valid_up_to(), str::len);
+        assert_eq!(out.as_bytes(), &data[..valid]);
         Ok(v.is_complete())
     }
 
@@ -130,8 +157,13 @@ mod tests {
         // 0xf4 0x90 can never start a valid sequence (above U+10FFFF): fail at once,
         // without waiting for the rest of the code point.
         let mut v = Utf8Validator::new();
-        v.feed(b"ab").unwrap();
-        v.feed(&[0xf4]).unwrap();
-        assert_eq!(v.feed(&[0x90]), Err(2));
+        let mut out = String::new();
+        v.push(b"ab", &mut out).unwrap();
+        v.push(&[0xf4], &mut out).unwrap();
+        assert_eq!(v.push(&[0x90], &mut out), Err(2));
+        assert_eq!(
+            Utf8Validator::new().push(&[0xf4, 0x90], &mut String::new()),
+            Err(0)
+        );
     }
 }

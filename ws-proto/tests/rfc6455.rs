@@ -573,3 +573,59 @@ fn preframed_bytes_keep_their_place_in_the_output() {
         Err(SendError::Closed)
     );
 }
+
+#[test]
+fn answers_to_messages_before_a_fault_go_out_before_the_close() {
+    // Autobahn 3.2: a text, then a frame with a reserved bit, then a ping, in one read.
+    let mut server = Connection::server(Config::default());
+    let mut input = client_frame(true, OpCode::Text, b"echo me");
+    let mut bad = client_frame(true, OpCode::Text, b"x");
+    bad[0] |= 0x20;
+    input.extend(bad);
+    input.extend(client_frame(true, OpCode::Ping, b""));
+    server.handle_bytes(&input);
+    assert!(!server.is_closed(), "a close is owed but not yet written");
+    let mut answered = Vec::new();
+    while let Some(event) = server.poll_event() {
+        if let Event::Text(text) = &event {
+            server.send_text(text).unwrap();
+        }
+        answered.push(event);
+    }
+    assert_eq!(
+        answered,
+        [
+            Event::Text("echo me".into()),
+            Event::Failed(ProtocolError::ReservedBits { bits: 2 })
+        ]
+    );
+    assert!(server.is_closed());
+    let frames = decode_server_output(&transmitted(&mut server));
+    assert_eq!(frames[0], (true, OpCode::Text, b"echo me".to_vec()));
+    assert_eq!(frames[1].1, OpCode::Close);
+    assert_eq!(frames.len(), 2);
+    assert_eq!(server.send_text("late"), Err(SendError::Closed));
+}
+
+#[test]
+fn answers_to_messages_before_the_peers_close_go_out_before_ours() {
+    let mut server = Connection::server(Config::default());
+    let mut input = client_frame(true, OpCode::Text, b"last words");
+    input.extend(client_frame(true, OpCode::Close, &close_body(1000, "")));
+    server.handle_bytes(&input);
+    while let Some(event) = server.poll_event() {
+        if let Event::Text(text) = &event {
+            server.send_text(text).unwrap();
+        }
+    }
+    // Our own close may not be started while the answer to theirs is owed.
+    assert_eq!(server.close(CloseCode::NORMAL, ""), Err(SendError::Closed));
+    let frames = decode_server_output(&transmitted(&mut server));
+    assert_eq!(
+        frames,
+        [
+            (true, OpCode::Text, b"last words".to_vec()),
+            (true, OpCode::Close, close_body(1000, ""))
+        ]
+    );
+}
