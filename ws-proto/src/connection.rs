@@ -310,6 +310,9 @@ impl Connection {
         };
         match decoded.and_then(|header| self.check_header(header.expect("decoded"))) {
             Ok(frame) => {
+                if let Some(payload_len) = self.try_whole_message(frame, &data[consumed..]) {
+                    return consumed + payload_len;
+                }
                 self.frame = Some(frame);
                 if frame.remaining == 0 {
                     self.finish_frame(frame);
@@ -318,6 +321,45 @@ impl Connection {
             Err(err) => self.fail(err),
         }
         consumed
+    }
+
+    /// The fast path for the common case: a whole, unfragmented data message whose
+    /// payload is already in `rest`. It is unmasked straight into the buffer the
+    /// message is handed out in and validated once: one allocation, one copy.
+    /// Returns the payload bytes consumed, or `None` to take the general path.
+    fn try_whole_message(&mut self, frame: FrameInProgress, rest: &[u8]) -> Option<usize> {
+        let header = frame.header;
+        let text = match header.opcode {
+            OpCode::Text => true,
+            OpCode::Binary => false,
+            _ => return None,
+        };
+        if !header.fin || (rest.len() as u64) < header.payload_len {
+            return None;
+        }
+        // `payload_len` fits `rest`, so it fits a usize.
+        let len = header.payload_len as usize;
+        let mut payload = Vec::with_capacity(len);
+        payload.extend_from_slice(&rest[..len]);
+        if let Some(mask) = header.mask {
+            apply_mask(&mut payload, mask, 0);
+        }
+        self.message = None;
+        let event = if text {
+            match String::from_utf8(payload) {
+                Ok(text) => Event::Text(text),
+                Err(err) => {
+                    self.fail(ProtocolError::InvalidUtf8 {
+                        valid_up_to: err.utf8_error().valid_up_to(),
+                    });
+                    return Some(len);
+                }
+            }
+        } else {
+            Event::Binary(Bytes::from(payload))
+        };
+        self.events.push_back(event);
+        Some(len)
     }
 
     /// The checks that need the connection's state: masking by role, reserved bits,
