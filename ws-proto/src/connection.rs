@@ -113,7 +113,7 @@ const COPY_OUT_MAX: usize = 4 * 1024;
 const RETAIN_MAX: usize = 64 * 1024;
 
 /// One WebSocket connection after its handshake: RFC 6455 framing and the closing
-/// handshake, for the server or the client role. See the [module docs](self) for
+/// handshake, for the server or the client role. See the [crate docs](crate#the-drive-loop) for
 /// the drive loop.
 pub struct Connection {
     role: Role,

@@ -12,6 +12,61 @@
 //! - [`envelope`]: the JSON envelope `{v,e,p,c,t,s}` of tether's protocol v1.
 //!
 //! A panic in this crate is a bug in it, never the consequence of bad input.
+//!
+//! # The drive loop
+//!
+//! A server connection over any byte stream; here blocking `std::net`, but the same
+//! calls work from any runtime. See `examples/echo_server.rs` for a complete server.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use ws_proto::handshake::{Accept, ServerHandshake};
+//! use ws_proto::{Config, Connection, Event};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let listener = std::net::TcpListener::bind("127.0.0.1:9001")?;
+//! let (mut socket, _) = listener.accept()?;
+//! let config = Config::default();
+//! let mut buf = vec![0; 64 * 1024];
+//!
+//! // 1. The upgrade request, in whatever pieces the socket delivers it.
+//! let mut handshake = ServerHandshake::new(&config);
+//! let request = loop {
+//!     let n = socket.read(&mut buf)?;
+//!     match handshake.handle_bytes(&buf[..n]) {
+//!         Ok(Some(request)) => break request,
+//!         Ok(None) if n > 0 => continue,
+//!         Ok(None) => return Ok(()), // EOF before a whole request
+//!         Err(rejection) => return socket.write_all(&rejection.to_response()),
+//!     }
+//! };
+//! socket.write_all(&request.accept(&Accept::new()).expect("no subprotocol chosen"))?;
+//!
+//! // 2. Frames: bytes in, drain events, drain transmits, until closed.
+//! let mut conn = Connection::server(config);
+//! conn.handle_bytes(request.rest());
+//! loop {
+//!     while let Some(event) = conn.poll_event() {
+//!         match event {
+//!             Event::Text(text) => conn.send_text(&text).ok(),
+//!             Event::Binary(data) => conn.send_binary(&data).ok(),
+//!             // Pongs and close frames owed are already queued.
+//!             _ => None,
+//!         };
+//!     }
+//!     while let Some(bytes) = conn.poll_transmit() {
+//!         socket.write_all(&bytes)?;
+//!     }
+//!     if conn.is_closed() {
+//!         return Ok(()); // dropping the socket closes it
+//!     }
+//!     match socket.read(&mut buf)? {
+//!         0 => conn.handle_eof(),
+//!         n => conn.handle_bytes(&buf[..n]),
+//!     }
+//! }
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
