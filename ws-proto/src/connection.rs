@@ -596,6 +596,44 @@ impl Connection {
         self.send_data(OpCode::Text, text.as_bytes())
     }
 
+    /// Sends a text message made of a shared `body` followed by a short `tail`: the
+    /// shape of an envelope serialized once for many recipients, each adding its own
+    /// sequence number. On a server connection a body of 256 bytes or more is queued by
+    /// reference (a refcount, no copy); a client masks, so it copies.
+    ///
+    /// The caller guarantees that `body` followed by `tail` is valid UTF-8 (checked in
+    /// debug builds only): a peer fails the connection with 1007 otherwise. The message
+    /// is sent as one frame, whatever [`Config::send_fragment_size`] says.
+    pub fn send_text_parts(&mut self, body: &Bytes, tail: &[u8]) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(SendError::Closed);
+        }
+        debug_assert!(
+            std::str::from_utf8(&[&body[..], tail].concat()).is_ok(),
+            "send_text_parts: not UTF-8"
+        );
+        const SHARE_MIN: usize = 256;
+        if self.masks.is_some() || body.len() < SHARE_MIN {
+            let mut payload = Vec::with_capacity(body.len() + tail.len());
+            payload.extend_from_slice(body);
+            payload.extend_from_slice(tail);
+            self.write_frame(OpCode::Text, &payload);
+            return Ok(());
+        }
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: OpCode::Text,
+            mask: None,
+            payload_len: (body.len() + tail.len()) as u64,
+        };
+        header.encode(&mut self.out);
+        self.out_queue.push_back(self.out.split().freeze());
+        self.out_queue.push_back(body.clone());
+        self.out.extend_from_slice(tail);
+        Ok(())
+    }
+
     /// Sends a binary message.
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
         self.send_data(OpCode::Binary, data)

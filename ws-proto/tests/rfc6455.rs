@@ -629,3 +629,49 @@ fn answers_to_messages_before_the_peers_close_go_out_before_ours() {
         ]
     );
 }
+
+#[test]
+fn text_parts_are_one_frame_and_share_large_bodies() {
+    let body = Bytes::from(format!(
+        "{{\"v\":\"1.0\",\"e\":\"x\",\"p\":\"{}\"",
+        "é".repeat(200)
+    ));
+    for (name, mut conn) in [
+        ("server", Connection::server(Config::default())),
+        (
+            "client",
+            Connection::client(Config::default(), SeededMasks::new(9)),
+        ),
+    ] {
+        conn.send_text("before").unwrap();
+        conn.send_text_parts(&body, b",\"s\":7}").unwrap();
+        conn.send_text_parts(&Bytes::from_static(b"{\"e\":\"small\""), b"}")
+            .unwrap();
+        conn.send_text("after").unwrap();
+        let mut chunks = Vec::new();
+        while let Some(chunk) = conn.poll_transmit() {
+            chunks.push(chunk);
+        }
+        if name == "server" {
+            // The large body went out by reference: same allocation as ours.
+            assert!(chunks.iter().any(|c| c.as_ptr() == body.as_ptr()), "{name}");
+        }
+        let wire: Vec<u8> = chunks.concat();
+        let frames = decode_server_output(&wire);
+        let texts: Vec<String> = frames
+            .iter()
+            .map(|f| String::from_utf8(f.2.clone()).unwrap())
+            .collect();
+        let expected_big = format!("{},\"s\":7}}", std::str::from_utf8(&body).unwrap());
+        assert_eq!(
+            texts,
+            [
+                "before".to_owned(),
+                expected_big,
+                "{\"e\":\"small\"}".to_owned(),
+                "after".to_owned()
+            ],
+            "{name}"
+        );
+    }
+}
