@@ -1,6 +1,109 @@
-//! The Sans-IO session engine of tether: sessions, rooms, authentication flow,
-//! heartbeats, resume with replay and limits.
+//! # ws-session: the Sans-IO session engine of tether
 //!
-//! This crate is a skeleton until the session engine lands (see the project issues).
+//! Sessions outlive connections. A client authenticates once and gets a session
+//! (`sys.session.created`: id, resume token, heartbeat settings); when its socket drops,
+//! the session is *suspended*, stays in its rooms and keeps numbering and buffering the
+//! messages sent to it; a new connection that presents the session id, the resume token
+//! and the last sequence number it saw (`sys.reconnect.request`) gets exactly the
+//! missed messages, in order, once, and a rotated token. After the resume window the
+//! session *expires*. Rooms hold sessions, never connections.
+//!
+//! The [`Engine`] owns no socket, reads no clock and draws no entropy of its own:
+//! every input carries `now`, randomness comes from the generator given to
+//! [`Engine::new`], and everything it wants done comes out of
+//! [`Engine::poll_action`] as an [`Action`]. Peer faults never panic and never return
+//! `Err`: they become a `sys.error` event (codes in [`ErrorCode`]) or a close.
+//!
+//! ## The drive loop
+//!
+//! ```no_run
+//! use std::time::Instant;
+//! use rand_chacha::rand_core::SeedableRng;
+//! use ws_proto::envelope::OutgoingEnvelope;
+//! use ws_session::{Action, ConnectionInfo, Engine, EngineConfig, UserId};
+//!
+//! # fn write_text(_: ws_session::ConnectionId, _: &[u8]) -> usize { 0 }
+//! # fn close(_: ws_session::ConnectionId, _: u16) {}
+//! # fn next_input() -> Option<ws_proto::Message> { None }
+//! // Production: an OS-seeded CSPRNG (e.g. `rand::rngs::StdRng::from_os_rng()`).
+//! let rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+//! let mut engine = Engine::new(EngineConfig::default(), rng).unwrap();
+//!
+//! // An upgrade was accepted: hand over its metadata.
+//! let info = ConnectionInfo::with_token("secret");
+//! let conn = engine.handle_connection_opened(Instant::now(), info);
+//! if let Some(message) = next_input() {
+//!     engine.handle_message(Instant::now(), conn, message);
+//! }
+//!
+//! // After every input: drain the actions, then arm a timer.
+//! let mut buf = Vec::new();
+//! while let Some(action) = engine.poll_action() {
+//!     match action {
+//!         Action::Transmit { connection, message } => {
+//!             buf.clear();
+//!             message.write_to(&mut buf); // one text frame
+//!             let written = write_text(connection, &buf);
+//!             engine.handle_flushed(Instant::now(), connection, written);
+//!         }
+//!         Action::Close { connection, code, .. } => close(connection, code.0),
+//!         Action::Authenticate(request) => {
+//!             let answer = if request.token == "secret" {
+//!                 Ok(UserId::new("alice"))
+//!             } else {
+//!                 Err("bad credential".to_owned())
+//!             };
+//!             engine.handle_auth_result(Instant::now(), request.id, answer).unwrap();
+//!         }
+//!         Action::Event(event) => {
+//!             // An application handler; here: echo it back as a reply.
+//!             let reply = OutgoingEnvelope::new(event.event());
+//!             if let Some(c) = event.correlation_id() {
+//!                 let _ = engine.reply(Instant::now(), event.session, c, &reply);
+//!             }
+//!         }
+//!         _ => {} // session lifecycle, publish, transmit-many …
+//!     }
+//! }
+//! if let Some(deadline) = engine.poll_timeout() {
+//!     // sleep until `deadline`, then:
+//!     engine.handle_timeout(deadline);
+//! }
+//! ```
+//!
+//! The wire protocol (payloads of the `sys.*` events, the error codes, the resume
+//! flow) is in `docs/PROTOCOL.md`. The feature `sim` adds [`sim`], a deterministic
+//! simulation harness (fake clock, seeded generator, in-memory clients).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod action;
+mod config;
+mod connection;
+mod engine;
+mod error;
+mod error_code;
+mod id;
+mod metrics;
+mod outbound;
+mod protocol;
+mod rate_limit;
+mod replay;
+mod room;
+mod session;
+#[cfg(feature = "sim")]
+pub mod sim;
+mod timer;
+mod token;
+
+pub use action::{Action, AuthRequest, InboundEvent, Publication, PublishTarget, SessionEvent};
+pub use config::EngineConfig;
+pub use connection::ConnectionInfo;
+pub use engine::Engine;
+pub use error::{ApiError, ConfigError};
+pub use error_code::{ErrorCode, NotRecoverable};
+pub use id::{AuthId, ConnectionId, SessionId, UserId};
+pub use metrics::Metrics;
+pub use outbound::OutboundMessage;
+pub use session::SessionInfo;
+pub use token::ResumeToken;

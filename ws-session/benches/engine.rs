@@ -1,0 +1,2 @@
+//! Engine benchmark (placeholder until the real one lands).
+fn main() {}

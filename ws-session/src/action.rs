@@ -1,0 +1,206 @@
+//! What the engine asks its caller to do.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ws_proto::CloseCode;
+
+use crate::{AuthId, ConnectionId, ConnectionInfo, OutboundMessage, SessionId, UserId};
+
+/// One thing for the caller to do, from [`Engine::poll_action`](crate::Engine::poll_action).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Action {
+    /// Send `message` as one text frame on `connection`, then report the bytes with
+    /// [`Engine::handle_flushed`](crate::Engine::handle_flushed) once written.
+    Transmit {
+        /// The connection.
+        connection: ConnectionId,
+        /// The envelope to send.
+        message: OutboundMessage,
+    },
+    /// Send the same `message` (outside the session stream, no `s`) to each of
+    /// `connections`; report flushed bytes per connection as for `Transmit`.
+    TransmitMany {
+        /// The connections.
+        connections: Vec<ConnectionId>,
+        /// The envelope to send to each.
+        message: OutboundMessage,
+    },
+    /// Send a close frame with `code` and `reason` and close `connection`. The engine
+    /// has forgotten the connection: no later action addresses it, and later input for
+    /// it is ignored.
+    Close {
+        /// The connection.
+        connection: ConnectionId,
+        /// The close code.
+        code: CloseCode,
+        /// The close reason (short ASCII).
+        reason: &'static str,
+    },
+    /// Check a credential; answer with
+    /// [`Engine::handle_auth_result`](crate::Engine::handle_auth_result).
+    Authenticate(AuthRequest),
+    /// An application event from a client, for the application's handler.
+    Event(InboundEvent),
+    /// A session changed state.
+    Session(SessionEvent),
+    /// A broadcast that other nodes should deliver too (only with
+    /// [`EngineConfig::publish_broadcasts`](crate::EngineConfig::publish_broadcasts)).
+    /// Forward it to the cross-node backend; on the other nodes feed it to
+    /// [`Engine::handle_remote_publish`](crate::Engine::handle_remote_publish), which
+    /// delivers locally and never publishes again (no echo loops).
+    Publish(Publication),
+}
+
+/// A request to authenticate a connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuthRequest {
+    /// The id to answer with.
+    pub id: AuthId,
+    /// The connection being authenticated.
+    pub connection: ConnectionId,
+    /// The credential (from the handshake, `sys.auth` or `sys.reconnect.request`).
+    pub token: String,
+    /// The connection's handshake metadata.
+    pub info: Arc<ConnectionInfo>,
+}
+
+/// A lifecycle change of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// A session was created and attached to `connection`; `sys.session.created` was sent.
+    Created {
+        /// The session.
+        session: SessionId,
+        /// Its user.
+        user: UserId,
+        /// The connection it is attached to.
+        connection: ConnectionId,
+    },
+    /// The session lost its connection; it stays in its rooms and buffers messages for
+    /// the resume window.
+    Suspended {
+        /// The session.
+        session: SessionId,
+    },
+    /// The session was resumed on `connection`.
+    Resumed {
+        /// The session.
+        session: SessionId,
+        /// The connection it is now attached to.
+        connection: ConnectionId,
+    },
+    /// The resume window passed: the session left every room and is gone.
+    Expired {
+        /// The session.
+        session: SessionId,
+        /// Its user.
+        user: UserId,
+    },
+    /// The session ended before its window passed: closed by the application, replaced
+    /// by a resume on its fresh connection, or abandoned after a refused resume (gap).
+    /// It left every room and is gone.
+    Closed {
+        /// The session.
+        session: SessionId,
+        /// Its user.
+        user: UserId,
+    },
+}
+
+/// Where a [`Publication`] goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishTarget {
+    /// Every session.
+    All,
+    /// The members of a room.
+    Room(Arc<str>),
+}
+
+/// A broadcast for other nodes: its target and the encoded envelope prefix (without
+/// `s`, which each node's sessions add). Bytes from a trusted backend, not a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Publication {
+    /// Who receives it.
+    pub target: PublishTarget,
+    /// A session that must not receive it (the sender, typically).
+    pub except: Option<SessionId>,
+    /// The envelope, encoded up to `s` ([`OutboundMessage::prefix`]).
+    pub prefix: Bytes,
+}
+
+impl Publication {
+    /// A publication (for backends that rebuild one from their wire format).
+    pub fn new(target: PublishTarget, except: Option<SessionId>, prefix: Bytes) -> Self {
+        Self {
+            target,
+            except,
+            prefix,
+        }
+    }
+}
+
+/// Where a part of an inbound event lives: a range of its text, or a copy when the
+/// text had JSON escapes there.
+#[derive(Debug, Clone)]
+pub(crate) enum Span {
+    In(Range<usize>),
+    Owned(Box<str>),
+}
+
+/// An application event received from a client, owning the text it arrived in (moved,
+/// not copied) and pointing into it.
+#[derive(Debug, Clone)]
+pub struct InboundEvent {
+    /// The session it came from.
+    pub session: SessionId,
+    /// The session's user.
+    pub user: UserId,
+    /// The connection it came on.
+    pub connection: ConnectionId,
+    pub(crate) text: String,
+    pub(crate) event: Span,
+    pub(crate) payload: Option<Range<usize>>,
+    pub(crate) correlation_id: Option<Span>,
+    pub(crate) timestamp: Option<u64>,
+}
+
+impl InboundEvent {
+    fn span<'a>(&'a self, span: &'a Span) -> &'a str {
+        match span {
+            Span::In(range) => &self.text[range.clone()],
+            Span::Owned(text) => text,
+        }
+    }
+
+    /// The event name `e`.
+    pub fn event(&self) -> &str {
+        self.span(&self.event)
+    }
+
+    /// The payload `p` as raw JSON text; `None` when absent or `null`.
+    pub fn payload(&self) -> Option<&str> {
+        self.payload.clone().map(|r| &self.text[r])
+    }
+
+    /// The correlation id `c`, to answer with [`Engine::reply`](crate::Engine::reply).
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_ref().map(|s| self.span(s))
+    }
+
+    /// The timestamp `t`.
+    pub fn timestamp(&self) -> Option<u64> {
+        self.timestamp
+    }
+
+    /// The whole envelope text as received.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}

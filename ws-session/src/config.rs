@@ -1,0 +1,120 @@
+//! Every limit of the session engine, in one place, with the defaults of ARCHITECTURE §4.
+
+use std::time::Duration;
+
+/// Limits and switches of the [`Engine`](crate::Engine).
+///
+/// One struct so that a deployment reads every bound it runs with in one place. Build
+/// one with struct update syntax:
+/// `EngineConfig { allow_anonymous: true, ..EngineConfig::default() }`.
+/// [`Engine::new`](crate::Engine::new) checks it with [`EngineConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Envelope limits (size, depth, event name and correlation id lengths), applied to
+    /// every inbound text message. Default: [`ws_proto::Config::default`].
+    pub envelope: ws_proto::Config,
+    /// The engine sends `sys.ping` to every connection this often. Default: 20 s.
+    pub heartbeat_interval: Duration,
+    /// A connection from which nothing arrived for `heartbeat_interval + idle_timeout`
+    /// is closed (4104) and its session suspended. Default: 20 s.
+    pub idle_timeout: Duration,
+    /// A connection that has no session this long after it opened (no credential, or
+    /// the authenticator did not answer) is closed (4103). Default: 10 s.
+    pub auth_timeout: Duration,
+    /// How long a suspended session waits for a resume before it expires. Default: 2 min.
+    pub resume_window: Duration,
+    /// Most unacknowledged messages a session's replay buffer keeps; older ones are
+    /// dropped and a resume from before them is refused as a gap. Default: 1000.
+    pub replay_max_messages: usize,
+    /// Most bytes (of encoded messages) a replay buffer keeps. Default: 100 KiB.
+    pub replay_max_bytes: usize,
+    /// Most bytes handed out to one connection in `Transmit` actions and not yet reported
+    /// flushed ([`Engine::handle_flushed`](crate::Engine::handle_flushed)). Over it the
+    /// connection is a slow consumer: closed with 4110 and its session suspended (so it
+    /// can resume and get the rest by replay). Must be at least `replay_max_bytes`, so
+    /// that a full replay fits. Default: 1 MiB.
+    pub max_outbound_bytes: usize,
+    /// Inbound data messages per second a connection may sustain. Default: 50.
+    pub rate_limit_per_second: u32,
+    /// Inbound data messages a connection may send in one burst. Default: 100.
+    pub rate_limit_burst: u32,
+    /// Refused messages in a row (no accepted one between) after which the connection
+    /// is closed with 1008. The first refusal of a streak gets a `sys.error` 4105.
+    /// Default: 20.
+    pub rate_limit_max_strikes: u32,
+    /// Most rooms one session may be in. Default: 64.
+    pub max_rooms_per_session: usize,
+    /// Longest room name, in bytes. Default: 128.
+    pub max_room_name_len: usize,
+    /// Create an anonymous session at connect for connections without a credential,
+    /// instead of waiting for `sys.auth`. Default: `false`.
+    pub allow_anonymous: bool,
+    /// When set, a connection whose `Origin` is not in the list is closed (4114) at
+    /// open. Compared exactly (ASCII case-insensitive). Default: `None` (no check).
+    pub allowed_origins: Option<Vec<String>>,
+    /// Emit [`Action::Publish`](crate::Action::Publish) for every broadcast, for a
+    /// cross-node backend to forward. Default: `false`.
+    pub publish_broadcasts: bool,
+    /// How many expired session ids the engine remembers, so that a late resume is
+    /// refused as "expired" rather than "unknown". Default: 4096.
+    pub expired_memory: usize,
+}
+
+impl EngineConfig {
+    /// Default heartbeat interval: 20 s.
+    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
+    /// Default idle timeout after a heartbeat: 20 s.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+    /// Default authentication deadline: 10 s.
+    pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default resume window: 2 min.
+    pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(120);
+    /// Default replay buffer bound in messages: 1000.
+    pub const DEFAULT_REPLAY_MAX_MESSAGES: usize = 1000;
+    /// Default replay buffer bound in bytes: 100 KiB (SignalR's figure).
+    pub const DEFAULT_REPLAY_MAX_BYTES: usize = 100 * 1024;
+    /// Default outbound bound per connection: 1 MiB.
+    pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 1 << 20;
+
+    /// Checks the figures against each other; [`Engine::new`](crate::Engine::new) calls it.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        use crate::ConfigError;
+        if self.rate_limit_per_second == 0 || self.rate_limit_burst == 0 {
+            return Err(ConfigError::ZeroRateLimit);
+        }
+        if self.replay_max_bytes > self.max_outbound_bytes {
+            return Err(ConfigError::ReplayExceedsOutbound {
+                replay_max_bytes: self.replay_max_bytes,
+                max_outbound_bytes: self.max_outbound_bytes,
+            });
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConfigError::ZeroHeartbeat);
+        }
+        Ok(())
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            envelope: ws_proto::Config::default(),
+            heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            auth_timeout: Self::DEFAULT_AUTH_TIMEOUT,
+            resume_window: Self::DEFAULT_RESUME_WINDOW,
+            replay_max_messages: Self::DEFAULT_REPLAY_MAX_MESSAGES,
+            replay_max_bytes: Self::DEFAULT_REPLAY_MAX_BYTES,
+            max_outbound_bytes: Self::DEFAULT_MAX_OUTBOUND_BYTES,
+            rate_limit_per_second: 50,
+            rate_limit_burst: 100,
+            rate_limit_max_strikes: 20,
+            max_rooms_per_session: 64,
+            max_room_name_len: 128,
+            allow_anonymous: false,
+            allowed_origins: None,
+            publish_broadcasts: false,
+            expired_memory: 4096,
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! What the engine knows about a connection: the handshake metadata the caller hands
+//! over, and the engine's own per-connection state.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::rate_limit::RateLimiter;
+use crate::{AuthId, SessionId};
+
+/// Metadata of an accepted WebSocket connection, from its upgrade request. The engine
+/// keeps it until the connection has a session (the authenticator gets it in
+/// [`AuthRequest`](crate::AuthRequest)), then drops it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The peer's address, when the transport has one.
+    pub peer_addr: Option<SocketAddr>,
+    /// The request path, without the query (`/ws`).
+    pub path: String,
+    /// The raw query string, without `?` (`token=abc&x=1`).
+    pub query: Option<String>,
+    /// The request headers, names as received.
+    pub headers: Vec<(String, String)>,
+    /// The `Origin` header.
+    pub origin: Option<String>,
+    /// The credential, when the request carried one (`Authorization: Bearer …` or
+    /// `?token=…`). [`ConnectionInfo::new`] extracts it; set it yourself otherwise.
+    pub token: Option<String>,
+}
+
+impl ConnectionInfo {
+    /// Builds the metadata from the parts of an upgrade request and extracts the
+    /// credential: the `Authorization: Bearer` header first, else the `token` query
+    /// parameter (taken verbatim: tokens are expected to be URL-safe).
+    pub fn new(
+        peer_addr: Option<SocketAddr>,
+        path: impl Into<String>,
+        query: Option<String>,
+        headers: Vec<(String, String)>,
+    ) -> Self {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_owned())
+        };
+        let origin = header("origin");
+        let bearer = header("authorization").and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_owned())
+        });
+        let from_query = query.as_deref().and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("token="))
+                .map(str::to_owned)
+        });
+        Self {
+            peer_addr,
+            path: path.into(),
+            query,
+            headers,
+            origin,
+            token: bearer.or(from_query).filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// Metadata with only a credential, for tests and custom transports.
+    pub fn with_token(token: impl Into<String>) -> Self {
+        Self {
+            token: Some(token.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// A resume the client asked for, waiting for its authentication to finish.
+#[derive(Debug, Clone)]
+pub(crate) struct ResumeRequest {
+    pub(crate) session_id: Box<str>,
+    pub(crate) resume_token: Box<str>,
+    pub(crate) last_seq: u64,
+    pub(crate) correlation_id: Option<Box<str>>,
+}
+
+#[derive(Debug)]
+pub(crate) enum ConnState {
+    /// No credential yet: waiting for `sys.auth` (or `sys.reconnect.request` with one).
+    AwaitingAuth,
+    /// The authenticator was asked; `resume` is set when the client wants to resume
+    /// rather than start a new session.
+    Authenticating {
+        auth: AuthId,
+        resume: Option<ResumeRequest>,
+        /// Correlation id of the `sys.auth` that started it, for the answer.
+        correlation_id: Option<Box<str>>,
+    },
+    /// The connection carries a session.
+    Attached {
+        session: SessionId,
+        /// The session was created on this connection and the client has sent no
+        /// application event on it yet: a `sys.reconnect.request` may still replace it
+        /// (clients that authenticate in the handshake and then resume).
+        fresh: bool,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) state: ConnState,
+    pub(crate) info: Option<Arc<ConnectionInfo>>,
+    pub(crate) opened_at: Instant,
+    pub(crate) last_inbound: Instant,
+    pub(crate) next_ping: Instant,
+    pub(crate) rate: RateLimiter,
+    pub(crate) rate_strikes: u32,
+    /// Bytes handed out in transmits and not yet reported flushed.
+    pub(crate) queued: usize,
+    /// Over the outbound bound: no more transmits; closed once the current command ends.
+    pub(crate) slow: bool,
+    pub(crate) timer_at: Option<Instant>,
+}

@@ -1,0 +1,89 @@
+//! Numeric codes of `sys.error` events and of the engine's close frames.
+//!
+//! 4000–4099 are envelope errors ([`ws_proto::envelope::EnvelopeError::code`]);
+//! 4100–4199 are the session layer's, listed here. A close frame with a code in
+//! 4100–4199 means the same as the `sys.error` of that code. Codes never change
+//! meaning once released. The table is in `docs/PROTOCOL.md`.
+
+use ws_proto::CloseCode;
+
+/// A `sys.error` code (and, for some, a close code) of the session layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorCode(pub u16);
+
+impl ErrorCode {
+    /// 4013: a `sys.*` event's payload does not have the documented shape (the envelope
+    /// code `InvalidPayload`).
+    pub const INVALID_PAYLOAD: Self = Self(4013);
+    /// 4100: an event named `sys.…` that clients may not send, or that does not exist.
+    pub const UNKNOWN_SYSTEM_EVENT: Self = Self(4100);
+    /// 4101: an application event (or resume) on a connection without a session.
+    pub const NOT_AUTHENTICATED: Self = Self(4101);
+    /// 4102: the authenticator refused the credential; the connection is closed with 4102.
+    pub const AUTH_FAILED: Self = Self(4102);
+    /// 4103: no session within the authentication deadline; closed with 4103.
+    pub const AUTH_TIMEOUT: Self = Self(4103);
+    /// 4104: nothing heard for the heartbeat interval plus the idle timeout; closed with
+    /// 4104 (no `sys.error`: the peer is presumed gone).
+    pub const IDLE_TIMEOUT: Self = Self(4104);
+    /// 4105: over the inbound rate limit; the message was dropped. Persisting closes
+    /// the connection with 1008.
+    pub const RATE_LIMITED: Self = Self(4105);
+    /// 4106: the resume was refused (payload field `reason`); a new session follows.
+    pub const NOT_RECOVERABLE: Self = Self(4106);
+    /// 4107: the session is in as many rooms as allowed.
+    pub const TOO_MANY_ROOMS: Self = Self(4107);
+    /// 4108: a room name is longer than allowed.
+    pub const ROOM_NAME_TOO_LONG: Self = Self(4108);
+    /// 4109: `sys.auth` on a connection that already has a session or an
+    /// authentication under way.
+    pub const ALREADY_AUTHENTICATED: Self = Self(4109);
+    /// 4110: close code for a slow consumer; the session is suspended and may resume.
+    pub const SLOW_CONSUMER: Self = Self(4110);
+    /// 4111: close code for a connection whose session was resumed on another one.
+    pub const TAKEN_OVER: Self = Self(4111);
+    /// 4112: a second `sys.reconnect.request` while one waits for authentication.
+    pub const RESUME_IN_PROGRESS: Self = Self(4112);
+    /// 4113: a binary message; protocol v1 carries envelopes in text frames only.
+    pub const BINARY_NOT_SUPPORTED: Self = Self(4113);
+    /// 4114: close code for an `Origin` outside the configured allow-list.
+    pub const ORIGIN_NOT_ALLOWED: Self = Self(4114);
+
+    /// This code as a close code.
+    pub fn close_code(self) -> CloseCode {
+        CloseCode(self.0)
+    }
+}
+
+/// Why a resume was refused: the `reason` field of a `sys.error` 4106.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NotRecoverable {
+    /// No such session (malformed id, or never existed here).
+    Unknown,
+    /// The session expired (its resume window passed) or was closed.
+    Expired,
+    /// The token was valid once but has been used (it was rotated by a resume).
+    Used,
+    /// The token is not the session's (forged or garbled).
+    InvalidToken,
+    /// The authenticated user is not the session's user.
+    Foreign,
+    /// Messages after `lastSeq` are no longer in the replay buffer (or `lastSeq` is
+    /// beyond what was sent). The old session is ended.
+    Gap,
+}
+
+impl NotRecoverable {
+    /// The `reason` text on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Expired => "expired",
+            Self::Used => "used",
+            Self::InvalidToken => "invalid",
+            Self::Foreign => "foreign",
+            Self::Gap => "gap",
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Counters a caller can snapshot.
+
+/// A snapshot of the engine's counters ([`Engine::metrics`](crate::Engine::metrics)).
+/// Gauges (`connections`, `sessions_*`, `rooms`) are current values; the rest count up
+/// from the engine's creation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Open connections.
+    pub connections: u64,
+    /// Sessions attached to a connection.
+    pub sessions_live: u64,
+    /// Sessions waiting for a resume.
+    pub sessions_suspended: u64,
+    /// Rooms with at least one member.
+    pub rooms: u64,
+    /// Connections opened.
+    pub connections_opened: u64,
+    /// Sessions created.
+    pub sessions_created: u64,
+    /// Sessions expired (resume window passed).
+    pub sessions_expired: u64,
+    /// Inbound data messages (text and binary).
+    pub messages_in: u64,
+    /// Inbound data bytes.
+    pub bytes_in: u64,
+    /// Messages handed out in transmit actions (one per recipient).
+    pub messages_out: u64,
+    /// Bytes handed out in transmit actions.
+    pub bytes_out: u64,
+    /// Resumes that succeeded.
+    pub resumes_ok: u64,
+    /// Resumes refused (any reason).
+    pub resumes_refused: u64,
+    /// Connections closed as slow consumers.
+    pub slow_consumer_drops: u64,
+    /// Credentials the authenticator refused, plus authentication timeouts.
+    pub auth_failures: u64,
+    /// Inbound messages dropped by the rate limit.
+    pub rate_limited: u64,
+    /// `sys.error` events sent for protocol faults (bad envelopes, unknown events, …).
+    pub protocol_errors: u64,
+}

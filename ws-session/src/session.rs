@@ -1,0 +1,93 @@
+//! A session: the unit that outlives connections. It owns the sequence numbers, the
+//! replay buffer, the resume token and its room memberships.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::id::IdSet;
+use crate::replay::ReplayBuffer;
+use crate::{ConnectionId, ResumeToken, SessionId, UserId};
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) user: UserId,
+    pub(crate) anonymous: bool,
+    pub(crate) token: ResumeToken,
+    /// The token this one replaced, kept so a replay of it is reported as "used".
+    pub(crate) used_token: Option<ResumeToken>,
+    /// `None` while suspended.
+    pub(crate) connection: Option<ConnectionId>,
+    /// The `s` of the next session-stream message (the first is 1).
+    pub(crate) next_seq: u64,
+    pub(crate) replay: ReplayBuffer,
+    pub(crate) rooms: Vec<Arc<str>>,
+    /// When suspended: the end of the resume window.
+    pub(crate) expires_at: Option<Instant>,
+    pub(crate) timer_at: Option<Instant>,
+}
+
+impl Session {
+    pub(crate) fn last_sent(&self) -> u64 {
+        self.next_seq - 1
+    }
+}
+
+/// A read-only view of a session, for applications and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The session's user.
+    pub user: UserId,
+    /// Its connection; `None` while suspended.
+    pub connection: Option<ConnectionId>,
+    /// The `s` of the last message sent (0 before the first).
+    pub last_seq: u64,
+    /// Messages in the replay buffer.
+    pub replay_len: usize,
+    /// Bytes in the replay buffer.
+    pub replay_bytes: usize,
+    /// The rooms it is in, in the order joined.
+    pub rooms: Vec<Arc<str>>,
+}
+
+impl SessionInfo {
+    pub(crate) fn of(session: &Session) -> Self {
+        Self {
+            user: session.user.clone(),
+            connection: session.connection,
+            last_seq: session.last_sent(),
+            replay_len: session.replay.len(),
+            replay_bytes: session.replay.bytes(),
+            rooms: session.rooms.clone(),
+        }
+    }
+}
+
+/// Recently expired session ids (bounded, oldest forgotten first), so a late resume
+/// is told "expired" rather than "unknown".
+#[derive(Debug, Default)]
+pub(crate) struct Tombstones {
+    order: VecDeque<SessionId>,
+    set: IdSet<SessionId>,
+}
+
+impl Tombstones {
+    pub(crate) fn insert(&mut self, id: SessionId, max: usize) {
+        if max == 0 {
+            return;
+        }
+        if self.set.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > max {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, id: SessionId) -> bool {
+        self.set.contains(&id)
+    }
+}

@@ -1,0 +1,521 @@
+//! A deterministic simulation harness (feature `sim`): a fake clock, a seeded ChaCha20
+//! generator and in-memory clients around one [`Engine`].
+//!
+//! [`Sim`] routes every action the engine emits: transmits are decoded into the
+//! receiving client's log (and flushed at once unless the client is
+//! [stalled](Sim::stall)), authentication requests go to a closure, application events
+//! to an optional handler, lifecycle events into [`Sim::lifecycle`]. It panics when an
+//! action addresses a connection the engine closed or never had, so every test that
+//! drives it checks that invariant for free.
+//!
+//! The clock starts at one `Instant::now()` read (the only way to make an `Instant`);
+//! from then on only [`Sim::advance`] moves it, so runs are reproducible.
+//!
+//! ```
+//! use ws_session::sim::Sim;
+//! use ws_session::EngineConfig;
+//!
+//! let mut sim = Sim::new(EngineConfig::default());
+//! let alice = sim.connect(Some("user:alice"));
+//! assert!(sim.client(alice).session.is_some());
+//! sim.drop_connection(alice);
+//! let again = sim.reconnect(alice, Some("user:alice"));
+//! sim.resume(again);
+//! assert_eq!(sim.client(again).last_event(), Some("sys.session.restored"));
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde::Deserialize;
+use ws_proto::envelope::{sys, OwnedEnvelope};
+use ws_proto::{CloseCode, Message};
+
+use crate::{
+    Action, AuthRequest, ConnectionId, ConnectionInfo, Engine, EngineConfig, InboundEvent, Publication,
+    SessionEvent, SessionId, UserId,
+};
+
+/// A simulated client. The harness hands out indexes; a client keeps its index (and
+/// its log) across reconnects.
+pub type ClientId = usize;
+
+/// One envelope a client received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The text as transmitted.
+    pub text: String,
+    /// The text decoded.
+    pub envelope: OwnedEnvelope,
+    /// The connection it came on.
+    pub connection: ConnectionId,
+}
+
+impl Received {
+    /// The event name.
+    pub fn event(&self) -> &str {
+        &self.envelope.event
+    }
+
+    /// The payload as a JSON value (`Null` when absent).
+    pub fn payload(&self) -> serde_json::Value {
+        self.envelope
+            .payload
+            .as_deref()
+            .map_or(serde_json::Value::Null, |p| {
+                serde_json::from_str(p.get()).unwrap_or(serde_json::Value::Null)
+            })
+    }
+
+    /// The `code` of a `sys.error`.
+    pub fn error_code(&self) -> Option<u16> {
+        (self.event() == sys::ERROR)
+            .then(|| self.payload()["code"].as_u64())
+            .flatten()
+            .and_then(|c| u16::try_from(c).ok())
+    }
+}
+
+/// What a simulated client knows.
+#[derive(Debug, Default, Clone)]
+pub struct Client {
+    /// Its current connection (`None` after a drop or a close).
+    pub connection: Option<ConnectionId>,
+    /// Every envelope received, over all its connections.
+    pub received: Vec<Received>,
+    /// The close the engine sent on its last closed connection.
+    pub closed: Option<(CloseCode, &'static str)>,
+    /// The session id and resume token from the last `sys.session.created` or
+    /// `sys.session.restored`.
+    pub session: Option<(String, String)>,
+    /// The highest `s` received in the current session.
+    pub last_seq: u64,
+    /// Whether it stopped reading (transmits are not flushed).
+    pub stalled: bool,
+    /// Session id, token and last `s` remembered at the last [`Sim::reconnect`], for
+    /// [`Sim::resume`] (a handshake credential makes the new connection announce a
+    /// fresh session first).
+    pub resumable: Option<(String, String, u64)>,
+}
+
+impl Client {
+    /// The event name of the last envelope received.
+    pub fn last_event(&self) -> Option<&str> {
+        self.received.last().map(Received::event)
+    }
+
+    /// The codes of every `sys.error` received.
+    pub fn error_codes(&self) -> Vec<u16> {
+        self.received.iter().filter_map(Received::error_code).collect()
+    }
+
+    /// The session id as a [`SessionId`].
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.session.as_ref().and_then(|(id, _)| SessionId::parse(id))
+    }
+}
+
+type Authenticator = Box<dyn FnMut(&AuthRequest) -> Option<Result<UserId, String>>>;
+type Handler = Box<dyn FnMut(&mut Engine, Instant, &InboundEvent)>;
+
+/// The harness. See the [module documentation](self).
+pub struct Sim {
+    /// The engine under test (drive it directly for commands; call [`Sim::drain`]
+    /// afterwards).
+    pub engine: Engine,
+    now: Instant,
+    start: Instant,
+    clients: Vec<Client>,
+    by_conn: BTreeMap<ConnectionId, ClientId>,
+    closed: HashSet<ConnectionId>,
+    authenticator: Authenticator,
+    handler: Option<Handler>,
+    /// Application events dispatched, in order.
+    pub events: Vec<InboundEvent>,
+    /// Lifecycle events, in order.
+    pub lifecycle: Vec<SessionEvent>,
+    /// Publications for other nodes, in order.
+    pub publications: Vec<Publication>,
+    /// Authentication requests the authenticator left unanswered (returned `None`).
+    pub pending_auth: Vec<AuthRequest>,
+    /// Connections the engine closed, with code.
+    pub closes: Vec<(ConnectionId, CloseCode)>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("elapsed", &self.elapsed())
+            .field("engine", &self.engine)
+            .field("clients", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default authenticator: `user:NAME` is user `NAME`, `pending` is left unanswered
+/// (in [`Sim::pending_auth`]), anything else is refused.
+pub fn default_authenticator(request: &AuthRequest) -> Option<Result<UserId, String>> {
+    if request.token == "pending" {
+        return None;
+    }
+    Some(match request.token.strip_prefix("user:") {
+        Some(name) if !name.is_empty() => Ok(UserId::new(name)),
+        _ => Err("unknown credential".to_owned()),
+    })
+}
+
+impl Sim {
+    /// A harness around an engine with `config`, generator seeded with 0.
+    pub fn new(config: EngineConfig) -> Self {
+        Self::with_seed(config, 0)
+    }
+
+    /// A harness whose engine draws from `ChaCha20Rng::seed_from_u64(seed)`.
+    pub fn with_seed(config: EngineConfig, seed: u64) -> Self {
+        let engine = Engine::new(config, ChaCha20Rng::seed_from_u64(seed)).expect("valid config");
+        let now = Instant::now();
+        Self {
+            engine,
+            now,
+            start: now,
+            clients: Vec::new(),
+            by_conn: BTreeMap::new(),
+            closed: HashSet::new(),
+            authenticator: Box::new(default_authenticator),
+            handler: None,
+            events: Vec::new(),
+            lifecycle: Vec::new(),
+            publications: Vec::new(),
+            pending_auth: Vec::new(),
+            closes: Vec::new(),
+        }
+    }
+
+    /// Replaces the authenticator: `Some(answer)` answers at once, `None` leaves the
+    /// request in [`Sim::pending_auth`].
+    pub fn set_authenticator(
+        &mut self,
+        auth: impl FnMut(&AuthRequest) -> Option<Result<UserId, String>> + 'static,
+    ) {
+        self.authenticator = Box::new(auth);
+    }
+
+    /// Installs an application handler called for every dispatched event (after which
+    /// the event is also recorded in [`Sim::events`]).
+    pub fn set_handler(&mut self, handler: impl FnMut(&mut Engine, Instant, &InboundEvent) + 'static) {
+        self.handler = Some(Box::new(handler));
+    }
+
+    /// An echo handler: every event with a correlation id is answered with a reply of
+    /// the same name and payload.
+    pub fn echo_handler(engine: &mut Engine, now: Instant, event: &InboundEvent) {
+        if let Some(c) = event.correlation_id() {
+            let mut env = ws_proto::envelope::OutgoingEnvelope::new(event.event());
+            env.payload = ws_proto::envelope::Payload::Trusted(event.payload().unwrap_or("null"));
+            let _ = engine.reply(now, event.session, c, &env);
+        }
+    }
+
+    /// The fake clock.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Time since the harness started.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// A client's state.
+    pub fn client(&self, id: ClientId) -> &Client {
+        &self.clients[id]
+    }
+
+    /// A client's state, mutably (to forge tokens, say).
+    pub fn client_mut(&mut self, id: ClientId) -> &mut Client {
+        &mut self.clients[id]
+    }
+
+    /// Every client.
+    pub fn clients(&self) -> &[Client] {
+        &self.clients
+    }
+
+    /// A new client connects with credential `token` (as if from the handshake).
+    pub fn connect(&mut self, token: Option<&str>) -> ClientId {
+        let id = self.clients.len();
+        self.clients.push(Client::default());
+        self.open(id, token);
+        id
+    }
+
+    /// An existing client opens a new connection (its log and session memory stay).
+    /// Returns the same id, for chaining.
+    pub fn reconnect(&mut self, client: ClientId, token: Option<&str>) -> ClientId {
+        if self.clients[client].connection.is_some() {
+            self.drop_connection(client);
+        }
+        let c = &mut self.clients[client];
+        c.resumable = c.session.clone().map(|(id, token)| (id, token, c.last_seq));
+        self.open(client, token);
+        client
+    }
+
+    fn open(&mut self, client: ClientId, token: Option<&str>) {
+        let info = ConnectionInfo {
+            token: token.map(str::to_owned),
+            ..ConnectionInfo::default()
+        };
+        let cid = self.engine.handle_connection_opened(self.now, info);
+        self.clients[client].connection = Some(cid);
+        self.clients[client].closed = None;
+        self.by_conn.insert(cid, client);
+        self.drain();
+    }
+
+    /// The client sends a raw message (text or otherwise). Ignored when it has no
+    /// connection.
+    pub fn send_message(&mut self, client: ClientId, message: Message) {
+        if let Some(cid) = self.clients[client].connection {
+            self.engine.handle_message(self.now, cid, message);
+            self.drain();
+        }
+    }
+
+    /// The client sends `text` in a text frame.
+    pub fn send_text(&mut self, client: ClientId, text: &str) {
+        self.send_message(client, Message::Text(text.to_owned()));
+    }
+
+    /// The client sends an envelope with event `event`, raw JSON payload `payload` and
+    /// correlation id `c`.
+    pub fn send(&mut self, client: ClientId, event: &str, payload: Option<&str>, c: Option<&str>) {
+        let mut env = ws_proto::envelope::OutgoingEnvelope::new(event);
+        if let Some(p) = payload {
+            env.payload = ws_proto::envelope::Payload::Trusted(p);
+        }
+        env.correlation_id = c;
+        let text = String::from_utf8(env.to_vec()).expect("utf-8");
+        self.send_text(client, &text);
+    }
+
+    /// The client asks to resume the session in [`Client::session`] from `last_seq`
+    /// (and `credential` in the payload, for connections without one).
+    pub fn resume_with(&mut self, client: ClientId, last_seq: u64, credential: Option<&str>) {
+        let Some((id, token)) = self.clients[client].session.clone() else {
+            return;
+        };
+        let mut payload = serde_json::json!({
+            "sessionId": id, "resumeToken": token, "lastSeq": last_seq
+        });
+        if let Some(cred) = credential {
+            payload["token"] = serde_json::Value::from(cred);
+        }
+        self.send(
+            client,
+            sys::RECONNECT_REQUEST,
+            Some(&payload.to_string()),
+            Some("resume"),
+        );
+    }
+
+    /// The client resumes the session it had before its last [`reconnect`](Self::reconnect)
+    /// (or its current one) from the last `s` it saw, without a credential in the request.
+    pub fn resume(&mut self, client: ClientId) {
+        let c = &mut self.clients[client];
+        let last = match c.resumable.clone() {
+            Some((id, token, last)) => {
+                c.session = Some((id, token));
+                last
+            }
+            None => c.last_seq,
+        };
+        self.resume_with(client, last, None);
+    }
+
+    /// The client acknowledges everything it received.
+    pub fn ack(&mut self, client: ClientId) {
+        let last = self.clients[client].last_seq;
+        self.send(client, sys::ACK, Some(&format!("{{\"seq\":{last}}}")), None);
+    }
+
+    /// The client's connection drops (EOF without a close frame).
+    pub fn drop_connection(&mut self, client: ClientId) {
+        if let Some(cid) = self.clients[client].connection.take() {
+            self.by_conn.remove(&cid);
+            self.closed.insert(cid);
+            self.engine.handle_connection_closed(self.now, cid);
+            self.drain();
+        }
+    }
+
+    /// The client stops reading: transmits to it are no longer flushed.
+    pub fn stall(&mut self, client: ClientId, stalled: bool) {
+        self.clients[client].stalled = stalled;
+    }
+
+    /// Answers a pending authentication request.
+    pub fn answer_auth(&mut self, request: &AuthRequest, answer: Result<UserId, String>) {
+        self.engine
+            .handle_auth_result(self.now, request.id, answer)
+            .expect("issued id");
+        self.drain();
+    }
+
+    /// Moves the clock forward by `by`, firing every deadline on the way at its own
+    /// instant.
+    pub fn advance(&mut self, by: Duration) {
+        let target = self.now + by;
+        while let Some(at) = self.engine.poll_timeout() {
+            if at > target {
+                break;
+            }
+            self.now = self.now.max(at);
+            self.engine.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = target;
+    }
+
+    /// Routes every pending action. Call after driving [`Sim::engine`] directly.
+    ///
+    /// # Panics
+    ///
+    /// When an action addresses a connection that is closed or unknown.
+    pub fn drain(&mut self) {
+        while let Some(action) = self.engine.poll_action() {
+            match action {
+                Action::Transmit { connection, message } => {
+                    self.deliver(connection, &message.to_text(), message.len())
+                }
+                Action::TransmitMany { connections, message } => {
+                    let text = message.to_text();
+                    for cid in connections {
+                        self.deliver(cid, &text, message.len());
+                    }
+                }
+                Action::Close {
+                    connection,
+                    code,
+                    reason,
+                } => {
+                    let client = self.live_client(connection);
+                    self.by_conn.remove(&connection);
+                    self.closed.insert(connection);
+                    self.closes.push((connection, code));
+                    let c = &mut self.clients[client];
+                    c.connection = None;
+                    c.closed = Some((code, reason));
+                }
+                Action::Authenticate(request) => {
+                    self.live_client(request.connection);
+                    match (self.authenticator)(&request) {
+                        Some(answer) => self
+                            .engine
+                            .handle_auth_result(self.now, request.id, answer)
+                            .expect("issued id"),
+                        None => self.pending_auth.push(request),
+                    }
+                }
+                Action::Event(event) => {
+                    self.live_client(event.connection);
+                    if let Some(handler) = self.handler.as_mut() {
+                        handler(&mut self.engine, self.now, &event);
+                    }
+                    self.events.push(event);
+                }
+                Action::Session(event) => self.lifecycle.push(event),
+                Action::Publish(publication) => self.publications.push(publication),
+                #[allow(unreachable_patterns)] // `Action` is non_exhaustive outside the crate
+                other => panic!("unexpected action {other:?}"),
+            }
+        }
+    }
+
+    fn live_client(&self, cid: ConnectionId) -> ClientId {
+        match self.by_conn.get(&cid) {
+            Some(&client) => client,
+            None if self.closed.contains(&cid) => panic!("action addresses closed {cid}"),
+            None => panic!("action addresses unknown {cid}"),
+        }
+    }
+
+    fn deliver(&mut self, cid: ConnectionId, text: &str, len: usize) {
+        let client = self.live_client(cid);
+        let envelope = OwnedEnvelope::decode(text, &ws_proto::Config::default())
+            .unwrap_or_else(|e| panic!("engine sent an invalid envelope {text:?}: {e}"));
+        let c = &mut self.clients[client];
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Ids {
+            session_id: String,
+            resume_token: String,
+        }
+        match &*envelope.event {
+            sys::SESSION_CREATED | sys::SESSION_RESTORED => {
+                if let Ok(ids) = envelope.payload_as::<Ids>() {
+                    if envelope.event.as_ref() == sys::SESSION_CREATED
+                        && c.session.as_ref().map(|s| &s.0) != Some(&ids.session_id)
+                    {
+                        c.last_seq = 0;
+                    }
+                    if envelope.event.as_ref() == sys::SESSION_RESTORED {
+                        c.resumable = None;
+                    }
+                    c.session = Some((ids.session_id, ids.resume_token));
+                }
+            }
+            _ => {}
+        }
+        if let Some(s) = envelope.seq {
+            c.last_seq = c.last_seq.max(s);
+        }
+        c.received.push(Received {
+            text: text.to_owned(),
+            envelope,
+            connection: cid,
+        });
+        if !c.stalled {
+            self.engine.handle_flushed(self.now, cid, len);
+        }
+    }
+
+    /// Checks the engine's bounds: every replay buffer within its message and byte
+    /// bounds, every connection's outbound bytes within its bound.
+    ///
+    /// # Panics
+    ///
+    /// When a bound is exceeded.
+    pub fn check_bounds(&self) {
+        let config = self.engine.config();
+        for sid in self.engine.sessions() {
+            let info = self.engine.session_info(sid).expect("listed session");
+            assert!(
+                info.replay_len <= config.replay_max_messages,
+                "{sid:?} replay {info:?}"
+            );
+            assert!(
+                info.replay_bytes <= config.replay_max_bytes,
+                "{sid:?} replay bytes {info:?}"
+            );
+            assert!(info.rooms.len() <= config.max_rooms_per_session);
+        }
+        for client in &self.clients {
+            if let Some(cid) = client.connection {
+                if let Some(q) = self.engine.queued_bytes(cid) {
+                    assert!(q <= config.max_outbound_bytes, "{cid} queued {q}");
+                }
+            }
+        }
+        // Lazy timers: each connection and session has pushed at most a couple of
+        // entries that have not fired yet.
+        let m = self.engine.metrics();
+        let owners = m.connections_opened + m.sessions_created;
+        assert!(
+            self.engine.timer_entries() as u64 <= 3 * owners + 8,
+            "timer heap grows"
+        );
+    }
+}

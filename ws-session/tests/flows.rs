@@ -1,0 +1,759 @@
+//! The session flows and every refusal, driven through the simulation harness.
+
+use std::time::Duration;
+
+use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
+use ws_proto::{CloseCode, Message};
+use ws_session::sim::{ClientId, Sim};
+use ws_session::{ApiError, EngineConfig, ErrorCode, SessionEvent, SessionId};
+
+fn sim() -> Sim {
+    Sim::new(EngineConfig::default())
+}
+
+fn sid(sim: &Sim, c: ClientId) -> SessionId {
+    sim.client(c).session_id().expect("client has a session")
+}
+
+fn send_app(sim: &mut Sim, to: SessionId, n: u32) {
+    let now = sim.now();
+    let text = format!("{{\"n\":{n}}}");
+    let env = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(&text));
+    sim.engine.send(now, to, &env).expect("session exists");
+    sim.drain();
+}
+
+/// The `n` of every `chat.message` the client received, in order, with its `s`.
+fn chat(sim: &Sim, c: ClientId) -> Vec<(u64, u64)> {
+    sim.client(c)
+        .received
+        .iter()
+        .filter(|r| r.event() == "chat.message")
+        .map(|r| (r.envelope.seq.unwrap(), r.payload()["n"].as_u64().unwrap()))
+        .collect()
+}
+
+fn last_error(sim: &Sim, c: ClientId) -> serde_json::Value {
+    sim.client(c)
+        .received
+        .iter()
+        .rev()
+        .find(|r| r.event() == sys::ERROR)
+        .expect("a sys.error")
+        .payload()
+}
+
+#[test]
+fn session_created_after_handshake_auth() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let created = &sim.client(a).received[0];
+    assert_eq!(created.event(), sys::SESSION_CREATED);
+    assert_eq!(
+        created.envelope.seq, None,
+        "control events are outside the stream"
+    );
+    let p = created.payload();
+    assert_eq!(p["userId"], "alice");
+    assert_eq!(p["heartbeatMs"], 20_000);
+    assert_eq!(p["resumeWindowMs"], 120_000);
+    assert_eq!(p["sessionId"].as_str().unwrap().len(), 32);
+    assert_eq!(p["resumeToken"].as_str().unwrap().len(), 64, "256-bit token");
+    assert_ne!(p["sessionId"], p["resumeToken"]);
+    assert!(matches!(sim.lifecycle[0], SessionEvent::Created { .. }));
+    assert_eq!(sim.engine.metrics().sessions_live, 1);
+}
+
+#[test]
+fn session_created_after_first_message_auth() {
+    let mut sim = sim();
+    let a = sim.connect(None);
+    assert!(sim.client(a).received.is_empty());
+    sim.send(a, sys::AUTH, Some(r#"{"token":"user:bob"}"#), Some("a1"));
+    let created = sim.client(a).received.last().unwrap();
+    assert_eq!(created.event(), sys::SESSION_CREATED);
+    assert_eq!(created.envelope.correlation_id.as_deref(), Some("a1"));
+    assert_eq!(created.payload()["userId"], "bob");
+    // A second sys.auth is refused, the connection stays.
+    sim.send(a, sys::AUTH, Some(r#"{"token":"user:bob"}"#), None);
+    assert_eq!(sim.client(a).error_codes(), [ErrorCode::ALREADY_AUTHENTICATED.0]);
+    assert!(sim.client(a).connection.is_some());
+}
+
+#[test]
+fn auth_failure_is_an_error_then_a_close() {
+    let mut sim = sim();
+    let a = sim.connect(Some("wrong"));
+    assert_eq!(sim.client(a).error_codes(), [ErrorCode::AUTH_FAILED.0]);
+    assert_eq!(sim.client(a).closed.unwrap().0, CloseCode(4102));
+    assert_eq!(sim.engine.metrics().auth_failures, 1);
+}
+
+#[test]
+fn app_events_need_a_session_unless_anonymous() {
+    let mut sim = sim();
+    let a = sim.connect(None);
+    sim.send(a, "chat.message", Some("{}"), Some("q1"));
+    let err = sim.client(a).received.last().unwrap();
+    assert_eq!(err.error_code(), Some(ErrorCode::NOT_AUTHENTICATED.0));
+    assert_eq!(err.envelope.correlation_id.as_deref(), Some("q1"));
+    assert!(sim.events.is_empty());
+    assert!(sim.client(a).connection.is_some());
+
+    let mut anon = Sim::new(EngineConfig {
+        allow_anonymous: true,
+        ..EngineConfig::default()
+    });
+    let b = anon.connect(None);
+    assert_eq!(anon.client(b).last_event(), Some(sys::SESSION_CREATED));
+    assert!(anon.client(b).received[0].payload()["userId"]
+        .as_str()
+        .unwrap()
+        .starts_with("anon-"));
+    anon.send(b, "chat.message", Some("{}"), None);
+    assert_eq!(anon.events.len(), 1);
+}
+
+#[test]
+fn events_dispatch_with_payload_and_replies_carry_the_correlation_id() {
+    let mut sim = sim();
+    sim.set_handler(Sim::echo_handler);
+    let a = sim.connect(Some("user:alice"));
+    sim.send(a, "math.add", Some(r#"{"a":1,"b":"\u00e9"}"#), Some("req-7"));
+    let ev = &sim.events[0];
+    assert_eq!(ev.event(), "math.add");
+    assert_eq!(ev.payload(), Some(r#"{"a":1,"b":"\u00e9"}"#));
+    assert_eq!(ev.correlation_id(), Some("req-7"));
+    assert_eq!(ev.user.as_str(), "alice");
+    let reply = sim.client(a).received.last().unwrap();
+    assert_eq!(reply.event(), "math.add");
+    assert_eq!(reply.envelope.correlation_id.as_deref(), Some("req-7"));
+    assert_eq!(reply.envelope.seq, Some(1));
+
+    // Escaped correlation ids survive too.
+    sim.send_text(a, r#"{"v":"1","e":"x","c":"a\"b"}"#);
+    assert_eq!(sim.events[1].correlation_id(), Some("a\"b"));
+
+    let s = sid(&sim, a);
+    let now = sim.now();
+    sim.engine
+        .reply_error(now, s, "req-8", 4200, "no such thing")
+        .unwrap();
+    sim.drain();
+    let err = sim.client(a).received.last().unwrap();
+    assert_eq!(err.error_code(), Some(4200));
+    assert_eq!(err.envelope.correlation_id.as_deref(), Some("req-8"));
+    assert_eq!(err.envelope.seq, Some(3));
+}
+
+#[test]
+fn bad_envelopes_and_unknown_system_events_get_errors_and_the_connection_stays() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    sim.send_text(a, "not json");
+    sim.send_text(a, r#"{"v":"2.0","e":"x","c":"k"}"#);
+    sim.send_text(a, r#"[1,2]"#);
+    sim.send(a, "sys.nonsense", None, Some("z"));
+    sim.send(a, sys::SESSION_CREATED, None, None); // S→C only
+    sim.send(a, sys::ACK, Some(r#"{"seq":"x"}"#), None);
+    sim.send_message(a, Message::Binary(bytes::Bytes::from_static(b"\x00")));
+    assert_eq!(
+        sim.client(a).error_codes(),
+        [4002, 4007, 4003, 4100, 4100, 4013, 4113]
+    );
+    let errs: Vec<_> = sim
+        .client(a)
+        .received
+        .iter()
+        .filter(|r| r.error_code().is_some())
+        .collect();
+    assert_eq!(
+        errs[1].envelope.correlation_id.as_deref(),
+        Some("k"),
+        "c of a refused envelope"
+    );
+    assert_eq!(errs[3].envelope.correlation_id.as_deref(), Some("z"));
+    assert!(sim.client(a).connection.is_some());
+    // Still works.
+    sim.send(a, "chat.message", None, None);
+    assert_eq!(sim.events.len(), 1);
+}
+
+#[test]
+fn ping_is_answered_with_pong() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    sim.send(a, sys::PING, None, Some("p"));
+    let pong = sim.client(a).received.last().unwrap();
+    assert_eq!(pong.event(), sys::PONG);
+    assert_eq!(pong.envelope.correlation_id.as_deref(), Some("p"));
+}
+
+#[test]
+fn resume_inside_the_window_replays_exactly_the_missed_messages_and_rotates_the_token() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let s = sid(&sim, a);
+    for n in 1..=3 {
+        send_app(&mut sim, s, n);
+    }
+    sim.drop_connection(a);
+    assert!(matches!(
+        sim.lifecycle.last(),
+        Some(SessionEvent::Suspended { .. })
+    ));
+    for n in 4..=6 {
+        send_app(&mut sim, s, n);
+    }
+    let old_token = sim.client(a).session.clone().unwrap().1;
+    sim.advance(Duration::from_secs(60));
+    sim.reconnect(a, Some("user:alice"));
+    // The handshake credential made a fresh session; the resume replaces it.
+    let fresh = sid(&sim, a);
+    assert_ne!(fresh, s);
+    sim.client_mut(a).session = Some((s.to_string(), old_token.clone()));
+    sim.resume_with(a, 3, None);
+    let restored = sim.client(a).received.last().unwrap();
+    assert_eq!(restored.event(), sys::SESSION_RESTORED);
+    assert_eq!(restored.payload()["replayed"], 3);
+    assert_eq!(restored.envelope.correlation_id.as_deref(), Some("resume"));
+    let new_token = restored.payload()["resumeToken"].as_str().unwrap().to_owned();
+    assert_ne!(new_token, old_token);
+    assert_eq!(chat(&sim, a), [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6)]);
+    assert!(sim
+        .lifecycle
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Resumed { session, .. } if *session == s)));
+    assert!(sim
+        .lifecycle
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Closed { session, .. } if *session == fresh)));
+    assert!(sim.engine.session_info(fresh).is_none());
+    // Later messages continue the stream.
+    send_app(&mut sim, s, 7);
+    assert_eq!(chat(&sim, a).last(), Some(&(7, 7)));
+    assert_eq!(sim.engine.metrics().resumes_ok, 1);
+}
+
+#[test]
+fn resume_with_credential_in_the_request() {
+    let mut sim = sim();
+    let a = sim.connect(None);
+    sim.send(a, sys::AUTH, Some(r#"{"token":"user:carol"}"#), None);
+    let s = sid(&sim, a);
+    send_app(&mut sim, s, 1);
+    sim.drop_connection(a);
+    send_app(&mut sim, s, 2);
+    sim.reconnect(a, None);
+    sim.resume_with(a, 1, Some("user:carol"));
+    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_RESTORED));
+    assert_eq!(chat(&sim, a), [(1, 1), (2, 2)]);
+    // Without any credential a resume is not authenticated.
+    sim.drop_connection(a);
+    sim.reconnect(a, None);
+    sim.resume(a);
+    assert_eq!(
+        sim.client(a).error_codes().last(),
+        Some(&ErrorCode::NOT_AUTHENTICATED.0)
+    );
+}
+
+#[test]
+fn resume_while_handshake_auth_is_pending_waits_for_it() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let s = sid(&sim, a);
+    sim.drop_connection(a);
+    send_app(&mut sim, s, 1);
+    sim.reconnect(a, Some("pending"));
+    sim.resume_with(a, 0, None);
+    assert!(sim
+        .client(a)
+        .received
+        .iter()
+        .all(|r| r.event() != sys::SESSION_RESTORED));
+    let req = sim.pending_auth.pop().unwrap();
+    sim.answer_auth(&req, Ok("alice".into()));
+    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_RESTORED));
+    assert_eq!(sid(&sim, a), s);
+    assert_eq!(chat(&sim, a), [(1, 1)]);
+}
+
+#[test]
+fn rooms_are_restored_after_resume() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let b = sim.connect(Some("user:bob"));
+    let (sa, sb) = (sid(&sim, a), sid(&sim, b));
+    let now = sim.now();
+    assert!(sim.engine.join_room(now, sa, "lobby").unwrap());
+    assert!(!sim.engine.join_room(now, sa, "lobby").unwrap());
+    sim.engine.join_room(now, sb, "lobby").unwrap();
+    sim.drop_connection(a);
+    let env = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(r#"{"n":1}"#));
+    assert_eq!(sim.engine.broadcast_room(now, "lobby", &env, Some(sb)), 1);
+    sim.drain();
+    sim.reconnect(a, Some("user:alice"));
+    let token = sim.client(a).session.clone().unwrap().1;
+    let _ = token;
+    // Resume the old session (the client remembered it before reconnecting).
+    let old = sim
+        .client(a)
+        .received
+        .iter()
+        .find(|r| r.event() == sys::SESSION_CREATED)
+        .unwrap()
+        .payload();
+    sim.client_mut(a).session = Some((
+        old["sessionId"].as_str().unwrap().into(),
+        old["resumeToken"].as_str().unwrap().into(),
+    ));
+    sim.resume_with(a, 0, None);
+    assert_eq!(sid(&sim, a), sa);
+    assert_eq!(&*sim.engine.session_info(sa).unwrap().rooms[0], "lobby");
+    assert_eq!(chat(&sim, a), [(1, 1)]);
+    assert_eq!(sim.engine.broadcast_room(now, "lobby", &env, None), 2);
+    sim.drain();
+    assert_eq!(chat(&sim, a).len(), 2);
+    assert!(chat(&sim, b).len() == 1, "b was excepted the first time");
+}
+
+/// Reconnects `a` without a credential in the handshake and resumes with `session`,
+/// the credential `user:NAME` in the request.
+fn resume_as(sim: &mut Sim, a: ClientId, session: (String, String), last: u64, name: &str) {
+    sim.reconnect(a, None);
+    sim.client_mut(a).session = Some(session);
+    sim.resume_with(a, last, Some(&format!("user:{name}")));
+}
+
+fn refused_reason(sim: &Sim, a: ClientId) -> String {
+    let err = last_error(sim, a);
+    assert_eq!(err["code"], ErrorCode::NOT_RECOVERABLE.0);
+    // …and a fresh session follows, never a silent gap.
+    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_CREATED));
+    err["reason"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn forged_token_is_refused_with_a_fresh_session() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let (id, _) = sim.client(a).session.clone().unwrap();
+    sim.drop_connection(a);
+    resume_as(&mut sim, a, (id.clone(), "ab".repeat(32)), 0, "alice");
+    assert_eq!(refused_reason(&sim, a), "invalid");
+    assert_ne!(sim.client(a).session.as_ref().unwrap().0, id);
+    resume_as(&mut sim, a, (id, "short".into()), 0, "alice");
+    assert_eq!(refused_reason(&sim, a), "invalid");
+    resume_as(&mut sim, a, ("0".repeat(32), "ab".repeat(32)), 0, "alice");
+    assert_eq!(refused_reason(&sim, a), "unknown");
+    assert_eq!(sim.engine.metrics().resumes_refused, 3);
+}
+
+#[test]
+fn reused_token_is_refused() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let first = sim.client(a).session.clone().unwrap();
+    sim.drop_connection(a);
+    resume_as(&mut sim, a, first.clone(), 0, "alice");
+    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_RESTORED));
+    sim.drop_connection(a);
+    let b = sim.connect(None);
+    sim.client_mut(b).session = Some(first);
+    sim.resume_with(b, 0, Some("user:alice"));
+    assert_eq!(refused_reason(&sim, b), "used");
+}
+
+#[test]
+fn expired_token_is_refused_and_expiry_leaves_rooms() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let s = sid(&sim, a);
+    let now = sim.now();
+    sim.engine.join_room(now, s, "lobby").unwrap();
+    let session = sim.client(a).session.clone().unwrap();
+    sim.drop_connection(a);
+    sim.advance(Duration::from_secs(119));
+    assert_eq!(
+        sim.engine.room_len("lobby"),
+        1,
+        "still in its rooms while suspended"
+    );
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(sim.engine.room_len("lobby"), 0);
+    assert!(sim.lifecycle.iter().any(
+        |e| matches!(e, SessionEvent::Expired { session, user } if *session == s && user.as_str() == "alice")
+    ));
+    assert_eq!(sim.engine.metrics().rooms, 0);
+    resume_as(&mut sim, a, session, 0, "alice");
+    assert_eq!(refused_reason(&sim, a), "expired");
+}
+
+#[test]
+fn expiry_is_enforced_even_before_the_timer_fires() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let session = sim.client(a).session.clone().unwrap();
+    sim.drop_connection(a);
+    // Jump the clock without firing timers.
+    let later = sim.now() + Duration::from_secs(500);
+    let b = sim.connect(Some("user:alice"));
+    let cid = sim.client(b).connection.unwrap();
+    let payload = format!(
+        r#"{{"sessionId":"{}","resumeToken":"{}","lastSeq":0}}"#,
+        session.0, session.1
+    );
+    let text = format!(r#"{{"v":"1.0","e":"sys.reconnect.request","p":{payload}}}"#);
+    sim.engine.handle_message(later, cid, Message::Text(text));
+    sim.drain();
+    assert_eq!(last_error(&sim, b)["reason"], "expired");
+}
+
+#[test]
+fn other_users_token_is_refused() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let session = sim.client(a).session.clone().unwrap();
+    sim.drop_connection(a);
+    let m = sim.connect(None);
+    resume_as(&mut sim, m, session.clone(), 0, "mallory");
+    assert_eq!(refused_reason(&sim, m), "foreign");
+    // The refusal did not burn alice's token.
+    resume_as(&mut sim, a, session, 0, "alice");
+    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_RESTORED));
+}
+
+#[test]
+fn replay_buffer_overflow_is_a_gap_and_a_new_session() {
+    let mut sim = Sim::new(EngineConfig {
+        replay_max_messages: 4,
+        ..EngineConfig::default()
+    });
+    let a = sim.connect(Some("user:alice"));
+    let s = sid(&sim, a);
+    let session = sim.client(a).session.clone().unwrap();
+    sim.drop_connection(a);
+    for n in 1..=5 {
+        send_app(&mut sim, s, n);
+    }
+    assert_eq!(sim.engine.session_info(s).unwrap().replay_len, 4);
+    resume_as(&mut sim, a, session, 0, "alice");
+    assert_eq!(refused_reason(&sim, a), "gap");
+    assert!(sim.engine.session_info(s).is_none(), "the old session ends");
+    assert!(chat(&sim, a).is_empty(), "no partial replay");
+}
+
+#[test]
+fn resume_claiming_unsent_messages_is_a_gap() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let session = sim.client(a).session.clone().unwrap();
+    sim.drop_connection(a);
+    resume_as(&mut sim, a, session, 9, "alice");
+    assert_eq!(refused_reason(&sim, a), "gap");
+}
+
+#[test]
+fn acks_trim_the_replay_buffer() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let s = sid(&sim, a);
+    for n in 1..=5 {
+        send_app(&mut sim, s, n);
+    }
+    assert_eq!(sim.engine.session_info(s).unwrap().replay_len, 5);
+    sim.send(a, sys::ACK, Some(r#"{"seq":3}"#), None);
+    assert_eq!(sim.engine.session_info(s).unwrap().replay_len, 2);
+    sim.ack(a);
+    let info = sim.engine.session_info(s).unwrap();
+    assert_eq!((info.replay_len, info.replay_bytes), (0, 0));
+    // A resume from before the ack is now a gap.
+    let session = sim.client(a).session.clone().unwrap();
+    sim.drop_connection(a);
+    resume_as(&mut sim, a, session, 2, "alice");
+    assert_eq!(refused_reason(&sim, a), "gap");
+}
+
+#[test]
+fn takeover_closes_the_old_connection() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let s = sid(&sim, a);
+    let session = sim.client(a).session.clone().unwrap();
+    send_app(&mut sim, s, 1);
+    // A second device resumes while the first is still attached.
+    let b = sim.connect(None);
+    resume_as(&mut sim, b, session, 1, "alice");
+    assert_eq!(sim.client(b).last_event(), Some(sys::SESSION_RESTORED));
+    assert_eq!(sim.client(a).connection, None);
+    assert_eq!(
+        sim.client(a).closed.unwrap().0,
+        CloseCode(ErrorCode::TAKEN_OVER.0)
+    );
+    send_app(&mut sim, s, 2);
+    assert_eq!(chat(&sim, b), [(2, 2)]);
+    assert_eq!(chat(&sim, a), [(1, 1)]);
+}
+
+#[test]
+fn rate_limit_errors_then_closes_with_1008() {
+    let mut sim = Sim::new(EngineConfig {
+        rate_limit_per_second: 10,
+        rate_limit_burst: 5,
+        rate_limit_max_strikes: 3,
+        ..EngineConfig::default()
+    });
+    let a = sim.connect(Some("user:alice"));
+    for _ in 0..5 {
+        sim.send(a, "x", None, None);
+    }
+    assert_eq!(sim.events.len(), 5);
+    sim.send(a, "x", None, None);
+    assert_eq!(sim.client(a).error_codes(), [ErrorCode::RATE_LIMITED.0]);
+    // Slowing down is forgiven.
+    sim.advance(Duration::from_millis(100));
+    sim.send(a, "x", None, None);
+    assert_eq!(sim.events.len(), 6);
+    // Persisting is not.
+    for _ in 0..3 {
+        sim.send(a, "x", None, None);
+    }
+    assert_eq!(sim.client(a).closed.unwrap().0, CloseCode::POLICY_VIOLATION);
+    assert_eq!(sim.engine.metrics().rate_limited, 4);
+    assert!(matches!(
+        sim.lifecycle.last(),
+        Some(SessionEvent::Suspended { .. })
+    ));
+}
+
+#[test]
+fn slow_consumer_is_closed_and_can_resume() {
+    let mut sim = Sim::new(EngineConfig {
+        max_outbound_bytes: 8 * 1024,
+        replay_max_bytes: 8 * 1024,
+        ..EngineConfig::default()
+    });
+    let a = sim.connect(Some("user:alice"));
+    let s = sid(&sim, a);
+    let session = sim.client(a).session.clone().unwrap();
+    sim.stall(a, true);
+    let mut n = 0;
+    while sim.client(a).connection.is_some() {
+        n += 1;
+        send_app(&mut sim, s, n);
+        sim.check_bounds();
+        assert!(n < 1000);
+    }
+    assert_eq!(
+        sim.client(a).closed.unwrap().0,
+        CloseCode(ErrorCode::SLOW_CONSUMER.0)
+    );
+    assert_eq!(sim.engine.metrics().slow_consumer_drops, 1);
+    assert!(matches!(
+        sim.lifecycle.last(),
+        Some(SessionEvent::Suspended { .. })
+    ));
+    // The client got some; it resumes from what it saw and gets the rest.
+    sim.stall(a, false);
+    let seen = sim.client(a).last_seq;
+    assert!(seen > 0 && seen < n as u64);
+    resume_as(&mut sim, a, session, seen, "alice");
+    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_RESTORED));
+    let got: Vec<u64> = chat(&sim, a).iter().map(|&(s, _)| s).collect();
+    assert_eq!(got, (1..=n as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn auth_timeout_closes_unauthenticated_connections() {
+    let mut sim = sim();
+    let a = sim.connect(None);
+    let p = sim.connect(Some("pending"));
+    sim.advance(Duration::from_secs(9));
+    assert!(sim.client(a).connection.is_some());
+    sim.advance(Duration::from_secs(2));
+    for c in [a, p] {
+        assert_eq!(sim.client(c).error_codes(), [ErrorCode::AUTH_TIMEOUT.0]);
+        assert_eq!(sim.client(c).closed.unwrap().0, CloseCode(4103));
+    }
+    // A late answer for the closed connection is ignored.
+    let req = sim.pending_auth.pop().unwrap();
+    sim.answer_auth(&req, Ok("late".into()));
+    assert_eq!(sim.engine.metrics().sessions_created, 0);
+}
+
+#[test]
+fn heartbeats_and_idle_timeout() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let b = sim.connect(Some("user:bob"));
+    sim.advance(Duration::from_secs(20));
+    assert_eq!(sim.client(a).last_event(), Some(sys::PING));
+    assert_eq!(sim.client(a).received.last().unwrap().envelope.seq, None);
+    // b answers every ping, a stays silent.
+    for _ in 0..5 {
+        sim.send(b, sys::PONG, None, None);
+        sim.advance(Duration::from_secs(10));
+    }
+    assert!(sim.client(b).connection.is_some());
+    assert_eq!(
+        sim.client(a).closed.unwrap().0,
+        CloseCode(ErrorCode::IDLE_TIMEOUT.0)
+    );
+    assert!(sim.elapsed() >= Duration::from_secs(40));
+    assert!(sim
+        .lifecycle
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Suspended { .. })));
+    sim.check_bounds();
+}
+
+#[test]
+fn room_limits() {
+    let mut sim = Sim::new(EngineConfig {
+        max_rooms_per_session: 2,
+        max_room_name_len: 8,
+        ..EngineConfig::default()
+    });
+    let a = sim.connect(Some("user:alice"));
+    let s = sid(&sim, a);
+    let now = sim.now();
+    assert_eq!(
+        sim.engine.join_room(now, s, "much-too-long"),
+        Err(ApiError::RoomNameTooLong { len: 13, max: 8 })
+    );
+    sim.engine.join_room(now, s, "r1").unwrap();
+    sim.engine.join_room(now, s, "r2").unwrap();
+    assert_eq!(
+        sim.engine.join_room(now, s, "r3"),
+        Err(ApiError::TooManyRooms { max: 2 })
+    );
+    assert!(sim.engine.leave_room(now, s, "r1").unwrap());
+    assert!(!sim.engine.leave_room(now, s, "r1").unwrap());
+    assert!(sim.engine.join_room(now, s, "r3").unwrap());
+    assert_eq!(sim.engine.metrics().rooms, 2);
+    let gone = SessionId(1);
+    assert_eq!(
+        sim.engine.join_room(now, gone, "r"),
+        Err(ApiError::UnknownSession(gone))
+    );
+}
+
+#[test]
+fn close_session_closes_its_connection_and_leaves_rooms() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let s = sid(&sim, a);
+    let now = sim.now();
+    sim.engine.join_room(now, s, "lobby").unwrap();
+    sim.engine.close_session(now, s).unwrap();
+    sim.drain();
+    assert_eq!(sim.client(a).closed.unwrap().0, CloseCode::NORMAL);
+    assert_eq!(sim.engine.room_len("lobby"), 0);
+    assert!(matches!(sim.lifecycle.last(), Some(SessionEvent::Closed { .. })));
+}
+
+#[test]
+fn broadcasts_publish_and_remote_publishes_do_not_echo() {
+    let mut sim = Sim::new(EngineConfig {
+        publish_broadcasts: true,
+        ..EngineConfig::default()
+    });
+    let a = sim.connect(Some("user:alice"));
+    let b = sim.connect(Some("user:bob"));
+    let now = sim.now();
+    sim.engine.join_room(now, sid(&sim, a), "r").unwrap();
+    let env = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(r#"{"n":1}"#));
+    sim.engine.broadcast_room(now, "r", &env, None);
+    sim.drain();
+    assert_eq!(sim.publications.len(), 1);
+    let publication = sim.publications[0].clone();
+    // Another node's engine would deliver it; here: feed it back, no second publish.
+    sim.engine.handle_remote_publish(now, &publication);
+    sim.drain();
+    assert_eq!(sim.publications.len(), 1);
+    assert_eq!(chat(&sim, a), [(1, 1), (2, 1)]);
+    assert!(chat(&sim, b).is_empty());
+    assert_eq!(sim.engine.broadcast(now, &env), 2);
+    sim.drain();
+    assert_eq!(sim.publications.len(), 2);
+    let only_bob = sim
+        .engine
+        .broadcast_filter(now, &env, |_, user| user.as_str() == "bob");
+    sim.drain();
+    assert_eq!(only_bob, 1);
+    assert_eq!(chat(&sim, b).len(), 2);
+}
+
+#[test]
+fn volatile_broadcast_is_outside_the_stream() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let b = sim.connect(Some("user:bob"));
+    let now = sim.now();
+    let env = OutgoingEnvelope::new("presence");
+    assert_eq!(sim.engine.broadcast_volatile(now, None, &env), 2);
+    sim.drain();
+    for c in [a, b] {
+        let last = sim.client(c).received.last().unwrap();
+        assert_eq!((last.event(), last.envelope.seq), ("presence", None));
+    }
+    assert_eq!(sim.engine.session_info(sid(&sim, a)).unwrap().replay_len, 0);
+}
+
+#[test]
+fn origin_allow_list() {
+    let mut sim = Sim::new(EngineConfig {
+        allowed_origins: Some(vec!["https://app.example".into()]),
+        ..EngineConfig::default()
+    });
+    let now = sim.now();
+    let mut info = ws_session::ConnectionInfo::new(
+        None,
+        "/ws",
+        Some("token=user:eve".into()),
+        vec![("Origin".into(), "https://evil.example".into())],
+    );
+    assert_eq!(info.token.as_deref(), Some("user:eve"));
+    let cid = sim.engine.handle_connection_opened(now, info.clone());
+    match sim.engine.poll_action() {
+        Some(ws_session::Action::Close { connection, code, .. }) => {
+            assert_eq!((connection, code), (cid, CloseCode(4114)));
+        }
+        other => panic!("{other:?}"),
+    }
+    info.origin = Some("https://APP.example".into());
+    sim.engine.handle_connection_opened(now, info);
+    assert!(matches!(
+        sim.engine.poll_action(),
+        Some(ws_session::Action::Authenticate(_))
+    ));
+}
+
+#[test]
+fn connection_info_extracts_the_bearer_token_first() {
+    let info = ws_session::ConnectionInfo::new(
+        None,
+        "/ws",
+        Some("a=1&token=q".into()),
+        vec![("authorization".into(), "Bearer  h ".into())],
+    );
+    assert_eq!(info.token.as_deref(), Some("h"));
+}
+
+#[test]
+fn stale_and_unknown_inputs_are_harmless() {
+    let mut sim = sim();
+    let now = sim.now();
+    let ghost = ws_session::ConnectionId(999);
+    sim.engine.handle_message(now, ghost, Message::Text("{}".into()));
+    sim.engine.handle_connection_closed(now, ghost);
+    sim.engine.handle_flushed(now, ghost, 10);
+    sim.engine.handle_timeout(now);
+    assert!(sim.engine.poll_action().is_none());
+    assert_eq!(
+        sim.engine
+            .handle_auth_result(now, ws_session::AuthId(5), Ok("x".into())),
+        Err(ApiError::UnknownAuthRequest)
+    );
+}
