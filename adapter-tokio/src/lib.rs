@@ -1,4 +1,39 @@
-//! The tokio adapter of tether: sockets, tasks and timers around the Sans-IO core.
+//! # adapter-tokio: tether on tokio
 //!
-//! This crate is a skeleton until the adapter lands (see the project issues).
+//! The Sans-IO core and the shared user API ([`ws_driver`]) bound to tokio sockets,
+//! tasks and timers:
+//!
+//! - [`Server`]: binds an address, upgrades one path, serves every connection,
+//!   shuts down gracefully;
+//! - [`serve_stream`]: serves one already-accepted stream (custom listeners, tests);
+//! - [`mount`]: the endpoint as an axum handler, so an application's other HTTP routes
+//!   share the port ("detached mode").
+//!
+//! ```no_run
+//! use adapter_tokio::{App, Context, Server};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = App::new()
+//!     .authenticate(|token: String, _info| async move { Ok(token) })
+//!     .on("echo", |ctx: Context| async move {
+//!         let text: String = ctx.payload()?;
+//!         ctx.reply("echo", &text)
+//!     });
+//! let server = Server::bind("127.0.0.1:8080", "/ws", app).await?;
+//! server.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod mount;
+mod runtime;
+mod server;
+
+pub use mount::mount;
+pub use runtime::TokioRuntime;
+pub use server::{serve_stream, Server};
+pub use ws_driver::{
+    App, Context, HandlerError, HandlerResult, Hub, InMemoryPubSub, Metrics, Next, PubSub, ServerHandle,
+    SessionEvent, SessionId, UserId,
+};

@@ -1,0 +1,293 @@
+//! adapter-tokio on real loopback sockets, driven by a client no tether code wrote
+//! (tokio-tungstenite). Each test states one behaviour a user relies on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use adapter_tokio::{mount, App, Context, HandlerError, Next, Server, ServerHandle, TokioRuntime};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use ws_session::EngineConfig;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The application under test: tokens `user:<name>` authenticate as `<name>`.
+fn app() -> App {
+    App::new()
+        .authenticate(|token: String, _info| async move {
+            token
+                .strip_prefix("user:")
+                .map(str::to_owned)
+                .ok_or_else(|| "tokens look like user:<name>".to_owned())
+        })
+        .on("echo", |ctx: Context| async move {
+            let value: Value = ctx.payload()?;
+            ctx.reply("echo.reply", &value)
+        })
+        .on("fail", |_ctx: Context| async move {
+            Err(HandlerError::new(4242, "asked to fail"))
+        })
+        .on("join", |ctx: Context| async move {
+            let room: String = ctx.payload()?;
+            ctx.join(&room).await?;
+            ctx.reply("joined", &room)
+        })
+        .on("say", |ctx: Context| async move {
+            let (room, text): (String, String) = ctx.payload()?;
+            ctx.to_room_others(
+                &room,
+                "said",
+                &json!({ "user": ctx.user_id().as_str(), "text": text }),
+            )?;
+            ctx.reply("said.ok", &())
+        })
+}
+
+async fn start(app: App) -> (SocketAddr, ServerHandle) {
+    let server = Server::bind("127.0.0.1:0", "/ws", app).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.handle();
+    tokio::spawn(server.run());
+    (addr, handle)
+}
+
+async fn connect(addr: SocketAddr, token: Option<&str>) -> Ws {
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade")
+        .0
+}
+
+async fn send(ws: &mut Ws, event: &str, payload: Value, c: Option<&str>) {
+    let mut env = json!({ "v": "1.0", "e": event, "p": payload });
+    if let Some(c) = c {
+        env["c"] = json!(c);
+    }
+    ws.send(Message::text(env.to_string())).await.unwrap();
+}
+
+/// The next envelope that is not a heartbeat.
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an envelope in time")
+            .expect("the connection is open")
+            .expect("a frame");
+        if let Message::Text(text) = msg {
+            let env: Value = serde_json::from_str(&text).unwrap();
+            if env["e"] != "sys.ping" {
+                return env;
+            }
+        }
+    }
+}
+
+async fn session(addr: SocketAddr, name: &str) -> (Ws, Value) {
+    let mut ws = connect(addr, Some(&format!("user:{name}"))).await;
+    let created = recv(&mut ws).await;
+    assert_eq!(created["e"], "sys.session.created", "{created}");
+    (ws, created["p"].clone())
+}
+
+/// Waits for the close frame, lets the client answer it (as any client does), and
+/// returns its code.
+async fn closed_with(ws: &mut Ws) -> u16 {
+    let code = loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(Message::Close(None))) | None => break 1005,
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => panic!("connection failed instead of closing: {err}"),
+        }
+    };
+    // Polling on sends tungstenite's answering close frame and sees the server's EOF.
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, ws.next()).await {}
+    code
+}
+
+#[tokio::test]
+async fn a_bearer_token_creates_a_session() {
+    let (addr, _) = start(app()).await;
+    let (_ws, created) = session(addr, "alice").await;
+    assert_eq!(created["userId"], "alice");
+    assert!(created["sessionId"].as_str().is_some_and(|s| !s.is_empty()));
+    let token = created["resumeToken"].as_str().unwrap();
+    assert!(token.len() >= 22, "a resume token of 128 bits or more: {token}");
+    assert_ne!(created["sessionId"], created["resumeToken"]);
+}
+
+#[tokio::test]
+async fn a_refused_credential_gets_a_clear_error_and_a_close() {
+    let (addr, _) = start(app()).await;
+    let mut ws = connect(addr, Some("nobody")).await;
+    let error = recv(&mut ws).await;
+    assert_eq!(error["e"], "sys.error");
+    assert_eq!(error["p"]["code"], 4102);
+    assert!(
+        error["p"]["message"].as_str().unwrap().contains("user:<name>"),
+        "{error}"
+    );
+    assert_eq!(closed_with(&mut ws).await, 4102);
+}
+
+#[tokio::test]
+async fn replies_and_errors_carry_the_correlation_id() {
+    let (addr, _) = start(app()).await;
+    let (mut ws, _) = session(addr, "alice").await;
+    send(&mut ws, "echo", json!({"n": 1}), Some("c-1")).await;
+    let reply = recv(&mut ws).await;
+    assert_eq!(
+        (reply["e"].as_str(), reply["c"].as_str()),
+        (Some("echo.reply"), Some("c-1"))
+    );
+    assert_eq!(reply["p"], json!({"n": 1}));
+    send(&mut ws, "fail", json!(null), Some("c-2")).await;
+    let error = recv(&mut ws).await;
+    assert_eq!(
+        (error["e"].as_str(), error["c"].as_str()),
+        (Some("sys.error"), Some("c-2"))
+    );
+    assert_eq!(error["p"]["code"], 4242);
+    send(&mut ws, "no.such.event", json!(null), Some("c-3")).await;
+    let unknown = recv(&mut ws).await;
+    assert_eq!(
+        (unknown["p"]["code"].as_u64(), unknown["c"].as_str()),
+        (Some(4100), Some("c-3"))
+    );
+}
+
+#[tokio::test]
+async fn a_room_broadcast_reaches_the_others_but_not_the_sender() {
+    let (addr, _) = start(app()).await;
+    let (mut alice, _) = session(addr, "alice").await;
+    let (mut bob, _) = session(addr, "bob").await;
+    for ws in [&mut alice, &mut bob] {
+        send(ws, "join", json!("lobby"), Some("j")).await;
+        assert_eq!(recv(ws).await["e"], "joined");
+    }
+    send(&mut alice, "say", json!(["lobby", "hi"]), Some("s")).await;
+    assert_eq!(
+        recv(&mut alice).await["e"],
+        "said.ok",
+        "the sender gets its reply, not the broadcast"
+    );
+    let said = recv(&mut bob).await;
+    assert_eq!(said["e"], "said");
+    assert_eq!(said["p"], json!({"user": "alice", "text": "hi"}));
+}
+
+#[tokio::test]
+async fn middleware_can_stop_a_message() {
+    let app = app().middleware(|ctx: Context, next: Next| async move {
+        if ctx.event() == "echo" && ctx.payload_raw() == Some("\"forbidden\"") {
+            return Err(HandlerError::new(4403, "stopped by middleware"));
+        }
+        next.run(ctx).await
+    });
+    let (addr, _) = start(app).await;
+    let (mut ws, _) = session(addr, "alice").await;
+    send(&mut ws, "echo", json!("forbidden"), Some("m1")).await;
+    let stopped = recv(&mut ws).await;
+    assert_eq!(
+        (stopped["p"]["code"].as_u64(), stopped["c"].as_str()),
+        (Some(4403), Some("m1"))
+    );
+    send(&mut ws, "echo", json!("fine"), Some("m2")).await;
+    assert_eq!(recv(&mut ws).await["p"], "fine");
+}
+
+#[tokio::test]
+async fn a_bad_envelope_gets_a_sys_error_and_the_connection_stays() {
+    let (addr, _) = start(app()).await;
+    let (mut ws, _) = session(addr, "alice").await;
+    ws.send(Message::text("{not json")).await.unwrap();
+    let error = recv(&mut ws).await;
+    assert_eq!(
+        (error["e"].as_str(), error["p"]["code"].as_u64()),
+        (Some("sys.error"), Some(4002))
+    );
+    send(&mut ws, "echo", json!(1), Some("after")).await;
+    assert_eq!(recv(&mut ws).await["c"], "after");
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_closed_with_1009() {
+    let mut config = EngineConfig::default();
+    config.envelope = config.envelope.with_max_message_size(1024);
+    let (addr, _) = start(app().config(config)).await;
+    let (mut ws, _) = session(addr, "alice").await;
+    ws.send(Message::text("x".repeat(2048))).await.unwrap();
+    assert_eq!(closed_with(&mut ws).await, 1009);
+}
+
+#[tokio::test]
+async fn detached_mode_shares_the_port_with_ordinary_routes() {
+    let hub = app().start(TokioRuntime);
+    let router = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .route("/ws", mount(hub));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let (mut ws, created) = session(addr, "alice").await;
+    assert_eq!(created["userId"], "alice");
+    send(&mut ws, "echo", json!("via axum"), Some("a")).await;
+    assert_eq!(recv(&mut ws).await["p"], "via axum");
+
+    let mut http = TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    http.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200") && body.ends_with("ok"), "{body}");
+
+    // A bad upgrade on the mounted route gets ws-proto's refusal.
+    let mut bad = TcpStream::connect(addr).await.unwrap();
+    bad.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n").await.unwrap();
+    let mut answer = vec![0; 1024];
+    let n = bad.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_lowercase();
+    assert!(
+        answer.starts_with("http/1.1 426") && answer.contains("sec-websocket-version: 13"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_connections_with_1001() {
+    let server = Server::bind("127.0.0.1:0", "/ws", app()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    let (mut ws, _) = session(addr, "alice").await;
+    stop.send(()).unwrap();
+    assert_eq!(closed_with(&mut ws).await, u16::from(CloseCode::Away));
+    tokio::time::timeout(WAIT, running)
+        .await
+        .expect("run_until returns")
+        .unwrap()
+        .unwrap();
+    assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}

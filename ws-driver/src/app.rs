@@ -1,0 +1,137 @@
+//! The application: handlers, middleware, authentication, pub/sub, hooks, limits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ws_session::{EngineConfig, SessionEvent};
+
+use crate::auth::{Authenticator, RefuseAll};
+use crate::handler::{Handler, Middleware};
+use crate::hub::{Hub, ServerHandle};
+use crate::pubsub::PubSub;
+use crate::runtime::Runtime;
+
+type SessionHook = Arc<dyn Fn(&SessionEvent, &ServerHandle) + Send + Sync>;
+
+/// Lifecycle hooks. They run on the hub, so keep them short: spawn work that waits.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub(crate) session: Vec<SessionHook>,
+}
+
+/// A tether application, built once and then started on a runtime by an adapter.
+///
+/// ```
+/// use ws_driver::{App, Context, HandlerError};
+///
+/// let app = App::new()
+///     .authenticate(|token: String, _info| async move {
+///         if token.is_empty() { Err("empty token".to_owned()) } else { Ok(token) }
+///     })
+///     .on("echo", |ctx: Context| async move {
+///         let text: String = ctx.payload()?;
+///         ctx.reply("echo", &text)
+///     });
+/// ```
+pub struct App {
+    pub(crate) handlers: HashMap<String, Arc<dyn Handler>>,
+    pub(crate) middleware: Vec<Arc<dyn Middleware>>,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    pub(crate) pubsub: Option<Arc<dyn PubSub>>,
+    pub(crate) hooks: Hooks,
+    pub(crate) config: EngineConfig,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl App {
+    /// How long a client may take to send its upgrade request (ARCHITECTURE §4).
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long the closing handshake may take before the socket is dropped.
+    pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// An application with no handlers, an authenticator that refuses everyone, and
+    /// the default limits.
+    pub fn new() -> Self {
+        Self {
+            handlers: HashMap::new(),
+            middleware: Vec::new(),
+            authenticator: Arc::new(RefuseAll),
+            pubsub: None,
+            hooks: Hooks::default(),
+            config: EngineConfig::default(),
+            handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
+            close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
+        }
+    }
+
+    /// Handles application event `event` with `handler`. Events without a handler are
+    /// answered with `sys.error` 4100.
+    pub fn on(mut self, event: impl Into<String>, handler: impl Handler) -> Self {
+        self.handlers.insert(event.into(), Arc::new(handler));
+        self
+    }
+
+    /// Adds `middleware` to the chain that runs before every handler, after those
+    /// added before it.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// Uses `authenticator` for every credential (handshake, `sys.auth`, resume).
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Arc::new(authenticator);
+        self
+    }
+
+    /// Uses a closure as the authenticator: `Ok(user_id)` or `Err(reason)`.
+    pub fn authenticate<F, Fut>(self, f: F) -> Self
+    where
+        F: Fn(String, Arc<ws_session::ConnectionInfo>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<String, String>> + Send + 'static,
+    {
+        self.authenticator(crate::auth::FnAuthenticator::new(f))
+    }
+
+    /// Fans room and global broadcasts out to other nodes through `pubsub`.
+    pub fn pubsub(mut self, pubsub: impl PubSub) -> Self {
+        self.pubsub = Some(Arc::new(pubsub));
+        self.config.publish_broadcasts = true;
+        self
+    }
+
+    /// Calls `hook` on every session lifecycle change (created, suspended, resumed,
+    /// expired, closed).
+    pub fn on_session(mut self, hook: impl Fn(&SessionEvent, &ServerHandle) + Send + Sync + 'static) -> Self {
+        self.hooks.session.push(Arc::new(hook));
+        self
+    }
+
+    /// Replaces the engine's limits and timers (heartbeat, resume window, buffers,
+    /// rate limits, frame and message sizes in `config.envelope`).
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        let publish = self.config.publish_broadcasts;
+        self.config = config;
+        self.config.publish_broadcasts |= publish;
+        self
+    }
+
+    /// Sets how long a client may take to complete the upgrade request.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Starts the hub on `runtime`: from now on connections can be served.
+    pub fn start<R: Runtime>(self, runtime: R) -> Hub {
+        Hub::start(self, runtime)
+    }
+}

@@ -1,0 +1,217 @@
+//! What a handler gets: the event, who sent it, and the ways to answer.
+
+use std::sync::Arc;
+
+use futures_channel::oneshot;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use ws_session::{ApiError, ConnectionId, InboundEvent, SessionId, UserId};
+
+use crate::error::HandlerError;
+use crate::handler::Handler;
+use crate::hub::{Command, ServerHandle};
+
+/// One application event and its sender. Cheap to clone; every method that sends
+/// only queues a command for the hub, so none of them blocks.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handle: ServerHandle,
+    event: InboundEvent,
+}
+
+impl Context {
+    pub(crate) fn new(handle: ServerHandle, event: InboundEvent) -> Self {
+        Self {
+            inner: Arc::new(Inner { handle, event }),
+        }
+    }
+
+    /// The session that sent the event.
+    pub fn session_id(&self) -> SessionId {
+        self.inner.event.session
+    }
+
+    /// The authenticated user of the session.
+    pub fn user_id(&self) -> &UserId {
+        &self.inner.event.user
+    }
+
+    /// The connection the event arrived on.
+    pub fn connection_id(&self) -> ConnectionId {
+        self.inner.event.connection
+    }
+
+    /// The event name (`e`).
+    pub fn event(&self) -> &str {
+        self.inner.event.event()
+    }
+
+    /// The payload (`p`) as the raw JSON text the client sent, if any.
+    pub fn payload_raw(&self) -> Option<&str> {
+        self.inner.event.payload()
+    }
+
+    /// The payload parsed as `T`; a missing payload parses as JSON `null`. A payload
+    /// of the wrong shape is a `sys.error` 4013 for the client when returned with `?`.
+    pub fn payload<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        Ok(serde_json::from_str(self.payload_raw().unwrap_or("null"))?)
+    }
+
+    /// The correlation id (`c`) of the request, if the client set one.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.inner.event.correlation_id()
+    }
+
+    /// The server handle, to act beyond this session.
+    pub fn server(&self) -> &ServerHandle {
+        &self.inner.handle
+    }
+
+    /// Answers the request: `event` with `payload`, carrying the request's
+    /// correlation id, in the session's stream (so it survives a reconnect).
+    pub fn reply(&self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
+        self.inner.handle.command(Command::Send {
+            session: self.session_id(),
+            event: event.to_owned(),
+            payload: Some(serde_json::to_string(payload)?),
+            correlation_id: self.correlation_id().map(str::to_owned),
+        });
+        Ok(())
+    }
+
+    /// Answers the request with a `sys.error` of `code` and `message` (with the
+    /// request's correlation id). Returning `Err(HandlerError)` does the same.
+    pub fn error(&self, code: u16, message: impl Into<String>) {
+        self.inner.handle.command(Command::Error {
+            session: self.session_id(),
+            correlation_id: self.correlation_id().map(str::to_owned),
+            error: HandlerError::new(code, message),
+        });
+    }
+
+    /// Sends `event` to this session outside any request (no correlation id).
+    pub fn emit(&self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
+        self.inner.handle.send(self.session_id(), event, payload)
+    }
+
+    /// Sends `event` to another session.
+    pub fn send_to(
+        &self,
+        session: SessionId,
+        event: &str,
+        payload: &impl Serialize,
+    ) -> Result<(), HandlerError> {
+        self.inner.handle.send(session, event, payload)
+    }
+
+    /// Sends `event` to every member of `room` except this session.
+    pub fn to_room_others(
+        &self,
+        room: &str,
+        event: &str,
+        payload: &impl Serialize,
+    ) -> Result<(), HandlerError> {
+        self.inner
+            .handle
+            .broadcast_room(room, event, payload, Some(self.session_id()))
+    }
+
+    /// Sends `event` to every member of `room`, this session included.
+    pub fn to_room(&self, room: &str, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
+        self.inner.handle.broadcast_room(room, event, payload, None)
+    }
+
+    /// Sends `event` to every session.
+    pub fn broadcast(&self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
+        self.inner.handle.broadcast(event, payload)
+    }
+
+    /// Puts this session in `room`; `Ok(false)` if it already was. Refused (as a
+    /// `sys.error` when returned with `?`) past the room limits.
+    pub async fn join(&self, room: &str) -> Result<bool, HandlerError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.handle.command(Command::Join {
+            session: self.session_id(),
+            room: room.to_owned(),
+            reply,
+        });
+        room_answer(answer.await)
+    }
+
+    /// Takes this session out of `room`; `Ok(false)` if it was not in it.
+    pub async fn leave(&self, room: &str) -> Result<bool, HandlerError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.handle.command(Command::Leave {
+            session: self.session_id(),
+            room: room.to_owned(),
+            reply,
+        });
+        room_answer(answer.await)
+    }
+
+    /// Registers `handler` for `event` on this session only, ahead of the app's
+    /// handler for the same event. Listeners registered after a login step are
+    /// unreachable for sessions that never took it. They end with the session.
+    pub fn listen(&self, event: &str, handler: impl Handler) {
+        self.inner.handle.command(Command::Listen {
+            session: self.session_id(),
+            event: event.to_owned(),
+            handler: Arc::new(handler),
+        });
+    }
+
+    /// Ends this session: it leaves its rooms, its connection is closed.
+    pub fn close_session(&self) {
+        self.inner.handle.close_session(self.session_id());
+    }
+
+    /// A handle that can reach this session after the handler returns.
+    pub fn session(&self) -> SessionHandle {
+        SessionHandle {
+            handle: self.inner.handle.clone(),
+            session: self.session_id(),
+        }
+    }
+}
+
+/// Sends to one session from anywhere (a spawned task, a timer).
+#[derive(Clone)]
+pub struct SessionHandle {
+    handle: ServerHandle,
+    session: SessionId,
+}
+
+impl SessionHandle {
+    /// The session.
+    pub fn id(&self) -> SessionId {
+        self.session
+    }
+
+    /// Sends `event` to the session, in its stream.
+    pub fn send(&self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
+        self.handle.send(self.session, event, payload)
+    }
+}
+
+fn room_answer(answer: Result<Result<bool, ApiError>, oneshot::Canceled>) -> Result<bool, HandlerError> {
+    match answer {
+        Ok(Ok(changed)) => Ok(changed),
+        Ok(Err(ApiError::TooManyRooms { max })) => Err(HandlerError::new(
+            4107,
+            format!("the session is already in {max} rooms"),
+        )),
+        Ok(Err(ApiError::RoomNameTooLong { len, max })) => Err(HandlerError::new(
+            4108,
+            format!("room name of {len} bytes exceeds {max}"),
+        )),
+        Ok(Err(err)) => Err(HandlerError::new(HandlerError::APPLICATION, err.to_string())),
+        Err(_) => Err(HandlerError::new(
+            HandlerError::APPLICATION,
+            "the server is shutting down",
+        )),
+    }
+}

@@ -1,0 +1,594 @@
+//! The hub: the one task that owns the session engine.
+//!
+//! Connection tasks feed it what their sockets deliver; handlers feed it commands;
+//! it feeds the engine, drains the engine's actions and routes them: frames to the
+//! connection tasks' outboxes, authentications and handlers to tasks of their own,
+//! publications to the pub/sub backend. The engine is a single state machine for all
+//! sessions and rooms, so nothing here needs a lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::future::{Fuse, FutureExt};
+use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
+use ws_proto::{CloseCode, Message};
+use ws_session::{
+    Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, InboundEvent, Metrics, OutboundMessage,
+    Publication, SessionEvent, SessionId, UserId,
+};
+
+use crate::app::{App, Hooks};
+use crate::auth::Authenticator;
+use crate::context::Context;
+use crate::error::HandlerError;
+use crate::handler::{BoxFuture, Handler, Middleware, Next};
+use crate::pubsub::PubSub;
+use crate::runtime::Runtime;
+
+/// What the hub sends a connection task.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// One envelope, one text frame.
+    Message(OutboundMessage),
+    /// Close the connection with this code and reason.
+    Close(CloseCode, &'static str),
+}
+
+/// Inputs from connection tasks (bounded: a flooding client waits on its socket).
+pub(crate) enum ConnInput {
+    Open {
+        info: ConnectionInfo,
+        outbox: mpsc::UnboundedSender<Outbound>,
+        reply: oneshot::Sender<Option<ConnectionId>>,
+    },
+    Message {
+        connection: ConnectionId,
+        message: Message,
+    },
+    Flushed {
+        connection: ConnectionId,
+        bytes: usize,
+    },
+    Closed {
+        connection: ConnectionId,
+    },
+}
+
+/// Commands from handlers and the application (unbounded: they come from our code).
+pub(crate) enum Command {
+    Send {
+        session: SessionId,
+        event: String,
+        payload: Option<String>,
+        correlation_id: Option<String>,
+    },
+    Error {
+        session: SessionId,
+        correlation_id: Option<String>,
+        error: HandlerError,
+    },
+    Broadcast {
+        event: String,
+        payload: Option<String>,
+    },
+    BroadcastRoom {
+        room: String,
+        event: String,
+        payload: Option<String>,
+        except: Option<SessionId>,
+    },
+    Join {
+        session: SessionId,
+        room: String,
+        reply: oneshot::Sender<Result<bool, ApiError>>,
+    },
+    Leave {
+        session: SessionId,
+        room: String,
+        reply: oneshot::Sender<Result<bool, ApiError>>,
+    },
+    CloseSession {
+        session: SessionId,
+    },
+    Listen {
+        session: SessionId,
+        event: String,
+        handler: Arc<dyn Handler>,
+    },
+    Auth {
+        id: AuthId,
+        result: Result<String, String>,
+    },
+    Remote(Publication),
+    Metrics(oneshot::Sender<Metrics>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// How the connection tasks behave; shared by every clone of the [`Hub`].
+pub(crate) struct Settings {
+    pub(crate) proto: ws_proto::Config,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+}
+
+/// Sends commands to a running hub: the application's way in from outside handlers
+/// (a timer, an HTTP route, another service). Cheap to clone.
+#[derive(Clone)]
+pub struct ServerHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// A running hub: give a clone to every connection task
+/// ([`serve_connection`](crate::serve_connection)); [`Hub::handle`] controls it.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) input: mpsc::Sender<ConnInput>,
+    pub(crate) handle: ServerHandle,
+    pub(crate) settings: Arc<Settings>,
+}
+
+/// The buffer of the bounded channel from connection tasks to the hub.
+const CONN_INPUT_BUFFER: usize = 1024;
+/// Inputs handled before the engine's actions are drained: batching lets frames for
+/// one connection pile up and go out in one write.
+const BATCH: usize = 256;
+
+impl Hub {
+    pub(crate) fn start<R: Runtime>(app: App, runtime: R) -> Self {
+        let (input_tx, input_rx) = mpsc::channel(CONN_INPUT_BUFFER);
+        let (command_tx, command_rx) = mpsc::unbounded();
+        let handle = ServerHandle {
+            commands: command_tx.clone(),
+        };
+        let settings = Arc::new(Settings {
+            proto: app.config.envelope.clone(),
+            handshake_timeout: app.handshake_timeout,
+            close_timeout: app.close_timeout,
+        });
+        let mut rng = StdRng::from_os_rng();
+        let node = rand::RngCore::next_u64(&mut rng);
+        let engine = Engine::new(app.config, rng).expect("invalid EngineConfig");
+        if let Some(pubsub) = &app.pubsub {
+            let mut remote = pubsub.subscribe(node);
+            let commands = command_tx.clone();
+            runtime.spawn(async move {
+                while let Some(publication) = remote.next().await {
+                    if commands.unbounded_send(Command::Remote(publication)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let task = HubTask {
+            runtime: runtime.clone(),
+            engine,
+            inputs: input_rx,
+            commands: command_rx,
+            handle: handle.clone(),
+            conns: HashMap::new(),
+            handlers: app.handlers,
+            listeners: HashMap::new(),
+            workers: HashMap::new(),
+            middleware: app.middleware.into(),
+            authenticator: app.authenticator,
+            pubsub: app.pubsub,
+            hooks: app.hooks,
+            node,
+            shutdown: None,
+        };
+        runtime.spawn(task.run());
+        Self {
+            input: input_tx,
+            handle,
+            settings,
+        }
+    }
+
+    /// The wire limits connections of this hub run with (handshake, frames, envelope).
+    pub fn proto_config(&self) -> &ws_proto::Config {
+        &self.settings.proto
+    }
+
+    /// The handle that sends the application's commands to this hub.
+    pub fn handle(&self) -> &ServerHandle {
+        &self.handle
+    }
+
+    pub(crate) async fn send(&mut self, input: ConnInput) -> bool {
+        self.input.send(input).await.is_ok()
+    }
+}
+
+impl ServerHandle {
+    pub(crate) fn command(&self, command: Command) {
+        // Fails only once the hub has stopped; then there is nobody to tell.
+        let _ = self.commands.unbounded_send(command);
+    }
+
+    /// Sends `event` with `payload` to `session`, in its stream (replayed after a
+    /// reconnect).
+    pub fn send(
+        &self,
+        session: SessionId,
+        event: &str,
+        payload: &impl serde::Serialize,
+    ) -> Result<(), HandlerError> {
+        self.command(Command::Send {
+            session,
+            event: event.to_owned(),
+            payload: Some(serde_json::to_string(payload)?),
+            correlation_id: None,
+        });
+        Ok(())
+    }
+
+    /// Sends `event` with `payload` to every session.
+    pub fn broadcast(&self, event: &str, payload: &impl serde::Serialize) -> Result<(), HandlerError> {
+        self.command(Command::Broadcast {
+            event: event.to_owned(),
+            payload: Some(serde_json::to_string(payload)?),
+        });
+        Ok(())
+    }
+
+    /// Sends `event` with `payload` to every member of `room` but `except`.
+    pub fn broadcast_room(
+        &self,
+        room: &str,
+        event: &str,
+        payload: &impl serde::Serialize,
+        except: Option<SessionId>,
+    ) -> Result<(), HandlerError> {
+        self.command(Command::BroadcastRoom {
+            room: room.to_owned(),
+            event: event.to_owned(),
+            payload: Some(serde_json::to_string(payload)?),
+            except,
+        });
+        Ok(())
+    }
+
+    /// Ends `session` now: it leaves its rooms and its connection is closed.
+    pub fn close_session(&self, session: SessionId) {
+        self.command(Command::CloseSession { session });
+    }
+
+    /// A snapshot of the engine's counters, or `None` if the hub has stopped.
+    pub async fn metrics(&self) -> Option<Metrics> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Metrics(tx));
+        rx.await.ok()
+    }
+
+    /// Closes every connection with 1001 (going away), refuses new ones, and resolves
+    /// once every connection task has finished. Bound the wait with your own deadline.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Shutdown(tx));
+        let _ = rx.await;
+    }
+}
+
+/// A connection the hub routes frames to.
+struct ConnEntry {
+    outbox: mpsc::UnboundedSender<Outbound>,
+}
+
+/// Handlers of one session run one after the other, in arrival order, on a worker
+/// task of the session's own; sessions run in parallel.
+type Job = BoxFuture<()>;
+
+struct HubTask<R: Runtime> {
+    runtime: R,
+    engine: Engine,
+    inputs: mpsc::Receiver<ConnInput>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    handle: ServerHandle,
+    conns: HashMap<ConnectionId, ConnEntry>,
+    handlers: HashMap<String, Arc<dyn Handler>>,
+    listeners: HashMap<SessionId, HashMap<String, Arc<dyn Handler>>>,
+    workers: HashMap<SessionId, mpsc::UnboundedSender<Job>>,
+    middleware: Arc<[Arc<dyn Middleware>]>,
+    authenticator: Arc<dyn Authenticator>,
+    pubsub: Option<Arc<dyn PubSub>>,
+    hooks: Hooks,
+    node: u64,
+    shutdown: Option<Vec<oneshot::Sender<()>>>,
+}
+
+enum Wake {
+    Conn(Option<ConnInput>),
+    Command(Option<Command>),
+    Timer,
+}
+
+impl<R: Runtime> HubTask<R> {
+    async fn run(mut self) {
+        // The timer is kept across iterations while the engine's deadline is unchanged:
+        // a new sleep per message would cost an allocation each.
+        let mut armed: Option<Instant> = None;
+        let mut timer: Fuse<BoxFuture<()>> = Fuse::terminated();
+        loop {
+            let deadline = self.engine.poll_timeout();
+            if deadline != armed {
+                armed = deadline;
+                timer = match deadline {
+                    Some(at) => self.runtime.sleep_until(at).fuse(),
+                    None => Fuse::terminated(),
+                };
+            }
+            let wake = futures_util::select_biased! {
+                command = self.commands.next() => Wake::Command(command),
+                input = self.inputs.next() => Wake::Conn(input),
+                () = timer => Wake::Timer,
+            };
+            let now = Instant::now();
+            match wake {
+                Wake::Conn(Some(input)) => self.on_conn_input(now, input),
+                Wake::Command(Some(command)) => self.on_command(now, command),
+                Wake::Timer => {
+                    armed = None;
+                    self.engine.handle_timeout(now);
+                }
+                // Every connection task and handle is gone: nothing can reach us.
+                Wake::Conn(None) | Wake::Command(None) => {
+                    if self.conns.is_empty() {
+                        return;
+                    }
+                }
+            }
+            for _ in 0..BATCH {
+                if let Ok(command) = self.commands.try_recv() {
+                    self.on_command(now, command);
+                } else if let Ok(input) = self.inputs.try_recv() {
+                    self.on_conn_input(now, input);
+                } else {
+                    break;
+                }
+            }
+            self.drain(now);
+            if self.shutdown.is_some() && self.conns.is_empty() {
+                for done in self.shutdown.take().into_iter().flatten() {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    fn on_conn_input(&mut self, now: Instant, input: ConnInput) {
+        match input {
+            ConnInput::Open { info, outbox, reply } => {
+                if self.shutdown.is_some() {
+                    let _ = reply.send(None);
+                    return;
+                }
+                let connection = self.engine.handle_connection_opened(now, info);
+                self.conns.insert(connection, ConnEntry { outbox });
+                let _ = reply.send(Some(connection));
+            }
+            ConnInput::Message { connection, message } => {
+                self.engine.handle_message(now, connection, message);
+            }
+            ConnInput::Flushed { connection, bytes } => {
+                self.engine.handle_flushed(now, connection, bytes);
+            }
+            ConnInput::Closed { connection } => {
+                self.conns.remove(&connection);
+                self.engine.handle_connection_closed(now, connection);
+            }
+        }
+    }
+
+    fn on_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Send {
+                session,
+                event,
+                payload,
+                correlation_id,
+            } => {
+                let envelope = envelope(&event, payload.as_deref());
+                let result = match correlation_id {
+                    Some(c) => self.engine.reply(now, session, &c, &envelope),
+                    None => self.engine.send(now, session, &envelope),
+                };
+                if let Err(err) = result {
+                    tracing::debug!(%err, "send to a session that is gone");
+                }
+            }
+            Command::Error {
+                session,
+                correlation_id,
+                error,
+            } => {
+                let result = match correlation_id {
+                    Some(c) => self
+                        .engine
+                        .reply_error(now, session, &c, error.code, &error.message),
+                    None => {
+                        let payload = serde_json::json!({ "code": error.code, "message": error.message });
+                        let payload = payload.to_string();
+                        self.engine
+                            .send(now, session, &envelope(sys::ERROR, Some(&payload)))
+                    }
+                };
+                if let Err(err) = result {
+                    tracing::debug!(%err, "error reply to a session that is gone");
+                }
+            }
+            Command::Broadcast { event, payload } => {
+                self.engine.broadcast(now, &envelope(&event, payload.as_deref()));
+            }
+            Command::BroadcastRoom {
+                room,
+                event,
+                payload,
+                except,
+            } => {
+                self.engine
+                    .broadcast_room(now, &room, &envelope(&event, payload.as_deref()), except);
+            }
+            Command::Join { session, room, reply } => {
+                let _ = reply.send(self.engine.join_room(now, session, &room));
+            }
+            Command::Leave { session, room, reply } => {
+                let _ = reply.send(self.engine.leave_room(now, session, &room));
+            }
+            Command::CloseSession { session } => {
+                let _ = self.engine.close_session(now, session);
+            }
+            Command::Listen {
+                session,
+                event,
+                handler,
+            } => {
+                if self.engine.session_info(session).is_some() {
+                    self.listeners.entry(session).or_default().insert(event, handler);
+                }
+            }
+            Command::Auth { id, result } => {
+                if let Err(err) = self.engine.handle_auth_result(now, id, result.map(UserId::new)) {
+                    tracing::warn!(%err, "authentication answer the engine did not ask for");
+                }
+            }
+            Command::Remote(publication) => self.engine.handle_remote_publish(now, &publication),
+            Command::Metrics(reply) => {
+                let _ = reply.send(self.engine.metrics());
+            }
+            Command::Shutdown(done) => {
+                if self.shutdown.is_none() {
+                    for entry in self.conns.values() {
+                        let _ = entry
+                            .outbox
+                            .unbounded_send(Outbound::Close(CloseCode::GOING_AWAY, "server shutting down"));
+                    }
+                }
+                self.shutdown.get_or_insert_with(Vec::new).push(done);
+            }
+        }
+    }
+
+    /// Drains the engine's actions and routes each.
+    fn drain(&mut self, now: Instant) {
+        while let Some(action) = self.engine.poll_action() {
+            match action {
+                Action::Transmit { connection, message } => self.transmit(connection, message),
+                Action::TransmitMany { connections, message } => {
+                    for connection in connections {
+                        self.transmit(connection, message.clone());
+                    }
+                }
+                Action::Close {
+                    connection,
+                    code,
+                    reason,
+                } => {
+                    // The engine has forgotten the connection; the task closes it and
+                    // reports `Closed`, which removes the entry.
+                    if let Some(entry) = self.conns.get(&connection) {
+                        let _ = entry.outbox.unbounded_send(Outbound::Close(code, reason));
+                    }
+                }
+                Action::Authenticate(request) => {
+                    let authenticator = self.authenticator.clone();
+                    let handle = self.handle.clone();
+                    self.runtime.spawn(async move {
+                        let result = authenticator.authenticate(request.token, request.info).await;
+                        handle.command(Command::Auth {
+                            id: request.id,
+                            result,
+                        });
+                    });
+                }
+                Action::Event(event) => self.dispatch(event),
+                Action::Session(event) => {
+                    if let SessionEvent::Expired { session, .. } | SessionEvent::Closed { session, .. } =
+                        &event
+                    {
+                        self.listeners.remove(session);
+                        self.workers.remove(session);
+                    }
+                    for hook in &self.hooks.session {
+                        hook(&event, &self.handle);
+                    }
+                }
+                Action::Publish(publication) => {
+                    if let Some(pubsub) = &self.pubsub {
+                        pubsub.publish(self.node, publication);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let _ = now;
+    }
+
+    fn transmit(&self, connection: ConnectionId, message: OutboundMessage) {
+        if let Some(entry) = self.conns.get(&connection) {
+            let _ = entry.outbox.unbounded_send(Outbound::Message(message));
+        }
+    }
+
+    /// Runs the handler for `event` (a session's own listener first, then the app's)
+    /// behind the middleware chain, on the session's worker.
+    fn dispatch(&mut self, event: InboundEvent) {
+        let session = event.session;
+        let handler = self
+            .listeners
+            .get(&session)
+            .and_then(|listeners| listeners.get(event.event()))
+            .or_else(|| self.handlers.get(event.event()))
+            .cloned();
+        let correlation_id = event.correlation_id().map(str::to_owned);
+        let Some(handler) = handler else {
+            let error = HandlerError::new(
+                HandlerError::UNKNOWN_EVENT,
+                format!("no handler for event `{}`", event.event()),
+            );
+            self.handle.command(Command::Error {
+                session,
+                correlation_id,
+                error,
+            });
+            return;
+        };
+        let ctx = Context::new(self.handle.clone(), event);
+        let next = Next::new(self.middleware.clone(), handler);
+        let handle = self.handle.clone();
+        let job: Job = Box::pin(async move {
+            if let Err(error) = next.run(ctx).await {
+                handle.command(Command::Error {
+                    session,
+                    correlation_id,
+                    error,
+                });
+            }
+        });
+        let runtime = self.runtime.clone();
+        let worker = self.workers.entry(session).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded::<Job>();
+            runtime.spawn(async move {
+                while let Some(job) = rx.next().await {
+                    job.await;
+                }
+            });
+            tx
+        });
+        let _ = worker.unbounded_send(job);
+    }
+}
+
+/// An envelope for `event` with an already-serialized JSON payload.
+fn envelope<'a>(event: &'a str, payload: Option<&'a str>) -> OutgoingEnvelope<'a> {
+    let envelope = OutgoingEnvelope::new(event);
+    match payload {
+        Some(json) => envelope.with_payload(Payload::Trusted(json)),
+        None => envelope,
+    }
+}

@@ -1,0 +1,39 @@
+//! # ws-driver: the user API of tether, shared by every runtime
+//!
+//! The Sans-IO core (`ws-proto`, `ws-session`) says *what* to do; this crate does it
+//! with nothing but `futures` traits, so that each runtime adapter only supplies
+//! sockets, task spawning and timers ([`Runtime`]):
+//!
+//! - [`App`]: handlers per event ([`App::on`]), middleware, an [`Authenticator`], a
+//!   [`PubSub`] backend for multi-node fan-out, lifecycle hooks and the limits.
+//! - [`Context`]: what a handler gets — the session, the user, the payload (raw or
+//!   typed), `reply`, `error`, rooms, broadcast, send.
+//! - the drive loop: one *hub* task owns the session engine; one task per connection
+//!   runs the WebSocket state machine over its socket, batching every frame queued
+//!   for it into one write ([`serve_connection`]).
+//!
+//! Handlers run as tasks of their own, so a slow handler never stalls the hub.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod app;
+mod auth;
+mod context;
+mod error;
+mod handler;
+mod hub;
+mod pubsub;
+mod pump;
+mod runtime;
+
+pub use app::{App, Hooks};
+pub use auth::{AuthFuture, Authenticator, FnAuthenticator};
+pub use context::{Context, SessionHandle};
+pub use error::HandlerError;
+pub use handler::{BoxFuture, Handler, HandlerResult, Middleware, Next};
+pub use hub::{Hub, ServerHandle};
+pub use pubsub::{InMemoryPubSub, PubSub};
+pub use pump::{connection_info, run_websocket, serve_connection, ConnectionOptions};
+pub use runtime::Runtime;
+
+pub use ws_session::{ConnectionId, EngineConfig, Metrics, SessionEvent, SessionId, UserId};

@@ -1,0 +1,303 @@
+//! One task per connection: the upgrade handshake, then the WebSocket state machine
+//! between the socket and the hub.
+//!
+//! Everything queued for a connection while it was busy goes out in one write: the
+//! outbox is drained completely before writing (corking), and the frames are written
+//! together.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use futures_channel::{mpsc, oneshot};
+use futures_util::future::{Fuse, FusedFuture, FutureExt};
+use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::StreamExt;
+use ws_proto::envelope::write_seq_suffix;
+use ws_proto::handshake::{Accept, Request, ServerHandshake};
+use ws_proto::{CloseCode, Connection, ConnectionState};
+use ws_session::{ConnectionId, ConnectionInfo};
+
+use crate::handler::BoxFuture;
+use crate::hub::{ConnInput, Hub, Outbound};
+use crate::runtime::Runtime;
+
+/// Bytes read from the socket at a time.
+const READ_BUFFER: usize = 16 * 1024;
+/// Frames of at most this many bytes in total are copied into one buffer and written
+/// with one call; more are written as a vectored write.
+const COALESCE_MAX: usize = 64 * 1024;
+
+/// Where a connection may upgrade.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionOptions {
+    /// The one path that upgrades (`/ws`); other paths get 404. `None` accepts any.
+    pub path: Option<String>,
+}
+
+/// Serves one accepted byte stream: reads the upgrade request (within the handshake
+/// timeout), answers it, then runs the connection until it closes. Refusals get their
+/// HTTP status (400, 404, 405, 426, 431) and the stream is closed.
+pub async fn serve_connection<R, S>(
+    hub: Hub,
+    runtime: R,
+    mut stream: S,
+    peer: Option<SocketAddr>,
+    options: &ConnectionOptions,
+) where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let deadline = Instant::now() + hub.settings.handshake_timeout;
+    let mut timeout = runtime.sleep_until(deadline).fuse();
+    let mut handshake = ServerHandshake::new(&hub.settings.proto);
+    let mut buf = vec![0; READ_BUFFER];
+    let request = loop {
+        let read = futures_util::select_biased! {
+            read = stream.read(&mut buf).fuse() => read,
+            () = timeout => {
+                tracing::debug!(?peer, "no upgrade request within the handshake timeout");
+                return;
+            }
+        };
+        let n = match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        match handshake.handle_bytes(&buf[..n]) {
+            Ok(None) => continue,
+            Ok(Some(request)) => break request,
+            Err(rejection) => {
+                tracing::debug!(?peer, status = rejection.status(), error = %rejection.error(), "upgrade refused");
+                let _ = stream.write_all(&rejection.to_response()).await;
+                let _ = stream.close().await;
+                return;
+            }
+        }
+    };
+    if let Some(path) = &options.path {
+        if request.path() != path {
+            if let Ok(rejection) = request.reject(404, "no WebSocket endpoint at this path") {
+                let _ = stream.write_all(&rejection.to_response()).await;
+            }
+            let _ = stream.close().await;
+            return;
+        }
+    }
+    let Ok(response) = request.accept(&Accept::new()) else {
+        return;
+    };
+    if stream.write_all(&response).await.is_err() {
+        return;
+    }
+    let info = connection_info(&request, peer);
+    run_websocket(hub, runtime, stream, info, request.rest().clone()).await;
+}
+
+/// The engine's view of an upgrade request: path, query, headers, origin, credential.
+pub fn connection_info(request: &Request, peer: Option<SocketAddr>) -> ConnectionInfo {
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    ConnectionInfo::new(peer, request.path(), request.query().map(str::to_owned), headers)
+}
+
+/// Runs an upgraded connection (the 101 already sent) until it closes: frames in from
+/// the socket to the hub, the hub's messages out in batches. `rest` holds bytes that
+/// arrived after the upgrade request. Used by [`serve_connection`] and by adapters
+/// that let an HTTP server do the upgrade (mounting on axum/hyper).
+pub async fn run_websocket<R, S>(mut hub: Hub, runtime: R, stream: S, info: ConnectionInfo, rest: Bytes)
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (outbox_tx, mut outbox) = mpsc::unbounded();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let opened = hub
+        .send(ConnInput::Open {
+            info,
+            outbox: outbox_tx,
+            reply: reply_tx,
+        })
+        .await;
+    let mut conn = Connection::server(hub.settings.proto.clone());
+    let (mut reader, mut writer) = stream.split();
+    let Some(id) = (if opened {
+        reply_rx.await.ok().flatten()
+    } else {
+        None
+    }) else {
+        // The hub is shutting down: say so and leave.
+        let _ = conn.close(CloseCode::GOING_AWAY, "server shutting down");
+        let _ = write_pending(&mut conn, &mut writer, &mut Vec::new()).await;
+        let _ = writer.close().await;
+        return;
+    };
+    let mut pump = Pump {
+        hub,
+        id,
+        conn,
+        tail: Vec::with_capacity(32),
+        scratch: Vec::new(),
+        unflushed: 0,
+    };
+    pump.conn.handle_bytes(&rest);
+    let mut buf = vec![0; READ_BUFFER];
+    let mut close_timer: Fuse<BoxFuture<()>> = Fuse::terminated();
+    let mut hub_gone = false;
+    loop {
+        if !pump.deliver_events().await {
+            hub_gone = true;
+        }
+        if pump.write(&mut writer).await.is_err() {
+            break;
+        }
+        if pump.conn.is_closed() {
+            break;
+        }
+        if pump.conn.state() == ConnectionState::Closing && close_timer.is_terminated() {
+            // We closed first: the peer has a close timeout to answer.
+            close_timer = runtime
+                .sleep_until(Instant::now() + pump.hub.settings.close_timeout)
+                .fuse();
+        }
+        futures_util::select_biased! {
+            outbound = outbox.next() => match outbound {
+                Some(outbound) => {
+                    pump.apply(outbound);
+                    // Corking: take everything queued so far; it goes out in one write.
+                    while let Ok(outbound) = outbox.try_recv() {
+                        pump.apply(outbound);
+                    }
+                }
+                None => hub_gone = true,
+            },
+            read = reader.read(&mut buf).fuse() => match read {
+                Ok(0) | Err(_) => pump.conn.handle_eof(),
+                Ok(n) => pump.conn.handle_bytes(&buf[..n]),
+            },
+            () = close_timer => break,
+        }
+        if hub_gone && pump.conn.state() == ConnectionState::Open {
+            let _ = pump.conn.close(CloseCode::GOING_AWAY, "server stopped");
+        }
+    }
+    let _ = writer.close().await;
+    let _ = pump.hub.send(ConnInput::Closed { connection: pump.id }).await;
+}
+
+struct Pump {
+    hub: Hub,
+    id: ConnectionId,
+    conn: Connection,
+    /// The per-recipient end of an envelope (`,"s":N}`).
+    tail: Vec<u8>,
+    /// Frames coalesced for one write.
+    scratch: Vec<u8>,
+    /// Bytes of the hub's messages queued in `conn` but not yet written; reported to
+    /// the engine once written, for its slow-consumer accounting.
+    unflushed: usize,
+}
+
+impl Pump {
+    /// Hands every event to the hub. Returns `false` once the hub is gone.
+    async fn deliver_events(&mut self) -> bool {
+        let mut alive = true;
+        while let Some(event) = self.conn.poll_event() {
+            if let ws_proto::Event::Failed(err) = &event {
+                tracing::debug!(connection = self.id.0, %err, "peer broke the protocol");
+            }
+            if let Some(message) = event.into_message() {
+                alive &= self
+                    .hub
+                    .send(ConnInput::Message {
+                        connection: self.id,
+                        message,
+                    })
+                    .await;
+            }
+        }
+        alive
+    }
+
+    fn apply(&mut self, outbound: Outbound) {
+        match outbound {
+            Outbound::Message(message) => {
+                self.tail.clear();
+                write_seq_suffix(&mut self.tail, message.seq);
+                if self.conn.send_text_parts(&message.prefix, &self.tail).is_ok() {
+                    self.unflushed += message.len();
+                }
+            }
+            Outbound::Close(code, reason) => {
+                let _ = self.conn.close(code, reason);
+            }
+        }
+    }
+
+    async fn write<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> io::Result<()> {
+        if self.conn.pending_transmit_len() == 0 {
+            return Ok(());
+        }
+        write_pending(&mut self.conn, writer, &mut self.scratch).await?;
+        if self.unflushed > 0 {
+            let bytes = std::mem::take(&mut self.unflushed);
+            let _ = self
+                .hub
+                .send(ConnInput::Flushed {
+                    connection: self.id,
+                    bytes,
+                })
+                .await;
+        }
+        Ok(())
+    }
+}
+
+/// Writes everything the connection has queued: small batches copied into one
+/// buffer and written at once, large ones as a vectored write.
+async fn write_pending<W: AsyncWrite + Unpin>(
+    conn: &mut Connection,
+    writer: &mut W,
+    scratch: &mut Vec<u8>,
+) -> io::Result<()> {
+    let total = conn.pending_transmit_len();
+    if total == 0 {
+        return Ok(());
+    }
+    if total <= COALESCE_MAX {
+        scratch.clear();
+        while let Some(chunk) = conn.poll_transmit() {
+            scratch.extend_from_slice(&chunk);
+        }
+        writer.write_all(scratch).await?;
+    } else {
+        let mut chunks: Vec<Bytes> = std::iter::from_fn(|| conn.poll_transmit()).collect();
+        let mut first = 0;
+        while first < chunks.len() {
+            let slices: Vec<io::IoSlice<'_>> = chunks[first..]
+                .iter()
+                .take(64)
+                .map(|chunk| io::IoSlice::new(chunk))
+                .collect();
+            let mut written = writer.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            while written > 0 {
+                let chunk = &mut chunks[first];
+                if written >= chunk.len() {
+                    written -= chunk.len();
+                    first += 1;
+                } else {
+                    chunk.advance(written);
+                    written = 0;
+                }
+            }
+        }
+    }
+    writer.flush().await
+}

@@ -1,0 +1,19 @@
+//! What a runtime adapter supplies: spawning tasks and sleeping.
+
+use std::future::Future;
+use std::time::Instant;
+
+use crate::handler::BoxFuture;
+
+/// The runtime services the drive loop needs. Sockets are not here: the adapter
+/// accepts them and hands each to [`serve_connection`](crate::serve_connection) as a
+/// `futures-io` stream.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// Runs `future` to completion as a task of its own.
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// A future that completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
+}
