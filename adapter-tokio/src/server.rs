@@ -119,7 +119,7 @@ async fn serve(
 /// in tests): the upgrade, then the WebSocket session, until it closes.
 pub async fn serve_stream<S>(hub: Hub, stream: S, peer: Option<SocketAddr>, options: &ConnectionOptions)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     ws_driver::serve_connection(hub, TokioRuntime, stream.compat(), peer, options).await;
 }

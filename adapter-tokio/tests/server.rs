@@ -291,3 +291,160 @@ async fn graceful_shutdown_closes_connections_with_1001() {
         .unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
+
+fn fast_timers() -> EngineConfig {
+    EngineConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(100),
+        resume_window: Duration::from_millis(600),
+        ..EngineConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_by_the_heartbeat() {
+    let (addr, _) = start(app().config(fast_timers())).await;
+    let (mut ws, _) = session(addr, "alice").await;
+    // tungstenite answers WebSocket pings but never `sys.ping`: read without replying.
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    let code = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("closed in time") {
+            Some(Ok(Message::Text(text))) if text.contains("sys.ping") => pings += 1,
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 4104, "idle timeout");
+    assert!(pings >= 1, "pinged before being dropped");
+    assert!(started.elapsed() >= Duration::from_millis(200), "not before interval + idle timeout");
+}
+
+/// Drops `ws` without a closing handshake, as a lost network does.
+fn drop_abruptly(ws: Ws) {
+    drop(ws);
+}
+
+async fn resume(addr: SocketAddr, name: &str, created: &Value, last_seq: u64) -> (Ws, Value) {
+    let (mut ws, _fresh) = session(addr, name).await;
+    let request = json!({
+        "sessionId": created["sessionId"],
+        "resumeToken": created["resumeToken"],
+        "lastSeq": last_seq,
+    });
+    send(&mut ws, "sys.reconnect.request", request, Some("r")).await;
+    let answer = recv(&mut ws).await;
+    (ws, answer)
+}
+
+#[tokio::test]
+async fn a_dropped_session_resumes_with_exactly_the_missed_messages() {
+    let (addr, _) = start(app()).await;
+    let (mut alice, created) = session(addr, "alice").await;
+    let (mut bob, _) = session(addr, "bob").await;
+    for ws in [&mut alice, &mut bob] {
+        send(ws, "join", json!("lobby"), Some("j")).await;
+        assert_eq!(recv(ws).await["e"], "joined");
+    }
+    send(&mut bob, "say", json!(["lobby", "before"]), None).await;
+    let before = recv(&mut alice).await;
+    assert_eq!(before["p"]["text"], "before");
+    let last_seq = before["s"].as_u64().unwrap();
+    drop_abruptly(alice);
+    assert_eq!(recv(&mut bob).await["e"], "said.ok");
+    for i in 0..5 {
+        send(&mut bob, "say", json!(["lobby", format!("missed {i}")]), None).await;
+        assert_eq!(recv(&mut bob).await["e"], "said.ok");
+    }
+
+    let (mut alice, restored) = resume(addr, "alice", &created, last_seq).await;
+    assert_eq!(restored["e"], "sys.session.restored", "{restored}");
+    assert_eq!(restored["c"], "r");
+    assert_eq!(restored["p"]["replayed"], 5);
+    assert_eq!(restored["p"]["sessionId"], created["sessionId"]);
+    assert_ne!(restored["p"]["resumeToken"], created["resumeToken"], "the token is rotated");
+    for i in 0..5u64 {
+        let missed = recv(&mut alice).await;
+        assert_eq!(missed["p"]["text"], format!("missed {i}"));
+        assert_eq!(missed["s"].as_u64(), Some(last_seq + 1 + i), "in order, no gap");
+    }
+    // Still in the room, and nothing is delivered twice.
+    send(&mut bob, "say", json!(["lobby", "after"]), None).await;
+    let after = recv(&mut alice).await;
+    assert_eq!(after["p"]["text"], "after");
+    assert_eq!(after["s"].as_u64(), Some(last_seq + 6));
+}
+
+#[tokio::test]
+async fn resumes_with_used_stolen_or_expired_tokens_are_refused() {
+    let (addr, _) = start(app().config(fast_timers())).await;
+    let (alice, created) = session(addr, "alice").await;
+    drop_abruptly(alice);
+
+    // Another user presenting alice's session and token.
+    let (_mallory, refused) = resume(addr, "mallory", &created, 0).await;
+    assert_eq!((refused["e"].as_str(), refused["p"]["code"].as_u64()), (Some("sys.error"), Some(4106)));
+    assert_eq!(refused["p"]["reason"], "foreign");
+
+    // Alice resumes; the token she used is now spent.
+    let (alice, restored) = resume(addr, "alice", &created, 0).await;
+    assert_eq!(restored["e"], "sys.session.restored");
+    drop_abruptly(alice);
+    let (_again, reused) = resume(addr, "alice", &created, 0).await;
+    assert_eq!(reused["p"]["reason"], "used");
+
+    // Past the resume window, even the fresh token no longer works.
+    let fresh = json!({ "sessionId": created["sessionId"], "resumeToken": restored["p"]["resumeToken"] });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_late, expired) = resume(addr, "alice", &fresh, 0).await;
+    assert_eq!(expired["p"]["code"], 4106);
+    assert!(
+        matches!(expired["p"]["reason"].as_str(), Some("expired" | "unknown")),
+        "{expired}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_off_while_others_keep_their_latency() {
+    let config = EngineConfig {
+        max_outbound_bytes: 256 * 1024,
+        rate_limit_per_second: 1_000_000,
+        rate_limit_burst: 1_000_000,
+        ..EngineConfig::default()
+    };
+    let (addr, handle) = start(app().config(config)).await;
+    let (mut slow, _) = session(addr, "slow").await;
+    let (mut fast, _) = session(addr, "fast").await;
+    // 40 MiB of broadcasts: far more than the socket buffers of a client that never reads.
+    let chunk = "x".repeat(16 * 1024);
+    let started = std::time::Instant::now();
+    for _ in 0..2560 {
+        handle.broadcast("bulk", &chunk).unwrap();
+        // The fast client keeps up.
+        let got = recv(&mut fast).await;
+        assert_eq!(got["e"], "bulk");
+    }
+    let fast_elapsed = started.elapsed();
+    // The slow one was closed (or dropped, once its socket stalled) and its session
+    // suspended, not kept growing.
+    let metrics = handle.metrics().await.unwrap();
+    assert!(metrics.slow_consumer_drops >= 1, "{metrics:?}");
+    let mut closed = false;
+    while let Ok(Some(msg)) = tokio::time::timeout(WAIT, slow.next()).await {
+        match msg {
+            Ok(Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 4110);
+                closed = true;
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the slow consumer's connection ended");
+    assert!(fast_elapsed < Duration::from_secs(20), "the fast client was not held back: {fast_elapsed:?}");
+}

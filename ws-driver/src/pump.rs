@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Fuse, FusedFuture, FutureExt};
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -25,9 +25,6 @@ use crate::runtime::Runtime;
 
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 16 * 1024;
-/// Frames of at most this many bytes in total are copied into one buffer and written
-/// with one call; more are written as a vectored write.
-const COALESCE_MAX: usize = 64 * 1024;
 
 /// Where a connection may upgrade.
 #[derive(Debug, Clone, Default)]
@@ -47,7 +44,7 @@ pub async fn serve_connection<R, S>(
     options: &ConnectionOptions,
 ) where
     R: Runtime,
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let deadline = Instant::now() + hub.settings.handshake_timeout;
     let mut timeout = runtime.sleep_until(deadline).fuse();
@@ -109,10 +106,15 @@ pub fn connection_info(request: &Request, peer: Option<SocketAddr>) -> Connectio
 /// the socket to the hub, the hub's messages out in batches. `rest` holds bytes that
 /// arrived after the upgrade request. Used by [`serve_connection`] and by adapters
 /// that let an HTTP server do the upgrade (mounting on axum/hyper).
+///
+/// Reading, the hub's messages and the write in progress are served together: a peer
+/// that stops reading stalls only its own write. When the hub closes a connection
+/// whose write is stalled (the slow-consumer policy), the write gets the close timeout
+/// to finish; then the socket is dropped.
 pub async fn run_websocket<R, S>(mut hub: Hub, runtime: R, stream: S, info: ConnectionInfo, rest: Bytes)
 where
     R: Runtime,
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (outbox_tx, mut outbox) = mpsc::unbounded();
     let (reply_tx, reply_rx) = oneshot::channel();
@@ -124,15 +126,13 @@ where
         })
         .await;
     let mut conn = Connection::server(hub.settings.proto.clone());
-    let (mut reader, mut writer) = stream.split();
-    let Some(id) = (if opened {
-        reply_rx.await.ok().flatten()
-    } else {
-        None
-    }) else {
+    let (mut reader, writer) = stream.split();
+    let Some(id) = (if opened { reply_rx.await.ok().flatten() } else { None }) else {
         // The hub is shutting down: say so and leave.
         let _ = conn.close(CloseCode::GOING_AWAY, "server shutting down");
-        let _ = write_pending(&mut conn, &mut writer, &mut Vec::new()).await;
+        let (mut writer, mut scratch) = (writer, Vec::new());
+        take_pending(&mut conn, &mut scratch);
+        let _ = writer.write_all(&scratch).await;
         let _ = writer.close().await;
         return;
     };
@@ -141,30 +141,66 @@ where
         id,
         conn,
         tail: Vec::with_capacity(32),
-        scratch: Vec::new(),
         unflushed: 0,
     };
     pump.conn.handle_bytes(&rest);
     let mut buf = vec![0; READ_BUFFER];
     let mut close_timer: Fuse<BoxFuture<()>> = Fuse::terminated();
+    // The writer and its buffer travel into each write and come back with its result.
+    let mut idle_writer = Some((writer, Vec::new()));
+    let mut writing: Fuse<BoxFuture<WriteDone<S>>> = Fuse::terminated();
+    let mut in_flight = 0;
     let mut hub_gone = false;
     loop {
         if !pump.deliver_events().await {
             hub_gone = true;
         }
-        if pump.write(&mut writer).await.is_err() {
-            break;
+        if hub_gone && pump.conn.state() == ConnectionState::Open {
+            let _ = pump.conn.close(CloseCode::GOING_AWAY, "server stopped");
         }
-        if pump.conn.is_closed() {
-            break;
+        if let Some((mut writer, mut out)) = idle_writer.take() {
+            if pump.conn.pending_transmit_len() > 0 {
+                take_pending(&mut pump.conn, &mut out);
+                in_flight = std::mem::take(&mut pump.unflushed);
+                let write: BoxFuture<WriteDone<S>> = Box::pin(async move {
+                    let result = async {
+                        writer.write_all(&out).await?;
+                        writer.flush().await
+                    }
+                    .await;
+                    (writer, out, result)
+                });
+                writing = write.fuse();
+            } else if pump.conn.is_closed() {
+                let _ = writer.close().await;
+                break;
+            } else {
+                idle_writer = Some((writer, out));
+            }
         }
-        if pump.conn.state() == ConnectionState::Closing && close_timer.is_terminated() {
-            // We closed first: the peer has a close timeout to answer.
+        if pump.conn.state() != ConnectionState::Open && close_timer.is_terminated() {
+            // Closing: the peer's answer, or a stalled write, gets the close timeout.
             close_timer = runtime
                 .sleep_until(Instant::now() + pump.hub.settings.close_timeout)
                 .fuse();
         }
+        // Once closed nothing more is read (an EOF would wake us again and again).
+        let mut read = if pump.conn.is_closed() {
+            Fuse::terminated()
+        } else {
+            reader.read(&mut buf).fuse()
+        };
         futures_util::select_biased! {
+            (writer, out, result) = writing => {
+                if result.is_err() {
+                    break;
+                }
+                idle_writer = Some((writer, out));
+                if in_flight > 0 {
+                    let bytes = std::mem::take(&mut in_flight);
+                    let _ = pump.hub.send(ConnInput::Flushed { connection: pump.id, bytes }).await;
+                }
+            },
             outbound = outbox.next() => match outbound {
                 Some(outbound) => {
                     pump.apply(outbound);
@@ -175,19 +211,18 @@ where
                 }
                 None => hub_gone = true,
             },
-            read = reader.read(&mut buf).fuse() => match read {
+            read = read => match read {
                 Ok(0) | Err(_) => pump.conn.handle_eof(),
                 Ok(n) => pump.conn.handle_bytes(&buf[..n]),
             },
             () = close_timer => break,
         }
-        if hub_gone && pump.conn.state() == ConnectionState::Open {
-            let _ = pump.conn.close(CloseCode::GOING_AWAY, "server stopped");
-        }
     }
-    let _ = writer.close().await;
     let _ = pump.hub.send(ConnInput::Closed { connection: pump.id }).await;
 }
+
+/// What a write hands back: the writer, its buffer (to reuse), the outcome.
+type WriteDone<S> = (futures_util::io::WriteHalf<S>, Vec<u8>, io::Result<()>);
 
 struct Pump {
     hub: Hub,
@@ -195,10 +230,8 @@ struct Pump {
     conn: Connection,
     /// The per-recipient end of an envelope (`,"s":N}`).
     tail: Vec<u8>,
-    /// Frames coalesced for one write.
-    scratch: Vec<u8>,
-    /// Bytes of the hub's messages queued in `conn` but not yet written; reported to
-    /// the engine once written, for its slow-consumer accounting.
+    /// Bytes of the hub's messages queued in `conn` but not yet handed to a write;
+    /// reported to the engine once written, for its slow-consumer accounting.
     unflushed: usize,
 }
 
@@ -237,67 +270,13 @@ impl Pump {
             }
         }
     }
-
-    async fn write<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> io::Result<()> {
-        if self.conn.pending_transmit_len() == 0 {
-            return Ok(());
-        }
-        write_pending(&mut self.conn, writer, &mut self.scratch).await?;
-        if self.unflushed > 0 {
-            let bytes = std::mem::take(&mut self.unflushed);
-            let _ = self
-                .hub
-                .send(ConnInput::Flushed {
-                    connection: self.id,
-                    bytes,
-                })
-                .await;
-        }
-        Ok(())
-    }
 }
 
-/// Writes everything the connection has queued: small batches copied into one
-/// buffer and written at once, large ones as a vectored write.
-async fn write_pending<W: AsyncWrite + Unpin>(
-    conn: &mut Connection,
-    writer: &mut W,
-    scratch: &mut Vec<u8>,
-) -> io::Result<()> {
-    let total = conn.pending_transmit_len();
-    if total == 0 {
-        return Ok(());
+/// Moves everything the connection has queued into `out`: one buffer, one write.
+fn take_pending(conn: &mut Connection, out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(conn.pending_transmit_len());
+    while let Some(chunk) = conn.poll_transmit() {
+        out.extend_from_slice(&chunk);
     }
-    if total <= COALESCE_MAX {
-        scratch.clear();
-        while let Some(chunk) = conn.poll_transmit() {
-            scratch.extend_from_slice(&chunk);
-        }
-        writer.write_all(scratch).await?;
-    } else {
-        let mut chunks: Vec<Bytes> = std::iter::from_fn(|| conn.poll_transmit()).collect();
-        let mut first = 0;
-        while first < chunks.len() {
-            let slices: Vec<io::IoSlice<'_>> = chunks[first..]
-                .iter()
-                .take(64)
-                .map(|chunk| io::IoSlice::new(chunk))
-                .collect();
-            let mut written = writer.write_vectored(&slices).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            while written > 0 {
-                let chunk = &mut chunks[first];
-                if written >= chunk.len() {
-                    written -= chunk.len();
-                    first += 1;
-                } else {
-                    chunk.advance(written);
-                    written = 0;
-                }
-            }
-        }
-    }
-    writer.flush().await
 }
