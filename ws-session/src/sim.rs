@@ -21,7 +21,7 @@
 //! sim.drop_connection(alice);
 //! let again = sim.reconnect(alice, Some("user:alice"));
 //! sim.resume(again);
-//! assert_eq!(sim.client(again).last_event(), Some("sys.session.restored"));
+//! assert_eq!(sim.client(again).last_control(), Some("sys.session.restored"));
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -104,6 +104,21 @@ impl Client {
     /// The event name of the last envelope received.
     pub fn last_event(&self) -> Option<&str> {
         self.received.last().map(Received::event)
+    }
+
+    /// The event name of the last envelope received outside the session stream
+    /// (without `s`): `sys.session.created`, `sys.session.restored`, `sys.error`, …
+    pub fn last_control(&self) -> Option<&str> {
+        self.received
+            .iter()
+            .rev()
+            .find(|r| r.envelope.seq.is_none())
+            .map(Received::event)
+    }
+
+    /// The last envelope named `event`.
+    pub fn last_of(&self, event: &str) -> Option<&Received> {
+        self.received.iter().rev().find(|r| r.event() == event)
     }
 
     /// The codes of every `sys.error` received.
