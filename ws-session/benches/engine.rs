@@ -1,2 +1,100 @@
-//! Engine benchmark (placeholder until the real one lands).
-fn main() {}
+//! The session engine alone, in process: echo envelopes per second, cost per recipient
+//! of a room broadcast to 10,000 sessions. docs/BENCHMARKS.md ("ws-session engine")
+//! gives the figures; `benches/memory.rs` measures bytes per session and allocations.
+//!
+//! ```text
+//! cargo bench -p ws-session --bench engine
+//! ```
+
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ws_proto::envelope::{OutgoingEnvelope, Payload};
+use ws_proto::Message;
+use ws_session::Action;
+
+const ECHO: &str = r#"{"v":"1.0","e":"echo","p":{"text":"hello, world"},"c":"r1"}"#;
+
+/// One echo: a text message in, dispatched as an event, answered with a reply (same
+/// event, payload and correlation id), the reply encoded into a buffer and flushed.
+/// The inbound `String` is recycled from the event, as a transport reusing its read
+/// buffer would.
+fn echo(c: &mut Criterion) {
+    let now = Instant::now();
+    let (mut engine, conns) = common::engine_with_sessions(now, 1, None);
+    let (cid, _) = conns[0];
+    let mut text = String::from(ECHO);
+    let mut out = Vec::with_capacity(256);
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("echo_envelope", |b| {
+        b.iter(|| {
+            engine.handle_message(now, cid, Message::Text(std::mem::take(&mut text)));
+            while let Some(action) = engine.poll_action() {
+                match action {
+                    Action::Event(event) => {
+                        let reply = OutgoingEnvelope::new(event.event())
+                            .with_payload(Payload::Trusted(event.payload().unwrap_or("null")));
+                        let c = event.correlation_id().unwrap_or_default();
+                        engine.reply(now, event.session, c, &reply).unwrap();
+                        text = event.into_text();
+                    }
+                    Action::Transmit { connection, message } => {
+                        out.clear();
+                        let len = message.write_to(&mut out);
+                        engine.handle_flushed(now, connection, len);
+                        black_box(&out);
+                    }
+                    _ => {}
+                }
+            }
+            if text.is_empty() {
+                text.push_str(ECHO);
+            }
+        })
+    });
+    group.finish();
+}
+
+/// A broadcast to a 10,000-session room: one serialization, then per recipient a
+/// sequence number, a replay-buffer push, a transmit action; drained (each transmit
+/// encoded and flushed) inside the measurement. Throughput is per recipient.
+fn broadcast(c: &mut Criterion) {
+    const N: usize = 10_000;
+    let now = Instant::now();
+    let (mut engine, _) = common::engine_with_sessions(now, N, Some("room"));
+    let env = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(
+        r#"{"from":"alice","text":"hello, everyone in the room, this is a 100-byte-ish message!"}"#,
+    ));
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(N as u64));
+    group.sample_size(30);
+    group.bench_function("broadcast_room_10k/fan_out_only", |b| {
+        b.iter(|| {
+            let n = engine.broadcast_room(now, "room", &env, None);
+            // Drop the actions without encoding: the engine's own share.
+            while let Some(action) = engine.poll_action() {
+                if let Action::Transmit { connection, message } = action {
+                    engine.handle_flushed(now, connection, message.len());
+                }
+            }
+            black_box(n)
+        })
+    });
+    group.bench_function("broadcast_room_10k/with_encoding", |b| {
+        b.iter(|| {
+            let n = engine.broadcast_room(now, "room", &env, None);
+            black_box(common::drain(&mut engine, now));
+            black_box(n)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, echo, broadcast);
+criterion_main!(benches);

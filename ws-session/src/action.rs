@@ -203,4 +203,10 @@ impl InboundEvent {
     pub fn text(&self) -> &str {
         &self.text
     }
+
+    /// The text back, so a transport can reuse its buffer for the next message (no
+    /// allocation per inbound message in steady state).
+    pub fn into_text(self) -> String {
+        self.text
+    }
 }

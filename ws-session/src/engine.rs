@@ -926,8 +926,7 @@ impl Engine {
             fresh: false,
         };
         conn.info = None;
-        let (mut out, sessions, _) = self.outbox();
-        let Some(session) = sessions.get_mut(&sid) else {
+        let Some(session) = self.sessions.get_mut(&sid) else {
             return Ok(());
         };
         session.used_token = Some(session.token);
@@ -935,17 +934,11 @@ impl Engine {
         session.connection = Some(cid);
         session.expires_at = None;
         session.replay.ack(request.last_seq);
-        let mut replayed = 0u64;
-        for (seq, prefix) in session.replay.after(request.last_seq) {
-            out.transmit(
-                cid,
-                OutboundMessage {
-                    prefix: prefix.clone(),
-                    seq: Some(*seq),
-                },
-            );
-            replayed += 1;
-        }
+        // `sys.session.restored` goes first, then the replayed messages: the client
+        // switches to the resumed stream before any of its messages arrive, so it can
+        // never mistake one for a message of the fresh session its handshake
+        // credential may have announced.
+        let replayed = session.replay.after(request.last_seq).count() as u64;
         let session_id = sid.to_string();
         let token = new_token.to_hex();
         self.send_system(
@@ -958,6 +951,18 @@ impl Engine {
             }),
             request.correlation_id.as_deref(),
         );
+        let (mut out, sessions, _) = self.outbox();
+        if let Some(session) = sessions.get(&sid) {
+            for (seq, prefix) in session.replay.after(request.last_seq) {
+                out.transmit(
+                    cid,
+                    OutboundMessage {
+                        prefix: prefix.clone(),
+                        seq: Some(*seq),
+                    },
+                );
+            }
+        }
         self.metrics.resumes_ok += 1;
         self.actions.push_back(Action::Session(SessionEvent::Resumed {
             session: sid,

@@ -21,7 +21,7 @@
 //! sim.drop_connection(alice);
 //! let again = sim.reconnect(alice, Some("user:alice"));
 //! sim.resume(again);
-//! assert_eq!(sim.client(again).last_event(), Some("sys.session.restored"));
+//! assert_eq!(sim.client(again).last_control(), Some("sys.session.restored"));
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -92,6 +92,8 @@ pub struct Client {
     pub session: Option<(String, String)>,
     /// The highest `s` received in the current session.
     pub last_seq: u64,
+    /// The highest `s` received per session id (a client remembers it per session).
+    pub last_seen: BTreeMap<String, u64>,
     /// Whether it stopped reading (transmits are not flushed).
     pub stalled: bool,
     /// Session id, token and last `s` remembered at the last [`Sim::reconnect`], for
@@ -104,6 +106,21 @@ impl Client {
     /// The event name of the last envelope received.
     pub fn last_event(&self) -> Option<&str> {
         self.received.last().map(Received::event)
+    }
+
+    /// The event name of the last envelope received outside the session stream
+    /// (without `s`): `sys.session.created`, `sys.session.restored`, `sys.error`, …
+    pub fn last_control(&self) -> Option<&str> {
+        self.received
+            .iter()
+            .rev()
+            .find(|r| r.envelope.seq.is_none())
+            .map(Received::event)
+    }
+
+    /// The last envelope named `event`.
+    pub fn last_of(&self, event: &str) -> Option<&Received> {
+        self.received.iter().rev().find(|r| r.event() == event)
     }
 
     /// The codes of every `sys.error` received.
@@ -456,14 +473,10 @@ impl Sim {
         match &*envelope.event {
             sys::SESSION_CREATED | sys::SESSION_RESTORED => {
                 if let Ok(ids) = envelope.payload_as::<Ids>() {
-                    if envelope.event.as_ref() == sys::SESSION_CREATED
-                        && c.session.as_ref().map(|s| &s.0) != Some(&ids.session_id)
-                    {
-                        c.last_seq = 0;
-                    }
                     if envelope.event.as_ref() == sys::SESSION_RESTORED {
                         c.resumable = None;
                     }
+                    c.last_seq = c.last_seen.get(&ids.session_id).copied().unwrap_or(0);
                     c.session = Some((ids.session_id, ids.resume_token));
                 }
             }
@@ -471,6 +484,9 @@ impl Sim {
         }
         if let Some(s) = envelope.seq {
             c.last_seq = c.last_seq.max(s);
+            if let Some((id, _)) = &c.session {
+                c.last_seen.insert(id.clone(), c.last_seq);
+            }
         }
         c.received.push(Received {
             text: text.to_owned(),

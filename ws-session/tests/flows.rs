@@ -105,7 +105,7 @@ fn app_events_need_a_session_unless_anonymous() {
         ..EngineConfig::default()
     });
     let b = anon.connect(None);
-    assert_eq!(anon.client(b).last_event(), Some(sys::SESSION_CREATED));
+    assert_eq!(anon.client(b).last_control(), Some(sys::SESSION_CREATED));
     assert!(anon.client(b).received[0].payload()["userId"]
         .as_str()
         .unwrap()
@@ -213,8 +213,8 @@ fn resume_inside_the_window_replays_exactly_the_missed_messages_and_rotates_the_
     assert_ne!(fresh, s);
     sim.client_mut(a).session = Some((s.to_string(), old_token.clone()));
     sim.resume_with(a, 3, None);
-    let restored = sim.client(a).received.last().unwrap();
-    assert_eq!(restored.event(), sys::SESSION_RESTORED);
+    assert_eq!(sim.client(a).last_control(), Some(sys::SESSION_RESTORED));
+    let restored = sim.client(a).last_of(sys::SESSION_RESTORED).unwrap();
     assert_eq!(restored.payload()["replayed"], 3);
     assert_eq!(restored.envelope.correlation_id.as_deref(), Some("resume"));
     let new_token = restored.payload()["resumeToken"].as_str().unwrap().to_owned();
@@ -246,7 +246,7 @@ fn resume_with_credential_in_the_request() {
     send_app(&mut sim, s, 2);
     sim.reconnect(a, None);
     sim.resume_with(a, 1, Some("user:carol"));
-    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_RESTORED));
+    assert_eq!(sim.client(a).last_control(), Some(sys::SESSION_RESTORED));
     assert_eq!(chat(&sim, a), [(1, 1), (2, 2)]);
     // Without any credential a resume is not authenticated.
     sim.drop_connection(a);
@@ -274,7 +274,7 @@ fn resume_while_handshake_auth_is_pending_waits_for_it() {
         .all(|r| r.event() != sys::SESSION_RESTORED));
     let req = sim.pending_auth.pop().unwrap();
     sim.answer_auth(&req, Ok("alice".into()));
-    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_RESTORED));
+    assert_eq!(sim.client(a).last_control(), Some(sys::SESSION_RESTORED));
     assert_eq!(sid(&sim, a), s);
     assert_eq!(chat(&sim, a), [(1, 1)]);
 }
@@ -330,7 +330,7 @@ fn refused_reason(sim: &Sim, a: ClientId) -> String {
     let err = last_error(sim, a);
     assert_eq!(err["code"], ErrorCode::NOT_RECOVERABLE.0);
     // …and a fresh session follows, never a silent gap.
-    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_CREATED));
+    assert_eq!(sim.client(a).last_control(), Some(sys::SESSION_CREATED));
     err["reason"].as_str().unwrap().to_owned()
 }
 
@@ -357,7 +357,7 @@ fn reused_token_is_refused() {
     let first = sim.client(a).session.clone().unwrap();
     sim.drop_connection(a);
     resume_as(&mut sim, a, first.clone(), 0, "alice");
-    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_RESTORED));
+    assert_eq!(sim.client(a).last_control(), Some(sys::SESSION_RESTORED));
     sim.drop_connection(a);
     let b = sim.connect(None);
     sim.client_mut(b).session = Some(first);
@@ -421,7 +421,7 @@ fn other_users_token_is_refused() {
     assert_eq!(refused_reason(&sim, m), "foreign");
     // The refusal did not burn alice's token.
     resume_as(&mut sim, a, session, 0, "alice");
-    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_RESTORED));
+    assert_eq!(sim.client(a).last_control(), Some(sys::SESSION_RESTORED));
 }
 
 #[test]
@@ -485,7 +485,7 @@ fn takeover_closes_the_old_connection() {
     // A second device resumes while the first is still attached.
     let b = sim.connect(None);
     resume_as(&mut sim, b, session, 1, "alice");
-    assert_eq!(sim.client(b).last_event(), Some(sys::SESSION_RESTORED));
+    assert_eq!(sim.client(b).last_control(), Some(sys::SESSION_RESTORED));
     assert_eq!(sim.client(a).connection, None);
     assert_eq!(
         sim.client(a).closed.unwrap().0,
@@ -559,7 +559,7 @@ fn slow_consumer_is_closed_and_can_resume() {
     let seen = sim.client(a).last_seq;
     assert!(seen > 0 && seen < n as u64);
     resume_as(&mut sim, a, session, seen, "alice");
-    assert_eq!(sim.client(a).last_event(), Some(sys::SESSION_RESTORED));
+    assert_eq!(sim.client(a).last_control(), Some(sys::SESSION_RESTORED));
     let got: Vec<u64> = chat(&sim, a).iter().map(|&(s, _)| s).collect();
     assert_eq!(got, (1..=n as u64).collect::<Vec<_>>());
 }

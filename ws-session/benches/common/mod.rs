@@ -1,0 +1,59 @@
+//! Setup shared by the engine benchmarks.
+
+use std::time::Instant;
+
+use rand_chacha::rand_core::SeedableRng;
+use ws_session::{Action, ConnectionId, ConnectionInfo, Engine, EngineConfig, SessionId, UserId};
+
+/// Limits out of the benchmarks' way: no rate limit, replay bounded as by default.
+pub(crate) fn config() -> EngineConfig {
+    EngineConfig {
+        rate_limit_per_second: u32::MAX,
+        rate_limit_burst: u32::MAX,
+        ..EngineConfig::default()
+    }
+}
+
+/// An engine with `n` authenticated sessions, each on its own connection and, when
+/// `room` is set, in that room. Actions are drained.
+pub(crate) fn engine_with_sessions(
+    now: Instant,
+    n: usize,
+    room: Option<&str>,
+) -> (Engine, Vec<(ConnectionId, SessionId)>) {
+    let mut engine = Engine::new(config(), rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let cid = engine.handle_connection_opened(now, ConnectionInfo::with_token(format!("t{i}")));
+        while let Some(action) = engine.poll_action() {
+            if let Action::Authenticate(req) = action {
+                engine
+                    .handle_auth_result(now, req.id, Ok(UserId::new(format!("user{i}"))))
+                    .unwrap();
+            }
+        }
+        let sid = engine.session_of(cid).expect("authenticated");
+        if let Some(room) = room {
+            engine.join_room(now, sid, room).unwrap();
+        }
+        out.push((cid, sid));
+    }
+    drain(&mut engine, now);
+    (engine, out)
+}
+
+/// Drains the actions the way a transport does: transmits are "written" (encoded into
+/// a reused buffer) and reported flushed.
+pub(crate) fn drain(engine: &mut Engine, now: Instant) -> usize {
+    let mut buf = Vec::with_capacity(256);
+    let mut n = 0;
+    while let Some(action) = engine.poll_action() {
+        if let Action::Transmit { connection, message } = action {
+            buf.clear();
+            let len = message.write_to(&mut buf);
+            engine.handle_flushed(now, connection, len);
+            n += 1;
+        }
+    }
+    n
+}
