@@ -24,6 +24,7 @@ mod handler;
 mod hub;
 mod pubsub;
 mod pump;
+mod raw;
 mod runtime;
 
 pub use app::{App, Hooks};
@@ -34,6 +35,7 @@ pub use handler::{BoxFuture, Handler, HandlerResult, Middleware, Next};
 pub use hub::{Hub, ServerHandle};
 pub use pubsub::{InMemoryPubSub, PubSub};
 pub use pump::{connection_info, run_websocket, serve_connection, ConnectionOptions};
+pub use raw::WebSocket;
 pub use runtime::Runtime;
 
 pub use ws_session::{ConnectionId, EngineConfig, Metrics, SessionEvent, SessionId, UserId};

@@ -127,7 +127,11 @@ where
         .await;
     let mut conn = Connection::server(hub.settings.proto.clone());
     let (mut reader, writer) = stream.split();
-    let Some(id) = (if opened { reply_rx.await.ok().flatten() } else { None }) else {
+    let Some(id) = (if opened {
+        reply_rx.await.ok().flatten()
+    } else {
+        None
+    }) else {
         // The hub is shutting down: say so and leave.
         let _ = conn.close(CloseCode::GOING_AWAY, "server shutting down");
         let (mut writer, mut scratch) = (writer, Vec::new());

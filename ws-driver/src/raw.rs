@@ -1,0 +1,149 @@
+//! A plain WebSocket over any `futures-io` stream, without sessions: for echo
+//! endpoints, conformance runs, proxies and custom protocols.
+
+use std::io;
+
+use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use ws_proto::handshake::{Accept, Request, ServerHandshake};
+use ws_proto::{CloseCode, Config, Connection, Event, SendError};
+
+/// One WebSocket connection driven by `ws-proto` over a byte stream.
+///
+/// ```no_run
+/// # async fn echo<S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin>(stream: S) -> std::io::Result<()> {
+/// use ws_driver::WebSocket;
+/// use ws_proto::{Config, Event};
+///
+/// let Some((mut ws, _request)) = WebSocket::accept(stream, Config::default()).await? else {
+///     return Ok(()); // refused: the HTTP error was sent
+/// };
+/// while let Some(event) = ws.recv().await? {
+///     match event {
+///         Event::Text(text) => ws.send_text(&text).await?,
+///         Event::Binary(data) => ws.send_binary(&data).await?,
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct WebSocket<S> {
+    stream: S,
+    conn: Connection,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+const READ_BUFFER: usize = 64 * 1024;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Reads the upgrade request from `stream` and accepts it. `Ok(None)` when the
+    /// request was refused (its HTTP error already written) or the peer went away.
+    pub async fn accept(mut stream: S, config: Config) -> io::Result<Option<(Self, Request)>> {
+        let mut handshake = ServerHandshake::new(&config);
+        let mut buf = vec![0; READ_BUFFER];
+        let request = loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            match handshake.handle_bytes(&buf[..n]) {
+                Ok(None) => continue,
+                Ok(Some(request)) => break request,
+                Err(rejection) => {
+                    stream.write_all(&rejection.to_response()).await?;
+                    stream.close().await?;
+                    return Ok(None);
+                }
+            }
+        };
+        let response = request
+            .accept(&Accept::new())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        stream.write_all(&response).await?;
+        let mut conn = Connection::server(config);
+        conn.handle_bytes(request.rest());
+        Ok(Some((
+            Self {
+                stream,
+                conn,
+                buf,
+                out: Vec::new(),
+            },
+            request,
+        )))
+    }
+
+    /// Wraps a stream whose handshake is done (a client's, or one an HTTP server
+    /// performed) around `conn`.
+    pub fn from_connection(stream: S, conn: Connection) -> Self {
+        Self {
+            stream,
+            conn,
+            buf: vec![0; READ_BUFFER],
+            out: Vec::new(),
+        }
+    }
+
+    /// The next event; `Ok(None)` once the connection is closed (close handshake
+    /// done, protocol failure answered, or end of stream). Pongs and close answers
+    /// are written before this returns.
+    pub async fn recv(&mut self) -> io::Result<Option<Event>> {
+        loop {
+            if let Some(event) = self.conn.poll_event() {
+                self.flush().await?;
+                return Ok(Some(event));
+            }
+            self.flush().await?;
+            if self.conn.is_closed() {
+                let _ = self.stream.close().await;
+                return Ok(None);
+            }
+            match self.stream.read(&mut self.buf).await {
+                Ok(0) => self.conn.handle_eof(),
+                Ok(n) => self.conn.handle_bytes(&self.buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::ConnectionReset => self.conn.handle_eof(),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Sends a text message and writes it out.
+    pub async fn send_text(&mut self, text: &str) -> io::Result<()> {
+        self.conn.send_text(text).map_err(closed)?;
+        self.flush().await
+    }
+
+    /// Sends a binary message and writes it out.
+    pub async fn send_binary(&mut self, data: &[u8]) -> io::Result<()> {
+        self.conn.send_binary(data).map_err(closed)?;
+        self.flush().await
+    }
+
+    /// Starts the closing handshake; keep calling [`WebSocket::recv`] until `None`.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> io::Result<()> {
+        self.conn.close(code, reason).map_err(closed)?;
+        self.flush().await
+    }
+
+    /// The state machine, for what this wrapper does not expose.
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Writes everything queued, in one write.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.conn.pending_transmit_len() == 0 {
+            return Ok(());
+        }
+        self.out.clear();
+        while let Some(chunk) = self.conn.poll_transmit() {
+            self.out.extend_from_slice(&chunk);
+        }
+        self.stream.write_all(&self.out).await?;
+        self.stream.flush().await
+    }
+}
+
+fn closed(err: SendError) -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, err.to_string())
+}
