@@ -309,7 +309,10 @@ async fn a_silent_client_is_closed_by_the_heartbeat() {
     let started = std::time::Instant::now();
     let mut pings = 0;
     let code = loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.expect("closed in time") {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("closed in time")
+        {
             Some(Ok(Message::Text(text))) if text.contains("sys.ping") => pings += 1,
             Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
             Some(Ok(_)) => {}
@@ -318,7 +321,10 @@ async fn a_silent_client_is_closed_by_the_heartbeat() {
     };
     assert_eq!(code, 4104, "idle timeout");
     assert!(pings >= 1, "pinged before being dropped");
-    assert!(started.elapsed() >= Duration::from_millis(200), "not before interval + idle timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "not before interval + idle timeout"
+    );
 }
 
 /// Drops `ws` without a closing handshake, as a lost network does.
@@ -363,7 +369,10 @@ async fn a_dropped_session_resumes_with_exactly_the_missed_messages() {
     assert_eq!(restored["c"], "r");
     assert_eq!(restored["p"]["replayed"], 5);
     assert_eq!(restored["p"]["sessionId"], created["sessionId"]);
-    assert_ne!(restored["p"]["resumeToken"], created["resumeToken"], "the token is rotated");
+    assert_ne!(
+        restored["p"]["resumeToken"], created["resumeToken"],
+        "the token is rotated"
+    );
     for i in 0..5u64 {
         let missed = recv(&mut alice).await;
         assert_eq!(missed["p"]["text"], format!("missed {i}"));
@@ -384,7 +393,10 @@ async fn resumes_with_used_stolen_or_expired_tokens_are_refused() {
 
     // Another user presenting alice's session and token.
     let (_mallory, refused) = resume(addr, "mallory", &created, 0).await;
-    assert_eq!((refused["e"].as_str(), refused["p"]["code"].as_u64()), (Some("sys.error"), Some(4106)));
+    assert_eq!(
+        (refused["e"].as_str(), refused["p"]["code"].as_u64()),
+        (Some("sys.error"), Some(4106))
+    );
     assert_eq!(refused["p"]["reason"], "foreign");
 
     // Alice resumes; the token she used is now spent.
@@ -446,5 +458,8 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_their_latency() {
         }
     }
     assert!(closed, "the slow consumer's connection ended");
-    assert!(fast_elapsed < Duration::from_secs(20), "the fast client was not held back: {fast_elapsed:?}");
+    assert!(
+        fast_elapsed < Duration::from_secs(20),
+        "the fast client was not held back: {fast_elapsed:?}"
+    );
 }

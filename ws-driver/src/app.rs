@@ -1,10 +1,11 @@
 //! The application: handlers, middleware, authentication, pub/sub, hooks, limits.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ws_session::{EngineConfig, SessionEvent};
+use ws_session::{ConnectionId, EngineConfig, SessionEvent};
 
 use crate::auth::{Authenticator, RefuseAll};
 use crate::handler::{Handler, Middleware};
@@ -13,11 +14,31 @@ use crate::pubsub::PubSub;
 use crate::runtime::Runtime;
 
 type SessionHook = Arc<dyn Fn(&SessionEvent, &ServerHandle) + Send + Sync>;
+type ConnectionHook = Arc<dyn Fn(&ConnectionEvent, &ServerHandle) + Send + Sync>;
+
+/// A connection's lifecycle, below sessions: one session may see many connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// A WebSocket upgrade succeeded.
+    Connected {
+        /// The connection.
+        connection: ConnectionId,
+        /// The peer's address, when the transport has one.
+        peer: Option<SocketAddr>,
+    },
+    /// The connection ended (closing handshake, failure or end of stream).
+    Disconnected {
+        /// The connection.
+        connection: ConnectionId,
+    },
+}
 
 /// Lifecycle hooks. They run on the hub, so keep them short: spawn work that waits.
 #[derive(Clone, Default)]
 pub struct Hooks {
     pub(crate) session: Vec<SessionHook>,
+    pub(crate) connection: Vec<ConnectionHook>,
 }
 
 /// A tether application, built once and then started on a runtime by an adapter.
@@ -112,6 +133,15 @@ impl App {
     /// expired, closed).
     pub fn on_session(mut self, hook: impl Fn(&SessionEvent, &ServerHandle) + Send + Sync + 'static) -> Self {
         self.hooks.session.push(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` when a connection opens or ends.
+    pub fn on_connection(
+        mut self,
+        hook: impl Fn(&ConnectionEvent, &ServerHandle) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.connection.push(Arc::new(hook));
         self
     }
 

@@ -22,7 +22,7 @@ use ws_session::{
     Publication, SessionEvent, SessionId, UserId,
 };
 
-use crate::app::{App, Hooks};
+use crate::app::{App, ConnectionEvent, Hooks};
 use crate::auth::Authenticator;
 use crate::context::Context;
 use crate::error::HandlerError;
@@ -368,9 +368,14 @@ impl<R: Runtime> HubTask<R> {
                     let _ = reply.send(None);
                     return;
                 }
+                let peer = info.peer_addr;
                 let connection = self.engine.handle_connection_opened(now, info);
                 self.conns.insert(connection, ConnEntry { outbox });
                 let _ = reply.send(Some(connection));
+                let event = ConnectionEvent::Connected { connection, peer };
+                for hook in &self.hooks.connection {
+                    hook(&event, &self.handle);
+                }
             }
             ConnInput::Message { connection, message } => {
                 self.engine.handle_message(now, connection, message);
@@ -381,6 +386,10 @@ impl<R: Runtime> HubTask<R> {
             ConnInput::Closed { connection } => {
                 self.conns.remove(&connection);
                 self.engine.handle_connection_closed(now, connection);
+                let event = ConnectionEvent::Disconnected { connection };
+                for hook in &self.hooks.connection {
+                    hook(&event, &self.handle);
+                }
             }
         }
     }

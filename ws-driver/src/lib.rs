@@ -27,7 +27,7 @@ mod pump;
 mod raw;
 mod runtime;
 
-pub use app::{App, Hooks};
+pub use app::{App, ConnectionEvent, Hooks};
 pub use auth::{AuthFuture, Authenticator, FnAuthenticator};
 pub use context::{Context, SessionHandle};
 pub use error::HandlerError;

@@ -140,6 +140,8 @@ where
         let _ = writer.close().await;
         return;
     };
+    let span = tracing::debug_span!("connection", id = id.0);
+    let _entered = span.enter();
     let mut pump = Pump {
         hub,
         id,

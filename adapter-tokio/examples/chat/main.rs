@@ -121,7 +121,11 @@ fn app(rooms: Shared) -> App {
                         .insert(ctx.session_id(), user.clone());
                     rooms.users(&room)
                 };
-                ctx.to_room_others(&room, "chat.presence", &json!({ "room": room, "user": user, "joined": true }))?;
+                ctx.to_room_others(
+                    &room,
+                    "chat.presence",
+                    &json!({ "room": room, "user": user, "joined": true }),
+                )?;
                 ctx.reply("chat.joined", &json!({ "room": room, "members": members }))
             }
         })
@@ -134,7 +138,11 @@ fn app(rooms: Shared) -> App {
                     members.remove(&ctx.session_id());
                 }
                 let user = ctx.user_id().as_str();
-                ctx.to_room_others(&room, "chat.presence", &json!({ "room": room, "user": user, "joined": false }))?;
+                ctx.to_room_others(
+                    &room,
+                    "chat.presence",
+                    &json!({ "room": room, "user": user, "joined": false }),
+                )?;
                 ctx.reply("chat.left", &json!({ "room": room }))
             }
         })
@@ -154,14 +162,16 @@ fn app(rooms: Shared) -> App {
                 if !member {
                     return Err(HandlerError::new(NOT_IN_ROOM, format!("join `{room}` first")));
                 }
-                let message = json!({ "room": room, "user": ctx.user_id().as_str(), "text": text, "ts": now_ms() });
+                let message =
+                    json!({ "room": room, "user": ctx.user_id().as_str(), "text": text, "ts": now_ms() });
                 ctx.to_room(&room, "chat.message", &message)?;
                 ctx.reply("chat.sent", &json!({ "room": room }))
             }
         })
         .on_session(move |event: &SessionEvent, server: &ServerHandle| {
             // A session that expired or was closed has left its rooms: tell the others.
-            let (SessionEvent::Expired { session, user } | SessionEvent::Closed { session, user }) = event else {
+            let (SessionEvent::Expired { session, user } | SessionEvent::Closed { session, user }) = event
+            else {
                 return;
             };
             let mut rooms = rooms.lock().expect("rooms lock");
@@ -197,11 +207,14 @@ async fn main() -> std::io::Result<()> {
         .route("/ws", mount(hub.clone()));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("chat on http://{}", listener.local_addr()?);
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     // The page's HTTP server has stopped; now close the WebSockets (1001) and wait for
     // them, a bounded while.
     let _ = tokio::time::timeout(Duration::from_secs(10), hub.handle().shutdown()).await;
