@@ -9,7 +9,8 @@
 // Kept simple: unbounded-ish replay buffer (1000 messages), replies and presence on
 // the session stream (with `s`), errors 4101/4102/4105-style codes from the brief,
 // and 4300 for application errors (not in room, bad payload) — the real server's
-// application codes may differ.
+// application codes may differ. GET /debug/drop?user=NAME aborts that user's
+// connections, to watch the page resume.
 
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -161,7 +162,19 @@ function onMessage(conn, msg) {
 }
 
 const server = http.createServer((req, res) => {
-  const path = new URL(req.url, 'http://x').pathname;
+  const url = new URL(req.url, 'http://x');
+  const path = url.pathname;
+  if (path === '/debug/drop') {
+    // Try the resume by hand: abort the TCP connections of ?user=NAME (no close
+    // handshake), as a network fault would.
+    let n = 0;
+    for (const sess of sessions.values()) {
+      if (sess.conn && sess.user === url.searchParams.get('user')) { sess.conn.ws.terminate(); n += 1; }
+    }
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(`dropped ${n} connection(s)\n`);
+    return;
+  }
   const f = FILES[path];
   if (!f || req.method !== 'GET') { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('not found\n'); return; }
   res.writeHead(200, { 'content-type': f[0], 'cache-control': 'no-store' });
