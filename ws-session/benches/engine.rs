@@ -93,6 +93,24 @@ fn broadcast(c: &mut Criterion) {
             black_box(n)
         })
     });
+    // Clients that acknowledge keep their replay buffers short; model that with a
+    // small bound (each push then evicts from a ring that stays in cache).
+    let short = ws_session::EngineConfig {
+        replay_max_messages: 16,
+        ..common::config()
+    };
+    let (mut engine, _) = common::engine_with_config(short, now, N, Some("room"));
+    group.bench_function("broadcast_room_10k/short_replay_buffers", |b| {
+        b.iter(|| {
+            let n = engine.broadcast_room(now, "room", &env, None);
+            while let Some(action) = engine.poll_action() {
+                if let Action::Transmit { connection, message } = action {
+                    engine.handle_flushed(now, connection, message.len());
+                }
+            }
+            black_box(n)
+        })
+    });
     group.finish();
 }
 

@@ -1318,3 +1318,18 @@ impl Engine {
 fn duration_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "Action {} InboundEvent {} Session {} Conn {} OutboundMessage {}",
+            std::mem::size_of::<crate::Action>(),
+            std::mem::size_of::<crate::InboundEvent>(),
+            std::mem::size_of::<crate::session::Session>(),
+            std::mem::size_of::<crate::connection::Conn>(),
+            std::mem::size_of::<crate::OutboundMessage>()
+        );
+    }
+}

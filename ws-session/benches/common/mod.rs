@@ -21,7 +21,17 @@ pub(crate) fn engine_with_sessions(
     n: usize,
     room: Option<&str>,
 ) -> (Engine, Vec<(ConnectionId, SessionId)>) {
-    let mut engine = Engine::new(config(), rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
+    engine_with_config(config(), now, n, room)
+}
+
+/// [`engine_with_sessions`] with another configuration.
+pub(crate) fn engine_with_config(
+    config: EngineConfig,
+    now: Instant,
+    n: usize,
+    room: Option<&str>,
+) -> (Engine, Vec<(ConnectionId, SessionId)>) {
+    let mut engine = Engine::new(config, rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let cid = engine.handle_connection_opened(now, ConnectionInfo::with_token(format!("t{i}")));
