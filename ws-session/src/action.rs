@@ -20,6 +20,18 @@ pub enum Action {
         /// The envelope to send.
         message: OutboundMessage,
     },
+    /// A broadcast: send the envelope `prefix`, completed with each recipient's own
+    /// sequence number, to each connection of `recipients` — for recipient `(c, s)` the
+    /// text of `OutboundMessage { prefix: prefix.clone(), seq: Some(s) }`. Serialized
+    /// once; each recipient costs a tail (`,"s":N}`). Report flushed bytes per
+    /// connection as for `Transmit`; hand the list back with
+    /// [`Engine::recycle`](crate::Engine::recycle) to spare an allocation.
+    TransmitBroadcast {
+        /// The envelope up to `s` (shared).
+        prefix: Bytes,
+        /// Each connection and the `s` its copy carries.
+        recipients: Vec<(ConnectionId, u64)>,
+    },
     /// Send the same `message` (outside the session stream, no `s`) to each of
     /// `connections`; report flushed bytes per connection as for `Transmit`.
     TransmitMany {

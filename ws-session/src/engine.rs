@@ -49,6 +49,8 @@ pub struct Engine {
     expired: Tombstones,
     /// Connections that went over the outbound bound during the current input.
     slow: Vec<ConnectionId>,
+    /// Recipient lists of broadcasts, handed back by the caller for reuse.
+    recipients: Vec<Vec<(ConnectionId, u64)>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -73,17 +75,16 @@ struct Outbox<'a> {
 }
 
 impl Outbox<'_> {
-    /// Queues `message` for `cid`, unless that would put the connection over its
-    /// outbound bound: then it is marked slow (closed when the input ends) and
-    /// nothing more is sent to it.
-    fn transmit(&mut self, cid: ConnectionId, message: OutboundMessage) -> bool {
+    /// Counts `len` more bytes handed to `cid`, unless that would put the connection
+    /// over its outbound bound: then it is marked slow (closed when the input ends) and
+    /// nothing more is sent to it. Returns whether the bytes may be sent.
+    fn account(&mut self, cid: ConnectionId, len: usize) -> bool {
         let Some(conn) = self.conns.get_mut(&cid) else {
             return false;
         };
         if conn.slow {
             return false;
         }
-        let len = message.len();
         if conn.queued + len > self.config.max_outbound_bytes {
             conn.slow = true;
             self.slow.push(cid);
@@ -92,6 +93,14 @@ impl Outbox<'_> {
         conn.queued += len;
         self.metrics.messages_out += 1;
         self.metrics.bytes_out += len as u64;
+        true
+    }
+
+    /// Queues `message` for `cid` (see [`account`](Self::account)).
+    fn transmit(&mut self, cid: ConnectionId, message: OutboundMessage) -> bool {
+        if !self.account(cid, message.len()) {
+            return false;
+        }
         self.actions.push_back(Action::Transmit {
             connection: cid,
             message,
@@ -100,8 +109,14 @@ impl Outbox<'_> {
     }
 
     /// Appends a session-stream message to `session` (sequence number, replay buffer)
-    /// and transmits it when the session is attached. Returns its `s`.
-    fn deliver(&mut self, session: &mut Session, prefix: &Bytes) -> u64 {
+    /// and, when the session is attached, transmits it: on its own, or as one more
+    /// recipient in `batch` (a broadcast). Returns its `s`.
+    fn deliver(
+        &mut self,
+        session: &mut Session,
+        prefix: &Bytes,
+        batch: Option<&mut Vec<(ConnectionId, u64)>>,
+    ) -> u64 {
         let seq = session.next_seq;
         session.next_seq += 1;
         session.replay.push(
@@ -111,13 +126,22 @@ impl Outbox<'_> {
             self.config.replay_max_bytes,
         );
         if let Some(cid) = session.connection {
-            self.transmit(
-                cid,
-                OutboundMessage {
-                    prefix: prefix.clone(),
-                    seq: Some(seq),
-                },
-            );
+            match batch {
+                Some(batch) => {
+                    if self.account(cid, OutboundMessage::encoded_len(prefix, Some(seq))) {
+                        batch.push((cid, seq));
+                    }
+                }
+                None => {
+                    self.transmit(
+                        cid,
+                        OutboundMessage {
+                            prefix: prefix.clone(),
+                            seq: Some(seq),
+                        },
+                    );
+                }
+            }
         }
         seq
     }
@@ -144,6 +168,7 @@ impl Engine {
             metrics: Metrics::default(),
             expired: Tombstones::default(),
             slow: Vec::new(),
+            recipients: Vec::new(),
         })
     }
 
@@ -589,6 +614,15 @@ impl Engine {
         self.timers.next()
     }
 
+    /// Hands back the `recipients` of an [`Action::TransmitBroadcast`] once sent, so
+    /// the next broadcast reuses its allocation (optional; a few are kept).
+    pub fn recycle(&mut self, mut recipients: Vec<(ConnectionId, u64)>) {
+        if self.recipients.len() < 4 {
+            recipients.clear();
+            self.recipients.push(recipients);
+        }
+    }
+
     /// A snapshot of the counters.
     #[must_use]
     pub fn metrics(&self) -> Metrics {
@@ -650,39 +684,53 @@ impl Engine {
     fn deliver_prefix(&mut self, now: Instant, sid: SessionId, prefix: &Bytes) -> Result<u64, ApiError> {
         let (mut out, sessions, _) = self.outbox();
         let session = sessions.get_mut(&sid).ok_or(ApiError::UnknownSession(sid))?;
-        let seq = out.deliver(session, prefix);
+        let seq = out.deliver(session, prefix, None);
         self.finish(now);
         Ok(seq)
     }
 
     fn fan_out_all(&mut self, prefix: &Bytes, mut pick: impl FnMut(SessionId, &UserId) -> bool) -> usize {
+        let mut batch = self.recipients.pop().unwrap_or_default();
         let (mut out, sessions, _) = self.outbox();
         let mut n = 0;
         for (&sid, session) in sessions.iter_mut() {
             if pick(sid, &session.user) {
-                out.deliver(session, prefix);
+                out.deliver(session, prefix, Some(&mut batch));
                 n += 1;
             }
         }
+        self.emit_batch(prefix, batch);
         n
     }
 
     fn fan_out_room(&mut self, room: &str, prefix: &Bytes, except: Option<SessionId>) -> usize {
+        let mut batch = self.recipients.pop().unwrap_or_default();
         let (mut out, sessions, rooms) = self.outbox();
-        let Some(members) = rooms.members(room) else {
-            return 0;
-        };
         let mut n = 0;
-        for sid in members {
-            if Some(*sid) == except {
-                continue;
-            }
-            if let Some(session) = sessions.get_mut(sid) {
-                out.deliver(session, prefix);
-                n += 1;
+        if let Some(members) = rooms.members(room) {
+            for sid in members {
+                if Some(*sid) == except {
+                    continue;
+                }
+                if let Some(session) = sessions.get_mut(sid) {
+                    out.deliver(session, prefix, Some(&mut batch));
+                    n += 1;
+                }
             }
         }
+        self.emit_batch(prefix, batch);
         n
+    }
+
+    fn emit_batch(&mut self, prefix: &Bytes, recipients: Vec<(ConnectionId, u64)>) {
+        if recipients.is_empty() {
+            self.recycle(recipients);
+        } else {
+            self.actions.push_back(Action::TransmitBroadcast {
+                prefix: prefix.clone(),
+                recipients,
+            });
+        }
     }
 
     fn publish(&mut self, target: PublishTarget, except: Option<SessionId>, prefix: Bytes) {
@@ -1317,4 +1365,19 @@ impl Engine {
 
 fn duration_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "Action {} InboundEvent {} Session {} Conn {} OutboundMessage {}",
+            std::mem::size_of::<crate::Action>(),
+            std::mem::size_of::<crate::InboundEvent>(),
+            std::mem::size_of::<crate::session::Session>(),
+            std::mem::size_of::<crate::connection::Conn>(),
+            std::mem::size_of::<crate::OutboundMessage>()
+        );
+    }
 }

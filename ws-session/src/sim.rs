@@ -407,6 +407,16 @@ impl Sim {
                 Action::Transmit { connection, message } => {
                     self.deliver(connection, &message.to_text(), message.len())
                 }
+                Action::TransmitBroadcast { prefix, recipients } => {
+                    for &(cid, seq) in &recipients {
+                        let message = crate::OutboundMessage {
+                            prefix: prefix.clone(),
+                            seq: Some(seq),
+                        };
+                        self.deliver(cid, &message.to_text(), message.len());
+                    }
+                    self.engine.recycle(recipients);
+                }
                 Action::TransmitMany { connections, message } => {
                     let text = message.to_text();
                     for cid in connections {

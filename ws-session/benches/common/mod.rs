@@ -21,7 +21,17 @@ pub(crate) fn engine_with_sessions(
     n: usize,
     room: Option<&str>,
 ) -> (Engine, Vec<(ConnectionId, SessionId)>) {
-    let mut engine = Engine::new(config(), rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
+    engine_with_config(config(), now, n, room)
+}
+
+/// [`engine_with_sessions`] with another configuration.
+pub(crate) fn engine_with_config(
+    config: EngineConfig,
+    now: Instant,
+    n: usize,
+    room: Option<&str>,
+) -> (Engine, Vec<(ConnectionId, SessionId)>) {
+    let mut engine = Engine::new(config, rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let cid = engine.handle_connection_opened(now, ConnectionInfo::with_token(format!("t{i}")));
@@ -48,11 +58,25 @@ pub(crate) fn drain(engine: &mut Engine, now: Instant) -> usize {
     let mut buf = Vec::with_capacity(256);
     let mut n = 0;
     while let Some(action) = engine.poll_action() {
-        if let Action::Transmit { connection, message } = action {
-            buf.clear();
-            let len = message.write_to(&mut buf);
-            engine.handle_flushed(now, connection, len);
-            n += 1;
+        match action {
+            Action::Transmit { connection, message } => {
+                buf.clear();
+                let len = message.write_to(&mut buf);
+                engine.handle_flushed(now, connection, len);
+                n += 1;
+            }
+            Action::TransmitBroadcast { prefix, recipients } => {
+                // What a transport does: the shared body once, a tail per recipient.
+                for &(connection, seq) in &recipients {
+                    buf.clear();
+                    buf.extend_from_slice(&prefix);
+                    ws_proto::envelope::write_seq_suffix(&mut buf, Some(seq));
+                    engine.handle_flushed(now, connection, buf.len());
+                    n += 1;
+                }
+                engine.recycle(recipients);
+            }
+            _ => {}
         }
     }
     n
