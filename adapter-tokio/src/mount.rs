@@ -52,6 +52,9 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
         Ok(None) => return (StatusCode::BAD_REQUEST, "incomplete upgrade request").into_response(),
         Err(rejection) => return rejection_response(&rejection),
     };
+    if !hub.origin_allowed(parsed.origin()) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

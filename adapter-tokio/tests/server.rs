@@ -463,3 +463,28 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_their_latency() {
         "the fast client was not held back: {fast_elapsed:?}"
     );
 }
+
+#[tokio::test]
+async fn an_origin_outside_the_allow_list_is_refused_with_403() {
+    let config = EngineConfig {
+        allowed_origins: Some(vec!["https://chat.example".to_owned()]),
+        ..EngineConfig::default()
+    };
+    let (addr, _) = start(app().config(config)).await;
+    for (origin, allowed) in [("https://chat.example", true), ("https://evil.example", false)] {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+        request.headers_mut().insert("authorization", "Bearer user:alice".parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((mut ws, _)) => {
+                assert!(allowed, "{origin} was let in");
+                assert_eq!(recv(&mut ws).await["e"], "sys.session.created");
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert!(!allowed, "{origin} was refused");
+                assert_eq!(response.status(), 403);
+            }
+            Err(other) => panic!("unexpected failure: {other}"),
+        }
+    }
+}

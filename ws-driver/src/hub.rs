@@ -112,6 +112,7 @@ pub(crate) enum Command {
 /// How the connection tasks behave; shared by every clone of the [`Hub`].
 pub(crate) struct Settings {
     pub(crate) proto: ws_proto::Config,
+    pub(crate) allowed_origins: Option<Vec<String>>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) close_timeout: Duration,
 }
@@ -147,6 +148,7 @@ impl Hub {
         };
         let settings = Arc::new(Settings {
             proto: app.config.envelope.clone(),
+            allowed_origins: app.config.allowed_origins.clone(),
             handshake_timeout: app.handshake_timeout,
             close_timeout: app.close_timeout,
         });
@@ -192,6 +194,16 @@ impl Hub {
     /// The wire limits connections of this hub run with (handshake, frames, envelope).
     pub fn proto_config(&self) -> &ws_proto::Config {
         &self.settings.proto
+    }
+
+    /// Whether an upgrade with this `Origin` may proceed: always when no allow-list is
+    /// configured ([`EngineConfig::allowed_origins`](ws_session::EngineConfig::allowed_origins)),
+    /// else only for a listed origin (ASCII case-insensitive). Refused upgrades get 403.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match &self.settings.allowed_origins {
+            None => true,
+            Some(allowed) => origin.is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o))),
+        }
     }
 
     /// The handle that sends the application's commands to this hub.
@@ -488,6 +500,16 @@ impl<R: Runtime> HubTask<R> {
         while let Some(action) = self.engine.poll_action() {
             match action {
                 Action::Transmit { connection, message } => self.transmit(connection, message),
+                Action::TransmitBroadcast { prefix, recipients } => {
+                    for &(connection, seq) in &recipients {
+                        let message = OutboundMessage {
+                            prefix: prefix.clone(),
+                            seq: Some(seq),
+                        };
+                        self.transmit(connection, message);
+                    }
+                    self.engine.recycle(recipients);
+                }
                 Action::TransmitMany { connections, message } => {
                     for connection in connections {
                         self.transmit(connection, message.clone());
@@ -532,7 +554,8 @@ impl<R: Runtime> HubTask<R> {
                         pubsub.publish(self.node, publication);
                     }
                 }
-                _ => {}
+                // A new kind of action this glue does not know yet: loud, not silent.
+                other => tracing::error!(?other, "unhandled engine action"),
             }
         }
         let _ = now;

@@ -82,6 +82,13 @@ pub async fn serve_connection<R, S>(
             return;
         }
     }
+    if !hub.origin_allowed(request.origin()) {
+        if let Ok(rejection) = request.reject(403, "origin not allowed") {
+            let _ = stream.write_all(&rejection.to_response()).await;
+        }
+        let _ = stream.close().await;
+        return;
+    }
     let Ok(response) = request.accept(&Accept::new()) else {
         return;
     };
