@@ -474,7 +474,9 @@ async fn an_origin_outside_the_allow_list_is_refused_with_403() {
     for (origin, allowed) in [("https://chat.example", true), ("https://evil.example", false)] {
         let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
         request.headers_mut().insert("origin", origin.parse().unwrap());
-        request.headers_mut().insert("authorization", "Bearer user:alice".parse().unwrap());
+        request
+            .headers_mut()
+            .insert("authorization", "Bearer user:alice".parse().unwrap());
         match tokio_tungstenite::connect_async(request).await {
             Ok((mut ws, _)) => {
                 assert!(allowed, "{origin} was let in");
