@@ -363,7 +363,7 @@ impl<R: Runtime> HubTask<R> {
                     break;
                 }
             }
-            self.drain(now);
+            self.drain();
             if self.shutdown.is_some() && self.conns.is_empty() {
                 for done in self.shutdown.take().into_iter().flatten() {
                     let _ = done.send(());
@@ -496,7 +496,7 @@ impl<R: Runtime> HubTask<R> {
     }
 
     /// Drains the engine's actions and routes each.
-    fn drain(&mut self, now: Instant) {
+    fn drain(&mut self) {
         while let Some(action) = self.engine.poll_action() {
             match action {
                 Action::Transmit { connection, message } => self.transmit(connection, message),
@@ -558,7 +558,6 @@ impl<R: Runtime> HubTask<R> {
                 other => tracing::error!(?other, "unhandled engine action"),
             }
         }
-        let _ = now;
     }
 
     fn transmit(&self, connection: ConnectionId, message: OutboundMessage) {

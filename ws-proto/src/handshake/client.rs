@@ -228,22 +228,7 @@ impl ClientHandshake {
         }
         let headers = Headers::from_parsed(parsed.headers)?;
 
-        if !headers.contains("Upgrade") {
-            return Err(HandshakeError::MissingHeader { name: "Upgrade" });
-        }
-        if !headers.has_token("Upgrade", "websocket") {
-            return Err(HandshakeError::UpgradeNotWebSocket {
-                found: headers.joined("Upgrade"),
-            });
-        }
-        if !headers.contains("Connection") {
-            return Err(HandshakeError::MissingHeader { name: "Connection" });
-        }
-        if !headers.has_token("Connection", "upgrade") {
-            return Err(HandshakeError::ConnectionNotUpgrade {
-                found: headers.joined("Connection"),
-            });
-        }
+        headers.check_upgrade()?;
         let accept = headers
             .single("Sec-WebSocket-Accept")?
             .ok_or(HandshakeError::MissingHeader {

@@ -80,6 +80,28 @@ impl Headers {
             .any(|t| t.eq_ignore_ascii_case(token))
     }
 
+    /// The checks both sides make of an upgrade (RFC 6455 §4.1, §4.2.1): `Upgrade`
+    /// lists `websocket` and `Connection` lists `upgrade`, case-insensitively.
+    pub(crate) fn check_upgrade(&self) -> Result<(), HandshakeError> {
+        if !self.contains("Upgrade") {
+            return Err(HandshakeError::MissingHeader { name: "Upgrade" });
+        }
+        if !self.has_token("Upgrade", "websocket") {
+            return Err(HandshakeError::UpgradeNotWebSocket {
+                found: self.joined("Upgrade"),
+            });
+        }
+        if !self.contains("Connection") {
+            return Err(HandshakeError::MissingHeader { name: "Connection" });
+        }
+        if !self.has_token("Connection", "upgrade") {
+            return Err(HandshakeError::ConnectionNotUpgrade {
+                found: self.joined("Connection"),
+            });
+        }
+        Ok(())
+    }
+
     /// All values of header `name` joined with ", " (for error reports).
     pub(crate) fn joined(&self, name: &str) -> String {
         self.get_all(name).collect::<Vec<_>>().join(", ")

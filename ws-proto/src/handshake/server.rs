@@ -124,22 +124,7 @@ fn parse_request(head: &[u8], rest: Bytes, max_headers: usize) -> Result<Request
     if headers.single("Host")?.is_none() {
         return Err(HandshakeError::MissingHeader { name: "Host" });
     }
-    if !headers.contains("Upgrade") {
-        return Err(HandshakeError::MissingHeader { name: "Upgrade" });
-    }
-    if !headers.has_token("Upgrade", "websocket") {
-        return Err(HandshakeError::UpgradeNotWebSocket {
-            found: headers.joined("Upgrade"),
-        });
-    }
-    if !headers.contains("Connection") {
-        return Err(HandshakeError::MissingHeader { name: "Connection" });
-    }
-    if !headers.has_token("Connection", "upgrade") {
-        return Err(HandshakeError::ConnectionNotUpgrade {
-            found: headers.joined("Connection"),
-        });
-    }
+    headers.check_upgrade()?;
     match headers.single("Sec-WebSocket-Version")? {
         Some("13") => {}
         found => {
