@@ -211,6 +211,30 @@ fn bench_encode(c: &mut Criterion) {
                     written
                 })
             });
+            // The same, given shared payloads as tungstenite is: a large body is queued
+            // by reference on a server connection.
+            let shared_text_bytes = bytes::Bytes::from(text.clone());
+            group.bench_function(BenchmarkId::new("ws-proto-shared", case.name), |b| {
+                b.iter(|| {
+                    let mut conn = if client {
+                        Connection::client(config(), SeededMasks::new(1))
+                    } else {
+                        Connection::server(config())
+                    };
+                    let mut written = 0;
+                    for _ in 0..case.count {
+                        if case.text {
+                            conn.send_text_parts(&shared_text_bytes, b"").unwrap();
+                        } else {
+                            conn.send_binary_shared(&shared_binary).unwrap();
+                        }
+                        while let Some(chunk) = conn.poll_transmit() {
+                            written += black_box(chunk).len();
+                        }
+                    }
+                    written
+                })
+            });
             let role = if client { TRole::Client } else { TRole::Server };
             group.bench_function(BenchmarkId::new("tungstenite", case.name), |b| {
                 b.iter(|| {

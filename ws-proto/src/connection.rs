@@ -108,6 +108,9 @@ struct MessageInProgress {
 /// Messages up to this size are copied out so the assembly buffer is reused; larger
 /// ones are moved out whole to avoid the copy.
 const COPY_OUT_MAX: usize = 4 * 1024;
+/// Texts from this size on are validated with SIMD (and copied out); smaller ones are
+/// validated by the standard library in place, which wins on short inputs.
+const SIMD_TEXT_MIN: usize = 512;
 /// An assembly buffer grown past this is released after its message, so an idle
 /// connection does not keep a large allocation.
 const RETAIN_MAX: usize = 64 * 1024;
@@ -339,24 +342,40 @@ impl Connection {
         }
         // `payload_len` fits `rest`, so it fits a usize.
         let len = header.payload_len as usize;
-        let mut payload = Vec::with_capacity(len);
-        payload.extend_from_slice(&rest[..len]);
-        if let Some(mask) = header.mask {
-            apply_mask(&mut payload, mask, 0);
-        }
         self.message = None;
-        let event = if text {
-            match String::from_utf8(payload) {
-                Ok(text) => Event::Text(text),
+        let event = if text && len >= SIMD_TEXT_MIN {
+            // Large text: unmask into the reusable buffer, validate with SIMD, copy the
+            // validated text out (a copy costs less than a scalar validation pass).
+            self.message_buf.clear();
+            unmask_onto(&mut self.message_buf, &rest[..len], header.mask, 0);
+            match simdutf8::compat::from_utf8(&self.message_buf) {
+                Ok(valid) => Event::Text(valid.to_owned()),
                 Err(err) => {
                     self.fail(ProtocolError::InvalidUtf8 {
-                        valid_up_to: err.utf8_error().valid_up_to(),
+                        valid_up_to: err.valid_up_to(),
                     });
                     return Some(len);
                 }
             }
         } else {
-            Event::Binary(Bytes::from(payload))
+            let mut payload = Vec::with_capacity(len);
+            payload.extend_from_slice(&rest[..len]);
+            if let Some(mask) = header.mask {
+                apply_mask(&mut payload, mask, 0);
+            }
+            if text {
+                match String::from_utf8(payload) {
+                    Ok(text) => Event::Text(text),
+                    Err(err) => {
+                        self.fail(ProtocolError::InvalidUtf8 {
+                            valid_up_to: err.utf8_error().valid_up_to(),
+                        });
+                        return Some(len);
+                    }
+                }
+            } else {
+                Event::Binary(Bytes::from(payload))
+            }
         };
         self.events.push_back(event);
         Some(len)
@@ -605,33 +624,50 @@ impl Connection {
     /// debug builds only): a peer fails the connection with 1007 otherwise. The message
     /// is sent as one frame, whatever [`Config::send_fragment_size`] says.
     pub fn send_text_parts(&mut self, body: &Bytes, tail: &[u8]) -> Result<(), SendError> {
-        if !self.can_send() {
-            return Err(SendError::Closed);
-        }
         debug_assert!(
             std::str::from_utf8(&[&body[..], tail].concat()).is_ok(),
             "send_text_parts: not UTF-8"
         );
-        const SHARE_MIN: usize = 256;
-        if self.masks.is_some() || body.len() < SHARE_MIN {
-            let mut payload = Vec::with_capacity(body.len() + tail.len());
-            payload.extend_from_slice(body);
-            payload.extend_from_slice(tail);
-            self.write_frame(OpCode::Text, &payload);
-            return Ok(());
+        self.send_parts(OpCode::Text, body, tail)
+    }
+
+    /// One frame of `body` then `tail`, the body queued by reference when it is large
+    /// and nothing needs masking.
+    fn send_parts(&mut self, opcode: OpCode, body: &Bytes, tail: &[u8]) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(SendError::Closed);
         }
+        const SHARE_MIN: usize = 256;
+        let mask = self.masks.as_mut().map(|masks| masks.next_mask());
         let header = FrameHeader {
             fin: true,
             rsv: 0,
-            opcode: OpCode::Text,
-            mask: None,
+            opcode,
+            mask,
             payload_len: (body.len() + tail.len()) as u64,
         };
         header.encode(&mut self.out);
+        if mask.is_some() || body.len() < SHARE_MIN {
+            // Copied straight into the output (and masked there): one copy.
+            let start = self.out.len();
+            self.out.extend_from_slice(body);
+            self.out.extend_from_slice(tail);
+            if let Some(mask) = mask {
+                apply_mask(&mut self.out[start..], mask, 0);
+            }
+            return Ok(());
+        }
         self.out_queue.push_back(self.out.split().freeze());
         self.out_queue.push_back(body.clone());
         self.out.extend_from_slice(tail);
         Ok(())
+    }
+
+    /// Sends a binary message whose payload is shared: on a server connection a
+    /// payload of 256 bytes or more is queued by reference (a refcount, no copy); a
+    /// client masks, so it copies. Sent as one frame.
+    pub fn send_binary_shared(&mut self, payload: &Bytes) -> Result<(), SendError> {
+        self.send_parts(OpCode::Binary, payload, &[])
     }
 
     /// Sends a binary message.

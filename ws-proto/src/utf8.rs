@@ -47,7 +47,7 @@ impl Utf8Validator {
         // Cut off a code point the piece ends inside of, validate the rest in one pass.
         let cut = incomplete_tail_start(data);
         let (body, tail) = data.split_at(cut);
-        match std::str::from_utf8(body) {
+        match simdutf8::compat::from_utf8(body) {
             Ok(text) => out.push_str(text),
             Err(e) => return Err(self.consumed + e.valid_up_to()),
         }

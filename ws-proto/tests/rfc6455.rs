@@ -675,3 +675,21 @@ fn text_parts_are_one_frame_and_share_large_bodies() {
         );
     }
 }
+
+#[test]
+fn large_texts_are_validated_whole_and_fail_with_1007() {
+    let mut valid = "ü".repeat(400);
+    let mut server = Connection::server(Config::default());
+    server.handle_bytes(&client_frame(true, OpCode::Text, valid.as_bytes()));
+    assert_eq!(events(&mut server), [Event::Text(valid.clone())]);
+
+    valid.push('a');
+    let mut bad = valid.into_bytes();
+    let at = bad.len();
+    bad.extend_from_slice(&[0xe2, 0x28, 0xa1]);
+    assert_server_fails(
+        &client_frame(true, OpCode::Text, &bad),
+        ProtocolError::InvalidUtf8 { valid_up_to: at },
+        CloseCode::INVALID_PAYLOAD,
+    );
+}
