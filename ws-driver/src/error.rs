@@ -20,6 +20,8 @@ impl HandlerError {
     pub const INVALID_PAYLOAD: u16 = 4013;
     /// 4100: no handler for this event.
     pub const UNKNOWN_EVENT: u16 = 4100;
+    /// 4199: a handler failed unexpectedly (it panicked); details are in the server log.
+    pub const INTERNAL: u16 = 4199;
     /// 4200: a generic application error.
     pub const APPLICATION: u16 = 4200;
 

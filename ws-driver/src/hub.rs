@@ -593,13 +593,22 @@ impl<R: Runtime> HubTask<R> {
         let next = Next::new(self.middleware.clone(), handler);
         let handle = self.handle.clone();
         let job: Job = Box::pin(async move {
-            if let Err(error) = next.run(ctx).await {
-                handle.command(Command::Error {
-                    session,
-                    correlation_id,
-                    error,
-                });
-            }
+            // A panicking handler must not take its session's worker (and every later
+            // message of the session) down with it: it becomes an error for the client.
+            let outcome = std::panic::AssertUnwindSafe(next.run(ctx)).catch_unwind().await;
+            let error = match outcome {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    tracing::error!(session = %session, "a handler panicked");
+                    HandlerError::new(HandlerError::INTERNAL, "internal error")
+                }
+            };
+            handle.command(Command::Error {
+                session,
+                correlation_id,
+                error,
+            });
         });
         let runtime = self.runtime.clone();
         let worker = self.workers.entry(session).or_insert_with(|| {
