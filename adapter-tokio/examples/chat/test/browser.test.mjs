@@ -1,0 +1,391 @@
+// End-to-end test of the chat example in a real headless Chromium.
+//
+// Run from this folder: npm ci && node --test browser.test.mjs
+//
+// Needs the release chat binary (`cargo build --release -p adapter-tokio --example chat`;
+// env CHAT_BIN overrides its path) and Chromium at /usr/bin/chromium (env CHROMIUM
+// overrides it; Debian: `apt-get install chromium`). It is driven with playwright-core,
+// which downloads no browser of its own.
+//
+// alice opens the page straight on the server; bob opens it through a TCP proxy written
+// here, which can "cut the network": every proxied socket is reset (no close handshake,
+// like a phone losing Wi-Fi) and new connections are reset on accept until it is let
+// through again. The test checks what a person would see on both pages: members, the
+// reconnecting state, the "session restored" notice, missed messages delivered exactly
+// once and in order, a message typed while offline delivered once after the resume.
+// Screenshots go to target/browser-test/ (for humans, not committed): bob's page just
+// after the first resume, and both pages at the end.
+
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '../../../..');
+const CHAT_BIN = process.env.CHAT_BIN
+  ? path.resolve(process.env.CHAT_BIN)
+  : path.join(repo, 'target/release/examples/chat');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = path.join(repo, 'target/browser-test');
+
+const CUT_MS = 3000; // how long bob's network is down (the resume window is 2 min)
+const WAIT_MS = 15000; // the longest any single wait on a page may take
+const RESUME_WAIT_MS = 25000; // reconnect backoff after a 3 s cut stays well under this
+
+const t0 = Date.now();
+function log(...args) {
+  console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)} s]`, ...args);
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Rejects after `ms` with a message naming what was awaited. */
+function within(ms, what, promise) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// ------------------------------------------------------------------ chat server
+
+/** Starts the chat binary on a port of its choosing; resolves with {proc, port}. */
+async function startChat() {
+  if (!existsSync(CHAT_BIN)) {
+    throw new Error(`no chat binary at ${CHAT_BIN}: cargo build --release -p adapter-tokio --example chat`);
+  }
+  const proc = spawn(CHAT_BIN, ['127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stderr.on('data', (d) => { err += d; });
+  const port = await within(10000, 'the chat server to print its address', new Promise((resolve, reject) => {
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = /chat on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.on('error', reject);
+    proc.on('exit', (code, sig) => reject(new Error(`chat exited early (${code ?? sig}): ${err}`)));
+  }));
+  proc.stdout.resume();
+  proc.stderr.on('data', () => {}); // keep draining
+  proc.stderrText = () => err;
+  return { proc, port };
+}
+
+/** Ends the chat server; resolves once it has exited (SIGKILL after 3 s). */
+async function stopChat(proc) {
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  try {
+    await within(3000, 'the chat server to exit', exited);
+  } catch {
+    proc.kill('SIGKILL');
+    await within(3000, 'the chat server to exit after SIGKILL', exited).catch(() => {});
+  }
+}
+
+// ------------------------------------------------------------------ TCP proxy
+
+/**
+ * A TCP proxy to 127.0.0.1:target that can cut the network: `cut()` resets every
+ * proxied socket on both sides and resets new connections on accept; `restore()` lets
+ * them through again.
+ */
+class CutProxy {
+  constructor(target) {
+    this.target = target;
+    this.pairs = new Set();
+    this.down = false;
+    this.accepted = 0;
+    this.refused = 0;
+    this.server = net.createServer((client) => this._accept(client));
+  }
+
+  async start() {
+    await within(5000, 'the proxy to listen', new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(0, '127.0.0.1', resolve);
+    }));
+    this.port = this.server.address().port;
+    return this;
+  }
+
+  _accept(client) {
+    if (this.down) {
+      this.refused += 1;
+      reset(client);
+      return;
+    }
+    this.accepted += 1;
+    const upstream = net.connect(this.target, '127.0.0.1');
+    const pair = { client, upstream };
+    this.pairs.add(pair);
+    const drop = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+
+  /** Resets every proxied connection and refuses new ones until restore(). */
+  cut() {
+    this.down = true;
+    const n = this.pairs.size;
+    for (const { client, upstream } of this.pairs) { reset(client); reset(upstream); }
+    this.pairs.clear();
+    return n;
+  }
+
+  restore() { this.down = false; }
+
+  async stop() {
+    this.cut();
+    await within(5000, 'the proxy to close', new Promise((r) => this.server.close(r))).catch(() => {});
+  }
+}
+
+/** Drops a socket with a TCP RST: no FIN, no WebSocket close frame. */
+function reset(socket) {
+  if (typeof socket.resetAndDestroy === 'function' && !socket.destroyed) {
+    try { socket.resetAndDestroy(); return; } catch { /* not connected yet: destroy */ }
+  }
+  socket.destroy();
+}
+
+// ------------------------------------------------------------------ page helpers
+
+/** What a person sees in the message list: chat lines as "user: text". */
+function chatLines(page) {
+  return page.$$eval('#messages .msg', (nodes) => nodes.map((n) => {
+    const user = n.querySelector('.meta b')?.textContent ?? '?';
+    const body = n.querySelector('.body')?.textContent ?? '';
+    return `${user}: ${body}`;
+  }));
+}
+
+function members(page) {
+  return page.$$eval('#members li', (nodes) => nodes.map((n) => n.textContent));
+}
+
+/** Waits until `fn(page)` returns something for which `ok` holds; returns it. */
+async function until(page, what, fn, ok, ms = WAIT_MS) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    last = await fn(page);
+    if (ok(last)) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}; last seen: ${JSON.stringify(last)}`);
+    }
+    await sleep(50);
+  }
+}
+
+/** Waits until `line` is among the page's chat lines (callers check the whole list after). */
+function untilLine(page, line, ms) {
+  return until(page, `"${line}" on the page`, chatLines, (lines) => lines.includes(line), ms);
+}
+
+async function signIn(page, url, name) {
+  await page.goto(url, { timeout: WAIT_MS });
+  await page.fill('#name', name);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#status[data-state=connected]', { timeout: WAIT_MS });
+  await page.fill('#room-name', 'lobby');
+  await page.click('#join button[type=submit]');
+  await page.waitForSelector('#room-title:text-is("# lobby")', { timeout: WAIT_MS });
+}
+
+async function say(page, text) {
+  await page.fill('#text', text);
+  await page.click('#send');
+}
+
+async function statusOf(page) {
+  return page.$eval('#status', (el) => ({
+    state: el.dataset.state, text: el.querySelector('#status-text').textContent,
+  }));
+}
+
+// ------------------------------------------------------------------ the test
+
+describe('chat example in headless Chromium (bob behind a proxy that cuts the network)', () => {
+  let chat = null;
+  let proxy = null;
+  let browser = null;
+  let alice = null;
+  let bob = null;
+  const pageErrors = [];
+  // Safety net if the runner is killed between hooks: never leave the server behind.
+  const killChat = () => { try { chat?.proc.kill('SIGKILL'); } catch { /* gone */ } };
+  process.once('exit', killChat);
+
+  before(async () => {
+    chat = await startChat();
+    log(`chat server on 127.0.0.1:${chat.port} (${CHAT_BIN})`);
+    proxy = await new CutProxy(chat.port).start();
+    log(`proxy on 127.0.0.1:${proxy.port} -> ${chat.port}`);
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      // playwright-core adds --headless and a fresh temporary --user-data-dir itself.
+      args: [
+        '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ],
+      timeout: 30000,
+    });
+    log(`Chromium ${browser.version()}`);
+    const open = async (name) => {
+      const ctx = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+      const page = await ctx.newPage();
+      page.setDefaultTimeout(WAIT_MS);
+      page.on('pageerror', (e) => { pageErrors.push(`${name}: ${e.message}`); log(`${name} page error: ${e.message}`); });
+      return page;
+    };
+    alice = await open('alice');
+    bob = await open('bob');
+  }, { timeout: 60000 });
+
+  after(async () => {
+    if (bob) {
+      mkdirSync(SHOTS, { recursive: true });
+      for (const [name, page] of [['bob', bob], ['alice', alice]]) {
+        const file = path.join(SHOTS, `${name}.png`);
+        await within(10000, `screenshot of ${name}`, page.screenshot({ path: file })).then(
+          () => log(`screenshot: ${path.relative(process.cwd(), file)}`),
+          (e) => log(`no screenshot of ${name}: ${e.message}`),
+        );
+      }
+    }
+    if (browser) await within(10000, 'the browser to close', browser.close()).catch((e) => log(e.message));
+    if (proxy) await proxy.stop();
+    if (chat) {
+      await stopChat(chat.proc);
+      const err = chat.proc.stderrText();
+      if (err.trim()) log(`chat server stderr (last lines):\n${err.trim().split('\n').slice(-10).join('\n')}`);
+    }
+    process.removeListener('exit', killChat);
+    log('cleaned up: browser, proxy and chat server stopped');
+  }, { timeout: 40000 });
+
+  test('alice (direct) and bob (through the proxy) join lobby and talk', { timeout: 60000 }, async () => {
+    await signIn(alice, `http://127.0.0.1:${chat.port}/`, 'alice');
+    log('alice signed in and joined lobby');
+    await signIn(bob, `http://127.0.0.1:${proxy.port}/`, 'bob');
+    log('bob signed in through the proxy and joined lobby');
+    assert.ok(proxy.accepted > 0, 'bob\'s page went through the proxy');
+
+    const both = (m) => m.includes('alice') && m.includes('bob');
+    assert.deepEqual(await until(alice, 'bob in alice\'s members', members, both), ['alice', 'bob']);
+    assert.deepEqual(await until(bob, 'alice in bob\'s members', members, both), ['alice', 'bob']);
+    log('check: both see alice and bob under "Here now"');
+
+    await say(alice, 'hello bob');
+    await untilLine(bob, 'alice: hello bob');
+    await say(bob, 'hi alice');
+    await untilLine(alice, 'bob: hi alice');
+    const expected = ['alice: hello bob', 'bob: hi alice'];
+    assert.deepEqual(await until(alice, 'both lines on alice\'s page', chatLines, (l) => l.length >= 2), expected);
+    assert.deepEqual(await until(bob, 'both lines on bob\'s page', chatLines, (l) => l.length >= 2), expected);
+    log('check: a message from alice appears on bob\'s page and one from bob on alice\'s');
+  });
+
+  test('bob loses the network for 3 s: resume shows the missed messages once, in order', { timeout: 90000 }, async () => {
+    const before = await chatLines(bob);
+    const missed = ['missed 1 of 3', 'missed 2 of 3', 'missed 3 of 3'];
+
+    const dropped = proxy.cut();
+    log(`network cut: ${dropped} proxied connection(s) reset; new ones refused for ${CUT_MS} ms`);
+    const cutAt = Date.now();
+
+    const st = await until(bob, 'bob\'s page to show reconnecting', statusOf, (s) => s.state === 'reconnecting', 5000);
+    assert.match(st.text, /^reconnecting \(attempt \d+, in \d+\.\d s\)$/);
+    log(`check: bob's page shows "${st.text}"`);
+
+    for (const text of missed) {
+      await say(alice, text);
+      await untilLine(alice, `alice: ${text}`); // the server has it
+    }
+    log('alice sent 3 messages while bob is away');
+    assert.deepEqual(await members(alice), ['alice', 'bob'], 'a suspended bob is still a member');
+    assert.ok(!(await alice.textContent('#messages')).includes('bob left'), 'no "bob left" on a mere drop');
+    log('check: alice still sees bob in lobby (his session is suspended, not gone)');
+
+    await sleep(Math.max(0, CUT_MS - (Date.now() - cutAt)));
+    assert.equal((await statusOf(bob)).state, 'reconnecting', 'bob is still cut off');
+    assert.deepEqual(await chatLines(bob), before, 'nothing reached bob while cut off');
+    proxy.restore();
+    log(`network back after ${Date.now() - cutAt} ms (${proxy.refused} connection attempt(s) refused meanwhile)`);
+
+    const notice = bob.locator('#notice.show.good .text');
+    await notice.waitFor({ state: 'visible', timeout: RESUME_WAIT_MS });
+    assert.equal(await notice.textContent(), 'Session restored — 3 missed messages delivered.');
+    log(`check: bob's page shows "${await notice.textContent()}" ${Date.now() - cutAt} ms after the cut`);
+    mkdirSync(SHOTS, { recursive: true });
+    await bob.screenshot({ path: path.join(SHOTS, 'bob-restored.png') });
+    const back = await until(bob, 'bob\'s page to show reconnected', statusOf, (s) => s.state === 'reconnected');
+    log(`check: bob's status is "${back.text}"`);
+
+    // A message bob types once connected again; when it is on both pages, anything
+    // replayed has arrived too (the stream is ordered), so the lists are final.
+    await say(bob, 'back online');
+    await untilLine(alice, 'bob: back online');
+    await untilLine(bob, 'bob: back online');
+    const expected = [...before, ...missed.map((m) => `alice: ${m}`), 'bob: back online'];
+    assert.deepEqual(await chatLines(bob), expected);
+    log('check: bob\'s page has the 3 missed messages exactly once, in order, then his own');
+    assert.deepEqual(await chatLines(alice), expected);
+    log('check: alice got bob\'s message sent after the resume');
+  });
+
+  test('a message bob types while cut off is queued and delivered once after the resume', { timeout: 90000 }, async () => {
+    const before = await chatLines(alice);
+    // Close the notice of the first resume (it would hide itself after 6 s) so the
+    // next one is read fresh.
+    if (await bob.isVisible('#notice.show')) await bob.click('#notice button');
+    await bob.waitForSelector('#notice.show', { state: 'hidden', timeout: WAIT_MS });
+    proxy.cut();
+    const cutAt = Date.now();
+    log('network cut again');
+    await until(bob, 'bob\'s page to show reconnecting', statusOf, (s) => s.state === 'reconnecting', 5000);
+
+    await say(bob, 'typed while offline');
+    const queued = await until(bob, 'the queued count', (p) => p.textContent('#queued'), (t) => t !== '', 5000);
+    assert.equal(queued, '1 waiting to send');
+    log(`check: bob's composer shows "${queued}"`);
+    await sleep(Math.max(0, CUT_MS - (Date.now() - cutAt)));
+    assert.deepEqual(await chatLines(alice), before, 'alice got nothing while bob was cut off');
+    proxy.restore();
+    log('network back');
+
+    const notice = bob.locator('#notice.show.good .text');
+    await notice.waitFor({ state: 'visible', timeout: RESUME_WAIT_MS });
+    assert.equal(await notice.textContent(), 'Session restored — 0 missed messages delivered.');
+    log(`check: bob's page shows "${await notice.textContent()}"`);
+
+    await untilLine(alice, 'bob: typed while offline');
+    await untilLine(bob, 'bob: typed while offline');
+    assert.equal(await until(bob, 'the queue to empty', (p) => p.textContent('#queued'), (t) => t === ''), '');
+    // One more message after it: once it is on both pages the offline one cannot
+    // still arrive a second time.
+    await say(alice, 'got it');
+    await untilLine(bob, 'alice: got it');
+    await untilLine(alice, 'alice: got it');
+    const expected = [...before, 'bob: typed while offline', 'alice: got it'];
+    assert.deepEqual(await chatLines(alice), expected);
+    assert.deepEqual(await chatLines(bob), expected);
+    log('check: the offline message reached alice and bob exactly once, and the queue is empty');
+    assert.deepEqual(pageErrors, [], 'no uncaught errors on the pages');
+  });
+});
