@@ -17,6 +17,7 @@ use crate::protocol::{
     AckPayload, AuthPayload, ErrorPayload, ReconnectPayload, SessionCreated, SessionRestored,
 };
 use crate::rate_limit::RateLimiter;
+use crate::replay::PrefixSlab;
 use crate::room::Rooms;
 use crate::session::{Session, SessionInfo, Tombstones};
 use crate::timer::{TimerKey, Timers};
@@ -51,6 +52,8 @@ pub struct Engine {
     slow: Vec<ConnectionId>,
     /// Recipient lists of broadcasts, handed back by the caller for reuse.
     recipients: Vec<Vec<(ConnectionId, u64)>>,
+    /// The prefixes replay buffers hold, each stored once.
+    slab: PrefixSlab,
 }
 
 impl std::fmt::Debug for Engine {
@@ -71,6 +74,7 @@ struct Outbox<'a> {
     actions: &'a mut VecDeque<Action>,
     metrics: &'a mut Metrics,
     slow: &'a mut Vec<ConnectionId>,
+    slab: &'a mut PrefixSlab,
     config: &'a EngineConfig,
 }
 
@@ -115,13 +119,15 @@ impl Outbox<'_> {
         &mut self,
         session: &mut Session,
         prefix: &Bytes,
+        slot: u32,
         batch: Option<&mut Vec<(ConnectionId, u64)>>,
     ) -> u64 {
         let seq = session.next_seq;
         session.next_seq += 1;
         session.replay.push(
+            self.slab,
             seq,
-            prefix.clone(),
+            slot,
             self.config.replay_max_messages,
             self.config.replay_max_bytes,
         );
@@ -169,6 +175,7 @@ impl Engine {
             expired: Tombstones::default(),
             slow: Vec::new(),
             recipients: Vec::new(),
+            slab: PrefixSlab::default(),
         })
     }
 
@@ -674,6 +681,7 @@ impl Engine {
                 actions: &mut self.actions,
                 metrics: &mut self.metrics,
                 slow: &mut self.slow,
+                slab: &mut self.slab,
                 config: &self.config,
             },
             &mut self.sessions,
@@ -682,29 +690,37 @@ impl Engine {
     }
 
     fn deliver_prefix(&mut self, now: Instant, sid: SessionId, prefix: &Bytes) -> Result<u64, ApiError> {
+        let slot = self.slab.insert(prefix.clone());
         let (mut out, sessions, _) = self.outbox();
-        let session = sessions.get_mut(&sid).ok_or(ApiError::UnknownSession(sid))?;
-        let seq = out.deliver(session, prefix, None);
+        let Some(session) = sessions.get_mut(&sid) else {
+            self.slab.release(slot);
+            return Err(ApiError::UnknownSession(sid));
+        };
+        let seq = out.deliver(session, prefix, slot, None);
+        self.slab.release(slot);
         self.finish(now);
         Ok(seq)
     }
 
     fn fan_out_all(&mut self, prefix: &Bytes, mut pick: impl FnMut(SessionId, &UserId) -> bool) -> usize {
         let mut batch = self.recipients.pop().unwrap_or_default();
+        let slot = self.slab.insert(prefix.clone());
         let (mut out, sessions, _) = self.outbox();
         let mut n = 0;
         for (&sid, session) in sessions.iter_mut() {
             if pick(sid, &session.user) {
-                out.deliver(session, prefix, Some(&mut batch));
+                out.deliver(session, prefix, slot, Some(&mut batch));
                 n += 1;
             }
         }
+        self.slab.release(slot);
         self.emit_batch(prefix, batch);
         n
     }
 
     fn fan_out_room(&mut self, room: &str, prefix: &Bytes, except: Option<SessionId>) -> usize {
         let mut batch = self.recipients.pop().unwrap_or_default();
+        let slot = self.slab.insert(prefix.clone());
         let (mut out, sessions, rooms) = self.outbox();
         let mut n = 0;
         if let Some(members) = rooms.members(room) {
@@ -713,11 +729,12 @@ impl Engine {
                     continue;
                 }
                 if let Some(session) = sessions.get_mut(sid) {
-                    out.deliver(session, prefix, Some(&mut batch));
+                    out.deliver(session, prefix, slot, Some(&mut batch));
                     n += 1;
                 }
             }
         }
+        self.slab.release(slot);
         self.emit_batch(prefix, batch);
         n
     }
@@ -981,7 +998,7 @@ impl Engine {
         session.token = new_token;
         session.connection = Some(cid);
         session.expires_at = None;
-        session.replay.ack(request.last_seq);
+        session.replay.ack(&mut self.slab, request.last_seq);
         // `sys.session.restored` goes first, then the replayed messages: the client
         // switches to the resumed stream before any of its messages arrive, so it can
         // never mistake one for a message of the fresh session its handshake
@@ -1001,12 +1018,13 @@ impl Engine {
         );
         let (mut out, sessions, _) = self.outbox();
         if let Some(session) = sessions.get(&sid) {
-            for (seq, prefix) in session.replay.after(request.last_seq) {
+            for (seq, slot) in session.replay.after(request.last_seq) {
+                let prefix = out.slab.prefix(slot).clone();
                 out.transmit(
                     cid,
                     OutboundMessage {
-                        prefix: prefix.clone(),
-                        seq: Some(*seq),
+                        prefix,
+                        seq: Some(seq),
                     },
                 );
             }
@@ -1098,7 +1116,7 @@ impl Engine {
                 match self.session_of(cid) {
                     Some(sid) => {
                         if let Some(session) = self.sessions.get_mut(&sid) {
-                            session.replay.ack(ack.seq);
+                            session.replay.ack(&mut self.slab, ack.seq);
                         }
                     }
                     None => {
@@ -1342,9 +1360,10 @@ impl Engine {
     /// Removes a session (its connection already dealt with) from every room and the
     /// engine, and tells the application.
     fn end_session(&mut self, sid: SessionId, expired: bool) {
-        let Some(session) = self.sessions.remove(&sid) else {
+        let Some(mut session) = self.sessions.remove(&sid) else {
             return;
         };
+        session.replay.clear(&mut self.slab);
         for room in &session.rooms {
             self.rooms.leave(room, sid);
         }
@@ -1360,6 +1379,13 @@ impl Engine {
     #[cfg(any(test, feature = "sim"))]
     pub(crate) fn timer_entries(&self) -> usize {
         self.timers.len()
+    }
+
+    /// Prefixes held by replay buffers, and the replay entries referring to them.
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn replay_storage(&self) -> (usize, usize) {
+        let entries = self.sessions.values().map(|s| s.replay.len()).sum();
+        (self.slab.live(), entries)
     }
 }
 

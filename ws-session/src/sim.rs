@@ -535,6 +535,12 @@ impl Sim {
                 }
             }
         }
+        // Every stored prefix is held by some replay buffer (no leak).
+        let (live, entries) = self.engine.replay_storage();
+        assert!(
+            live <= entries,
+            "{live} prefixes stored for {entries} replay entries"
+        );
         // Lazy timers: each connection and session has pushed at most a couple of
         // entries that have not fired yet.
         let m = self.engine.metrics();
