@@ -20,7 +20,7 @@
 //! use std::time::Instant;
 //! use rand_chacha::rand_core::SeedableRng;
 //! use ws_proto::envelope::OutgoingEnvelope;
-//! use ws_session::{Action, ConnectionInfo, Engine, EngineConfig, UserId};
+//! use ws_session::{Action, ConnectionInfo, Engine, EngineConfig, OutboundMessage, UserId};
 //!
 //! # fn write_text(_: ws_session::ConnectionId, _: &[u8]) -> usize { 0 }
 //! # fn close(_: ws_session::ConnectionId, _: u16) {}
@@ -46,6 +46,17 @@
 //!             let written = write_text(connection, &buf);
 //!             engine.handle_flushed(Instant::now(), connection, written);
 //!         }
+//!         Action::TransmitBroadcast { prefix, recipients } => {
+//!             // One serialization, a `,"s":N}` tail per recipient.
+//!             for &(connection, seq) in &recipients {
+//!                 let message = OutboundMessage { prefix: prefix.clone(), seq: Some(seq) };
+//!                 buf.clear();
+//!                 message.write_to(&mut buf);
+//!                 let written = write_text(connection, &buf);
+//!                 engine.handle_flushed(Instant::now(), connection, written);
+//!             }
+//!             engine.recycle(recipients);
+//!         }
 //!         Action::Close { connection, code, .. } => close(connection, code.0),
 //!         Action::Authenticate(request) => {
 //!             let answer = if request.token == "secret" {
@@ -62,7 +73,7 @@
 //!                 let _ = engine.reply(Instant::now(), event.session, c, &reply);
 //!             }
 //!         }
-//!         _ => {} // session lifecycle, publish, transmit-many …
+//!         _ => {} // session lifecycle, publish, transmit-many, …
 //!     }
 //! }
 //! if let Some(deadline) = engine.poll_timeout() {
