@@ -100,6 +100,9 @@ pub struct Client {
     /// [`Sim::resume`] (a handshake credential makes the new connection announce a
     /// fresh session first).
     pub resumable: Option<(String, String, u64)>,
+    /// Whether it answers every `sys.ping` with a `sys.pong` at once
+    /// ([`Sim::set_auto_pong`]).
+    pub auto_pong: bool,
 }
 
 impl Client {
@@ -368,6 +371,12 @@ impl Sim {
         }
     }
 
+    /// The client answers every `sys.ping` with a `sys.pong` (for long simulations with
+    /// heartbeats on; off by default, so a client is silent unless told otherwise).
+    pub fn set_auto_pong(&mut self, client: ClientId, on: bool) {
+        self.clients[client].auto_pong = on;
+    }
+
     /// The client stops reading: transmits to it are no longer flushed.
     pub fn stall(&mut self, client: ClientId, stalled: bool) {
         self.clients[client].stalled = stalled;
@@ -503,8 +512,13 @@ impl Sim {
             envelope,
             connection: cid,
         });
+        let pong = c.auto_pong && c.received.last().is_some_and(|r| r.event() == sys::PING);
         if !c.stalled {
             self.engine.handle_flushed(self.now, cid, len);
+        }
+        if pong {
+            let text = format!("{{\"v\":\"1.0\",\"e\":\"{}\"}}", sys::PONG);
+            self.engine.handle_message(self.now, cid, Message::Text(text));
         }
     }
 

@@ -609,6 +609,23 @@ fn heartbeats_and_idle_timeout() {
 }
 
 #[test]
+fn auto_pong_clients_stay_connected_for_hours() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    sim.set_auto_pong(a, true);
+    sim.advance(Duration::from_secs(3 * 3600));
+    assert!(sim.client(a).connection.is_some());
+    let pings = sim
+        .client(a)
+        .received
+        .iter()
+        .filter(|r| r.event() == sys::PING)
+        .count();
+    assert_eq!(pings, 3 * 3600 / 20);
+    sim.check_bounds();
+}
+
+#[test]
 fn room_limits() {
     let mut sim = Sim::new(EngineConfig {
         max_rooms_per_session: 2,
