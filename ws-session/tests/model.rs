@@ -1,12 +1,13 @@
 //! Model-based property test: arbitrary interleavings of connect, auth, join, leave,
-//! send, broadcast, drop, resume, ack, client events and ticks, checked against a
-//! reference model after every step.
+//! send, broadcast, drop, resume, ack, client events, stalls and ticks, checked against
+//! a reference model after every step.
 //!
 //! Checked: every session's stream reaches its client exactly once, in order, and
 //! complete while attached (across resumes inside the window); a resume succeeds exactly
 //! when the model says it can (alive, and the buffer covers the gap) and is refused
 //! explicitly otherwise; rooms are restored after a resume; expiry happens exactly when
-//! the window passes and is announced; no action addresses a closed connection (the
+//! the window passes and is announced; every suspension is explained by a drop or a
+//! slow-consumer close; no action addresses a closed connection (the
 //! harness panics); replay buffers and outbound queues stay within their bounds.
 
 use std::collections::{BTreeMap, BTreeSet};
