@@ -76,6 +76,9 @@ impl EngineConfig {
     /// Default outbound bound per connection: 1 MiB.
     pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 1 << 20;
 
+    /// Longest any duration of the configuration may be: 30 days.
+    pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
     /// Checks the figures against each other; [`Engine::new`](crate::Engine::new) calls it.
     pub fn validate(&self) -> Result<(), crate::ConfigError> {
         use crate::ConfigError;
@@ -90,6 +93,20 @@ impl EngineConfig {
         }
         if self.heartbeat_interval.is_zero() {
             return Err(ConfigError::ZeroHeartbeat);
+        }
+        // Deadlines are `now + duration`; keep them far from `Instant`'s range end.
+        for (name, value) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("auth_timeout", self.auth_timeout),
+            ("resume_window", self.resume_window),
+        ] {
+            if value > Self::MAX_DURATION {
+                return Err(ConfigError::DurationTooLong {
+                    name,
+                    max: Self::MAX_DURATION,
+                });
+            }
         }
         Ok(())
     }

@@ -774,3 +774,81 @@ fn stale_and_unknown_inputs_are_harmless() {
         Err(ApiError::UnknownAuthRequest)
     );
 }
+
+#[test]
+fn config_validation() {
+    use std::time::Duration;
+    use ws_session::ConfigError;
+    let rng = || <rand_chacha::ChaCha20Rng as rand_chacha::rand_core::SeedableRng>::seed_from_u64(1);
+    let bad = |config: EngineConfig| ws_session::Engine::new(config, rng()).unwrap_err();
+    assert_eq!(
+        bad(EngineConfig {
+            rate_limit_burst: 0,
+            ..EngineConfig::default()
+        }),
+        ConfigError::ZeroRateLimit
+    );
+    assert!(matches!(
+        bad(EngineConfig {
+            replay_max_bytes: 2 << 20,
+            ..EngineConfig::default()
+        }),
+        ConfigError::ReplayExceedsOutbound { .. }
+    ));
+    assert!(matches!(
+        bad(EngineConfig {
+            resume_window: Duration::MAX,
+            ..EngineConfig::default()
+        }),
+        ConfigError::DurationTooLong {
+            name: "resume_window",
+            ..
+        }
+    ));
+}
+
+/// A generator that always returns zeros: broken, but it must not hang the engine.
+struct Zeros;
+
+impl rand_chacha::rand_core::RngCore for Zeros {
+    fn next_u32(&mut self) -> u32 {
+        0
+    }
+    fn next_u64(&mut self) -> u64 {
+        0
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        dst.fill(0);
+    }
+}
+
+impl rand_chacha::rand_core::CryptoRng for Zeros {}
+
+#[test]
+fn a_broken_generator_does_not_hang_session_creation() {
+    let mut engine = ws_session::Engine::new(
+        EngineConfig {
+            allow_anonymous: true,
+            ..EngineConfig::default()
+        },
+        Zeros,
+    )
+    .unwrap();
+    let now = std::time::Instant::now();
+    for _ in 0..3 {
+        let cid = engine.handle_connection_opened(now, ws_session::ConnectionInfo::default());
+        assert!(engine.session_of(cid).is_some());
+    }
+    assert_eq!(engine.sessions().count(), 3);
+}
+
+#[test]
+fn escaped_event_names_and_payload_positions_are_exact() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    sim.send_text(a, r#"{"p" : [1, {"x":"}"}] ,"e":"ch\u0061t","v":"1"}"#);
+    let ev = sim.events.last().unwrap();
+    assert_eq!(ev.event(), "chat");
+    assert_eq!(ev.payload(), Some(r#"[1, {"x":"}"}]"#));
+    assert_eq!(ev.correlation_id(), None);
+}

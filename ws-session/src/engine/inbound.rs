@@ -40,20 +40,14 @@ impl Engine {
             return;
         };
         // Point into the text instead of copying: the event owns the text it came in.
-        let base = text.as_ptr() as usize;
-        let span = |s: &std::borrow::Cow<'_, str>| match s {
-            std::borrow::Cow::Borrowed(b) => {
-                let start = b.as_ptr() as usize - base;
-                Span::In(start..start + b.len())
-            }
-            std::borrow::Cow::Owned(o) => Span::Owned(o.as_str().into()),
+        let span = |part: &str, owned: bool| match offset_in(&text, part) {
+            Some(range) if !owned => Span::In(range),
+            _ => Span::Owned(part.into()),
         };
-        let event = span(&envelope.event);
-        let correlation_id = envelope.correlation_id.as_ref().map(span);
-        let payload = envelope.payload.map(|raw| {
-            let start = raw.get().as_ptr() as usize - base;
-            start..start + raw.get().len()
-        });
+        let cow = |c: &std::borrow::Cow<'_, str>| span(c, matches!(c, std::borrow::Cow::Owned(_)));
+        let event = cow(&envelope.event);
+        let correlation_id = envelope.correlation_id.as_ref().map(cow);
+        let payload = envelope.payload.map(|raw| span(raw.get(), false));
         let timestamp = envelope.timestamp;
         drop(envelope);
         self.actions.push_back(Action::Event(InboundEvent {
@@ -220,4 +214,12 @@ impl Engine {
             info,
         }));
     }
+}
+
+/// Where `part`, a slice of `text`, lies in it; `None` when it is not a slice of `text`
+/// (then the caller copies it).
+fn offset_in(text: &str, part: &str) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (text.get(start..end)? == part).then_some(start..end)
 }

@@ -167,12 +167,13 @@ impl Engine {
     }
 
     pub(super) fn new_session_id(&mut self) -> SessionId {
-        loop {
-            let id = SessionId(u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64()));
-            if !self.sessions.contains_key(&id) && !self.expired.contains(id) {
-                return id;
-            }
+        let mut id = SessionId(u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64()));
+        // A collision of 128 random bits means a broken generator; step past it rather
+        // than spin forever (ids are public, so predictability costs nothing here).
+        while self.sessions.contains_key(&id) || self.expired.contains(id) {
+            id = SessionId(id.0.wrapping_add(1));
         }
+        id
     }
 
     #[cfg(any(test, feature = "sim"))]
