@@ -852,3 +852,33 @@ fn escaped_event_names_and_payload_positions_are_exact() {
     assert_eq!(ev.payload(), Some(r#"[1, {"x":"}"}]"#));
     assert_eq!(ev.correlation_id(), None);
 }
+
+#[test]
+fn metrics_count_traffic_sessions_and_rooms() {
+    let mut sim = sim();
+    sim.set_handler(Sim::echo_handler);
+    let a = sim.connect(Some("user:alice"));
+    let b = sim.connect(Some("user:bob"));
+    let now = sim.now();
+    sim.engine.join_room(now, sid(&sim, a), "r").unwrap();
+    sim.send(a, "echo", Some("1"), Some("c1"));
+    sim.drop_connection(b);
+    let m = sim.engine.metrics();
+    assert_eq!(m.connections, 1);
+    assert_eq!(m.connections_opened, 2);
+    assert_eq!((m.sessions_live, m.sessions_suspended), (1, 1));
+    assert_eq!(m.sessions_created, 2);
+    assert_eq!(m.rooms, 1);
+    assert_eq!(m.messages_in, 1);
+    let echo_text = r#"{"v":"1.0","e":"echo","p":1,"c":"c1"}"#;
+    assert_eq!(m.bytes_in, echo_text.len() as u64);
+    // Two sys.session.created and one reply.
+    assert_eq!(m.messages_out, 3);
+    let sent: usize = sim
+        .clients()
+        .iter()
+        .flat_map(|c| &c.received)
+        .map(|r| r.text.len())
+        .sum();
+    assert_eq!(m.bytes_out, sent as u64);
+}
