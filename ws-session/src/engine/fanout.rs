@@ -90,6 +90,7 @@ impl Outbox<'_> {
 }
 
 impl Engine {
+    /// Borrows the transmit state apart from the sessions and rooms.
     pub(super) fn outbox(&mut self) -> (Outbox<'_>, &mut IdMap<SessionId, Session>, &Rooms) {
         (
             Outbox {
@@ -105,6 +106,7 @@ impl Engine {
         )
     }
 
+    /// Delivers one encoded message to one session's stream.
     pub(super) fn deliver_prefix(
         &mut self,
         now: Instant,
@@ -123,6 +125,7 @@ impl Engine {
         Ok(seq)
     }
 
+    /// Delivers `prefix` to every session `pick` chooses, as one broadcast action.
     pub(super) fn fan_out_all(
         &mut self,
         prefix: &Bytes,
@@ -143,6 +146,7 @@ impl Engine {
         n
     }
 
+    /// Delivers `prefix` to the members of `room` but `except`, as one broadcast action.
     pub(super) fn fan_out_room(&mut self, room: &str, prefix: &Bytes, except: Option<SessionId>) -> usize {
         let mut batch = self.recipients.pop().unwrap_or_default();
         let slot = self.slab.insert(prefix.clone());
@@ -164,6 +168,7 @@ impl Engine {
         n
     }
 
+    /// Queues a broadcast's transmit, or recycles its empty recipient list.
     pub(super) fn emit_batch(&mut self, prefix: &Bytes, recipients: Vec<(ConnectionId, u64)>) {
         if recipients.is_empty() {
             self.recycle(recipients);
@@ -175,6 +180,7 @@ impl Engine {
         }
     }
 
+    /// Hands a broadcast to the cross-node seam, when configured.
     pub(super) fn publish(&mut self, target: PublishTarget, except: Option<SessionId>, prefix: Bytes) {
         if self.config.publish_broadcasts {
             self.actions.push_back(Action::Publish(Publication {
@@ -203,6 +209,7 @@ impl Engine {
         out.transmit(cid, OutboundMessage { prefix, seq: None });
     }
 
+    /// A protocol `sys.error` (control, no `s`); counted in the metrics.
     pub(super) fn send_error(
         &mut self,
         cid: ConnectionId,

@@ -3,6 +3,7 @@
 use super::*;
 
 impl Engine {
+    /// A text message: an envelope, dispatched as a system event or an application event.
     pub(super) fn on_text(&mut self, now: Instant, cid: ConnectionId, text: String) {
         let envelope = match Envelope::decode(&text, &self.config.envelope) {
             Ok(envelope) => envelope,
@@ -62,6 +63,7 @@ impl Engine {
         }));
     }
 
+    /// A `sys.*` event from a client.
     pub(super) fn on_system(&mut self, now: Instant, cid: ConnectionId, envelope: &Envelope<'_>) {
         let c = envelope.correlation_id.as_deref();
         match &*envelope.event {
@@ -127,6 +129,7 @@ impl Engine {
         }
     }
 
+    /// `sys.reconnect.request`: decided now, after the pending authentication, or refused, by connection state.
     pub(super) fn on_reconnect(
         &mut self,
         now: Instant,
@@ -188,6 +191,7 @@ impl Engine {
         }
     }
 
+    /// Asks the application to authenticate `cid` with `token`.
     pub(super) fn start_auth(
         &mut self,
         cid: ConnectionId,

@@ -3,6 +3,7 @@
 use super::*;
 
 impl Engine {
+    /// A connection's deadline: authentication timeout, idle timeout, or heartbeat.
     pub(super) fn on_connection_timer(&mut self, now: Instant, cid: ConnectionId, at: Instant) {
         let Some(conn) = self.conns.get_mut(&cid) else {
             return;
@@ -40,6 +41,7 @@ impl Engine {
         self.schedule_connection(cid);
     }
 
+    /// A suspended session's deadline: expiry.
     pub(super) fn on_session_timer(&mut self, now: Instant, sid: SessionId, at: Instant) {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
@@ -57,6 +59,7 @@ impl Engine {
         }
     }
 
+    /// Makes sure the connection's earliest deadline is in the timer heap.
     pub(super) fn schedule_connection(&mut self, cid: ConnectionId) {
         let Some(conn) = self.conns.get_mut(&cid) else {
             return;
@@ -119,6 +122,7 @@ impl Engine {
         }
     }
 
+    /// Detaches a session from its (gone) connection and starts its resume window.
     pub(super) fn suspend(&mut self, now: Instant, sid: SessionId) {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
@@ -132,6 +136,7 @@ impl Engine {
             .push_back(Action::Session(SessionEvent::Suspended { session: sid }));
     }
 
+    /// The resume window passed.
     pub(super) fn expire(&mut self, sid: SessionId) {
         self.metrics.sessions_expired += 1;
         self.end_session(sid, true);
@@ -166,6 +171,7 @@ impl Engine {
         }
     }
 
+    /// 128 random bits not in use.
     pub(super) fn new_session_id(&mut self) -> SessionId {
         let mut id = SessionId(u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64()));
         // A collision of 128 random bits means a broken generator; step past it rather

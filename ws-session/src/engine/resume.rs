@@ -3,6 +3,7 @@
 use super::*;
 
 impl Engine {
+    /// Creates a session for `user` on `cid` and announces it (`sys.session.created`).
     pub(super) fn create_session(
         &mut self,
         cid: ConnectionId,
@@ -45,6 +46,7 @@ impl Engine {
         self.schedule_connection(cid);
     }
 
+    /// Sends `sys.session.created` for `sid` (also to re-announce a fresh session).
     pub(super) fn send_created(&mut self, cid: ConnectionId, sid: SessionId, correlation_id: Option<&str>) {
         let Some(session) = self.sessions.get(&sid) else {
             return;
@@ -62,6 +64,7 @@ impl Engine {
         self.send_system(cid, sys::SESSION_CREATED, Some(&payload), correlation_id);
     }
 
+    /// Sends the explicit refusal of a resume (`sys.error` 4106 with its reason).
     pub(super) fn refuse_resume(
         &mut self,
         cid: ConnectionId,
