@@ -529,25 +529,8 @@ impl Sim {
     ///
     /// When a bound is exceeded.
     pub fn check_bounds(&self) {
-        let config = self.engine.config();
-        for sid in self.engine.sessions() {
-            let info = self.engine.session_info(sid).expect("listed session");
-            assert!(
-                info.replay_len <= config.replay_max_messages,
-                "{sid:?} replay {info:?}"
-            );
-            assert!(
-                info.replay_bytes <= config.replay_max_bytes,
-                "{sid:?} replay bytes {info:?}"
-            );
-            assert!(info.rooms.len() <= config.max_rooms_per_session);
-        }
-        for client in &self.clients {
-            if let Some(cid) = client.connection {
-                if let Some(q) = self.engine.queued_bytes(cid) {
-                    assert!(q <= config.max_outbound_bytes, "{cid} queued {q}");
-                }
-            }
+        if let Some(violation) = self.engine.bounds_violation() {
+            panic!("bound exceeded: {violation}");
         }
         // Every stored prefix is held by some replay buffer (no leak).
         let (live, entries) = self.engine.replay_storage();

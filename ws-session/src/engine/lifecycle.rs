@@ -187,6 +187,31 @@ impl Engine {
         self.timers.len()
     }
 
+    /// The first bound a session or connection exceeds, if any (checked without
+    /// allocating, so the simulation can call it after every step).
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn bounds_violation(&self) -> Option<String> {
+        let c = &self.config;
+        for (sid, s) in &self.sessions {
+            if s.replay.len() > c.replay_max_messages || s.replay.bytes() > c.replay_max_bytes {
+                return Some(format!(
+                    "{sid:?} replay {} messages {} bytes",
+                    s.replay.len(),
+                    s.replay.bytes()
+                ));
+            }
+            if s.rooms.len() > c.max_rooms_per_session {
+                return Some(format!("{sid:?} in {} rooms", s.rooms.len()));
+            }
+        }
+        for (cid, conn) in &self.conns {
+            if conn.queued > c.max_outbound_bytes {
+                return Some(format!("{cid} queued {}", conn.queued));
+            }
+        }
+        None
+    }
+
     /// Prefixes held by replay buffers, and the replay entries referring to them.
     #[cfg(any(test, feature = "sim"))]
     pub(crate) fn replay_storage(&self) -> (usize, usize) {
