@@ -12,16 +12,21 @@
 //! from then on only [`Sim::advance`] moves it, so runs are reproducible.
 //!
 //! ```
+//! use std::time::Duration;
 //! use ws_session::sim::Sim;
 //! use ws_session::EngineConfig;
 //!
 //! let mut sim = Sim::new(EngineConfig::default());
-//! let alice = sim.connect(Some("user:alice"));
-//! assert!(sim.client(alice).session.is_some());
+//! let alice = sim.connect_user("alice");
+//! assert_eq!(sim.app_send(alice, "chat.message", Some(r#"{"n":1}"#)), Some(1));
 //! sim.drop_connection(alice);
-//! let again = sim.reconnect(alice, Some("user:alice"));
-//! sim.resume(again);
-//! assert_eq!(sim.client(again).last_control(), Some("sys.session.restored"));
+//! sim.app_send(alice, "chat.message", Some(r#"{"n":2}"#)); // buffered while suspended
+//! sim.advance(Duration::from_secs(30));
+//! sim.reconnect(alice, Some("user:alice"));
+//! sim.resume(alice);
+//! assert_eq!(sim.client(alice).last_control(), Some("sys.session.restored"));
+//! let seqs: Vec<_> = sim.client(alice).stream().iter().map(|r| r.envelope.seq).collect();
+//! assert_eq!(seqs, [Some(1), Some(2)]);
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -129,6 +134,28 @@ impl Client {
     /// The codes of every `sys.error` received.
     pub fn error_codes(&self) -> Vec<u16> {
         self.received.iter().filter_map(Received::error_code).collect()
+    }
+
+    /// The event names received, in order.
+    pub fn events(&self) -> Vec<&str> {
+        self.received.iter().map(Received::event).collect()
+    }
+
+    /// The session-stream messages (with `s`) of the session the client has now,
+    /// attributing each to the session the last `sys.session.created` or
+    /// `sys.session.restored` before it announced.
+    pub fn stream(&self) -> Vec<&Received> {
+        let current = self.session.as_ref().map(|(id, _)| id.as_str());
+        let mut announced: Option<String> = None;
+        let mut out = Vec::new();
+        for r in &self.received {
+            if r.event() == sys::SESSION_CREATED || r.event() == sys::SESSION_RESTORED {
+                announced = r.payload()["sessionId"].as_str().map(str::to_owned);
+            } else if r.envelope.seq.is_some() && announced.as_deref() == current {
+                out.push(r);
+            }
+        }
+        out
     }
 
     /// The session id as a [`SessionId`].
@@ -269,6 +296,25 @@ impl Sim {
         self.clients.push(Client::default());
         self.open(id, token);
         id
+    }
+
+    /// A new client connects as user `name` (credential `user:NAME` in the handshake,
+    /// which the default authenticator accepts).
+    pub fn connect_user(&mut self, name: &str) -> ClientId {
+        self.connect(Some(&format!("user:{name}")))
+    }
+
+    /// The application sends `event` with raw JSON `payload` to the client's session;
+    /// returns its `s`, or `None` when the client has no live session.
+    pub fn app_send(&mut self, client: ClientId, event: &str, payload: Option<&str>) -> Option<u64> {
+        let sid = self.clients[client].session_id()?;
+        let mut env = ws_proto::envelope::OutgoingEnvelope::new(event);
+        if let Some(p) = payload {
+            env.payload = ws_proto::envelope::Payload::Trusted(p);
+        }
+        let seq = self.engine.send(self.now, sid, &env).ok();
+        self.drain();
+        seq
     }
 
     /// An existing client opens a new connection (its log and session memory stay).
