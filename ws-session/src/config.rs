@@ -38,9 +38,10 @@ pub struct EngineConfig {
     pub rate_limit_per_second: u32,
     /// Inbound data messages a connection may send in one burst. Default: 100.
     pub rate_limit_burst: u32,
-    /// Refused messages in a row (no accepted one between) after which the connection
-    /// is closed with 1008. The first refusal of a streak gets a `sys.error` 4105.
-    /// Default: 20.
+    /// Refusals in one streak after which the connection is closed with 1008. A streak
+    /// ends when nothing was refused for as long as the bucket takes to refill
+    /// (`rate_limit_burst / rate_limit_per_second`, 2 s by default); its first refusal
+    /// gets a `sys.error` 4105, the others are dropped silently. Default: 20.
     pub rate_limit_max_strikes: u32,
     /// Most rooms one session may be in. Default: 64.
     pub max_rooms_per_session: usize,

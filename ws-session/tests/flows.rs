@@ -511,15 +511,28 @@ fn rate_limit_errors_then_closes_with_1008() {
     assert_eq!(sim.events.len(), 5);
     sim.send(a, "x", None, None);
     assert_eq!(sim.client(a).error_codes(), [ErrorCode::RATE_LIMITED.0]);
-    // Slowing down is forgiven.
-    sim.advance(Duration::from_millis(100));
-    sim.send(a, "x", None, None);
-    assert_eq!(sim.events.len(), 6);
-    // Persisting is not.
-    for _ in 0..3 {
+    // Quiet for as long as the bucket takes to refill (5 / 10 per s): forgiven, and a
+    // new streak gets a new sys.error.
+    sim.advance(Duration::from_millis(500));
+    for _ in 0..6 {
+        sim.send(a, "x", None, None);
+    }
+    assert_eq!(sim.events.len(), 10);
+    assert_eq!(sim.client(a).error_codes(), [4105, 4105]);
+    assert!(sim.client(a).connection.is_some());
+    // Pushing on at twice the rate keeps the streak going, accepted messages between
+    // refusals notwithstanding, until the connection is closed.
+    for _ in 0..4 {
+        sim.advance(Duration::from_millis(50));
+        sim.send(a, "x", None, None);
         sim.send(a, "x", None, None);
     }
     assert_eq!(sim.client(a).closed.unwrap().0, CloseCode::POLICY_VIOLATION);
+    assert_eq!(
+        sim.client(a).error_codes(),
+        [4105, 4105],
+        "one sys.error per streak"
+    );
     assert_eq!(sim.engine.metrics().rate_limited, 4);
     assert!(matches!(
         sim.lifecycle.last(),

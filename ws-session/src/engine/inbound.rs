@@ -143,7 +143,7 @@ impl Engine {
         let c = request.correlation_id.clone();
         match &mut conn.state {
             ConnState::AwaitingAuth => match credential {
-                Some(token) => self.start_auth(cid, token, Some(request), None),
+                Some(token) => self.start_auth(cid, token, Some(Box::new(request)), None),
                 None => self.send_error(
                     cid,
                     ErrorCode::NOT_AUTHENTICATED.0,
@@ -154,7 +154,7 @@ impl Engine {
             },
             ConnState::Authenticating { resume, .. } => {
                 if resume.is_none() {
-                    *resume = Some(request);
+                    *resume = Some(Box::new(request));
                 } else {
                     self.send_error(
                         cid,
@@ -196,7 +196,7 @@ impl Engine {
         &mut self,
         cid: ConnectionId,
         token: String,
-        resume: Option<ResumeRequest>,
+        resume: Option<Box<ResumeRequest>>,
         correlation_id: Option<Box<str>>,
     ) {
         let Some(conn) = self.conns.get_mut(&cid) else {

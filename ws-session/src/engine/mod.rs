@@ -24,7 +24,7 @@ use crate::outbound::Encoder;
 use crate::protocol::{
     AckPayload, AuthPayload, ErrorPayload, ReconnectPayload, SessionCreated, SessionRestored,
 };
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{LastSeen, RateLimiter};
 use crate::replay::PrefixSlab;
 use crate::room::Rooms;
 use crate::session::{Session, SessionInfo, Tombstones};
@@ -141,6 +141,7 @@ impl Engine {
                 next_ping: now + self.config.heartbeat_interval,
                 rate: RateLimiter::new(now),
                 rate_strikes: 0,
+                last_refusal: None,
                 queued: 0,
                 slow: false,
                 timer_at: None,
@@ -183,11 +184,18 @@ impl Engine {
             .allow(now, config.rate_limit_per_second, config.rate_limit_burst)
         {
             self.metrics.rate_limited += 1;
-            conn.rate_strikes += 1;
+            // A streak of refusals ends once the client has been refused nothing for as
+            // long as its bucket takes to refill; a client that keeps pushing past the
+            // rate (even between accepted messages) stays in its streak and is closed.
+            let forgive = std::time::Duration::from_secs(u64::from(config.rate_limit_burst))
+                / config.rate_limit_per_second.max(1);
+            let new_streak = conn.last_refusal.is_none_or_elapsed(now, forgive);
+            conn.rate_strikes = if new_streak { 1 } else { conn.rate_strikes + 1 };
+            conn.last_refusal = Some(now);
             let strikes = conn.rate_strikes;
             if strikes >= config.rate_limit_max_strikes {
                 self.close_connection(now, connection, CloseCode::POLICY_VIOLATION, "rate limit");
-            } else if strikes == 1 {
+            } else if new_streak {
                 self.send_error(
                     connection,
                     ErrorCode::RATE_LIMITED.0,
@@ -199,7 +207,6 @@ impl Engine {
             self.finish(now);
             return;
         }
-        conn.rate_strikes = 0;
         match message {
             Message::Text(text) => self.on_text(now, connection, text),
             _ => self.send_error(
