@@ -13,6 +13,18 @@
 //! [`Engine::new`], and everything it wants done comes out of
 //! [`Engine::poll_action`] as an [`Action`]. Peer faults never panic and never return
 //! `Err`: they become a `sys.error` event (codes in [`ErrorCode`]) or a close.
+//! `Err` means the local caller misused the API ([`ApiError`], [`ConfigError`]).
+//!
+//! Identifiers: the engine numbers connections itself ([`ConnectionId`], returned by
+//! [`Engine::handle_connection_opened`], never reused); sessions get 128 random bits
+//! ([`SessionId`], public); resume tokens 256 random bits ([`ResumeToken`], secret,
+//! single use, compared in constant time, bound to the user).
+//!
+//! Cost model: a message to a session is encoded once into a shared prefix
+//! ([`OutboundMessage`]: the envelope up to `s`, plus the recipient's `s`). A broadcast
+//! is one [`Action::TransmitBroadcast`]: one prefix and a `(connection, s)` pair per
+//! recipient; the replay buffers keep 4-byte references to the one stored prefix. No
+//! allocation per message in steady state (see `docs/BENCHMARKS.md`).
 //!
 //! ## The drive loop
 //!
