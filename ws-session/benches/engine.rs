@@ -13,10 +13,11 @@ mod common;
 use std::hint::black_box;
 use std::time::Instant;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use rand_chacha::rand_core::SeedableRng;
 use ws_proto::envelope::{OutgoingEnvelope, Payload};
 use ws_proto::Message;
-use ws_session::Action;
+use ws_session::{Action, ConnectionInfo, Engine, UserId};
 
 const ECHO: &str = r#"{"v":"1.0","e":"echo","p":{"text":"hello, world"},"c":"r1"}"#;
 
@@ -89,18 +90,32 @@ fn broadcast(c: &mut Criterion) {
             black_box(n)
         })
     });
-    // Clients that acknowledge keep their replay buffers short; model that with a
-    // small bound (each push then evicts from a ring that stays in cache).
-    let short = ws_session::EngineConfig {
-        replay_max_messages: 16,
-        ..common::config()
-    };
-    let (mut engine, _) = common::engine_with_config(short, now, N, Some("room"));
-    group.bench_function("broadcast_room_10k/short_replay_buffers", |b| {
-        b.iter(|| {
-            let n = engine.broadcast_room(now, "room", &env, None);
-            drain_unencoded(&mut engine, now);
-            black_box(n)
+    // Clients that acknowledge: every 32 messages each session's client sends a
+    // `sys.ack`, and the engine's work on those acks is measured too (amortized over
+    // the 32 broadcasts). Replay buffers stay short and never evict.
+    let (mut engine, conns) = common::engine_with_sessions(now, N, Some("room"));
+    let mut sent = 0u64;
+    group.bench_function("broadcast_room_10k/acked_every_32", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let acks: Vec<String> = if sent % 32 == 31 {
+                    (0..N)
+                        .map(|_| format!(r#"{{"v":"1.0","e":"sys.ack","p":{{"seq":{}}}}}"#, sent + 1))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let start = Instant::now();
+                black_box(engine.broadcast_room(now, "room", &env, None));
+                drain_unencoded(&mut engine, now);
+                for (text, &(cid, _)) in acks.into_iter().zip(&conns) {
+                    engine.handle_message(now, cid, Message::Text(text));
+                }
+                total += start.elapsed();
+                sent += 1;
+            }
+            total
         })
     });
     group.finish();
@@ -126,5 +141,89 @@ fn drain_unencoded(engine: &mut ws_session::Engine, now: Instant) {
     }
 }
 
-criterion_group!(benches, echo, broadcast);
+/// A resume storm: 10,000 suspended sessions (each with 4 missed messages) come back
+/// at once. Per resume: a connection opens without a credential, sends
+/// `sys.reconnect.request` with the credential in it, is authenticated (answered at
+/// once), and gets `sys.session.restored` plus its 4 missed messages, all encoded and
+/// flushed. Throughput is per resume.
+fn resume_storm(c: &mut Criterion) {
+    const N: usize = 10_000;
+    let now = Instant::now();
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(N as u64));
+    group.sample_size(10);
+    group.bench_function("resume_storm_10k", |b| {
+        b.iter_batched(
+            || suspended_sessions(now, N),
+            |(mut engine, requests)| {
+                let mut buf = Vec::with_capacity(256);
+                for (i, request) in requests.into_iter().enumerate() {
+                    let cid = engine.handle_connection_opened(now, ConnectionInfo::default());
+                    engine.handle_message(now, cid, Message::Text(request));
+                    while let Some(action) = engine.poll_action() {
+                        match action {
+                            Action::Authenticate(req) => {
+                                let user = UserId::new(format!("user{i}"));
+                                engine.handle_auth_result(now, req.id, Ok(user)).unwrap();
+                            }
+                            Action::Transmit { connection, message } => {
+                                buf.clear();
+                                let len = message.write_to(&mut buf);
+                                engine.handle_flushed(now, connection, len);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                assert_eq!(engine.metrics().resumes_ok, N as u64);
+                engine
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+/// `n` sessions in one room, suspended, each missing 4 broadcasts; and for each the
+/// text of its `sys.reconnect.request` (credential `t{i}`, user `user{i}`).
+fn suspended_sessions(now: Instant, n: usize) -> (Engine, Vec<String>) {
+    let mut engine = Engine::new(common::config(), rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
+    let mut requests = Vec::with_capacity(n);
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let cid = engine.handle_connection_opened(now, ConnectionInfo::with_token(format!("t{i}")));
+        while let Some(action) = engine.poll_action() {
+            match action {
+                Action::Authenticate(req) => {
+                    let user = UserId::new(format!("user{i}"));
+                    engine.handle_auth_result(now, req.id, Ok(user)).unwrap();
+                }
+                Action::Transmit { message, .. } => {
+                    let created: serde_json::Value = serde_json::from_str(&message.to_text()).unwrap();
+                    let p = &created["p"];
+                    requests.push(format!(
+                        r#"{{"v":"1.0","e":"sys.reconnect.request","p":{{"sessionId":"{}","resumeToken":"{}","lastSeq":0,"token":"t{i}"}}}}"#,
+                        p["sessionId"].as_str().unwrap(),
+                        p["resumeToken"].as_str().unwrap()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let sid = engine.session_of(cid).unwrap();
+        engine.join_room(now, sid, "room").unwrap();
+        conns.push(cid);
+    }
+    for cid in conns {
+        engine.handle_connection_closed(now, cid);
+    }
+    let env = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(r#"{"text":"missed"}"#));
+    for _ in 0..4 {
+        engine.broadcast_room(now, "room", &env, None);
+    }
+    common::drain(&mut engine, now);
+    (engine, requests)
+}
+
+criterion_group!(benches, echo, broadcast, resume_storm);
 criterion_main!(benches);

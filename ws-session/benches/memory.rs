@@ -88,15 +88,16 @@ fn main() {
     const N: usize = 10_000;
     let (mut engine, _) = common::engine_with_sessions(now, N, Some("room"));
     let env = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(r#"{"text":"hi"}"#));
+    let mut buf = Vec::with_capacity(256);
     for _ in 0..1_100 {
         engine.broadcast_room(now, "room", &env, None);
-        common::drain(&mut engine, now);
+        common::drain_with(&mut engine, now, &mut buf);
     }
     let region = Region::new(GLOBAL);
     const BROADCASTS: usize = 100;
     for _ in 0..BROADCASTS {
         engine.broadcast_room(now, "room", &env, None);
-        common::drain(&mut engine, now);
+        common::drain_with(&mut engine, now, &mut buf);
     }
     let s = region.change();
     println!(

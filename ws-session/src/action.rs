@@ -178,7 +178,7 @@ pub struct InboundEvent {
     pub connection: ConnectionId,
     pub(crate) text: String,
     pub(crate) event: Span,
-    pub(crate) payload: Option<Range<usize>>,
+    pub(crate) payload: Option<Span>,
     pub(crate) correlation_id: Option<Span>,
     pub(crate) timestamp: Option<u64>,
 }
@@ -198,7 +198,7 @@ impl InboundEvent {
 
     /// The payload `p` as raw JSON text; `None` when absent or `null`.
     pub fn payload(&self) -> Option<&str> {
-        self.payload.clone().map(|r| &self.text[r])
+        self.payload.as_ref().map(|s| self.span(s))
     }
 
     /// The correlation id `c`, to answer with [`Engine::reply`](crate::Engine::reply).

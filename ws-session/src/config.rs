@@ -38,9 +38,10 @@ pub struct EngineConfig {
     pub rate_limit_per_second: u32,
     /// Inbound data messages a connection may send in one burst. Default: 100.
     pub rate_limit_burst: u32,
-    /// Refused messages in a row (no accepted one between) after which the connection
-    /// is closed with 1008. The first refusal of a streak gets a `sys.error` 4105.
-    /// Default: 20.
+    /// Refusals in one streak after which the connection is closed with 1008. A streak
+    /// ends when nothing was refused for as long as the bucket takes to refill
+    /// (`rate_limit_burst / rate_limit_per_second`, 2 s by default); its first refusal
+    /// gets a `sys.error` 4105, the others are dropped silently. Default: 20.
     pub rate_limit_max_strikes: u32,
     /// Most rooms one session may be in. Default: 64.
     pub max_rooms_per_session: usize,
@@ -76,6 +77,9 @@ impl EngineConfig {
     /// Default outbound bound per connection: 1 MiB.
     pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 1 << 20;
 
+    /// Longest any duration of the configuration may be: 30 days.
+    pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
     /// Checks the figures against each other; [`Engine::new`](crate::Engine::new) calls it.
     pub fn validate(&self) -> Result<(), crate::ConfigError> {
         use crate::ConfigError;
@@ -90,6 +94,20 @@ impl EngineConfig {
         }
         if self.heartbeat_interval.is_zero() {
             return Err(ConfigError::ZeroHeartbeat);
+        }
+        // Deadlines are `now + duration`; keep them far from `Instant`'s range end.
+        for (name, value) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("auth_timeout", self.auth_timeout),
+            ("resume_window", self.resume_window),
+        ] {
+            if value > Self::MAX_DURATION {
+                return Err(ConfigError::DurationTooLong {
+                    name,
+                    max: Self::MAX_DURATION,
+                });
+            }
         }
         Ok(())
     }

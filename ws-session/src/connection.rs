@@ -93,7 +93,8 @@ pub(crate) enum ConnState {
     /// rather than start a new session.
     Authenticating {
         auth: AuthId,
-        resume: Option<ResumeRequest>,
+        /// Boxed: rare, and inline it would grow every connection.
+        resume: Option<Box<ResumeRequest>>,
         /// Correlation id of the `sys.auth` that started it, for the answer.
         correlation_id: Option<Box<str>>,
     },
@@ -115,7 +116,10 @@ pub(crate) struct Conn {
     pub(crate) last_inbound: Instant,
     pub(crate) next_ping: Instant,
     pub(crate) rate: RateLimiter,
+    /// Refusals in the current streak.
     pub(crate) rate_strikes: u32,
+    /// When the last message was refused by the rate limit.
+    pub(crate) last_refusal: Option<Instant>,
     /// Bytes handed out in transmits and not yet reported flushed.
     pub(crate) queued: usize,
     /// Over the outbound bound: no more transmits; closed once the current command ends.

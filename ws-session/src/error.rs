@@ -50,6 +50,13 @@ pub enum ConfigError {
     ZeroRateLimit,
     /// `heartbeat_interval` is 0.
     ZeroHeartbeat,
+    /// A duration is longer than [`EngineConfig::MAX_DURATION`](crate::EngineConfig::MAX_DURATION).
+    DurationTooLong {
+        /// The field.
+        name: &'static str,
+        /// The limit.
+        max: std::time::Duration,
+    },
     /// A full replay buffer would not fit the outbound bound, so every resume of a busy
     /// session would close the connection as a slow consumer.
     ReplayExceedsOutbound {
@@ -65,6 +72,7 @@ impl fmt::Display for ConfigError {
         match self {
             Self::ZeroRateLimit => f.write_str("rate limit per second and burst must be at least 1"),
             Self::ZeroHeartbeat => f.write_str("heartbeat interval must not be zero"),
+            Self::DurationTooLong { name, max } => write!(f, "{name} exceeds the limit of {max:?}"),
             Self::ReplayExceedsOutbound {
                 replay_max_bytes,
                 max_outbound_bytes,

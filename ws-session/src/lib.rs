@@ -13,6 +13,18 @@
 //! [`Engine::new`], and everything it wants done comes out of
 //! [`Engine::poll_action`] as an [`Action`]. Peer faults never panic and never return
 //! `Err`: they become a `sys.error` event (codes in [`ErrorCode`]) or a close.
+//! `Err` means the local caller misused the API ([`ApiError`], [`ConfigError`]).
+//!
+//! Identifiers: the engine numbers connections itself ([`ConnectionId`], returned by
+//! [`Engine::handle_connection_opened`], never reused); sessions get 128 random bits
+//! ([`SessionId`], public); resume tokens 256 random bits ([`ResumeToken`], secret,
+//! single use, compared in constant time, bound to the user).
+//!
+//! Cost model: a message to a session is encoded once into a shared prefix
+//! ([`OutboundMessage`]: the envelope up to `s`, plus the recipient's `s`). A broadcast
+//! is one [`Action::TransmitBroadcast`]: one prefix and a `(connection, s)` pair per
+//! recipient; the replay buffers keep 4-byte references to the one stored prefix. No
+//! allocation per message in steady state (see `docs/BENCHMARKS.md`).
 //!
 //! ## The drive loop
 //!
@@ -20,7 +32,7 @@
 //! use std::time::Instant;
 //! use rand_chacha::rand_core::SeedableRng;
 //! use ws_proto::envelope::OutgoingEnvelope;
-//! use ws_session::{Action, ConnectionInfo, Engine, EngineConfig, UserId};
+//! use ws_session::{Action, ConnectionInfo, Engine, EngineConfig, OutboundMessage, UserId};
 //!
 //! # fn write_text(_: ws_session::ConnectionId, _: &[u8]) -> usize { 0 }
 //! # fn close(_: ws_session::ConnectionId, _: u16) {}
@@ -46,6 +58,17 @@
 //!             let written = write_text(connection, &buf);
 //!             engine.handle_flushed(Instant::now(), connection, written);
 //!         }
+//!         Action::TransmitBroadcast { prefix, recipients } => {
+//!             // One serialization, a `,"s":N}` tail per recipient.
+//!             for &(connection, seq) in &recipients {
+//!                 let message = OutboundMessage { prefix: prefix.clone(), seq: Some(seq) };
+//!                 buf.clear();
+//!                 message.write_to(&mut buf);
+//!                 let written = write_text(connection, &buf);
+//!                 engine.handle_flushed(Instant::now(), connection, written);
+//!             }
+//!             engine.recycle(recipients);
+//!         }
 //!         Action::Close { connection, code, .. } => close(connection, code.0),
 //!         Action::Authenticate(request) => {
 //!             let answer = if request.token == "secret" {
@@ -62,7 +85,7 @@
 //!                 let _ = engine.reply(Instant::now(), event.session, c, &reply);
 //!             }
 //!         }
-//!         _ => {} // session lifecycle, publish, transmit-many …
+//!         _ => {} // session lifecycle, publish, transmit-many, …
 //!     }
 //! }
 //! if let Some(deadline) = engine.poll_timeout() {

@@ -44,17 +44,16 @@ impl OutboundMessage {
     }
 
     pub(crate) fn encoded_len(prefix: &[u8], seq: Option<u64>) -> usize {
-        prefix.len() + seq.map_or(1, |s| 6 + decimal_len(s))
+        Self::encoded_len_parts(prefix.len(), seq)
+    }
+
+    pub(crate) fn encoded_len_parts(prefix_len: usize, seq: Option<u64>) -> usize {
+        prefix_len + seq.map_or(1, |s| 6 + decimal_len(s))
     }
 }
 
-fn decimal_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 10 {
-        n /= 10;
-        len += 1;
-    }
-    len
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 /// Encodes prefixes into one growing buffer and splits each off as `Bytes`, so that

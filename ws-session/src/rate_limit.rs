@@ -28,6 +28,18 @@ impl RateLimiter {
     }
 }
 
+/// `Option<Instant>` as "the last time something happened".
+pub(crate) trait LastSeen {
+    /// Whether it never happened, or happened at least `gap` before `now`.
+    fn is_none_or_elapsed(&self, now: Instant, gap: Duration) -> bool;
+}
+
+impl LastSeen for Option<Instant> {
+    fn is_none_or_elapsed(&self, now: Instant, gap: Duration) -> bool {
+        self.map_or(true, |at| now.saturating_duration_since(at) >= gap)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

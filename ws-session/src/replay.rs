@@ -1,5 +1,12 @@
-//! A session's replay buffer: the encoded messages it was sent and the client has not
+//! Replay buffers: the encoded messages a session was sent and its client has not
 //! acknowledged, bounded in messages and in bytes.
+//!
+//! The prefixes live once, in the engine's [`PrefixSlab`], with a plain reference count
+//! per prefix; a session's buffer is a ring of 4-byte slot numbers (the sequence numbers
+//! are implicit: consecutive from the front). So a broadcast to N sessions stores one
+//! `Bytes` and N slot numbers, and costs no atomic operation per recipient — an atomic
+//! increment per recipient (cloning a `Bytes`) would also stall on every cache-missing
+//! store before it, which measured as the largest part of a large room broadcast.
 
 use std::collections::VecDeque;
 
@@ -7,55 +14,145 @@ use bytes::Bytes;
 
 use crate::outbound::OutboundMessage;
 
-/// Messages `(seq, prefix)` in sequence order. The prefix is the shared encoding of a
-/// broadcast, so keeping it costs a refcount, not a copy.
+/// A prefix shared by the replay buffers that hold it.
+#[derive(Debug)]
+struct Slot {
+    prefix: Bytes,
+    /// Replay buffers holding this slot.
+    refs: u32,
+}
+
+/// The engine's store of encoded prefixes that some replay buffer holds.
+#[derive(Debug, Default)]
+pub(crate) struct PrefixSlab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+impl PrefixSlab {
+    /// Stores `prefix`, held by the caller until [`PrefixSlab::release`] (so that a
+    /// buffer evicting it mid-broadcast cannot free it under the other recipients).
+    pub(crate) fn insert(&mut self, prefix: Bytes) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Slot { prefix, refs: 1 };
+                i
+            }
+            None => {
+                self.slots.push(Slot { prefix, refs: 1 });
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    pub(crate) fn prefix(&self, slot: u32) -> &Bytes {
+        &self.slots[slot as usize].prefix
+    }
+
+    /// Drops the inserter's hold: the slot is freed unless a replay buffer holds it.
+    pub(crate) fn release(&mut self, slot: u32) {
+        self.unhold(slot);
+    }
+
+    fn hold(&mut self, slot: u32) -> usize {
+        let s = &mut self.slots[slot as usize];
+        s.refs += 1;
+        s.prefix.len()
+    }
+
+    /// Drops one holder; returns the prefix length.
+    fn unhold(&mut self, slot: u32) -> usize {
+        let s = &mut self.slots[slot as usize];
+        s.refs -= 1;
+        let len = s.prefix.len();
+        if s.refs == 0 {
+            s.prefix = Bytes::new();
+            self.free.push(slot);
+        }
+        len
+    }
+
+    /// Slots in use (for leak checks).
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn live(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+/// One session's unacknowledged messages: slots of consecutive sequence numbers.
 #[derive(Debug, Default)]
 pub(crate) struct ReplayBuffer {
-    entries: VecDeque<(u64, Bytes)>,
+    /// The `s` of the front entry (meaningful when not empty).
+    front_seq: u64,
+    slots: VecDeque<u32>,
     /// Encoded bytes held (prefix plus the `,"s":N}` suffix of each message).
     bytes: usize,
 }
 
 impl ReplayBuffer {
-    /// Appends message `seq`, dropping the oldest ones until both bounds hold.
-    pub(crate) fn push(&mut self, seq: u64, prefix: Bytes, max_messages: usize, max_bytes: usize) {
-        self.bytes += OutboundMessage::encoded_len(&prefix, Some(seq));
-        self.entries.push_back((seq, prefix));
-        while self.entries.len() > max_messages || self.bytes > max_bytes {
-            self.pop_front();
+    /// Appends message `seq` (the next after the back), dropping the oldest ones until
+    /// both bounds hold.
+    pub(crate) fn push(
+        &mut self,
+        slab: &mut PrefixSlab,
+        seq: u64,
+        slot: u32,
+        max_messages: usize,
+        max_bytes: usize,
+    ) {
+        if self.slots.is_empty() {
+            self.front_seq = seq;
+        }
+        debug_assert_eq!(seq, self.front_seq + self.slots.len() as u64);
+        let len = slab.hold(slot);
+        self.bytes += OutboundMessage::encoded_len_parts(len, Some(seq));
+        self.slots.push_back(slot);
+        while self.slots.len() > max_messages || self.bytes > max_bytes {
+            self.pop_front(slab);
         }
     }
 
-    fn pop_front(&mut self) {
-        if let Some((seq, prefix)) = self.entries.pop_front() {
-            self.bytes -= OutboundMessage::encoded_len(&prefix, Some(seq));
+    fn pop_front(&mut self, slab: &mut PrefixSlab) {
+        if let Some(slot) = self.slots.pop_front() {
+            let len = slab.unhold(slot);
+            self.bytes -= OutboundMessage::encoded_len_parts(len, Some(self.front_seq));
+            self.front_seq += 1;
         }
     }
 
     /// Drops every message up to and including `seq` (the client has it).
-    pub(crate) fn ack(&mut self, seq: u64) {
-        while self.entries.front().is_some_and(|&(s, _)| s <= seq) {
-            self.pop_front();
+    pub(crate) fn ack(&mut self, slab: &mut PrefixSlab, seq: u64) {
+        while !self.slots.is_empty() && self.front_seq <= seq {
+            self.pop_front(slab);
+        }
+    }
+
+    /// Drops everything (the session ends).
+    pub(crate) fn clear(&mut self, slab: &mut PrefixSlab) {
+        while !self.slots.is_empty() {
+            self.pop_front(slab);
         }
     }
 
     /// Whether every message after `last_seen`, up to `last_sent`, is still here.
     pub(crate) fn covers(&self, last_seen: u64, last_sent: u64) -> bool {
-        if last_seen >= last_sent {
-            return true;
-        }
-        self.entries
-            .front()
-            .is_some_and(|&(first, _)| first <= last_seen + 1)
+        last_seen >= last_sent || (!self.slots.is_empty() && self.front_seq <= last_seen + 1)
     }
 
-    /// The messages after `last_seen`, in order.
-    pub(crate) fn after(&self, last_seen: u64) -> impl Iterator<Item = &(u64, Bytes)> + '_ {
-        self.entries.iter().filter(move |&&(s, _)| s > last_seen)
+    /// The messages after `last_seen`, in order: `(seq, slot)`.
+    pub(crate) fn after(&self, last_seen: u64) -> impl Iterator<Item = (u64, u32)> + '_ {
+        let skip = last_seen.saturating_sub(self.front_seq.saturating_sub(1));
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let front = self.front_seq;
+        self.slots
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .map(move |(i, &slot)| (front + i as u64, slot))
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -69,20 +166,47 @@ mod tests {
 
     #[test]
     fn bounded_in_messages_and_bytes_and_trimmed_by_acks() {
+        let mut slab = PrefixSlab::default();
         let mut buf = ReplayBuffer::default();
         let p = Bytes::from_static(b"{\"v\":\"1.0\",\"e\":\"x\"");
         for seq in 1..=10 {
-            buf.push(seq, p.clone(), 4, 10_000);
+            let slot = slab.insert(p.clone());
+            buf.push(&mut slab, seq, slot, 4, 10_000);
+            slab.release(slot);
         }
         assert_eq!(buf.len(), 4);
+        assert_eq!(slab.live(), 4);
         assert!(buf.covers(6, 10));
         assert!(!buf.covers(5, 10));
         assert_eq!(buf.after(8).map(|e| e.0).collect::<Vec<_>>(), [9, 10]);
-        buf.ack(8);
+        assert_eq!(buf.after(0).map(|e| e.0).collect::<Vec<_>>(), [7, 8, 9, 10]);
+        buf.ack(&mut slab, 8);
         assert_eq!(buf.len(), 2);
         let one = OutboundMessage::encoded_len(&p, Some(11));
-        buf.push(11, p.clone(), 100, one * 2);
+        let slot = slab.insert(p.clone());
+        buf.push(&mut slab, 11, slot, 100, one * 2);
+        slab.release(slot);
         assert!(buf.bytes() <= one * 2);
         assert_eq!(buf.len(), 2);
+        buf.clear(&mut slab);
+        assert_eq!((buf.len(), buf.bytes(), slab.live()), (0, 0, 0));
+    }
+
+    #[test]
+    fn slots_are_shared_and_freed_with_the_last_holder() {
+        let mut slab = PrefixSlab::default();
+        let (mut a, mut b) = (ReplayBuffer::default(), ReplayBuffer::default());
+        let slot = slab.insert(Bytes::from_static(b"{\"e\":\"x\""));
+        a.push(&mut slab, 1, slot, 10, 1000);
+        b.push(&mut slab, 1, slot, 10, 1000);
+        slab.release(slot);
+        assert_eq!(slab.live(), 1);
+        a.ack(&mut slab, 1);
+        assert_eq!(slab.live(), 1);
+        b.clear(&mut slab);
+        assert_eq!(slab.live(), 0);
+        let unused = slab.insert(Bytes::from_static(b"{"));
+        slab.release(unused);
+        assert_eq!(slab.live(), 0);
     }
 }

@@ -12,16 +12,21 @@
 //! from then on only [`Sim::advance`] moves it, so runs are reproducible.
 //!
 //! ```
+//! use std::time::Duration;
 //! use ws_session::sim::Sim;
 //! use ws_session::EngineConfig;
 //!
 //! let mut sim = Sim::new(EngineConfig::default());
-//! let alice = sim.connect(Some("user:alice"));
-//! assert!(sim.client(alice).session.is_some());
+//! let alice = sim.connect_user("alice");
+//! assert_eq!(sim.app_send(alice, "chat.message", Some(r#"{"n":1}"#)), Some(1));
 //! sim.drop_connection(alice);
-//! let again = sim.reconnect(alice, Some("user:alice"));
-//! sim.resume(again);
-//! assert_eq!(sim.client(again).last_control(), Some("sys.session.restored"));
+//! sim.app_send(alice, "chat.message", Some(r#"{"n":2}"#)); // buffered while suspended
+//! sim.advance(Duration::from_secs(30));
+//! sim.reconnect(alice, Some("user:alice"));
+//! sim.resume(alice);
+//! assert_eq!(sim.client(alice).last_control(), Some("sys.session.restored"));
+//! let seqs: Vec<_> = sim.client(alice).stream().iter().map(|r| r.envelope.seq).collect();
+//! assert_eq!(seqs, [Some(1), Some(2)]);
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -100,6 +105,9 @@ pub struct Client {
     /// [`Sim::resume`] (a handshake credential makes the new connection announce a
     /// fresh session first).
     pub resumable: Option<(String, String, u64)>,
+    /// Whether it answers every `sys.ping` with a `sys.pong` at once
+    /// ([`Sim::set_auto_pong`]).
+    pub auto_pong: bool,
 }
 
 impl Client {
@@ -126,6 +134,28 @@ impl Client {
     /// The codes of every `sys.error` received.
     pub fn error_codes(&self) -> Vec<u16> {
         self.received.iter().filter_map(Received::error_code).collect()
+    }
+
+    /// The event names received, in order.
+    pub fn events(&self) -> Vec<&str> {
+        self.received.iter().map(Received::event).collect()
+    }
+
+    /// The session-stream messages (with `s`) of the session the client has now,
+    /// attributing each to the session the last `sys.session.created` or
+    /// `sys.session.restored` before it announced.
+    pub fn stream(&self) -> Vec<&Received> {
+        let current = self.session.as_ref().map(|(id, _)| id.as_str());
+        let mut announced: Option<String> = None;
+        let mut out = Vec::new();
+        for r in &self.received {
+            if r.event() == sys::SESSION_CREATED || r.event() == sys::SESSION_RESTORED {
+                announced = r.payload()["sessionId"].as_str().map(str::to_owned);
+            } else if r.envelope.seq.is_some() && announced.as_deref() == current {
+                out.push(r);
+            }
+        }
+        out
     }
 
     /// The session id as a [`SessionId`].
@@ -268,6 +298,25 @@ impl Sim {
         id
     }
 
+    /// A new client connects as user `name` (credential `user:NAME` in the handshake,
+    /// which the default authenticator accepts).
+    pub fn connect_user(&mut self, name: &str) -> ClientId {
+        self.connect(Some(&format!("user:{name}")))
+    }
+
+    /// The application sends `event` with raw JSON `payload` to the client's session;
+    /// returns its `s`, or `None` when the client has no live session.
+    pub fn app_send(&mut self, client: ClientId, event: &str, payload: Option<&str>) -> Option<u64> {
+        let sid = self.clients[client].session_id()?;
+        let mut env = ws_proto::envelope::OutgoingEnvelope::new(event);
+        if let Some(p) = payload {
+            env.payload = ws_proto::envelope::Payload::Trusted(p);
+        }
+        let seq = self.engine.send(self.now, sid, &env).ok();
+        self.drain();
+        seq
+    }
+
     /// An existing client opens a new connection (its log and session memory stay).
     /// Returns the same id, for chaining.
     pub fn reconnect(&mut self, client: ClientId, token: Option<&str>) -> ClientId {
@@ -366,6 +415,12 @@ impl Sim {
             self.engine.handle_connection_closed(self.now, cid);
             self.drain();
         }
+    }
+
+    /// The client answers every `sys.ping` with a `sys.pong` (for long simulations with
+    /// heartbeats on; off by default, so a client is silent unless told otherwise).
+    pub fn set_auto_pong(&mut self, client: ClientId, on: bool) {
+        self.clients[client].auto_pong = on;
     }
 
     /// The client stops reading: transmits to it are no longer flushed.
@@ -503,8 +558,13 @@ impl Sim {
             envelope,
             connection: cid,
         });
+        let pong = c.auto_pong && c.received.last().is_some_and(|r| r.event() == sys::PING);
         if !c.stalled {
             self.engine.handle_flushed(self.now, cid, len);
+        }
+        if pong {
+            let text = format!("{{\"v\":\"1.0\",\"e\":\"{}\"}}", sys::PONG);
+            self.engine.handle_message(self.now, cid, Message::Text(text));
         }
     }
 
@@ -515,26 +575,15 @@ impl Sim {
     ///
     /// When a bound is exceeded.
     pub fn check_bounds(&self) {
-        let config = self.engine.config();
-        for sid in self.engine.sessions() {
-            let info = self.engine.session_info(sid).expect("listed session");
-            assert!(
-                info.replay_len <= config.replay_max_messages,
-                "{sid:?} replay {info:?}"
-            );
-            assert!(
-                info.replay_bytes <= config.replay_max_bytes,
-                "{sid:?} replay bytes {info:?}"
-            );
-            assert!(info.rooms.len() <= config.max_rooms_per_session);
+        if let Some(violation) = self.engine.bounds_violation() {
+            panic!("bound exceeded: {violation}");
         }
-        for client in &self.clients {
-            if let Some(cid) = client.connection {
-                if let Some(q) = self.engine.queued_bytes(cid) {
-                    assert!(q <= config.max_outbound_bytes, "{cid} queued {q}");
-                }
-            }
-        }
+        // Every stored prefix is held by some replay buffer (no leak).
+        let (live, entries) = self.engine.replay_storage();
+        assert!(
+            live <= entries,
+            "{live} prefixes stored for {entries} replay entries"
+        );
         // Lazy timers: each connection and session has pushed at most a couple of
         // entries that have not fired yet.
         let m = self.engine.metrics();

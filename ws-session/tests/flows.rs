@@ -511,15 +511,28 @@ fn rate_limit_errors_then_closes_with_1008() {
     assert_eq!(sim.events.len(), 5);
     sim.send(a, "x", None, None);
     assert_eq!(sim.client(a).error_codes(), [ErrorCode::RATE_LIMITED.0]);
-    // Slowing down is forgiven.
-    sim.advance(Duration::from_millis(100));
-    sim.send(a, "x", None, None);
-    assert_eq!(sim.events.len(), 6);
-    // Persisting is not.
-    for _ in 0..3 {
+    // Quiet for as long as the bucket takes to refill (5 / 10 per s): forgiven, and a
+    // new streak gets a new sys.error.
+    sim.advance(Duration::from_millis(500));
+    for _ in 0..6 {
+        sim.send(a, "x", None, None);
+    }
+    assert_eq!(sim.events.len(), 10);
+    assert_eq!(sim.client(a).error_codes(), [4105, 4105]);
+    assert!(sim.client(a).connection.is_some());
+    // Pushing on at twice the rate keeps the streak going, accepted messages between
+    // refusals notwithstanding, until the connection is closed.
+    for _ in 0..4 {
+        sim.advance(Duration::from_millis(50));
+        sim.send(a, "x", None, None);
         sim.send(a, "x", None, None);
     }
     assert_eq!(sim.client(a).closed.unwrap().0, CloseCode::POLICY_VIOLATION);
+    assert_eq!(
+        sim.client(a).error_codes(),
+        [4105, 4105],
+        "one sys.error per streak"
+    );
     assert_eq!(sim.engine.metrics().rate_limited, 4);
     assert!(matches!(
         sim.lifecycle.last(),
@@ -605,6 +618,23 @@ fn heartbeats_and_idle_timeout() {
         .lifecycle
         .iter()
         .any(|e| matches!(e, SessionEvent::Suspended { .. })));
+    sim.check_bounds();
+}
+
+#[test]
+fn auto_pong_clients_stay_connected_for_hours() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    sim.set_auto_pong(a, true);
+    sim.advance(Duration::from_secs(3 * 3600));
+    assert!(sim.client(a).connection.is_some());
+    let pings = sim
+        .client(a)
+        .received
+        .iter()
+        .filter(|r| r.event() == sys::PING)
+        .count();
+    assert_eq!(pings, 3 * 3600 / 20);
     sim.check_bounds();
 }
 
@@ -756,4 +786,112 @@ fn stale_and_unknown_inputs_are_harmless() {
             .handle_auth_result(now, ws_session::AuthId(5), Ok("x".into())),
         Err(ApiError::UnknownAuthRequest)
     );
+}
+
+#[test]
+fn config_validation() {
+    use std::time::Duration;
+    use ws_session::ConfigError;
+    let rng = || <rand_chacha::ChaCha20Rng as rand_chacha::rand_core::SeedableRng>::seed_from_u64(1);
+    let bad = |config: EngineConfig| ws_session::Engine::new(config, rng()).unwrap_err();
+    assert_eq!(
+        bad(EngineConfig {
+            rate_limit_burst: 0,
+            ..EngineConfig::default()
+        }),
+        ConfigError::ZeroRateLimit
+    );
+    assert!(matches!(
+        bad(EngineConfig {
+            replay_max_bytes: 2 << 20,
+            ..EngineConfig::default()
+        }),
+        ConfigError::ReplayExceedsOutbound { .. }
+    ));
+    assert!(matches!(
+        bad(EngineConfig {
+            resume_window: Duration::MAX,
+            ..EngineConfig::default()
+        }),
+        ConfigError::DurationTooLong {
+            name: "resume_window",
+            ..
+        }
+    ));
+}
+
+/// A generator that always returns zeros: broken, but it must not hang the engine.
+struct Zeros;
+
+impl rand_chacha::rand_core::RngCore for Zeros {
+    fn next_u32(&mut self) -> u32 {
+        0
+    }
+    fn next_u64(&mut self) -> u64 {
+        0
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        dst.fill(0);
+    }
+}
+
+impl rand_chacha::rand_core::CryptoRng for Zeros {}
+
+#[test]
+fn a_broken_generator_does_not_hang_session_creation() {
+    let mut engine = ws_session::Engine::new(
+        EngineConfig {
+            allow_anonymous: true,
+            ..EngineConfig::default()
+        },
+        Zeros,
+    )
+    .unwrap();
+    let now = std::time::Instant::now();
+    for _ in 0..3 {
+        let cid = engine.handle_connection_opened(now, ws_session::ConnectionInfo::default());
+        assert!(engine.session_of(cid).is_some());
+    }
+    assert_eq!(engine.sessions().count(), 3);
+}
+
+#[test]
+fn escaped_event_names_and_payload_positions_are_exact() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    sim.send_text(a, r#"{"p" : [1, {"x":"}"}] ,"e":"ch\u0061t","v":"1"}"#);
+    let ev = sim.events.last().unwrap();
+    assert_eq!(ev.event(), "chat");
+    assert_eq!(ev.payload(), Some(r#"[1, {"x":"}"}]"#));
+    assert_eq!(ev.correlation_id(), None);
+}
+
+#[test]
+fn metrics_count_traffic_sessions_and_rooms() {
+    let mut sim = sim();
+    sim.set_handler(Sim::echo_handler);
+    let a = sim.connect(Some("user:alice"));
+    let b = sim.connect(Some("user:bob"));
+    let now = sim.now();
+    sim.engine.join_room(now, sid(&sim, a), "r").unwrap();
+    sim.send(a, "echo", Some("1"), Some("c1"));
+    sim.drop_connection(b);
+    let m = sim.engine.metrics();
+    assert_eq!(m.connections, 1);
+    assert_eq!(m.connections_opened, 2);
+    assert_eq!((m.sessions_live, m.sessions_suspended), (1, 1));
+    assert_eq!(m.sessions_created, 2);
+    assert_eq!(m.rooms, 1);
+    assert_eq!(m.messages_in, 1);
+    let echo_text = r#"{"v":"1.0","e":"echo","p":1,"c":"c1"}"#;
+    assert_eq!(m.bytes_in, echo_text.len() as u64);
+    // Two sys.session.created and one reply.
+    assert_eq!(m.messages_out, 3);
+    let sent: usize = sim
+        .clients()
+        .iter()
+        .flat_map(|c| &c.received)
+        .map(|r| r.text.len())
+        .sum();
+    assert_eq!(m.bytes_out, sent as u64);
 }

@@ -1,12 +1,13 @@
 //! Model-based property test: arbitrary interleavings of connect, auth, join, leave,
-//! send, broadcast, drop, resume, ack, client events and ticks, checked against a
-//! reference model after every step.
+//! send, broadcast, drop, resume, ack, client events, stalls and ticks, checked against
+//! a reference model after every step.
 //!
 //! Checked: every session's stream reaches its client exactly once, in order, and
 //! complete while attached (across resumes inside the window); a resume succeeds exactly
 //! when the model says it can (alive, and the buffer covers the gap) and is refused
 //! explicitly otherwise; rooms are restored after a resume; expiry happens exactly when
-//! the window passes and is announced; no action addresses a closed connection (the
+//! the window passes and is announced; every suspension is explained by a drop or a
+//! slow-consumer close; no action addresses a closed connection (the
 //! harness panics); replay buffers and outbound queues stay within their bounds.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +43,12 @@ enum Op {
     /// The application sends to the client's session.
     Send {
         client: u8,
+    },
+    /// The client stops (or resumes) reading; a stalled client may be closed as a
+    /// slow consumer.
+    Stall {
+        client: u8,
+        on: bool,
     },
     /// The application broadcasts to a room.
     Broadcast {
@@ -79,6 +86,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u8>(), 0..ROOMS).prop_map(|(client, room)| Op::Leave { client, room }),
         1 => any::<u8>().prop_map(|client| Op::Ack { client }),
         1 => any::<u8>().prop_map(|client| Op::Event { client }),
+        2 => (any::<u8>(), any::<bool>()).prop_map(|(client, on)| Op::Stall { client, on }),
         2 => (0u16..90).prop_map(|secs| Op::Tick { secs }),
     ]
 }
@@ -99,6 +107,11 @@ struct Harness {
     gone: BTreeMap<SessionId, bool>,
     next_n: u64,
     seen_lifecycle: usize,
+    seen_closes: usize,
+    /// Suspensions the operations so far explain (drops of attached connections,
+    /// slow-consumer closes); the engine's `Suspended` events must match.
+    expected_suspensions: usize,
+    suspensions: usize,
 }
 
 fn room(r: u8) -> String {
@@ -115,6 +128,9 @@ impl Harness {
             auth_timeout: Duration::from_secs(3600),
             rate_limit_burst: 100_000,
             rate_limit_per_second: 100_000,
+            // Small enough that a stalled client is soon a slow consumer.
+            max_outbound_bytes: 512,
+            replay_max_bytes: 512,
             ..EngineConfig::default()
         };
         Self {
@@ -124,6 +140,9 @@ impl Harness {
             gone: BTreeMap::new(),
             next_n: 0,
             seen_lifecycle: 0,
+            seen_closes: 0,
+            expected_suspensions: 0,
+            suspensions: 0,
         }
     }
 
@@ -155,9 +174,9 @@ impl Harness {
             }
             Op::Drop { client } => {
                 let Some(c) = self.pick(client) else { return };
-                if self.sim.client(c).connection.is_some() {
-                    if let Some(s) = self.current(c) {
-                        self.sessions.get_mut(&s).unwrap().suspended_at = Some(self.sim.now());
+                if let Some(cid) = self.sim.client(c).connection {
+                    if self.sim.engine.session_of(cid).is_some() {
+                        self.expected_suspensions += 1;
                     }
                     self.sim.drop_connection(c);
                 }
@@ -186,7 +205,6 @@ impl Harness {
                 assert_eq!(restored, expect_ok, "resume of {target:?} (last {last})");
                 if restored {
                     assert_eq!(self.sim.client(c).session_id(), Some(target));
-                    self.sessions.get_mut(&target).unwrap().suspended_at = None;
                 } else {
                     let err = self.sim.client(c).last_of(sys::ERROR).unwrap();
                     assert_eq!(err.error_code(), Some(4106));
@@ -259,6 +277,10 @@ impl Harness {
                     .is_some();
                 assert_eq!(self.sim.events.len(), before + usize::from(attached));
             }
+            Op::Stall { client, on } => {
+                let Some(c) = self.pick(client) else { return };
+                self.sim.stall(c, on);
+            }
             Op::Tick { secs } => {
                 self.sim.advance(Duration::from_secs(u64::from(secs)));
                 let now = self.sim.now();
@@ -274,8 +296,21 @@ impl Harness {
                 }
             }
         }
+        self.absorb_closes();
         self.absorb_lifecycle();
         self.check();
+    }
+
+    /// Connections the engine closed: only slow consumers can be (the model keeps
+    /// heartbeats, deadlines and rate limits out of the way), and each suspends the
+    /// session it carried.
+    fn absorb_closes(&mut self) {
+        let closes = self.sim.closes[self.seen_closes..].to_vec();
+        self.seen_closes = self.sim.closes.len();
+        for (cid, code) in closes {
+            assert_eq!(code.0, 4110, "unexpected close of {cid}");
+            self.expected_suspensions += 1;
+        }
     }
 
     /// New sessions come from the engine's `Created` events; every end must be one
@@ -294,6 +329,19 @@ impl Harness {
                             suspended_at: None,
                         },
                     );
+                }
+                SessionEvent::Suspended { session } => {
+                    self.suspensions += 1;
+                    let m = self.sessions.get_mut(&session).expect("suspended a live session");
+                    assert!(m.suspended_at.is_none(), "suspended twice");
+                    m.suspended_at = Some(self.sim.now());
+                }
+                SessionEvent::Resumed { session, .. } => {
+                    // Resumes are checked against the model's prediction in `apply`.
+                    self.sessions
+                        .get_mut(&session)
+                        .expect("resumed a live session")
+                        .suspended_at = None;
                 }
                 SessionEvent::Expired { session, .. } => {
                     assert_eq!(
@@ -316,6 +364,10 @@ impl Harness {
 
     fn check(&self) {
         self.sim.check_bounds();
+        assert_eq!(
+            self.suspensions, self.expected_suspensions,
+            "unexplained suspensions"
+        );
         for (id, m) in &self.sessions {
             let info = self
                 .sim
@@ -381,7 +433,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
-    fn engine_matches_the_model(seed in any::<u64>(), ops in proptest::collection::vec(op(), 1..80)) {
+    fn engine_matches_the_model(seed in any::<u64>(), ops in proptest::collection::vec(op(), 1..120)) {
         let mut h = Harness::new(seed);
         for op in &ops {
             h.apply(op);

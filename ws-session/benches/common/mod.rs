@@ -55,13 +55,17 @@ pub(crate) fn engine_with_config(
 /// Drains the actions the way a transport does: transmits are "written" (encoded into
 /// a reused buffer) and reported flushed.
 pub(crate) fn drain(engine: &mut Engine, now: Instant) -> usize {
-    let mut buf = Vec::with_capacity(256);
+    drain_with(engine, now, &mut Vec::with_capacity(256))
+}
+
+/// [`drain`] encoding into the caller's buffer.
+pub(crate) fn drain_with(engine: &mut Engine, now: Instant, buf: &mut Vec<u8>) -> usize {
     let mut n = 0;
     while let Some(action) = engine.poll_action() {
         match action {
             Action::Transmit { connection, message } => {
                 buf.clear();
-                let len = message.write_to(&mut buf);
+                let len = message.write_to(buf);
                 engine.handle_flushed(now, connection, len);
                 n += 1;
             }
@@ -70,7 +74,7 @@ pub(crate) fn drain(engine: &mut Engine, now: Instant) -> usize {
                 for &(connection, seq) in &recipients {
                     buf.clear();
                     buf.extend_from_slice(&prefix);
-                    ws_proto::envelope::write_seq_suffix(&mut buf, Some(seq));
+                    ws_proto::envelope::write_seq_suffix(buf, Some(seq));
                     engine.handle_flushed(now, connection, buf.len());
                     n += 1;
                 }

@@ -1,0 +1,229 @@
+//! Inbound: envelopes from clients, system events, authentication requests.
+
+use super::*;
+
+impl Engine {
+    /// A text message: an envelope, dispatched as a system event or an application event.
+    pub(super) fn on_text(&mut self, now: Instant, cid: ConnectionId, text: String) {
+        let envelope = match Envelope::decode(&text, &self.config.envelope) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                let c = Envelope::correlation_id_of(&text, &self.config.envelope);
+                self.send_error(cid, err.code(), &err.to_string(), None, c.as_deref());
+                return;
+            }
+        };
+        if sys::is_system(&envelope.event) {
+            self.on_system(now, cid, &envelope);
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return;
+        };
+        let sid = match &mut conn.state {
+            ConnState::Attached { session, fresh } => {
+                *fresh = false;
+                *session
+            }
+            _ => {
+                let c = envelope.correlation_id.clone();
+                self.send_error(
+                    cid,
+                    ErrorCode::NOT_AUTHENTICATED.0,
+                    "not authenticated: wait for sys.session.created",
+                    None,
+                    c.as_deref(),
+                );
+                return;
+            }
+        };
+        let Some(user) = self.sessions.get(&sid).map(|s| s.user.clone()) else {
+            return;
+        };
+        // Point into the text instead of copying: the event owns the text it came in.
+        let span = |part: &str, owned: bool| match offset_in(&text, part) {
+            Some(range) if !owned => Span::In(range),
+            _ => Span::Owned(part.into()),
+        };
+        let cow = |c: &std::borrow::Cow<'_, str>| span(c, matches!(c, std::borrow::Cow::Owned(_)));
+        let event = cow(&envelope.event);
+        let correlation_id = envelope.correlation_id.as_ref().map(cow);
+        let payload = envelope.payload.map(|raw| span(raw.get(), false));
+        let timestamp = envelope.timestamp;
+        drop(envelope);
+        self.actions.push_back(Action::Event(InboundEvent {
+            session: sid,
+            user,
+            connection: cid,
+            text,
+            event,
+            payload,
+            correlation_id,
+            timestamp,
+        }));
+    }
+
+    /// A `sys.*` event from a client.
+    pub(super) fn on_system(&mut self, now: Instant, cid: ConnectionId, envelope: &Envelope<'_>) {
+        let c = envelope.correlation_id.as_deref();
+        match &*envelope.event {
+            sys::PONG => {}
+            sys::PING => self.send_system::<()>(cid, sys::PONG, None, c),
+            sys::ACK => {
+                let ack = match envelope.payload_as::<AckPayload>() {
+                    Ok(ack) => ack,
+                    Err(err) => return self.send_error(cid, err.code(), &err.to_string(), None, c),
+                };
+                match self.session_of(cid) {
+                    Some(sid) => {
+                        if let Some(session) = self.sessions.get_mut(&sid) {
+                            session.replay.ack(&mut self.slab, ack.seq);
+                        }
+                    }
+                    None => {
+                        self.send_error(cid, ErrorCode::NOT_AUTHENTICATED.0, "not authenticated", None, c)
+                    }
+                }
+            }
+            sys::AUTH => {
+                let auth = match envelope.payload_as::<AuthPayload>() {
+                    Ok(auth) => auth,
+                    Err(err) => return self.send_error(cid, err.code(), &err.to_string(), None, c),
+                };
+                let awaiting = self
+                    .conns
+                    .get(&cid)
+                    .is_some_and(|conn| matches!(conn.state, ConnState::AwaitingAuth));
+                if awaiting {
+                    self.start_auth(cid, auth.token, None, c.map(Into::into));
+                } else {
+                    self.send_error(
+                        cid,
+                        ErrorCode::ALREADY_AUTHENTICATED.0,
+                        "already authenticated or authenticating",
+                        None,
+                        c,
+                    );
+                }
+            }
+            sys::RECONNECT_REQUEST => {
+                let payload = match envelope.payload_as::<ReconnectPayload>() {
+                    Ok(p) => p,
+                    Err(err) => return self.send_error(cid, err.code(), &err.to_string(), None, c),
+                };
+                let request = ResumeRequest {
+                    session_id: payload.session_id.into(),
+                    resume_token: payload.resume_token.into(),
+                    last_seq: payload.last_seq,
+                    correlation_id: c.map(Into::into),
+                };
+                self.on_reconnect(now, cid, request, payload.token);
+            }
+            _ => self.send_error(
+                cid,
+                ErrorCode::UNKNOWN_SYSTEM_EVENT.0,
+                "unknown system event",
+                None,
+                c,
+            ),
+        }
+    }
+
+    /// `sys.reconnect.request`: decided now, after the pending authentication, or refused, by connection state.
+    pub(super) fn on_reconnect(
+        &mut self,
+        now: Instant,
+        cid: ConnectionId,
+        request: ResumeRequest,
+        credential: Option<String>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return;
+        };
+        let c = request.correlation_id.clone();
+        match &mut conn.state {
+            ConnState::AwaitingAuth => match credential {
+                Some(token) => self.start_auth(cid, token, Some(Box::new(request)), None),
+                None => self.send_error(
+                    cid,
+                    ErrorCode::NOT_AUTHENTICATED.0,
+                    "not authenticated: send the credential as \"token\" in sys.reconnect.request",
+                    None,
+                    c.as_deref(),
+                ),
+            },
+            ConnState::Authenticating { resume, .. } => {
+                if resume.is_none() {
+                    *resume = Some(Box::new(request));
+                } else {
+                    self.send_error(
+                        cid,
+                        ErrorCode::RESUME_IN_PROGRESS.0,
+                        "a resume is already waiting for authentication",
+                        None,
+                        c.as_deref(),
+                    );
+                }
+            }
+            ConnState::Attached { session, fresh: true } => {
+                // Authenticated in the handshake, then asked to resume: the connection's
+                // user is known, so the resume is decided now and replaces the fresh
+                // session on success.
+                let fresh = *session;
+                let Some((user, anonymous)) =
+                    self.sessions.get(&fresh).map(|s| (s.user.clone(), s.anonymous))
+                else {
+                    return;
+                };
+                if let Err(reason) = self.try_resume(now, cid, &user, anonymous, &request, Some(fresh)) {
+                    self.refuse_resume(cid, reason, c.as_deref());
+                    // The fresh session stands in for a new one: tell the client again.
+                    self.send_created(cid, fresh, None);
+                }
+            }
+            ConnState::Attached { fresh: false, .. } => self.send_error(
+                cid,
+                ErrorCode::ALREADY_AUTHENTICATED.0,
+                "this connection already carries a session in use",
+                None,
+                c.as_deref(),
+            ),
+        }
+    }
+
+    /// Asks the application to authenticate `cid` with `token`.
+    pub(super) fn start_auth(
+        &mut self,
+        cid: ConnectionId,
+        token: String,
+        resume: Option<Box<ResumeRequest>>,
+        correlation_id: Option<Box<str>>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return;
+        };
+        let id = AuthId(self.next_auth);
+        self.next_auth += 1;
+        self.auths.insert(id, cid);
+        conn.state = ConnState::Authenticating {
+            auth: id,
+            resume,
+            correlation_id,
+        };
+        let info = conn.info.clone().unwrap_or_default();
+        self.actions.push_back(Action::Authenticate(AuthRequest {
+            id,
+            connection: cid,
+            token,
+            info,
+        }));
+    }
+}
+
+/// Where `part`, a slice of `text`, lies in it; `None` when it is not a slice of `text`
+/// (then the caller copies it).
+fn offset_in(text: &str, part: &str) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (text.get(start..end)? == part).then_some(start..end)
+}

@@ -1,0 +1,221 @@
+//! Timers (heartbeats, deadlines, expiry) and the ends of connections and sessions.
+
+use super::*;
+
+impl Engine {
+    /// A connection's deadline: authentication timeout, idle timeout, or heartbeat.
+    pub(super) fn on_connection_timer(&mut self, now: Instant, cid: ConnectionId, at: Instant) {
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return;
+        };
+        if conn.timer_at != Some(at) {
+            return; // stale entry
+        }
+        conn.timer_at = None;
+        let attached = matches!(conn.state, ConnState::Attached { .. });
+        if !attached && now >= conn.opened_at + self.config.auth_timeout {
+            self.metrics.auth_failures += 1;
+            self.send_error(
+                cid,
+                ErrorCode::AUTH_TIMEOUT.0,
+                "authentication timed out",
+                None,
+                None,
+            );
+            self.close_connection(
+                now,
+                cid,
+                ErrorCode::AUTH_TIMEOUT.close_code(),
+                "authentication timeout",
+            );
+            return;
+        }
+        if now >= conn.last_inbound + self.config.heartbeat_interval + self.config.idle_timeout {
+            self.close_connection(now, cid, ErrorCode::IDLE_TIMEOUT.close_code(), "idle timeout");
+            return;
+        }
+        if now >= conn.next_ping {
+            conn.next_ping = now + self.config.heartbeat_interval;
+            self.send_system::<()>(cid, sys::PING, None, None);
+        }
+        self.schedule_connection(cid);
+    }
+
+    /// A suspended session's deadline: expiry.
+    pub(super) fn on_session_timer(&mut self, now: Instant, sid: SessionId, at: Instant) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if session.timer_at != Some(at) {
+            return;
+        }
+        session.timer_at = None;
+        match session.expires_at {
+            Some(expiry) if now >= expiry => self.expire(sid),
+            Some(expiry) => self
+                .timers
+                .schedule(TimerKey::Session(sid), expiry, &mut session.timer_at),
+            None => {}
+        }
+    }
+
+    /// Makes sure the connection's earliest deadline is in the timer heap.
+    pub(super) fn schedule_connection(&mut self, cid: ConnectionId) {
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return;
+        };
+        let idle = conn.last_inbound + self.config.heartbeat_interval + self.config.idle_timeout;
+        let mut at = conn.next_ping.min(idle);
+        if !matches!(conn.state, ConnState::Attached { .. }) {
+            at = at.min(conn.opened_at + self.config.auth_timeout);
+        }
+        self.timers
+            .schedule(TimerKey::Connection(cid), at, &mut conn.timer_at);
+    }
+
+    /// Forgets `cid`, emits `Close`, and suspends its session.
+    pub(super) fn close_connection(
+        &mut self,
+        now: Instant,
+        cid: ConnectionId,
+        code: CloseCode,
+        reason: &'static str,
+    ) {
+        if self.conns.contains_key(&cid) {
+            self.actions.push_back(Action::Close {
+                connection: cid,
+                code,
+                reason,
+            });
+            self.drop_connection(now, cid);
+        }
+    }
+
+    /// Forgets `cid` and emits `Close`; its session (being taken over or ended) is
+    /// detached but not suspended.
+    pub(super) fn close_connection_only(&mut self, cid: ConnectionId, code: CloseCode, reason: &'static str) {
+        if let Some(conn) = self.conns.remove(&cid) {
+            if let ConnState::Attached { session, .. } = conn.state {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.connection = None;
+                }
+            }
+            self.actions.push_back(Action::Close {
+                connection: cid,
+                code,
+                reason,
+            });
+        }
+    }
+
+    /// Forgets `cid` (the peer is gone) and suspends its session.
+    pub(super) fn drop_connection(&mut self, now: Instant, cid: ConnectionId) {
+        let Some(conn) = self.conns.remove(&cid) else {
+            return;
+        };
+        match conn.state {
+            ConnState::Authenticating { auth, .. } => {
+                self.auths.remove(&auth);
+            }
+            ConnState::Attached { session, .. } => self.suspend(now, session),
+            ConnState::AwaitingAuth => {}
+        }
+    }
+
+    /// Detaches a session from its (gone) connection and starts its resume window.
+    pub(super) fn suspend(&mut self, now: Instant, sid: SessionId) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        session.connection = None;
+        let expiry = now + self.config.resume_window;
+        session.expires_at = Some(expiry);
+        self.timers
+            .schedule(TimerKey::Session(sid), expiry, &mut session.timer_at);
+        self.actions
+            .push_back(Action::Session(SessionEvent::Suspended { session: sid }));
+    }
+
+    /// The resume window passed.
+    pub(super) fn expire(&mut self, sid: SessionId) {
+        self.metrics.sessions_expired += 1;
+        self.end_session(sid, true);
+    }
+
+    /// Removes a session (its connection already dealt with) from every room and the
+    /// engine, and tells the application.
+    pub(super) fn end_session(&mut self, sid: SessionId, expired: bool) {
+        let Some(mut session) = self.sessions.remove(&sid) else {
+            return;
+        };
+        session.replay.clear(&mut self.slab);
+        for room in &session.rooms {
+            self.rooms.leave(room, sid);
+        }
+        self.expired.insert(sid, self.config.expired_memory);
+        let user = session.user;
+        self.actions.push_back(Action::Session(if expired {
+            SessionEvent::Expired { session: sid, user }
+        } else {
+            SessionEvent::Closed { session: sid, user }
+        }));
+    }
+
+    /// End of every input: close the connections that went over their outbound bound.
+    pub(super) fn finish(&mut self, now: Instant) {
+        while let Some(cid) = self.slow.pop() {
+            if self.conns.contains_key(&cid) {
+                self.metrics.slow_consumer_drops += 1;
+                self.close_connection(now, cid, ErrorCode::SLOW_CONSUMER.close_code(), "slow consumer");
+            }
+        }
+    }
+
+    /// 128 random bits not in use.
+    pub(super) fn new_session_id(&mut self) -> SessionId {
+        let mut id = SessionId(u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64()));
+        // A collision of 128 random bits means a broken generator; step past it rather
+        // than spin forever (ids are public, so predictability costs nothing here).
+        while self.sessions.contains_key(&id) || self.expired.contains(id) {
+            id = SessionId(id.0.wrapping_add(1));
+        }
+        id
+    }
+
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// The first bound a session or connection exceeds, if any (checked without
+    /// allocating, so the simulation can call it after every step).
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn bounds_violation(&self) -> Option<String> {
+        let c = &self.config;
+        for (sid, s) in &self.sessions {
+            if s.replay.len() > c.replay_max_messages || s.replay.bytes() > c.replay_max_bytes {
+                return Some(format!(
+                    "{sid:?} replay {} messages {} bytes",
+                    s.replay.len(),
+                    s.replay.bytes()
+                ));
+            }
+            if s.rooms.len() > c.max_rooms_per_session {
+                return Some(format!("{sid:?} in {} rooms", s.rooms.len()));
+            }
+        }
+        for (cid, conn) in &self.conns {
+            if conn.queued > c.max_outbound_bytes {
+                return Some(format!("{cid} queued {}", conn.queued));
+            }
+        }
+        None
+    }
+
+    /// Prefixes held by replay buffers, and the replay entries referring to them.
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn replay_storage(&self) -> (usize, usize) {
+        let entries = self.sessions.values().map(|s| s.replay.len()).sum();
+        (self.slab.live(), entries)
+    }
+}

@@ -1,0 +1,620 @@
+//! The server engine: connections in, sessions and rooms inside, actions out.
+//!
+//! This file holds the public API; the internals are split by concern: `fanout`
+//! (outbound), `inbound`, `resume`, `lifecycle` (timers, closes, expiry).
+
+mod fanout;
+mod inbound;
+mod lifecycle;
+mod resume;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand_core::CryptoRng;
+use ws_proto::envelope::{sys, Envelope, OutgoingEnvelope};
+use ws_proto::{CloseCode, Message};
+
+use crate::action::Span;
+use crate::connection::{Conn, ConnState, ResumeRequest};
+use crate::id::IdMap;
+use crate::outbound::Encoder;
+use crate::protocol::{
+    AckPayload, AuthPayload, ErrorPayload, ReconnectPayload, SessionCreated, SessionRestored,
+};
+use crate::rate_limit::{LastSeen, RateLimiter};
+use crate::replay::PrefixSlab;
+use crate::room::Rooms;
+use crate::session::{Session, SessionInfo, Tombstones};
+use crate::timer::{TimerKey, Timers};
+use crate::{
+    Action, ApiError, AuthId, AuthRequest, ConfigError, ConnectionId, ConnectionInfo, EngineConfig,
+    ErrorCode, InboundEvent, Metrics, NotRecoverable, OutboundMessage, Publication, PublishTarget,
+    ResumeToken, SessionEvent, SessionId, UserId,
+};
+
+/// The Sans-IO server engine of tether.
+///
+/// Feed it inputs (`handle_*` methods and the application commands), then drain
+/// [`poll_action`](Self::poll_action) until `None` and arm a timer for
+/// [`poll_timeout`](Self::poll_timeout). Every input takes `now`; the engine never
+/// reads a clock, and draws randomness only from the generator given to
+/// [`new`](Self::new). See the crate documentation for the drive loop.
+pub struct Engine {
+    config: EngineConfig,
+    rng: Box<dyn CryptoRng + Send>,
+    conns: IdMap<ConnectionId, Conn>,
+    sessions: IdMap<SessionId, Session>,
+    rooms: Rooms,
+    auths: IdMap<AuthId, ConnectionId>,
+    next_connection: u64,
+    next_auth: u64,
+    timers: Timers,
+    actions: VecDeque<Action>,
+    encoder: Encoder,
+    metrics: Metrics,
+    expired: Tombstones,
+    /// Connections that went over the outbound bound during the current input.
+    slow: Vec<ConnectionId>,
+    /// Recipient lists of broadcasts, handed back by the caller for reuse.
+    recipients: Vec<Vec<(ConnectionId, u64)>>,
+    /// The prefixes replay buffers hold, each stored once.
+    slab: PrefixSlab,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("connections", &self.conns.len())
+            .field("sessions", &self.sessions.len())
+            .field("rooms", &self.rooms.len())
+            .field("pending_actions", &self.actions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine with `config`, drawing session ids, resume tokens and hash keys from
+    /// `rng`: pass an OS-seeded CSPRNG in production, a seeded `ChaCha20Rng` in tests.
+    pub fn new(config: EngineConfig, mut rng: impl CryptoRng + Send + 'static) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let room_key = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
+        Ok(Self {
+            config,
+            rng: Box::new(rng),
+            conns: IdMap::default(),
+            sessions: IdMap::default(),
+            rooms: Rooms::new(room_key),
+            auths: IdMap::default(),
+            next_connection: 1,
+            next_auth: 1,
+            timers: Timers::default(),
+            actions: VecDeque::new(),
+            encoder: Encoder::default(),
+            metrics: Metrics::default(),
+            expired: Tombstones::default(),
+            slow: Vec::new(),
+            recipients: Vec::new(),
+            slab: PrefixSlab::default(),
+        })
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    // ----- inputs from the transport -------------------------------------------------
+
+    /// Call when a WebSocket connection has been accepted (the upgrade succeeded).
+    /// Returns the id the engine gives it. With a credential in `info.token` the engine
+    /// asks the application to authenticate it; without one it waits for `sys.auth`
+    /// (or creates an anonymous session when configured).
+    pub fn handle_connection_opened(&mut self, now: Instant, info: ConnectionInfo) -> ConnectionId {
+        let cid = ConnectionId(self.next_connection);
+        self.next_connection += 1;
+        self.metrics.connections_opened += 1;
+        if let Some(allowed) = &self.config.allowed_origins {
+            let ok = info
+                .origin
+                .as_deref()
+                .is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
+            if !ok {
+                self.actions.push_back(Action::Close {
+                    connection: cid,
+                    code: ErrorCode::ORIGIN_NOT_ALLOWED.close_code(),
+                    reason: "origin not allowed",
+                });
+                return cid;
+            }
+        }
+        let token = info.token.clone();
+        self.conns.insert(
+            cid,
+            Conn {
+                state: ConnState::AwaitingAuth,
+                info: Some(Arc::new(info)),
+                opened_at: now,
+                last_inbound: now,
+                next_ping: now + self.config.heartbeat_interval,
+                rate: RateLimiter::new(now),
+                rate_strikes: 0,
+                last_refusal: None,
+                queued: 0,
+                slow: false,
+                timer_at: None,
+            },
+        );
+        if let Some(token) = token {
+            self.start_auth(cid, token, None, None);
+        } else if self.config.allow_anonymous {
+            let sid = self.new_session_id();
+            let user = UserId::new(format!("anon-{sid}"));
+            self.create_session(cid, sid, user, true, None);
+        }
+        self.schedule_connection(cid);
+        cid
+    }
+
+    /// Call with every message a connection delivered (ws-proto's `Event::Message`, or
+    /// a custom transport's). Text is decoded as an envelope; any message counts as a
+    /// sign of life. A `Close` means the peer is going: the session is suspended.
+    /// Messages for a connection the engine closed are ignored.
+    pub fn handle_message(&mut self, now: Instant, connection: ConnectionId, message: Message) {
+        let Some(conn) = self.conns.get_mut(&connection) else {
+            return;
+        };
+        conn.last_inbound = now;
+        let len = match &message {
+            Message::Text(text) => text.len(),
+            Message::Binary(data) => data.len(),
+            Message::Close(_) => {
+                self.drop_connection(now, connection);
+                return;
+            }
+            _ => return, // pings and pongs: liveness only
+        };
+        self.metrics.messages_in += 1;
+        self.metrics.bytes_in += len as u64;
+        let config = &self.config;
+        if !conn
+            .rate
+            .allow(now, config.rate_limit_per_second, config.rate_limit_burst)
+        {
+            self.metrics.rate_limited += 1;
+            // A streak of refusals ends once the client has been refused nothing for as
+            // long as its bucket takes to refill; a client that keeps pushing past the
+            // rate (even between accepted messages) stays in its streak and is closed.
+            let forgive = std::time::Duration::from_secs(u64::from(config.rate_limit_burst))
+                / config.rate_limit_per_second.max(1);
+            let new_streak = conn.last_refusal.is_none_or_elapsed(now, forgive);
+            conn.rate_strikes = if new_streak { 1 } else { conn.rate_strikes + 1 };
+            conn.last_refusal = Some(now);
+            let strikes = conn.rate_strikes;
+            if strikes >= config.rate_limit_max_strikes {
+                self.close_connection(now, connection, CloseCode::POLICY_VIOLATION, "rate limit");
+            } else if new_streak {
+                self.send_error(
+                    connection,
+                    ErrorCode::RATE_LIMITED.0,
+                    "rate limited: message dropped",
+                    None,
+                    None,
+                );
+            }
+            self.finish(now);
+            return;
+        }
+        match message {
+            Message::Text(text) => self.on_text(now, connection, text),
+            _ => self.send_error(
+                connection,
+                ErrorCode::BINARY_NOT_SUPPORTED.0,
+                "binary messages are not supported; send envelopes as text",
+                None,
+                None,
+            ),
+        }
+        self.finish(now);
+    }
+
+    /// Call when a connection closed or reached EOF (after a close handshake or not).
+    /// Its session is suspended for the resume window. Unknown ids are ignored.
+    pub fn handle_connection_closed(&mut self, now: Instant, connection: ConnectionId) {
+        self.drop_connection(now, connection);
+    }
+
+    /// Call when `bytes` of what `Transmit` actions handed out for `connection` have been
+    /// written to the socket. The engine bounds the difference per connection
+    /// ([`EngineConfig::max_outbound_bytes`]).
+    pub fn handle_flushed(&mut self, _now: Instant, connection: ConnectionId, bytes: usize) {
+        if let Some(conn) = self.conns.get_mut(&connection) {
+            conn.queued = conn.queued.saturating_sub(bytes);
+        }
+    }
+
+    /// Call when the instant from [`poll_timeout`](Self::poll_timeout) has come (early
+    /// or spurious calls are harmless): heartbeats, idle and authentication deadlines,
+    /// session expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, key)) = self.timers.pop_due(now) {
+            match key {
+                TimerKey::Connection(cid) => self.on_connection_timer(now, cid, at),
+                TimerKey::Session(sid) => self.on_session_timer(now, sid, at),
+            }
+        }
+        self.finish(now);
+    }
+
+    /// Call with the application's answer to [`Action::Authenticate`]: `Ok(user)` or
+    /// `Err(reason)` (the reason goes to the client in `sys.error` 4102). Answers for
+    /// connections that are gone are ignored; an id never issued is an error.
+    pub fn handle_auth_result(
+        &mut self,
+        now: Instant,
+        id: AuthId,
+        result: Result<UserId, String>,
+    ) -> Result<(), ApiError> {
+        if id.0 == 0 || id.0 >= self.next_auth {
+            return Err(ApiError::UnknownAuthRequest);
+        }
+        let Some(cid) = self.auths.remove(&id) else {
+            return Ok(());
+        };
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return Ok(());
+        };
+        let (resume, correlation_id) = match &mut conn.state {
+            ConnState::Authenticating {
+                auth,
+                resume,
+                correlation_id,
+            } if *auth == id => (resume.take(), correlation_id.take()),
+            _ => return Ok(()),
+        };
+        match result {
+            Err(reason) => {
+                self.metrics.auth_failures += 1;
+                let c = resume
+                    .as_ref()
+                    .and_then(|r| r.correlation_id.as_deref())
+                    .or(correlation_id.as_deref());
+                let message = format!("authentication failed: {reason}");
+                self.send_error(cid, ErrorCode::AUTH_FAILED.0, &message, None, c);
+                self.close_connection(
+                    now,
+                    cid,
+                    ErrorCode::AUTH_FAILED.close_code(),
+                    "authentication failed",
+                );
+            }
+            Ok(user) => match resume {
+                Some(request) => {
+                    if let Err(reason) = self.try_resume(now, cid, &user, false, &request, None) {
+                        self.refuse_resume(cid, reason, request.correlation_id.as_deref());
+                        let sid = self.new_session_id();
+                        self.create_session(cid, sid, user, false, None);
+                    }
+                }
+                None => {
+                    let sid = self.new_session_id();
+                    self.create_session(cid, sid, user, false, correlation_id.as_deref());
+                }
+            },
+        }
+        self.finish(now);
+        Ok(())
+    }
+
+    /// Call with a broadcast another node published (from the cross-node backend): it
+    /// is delivered to the local sessions it targets and never published again.
+    pub fn handle_remote_publish(&mut self, now: Instant, publication: &Publication) {
+        match &publication.target {
+            PublishTarget::All => {
+                self.fan_out_all(&publication.prefix, |sid, _| Some(sid) != publication.except);
+            }
+            PublishTarget::Room(room) => {
+                self.fan_out_room(room, &publication.prefix, publication.except);
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+        self.finish(now);
+    }
+
+    // ----- application commands ----------------------------------------------------
+
+    /// Sends `envelope` to `session` as the next message of its stream (its `s` is
+    /// set by the engine and returned). Kept for replay until acknowledged; sent now if
+    /// the session is attached, on resume otherwise.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        envelope: &OutgoingEnvelope<'_>,
+    ) -> Result<u64, ApiError> {
+        if !self.sessions.contains_key(&session) {
+            return Err(ApiError::UnknownSession(session));
+        }
+        let prefix = self.encoder.prefix(envelope);
+        self.deliver_prefix(now, session, &prefix)
+    }
+
+    /// Answers the request with correlation id `correlation_id` of `session`: sends
+    /// `envelope` with `c` set (in the session stream, so it survives a reconnect).
+    pub fn reply(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        correlation_id: &str,
+        envelope: &OutgoingEnvelope<'_>,
+    ) -> Result<u64, ApiError> {
+        self.send(now, session, &envelope.with_correlation_id(correlation_id))
+    }
+
+    /// Answers the request `correlation_id` of `session` with a `sys.error` carrying
+    /// the application's `code` and `message` (in the session stream). Applications
+    /// should use codes from 4200 up; below is the protocol's.
+    pub fn reply_error(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        correlation_id: &str,
+        code: u16,
+        message: &str,
+    ) -> Result<u64, ApiError> {
+        if !self.sessions.contains_key(&session) {
+            return Err(ApiError::UnknownSession(session));
+        }
+        let env = OutgoingEnvelope::new(sys::ERROR).with_correlation_id(correlation_id);
+        let prefix = self.encoder.prefix_with(
+            &env,
+            &ErrorPayload {
+                code,
+                message,
+                reason: None,
+            },
+        );
+        self.deliver_prefix(now, session, &prefix)
+    }
+
+    /// Sends `envelope` to every session (serialized once). Published to other nodes
+    /// when [`EngineConfig::publish_broadcasts`] is on. Returns the local recipients.
+    pub fn broadcast(&mut self, now: Instant, envelope: &OutgoingEnvelope<'_>) -> usize {
+        let prefix = self.encoder.prefix(envelope);
+        let n = self.fan_out_all(&prefix, |_, _| true);
+        self.publish(PublishTarget::All, None, prefix);
+        self.finish(now);
+        n
+    }
+
+    /// Sends `envelope` to the sessions `pick` chooses (local only: a predicate cannot
+    /// cross nodes). Returns the recipients.
+    pub fn broadcast_filter(
+        &mut self,
+        now: Instant,
+        envelope: &OutgoingEnvelope<'_>,
+        pick: impl FnMut(SessionId, &UserId) -> bool,
+    ) -> usize {
+        let prefix = self.encoder.prefix(envelope);
+        let n = self.fan_out_all(&prefix, pick);
+        self.finish(now);
+        n
+    }
+
+    /// Sends `envelope` to every member of `room` but `except` (serialized once; each
+    /// recipient costs a refcount, a sequence number and a queue push). Published to
+    /// other nodes when configured. Returns the local recipients.
+    pub fn broadcast_room(
+        &mut self,
+        now: Instant,
+        room: &str,
+        envelope: &OutgoingEnvelope<'_>,
+        except: Option<SessionId>,
+    ) -> usize {
+        let prefix = self.encoder.prefix(envelope);
+        let n = self.fan_out_room(room, &prefix, except);
+        if self.config.publish_broadcasts {
+            self.publish(PublishTarget::Room(Arc::from(room)), except, prefix);
+        }
+        self.finish(now);
+        n
+    }
+
+    /// Sends `envelope` once, outside the session streams (no `s`, not replayed), to the
+    /// attached members of `room`, or to every attached session when `room` is `None`:
+    /// for volatile messages (presence, typing) that are worthless after a reconnect.
+    /// One [`Action::TransmitMany`]. Returns the recipients.
+    pub fn broadcast_volatile(
+        &mut self,
+        now: Instant,
+        room: Option<&str>,
+        envelope: &OutgoingEnvelope<'_>,
+    ) -> usize {
+        let prefix = self.encoder.prefix(envelope);
+        let message = OutboundMessage { prefix, seq: None };
+        let len = message.len();
+        let mut connections = Vec::new();
+        let mut consider = |sid: &SessionId, sessions: &IdMap<SessionId, Session>| {
+            if let Some(cid) = sessions.get(sid).and_then(|s| s.connection) {
+                connections.push(cid);
+            }
+        };
+        match room {
+            Some(room) => {
+                if let Some(members) = self.rooms.members(room) {
+                    members.iter().for_each(|sid| consider(sid, &self.sessions));
+                }
+            }
+            None => self.sessions.keys().for_each(|sid| consider(sid, &self.sessions)),
+        }
+        connections.retain(|cid| {
+            let Some(conn) = self.conns.get_mut(cid) else {
+                return false;
+            };
+            if conn.slow || conn.queued + len > self.config.max_outbound_bytes {
+                if !conn.slow {
+                    conn.slow = true;
+                    self.slow.push(*cid);
+                }
+                return false;
+            }
+            conn.queued += len;
+            true
+        });
+        let n = connections.len();
+        if n > 0 {
+            self.metrics.messages_out += n as u64;
+            self.metrics.bytes_out += (n * len) as u64;
+            self.actions
+                .push_back(Action::TransmitMany { connections, message });
+        }
+        self.finish(now);
+        n
+    }
+
+    /// Adds `session` to `room`. Returns whether it was not a member yet. Refused over
+    /// [`EngineConfig::max_rooms_per_session`] or [`EngineConfig::max_room_name_len`].
+    pub fn join_room(&mut self, _now: Instant, session: SessionId, room: &str) -> Result<bool, ApiError> {
+        let max_len = self.config.max_room_name_len;
+        if room.len() > max_len {
+            return Err(ApiError::RoomNameTooLong {
+                len: room.len(),
+                max: max_len,
+            });
+        }
+        let s = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(ApiError::UnknownSession(session))?;
+        if s.rooms.iter().any(|r| &**r == room) {
+            return Ok(false);
+        }
+        if s.rooms.len() >= self.config.max_rooms_per_session {
+            return Err(ApiError::TooManyRooms {
+                max: self.config.max_rooms_per_session,
+            });
+        }
+        let (name, _) = self.rooms.join(room, session);
+        s.rooms.push(name);
+        Ok(true)
+    }
+
+    /// Removes `session` from `room`. Returns whether it was a member.
+    pub fn leave_room(&mut self, _now: Instant, session: SessionId, room: &str) -> Result<bool, ApiError> {
+        let s = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(ApiError::UnknownSession(session))?;
+        let Some(at) = s.rooms.iter().position(|r| &**r == room) else {
+            return Ok(false);
+        };
+        s.rooms.swap_remove(at);
+        Ok(self.rooms.leave(room, session))
+    }
+
+    /// Ends `session` now: its connection (if any) is closed with 1000, it leaves every
+    /// room, and [`SessionEvent::Closed`] follows.
+    pub fn close_session(&mut self, now: Instant, session: SessionId) -> Result<(), ApiError> {
+        let s = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(ApiError::UnknownSession(session))?;
+        if let Some(cid) = s.connection.take() {
+            self.conns.remove(&cid);
+            self.actions.push_back(Action::Close {
+                connection: cid,
+                code: CloseCode::NORMAL,
+                reason: "session closed",
+            });
+        }
+        self.end_session(session, false);
+        self.finish(now);
+        Ok(())
+    }
+
+    // ----- outputs -------------------------------------------------------------------
+
+    /// The next thing to do. Call after every input until it returns `None`.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` when nothing
+    /// is scheduled. Read it after draining the actions.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Hands back the `recipients` of an [`Action::TransmitBroadcast`] once sent, so
+    /// the next broadcast reuses its allocation (optional; a few are kept).
+    pub fn recycle(&mut self, mut recipients: Vec<(ConnectionId, u64)>) {
+        if self.recipients.len() < 4 {
+            recipients.clear();
+            self.recipients.push(recipients);
+        }
+    }
+
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn metrics(&self) -> Metrics {
+        let live = self.sessions.values().filter(|s| s.connection.is_some()).count() as u64;
+        Metrics {
+            connections: self.conns.len() as u64,
+            sessions_live: live,
+            sessions_suspended: self.sessions.len() as u64 - live,
+            rooms: self.rooms.len() as u64,
+            ..self.metrics
+        }
+    }
+
+    /// A view of `session`, or `None` when it does not exist.
+    pub fn session_info(&self, session: SessionId) -> Option<SessionInfo> {
+        self.sessions.get(&session).map(SessionInfo::of)
+    }
+
+    /// The session attached to `connection`, if any.
+    pub fn session_of(&self, connection: ConnectionId) -> Option<SessionId> {
+        match self.conns.get(&connection)?.state {
+            ConnState::Attached { session, .. } => Some(session),
+            _ => None,
+        }
+    }
+
+    /// Bytes handed out to `connection` and not yet reported flushed; `None` for a
+    /// connection the engine does not know (closed).
+    pub fn queued_bytes(&self, connection: ConnectionId) -> Option<usize> {
+        self.conns.get(&connection).map(|c| c.queued)
+    }
+
+    /// Members of `room` (0 when it does not exist).
+    pub fn room_len(&self, room: &str) -> usize {
+        self.rooms.members(room).map_or(0, |m| m.len())
+    }
+
+    /// The sessions that exist (attached or suspended).
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.sessions.keys().copied()
+    }
+}
+
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Per-session memory and per-action moves are part of the performance budget
+    /// (docs/BENCHMARKS.md); growing these types should be a decision.
+    #[test]
+    fn type_sizes_stay_in_budget() {
+        assert!(std::mem::size_of::<crate::session::Session>() <= 224);
+        assert!(std::mem::size_of::<crate::connection::Conn>() <= 208);
+        assert!(std::mem::size_of::<crate::Action>() <= 160);
+        assert_eq!(std::mem::size_of::<crate::OutboundMessage>(), 48);
+    }
+}

@@ -1,0 +1,210 @@
+//! Session creation and resume: tokens, the refusal reasons, replay.
+
+use super::*;
+
+impl Engine {
+    /// Creates a session for `user` on `cid` and announces it (`sys.session.created`).
+    pub(super) fn create_session(
+        &mut self,
+        cid: ConnectionId,
+        sid: SessionId,
+        user: UserId,
+        anonymous: bool,
+        correlation_id: Option<&str>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return;
+        };
+        conn.state = ConnState::Attached {
+            session: sid,
+            fresh: true,
+        };
+        conn.info = None;
+        let token = ResumeToken::generate(&mut *self.rng);
+        self.sessions.insert(
+            sid,
+            Session {
+                user: user.clone(),
+                anonymous,
+                token,
+                used_token: None,
+                connection: Some(cid),
+                next_seq: 1,
+                replay: Default::default(),
+                rooms: Vec::new(),
+                expires_at: None,
+                timer_at: None,
+            },
+        );
+        self.metrics.sessions_created += 1;
+        self.send_created(cid, sid, correlation_id);
+        self.actions.push_back(Action::Session(SessionEvent::Created {
+            session: sid,
+            user,
+            connection: cid,
+        }));
+        self.schedule_connection(cid);
+    }
+
+    /// Sends `sys.session.created` for `sid` (also to re-announce a fresh session).
+    pub(super) fn send_created(&mut self, cid: ConnectionId, sid: SessionId, correlation_id: Option<&str>) {
+        let Some(session) = self.sessions.get(&sid) else {
+            return;
+        };
+        let session_id = sid.to_string();
+        let token = session.token.to_hex();
+        let user = session.user.clone();
+        let payload = SessionCreated {
+            session_id: &session_id,
+            user_id: user.as_str(),
+            resume_token: &token,
+            heartbeat_ms: duration_ms(self.config.heartbeat_interval),
+            resume_window_ms: duration_ms(self.config.resume_window),
+        };
+        self.send_system(cid, sys::SESSION_CREATED, Some(&payload), correlation_id);
+    }
+
+    /// Sends the explicit refusal of a resume (`sys.error` 4106 with its reason).
+    pub(super) fn refuse_resume(
+        &mut self,
+        cid: ConnectionId,
+        reason: NotRecoverable,
+        correlation_id: Option<&str>,
+    ) {
+        self.metrics.resumes_refused += 1;
+        let message = match reason {
+            NotRecoverable::Unknown => "session not recoverable: unknown session",
+            NotRecoverable::Expired => "session not recoverable: expired",
+            NotRecoverable::Used => "session not recoverable: resume token already used",
+            NotRecoverable::InvalidToken => "session not recoverable: invalid resume token",
+            NotRecoverable::Foreign => "session not recoverable: session belongs to another user",
+            NotRecoverable::Gap => "session not recoverable: missed messages are no longer buffered",
+        };
+        self.send_error(
+            cid,
+            ErrorCode::NOT_RECOVERABLE.0,
+            message,
+            Some(reason.as_str()),
+            correlation_id,
+        );
+    }
+
+    /// Resumes session `request.session_id` on `cid` for `user`, or says why not.
+    /// `replacing` is the fresh session `cid` carries, ended on success.
+    pub(super) fn try_resume(
+        &mut self,
+        now: Instant,
+        cid: ConnectionId,
+        user: &UserId,
+        anonymous: bool,
+        request: &ResumeRequest,
+        replacing: Option<SessionId>,
+    ) -> Result<(), NotRecoverable> {
+        let sid = SessionId::parse(&request.session_id).ok_or(NotRecoverable::Unknown)?;
+        let Some(session) = self.sessions.get(&sid) else {
+            return Err(if self.expired.contains(sid) {
+                NotRecoverable::Expired
+            } else {
+                NotRecoverable::Unknown
+            });
+        };
+        if session.expires_at.is_some_and(|at| now >= at) {
+            // Its timer has not fired yet; the window is over all the same.
+            self.expire(sid);
+            return Err(NotRecoverable::Expired);
+        }
+        let token = ResumeToken::parse(&request.resume_token).ok_or(NotRecoverable::InvalidToken)?;
+        if !session.token.ct_eq(&token) {
+            let used = session.used_token.is_some_and(|u| u.ct_eq(&token));
+            return Err(if used {
+                NotRecoverable::Used
+            } else {
+                NotRecoverable::InvalidToken
+            });
+        }
+        let same_user = if session.anonymous || anonymous {
+            session.anonymous && anonymous
+        } else {
+            session.user == *user
+        };
+        if !same_user {
+            return Err(NotRecoverable::Foreign);
+        }
+        if Some(sid) == replacing {
+            // Resuming the session this connection already carries: nothing to swap.
+            return Err(NotRecoverable::InvalidToken);
+        }
+        let last_sent = session.last_sent();
+        if request.last_seq > last_sent || !session.replay.covers(request.last_seq, last_sent) {
+            // The client holder of a valid token moves to a new session: end this one
+            // rather than let it linger unreachable.
+            if let Some(old) = session.connection {
+                self.close_connection_only(old, ErrorCode::TAKEN_OVER.close_code(), "session taken over");
+            }
+            self.end_session(sid, false);
+            return Err(NotRecoverable::Gap);
+        }
+
+        // Accepted.
+        if let Some(old) = session.connection.filter(|&old| old != cid) {
+            self.close_connection_only(old, ErrorCode::TAKEN_OVER.close_code(), "session taken over");
+        }
+        if let Some(fresh) = replacing {
+            self.end_session(fresh, false);
+        }
+        let new_token = ResumeToken::generate(&mut *self.rng);
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return Ok(());
+        };
+        conn.state = ConnState::Attached {
+            session: sid,
+            fresh: false,
+        };
+        conn.info = None;
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Ok(());
+        };
+        session.used_token = Some(session.token);
+        session.token = new_token;
+        session.connection = Some(cid);
+        session.expires_at = None;
+        session.replay.ack(&mut self.slab, request.last_seq);
+        // `sys.session.restored` goes first, then the replayed messages: the client
+        // switches to the resumed stream before any of its messages arrive, so it can
+        // never mistake one for a message of the fresh session its handshake
+        // credential may have announced.
+        let replayed = session.replay.after(request.last_seq).count() as u64;
+        let session_id = sid.to_string();
+        let token = new_token.to_hex();
+        self.send_system(
+            cid,
+            sys::SESSION_RESTORED,
+            Some(&SessionRestored {
+                session_id: &session_id,
+                resume_token: &token,
+                replayed,
+            }),
+            request.correlation_id.as_deref(),
+        );
+        let (mut out, sessions, _) = self.outbox();
+        if let Some(session) = sessions.get(&sid) {
+            for (seq, slot) in session.replay.after(request.last_seq) {
+                let prefix = out.slab.prefix(slot).clone();
+                out.transmit(
+                    cid,
+                    OutboundMessage {
+                        prefix,
+                        seq: Some(seq),
+                    },
+                );
+            }
+        }
+        self.metrics.resumes_ok += 1;
+        self.actions.push_back(Action::Session(SessionEvent::Resumed {
+            session: sid,
+            connection: cid,
+        }));
+        self.schedule_connection(cid);
+        Ok(())
+    }
+}
