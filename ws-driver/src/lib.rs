@@ -26,6 +26,7 @@ mod pubsub;
 mod pump;
 mod raw;
 mod runtime;
+mod serve;
 
 pub use app::{App, ConnectionEvent, Hooks};
 pub use auth::{AuthFuture, Authenticator, FnAuthenticator};
@@ -37,5 +38,6 @@ pub use pubsub::{InMemoryPubSub, PubSub};
 pub use pump::{connection_info, run_websocket, serve_connection, ConnectionOptions};
 pub use raw::WebSocket;
 pub use runtime::Runtime;
+pub use serve::serve_until;
 
 pub use ws_session::{ConnectionId, EngineConfig, Metrics, SessionEvent, SessionId, UserId};
