@@ -92,6 +92,18 @@ impl<R: Runtime> Server<R> {
 /// `TcpStream`, a Unix socket, TLS, an in-memory pipe in tests) on `runtime`: the
 /// upgrade, then the WebSocket session, until it closes. Start `hub` with
 /// `app.start(runtime)`.
+///
+/// ```no_run
+/// use adapter_async_std::{App, AsyncStdRuntime, ConnectionOptions};
+///
+/// # async fn run(app: App) -> std::io::Result<()> {
+/// let hub = app.start(AsyncStdRuntime);
+/// let options = ConnectionOptions { path: Some("/ws".into()) };
+/// let listener = async_std::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let (stream, peer) = listener.accept().await?;
+/// adapter_async_std::serve_stream(AsyncStdRuntime, hub, stream, Some(peer), &options).await;
+/// # Ok(()) }
+/// ```
 pub async fn serve_stream<R, S>(
     runtime: R,
     hub: Hub,
