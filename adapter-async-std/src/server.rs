@@ -20,9 +20,6 @@ pub struct Server<R: Runtime> {
     shutdown_timeout: Duration,
 }
 
-/// Connection tasks still running get this long to finish after a shutdown began.
-const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl<R: Runtime + Default> Server<R> {
     /// Binds `addr`, upgrades requests for `path` (others get 404) and starts `app`.
     /// Call [`Server::run`] or [`Server::run_until`] to accept connections.
@@ -36,7 +33,7 @@ impl<R: Runtime + Default> Server<R> {
             options: Arc::new(ConnectionOptions {
                 path: Some(path.to_owned()),
             }),
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            shutdown_timeout: ws_driver::DEFAULT_SHUTDOWN_TIMEOUT,
         })
     }
 }
@@ -52,7 +49,8 @@ impl<R: Runtime> Server<R> {
         self.hub.handle().clone()
     }
 
-    /// Sets how long a graceful shutdown waits for connections to close.
+    /// Sets how long a graceful shutdown waits for connections to close (default:
+    /// [`ws_driver::DEFAULT_SHUTDOWN_TIMEOUT`], 10 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self

@@ -40,6 +40,6 @@ pub use pubsub::{InMemoryPubSub, PubSub};
 pub use pump::{connection_info, run_websocket, serve_connection, ConnectionOptions};
 pub use raw::WebSocket;
 pub use runtime::Runtime;
-pub use serve::serve_until;
+pub use serve::{serve_until, DEFAULT_SHUTDOWN_TIMEOUT};
 
 pub use ws_session::{ConnectionId, EngineConfig, Metrics, SessionEvent, SessionId, UserId};

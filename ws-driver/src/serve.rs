@@ -17,6 +17,10 @@ use crate::hub::Hub;
 use crate::pump::{serve_connection, ConnectionOptions};
 use crate::runtime::Runtime;
 
+/// How long a graceful shutdown waits for connection tasks by default, in every
+/// adapter's `Server` (each has a `shutdown_timeout` setter).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long the loop waits after a failed accept (out of file descriptors and the
 /// like) before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
