@@ -1,4 +1,64 @@
-//! The async-std / smol adapter of tether over futures-io.
+//! # adapter-async-std: tether on async-std and on smol
 //!
-//! This crate is a skeleton until the adapter lands (see the project issues).
+//! The Sans-IO core and the shared user API ([`ws_driver`]) bound to the runtimes of
+//! the async-io family, over `futures-io`:
+//!
+//! - [`Server`]: binds an address, upgrades one path, serves every connection, shuts
+//!   down gracefully — as [`SmolServer`] (tasks on smol) or [`AsyncStdServer`] (tasks
+//!   on async-std);
+//! - [`serve_stream`]: serves one already-accepted stream (custom listeners, tests);
+//! - [`SmolRuntime`] and [`AsyncStdRuntime`]: the [`ws_driver::Runtime`] of each, for
+//!   [`App::start`] and [`ws_driver::serve_connection`].
+//!
+//! Only sockets, tasks and timers are this crate's; the upgrade, the drive loop, the
+//! accept loop and the graceful shutdown are `ws-driver`'s, the same code the tokio
+//! adapter runs.
+//!
+//! ## async-std or smol?
+//!
+//! **async-std is deprecated upstream in favour of smol.** Both run on the same
+//! reactor (async-io) and the same kind of executor; smol is maintained, smaller, and
+//! the choice for new code. [`AsyncStdRuntime`] is here for applications that already
+//! run on async-std. Each has a cargo feature (`smol`, `async-std`), both on by
+//! default; turn off the one you do not use.
+//!
+//! ```no_run
+//! use adapter_async_std::{App, Context, SmolServer};
+//!
+//! fn main() -> std::io::Result<()> {
+//!     let app = App::new()
+//!         .authenticate(|token: String, _info| async move { Ok(token) })
+//!         .on("echo", |ctx: Context| async move {
+//!             let text: String = ctx.payload()?;
+//!             ctx.reply("echo", &text)
+//!         });
+//!     smol::block_on(async {
+//!         let server = SmolServer::bind("127.0.0.1:8080", "/ws", app).await?;
+//!         server.run().await
+//!     })
+//! }
+//! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod runtime;
+mod server;
+
+#[cfg(feature = "async-std")]
+pub use runtime::AsyncStdRuntime;
+#[cfg(feature = "smol")]
+pub use runtime::SmolRuntime;
+pub use server::{serve_stream, Server};
+pub use ws_driver::{
+    App, ConnectionOptions, Context, HandlerError, HandlerResult, Hub, InMemoryPubSub, Metrics, Next, PubSub,
+    ServerHandle, SessionEvent, SessionId, UserId,
+};
+
+/// The server with its tasks and timers on async-std (deprecated upstream; prefer
+/// [`SmolServer`]).
+#[cfg(feature = "async-std")]
+pub type AsyncStdServer = Server<AsyncStdRuntime>;
+
+/// The server with its tasks and timers on smol.
+#[cfg(feature = "smol")]
+pub type SmolServer = Server<SmolRuntime>;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_util::compat::TokioAsyncReadCompatExt;
-use tokio_util::task::TaskTracker;
 use ws_driver::{App, ConnectionOptions, Hub, ServerHandle};
 
 use crate::runtime::TokioRuntime;
@@ -22,9 +21,6 @@ pub struct Server {
     shutdown_timeout: Duration,
 }
 
-/// Connection tasks still running get this long to finish after a shutdown began.
-const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl Server {
     /// Binds `addr`, upgrades requests for `path` (others get 404) and starts `app`.
     /// Call [`Server::run`] or [`Server::run_until`] to accept connections.
@@ -36,7 +32,7 @@ impl Server {
             options: Arc::new(ConnectionOptions {
                 path: Some(path.to_owned()),
             }),
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            shutdown_timeout: ws_driver::DEFAULT_SHUTDOWN_TIMEOUT,
         })
     }
 
@@ -50,7 +46,8 @@ impl Server {
         self.hub.handle().clone()
     }
 
-    /// Sets how long a graceful shutdown waits for connections to close.
+    /// Sets how long a graceful shutdown waits for connections to close (default:
+    /// [`ws_driver::DEFAULT_SHUTDOWN_TIMEOUT`], 10 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -65,54 +62,25 @@ impl Server {
     /// accepting, closes every connection with 1001 (going away) after what was queued
     /// for it, and waits for them up to the shutdown timeout.
     pub async fn run_until(self, signal: impl Future<Output = ()>) -> io::Result<()> {
-        let tasks = TaskTracker::new();
-        tokio::pin!(signal);
-        loop {
-            tokio::select! {
-                () = &mut signal => break,
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(err) => {
-                            // Out of file descriptors and the like: back off, keep serving.
-                            tracing::warn!(%err, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let hub = self.hub.clone();
-                    let options = self.options.clone();
-                    tasks.spawn(async move { serve(hub, stream, Some(peer), &options).await });
-                }
-            }
-        }
-        drop(self.listener);
-        let drained = async {
-            self.hub.handle().shutdown().await;
-            // The hub is done when every connection reported closed; wait for the
-            // tasks' last writes too.
-            tasks.close();
-            tasks.wait().await;
-        };
-        if tokio::time::timeout(self.shutdown_timeout, drained)
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown timeout: connections still open were dropped");
-        }
+        let incoming = futures_util::stream::unfold(self.listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, peer)| {
+                // Small frames go out at once; batching is done above, one write per batch.
+                let _ = stream.set_nodelay(true);
+                (stream.compat(), Some(peer))
+            });
+            Some((accepted, listener))
+        });
+        ws_driver::serve_until(
+            self.hub,
+            TokioRuntime,
+            incoming,
+            self.options,
+            self.shutdown_timeout,
+            signal,
+        )
+        .await;
         Ok(())
     }
-}
-
-async fn serve(
-    hub: Hub,
-    stream: tokio::net::TcpStream,
-    peer: Option<SocketAddr>,
-    options: &ConnectionOptions,
-) {
-    // Small frames go out at once; batching is done above, one write per batch.
-    let _ = stream.set_nodelay(true);
-    serve_stream(hub, stream, peer, options).await;
 }
 
 /// Serves one accepted stream of any kind (TCP, Unix socket, TLS, an in-memory duplex

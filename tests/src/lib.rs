@@ -1,2 +1,46 @@
-//! Cross-crate tests of tether live in `tests/tests/`; this library holds shared helpers.
+//! Cross-crate tests of tether live in `tests/tests/`; this library holds what they
+//! share: the integration suite every server adapter runs ([`suite`]), the harness that
+//! starts a server on a chosen runtime ([`harness`]) and the test client ([`client`]).
 #![deny(missing_docs)]
+
+pub mod client;
+pub mod harness;
+pub mod suite;
+
+/// Instantiates every body of [`suite`] as a `#[tokio::test]` against a server on
+/// `$runtime` (a [`harness::ServerRuntime`]). Use it once per runtime, in a module of
+/// its own:
+///
+/// ```ignore
+/// mod smol {
+///     tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::Smol);
+/// }
+/// ```
+#[macro_export]
+macro_rules! runtime_suite {
+    ($runtime:expr) => {
+        $crate::runtime_suite!(@each $runtime;
+            a_bearer_token_creates_a_session,
+            a_refused_credential_gets_a_clear_error_and_a_close,
+            replies_and_errors_carry_the_correlation_id,
+            a_room_broadcast_reaches_the_others_but_not_the_sender,
+            middleware_can_stop_a_message,
+            a_bad_envelope_gets_a_sys_error_and_the_connection_stays,
+            an_oversized_message_is_closed_with_1009,
+            graceful_shutdown_closes_connections_with_1001,
+            a_silent_client_is_closed_by_the_heartbeat,
+            a_dropped_session_resumes_with_exactly_the_missed_messages,
+            resumes_with_used_stolen_or_expired_tokens_are_refused,
+            a_slow_consumer_is_cut_off_while_others_keep_their_latency,
+            an_origin_outside_the_allow_list_is_refused_with_403
+        );
+    };
+    (@each $runtime:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                $crate::suite::$name($runtime).await;
+            }
+        )*
+    };
+}

@@ -10,7 +10,9 @@
 //!   typed), `reply`, `error`, rooms, broadcast, send.
 //! - the drive loop: one *hub* task owns the session engine; one task per connection
 //!   runs the WebSocket state machine over its socket, batching every frame queued
-//!   for it into one write ([`serve_connection`]).
+//!   for it into one write ([`serve_connection`]);
+//! - the accept loop of a standalone server, with its graceful shutdown
+//!   ([`serve_until`]): an adapter hands it a stream of accepted sockets.
 //!
 //! Handlers run as tasks of their own, so a slow handler never stalls the hub.
 #![forbid(unsafe_code)]
@@ -26,6 +28,7 @@ mod pubsub;
 mod pump;
 mod raw;
 mod runtime;
+mod serve;
 
 pub use app::{App, ConnectionEvent, Hooks};
 pub use auth::{AuthFuture, Authenticator, FnAuthenticator};
@@ -37,5 +40,6 @@ pub use pubsub::{InMemoryPubSub, PubSub};
 pub use pump::{connection_info, run_websocket, serve_connection, ConnectionOptions};
 pub use raw::WebSocket;
 pub use runtime::Runtime;
+pub use serve::{serve_until, DEFAULT_SHUTDOWN_TIMEOUT};
 
 pub use ws_session::{ConnectionId, EngineConfig, Metrics, SessionEvent, SessionId, UserId};

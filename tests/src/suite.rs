@@ -1,25 +1,25 @@
-//! adapter-tokio on real loopback sockets, driven by a client no tether code wrote
-//! (tokio-tungstenite). Each test states one behaviour a user relies on.
+//! The integration suite every server adapter runs: each body takes the runtime to
+//! start its server on ([`ServerRuntime`]), and drives it with a client no tether code
+//! wrote (tokio-tungstenite). Each test states one behaviour a user relies on.
+//! [`runtime_suite!`](crate::runtime_suite) instantiates every body for one runtime.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use adapter_tokio::{mount, App, Context, HandlerError, Next, Server, ServerHandle, TokioRuntime};
+use adapter_tokio::{App, Context, HandlerError, Next};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use ws_session::EngineConfig;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const WAIT: Duration = Duration::from_secs(5);
+use crate::client::{closed_with, connect, recv, send, session, Ws, WAIT};
+use crate::harness::{start, ServerRuntime};
 
 /// The application under test: tokens `user:<name>` authenticate as `<name>`.
-fn app() -> App {
+pub fn app() -> App {
     App::new()
         .authenticate(|token: String, _info| async move {
             token
@@ -50,81 +50,10 @@ fn app() -> App {
         })
 }
 
-async fn start(app: App) -> (SocketAddr, ServerHandle) {
-    let server = Server::bind("127.0.0.1:0", "/ws", app).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let handle = server.handle();
-    tokio::spawn(server.run());
-    (addr, handle)
-}
-
-async fn connect(addr: SocketAddr, token: Option<&str>) -> Ws {
-    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-    if let Some(token) = token {
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    tokio_tungstenite::connect_async(request)
-        .await
-        .expect("upgrade")
-        .0
-}
-
-async fn send(ws: &mut Ws, event: &str, payload: Value, c: Option<&str>) {
-    let mut env = json!({ "v": "1.0", "e": event, "p": payload });
-    if let Some(c) = c {
-        env["c"] = json!(c);
-    }
-    ws.send(Message::text(env.to_string())).await.unwrap();
-}
-
-/// The next envelope that is not a heartbeat.
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("an envelope in time")
-            .expect("the connection is open")
-            .expect("a frame");
-        if let Message::Text(text) = msg {
-            let env: Value = serde_json::from_str(&text).unwrap();
-            if env["e"] != "sys.ping" {
-                return env;
-            }
-        }
-    }
-}
-
-async fn session(addr: SocketAddr, name: &str) -> (Ws, Value) {
-    let mut ws = connect(addr, Some(&format!("user:{name}"))).await;
-    let created = recv(&mut ws).await;
-    assert_eq!(created["e"], "sys.session.created", "{created}");
-    (ws, created["p"].clone())
-}
-
-/// Waits for the close frame, lets the client answer it (as any client does), and
-/// returns its code.
-async fn closed_with(ws: &mut Ws) -> u16 {
-    let code = loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("closed in time")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
-            Some(Ok(Message::Close(None))) | None => break 1005,
-            Some(Ok(_)) => continue,
-            Some(Err(err)) => panic!("connection failed instead of closing: {err}"),
-        }
-    };
-    // Polling on sends tungstenite's answering close frame and sees the server's EOF.
-    while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, ws.next()).await {}
-    code
-}
-
-#[tokio::test]
-async fn a_bearer_token_creates_a_session() {
-    let (addr, _) = start(app()).await;
+/// A bearer token creates a session.
+pub async fn a_bearer_token_creates_a_session(runtime: ServerRuntime) {
+    let server = start(runtime, app()).await;
+    let addr = server.addr;
     let (_ws, created) = session(addr, "alice").await;
     assert_eq!(created["userId"], "alice");
     assert!(created["sessionId"].as_str().is_some_and(|s| !s.is_empty()));
@@ -133,9 +62,10 @@ async fn a_bearer_token_creates_a_session() {
     assert_ne!(created["sessionId"], created["resumeToken"]);
 }
 
-#[tokio::test]
-async fn a_refused_credential_gets_a_clear_error_and_a_close() {
-    let (addr, _) = start(app()).await;
+/// A refused credential gets a clear error and a close.
+pub async fn a_refused_credential_gets_a_clear_error_and_a_close(runtime: ServerRuntime) {
+    let server = start(runtime, app()).await;
+    let addr = server.addr;
     let mut ws = connect(addr, Some("nobody")).await;
     let error = recv(&mut ws).await;
     assert_eq!(error["e"], "sys.error");
@@ -147,9 +77,10 @@ async fn a_refused_credential_gets_a_clear_error_and_a_close() {
     assert_eq!(closed_with(&mut ws).await, 4102);
 }
 
-#[tokio::test]
-async fn replies_and_errors_carry_the_correlation_id() {
-    let (addr, _) = start(app()).await;
+/// Replies and errors carry the correlation id.
+pub async fn replies_and_errors_carry_the_correlation_id(runtime: ServerRuntime) {
+    let server = start(runtime, app()).await;
+    let addr = server.addr;
     let (mut ws, _) = session(addr, "alice").await;
     send(&mut ws, "echo", json!({"n": 1}), Some("c-1")).await;
     let reply = recv(&mut ws).await;
@@ -173,9 +104,10 @@ async fn replies_and_errors_carry_the_correlation_id() {
     );
 }
 
-#[tokio::test]
-async fn a_room_broadcast_reaches_the_others_but_not_the_sender() {
-    let (addr, _) = start(app()).await;
+/// A room broadcast reaches the others but not the sender.
+pub async fn a_room_broadcast_reaches_the_others_but_not_the_sender(runtime: ServerRuntime) {
+    let server = start(runtime, app()).await;
+    let addr = server.addr;
     let (mut alice, _) = session(addr, "alice").await;
     let (mut bob, _) = session(addr, "bob").await;
     for ws in [&mut alice, &mut bob] {
@@ -193,15 +125,16 @@ async fn a_room_broadcast_reaches_the_others_but_not_the_sender() {
     assert_eq!(said["p"], json!({"user": "alice", "text": "hi"}));
 }
 
-#[tokio::test]
-async fn middleware_can_stop_a_message() {
+/// Middleware can stop a message.
+pub async fn middleware_can_stop_a_message(runtime: ServerRuntime) {
     let app = app().middleware(|ctx: Context, next: Next| async move {
         if ctx.event() == "echo" && ctx.payload_raw() == Some("\"forbidden\"") {
             return Err(HandlerError::new(4403, "stopped by middleware"));
         }
         next.run(ctx).await
     });
-    let (addr, _) = start(app).await;
+    let server = start(runtime, app).await;
+    let addr = server.addr;
     let (mut ws, _) = session(addr, "alice").await;
     send(&mut ws, "echo", json!("forbidden"), Some("m1")).await;
     let stopped = recv(&mut ws).await;
@@ -213,9 +146,10 @@ async fn middleware_can_stop_a_message() {
     assert_eq!(recv(&mut ws).await["p"], "fine");
 }
 
-#[tokio::test]
-async fn a_bad_envelope_gets_a_sys_error_and_the_connection_stays() {
-    let (addr, _) = start(app()).await;
+/// A bad envelope gets a sys error and the connection stays.
+pub async fn a_bad_envelope_gets_a_sys_error_and_the_connection_stays(runtime: ServerRuntime) {
+    let server = start(runtime, app()).await;
+    let addr = server.addr;
     let (mut ws, _) = session(addr, "alice").await;
     ws.send(Message::text("{not json")).await.unwrap();
     let error = recv(&mut ws).await;
@@ -227,72 +161,33 @@ async fn a_bad_envelope_gets_a_sys_error_and_the_connection_stays() {
     assert_eq!(recv(&mut ws).await["c"], "after");
 }
 
-#[tokio::test]
-async fn an_oversized_message_is_closed_with_1009() {
+/// An oversized message is closed with 1009.
+pub async fn an_oversized_message_is_closed_with_1009(runtime: ServerRuntime) {
     let mut config = EngineConfig::default();
     config.envelope = config.envelope.with_max_message_size(1024);
-    let (addr, _) = start(app().config(config)).await;
+    let server = start(runtime, app().config(config)).await;
+    let addr = server.addr;
     let (mut ws, _) = session(addr, "alice").await;
     ws.send(Message::text("x".repeat(2048))).await.unwrap();
     assert_eq!(closed_with(&mut ws).await, 1009);
 }
 
-#[tokio::test]
-async fn detached_mode_shares_the_port_with_ordinary_routes() {
-    let hub = app().start(TokioRuntime);
-    let router = axum::Router::new()
-        .route("/health", axum::routing::get(|| async { "ok" }))
-        .route("/ws", mount(hub));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-
-    let (mut ws, created) = session(addr, "alice").await;
-    assert_eq!(created["userId"], "alice");
-    send(&mut ws, "echo", json!("via axum"), Some("a")).await;
-    assert_eq!(recv(&mut ws).await["p"], "via axum");
-
-    let mut http = TcpStream::connect(addr).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    http.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    http.read_to_string(&mut body).await.unwrap();
-    assert!(body.starts_with("HTTP/1.1 200") && body.ends_with("ok"), "{body}");
-
-    // A bad upgrade on the mounted route gets ws-proto's refusal.
-    let mut bad = TcpStream::connect(addr).await.unwrap();
-    bad.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n").await.unwrap();
-    let mut answer = vec![0; 1024];
-    let n = bad.read(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]).to_lowercase();
-    assert!(
-        answer.starts_with("http/1.1 426") && answer.contains("sec-websocket-version: 13"),
-        "{answer}"
-    );
-}
-
-#[tokio::test]
-async fn graceful_shutdown_closes_connections_with_1001() {
-    let server = Server::bind("127.0.0.1:0", "/ws", app()).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.run_until(async {
-        let _ = stopped.await;
-    }));
+/// Graceful shutdown closes connections with 1001.
+pub async fn graceful_shutdown_closes_connections_with_1001(runtime: ServerRuntime) {
+    let server = start(runtime, app()).await;
+    let addr = server.addr;
     let (mut ws, _) = session(addr, "alice").await;
-    stop.send(()).unwrap();
+    let stopped = server.stop();
     assert_eq!(closed_with(&mut ws).await, u16::from(CloseCode::Away));
-    tokio::time::timeout(WAIT, running)
+    tokio::time::timeout(WAIT, stopped)
         .await
         .expect("run_until returns")
-        .unwrap()
-        .unwrap();
+        .expect("run_until ends without an error");
     assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
 
-fn fast_timers() -> EngineConfig {
+/// Heartbeat and resume timers short enough for a test.
+pub fn fast_timers() -> EngineConfig {
     EngineConfig {
         heartbeat_interval: Duration::from_millis(100),
         idle_timeout: Duration::from_millis(100),
@@ -301,12 +196,16 @@ fn fast_timers() -> EngineConfig {
     }
 }
 
-#[tokio::test]
-async fn a_silent_client_is_closed_by_the_heartbeat() {
-    let (addr, _) = start(app().config(fast_timers())).await;
+/// A silent client is closed by the heartbeat.
+pub async fn a_silent_client_is_closed_by_the_heartbeat(runtime: ServerRuntime) {
+    let server = start(runtime, app().config(fast_timers())).await;
+    let addr = server.addr;
+    // The server counts from the connection's opening: start the clock before it, so
+    // that a timer firing exactly on time (async-io's do; tokio's round up to the next
+    // millisecond) still passes the lower bound.
+    let started = std::time::Instant::now();
     let (mut ws, _) = session(addr, "alice").await;
     // tungstenite answers WebSocket pings but never `sys.ping`: read without replying.
-    let started = std::time::Instant::now();
     let mut pings = 0;
     let code = loop {
         match tokio::time::timeout(WAIT, ws.next())
@@ -328,11 +227,13 @@ async fn a_silent_client_is_closed_by_the_heartbeat() {
 }
 
 /// Drops `ws` without a closing handshake, as a lost network does.
-fn drop_abruptly(ws: Ws) {
+pub fn drop_abruptly(ws: Ws) {
     drop(ws);
 }
 
-async fn resume(addr: SocketAddr, name: &str, created: &Value, last_seq: u64) -> (Ws, Value) {
+/// Opens a new session as `name` and asks it to resume `created` from `last_seq`;
+/// returns the connection and the answer.
+pub async fn resume(addr: SocketAddr, name: &str, created: &Value, last_seq: u64) -> (Ws, Value) {
     let (mut ws, _fresh) = session(addr, name).await;
     let request = json!({
         "sessionId": created["sessionId"],
@@ -344,9 +245,10 @@ async fn resume(addr: SocketAddr, name: &str, created: &Value, last_seq: u64) ->
     (ws, answer)
 }
 
-#[tokio::test]
-async fn a_dropped_session_resumes_with_exactly_the_missed_messages() {
-    let (addr, _) = start(app()).await;
+/// A dropped session resumes with exactly the missed messages.
+pub async fn a_dropped_session_resumes_with_exactly_the_missed_messages(runtime: ServerRuntime) {
+    let server = start(runtime, app()).await;
+    let addr = server.addr;
     let (mut alice, created) = session(addr, "alice").await;
     let (mut bob, _) = session(addr, "bob").await;
     for ws in [&mut alice, &mut bob] {
@@ -385,9 +287,10 @@ async fn a_dropped_session_resumes_with_exactly_the_missed_messages() {
     assert_eq!(after["s"].as_u64(), Some(last_seq + 6));
 }
 
-#[tokio::test]
-async fn resumes_with_used_stolen_or_expired_tokens_are_refused() {
-    let (addr, _) = start(app().config(fast_timers())).await;
+/// Resumes with used stolen or expired tokens are refused.
+pub async fn resumes_with_used_stolen_or_expired_tokens_are_refused(runtime: ServerRuntime) {
+    let server = start(runtime, app().config(fast_timers())).await;
+    let addr = server.addr;
     let (alice, created) = session(addr, "alice").await;
     drop_abruptly(alice);
 
@@ -417,15 +320,17 @@ async fn resumes_with_used_stolen_or_expired_tokens_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn a_slow_consumer_is_cut_off_while_others_keep_their_latency() {
+/// A slow consumer is cut off while others keep their latency.
+pub async fn a_slow_consumer_is_cut_off_while_others_keep_their_latency(runtime: ServerRuntime) {
     let config = EngineConfig {
         max_outbound_bytes: 256 * 1024,
         rate_limit_per_second: 1_000_000,
         rate_limit_burst: 1_000_000,
         ..EngineConfig::default()
     };
-    let (addr, handle) = start(app().config(config)).await;
+    let server = start(runtime, app().config(config)).await;
+    let addr = server.addr;
+    let handle = server.handle.clone();
     let (mut slow, _) = session(addr, "slow").await;
     let (mut fast, _) = session(addr, "fast").await;
     // 40 MiB of broadcasts: far more than the socket buffers of a client that never reads.
@@ -464,13 +369,14 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_their_latency() {
     );
 }
 
-#[tokio::test]
-async fn an_origin_outside_the_allow_list_is_refused_with_403() {
+/// An origin outside the allow list is refused with 403.
+pub async fn an_origin_outside_the_allow_list_is_refused_with_403(runtime: ServerRuntime) {
     let config = EngineConfig {
         allowed_origins: Some(vec!["https://chat.example".to_owned()]),
         ..EngineConfig::default()
     };
-    let (addr, _) = start(app().config(config)).await;
+    let server = start(runtime, app().config(config)).await;
+    let addr = server.addr;
     for (origin, allowed) in [("https://chat.example", true), ("https://evil.example", false)] {
         let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
         request.headers_mut().insert("origin", origin.parse().unwrap());
