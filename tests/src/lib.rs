@@ -11,7 +11,7 @@ pub mod suite;
 /// `$runtime` (a [`harness::ServerRuntime`]). Use it once per runtime, in a module of
 /// its own:
 ///
-/// ```ignore
+/// ```text
 /// mod smol {
 ///     tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::Smol);
 /// }

@@ -34,6 +34,10 @@ pub fn app() -> App {
         .on("fail", |_ctx: Context| async move {
             Err(HandlerError::new(4242, "asked to fail"))
         })
+        .on(
+            "panic",
+            |_ctx: Context| async move { panic!("a bug in a handler") },
+        )
         .on("join", |ctx: Context| async move {
             let room: String = ctx.payload()?;
             ctx.join(&room).await?;
@@ -102,6 +106,16 @@ pub async fn replies_and_errors_carry_the_correlation_id(runtime: ServerRuntime)
         (unknown["p"]["code"].as_u64(), unknown["c"].as_str()),
         (Some(4100), Some("c-3"))
     );
+    // A handler that panics is an internal error for that request, and the session's
+    // later messages are still handled.
+    send(&mut ws, "panic", json!(null), Some("c-4")).await;
+    let internal = recv(&mut ws).await;
+    assert_eq!(
+        (internal["p"]["code"].as_u64(), internal["c"].as_str()),
+        (Some(4199), Some("c-4"))
+    );
+    send(&mut ws, "echo", json!("still here"), Some("c-5")).await;
+    assert_eq!(recv(&mut ws).await["p"], "still here");
 }
 
 /// A room broadcast reaches the others but not the sender.
