@@ -8,6 +8,7 @@ use std::time::Duration;
 use ws_session::{ConnectionId, EngineConfig, SessionEvent};
 
 use crate::auth::{Authenticator, RefuseAll};
+use crate::error::HandlerError;
 use crate::handler::{Handler, Middleware};
 use crate::hub::{Hub, ServerHandle};
 use crate::pubsub::PubSub;
@@ -98,6 +99,25 @@ impl App {
     pub fn on(mut self, event: impl Into<String>, handler: impl Handler) -> Self {
         self.handlers.insert(event.into(), Arc::new(handler));
         self
+    }
+
+    /// Like [`App::on`], for handlers that need an authenticated user: an anonymous
+    /// session (see `EngineConfig::allow_anonymous`) is answered with `sys.error` 4101
+    /// and the handler does not run.
+    pub fn on_authenticated(self, event: impl Into<String>, handler: impl Handler) -> Self {
+        let handler: Arc<dyn Handler> = Arc::new(handler);
+        self.on(event, move |ctx: crate::Context| {
+            let handler = handler.clone();
+            async move {
+                if ctx.is_anonymous() {
+                    return Err(HandlerError::new(
+                        HandlerError::NOT_AUTHENTICATED,
+                        "this event needs an authenticated user",
+                    ));
+                }
+                handler.call(ctx).await
+            }
+        })
     }
 
     /// Adds `middleware` to the chain that runs before every handler, after those

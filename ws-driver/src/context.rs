@@ -40,6 +40,12 @@ impl Context {
         &self.inner.event.user
     }
 
+    /// Whether the session is anonymous (no credential; only with
+    /// `EngineConfig::allow_anonymous`).
+    pub fn is_anonymous(&self) -> bool {
+        self.inner.event.anonymous
+    }
+
     /// The connection the event arrived on.
     pub fn connection_id(&self) -> ConnectionId {
         self.inner.event.connection

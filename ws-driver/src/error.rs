@@ -18,6 +18,8 @@ pub struct HandlerError {
 impl HandlerError {
     /// 4013: the payload does not have the shape the handler expects.
     pub const INVALID_PAYLOAD: u16 = 4013;
+    /// 4101: the event needs an authenticated user; the session is anonymous.
+    pub const NOT_AUTHENTICATED: u16 = 4101;
     /// 4100: no handler for this event.
     pub const UNKNOWN_EVENT: u16 = 4100;
     /// 4199: a handler failed unexpectedly (it panicked); details are in the server log.

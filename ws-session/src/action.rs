@@ -174,6 +174,9 @@ pub struct InboundEvent {
     pub session: SessionId,
     /// The session's user.
     pub user: UserId,
+    /// Whether the session is anonymous (created without a credential, with
+    /// [`EngineConfig::allow_anonymous`](crate::EngineConfig::allow_anonymous)).
+    pub anonymous: bool,
     /// The connection it came on.
     pub connection: ConnectionId,
     pub(crate) text: String,

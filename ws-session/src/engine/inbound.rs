@@ -37,7 +37,7 @@ impl Engine {
                 return;
             }
         };
-        let Some(user) = self.sessions.get(&sid).map(|s| s.user.clone()) else {
+        let Some((user, anonymous)) = self.sessions.get(&sid).map(|s| (s.user.clone(), s.anonymous)) else {
             return;
         };
         // Point into the text instead of copying: the event owns the text it came in.
@@ -54,6 +54,7 @@ impl Engine {
         self.actions.push_back(Action::Event(InboundEvent {
             session: sid,
             user,
+            anonymous,
             connection: cid,
             text,
             event,

@@ -1,0 +1,168 @@
+//! The parts of the user API beyond one request and its reply: cross-node pub/sub,
+//! lifecycle hooks, per-session listeners and handlers that need an authenticated user.
+//! The API is shared by every runtime; these run on tokio.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adapter_tokio::{App, Context, InMemoryPubSub};
+use serde_json::{json, Value};
+use tether_tests::client::{connect, recv, send, session};
+use tether_tests::harness::{start, ServerRuntime};
+use tether_tests::suite::app;
+use ws_driver::ConnectionEvent;
+use ws_session::{EngineConfig, SessionEvent};
+
+#[tokio::test]
+async fn a_room_broadcast_reaches_members_on_another_node_once() {
+    let bus = InMemoryPubSub::new();
+    let node_a = start(ServerRuntime::Tokio, app().pubsub(bus.clone())).await;
+    let node_b = start(ServerRuntime::Tokio, app().pubsub(bus.clone())).await;
+    let (mut alice, _) = session(node_a.addr, "alice").await;
+    let (mut bob, _) = session(node_b.addr, "bob").await;
+    let (mut carol, _) = session(node_b.addr, "carol").await;
+    for ws in [&mut alice, &mut bob, &mut carol] {
+        send(ws, "join", json!("lobby"), Some("j")).await;
+        assert_eq!(recv(ws).await["e"], "joined");
+    }
+    send(&mut alice, "say", json!(["lobby", "across nodes"]), Some("s")).await;
+    assert_eq!(
+        recv(&mut alice).await["e"],
+        "said.ok",
+        "the sender is excluded on its node"
+    );
+    for ws in [&mut bob, &mut carol] {
+        let said = recv(ws).await;
+        assert_eq!(said["p"], json!({"user": "alice", "text": "across nodes"}));
+        assert!(
+            said["s"].as_u64().is_some(),
+            "in the recipient's own session stream"
+        );
+    }
+    // Exactly once: the next thing bob sees is the answer to his own next request.
+    send(&mut bob, "echo", json!("next"), Some("n")).await;
+    assert_eq!(recv(&mut bob).await["c"], "n");
+}
+
+#[tokio::test]
+async fn lifecycle_hooks_see_connections_and_sessions_come_and_go() {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (sessions, connections) = (seen.clone(), seen.clone());
+    let app = app()
+        .on_session(move |event, _| {
+            let name = match event {
+                SessionEvent::Created { .. } => "created",
+                SessionEvent::Suspended { .. } => "suspended",
+                SessionEvent::Resumed { .. } => "resumed",
+                SessionEvent::Expired { .. } => "expired",
+                SessionEvent::Closed { .. } => "closed",
+                _ => "other",
+            };
+            sessions.lock().unwrap().push(format!("session {name}"));
+        })
+        .on_connection(move |event, _| {
+            let name = match event {
+                ConnectionEvent::Connected { peer, .. } => {
+                    assert!(peer.is_some_and(|p| p.ip().is_loopback()));
+                    "connected"
+                }
+                ConnectionEvent::Disconnected { .. } => "disconnected",
+                _ => "other",
+            };
+            connections.lock().unwrap().push(format!("connection {name}"));
+        })
+        .config(EngineConfig {
+            resume_window: Duration::from_millis(200),
+            ..EngineConfig::default()
+        });
+    let server = start(ServerRuntime::Tokio, app).await;
+    let (ws, _) = session(server.addr, "alice").await;
+    drop(ws);
+    let expected = [
+        "connection connected",
+        "session created",
+        "connection disconnected",
+        "session suspended",
+        "session expired",
+    ];
+    for _ in 0..100 {
+        if seen.lock().unwrap().len() >= expected.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*seen.lock().unwrap(), expected);
+}
+
+#[tokio::test]
+async fn a_listener_registered_after_login_is_reachable_only_by_that_session() {
+    let app = app().on("login", |ctx: Context| async move {
+        let password: String = ctx.payload()?;
+        if password != "open sesame" {
+            return Err(ws_driver::HandlerError::new(4401, "wrong password"));
+        }
+        ctx.listen("vault.open", |ctx: Context| async move {
+            ctx.reply("vault.opened", &json!({ "for": ctx.user_id().as_str() }))
+        });
+        ctx.reply("login.ok", &())
+    });
+    let server = start(ServerRuntime::Tokio, app).await;
+    let (mut alice, _) = session(server.addr, "alice").await;
+    let (mut mallory, _) = session(server.addr, "mallory").await;
+
+    send(&mut alice, "vault.open", json!(null), Some("v0")).await;
+    assert_eq!(
+        recv(&mut alice).await["p"]["code"],
+        4100,
+        "no listener before the login"
+    );
+    send(&mut alice, "login", json!("open sesame"), Some("l")).await;
+    assert_eq!(recv(&mut alice).await["e"], "login.ok");
+    send(&mut alice, "vault.open", json!(null), Some("v1")).await;
+    let opened: Value = recv(&mut alice).await;
+    assert_eq!(
+        (opened["e"].as_str(), opened["p"]["for"].as_str()),
+        (Some("vault.opened"), Some("alice"))
+    );
+
+    send(&mut mallory, "login", json!("guess"), Some("l")).await;
+    assert_eq!(recv(&mut mallory).await["p"]["code"], 4401);
+    send(&mut mallory, "vault.open", json!(null), Some("v2")).await;
+    assert_eq!(
+        recv(&mut mallory).await["p"]["code"],
+        4100,
+        "another session's listener is not reachable"
+    );
+}
+
+#[tokio::test]
+async fn authenticated_only_handlers_refuse_anonymous_sessions() {
+    let app = App::new()
+        .authenticate(|token: String, _info| async move { Ok(token.trim_start_matches("user:").to_owned()) })
+        .on("public", |ctx: Context| async move {
+            ctx.reply("public.ok", &ctx.is_anonymous())
+        })
+        .on_authenticated("private", |ctx: Context| async move {
+            ctx.reply("private.ok", &ctx.user_id().as_str())
+        })
+        .config(EngineConfig {
+            allow_anonymous: true,
+            ..EngineConfig::default()
+        });
+    let server = start(ServerRuntime::Tokio, app).await;
+
+    let mut anonymous = connect(server.addr, None).await;
+    assert_eq!(recv(&mut anonymous).await["e"], "sys.session.created");
+    send(&mut anonymous, "public", json!(null), Some("a")).await;
+    assert_eq!(recv(&mut anonymous).await["p"], true);
+    send(&mut anonymous, "private", json!(null), Some("b")).await;
+    let refused = recv(&mut anonymous).await;
+    assert_eq!(
+        (refused["p"]["code"].as_u64(), refused["c"].as_str()),
+        (Some(4101), Some("b"))
+    );
+
+    let (mut alice, _) = session(server.addr, "alice").await;
+    send(&mut alice, "private", json!(null), Some("c")).await;
+    assert_eq!(recv(&mut alice).await["p"], "alice");
+}
