@@ -589,27 +589,37 @@ impl<R: Runtime> HubTask<R> {
             });
             return;
         };
+        // Everything a handler logs carries its session, user and event.
+        let span = tracing::info_span!(
+            "event",
+            session = %session,
+            user = event.user.as_str(),
+            name = event.event(),
+        );
         let ctx = Context::new(self.handle.clone(), event);
         let next = Next::new(self.middleware.clone(), handler);
         let handle = self.handle.clone();
-        let job: Job = Box::pin(async move {
-            // A panicking handler must not take its session's worker (and every later
-            // message of the session) down with it: it becomes an error for the client.
-            let outcome = std::panic::AssertUnwindSafe(next.run(ctx)).catch_unwind().await;
-            let error = match outcome {
-                Ok(Ok(())) => return,
-                Ok(Err(error)) => error,
-                Err(_) => {
-                    tracing::error!(session = %session, "a handler panicked");
-                    HandlerError::new(HandlerError::INTERNAL, "internal error")
-                }
-            };
-            handle.command(Command::Error {
-                session,
-                correlation_id,
-                error,
-            });
-        });
+        let job: Job = Box::pin(tracing::Instrument::instrument(
+            async move {
+                // A panicking handler must not take its session's worker (and every later
+                // message of the session) down with it: it becomes an error for the client.
+                let outcome = std::panic::AssertUnwindSafe(next.run(ctx)).catch_unwind().await;
+                let error = match outcome {
+                    Ok(Ok(())) => return,
+                    Ok(Err(error)) => error,
+                    Err(_) => {
+                        tracing::error!(session = %session, "a handler panicked");
+                        HandlerError::new(HandlerError::INTERNAL, "internal error")
+                    }
+                };
+                handle.command(Command::Error {
+                    session,
+                    correlation_id,
+                    error,
+                });
+            },
+            span,
+        ));
         let runtime = self.runtime.clone();
         let worker = self.workers.entry(session).or_insert_with(|| {
             let (tx, mut rx) = mpsc::unbounded::<Job>();
