@@ -1,7 +1,7 @@
 //! What the engine knows about a connection: the handshake metadata the caller hands
 //! over, and the engine's own per-connection state.
 
-use std::net::SocketAddr;
+use core::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
