@@ -11,7 +11,9 @@ use crate::{AuthId, SessionId};
 /// Metadata of an accepted WebSocket connection, from its upgrade request. The engine
 /// keeps it until the connection has a session (the authenticator gets it in
 /// [`AuthRequest`](crate::AuthRequest)), then drops it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `Debug` leaves out the credential, the query string and credential header values.
+#[derive(Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionInfo {
     /// The peer's address, when the transport has one.
@@ -27,6 +29,28 @@ pub struct ConnectionInfo {
     /// The credential, when the request carried one (`Authorization: Bearer …` or
     /// `?token=…`). [`ConnectionInfo::new`] extracts it; set it yourself otherwise.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectionInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SECRET: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let secret = SECRET.iter().any(|s| s.eq_ignore_ascii_case(name));
+                (name.as_str(), if secret { "<redacted>" } else { value.as_str() })
+            })
+            .collect();
+        f.debug_struct("ConnectionInfo")
+            .field("peer_addr", &self.peer_addr)
+            .field("path", &self.path)
+            .field("query", &self.query.as_ref().map(|_| "<redacted>"))
+            .field("headers", &headers)
+            .field("origin", &self.origin)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ConnectionInfo {
@@ -125,4 +149,29 @@ pub(crate) struct Conn {
     /// Over the outbound bound: no more transmits; closed once the current command ends.
     pub(crate) slow: bool,
     pub(crate) timer_at: Option<Instant>,
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_carries_no_credential() {
+        let info = ConnectionInfo::new(
+            None,
+            "/ws",
+            Some("token=query-secret".to_owned()),
+            vec![
+                ("Authorization".to_owned(), "Bearer header-secret".to_owned()),
+                ("Cookie".to_owned(), "sid=cookie-secret".to_owned()),
+                ("Origin".to_owned(), "https://chat.example".to_owned()),
+            ],
+        );
+        assert_eq!(info.token.as_deref(), Some("header-secret"));
+        let printed = format!("{info:?}");
+        for secret in ["query-secret", "header-secret", "cookie-secret"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("https://chat.example"), "{printed}");
+    }
 }

@@ -8,7 +8,10 @@ use super::error::HandshakeError;
 /// Names compare case-insensitively (RFC 9110 §5.1). Values are the field values as
 /// received with surrounding whitespace removed; a head whose values are not UTF-8 is
 /// refused with [`HandshakeError::InvalidHeaderValue`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `Debug` prints the values of credential-bearing fields (`Authorization`, `Cookie`,
+/// `Proxy-Authorization`) as `<redacted>`, so logging a request leaks no secret.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
     fields: Vec<(String, String)>,
 }
@@ -105,6 +108,27 @@ impl Headers {
     /// All values of header `name` joined with ", " (for error reports).
     pub(crate) fn joined(&self, name: &str) -> String {
         self.get_all(name).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Header fields whose values are credentials.
+const SECRET_FIELDS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+/// Whether the value of header `name` must not be logged.
+pub(crate) fn is_secret(name: &str) -> bool {
+    SECRET_FIELDS
+        .iter()
+        .any(|secret| secret.eq_ignore_ascii_case(name))
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(name, value)| {
+                let value = if is_secret(name) { "<redacted>" } else { value };
+                (name, value)
+            }))
+            .finish()
     }
 }
 

@@ -24,7 +24,10 @@ const RESERVED: &[&str] = &[
 /// answer with [`Request::accept`] or [`Request::reject`]. The bytes the client sent
 /// after its head are kept in [`Request::rest`]: they are the first WebSocket frames and
 /// must be fed to the connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` leaves out the query string and credential header values: both may carry
+/// tokens.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Request {
     pub(crate) method: String,
     pub(crate) target: String,
@@ -35,6 +38,20 @@ pub struct Request {
     pub(crate) protocols: Vec<String>,
     pub(crate) extensions: Vec<Extension>,
     pub(crate) rest: Bytes,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query.as_ref().map(|_| "<redacted>"))
+            .field("headers", &self.headers)
+            .field("protocols", &self.protocols)
+            .field("extensions", &self.extensions)
+            .field("rest", &self.rest.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Request {
@@ -284,5 +301,25 @@ mod tests {
         assert_eq!(form_decode("%zz%4"), "%zz%4");
         assert_eq!(form_decode("%C3%A9"), "é");
         assert_eq!(form_decode("%FF"), "\u{FFFD}");
+    }
+
+    #[test]
+    fn request_debug_output_carries_no_credential() {
+        let mut handshake = crate::handshake::ServerHandshake::new(&crate::Config::default());
+        let request = handshake
+            .handle_bytes(
+                b"GET /ws?token=query-secret HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                  Sec-WebSocket-Version: 13\r\nAuthorization: Bearer header-secret\r\n\
+                  Cookie: sid=cookie-secret\r\n\r\n",
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.bearer_token(), Some("header-secret"));
+        let printed = format!("{request:?}");
+        for secret in ["query-secret", "header-secret", "cookie-secret"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("/ws"), "{printed}");
     }
 }
