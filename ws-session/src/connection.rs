@@ -33,12 +33,11 @@ pub struct ConnectionInfo {
 
 impl std::fmt::Debug for ConnectionInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const SECRET: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
             .map(|(name, value)| {
-                let secret = SECRET.iter().any(|s| s.eq_ignore_ascii_case(name));
+                let secret = ws_proto::handshake::is_credential_header(name);
                 (name.as_str(), if secret { "<redacted>" } else { value.as_str() })
             })
             .collect();

@@ -114,8 +114,9 @@ impl Headers {
 /// Header fields whose values are credentials.
 const SECRET_FIELDS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
 
-/// Whether the value of header `name` must not be logged.
-pub(crate) fn is_secret(name: &str) -> bool {
+/// Whether header `name` carries a credential (`Authorization`, `Proxy-Authorization`,
+/// `Cookie`), whose value must not be logged.
+pub fn is_credential_header(name: &str) -> bool {
     SECRET_FIELDS
         .iter()
         .any(|secret| secret.eq_ignore_ascii_case(name))
@@ -125,7 +126,7 @@ impl std::fmt::Debug for Headers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
             .entries(self.iter().map(|(name, value)| {
-                let value = if is_secret(name) { "<redacted>" } else { value };
+                let value = if is_credential_header(name) { "<redacted>" } else { value };
                 (name, value)
             }))
             .finish()

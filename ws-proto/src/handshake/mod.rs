@@ -74,7 +74,7 @@ pub use accept_key::accept_key;
 pub use client::{ClientHandshake, ClientRequest};
 pub use error::HandshakeError;
 pub use extension::Extension;
-pub use headers::Headers;
+pub use headers::{is_credential_header, Headers};
 pub use rejection::Rejection;
 pub use request::{Accept, Request};
 pub use response::Response;
