@@ -316,9 +316,12 @@ pub async fn resumes_with_used_stolen_or_expired_tokens_are_refused(runtime: Ser
     );
     assert_eq!(refused["p"]["reason"], "foreign");
 
-    // Alice resumes; the token she used is now spent.
-    let (alice, restored) = resume(addr, "alice", &created, 0).await;
+    // Alice resumes; once she has spoken on the restored connection (so she holds the
+    // new token), the token she used is spent.
+    let (mut alice, restored) = resume(addr, "alice", &created, 0).await;
     assert_eq!(restored["e"], "sys.session.restored");
+    send(&mut alice, "echo", json!("got the new token"), Some("e")).await;
+    assert_eq!(recv(&mut alice).await["c"], "e");
     drop_abruptly(alice);
     let (_again, reused) = resume(addr, "alice", &created, 0).await;
     assert_eq!(reused["p"]["reason"], "used");

@@ -16,6 +16,11 @@ pub(crate) struct Session {
     pub(crate) token: ResumeToken,
     /// The token this one replaced, kept so a replay of it is reported as "used".
     pub(crate) used_token: Option<ResumeToken>,
+    /// Whether the client has shown it holds `token`: set by its first message on the
+    /// connection that received it. Until then a resume may still present
+    /// `used_token`, because a connection cut between the rotation and
+    /// `sys.session.restored` leaves the client with only the old one.
+    pub(crate) token_confirmed: bool,
     /// `None` while suspended.
     pub(crate) connection: Option<ConnectionId>,
     /// The `s` of the next session-stream message (the first is 1).

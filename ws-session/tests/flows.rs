@@ -358,6 +358,8 @@ fn reused_token_is_refused() {
     sim.drop_connection(a);
     resume_as(&mut sim, a, first.clone(), 0, "alice");
     assert_eq!(sim.client(a).last_control(), Some(sys::SESSION_RESTORED));
+    // The client's first message after the restore shows it holds the new token.
+    sim.send(a, sys::PING, None, None);
     sim.drop_connection(a);
     let b = sim.connect(None);
     sim.client_mut(b).session = Some(first);
@@ -894,4 +896,31 @@ fn metrics_count_traffic_sessions_and_rooms() {
         .map(|r| r.text.len())
         .sum();
     assert_eq!(m.bytes_out, sent as u64);
+}
+
+#[test]
+fn a_restore_cut_off_before_the_client_saw_it_can_be_resumed_with_the_old_token() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let s = sid(&sim, a);
+    let first = sim.client(a).session.clone().unwrap();
+    send_app(&mut sim, s, 1);
+    sim.drop_connection(a);
+    send_app(&mut sim, s, 2);
+    // The server accepts the resume and rotates the token, but the connection drops
+    // before the client reads `sys.session.restored`: it only knows the first token.
+    resume_as(&mut sim, a, first.clone(), 1, "alice");
+    assert_eq!(sim.client(a).last_control(), Some(sys::SESSION_RESTORED));
+    sim.drop_connection(a);
+    send_app(&mut sim, s, 3);
+    resume_as(&mut sim, a, first.clone(), 1, "alice");
+    assert_eq!(sim.client(a).last_control(), Some(sys::SESSION_RESTORED));
+    assert_eq!(sid(&sim, a), s, "the same session, not a new one");
+    let restored = sim.client(a).last_of(sys::SESSION_RESTORED).unwrap();
+    assert_eq!(restored.payload()["replayed"], 2);
+    // Once the client has spoken on the restored connection, the old token is spent.
+    sim.send(a, sys::PING, None, None);
+    sim.drop_connection(a);
+    resume_as(&mut sim, a, first, 3, "alice");
+    assert_eq!(refused_reason(&sim, a), "used");
 }

@@ -126,7 +126,11 @@ impl std::fmt::Debug for Headers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
             .entries(self.iter().map(|(name, value)| {
-                let value = if is_credential_header(name) { "<redacted>" } else { value };
+                let value = if is_credential_header(name) {
+                    "<redacted>"
+                } else {
+                    value
+                };
                 (name, value)
             }))
             .finish()

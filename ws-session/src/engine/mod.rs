@@ -207,6 +207,13 @@ impl Engine {
             self.finish(now);
             return;
         }
+        if let ConnState::Attached { session, .. } = conn.state {
+            // Any envelope on the connection that carried `sys.session.restored` shows
+            // the client holds the rotated token: the previous one is now spent.
+            if let Some(session) = self.sessions.get_mut(&session) {
+                session.token_confirmed = true;
+            }
+        }
         match message {
             Message::Text(text) => self.on_text(now, connection, text),
             _ => self.send_error(

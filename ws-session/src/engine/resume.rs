@@ -28,6 +28,9 @@ impl Engine {
                 anonymous,
                 token,
                 used_token: None,
+                // Nothing to protect yet: a client that never saw this token never saw
+                // the session id either.
+                token_confirmed: true,
                 connection: Some(cid),
                 next_seq: 1,
                 replay: Default::default(),
@@ -114,9 +117,12 @@ impl Engine {
             return Err(NotRecoverable::Expired);
         }
         let token = ResumeToken::parse(&request.resume_token).ok_or(NotRecoverable::InvalidToken)?;
-        if !session.token.ct_eq(&token) {
-            let used = session.used_token.is_some_and(|u| u.ct_eq(&token));
-            return Err(if used {
+        let current = session.token.ct_eq(&token);
+        let previous = session.used_token.is_some_and(|u| u.ct_eq(&token));
+        // The previous token still resumes while the client has not shown it received
+        // the new one (the restore may have been cut off before reaching it).
+        if !current && !(previous && !session.token_confirmed) {
+            return Err(if previous {
                 NotRecoverable::Used
             } else {
                 NotRecoverable::InvalidToken
@@ -164,8 +170,13 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return Ok(());
         };
-        session.used_token = Some(session.token);
+        if current {
+            session.used_token = Some(session.token);
+        }
+        // Else the client resumed with the previous token: it keeps that one (until it
+        // confirms the new), and the unconfirmed token it never received is dropped.
         session.token = new_token;
+        session.token_confirmed = false;
         session.connection = Some(cid);
         session.expires_at = None;
         session.replay.ack(&mut self.slab, request.last_seq);
