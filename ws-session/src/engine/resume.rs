@@ -121,7 +121,8 @@ impl Engine {
         let previous = session.used_token.is_some_and(|u| u.ct_eq(&token));
         // The previous token still resumes while the client has not shown it received
         // the new one (the restore may have been cut off before reaching it).
-        if !current && !(previous && !session.token_confirmed) {
+        let resumable = current || (previous && !session.token_confirmed);
+        if !resumable {
             return Err(if previous {
                 NotRecoverable::Used
             } else {
