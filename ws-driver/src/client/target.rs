@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 
 use futures_util::io::{AsyncRead, AsyncWrite};
+use ws_proto::handshake::ClientRequest;
 
 use crate::handler::BoxFuture;
 
@@ -81,6 +82,12 @@ impl Target {
             port,
             path_and_query,
         })
+    }
+
+    /// An upgrade request for this target with a fresh `Sec-WebSocket-Key` drawn from
+    /// the OS-seeded generator, and nothing else.
+    pub fn request(&self) -> ClientRequest {
+        ClientRequest::new(self.host_header(), self.path_and_query.clone(), rand::random())
     }
 
     /// The `Host` header value: the host, with `:port` when not the default.
