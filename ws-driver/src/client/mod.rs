@@ -139,6 +139,9 @@ struct Shared {
 impl Shared {
     fn set_state(&self, state: State) {
         let mut guard = lock(&self.state);
+        if guard.0 == state {
+            return;
+        }
         guard.1.retain(|tx| tx.unbounded_send(state.clone()).is_ok());
         guard.0 = state;
     }
