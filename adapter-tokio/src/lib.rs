@@ -37,8 +37,8 @@ pub use mount::mount;
 pub use runtime::TokioRuntime;
 pub use server::{serve_stream, Server};
 pub use ws_driver::client::{ClientError, ClientOptions, QueryError, SessionOutcome, State};
-pub use ws_proto::CloseCode;
 pub use ws_driver::{
     App, Context, HandlerError, HandlerResult, Hub, InMemoryPubSub, Metrics, Next, PubSub, ServerHandle,
     SessionEvent, SessionId, UserId,
 };
+pub use ws_proto::CloseCode;

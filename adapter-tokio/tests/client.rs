@@ -314,3 +314,96 @@ async fn a_refused_credential_stops_the_client() {
         .unwrap_err();
     assert_eq!(err, ClientError::Closed);
 }
+
+/// Polls the server's metrics until `done` holds (each poll is a round trip through
+/// the hub, not a sleep).
+async fn until_metrics(
+    handle: &ServerHandle,
+    done: impl Fn(&ws_driver::Metrics) -> bool,
+) -> ws_driver::Metrics {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let metrics = handle.metrics().await.expect("server running");
+            if done(&metrics) {
+                return metrics;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("waited too long")
+}
+
+#[tokio::test]
+async fn dropping_every_handle_closes_the_connection() {
+    let (addr, handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let client = Client::connect(&format!("ws://{addr}/ws"), options("user:fay"))
+        .await
+        .unwrap();
+    let copy = client.clone();
+    until_metrics(&handle, |m| m.connections == 1).await;
+    drop(client);
+    // One handle is left: still connected.
+    assert_eq!(
+        copy.query("echo", &1, None)
+            .await
+            .unwrap()
+            .payload_as::<u64>()
+            .unwrap(),
+        1
+    );
+    drop(copy);
+    let metrics = until_metrics(&handle, |m| m.connections == 0).await;
+    assert_eq!(metrics.connections_opened, 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_retried_with_the_error_reported() {
+    // A port with nobody listening: bind one, then free it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut opts = options("user:gus");
+    opts.engine.max_reconnect_attempts = Some(2);
+    let client = Client::start(&format!("ws://127.0.0.1:{port}/ws"), opts).unwrap();
+    let mut states = client.states();
+    let mut attempts = Vec::new();
+    let last = loop {
+        match next(&mut states).await {
+            State::Reconnecting { attempt, .. } => attempts.push(attempt),
+            State::Disconnected(info) => break info,
+            _ => {}
+        }
+    };
+    assert_eq!(attempts, vec![1, 2]);
+    assert!(last.error.is_some(), "{last:?}");
+    assert_eq!(client.connected().await, Err(ClientError::Closed));
+}
+
+#[test]
+fn urls_that_cannot_be_used_are_refused() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert!(matches!(
+            Client::start("http://127.0.0.1/ws", ClientOptions::default()),
+            Err(ClientError::InvalidUrl(_))
+        ));
+        // wss:// parses, but the plain-TCP connector says it cannot do TLS.
+        let mut opts = ClientOptions::default();
+        opts.engine.max_reconnect_attempts = Some(0);
+        let client = Client::start("wss://127.0.0.1:1/ws", opts).unwrap();
+        let mut states = client.states();
+        let info = loop {
+            if let State::Disconnected(info) = next(&mut states).await {
+                break info;
+            }
+        };
+        assert!(info.error.unwrap().contains("TLS"));
+    });
+}

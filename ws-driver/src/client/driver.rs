@@ -272,13 +272,14 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                 }
             },
             read_result = read => {
-                let l = link.as_mut().expect("reading implies a link");
-                match read_result {
-                    Ok(0) => l.conn.handle_eof(),
-                    Ok(n) => l.conn.handle_bytes(&buf[..n]),
-                    Err(err) => {
-                        l.info.error = Some(err.to_string());
-                        l.conn.handle_eof();
+                if let Some(l) = link.as_mut() {
+                    match read_result {
+                        Ok(0) => l.conn.handle_eof(),
+                        Ok(n) => l.conn.handle_bytes(&buf[..n]),
+                        Err(err) => {
+                            l.info.error = Some(err.to_string());
+                            l.conn.handle_eof();
+                        }
                     }
                 }
             },
