@@ -383,6 +383,20 @@ async fn an_unreachable_server_is_retried_with_the_error_reported() {
     assert_eq!(client.connected().await, Err(ClientError::Closed));
 }
 
+#[tokio::test]
+async fn an_upgrade_refused_with_404_stops_the_client() {
+    let (addr, _handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let client = Client::start(&format!("ws://{addr}/elsewhere"), options("user:hal")).unwrap();
+    let mut states = client.states();
+    let info = loop {
+        if let State::Disconnected(info) = next(&mut states).await {
+            break info;
+        }
+    };
+    assert_eq!(info.status, Some(404));
+    assert!(info.error.unwrap().contains("404"));
+}
+
 #[test]
 fn urls_that_cannot_be_used_are_refused() {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use ws_proto::envelope::{OwnedEnvelope, Payload};
 use ws_proto::frame::SeededMasks;
-use ws_proto::handshake::{ClientHandshake, ClientRequest};
+use ws_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError};
 use ws_proto::{CloseCode, Config, Connection, ConnectionState, Event};
 use ws_session::client::{AuthMode, ClientAction, ClientEngine, Disconnect, QueryId, State};
 
@@ -51,7 +51,8 @@ where
         match handshake.handle_bytes(&buf[..n]) {
             Ok(None) => continue,
             Ok(Some(response)) => break response,
-            Err(err) => return Err(io::Error::new(io::ErrorKind::ConnectionRefused, err.to_string())),
+            // The error travels inside the io::Error, for `refused_status`.
+            Err(err) => return Err(io::Error::new(io::ErrorKind::ConnectionRefused, err)),
         }
     };
     let mut conn = Connection::client(config.clone(), SeededMasks::new(rand::random()));
@@ -268,7 +269,11 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                 }
                 Err(err) => {
                     tracing::debug!(%err, "connection attempt failed");
-                    engine.handle_disconnected(Instant::now(), Disconnect::failed(err.to_string()));
+                    let info = match refused_status(&err) {
+                        Some(status) => Disconnect::refused(status, err.to_string()),
+                        None => Disconnect::failed(err.to_string()),
+                    };
+                    engine.handle_disconnected(Instant::now(), info);
                 }
             },
             read_result = read => {
@@ -297,6 +302,14 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                 end_link(&mut engine, &mut link, &mut reader, &mut writing, Some("close timeout".to_owned()));
             },
         }
+    }
+}
+
+/// The HTTP status of an upgrade the server refused, from [`handshake`]'s error.
+fn refused_status(err: &io::Error) -> Option<u16> {
+    match err.get_ref()?.downcast_ref::<HandshakeError>()? {
+        HandshakeError::NotSwitchingProtocols { status } => Some(*status),
+        _ => None,
     }
 }
 

@@ -452,6 +452,13 @@ impl ClientEngine {
                 self.fatal = Some(format!("refused by the server (close code {code})"));
             }
         }
+        if let Some(status) = info.status {
+            // A client error (credential, origin, path, version) does not go away by
+            // retrying; 408 and 429 (timeout, too many requests) do.
+            if (400..500).contains(&status) && status != 408 && status != 429 && self.fatal.is_none() {
+                self.fatal = Some(format!("the server refused the upgrade with HTTP {status}"));
+            }
+        }
         if self.stopped {
             let mut info = info;
             if let Some((code, reason)) = self.user_close.take() {

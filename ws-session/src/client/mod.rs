@@ -30,7 +30,8 @@
 //! - **reconnect**: after a transport ends, wait [`Backoff::delay`] for the attempt
 //!   (1, 2, …; reset when a session is up) and connect again; `connect_timeout`
 //!   bounds each attempt from `Connect` to a session. Close code or `sys.error` 4102
-//!   (authentication failed) and close 4114 (origin) stop the client.
+//!   (authentication failed), close 4114 (origin) and an upgrade refused with an HTTP
+//!   4xx status other than 408 and 429 ([`Disconnect::status`]) stop the client.
 //! - **resume**: every reconnect of a client holding a session sends
 //!   `sys.reconnect.request` (session id, resume token, last `s`, and the credential
 //!   when [`AuthMode::Message`]); the outcome is a [`SessionOutcome`].

@@ -8,6 +8,7 @@ use ws_proto::CloseCode;
 /// vanished), and a local error when there was one (connect refused, handshake
 /// refused, I/O error, timeout).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Disconnect {
     /// The close code; `None` when no close frame was exchanged and none applies
     /// (for example a TCP connect that failed).
@@ -16,6 +17,9 @@ pub struct Disconnect {
     pub reason: String,
     /// What went wrong locally, in words.
     pub error: Option<String>,
+    /// The HTTP status, when the server answered the upgrade request with something
+    /// other than 101.
+    pub status: Option<u16>,
 }
 
 impl Disconnect {
@@ -25,6 +29,7 @@ impl Disconnect {
             code: Some(code),
             reason: reason.into(),
             error: None,
+            status: None,
         }
     }
 
@@ -34,6 +39,15 @@ impl Disconnect {
             code: None,
             reason: String::new(),
             error: Some(error.into()),
+            status: None,
+        }
+    }
+
+    /// The server refused the upgrade with HTTP `status`.
+    pub fn refused(status: u16, error: impl Into<String>) -> Self {
+        Self {
+            status: Some(status),
+            ..Self::failed(error)
         }
     }
 }

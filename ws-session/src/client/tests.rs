@@ -727,6 +727,33 @@ fn auth_failure_stops_the_client() {
 }
 
 #[test]
+fn an_upgrade_refused_with_4xx_stops_the_client_and_5xx_is_retried() {
+    let mut h = Harness::new(ClientConfig::default());
+    h.client
+        .handle_disconnected(h.now, Disconnect::refused(503, "busy"));
+    let a = h.drain();
+    assert!(matches!(states(&a)[..], [State::Reconnecting { attempt: 1, .. }]));
+    h.client
+        .handle_disconnected(h.now, Disconnect::refused(429, "slow down"));
+    // (a spurious report without a transport is ignored)
+    assert!(h.drain().is_empty());
+    h.fire();
+    h.client
+        .handle_disconnected(h.now, Disconnect::refused(429, "slow down"));
+    let a = h.drain();
+    assert!(matches!(states(&a)[..], [State::Reconnecting { attempt: 2, .. }]));
+    h.fire();
+    h.client
+        .handle_disconnected(h.now, Disconnect::refused(401, "who are you"));
+    let a = h.drain();
+    let [State::Disconnected(info)] = &states(&a)[..] else {
+        panic!("{a:?}");
+    };
+    assert_eq!(info.status, Some(401));
+    assert_eq!(h.client.poll_timeout(), None);
+}
+
+#[test]
 fn gives_up_after_max_attempts() {
     let config = ClientConfig {
         max_reconnect_attempts: Some(2),
