@@ -98,6 +98,8 @@ pub(super) async fn run<R: Runtime, C: Connector>(
     let mut queries = QueryWaiters::new();
     let mut close_waiters: Vec<oneshot::Sender<Result<(), ClientError>>> = Vec::new();
     let mut commands_open = true;
+    let (mut timer_at, mut timer): (Option<Instant>, Fuse<BoxFuture<()>>) = (None, Fuse::terminated());
+    let (mut close_at, mut close_timer): (Option<Instant>, Fuse<BoxFuture<()>>) = (None, Fuse::terminated());
     loop {
         // 1. Drain the engine, and feed it what the transport delivered, until quiet.
         loop {
@@ -221,15 +223,23 @@ pub(super) async fn run<R: Runtime, C: Connector>(
         }
 
         // 4. Wait for the next input.
-        let now = Instant::now();
-        let mut timer: Fuse<BoxFuture<()>> = match engine.poll_timeout() {
-            Some(at) => runtime.sleep_until(at).fuse(),
-            None => Fuse::terminated(),
-        };
-        let mut close_timer: Fuse<BoxFuture<()>> = match link.as_ref().and_then(|l| l.close_deadline) {
-            Some(at) => runtime.sleep_until(at.max(now)).fuse(),
-            None => Fuse::terminated(),
-        };
+        // Timers are re-armed only when their deadline moves (no allocation per message).
+        let deadline = engine.poll_timeout();
+        if deadline != timer_at || timer.is_terminated() {
+            timer_at = deadline;
+            timer = match deadline {
+                Some(at) => runtime.sleep_until(at).fuse(),
+                None => Fuse::terminated(),
+            };
+        }
+        let close_deadline = link.as_ref().and_then(|l| l.close_deadline);
+        if close_deadline != close_at || close_timer.is_terminated() {
+            close_at = close_deadline;
+            close_timer = match close_deadline {
+                Some(at) => runtime.sleep_until(at).fuse(),
+                None => Fuse::terminated(),
+            };
+        }
         let reading = link.as_ref().is_some_and(|l| !l.conn.is_closed());
         let mut read = match (&mut reader, reading) {
             (Some(reader), true) => reader.read(&mut buf).fuse(),
@@ -296,8 +306,12 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                     let _ = engine.close(Instant::now(), CloseCode::NORMAL, "");
                 }
             },
-            () = timer => engine.handle_timeout(Instant::now()),
+            () = timer => {
+                timer_at = None;
+                engine.handle_timeout(Instant::now());
+            },
             () = close_timer => {
+                close_at = None;
                 drop(read);
                 end_link(&mut engine, &mut link, &mut reader, &mut writing, Some("close timeout".to_owned()));
             },

@@ -253,7 +253,8 @@ impl Client {
     }
 
     /// Every application message from now on (events and broadcasts, not query
-    /// replies), once each and in order across resumes.
+    /// replies), once each and in order across resumes. The stream is unbounded: read
+    /// it, or drop it when no longer interested (a dropped stream is unsubscribed).
     pub fn messages(&self) -> mpsc::UnboundedReceiver<OwnedEnvelope> {
         self.shared.messages.subscribe()
     }
