@@ -64,7 +64,8 @@ impl Client {
     }
 
     /// Starts the client without waiting: it connects in the background (watch
-    /// [`states`](ws_driver::client::Client::states)).
+    /// [`states`](ws_driver::client::Client::states)). Must be called inside a tokio
+    /// runtime (it spawns the client's task).
     pub fn start(url: &str, options: ClientOptions) -> Result<Self, ClientError> {
         ws_driver::client::Client::start(url, options, TokioRuntime, TokioConnector).map(Self)
     }
