@@ -235,6 +235,49 @@ fn jitter_stays_in_bounds_and_varies() {
 }
 
 #[test]
+fn default_backoff_is_the_documented_sequence_with_half_jitter() {
+    // 0.5 s doubling to 32 s (step 6), each lowered by at most half.
+    let d = delays(Exponential::default(), 10);
+    for (i, delay) in d.iter().enumerate() {
+        let base = ms(500 << i.min(6));
+        assert!(
+            *delay <= base && *delay >= base / 2,
+            "attempt {}: {delay:?}",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn constant_and_linear_jitter_stay_in_bounds() {
+    let d = delays(
+        Constant {
+            delay: ms(1000),
+            jitter: Jitter::Proportional(0.1),
+        },
+        20,
+    );
+    assert!(d.iter().all(|d| *d <= ms(1000) && *d >= ms(900)), "{d:?}");
+    assert!(d.iter().collect::<std::collections::BTreeSet<_>>().len() > 1);
+    let d = delays(
+        Linear {
+            initial: ms(100),
+            increment: ms(100),
+            maximum: ms(500),
+            jitter: Jitter::Proportional(1.0),
+        },
+        8,
+    );
+    for (i, delay) in d.iter().enumerate() {
+        assert!(
+            *delay <= ms(100 * (i as u64 + 1).min(5)),
+            "attempt {}: {delay:?}",
+            i + 1
+        );
+    }
+}
+
+#[test]
 fn custom_backoff_is_used() {
     #[derive(Debug)]
     struct Fib;
