@@ -7,7 +7,8 @@
 //!   shuts down gracefully;
 //! - [`serve_stream`]: serves one already-accepted stream (custom listeners, tests);
 //! - [`mount`]: the endpoint as an axum handler, so an application's other HTTP routes
-//!   share the port ("detached mode").
+//!   share the port ("detached mode");
+//! - [`Client`]: the tether client (reconnect, resume, queries) over tokio TCP.
 //!
 //! ```no_run
 //! use adapter_tokio::{App, Context, Server};
@@ -26,14 +27,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod client;
 mod mount;
 mod runtime;
 mod server;
 
+pub use client::{Client, TokioConnector};
 pub use mount::mount;
 pub use runtime::TokioRuntime;
 pub use server::{serve_stream, Server};
+pub use ws_driver::client::{ClientError, ClientOptions, QueryError, SessionOutcome, State};
 pub use ws_driver::{
     App, Context, HandlerError, HandlerResult, Hub, InMemoryPubSub, Metrics, Next, PubSub, ServerHandle,
     SessionEvent, SessionId, UserId,
 };
+pub use ws_proto::CloseCode;

@@ -20,6 +20,7 @@
 
 mod app;
 mod auth;
+pub mod client;
 mod context;
 mod error;
 mod handler;

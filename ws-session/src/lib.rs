@@ -101,6 +101,7 @@
 #![deny(missing_docs)]
 
 mod action;
+pub mod client;
 mod config;
 mod connection;
 mod engine;

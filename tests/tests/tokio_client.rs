@@ -1,0 +1,429 @@
+//! adapter-tokio's client against a real tether server on loopback sockets: reconnect and
+//! resume through a TCP proxy the test cuts, a refused resume after a server restart,
+//! queries, close.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adapter_tokio::{
+    App, Client, ClientError, ClientOptions, Context, HandlerError, QueryError, Server, ServerHandle,
+    SessionOutcome, State,
+};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use ws_driver::client::{Constant, Jitter};
+use ws_driver::SessionId;
+use ws_proto::envelope::OwnedEnvelope;
+use ws_proto::CloseCode;
+
+/// A bound on every wait, so that a broken build fails instead of hanging. Nothing
+/// here depends on timing: each wait is for an event that must come.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn app() -> App {
+    App::new()
+        .authenticate(|token: String, _info| async move {
+            token
+                .strip_prefix("user:")
+                .map(str::to_owned)
+                .ok_or_else(|| "tokens look like user:<name>".to_owned())
+        })
+        .on("echo", |ctx: Context| async move {
+            let value: Value = ctx.payload()?;
+            ctx.reply("echo.reply", &value)
+        })
+        .on("fail", |_ctx: Context| async move {
+            Err(HandlerError::new(4242, "asked to fail"))
+        })
+        // Never answers.
+        .on("ignore", |_ctx: Context| async move { Ok(()) })
+}
+
+async fn serve(addr: &str) -> (SocketAddr, ServerHandle, oneshot::Sender<()>, JoinHandle<()>) {
+    let server = Server::bind(addr, "/ws", app()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .shutdown_timeout(Duration::from_secs(2))
+            .run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr, handle, stop, task)
+}
+
+/// A TCP proxy whose current connections the test can cut (both sides dropped).
+struct Proxy {
+    addr: SocketAddr,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accepted: Arc<Mutex<usize>>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(Mutex::new(0));
+        let (l, a) = (links.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                *a.lock().unwrap() += 1;
+                let link = tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                });
+                l.lock().unwrap().push(link);
+            }
+        });
+        Self {
+            addr,
+            links,
+            accepted,
+        }
+    }
+
+    /// Drops every connection in flight, without a close frame.
+    fn cut(&self) {
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        *self.accepted.lock().unwrap()
+    }
+}
+
+fn options(token: &str) -> ClientOptions {
+    let mut options = ClientOptions::with_credential(token);
+    options.engine.backoff = Arc::new(Constant {
+        delay: Duration::from_millis(20),
+        jitter: Jitter::None,
+    });
+    options
+}
+
+async fn next<T>(stream: &mut futures::channel::mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("waited too long")
+        .expect("stream ended")
+}
+
+async fn until_state(
+    states: &mut futures::channel::mpsc::UnboundedReceiver<State>,
+    want: impl Fn(&State) -> bool,
+) -> State {
+    loop {
+        let state = next(states).await;
+        if want(&state) {
+            return state;
+        }
+    }
+}
+
+fn created_id(outcome: &SessionOutcome) -> String {
+    match outcome {
+        SessionOutcome::Created(details) => details.session_id.clone(),
+        other => panic!("expected a new session, got {other:?}"),
+    }
+}
+
+fn tick_number(envelope: &OwnedEnvelope) -> u64 {
+    assert_eq!(&*envelope.event, "tick");
+    envelope.payload_as::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn a_cut_connection_resumes_and_every_message_arrives_once_in_order() {
+    let (server_addr, handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let proxy = Proxy::start(server_addr).await;
+    let client = Client::start(&format!("ws://{}/ws", proxy.addr), options("user:alice")).unwrap();
+    let mut sessions = client.sessions();
+    let mut messages = client.messages();
+    let mut states = client.states();
+    let session = SessionId::parse(&created_id(&next(&mut sessions).await)).unwrap();
+    until_state(&mut states, |s| *s == State::Connected).await;
+
+    // 1..=10 while connected.
+    for n in 1..=10u64 {
+        handle.send(session, "tick", &n).unwrap();
+    }
+    for n in 1..=10 {
+        assert_eq!(tick_number(&next(&mut messages).await), n);
+    }
+    // Five times: the connection is cut, ticks are sent while the client is away
+    // (written to a dead socket or buffered: either way the replay buffer has them),
+    // the client resumes, more ticks follow.
+    let mut sent = 10;
+    for _ in 0..5 {
+        proxy.cut();
+        for _ in 0..20 {
+            sent += 1;
+            handle.send(session, "tick", &sent).unwrap();
+        }
+        until_state(&mut states, |s| matches!(s, State::Reconnecting { .. })).await;
+        until_state(&mut states, |s| *s == State::Reconnected).await;
+        match next(&mut sessions).await {
+            SessionOutcome::Restored { session_id, .. } => assert_eq!(session_id, session.to_string()),
+            other => panic!("expected a restored session, got {other:?}"),
+        }
+        for _ in 0..10 {
+            sent += 1;
+            handle.send(session, "tick", &sent).unwrap();
+        }
+    }
+    for n in 11..=sent {
+        assert_eq!(tick_number(&next(&mut messages).await), n);
+    }
+    // A round trip proves nothing else was queued behind them: no duplicate.
+    let reply = client.query("echo", &"done", None).await.unwrap();
+    assert_eq!(reply.payload_as::<String>().unwrap(), "done");
+    assert!(messages.try_recv().is_err(), "a message arrived twice");
+    assert_eq!(proxy.accepted(), 6);
+    client.close(CloseCode::NORMAL, "bye").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_server_refuses_the_resume_and_a_new_session_begins() {
+    let (addr, _handle, stop, task) = serve("127.0.0.1:0").await;
+    let client = Client::connect(&format!("ws://{addr}/ws"), options("user:bob"))
+        .await
+        .unwrap();
+    let mut sessions = client.sessions();
+    let mut states = client.states();
+    assert_eq!(next(&mut states).await, State::Connected);
+    // A query the server will never answer, written on the first session.
+    let lost = {
+        let client = client.clone();
+        tokio::spawn(async move { client.query("ignore", &(), Some(Duration::from_secs(60))).await })
+    };
+    // The query is written once the engine saw it; an echo after it proves that.
+    client.query("echo", &1, None).await.unwrap();
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    let (addr2, _handle2, _stop2, _task2) = serve(&addr.to_string()).await;
+    assert_eq!(addr, addr2);
+
+    until_state(&mut states, |s| *s == State::Reconnected).await;
+    match next(&mut sessions).await {
+        SessionOutcome::NotRestored {
+            reason,
+            failed_queries,
+            session,
+            ..
+        } => {
+            assert_eq!(reason, "unknown");
+            assert_eq!(failed_queries, 1);
+            assert_eq!(session.user_id, "bob");
+        }
+        other => panic!("expected NotRestored, got {other:?}"),
+    }
+    let result = tokio::time::timeout(WAIT, lost).await.unwrap().unwrap();
+    assert_eq!(
+        result.unwrap_err(),
+        ClientError::Query(QueryError::NotRestored {
+            reason: "unknown".into()
+        })
+    );
+    // The new session works.
+    let reply = client.query("echo", &json!({"again": true}), None).await.unwrap();
+    assert_eq!(reply.payload_as::<Value>().unwrap(), json!({"again": true}));
+    client.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+#[tokio::test]
+async fn queries_get_replies_errors_and_timeouts() {
+    let (addr, _handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let client = Client::connect(&format!("ws://{addr}/ws"), options("user:carol"))
+        .await
+        .unwrap();
+    let reply = client.query("echo", &json!([1, 2, 3]), None).await.unwrap();
+    assert_eq!(&*reply.event, "echo.reply");
+    assert_eq!(reply.payload_as::<Value>().unwrap(), json!([1, 2, 3]));
+
+    let err = client.query("fail", &(), None).await.unwrap_err();
+    let ClientError::Query(QueryError::Server(err)) = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!((err.code, err.message.as_str()), (4242, "asked to fail"));
+
+    let err = client
+        .query("ignore", &(), Some(Duration::from_millis(100)))
+        .await
+        .unwrap_err();
+    assert_eq!(err, ClientError::Query(QueryError::Timeout));
+    client.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+#[tokio::test]
+async fn listeners_and_sends() {
+    let (addr, handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let client = Client::start(&format!("ws://{addr}/ws"), options("user:dave")).unwrap();
+    let mut sessions = client.sessions();
+    // Sent before any session: queued, then written once.
+    client.send("echo", &"queued").await.unwrap();
+    let session = SessionId::parse(&created_id(&next(&mut sessions).await)).unwrap();
+    let (tx, mut rx) = futures::channel::mpsc::unbounded();
+    client.on("echo.reply", move |env| {
+        let _ = tx.unbounded_send(env.payload_as::<String>().unwrap());
+    });
+    assert_eq!(next(&mut rx).await, "queued");
+    handle.send(session, "echo.reply", &"pushed").unwrap();
+    assert_eq!(next(&mut rx).await, "pushed");
+    assert!(matches!(
+        client.send("sys.ack", &()).await,
+        Err(ClientError::Refused(_))
+    ));
+    client.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+#[tokio::test]
+async fn close_stops_reconnecting() {
+    let (server_addr, _handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let proxy = Proxy::start(server_addr).await;
+    let client = Client::connect(&format!("ws://{}/ws", proxy.addr), options("user:erin"))
+        .await
+        .unwrap();
+    let mut states = client.states();
+    assert_eq!(next(&mut states).await, State::Connected);
+    client.close(CloseCode::NORMAL, "bye").await.unwrap();
+    assert_eq!(next(&mut states).await, State::Disconnecting);
+    let State::Disconnected(info) = next(&mut states).await else {
+        panic!("not disconnected");
+    };
+    assert_eq!(info.code, Some(CloseCode::NORMAL));
+    // The task has ended: the state stream is over and nothing reconnects.
+    assert!(tokio::time::timeout(WAIT, states.next()).await.unwrap().is_none());
+    assert_eq!(proxy.accepted(), 1);
+    assert_eq!(client.send("echo", &1).await, Err(ClientError::Closed));
+    assert!(matches!(client.state(), State::Disconnected(_)));
+}
+
+#[tokio::test]
+async fn a_refused_credential_stops_the_client() {
+    let (addr, _handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let err = Client::connect(&format!("ws://{addr}/ws"), options("nobody"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, ClientError::Closed);
+}
+
+/// Polls the server's metrics until `done` holds (each poll is a round trip through
+/// the hub, not a sleep).
+async fn until_metrics(
+    handle: &ServerHandle,
+    done: impl Fn(&ws_driver::Metrics) -> bool,
+) -> ws_driver::Metrics {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let metrics = handle.metrics().await.expect("server running");
+            if done(&metrics) {
+                return metrics;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("waited too long")
+}
+
+#[tokio::test]
+async fn dropping_every_handle_closes_the_connection() {
+    let (addr, handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let client = Client::connect(&format!("ws://{addr}/ws"), options("user:fay"))
+        .await
+        .unwrap();
+    let copy = client.clone();
+    until_metrics(&handle, |m| m.connections == 1).await;
+    drop(client);
+    // One handle is left: still connected.
+    assert_eq!(
+        copy.query("echo", &1, None)
+            .await
+            .unwrap()
+            .payload_as::<u64>()
+            .unwrap(),
+        1
+    );
+    drop(copy);
+    let metrics = until_metrics(&handle, |m| m.connections == 0).await;
+    assert_eq!(metrics.connections_opened, 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_retried_with_the_error_reported() {
+    // A port with nobody listening: bind one, then free it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut opts = options("user:gus");
+    opts.engine.max_reconnect_attempts = Some(2);
+    let client = Client::start(&format!("ws://127.0.0.1:{port}/ws"), opts).unwrap();
+    let mut states = client.states();
+    let mut attempts = Vec::new();
+    let last = loop {
+        match next(&mut states).await {
+            State::Reconnecting { attempt, .. } => attempts.push(attempt),
+            State::Disconnected(info) => break info,
+            _ => {}
+        }
+    };
+    assert_eq!(attempts, vec![1, 2]);
+    assert!(last.error.is_some(), "{last:?}");
+    assert_eq!(client.connected().await, Err(ClientError::Closed));
+}
+
+#[tokio::test]
+async fn an_upgrade_refused_with_404_stops_the_client() {
+    let (addr, _handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let client = Client::start(&format!("ws://{addr}/elsewhere"), options("user:hal")).unwrap();
+    let mut states = client.states();
+    let info = loop {
+        if let State::Disconnected(info) = next(&mut states).await {
+            break info;
+        }
+    };
+    assert_eq!(info.status, Some(404));
+    assert!(info.error.unwrap().contains("404"));
+}
+
+#[test]
+fn urls_that_cannot_be_used_are_refused() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert!(matches!(
+            Client::start("http://127.0.0.1/ws", ClientOptions::default()),
+            Err(ClientError::InvalidUrl(_))
+        ));
+        // wss:// parses, but the plain-TCP connector says it cannot do TLS.
+        let mut opts = ClientOptions::default();
+        opts.engine.max_reconnect_attempts = Some(0);
+        let client = Client::start("wss://127.0.0.1:1/ws", opts).unwrap();
+        let mut states = client.states();
+        let info = loop {
+            if let State::Disconnected(info) = next(&mut states).await {
+                break info;
+            }
+        };
+        assert!(info.error.unwrap().contains("TLS"));
+    });
+}

@@ -1,0 +1,355 @@
+//! The tether client, runtime-agnostic: [`Client`] runs the Sans-IO
+//! [`ClientEngine`](ws_session::client::ClientEngine) over WebSocket transports that
+//! a [`Connector`] opens, with timers from a [`Runtime`].
+//!
+//! One task (spawned on the runtime) owns the engine and the current transport; the
+//! [`Client`] handle (cheap to clone) sends it commands. When every handle is
+//! dropped the task closes the connection (1000) and ends.
+
+mod driver;
+mod target;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::StreamExt;
+use serde::Serialize;
+use ws_proto::envelope::OwnedEnvelope;
+use ws_proto::CloseCode;
+
+use crate::runtime::Runtime;
+
+pub use driver::handshake;
+pub use target::{Connector, InvalidUrl, Target};
+pub use ws_session::client::{
+    AuthMode, Backoff, ClientConfig, Constant, Disconnect, Exponential, IdleTimeout, Jitter, Linear,
+    QueryError, ServerError, SessionDetails, SessionOutcome, State,
+};
+
+/// How a [`Client`] connects.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// The engine's settings: credential, auth mode, backoff, timeouts, queue, acks,
+    /// and the WebSocket limits (`engine.proto`).
+    pub engine: ClientConfig,
+    /// Extra headers of the upgrade request. With
+    /// [`AuthMode::Handshake`](ws_session::client::AuthMode::Handshake) the credential
+    /// is added as `Authorization: Bearer`.
+    pub headers: Vec<(String, String)>,
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
+    /// After sending a close frame, how long to wait for the server's before the
+    /// socket is dropped. Default 5 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            engine: ClientConfig::default(),
+            headers: Vec::new(),
+            origin: None,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The defaults with `credential` (sent as `sys.auth` by default).
+    pub fn with_credential(credential: impl Into<String>) -> Self {
+        Self {
+            engine: ClientConfig::with_credential(credential),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a client call can fail with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL could not be used.
+    InvalidUrl(InvalidUrl),
+    /// The engine refused the call: queue full, bad event name, closed, …
+    Refused(ws_session::client::ClientError),
+    /// The payload could not be serialized to JSON (or is not JSON).
+    InvalidPayload(String),
+    /// The query got no reply.
+    Query(QueryError),
+    /// The client has stopped.
+    Closed,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::InvalidUrl(err) => err.fmt(f),
+            ClientError::Refused(err) => err.fmt(f),
+            ClientError::InvalidPayload(why) => write!(f, "invalid payload: {why}"),
+            ClientError::Query(err) => err.fmt(f),
+            ClientError::Closed => f.write_str("client closed"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+type Listener = Arc<dyn Fn(&OwnedEnvelope) + Send + Sync>;
+
+/// Fan-out of values to subscribed streams; closed subscribers are dropped.
+struct Subscribers<T>(Mutex<Vec<mpsc::UnboundedSender<T>>>);
+
+impl<T: Clone> Subscribers<T> {
+    fn new() -> Self {
+        Self(Mutex::new(Vec::new()))
+    }
+
+    fn subscribe(&self) -> mpsc::UnboundedReceiver<T> {
+        let (tx, rx) = mpsc::unbounded();
+        lock(&self.0).push(tx);
+        rx
+    }
+
+    fn publish(&self, value: &T) {
+        lock(&self.0).retain(|tx| tx.unbounded_send(value.clone()).is_ok());
+    }
+
+    fn close(&self) {
+        lock(&self.0).clear();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the handles and the task share.
+struct Shared {
+    /// The current state, and the subscribers to its changes (under one lock, so a
+    /// new subscriber sees the current value first and misses no change).
+    state: Mutex<(State, Vec<mpsc::UnboundedSender<State>>)>,
+    messages: Subscribers<OwnedEnvelope>,
+    sessions: Subscribers<SessionOutcome>,
+    errors: Subscribers<ServerError>,
+    listeners: Mutex<Vec<(String, Listener)>>,
+}
+
+impl Shared {
+    fn set_state(&self, state: State) {
+        let mut guard = lock(&self.state);
+        if guard.0 == state {
+            return;
+        }
+        guard.1.retain(|tx| tx.unbounded_send(state.clone()).is_ok());
+        guard.0 = state;
+    }
+
+    fn finish(&self) {
+        lock(&self.state).1.clear();
+        self.messages.close();
+        self.sessions.close();
+        self.errors.close();
+    }
+
+    fn dispatch(&self, envelope: &OwnedEnvelope) {
+        let matching: Vec<Listener> = lock(&self.listeners)
+            .iter()
+            .filter(|(event, _)| **event == *envelope.event)
+            .map(|(_, f)| f.clone())
+            .collect();
+        for listener in matching {
+            listener(envelope);
+        }
+        self.messages.publish(envelope);
+    }
+}
+
+enum Command {
+    Send {
+        event: String,
+        payload: Option<String>,
+        done: oneshot::Sender<Result<(), ClientError>>,
+    },
+    Query {
+        event: String,
+        payload: Option<String>,
+        timeout: Option<Duration>,
+        result: oneshot::Sender<Result<OwnedEnvelope, ClientError>>,
+    },
+    Close {
+        code: CloseCode,
+        reason: String,
+        done: oneshot::Sender<Result<(), ClientError>>,
+    },
+}
+
+/// A tether client: one logical connection that reconnects and resumes by itself.
+///
+/// ```no_run
+/// # async fn demo<R: ws_driver::Runtime, C: ws_driver::client::Connector>(runtime: R, connector: C) -> Result<(), ws_driver::client::ClientError> {
+/// use ws_driver::client::{Client, ClientOptions};
+///
+/// let client = Client::start("ws://127.0.0.1:8080/ws", ClientOptions::with_credential("alice"), runtime, connector)?;
+/// client.on("chat.message", |msg| println!("{:?}", msg.payload));
+/// client.send("chat.join", &serde_json::json!({"room": "lobby"})).await?;
+/// let reply = client.query("chat.history", &serde_json::json!({"room": "lobby"}), None).await?;
+/// client.close(ws_proto::CloseCode::NORMAL, "bye").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts a client for `url` (`ws://host[:port]/path?query`): spawns its task on
+    /// `runtime`, which starts connecting at once through `connector`. Fails only on
+    /// a URL it cannot use.
+    pub fn start<R: Runtime, C: Connector>(
+        url: &str,
+        options: ClientOptions,
+        runtime: R,
+        connector: C,
+    ) -> Result<Self, ClientError> {
+        let target = Target::parse(url).map_err(ClientError::InvalidUrl)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new((State::Connecting, Vec::new())),
+            messages: Subscribers::new(),
+            sessions: Subscribers::new(),
+            errors: Subscribers::new(),
+            listeners: Mutex::new(Vec::new()),
+        });
+        let (commands, rx) = mpsc::unbounded();
+        let task = driver::run(runtime.clone(), connector, target, options, rx, shared.clone());
+        runtime.spawn(task);
+        Ok(Self { commands, shared })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        lock(&self.shared.state).0.clone()
+    }
+
+    /// The state now, then every change. Ends when the client has stopped.
+    pub fn states(&self) -> mpsc::UnboundedReceiver<State> {
+        let mut guard = lock(&self.shared.state);
+        let (tx, rx) = mpsc::unbounded();
+        let _ = tx.unbounded_send(guard.0.clone());
+        if !matches!(guard.0, State::Disconnected(_)) {
+            guard.1.push(tx);
+        }
+        rx
+    }
+
+    /// Every application message from now on (events and broadcasts, not query
+    /// replies), once each and in order across resumes. The stream is unbounded: read
+    /// it, or drop it when no longer interested (a dropped stream is unsubscribed).
+    pub fn messages(&self) -> mpsc::UnboundedReceiver<OwnedEnvelope> {
+        self.shared.messages.subscribe()
+    }
+
+    /// What became of the session at each (re)connection: created, restored (with
+    /// the replay count), or not restored (a new one, and why).
+    pub fn sessions(&self) -> mpsc::UnboundedReceiver<SessionOutcome> {
+        self.shared.sessions.subscribe()
+    }
+
+    /// `sys.error` events that answer no query (a refused `send`, rate limiting, …).
+    pub fn server_errors(&self) -> mpsc::UnboundedReceiver<ServerError> {
+        self.shared.errors.subscribe()
+    }
+
+    /// Calls `listener` for every application message named `event`. Listeners run
+    /// on the client's task: keep them short (hand work to a task of your own).
+    pub fn on(&self, event: &str, listener: impl Fn(&OwnedEnvelope) + Send + Sync + 'static) {
+        lock(&self.shared.listeners).push((event.to_owned(), Arc::new(listener)));
+    }
+
+    /// Waits until a session is up (`Connected` or `Reconnected`); `Err(Closed)` if
+    /// the client stops first.
+    pub async fn connected(&self) -> Result<(), ClientError> {
+        let mut states = self.states();
+        while let Some(state) = states.next().await {
+            match state {
+                State::Connected | State::Reconnected => return Ok(()),
+                State::Disconnected(_) => return Err(ClientError::Closed),
+                _ => {}
+            }
+        }
+        Err(ClientError::Closed)
+    }
+
+    /// Sends `event` with `payload` serialized as JSON (`()` sends no payload). Online
+    /// it is written at once; otherwise it waits in the offline queue and is written
+    /// once when a session is up (`Refused(QueueFull)` when the queue is full).
+    pub async fn send<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<(), ClientError> {
+        let payload = to_json(payload)?;
+        let (done, rx) = oneshot::channel();
+        self.command(Command::Send {
+            event: event.to_owned(),
+            payload,
+            done,
+        })?;
+        rx.await.unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Sends a request and waits for its answer: the reply envelope, or
+    /// `Query(Server(..))` for a `sys.error`, `Query(Timeout)` after `timeout`
+    /// (default 30 s, [`ClientConfig::query_timeout`]), `Query(NotRestored {..})` when
+    /// the session it was sent on could not be resumed.
+    pub async fn query<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        payload: &T,
+        timeout: Option<Duration>,
+    ) -> Result<OwnedEnvelope, ClientError> {
+        let payload = to_json(payload)?;
+        let (result, rx) = oneshot::channel();
+        self.command(Command::Query {
+            event: event.to_owned(),
+            payload,
+            timeout,
+            result,
+        })?;
+        rx.await.unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Closes for good with `code` and `reason` (the closing handshake, no more
+    /// reconnects) and waits until the transport is gone.
+    pub async fn close(&self, code: CloseCode, reason: &str) -> Result<(), ClientError> {
+        let (done, rx) = oneshot::channel();
+        if self
+            .command(Command::Close {
+                code,
+                reason: reason.to_owned(),
+                done,
+            })
+            .is_err()
+        {
+            return Ok(()); // already stopped
+        }
+        rx.await.unwrap_or(Ok(()))
+    }
+
+    fn command(&self, command: Command) -> Result<(), ClientError> {
+        self.commands
+            .unbounded_send(command)
+            .map_err(|_| ClientError::Closed)
+    }
+}
+
+fn to_json<T: Serialize + ?Sized>(payload: &T) -> Result<Option<String>, ClientError> {
+    let json = serde_json::to_string(payload).map_err(|e| ClientError::InvalidPayload(e.to_string()))?;
+    Ok((json != "null").then_some(json))
+}

@@ -1,0 +1,95 @@
+//! The client engine's settings, each with a documented default.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::backoff::{Backoff, Exponential};
+
+/// How the credential reaches the server (`docs/PROTOCOL.md`, "Authentication").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AuthMode {
+    /// The engine sends `sys.auth {token}` as the first message of a new session and
+    /// puts `token` in every `sys.reconnect.request` (the browser way).
+    #[default]
+    Message,
+    /// The driver puts the credential in the upgrade request (`Authorization: Bearer`);
+    /// the engine sends no `sys.auth` and no `token` on resume.
+    Handshake,
+}
+
+/// When a connection on which nothing arrives is considered dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IdleTimeout {
+    /// `2 × heartbeatMs + 5 s`, from the server's `sys.session.created` (the server
+    /// pings every `heartbeatMs`); off while no session announced a heartbeat.
+    #[default]
+    FromHeartbeat,
+    /// A fixed limit.
+    Fixed(Duration),
+    /// Never: rely on the transport to notice.
+    Off,
+}
+
+/// Settings of a [`ClientEngine`](super::ClientEngine).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The credential, or `None` for a server that allows anonymous sessions.
+    pub credential: Option<String>,
+    /// How the credential is sent. Default [`AuthMode::Message`].
+    pub auth_mode: AuthMode,
+    /// Reconnect delays. Default: [`Exponential::default`] (0.5 s doubling to 32 s,
+    /// 50 % jitter).
+    pub backoff: Arc<dyn Backoff>,
+    /// Reconnect attempts in a row before giving up (`State::Disconnected`); `None`
+    /// (the default) retries for ever.
+    pub max_reconnect_attempts: Option<u32>,
+    /// From asking for a transport to having a session on it (created or restored).
+    /// Past it the attempt is abandoned and counts as a failed one. Default 60 s.
+    pub connect_timeout: Duration,
+    /// Timeout of a query when its call gives none. Default 30 s.
+    pub query_timeout: Duration,
+    /// Messages (and queries) that may wait while there is no session. When full, a
+    /// new `send` or `query` is refused with `ClientError::QueueFull`; what is already
+    /// queued keeps its place and nothing queued is dropped silently. Default 1000.
+    pub queue_limit: usize,
+    /// Send `sys.ack` as soon as this many received messages are unacknowledged.
+    /// Default 16.
+    pub ack_every: u64,
+    /// … or this long after the first unacknowledged one. Default 1 s.
+    pub ack_delay: Duration,
+    /// Dead-connection detection. Default [`IdleTimeout::FromHeartbeat`].
+    pub idle_timeout: IdleTimeout,
+    /// Limits for decoding the server's envelopes.
+    pub proto: ws_proto::Config,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            credential: None,
+            auth_mode: AuthMode::default(),
+            backoff: Arc::new(Exponential::default()),
+            max_reconnect_attempts: None,
+            connect_timeout: Duration::from_secs(60),
+            query_timeout: Duration::from_secs(30),
+            queue_limit: 1000,
+            ack_every: 16,
+            ack_delay: Duration::from_secs(1),
+            idle_timeout: IdleTimeout::default(),
+            proto: ws_proto::Config::default(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The defaults with `credential`.
+    pub fn with_credential(credential: impl Into<String>) -> Self {
+        Self {
+            credential: Some(credential.into()),
+            ..Self::default()
+        }
+    }
+}
