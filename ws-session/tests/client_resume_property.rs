@@ -291,10 +291,10 @@ fn every_tick_arrives_once_in_order_or_the_loss_is_announced() {
     }
     // The generator did exercise resumes.
     assert!(resumes > 100, "{resumes}");
-    // The one way a resume fails here: the transport is cut after the server rotated
-    // the token and before `sys.session.restored` reached the client, which then
-    // presents the old, used token (see docs/PROTOCOL.md, "used"). Announced, never
-    // silent; listed so that a change in the protocol shows up here.
-    assert!(refusals.keys().all(|reason| reason == "used"), "{refusals:?}");
+    // Inside the window, with cuts anywhere, no resume fails. (It once did: a cut after
+    // the server rotated the token and before `sys.session.restored` reached the
+    // client left it with a "used" token; the previous token now stays valid until
+    // the client speaks on the restored connection, docs/PROTOCOL.md "Resume".)
+    assert!(refusals.is_empty(), "{refusals:?}");
     eprintln!("{resumes} resumes, refused: {refusals:?}");
 }
