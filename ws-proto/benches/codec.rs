@@ -100,8 +100,7 @@ fn decode_ours(stream: &[u8]) -> usize {
     let mut conn = Connection::server(config());
     let mut messages = 0;
     for chunk in stream.chunks(READ_CHUNK) {
-        conn.handle_bytes(chunk);
-        while let Some(event) = conn.poll_event() {
+        for event in conn.events(chunk) {
             match event {
                 Event::Text(t) => {
                     black_box(&t);

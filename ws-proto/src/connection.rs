@@ -86,6 +86,37 @@ impl Event {
     }
 }
 
+/// The events of one read, decoded as they are taken: see [`Connection::events`].
+#[derive(Debug)]
+pub struct Events<'c, 'd> {
+    conn: &'c mut Connection,
+    data: &'d [u8],
+}
+
+impl Iterator for Events<'_, '_> {
+    type Item = Event;
+
+    fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.conn.poll_event() {
+                return Some(event);
+            }
+            if self.data.is_empty() || !self.conn.accepts_input() {
+                return None;
+            }
+            let consumed = self.conn.step(self.data);
+            self.data = &self.data[consumed..];
+        }
+    }
+}
+
+impl Drop for Events<'_, '_> {
+    fn drop(&mut self) {
+        // Nothing read may be lost: what was not decoded yet is decoded now.
+        self.conn.handle_bytes(self.data);
+    }
+}
+
 /// A frame whose payload is still arriving.
 #[derive(Debug, Clone, Copy)]
 struct FrameInProgress {
@@ -237,11 +268,27 @@ impl Connection {
     /// follow a close frame.
     pub fn handle_bytes(&mut self, mut data: &[u8]) {
         while !data.is_empty() && self.accepts_input() {
-            let consumed = match self.frame {
-                None => self.read_header(data),
-                Some(frame) => self.read_payload(frame, data),
-            };
-            data = &data[consumed..];
+            data = &data[self.step(data)..];
+        }
+    }
+
+    /// Feeds `data` like [`Connection::handle_bytes`], but decodes it as the returned
+    /// iterator is advanced: each event is handed out as soon as its frame is read,
+    /// instead of every event of a large read being queued first (kinder to caches
+    /// when a read holds thousands of small messages). Answer each event before taking
+    /// the next, as with [`Connection::poll_event`]. Dropping the iterator early still
+    /// consumes all of `data`; the remaining events then wait in
+    /// [`Connection::poll_event`].
+    pub fn events<'c, 'd>(&'c mut self, data: &'d [u8]) -> Events<'c, 'd> {
+        Events { conn: self, data }
+    }
+
+    /// Decodes the start of `data` (a header or part of a payload); returns the bytes
+    /// consumed.
+    fn step(&mut self, data: &[u8]) -> usize {
+        match self.frame {
+            None => self.read_header(data),
+            Some(frame) => self.read_payload(frame, data),
         }
     }
 

@@ -82,7 +82,7 @@ mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use config::Config;
-pub use connection::{Connection, ConnectionState, Event, Role};
+pub use connection::{Connection, ConnectionState, Event, Events, Role};
 pub use error::{ProtocolError, SendError};
 pub use message::Message;
 pub use utf8::Utf8Validator;

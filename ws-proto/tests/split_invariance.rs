@@ -65,8 +65,37 @@ fn frame_stream(masked: bool) -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// The same input through `Connection::events`, taking `take_first` events of each
+/// read from the iterator and the rest (after dropping it) from `poll_event`.
+fn run_iter(mut conn: Connection, pieces: &[&[u8]], take_first: usize) -> (Vec<Event>, Vec<u8>) {
+    let mut events = Vec::new();
+    let mut out = Vec::new();
+    for piece in pieces {
+        events.extend(conn.events(piece).take(take_first));
+        events.extend(std::iter::from_fn(|| conn.poll_event()));
+        while let Some(chunk) = conn.poll_transmit() {
+            out.extend_from_slice(&chunk);
+        }
+    }
+    (events, out)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn events_as_an_iterator_equal_queued_events(
+        server in any::<bool>(),
+        stream in frame_stream(true),
+        unmasked in frame_stream(false),
+        cut in 1usize..4096,
+        take_first in prop_oneof![Just(usize::MAX), 0usize..4],
+    ) {
+        let input = if server { stream } else { unmasked };
+        let pieces: Vec<&[u8]> = input.chunks(cut).collect();
+        let (a, b) = conns(server);
+        prop_assert_eq!(run(a, &pieces), run_iter(b, &pieces, take_first));
+    }
 
     #[test]
     fn garbage_gives_the_same_events_at_any_split(

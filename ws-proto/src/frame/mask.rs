@@ -4,6 +4,7 @@
 ///
 /// `offset` lets a payload that arrives in several pieces be unmasked piece by piece:
 /// pass the number of payload bytes already unmasked.
+#[inline]
 pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
     // Rotate the mask so that byte 0 of `buf` lines up with mask byte `offset % 4`,
     // then work eight bytes at a time: the compiler turns this into wide XORs.
