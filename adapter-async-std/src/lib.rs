@@ -41,14 +41,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod client;
 mod runtime;
 mod server;
 
+pub use client::{AsyncNetConnector, Client};
 #[cfg(feature = "async-std")]
 pub use runtime::AsyncStdRuntime;
 #[cfg(feature = "smol")]
 pub use runtime::SmolRuntime;
 pub use server::{serve_stream, Server};
+pub use ws_driver::client::{ClientError, ClientOptions, QueryError, SessionOutcome, State};
 pub use ws_driver::{
     App, ConnectionOptions, Context, HandlerError, HandlerResult, Hub, InMemoryPubSub, Metrics, Next, PubSub,
     ServerHandle, SessionEvent, SessionId, UserId,
@@ -62,3 +65,12 @@ pub type AsyncStdServer = Server<AsyncStdRuntime>;
 /// The server with its tasks and timers on smol.
 #[cfg(feature = "smol")]
 pub type SmolServer = Server<SmolRuntime>;
+
+/// The client with its task and timers on async-std (deprecated upstream; prefer
+/// [`SmolClient`]).
+#[cfg(feature = "async-std")]
+pub type AsyncStdClient = Client<AsyncStdRuntime>;
+
+/// The client with its task and timers on smol.
+#[cfg(feature = "smol")]
+pub type SmolClient = Client<SmolRuntime>;

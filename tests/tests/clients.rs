@@ -1,4 +1,4 @@
-//! adapter-tokio's client against a real tether server on loopback sockets: reconnect and
+//! The clients (tokio, async-std, smol) against a real tether server on loopback sockets: reconnect and
 //! resume through a TCP proxy the test cuts, a refused resume after a server restart,
 //! queries, close.
 
@@ -140,16 +140,69 @@ fn created_id(outcome: &SessionOutcome) -> String {
     }
 }
 
+/// The runtime the client's task and timers run on. The test body awaits the client
+/// from tokio either way: the client's handle talks to its task through channels.
+#[derive(Debug, Clone, Copy)]
+enum ClientRuntime {
+    Tokio,
+    AsyncStd,
+    Smol,
+}
+
+fn start_client(
+    rt: ClientRuntime,
+    url: &str,
+    options: ClientOptions,
+) -> Result<ws_driver::client::Client, ClientError> {
+    match rt {
+        ClientRuntime::Tokio => Client::start(url, options).map(|c| c.inner().clone()),
+        ClientRuntime::AsyncStd => {
+            adapter_async_std::AsyncStdClient::start(url, options).map(|c| c.inner().clone())
+        }
+        ClientRuntime::Smol => adapter_async_std::SmolClient::start(url, options).map(|c| c.inner().clone()),
+    }
+}
+
+async fn connect_client(
+    rt: ClientRuntime,
+    url: &str,
+    options: ClientOptions,
+) -> Result<ws_driver::client::Client, ClientError> {
+    let client = start_client(rt, url, options)?;
+    client.connected().await?;
+    Ok(client)
+}
+
+/// Each body once per client runtime.
+macro_rules! on_every_client_runtime {
+    ($($name:ident),* $(,)?) => {
+        mod tokio_client {
+            $(#[tokio::test] async fn $name() { super::$name(super::ClientRuntime::Tokio).await })*
+        }
+        mod async_std_client {
+            $(#[tokio::test] async fn $name() { super::$name(super::ClientRuntime::AsyncStd).await })*
+        }
+        mod smol_client {
+            $(#[tokio::test] async fn $name() { super::$name(super::ClientRuntime::Smol).await })*
+        }
+    };
+}
+
+on_every_client_runtime!(
+    a_cut_connection_resumes_and_every_message_arrives_once_in_order,
+    a_restarted_server_refuses_the_resume_and_a_new_session_begins,
+    queries_get_replies_errors_and_timeouts,
+);
+
 fn tick_number(envelope: &OwnedEnvelope) -> u64 {
     assert_eq!(&*envelope.event, "tick");
     envelope.payload_as::<u64>().unwrap()
 }
 
-#[tokio::test]
-async fn a_cut_connection_resumes_and_every_message_arrives_once_in_order() {
+async fn a_cut_connection_resumes_and_every_message_arrives_once_in_order(rt: ClientRuntime) {
     let (server_addr, handle, _stop, _task) = serve("127.0.0.1:0").await;
     let proxy = Proxy::start(server_addr).await;
-    let client = Client::start(&format!("ws://{}/ws", proxy.addr), options("user:alice")).unwrap();
+    let client = start_client(rt, &format!("ws://{}/ws", proxy.addr), options("user:alice")).unwrap();
     let mut sessions = client.sessions();
     let mut messages = client.messages();
     let mut states = client.states();
@@ -195,10 +248,9 @@ async fn a_cut_connection_resumes_and_every_message_arrives_once_in_order() {
     client.close(CloseCode::NORMAL, "bye").await.unwrap();
 }
 
-#[tokio::test]
-async fn a_restarted_server_refuses_the_resume_and_a_new_session_begins() {
+async fn a_restarted_server_refuses_the_resume_and_a_new_session_begins(rt: ClientRuntime) {
     let (addr, _handle, stop, task) = serve("127.0.0.1:0").await;
-    let client = Client::connect(&format!("ws://{addr}/ws"), options("user:bob"))
+    let client = connect_client(rt, &format!("ws://{addr}/ws"), options("user:bob"))
         .await
         .unwrap();
     let mut sessions = client.sessions();
@@ -244,10 +296,9 @@ async fn a_restarted_server_refuses_the_resume_and_a_new_session_begins() {
     client.close(CloseCode::NORMAL, "").await.unwrap();
 }
 
-#[tokio::test]
-async fn queries_get_replies_errors_and_timeouts() {
+async fn queries_get_replies_errors_and_timeouts(rt: ClientRuntime) {
     let (addr, _handle, _stop, _task) = serve("127.0.0.1:0").await;
-    let client = Client::connect(&format!("ws://{addr}/ws"), options("user:carol"))
+    let client = connect_client(rt, &format!("ws://{addr}/ws"), options("user:carol"))
         .await
         .unwrap();
     let reply = client.query("echo", &json!([1, 2, 3]), None).await.unwrap();
