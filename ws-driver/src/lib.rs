@@ -30,6 +30,7 @@ mod pump;
 mod raw;
 mod runtime;
 mod serve;
+mod write;
 
 pub use app::{App, ConnectionEvent, Hooks};
 pub use auth::{AuthFuture, Authenticator, FnAuthenticator};

@@ -5,7 +5,6 @@
 //! outbox is drained completely before writing (corking), and the frames are written
 //! together.
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -22,6 +21,7 @@ use ws_session::{ConnectionId, ConnectionInfo};
 use crate::handler::BoxFuture;
 use crate::hub::{ConnInput, Hub, Outbound};
 use crate::runtime::Runtime;
+use crate::write::{take_pending, write_batch, WriteDone};
 
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 16 * 1024;
@@ -175,15 +175,7 @@ where
             if pump.conn.pending_transmit_len() > 0 {
                 take_pending(&mut pump.conn, &mut out);
                 in_flight = std::mem::take(&mut pump.unflushed);
-                let write: BoxFuture<WriteDone<S>> = Box::pin(async move {
-                    let result = async {
-                        writer.write_all(&out).await?;
-                        writer.flush().await
-                    }
-                    .await;
-                    (writer, out, result)
-                });
-                writing = write.fuse();
+                writing = write_batch(writer, out);
             } else if pump.conn.is_closed() {
                 let _ = writer.close().await;
                 break;
@@ -234,9 +226,6 @@ where
     let _ = pump.hub.send(ConnInput::Closed { connection: pump.id }).await;
 }
 
-/// What a write hands back: the writer, its buffer (to reuse), the outcome.
-type WriteDone<S> = (futures_util::io::WriteHalf<S>, Vec<u8>, io::Result<()>);
-
 struct Pump {
     hub: Hub,
     id: ConnectionId,
@@ -282,14 +271,5 @@ impl Pump {
                 let _ = self.conn.close(code, reason);
             }
         }
-    }
-}
-
-/// Moves everything the connection has queued into `out`: one buffer, one write.
-fn take_pending(conn: &mut Connection, out: &mut Vec<u8>) {
-    out.clear();
-    out.reserve(conn.pending_transmit_len());
-    while let Some(chunk) = conn.poll_transmit() {
-        out.extend_from_slice(&chunk);
     }
 }

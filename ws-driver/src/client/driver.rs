@@ -20,6 +20,7 @@ use ws_session::client::{AuthMode, ClientAction, ClientEngine, Disconnect, Query
 use super::{ClientError, ClientOptions, Command, Connector, Shared, Target};
 use crate::handler::BoxFuture;
 use crate::runtime::Runtime;
+use crate::write::{take_pending, write_batch, WriteDone};
 
 const READ_BUFFER: usize = 16 * 1024;
 
@@ -73,7 +74,6 @@ struct Link<S> {
     close_deadline: Option<Instant>,
 }
 
-type WriteDone<S> = (WriteHalf<S>, Vec<u8>, io::Result<()>);
 /// A transport attempt: the upgraded stream and its connection.
 type Opened<S> = io::Result<(S, Connection)>;
 /// Callers waiting for their queries' answers.
@@ -180,19 +180,8 @@ pub(super) async fn run<R: Runtime, C: Connector>(
         if let Some(l) = &mut link {
             if let Some((mut writer, mut out)) = l.idle_writer.take() {
                 if l.conn.pending_transmit_len() > 0 {
-                    out.clear();
-                    while let Some(chunk) = l.conn.poll_transmit() {
-                        out.extend_from_slice(&chunk);
-                    }
-                    let write: BoxFuture<WriteDone<C::Stream>> = Box::pin(async move {
-                        let result = async {
-                            writer.write_all(&out).await?;
-                            writer.flush().await
-                        }
-                        .await;
-                        (writer, out, result)
-                    });
-                    writing = write.fuse();
+                    take_pending(&mut l.conn, &mut out);
+                    writing = write_batch(writer, out);
                 } else if l.conn.is_closed() {
                     let _ = writer.close().await;
                     retire = true;
