@@ -804,8 +804,10 @@ impl ClientEngine {
             State::Connected
         };
         self.ever_established = true;
-        self.set_state(state);
+        // The outcome first: whoever waits for the state to say "connected" then finds
+        // the session already reported.
         self.actions.push_back(ClientAction::Session(outcome));
+        self.set_state(state);
         let session_id = self.held.as_ref().map(|h| h.session_id.clone());
         while let Some(item) = self.queue.pop_front() {
             if let Some(id) = item.query {
