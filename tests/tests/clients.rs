@@ -256,12 +256,13 @@ async fn a_restarted_server_refuses_the_resume_and_a_new_session_begins(rt: Clie
     let mut sessions = client.sessions();
     let mut states = client.states();
     assert_eq!(next(&mut states).await, State::Connected);
-    // A query the server will never answer, written on the first session.
-    let lost = {
-        let client = client.clone();
-        tokio::spawn(async move { client.query("ignore", &(), Some(Duration::from_secs(60))).await })
-    };
-    // The query is written once the engine saw it; an echo after it proves that.
+    // A query the server will never answer, written on the first session. Polling its
+    // future once hands the command to the client's task, so it is queued before the
+    // echo below whatever runtime that task runs on (a spawned task might run later).
+    let mut lost = Box::pin(client.query("ignore", &(), Some(Duration::from_secs(60))));
+    assert!(futures::poll!(&mut lost).is_pending());
+    // The server handles one session's messages in order: the echo's reply proves the
+    // query was received on the first session.
     client.query("echo", &1, None).await.unwrap();
 
     stop.send(()).unwrap();
@@ -283,7 +284,7 @@ async fn a_restarted_server_refuses_the_resume_and_a_new_session_begins(rt: Clie
         }
         other => panic!("expected NotRestored, got {other:?}"),
     }
-    let result = tokio::time::timeout(WAIT, lost).await.unwrap().unwrap();
+    let result = tokio::time::timeout(WAIT, lost).await.unwrap();
     assert_eq!(
         result.unwrap_err(),
         ClientError::Query(QueryError::NotRestored {
