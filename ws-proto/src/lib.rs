@@ -15,17 +15,16 @@
 //!
 //! # The drive loop
 //!
-//! A server connection over any byte stream; here blocking `std::net`, but the same
-//! calls work from any runtime. See `examples/echo_server.rs` for a complete server.
+//! A server connection over any byte stream the caller owns; here a blocking
+//! `Read + Write` (a TCP socket, a TLS stream, a pipe), but the same calls work from
+//! any runtime. See `examples/echo_server.rs` for a complete server.
 //!
 //! ```no_run
 //! use std::io::{Read, Write};
 //! use ws_proto::handshake::{Accept, ServerHandshake};
 //! use ws_proto::{Config, Connection, Event};
 //!
-//! # fn main() -> std::io::Result<()> {
-//! let listener = std::net::TcpListener::bind("127.0.0.1:9001")?;
-//! let (mut socket, _) = listener.accept()?;
+//! fn serve(mut socket: impl Read + Write) -> std::io::Result<()> {
 //! let config = Config::default();
 //! let mut buf = vec![0; 64 * 1024];
 //!
@@ -65,7 +64,7 @@
 //!         n => conn.handle_bytes(&buf[..n]),
 //!     }
 //! }
-//! # }
+//! }
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -34,6 +34,8 @@
 //! use ws_proto::envelope::OutgoingEnvelope;
 //! use ws_session::{Action, ConnectionInfo, Engine, EngineConfig, OutboundMessage, UserId};
 //!
+//! # fn drive(now: Instant) {
+//! // `now` comes from the caller's clock with every input: the engine reads none.
 //! # fn write_text(_: ws_session::ConnectionId, _: &[u8]) -> usize { 0 }
 //! # fn close(_: ws_session::ConnectionId, _: u16) {}
 //! # fn next_input() -> Option<ws_proto::Message> { None }
@@ -43,9 +45,9 @@
 //!
 //! // An upgrade was accepted: hand over its metadata.
 //! let info = ConnectionInfo::with_token("secret");
-//! let conn = engine.handle_connection_opened(Instant::now(), info);
+//! let conn = engine.handle_connection_opened(now, info);
 //! if let Some(message) = next_input() {
-//!     engine.handle_message(Instant::now(), conn, message);
+//!     engine.handle_message(now, conn, message);
 //! }
 //!
 //! // After every input: drain the actions, then arm a timer.
@@ -56,7 +58,7 @@
 //!             buf.clear();
 //!             message.write_to(&mut buf); // one text frame
 //!             let written = write_text(connection, &buf);
-//!             engine.handle_flushed(Instant::now(), connection, written);
+//!             engine.handle_flushed(now, connection, written);
 //!         }
 //!         Action::TransmitBroadcast { prefix, recipients } => {
 //!             // One serialization, a `,"s":N}` tail per recipient.
@@ -65,7 +67,7 @@
 //!                 buf.clear();
 //!                 message.write_to(&mut buf);
 //!                 let written = write_text(connection, &buf);
-//!                 engine.handle_flushed(Instant::now(), connection, written);
+//!                 engine.handle_flushed(now, connection, written);
 //!             }
 //!             engine.recycle(recipients);
 //!         }
@@ -76,13 +78,13 @@
 //!             } else {
 //!                 Err("bad credential".to_owned())
 //!             };
-//!             engine.handle_auth_result(Instant::now(), request.id, answer).unwrap();
+//!             engine.handle_auth_result(now, request.id, answer).unwrap();
 //!         }
 //!         Action::Event(event) => {
 //!             // An application handler; here: echo it back as a reply.
 //!             let reply = OutgoingEnvelope::new(event.event());
 //!             if let Some(c) = event.correlation_id() {
-//!                 let _ = engine.reply(Instant::now(), event.session, c, &reply);
+//!                 let _ = engine.reply(now, event.session, c, &reply);
 //!             }
 //!         }
 //!         _ => {} // session lifecycle, publish, transmit-many, …
@@ -92,10 +94,11 @@
 //!     // sleep until `deadline`, then:
 //!     engine.handle_timeout(deadline);
 //! }
+//! # }
 //! ```
 //!
 //! The wire protocol (payloads of the `sys.*` events, the error codes, the resume
-//! flow) is in `docs/PROTOCOL.md`. The feature `sim` adds [`sim`], a deterministic
+//! flow) is in `docs/PROTOCOL.md`. The feature `sim` adds the module `sim`, a deterministic
 //! simulation harness (fake clock, seeded generator, in-memory clients).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -35,7 +35,7 @@ pub struct ClientOptions {
     /// and the WebSocket limits (`engine.proto`).
     pub engine: ClientConfig,
     /// Extra headers of the upgrade request. With
-    /// [`AuthMode::Handshake`](ws_session::client::AuthMode::Handshake) the credential
+    /// [`AuthMode::Handshake`] the credential
     /// is added as `Authorization: Bearer`.
     pub headers: Vec<(String, String)>,
     /// The `Origin` header, if any.
