@@ -28,6 +28,11 @@ pub struct Config {
     /// Answer pings with pongs automatically (the RFC requires an answer; turn this off
     /// only to answer them yourself). Default: `true`.
     pub auto_pong: bool,
+    /// Most automatic pongs that wait to be taken by
+    /// [`Connection::poll_transmit`](crate::Connection::poll_transmit). Pings beyond
+    /// it are answered by one pong for the latest of them (RFC 6455 §5.5.3), so a
+    /// peer that pings without reading costs bounded memory. Default: 16.
+    pub max_queued_pongs: usize,
     /// Deepest nesting of objects and arrays in an envelope, the envelope object itself
     /// counting as level 1 (so `{"e":"x","p":{"a":[1]}}` has depth 3). Checked by a
     /// linear pre-scan before any parsing, so a `[[[[…` bomb costs O(n) and no
@@ -51,6 +56,8 @@ impl Config {
     pub const DEFAULT_MAX_HANDSHAKE_SIZE: usize = 16 * 1024;
     /// Default most handshake header lines: 64.
     pub const DEFAULT_MAX_HANDSHAKE_HEADERS: usize = 64;
+    /// Default most pongs waiting to be transmitted: 16.
+    pub const DEFAULT_MAX_QUEUED_PONGS: usize = 16;
     /// Default deepest envelope nesting: 32 (the envelope object counts as 1).
     pub const DEFAULT_MAX_ENVELOPE_DEPTH: usize = 32;
     /// Default longest event name: 128 bytes.
@@ -77,6 +84,7 @@ impl Default for Config {
             max_handshake_headers: Self::DEFAULT_MAX_HANDSHAKE_HEADERS,
             send_fragment_size: None,
             auto_pong: true,
+            max_queued_pongs: Self::DEFAULT_MAX_QUEUED_PONGS,
             max_envelope_depth: Self::DEFAULT_MAX_ENVELOPE_DEPTH,
             max_event_name_len: Self::DEFAULT_MAX_EVENT_NAME_LEN,
             max_correlation_id_len: Self::DEFAULT_MAX_CORRELATION_ID_LEN,

@@ -178,6 +178,13 @@ pub struct Connection {
     /// Whole chunks queued before `out` (pre-framed shared payloads and what `out`
     /// held when they were queued), so that order is kept.
     out_queue: VecDeque<Bytes>,
+    /// Automatic pongs queued since the caller last took everything to transmit.
+    queued_pongs: usize,
+    /// The payload of the latest ping, once [`Config::max_queued_pongs`] pongs wait:
+    /// one pong answers it when the transmit queue is taken (RFC 6455 §5.5.3 lets an
+    /// endpoint answer only the most recent of several pings). A peer that pings
+    /// without reading thus costs a bounded amount of memory, not a pong per ping.
+    coalesced_pong: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Connection {
@@ -228,6 +235,8 @@ impl Connection {
             events: VecDeque::new(),
             out: BytesMut::new(),
             out_queue: VecDeque::new(),
+            queued_pongs: 0,
+            coalesced_pong: None,
         }
     }
 
@@ -547,7 +556,7 @@ impl Connection {
                 let payload = mem::take(&mut self.control_buf);
                 // No pong once our close frame went out: nothing may follow it.
                 if self.config.auto_pong && !self.close_sent {
-                    self.write_frame(OpCode::Pong, &payload);
+                    self.queue_pong(&payload);
                 }
                 self.events
                     .push_back(Event::Ping(Bytes::copy_from_slice(&payload)));
@@ -798,13 +807,40 @@ impl Connection {
         if let Some(chunk) = self.out_queue.pop_front() {
             return Some(chunk);
         }
+        self.flush_coalesced_pong();
+        // Everything is handed out now: pongs may queue again.
+        self.queued_pongs = 0;
         (!self.out.is_empty()).then(|| self.out.split().freeze())
     }
 
     /// Bytes waiting in [`Connection::poll_transmit`]: what backpressure accounting
-    /// should look at.
+    /// should look at. Queued pongs count like everything else.
     pub fn pending_transmit_len(&self) -> usize {
-        self.out.len() + self.out_queue.iter().map(Bytes::len).sum::<usize>()
+        let pong = self.coalesced_pong.as_ref().map_or(0, |payload| {
+            2 + payload.len() + if self.masks.is_some() { 4 } else { 0 }
+        });
+        self.out.len() + self.out_queue.iter().map(Bytes::len).sum::<usize>() + pong
+    }
+
+    /// Answers a ping: a pong of its own while fewer than
+    /// [`Config::max_queued_pongs`] wait to be taken, else the latest ping's payload
+    /// replaces whatever was coalesced before.
+    fn queue_pong(&mut self, payload: &[u8]) {
+        if self.queued_pongs < self.config.max_queued_pongs {
+            self.queued_pongs += 1;
+            self.write_frame(OpCode::Pong, payload);
+        } else {
+            let slot = self.coalesced_pong.get_or_insert_with(Vec::new);
+            slot.clear();
+            slot.extend_from_slice(payload);
+        }
+    }
+
+    /// Writes the coalesced pong, if any, behind everything queued so far.
+    fn flush_coalesced_pong(&mut self) {
+        if let Some(payload) = self.coalesced_pong.take() {
+            self.write_frame(OpCode::Pong, &payload);
+        }
     }
 
     fn send_data(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
@@ -842,6 +878,10 @@ impl Connection {
     }
 
     fn write_frame_fin(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        if opcode == OpCode::Close {
+            // A pong still owed goes before our close frame: nothing may follow it.
+            self.flush_coalesced_pong();
+        }
         let mask = self.masks.as_mut().map(|masks| masks.next_mask());
         encode_frame(&mut self.out, fin, opcode, payload, mask);
     }

@@ -344,6 +344,63 @@ fn a_ping_is_answered_with_a_pong_carrying_its_payload() {
 }
 
 #[test]
+fn pings_from_a_peer_that_never_reads_cost_bounded_memory() {
+    // A million pings of 125 bytes while the caller never takes the transmit queue
+    // (its write is stalled): 16 pongs wait, plus one for the latest ping.
+    let mut server = Connection::server(Config::default());
+    let max = Config::DEFAULT_MAX_QUEUED_PONGS;
+    let bound = (max + 1) * (2 + 125);
+    let mut batch = Vec::new();
+    for i in 0..1000u32 {
+        batch.extend_from_slice(&client_frame(true, OpCode::Ping, &[(i % 251) as u8; 125]));
+    }
+    for _ in 0..1000 {
+        server.handle_bytes(&batch);
+        while server.poll_event().is_some() {}
+        assert!(
+            server.pending_transmit_len() <= bound,
+            "{}",
+            server.pending_transmit_len()
+        );
+    }
+    let frames = decode_server_output(&transmitted(&mut server));
+    assert_eq!(frames.len(), max + 1);
+    assert!(frames.iter().all(|(fin, op, _)| *fin && *op == OpCode::Pong));
+    // The first pongs answer the first pings; the last one answers the latest ping.
+    assert_eq!(frames[0].2, vec![0; 125]);
+    assert_eq!(frames[max].2, vec![(999 % 251) as u8; 125]);
+
+    // Once the queue was taken, pings get a pong each again.
+    server.handle_bytes(&client_frame(true, OpCode::Ping, b"again"));
+    assert_eq!(
+        decode_server_output(&transmitted(&mut server)),
+        [(true, OpCode::Pong, b"again".to_vec())]
+    );
+}
+
+#[test]
+fn a_coalesced_pong_goes_out_before_our_close() {
+    let config = Config {
+        max_queued_pongs: 1,
+        ..Config::default()
+    };
+    let mut server = Connection::server(config);
+    for payload in [b"a", b"b", b"c"] {
+        server.handle_bytes(&client_frame(true, OpCode::Ping, payload));
+    }
+    server.close(CloseCode::NORMAL, "bye").unwrap();
+    let frames = decode_server_output(&transmitted(&mut server));
+    assert_eq!(
+        frames,
+        [
+            (true, OpCode::Pong, b"a".to_vec()),
+            (true, OpCode::Pong, b"c".to_vec()),
+            (true, OpCode::Close, close_body(1000, "bye")),
+        ]
+    );
+}
+
+#[test]
 fn auto_pong_can_be_turned_off() {
     let config = Config {
         auto_pong: false,

@@ -1,5 +1,10 @@
 //! Incremental, linear-time detection of the end of an HTTP head (`\r\n\r\n`).
 //!
+//! A line feed not preceded by a carriage return is refused as soon as it arrives:
+//! heads ending lines with a bare LF are answered 400 at once rather than waiting for
+//! a CRLF CRLF that never comes (and parsers that disagree on bare LF are how request
+//! smuggling starts).
+//!
 //! Every byte received is examined exactly once, whatever the split of the input: the
 //! reader keeps how much of the terminator the buffered bytes already end with, so a
 //! peer trickling one byte per read costs one comparison per byte, never a rescan of
@@ -60,6 +65,12 @@ impl HeadReader {
             #[cfg(test)]
             {
                 self.examined += 1;
+            }
+            // After a `\r` the state is 1 or 3; any other state means the LF is bare.
+            if byte == b'\n' && self.matched != 1 && self.matched != 3 {
+                return Err(HandshakeError::MalformedHttp {
+                    reason: "bare LF line ending (lines must end with CRLF)",
+                });
             }
             self.matched = next_state(self.matched, byte);
             if self.matched == TERMINATOR.len() {
@@ -151,6 +162,31 @@ mod tests {
             reader.feed(b"T").unwrap_err(),
             HandshakeError::HeadTooLarge { len: 8, max: 8 }
         );
+    }
+
+    #[test]
+    fn a_bare_lf_is_refused_as_soon_as_it_arrives() {
+        for input in [
+            &b"GET / HTTP/1.1\nHost: x\n\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+            b"\n",
+        ] {
+            let bare = input.windows(2).position(|w| w[1] == b'\n' && w[0] != b'\r');
+            let bare = bare.map_or(0, |i| i + 1);
+            for chunk in 1..=input.len() {
+                let mut reader = HeadReader::new(1024);
+                let err = feed_all(&mut reader, input, chunk).unwrap_err();
+                assert!(matches!(err, HandshakeError::MalformedHttp { .. }), "{err:?}");
+                // Nothing after the bare LF was needed to decide.
+                assert!(
+                    reader.examined <= bare + 1,
+                    "{chunk}: {} > {}",
+                    reader.examined,
+                    bare + 1
+                );
+            }
+        }
     }
 
     #[test]
