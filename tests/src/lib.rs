@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod harness;
+pub mod raw;
 pub mod suite;
 
 /// Instantiates every body of [`suite`] as a `#[tokio::test]` against a server on
@@ -32,7 +33,8 @@ macro_rules! runtime_suite {
             a_dropped_session_resumes_with_exactly_the_missed_messages,
             resumes_with_used_stolen_or_expired_tokens_are_refused,
             a_slow_consumer_is_cut_off_while_others_keep_their_latency,
-            an_origin_outside_the_allow_list_is_refused_with_403
+            an_origin_outside_the_allow_list_is_refused_with_403,
+            a_ping_flood_from_a_client_that_never_reads_is_closed_with_1008
         );
     };
     (@each $runtime:expr; $($name:ident),* $(,)?) => {

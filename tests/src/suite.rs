@@ -413,3 +413,47 @@ pub async fn an_origin_outside_the_allow_list_is_refused_with_403(runtime: Serve
         }
     }
 }
+
+/// A client that floods pings and never reads is rate-limited like any other sender
+/// and closed with 1008; the server neither answers every ping nor stops serving the
+/// others.
+pub async fn a_ping_flood_from_a_client_that_never_reads_is_closed_with_1008(runtime: ServerRuntime) {
+    use tokio::io::AsyncWriteExt;
+    use ws_proto::frame::OpCode;
+    use ws_proto::Event;
+
+    let server = start(runtime, app()).await;
+    let addr = server.addr;
+    let (mut bystander, _) = session(addr, "bystander").await;
+    let mut flooder = crate::raw::RawClient::connect(addr, "user:flood", 4096).await;
+    // 100,000 pings of 125 bytes (13 MB), written without reading a byte.
+    let ping = crate::raw::client_frame(OpCode::Ping, &[b'p'; 125]);
+    let batch: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 1000).collect();
+    let pings = 100_000;
+    for _ in 0..pings / 1000 {
+        // Once the server has closed, the rest of the flood has nowhere to go.
+        if flooder.stream.write_all(&batch).await.is_err() {
+            break;
+        }
+    }
+    let events = tokio::time::timeout(Duration::from_secs(30), flooder.read_to_close())
+        .await
+        .expect("the flooding connection ends");
+    let pongs = events.iter().filter(|e| matches!(e, Event::Pong(_))).count();
+    let close = events.last().expect("a close");
+    assert!(
+        matches!(close, Event::Close(frame) if frame.code == Some(ws_proto::CloseCode::POLICY_VIOLATION)),
+        "{close:?}"
+    );
+    // The rate limit (100 burst, 20 strikes) closed it long before the flood ended;
+    // the pings read meanwhile were answered at most once each, coalesced when stalled.
+    assert!(
+        pongs <= 5_000,
+        "{pongs} pongs for a flood closed at the rate limit"
+    );
+    let metrics = server.handle.metrics().await.unwrap();
+    assert!(metrics.rate_limited >= 20, "{metrics:?}");
+    // The others were served throughout.
+    send(&mut bystander, "echo", json!("still here"), Some("b")).await;
+    assert_eq!(recv(&mut bystander).await["p"], "still here");
+}

@@ -115,6 +115,9 @@ pub(crate) struct Settings {
     pub(crate) allowed_origins: Option<Vec<String>>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) close_timeout: Duration,
+    /// A connection stops reading while more than this many bytes wait for its
+    /// stalled write ([`EngineConfig::max_outbound_bytes`](ws_session::EngineConfig::max_outbound_bytes)).
+    pub(crate) max_unwritten_bytes: usize,
 }
 
 /// Sends commands to a running hub: the application's way in from outside handlers
@@ -151,6 +154,7 @@ impl Hub {
             allowed_origins: app.config.allowed_origins.clone(),
             handshake_timeout: app.handshake_timeout,
             close_timeout: app.close_timeout,
+            max_unwritten_bytes: app.config.max_outbound_bytes,
         });
         let mut rng = StdRng::from_os_rng();
         let node = rand::RngCore::next_u64(&mut rng);

@@ -115,9 +115,12 @@ pub fn connection_info(request: &Request, peer: Option<SocketAddr>) -> Connectio
 /// that let an HTTP server do the upgrade (mounting on axum/hyper).
 ///
 /// Reading, the hub's messages and the write in progress are served together: a peer
-/// that stops reading stalls only its own write. When the hub closes a connection
-/// whose write is stalled (the slow-consumer policy), the write gets the close timeout
-/// to finish; then the socket is dropped.
+/// that stops reading stalls only its own write. While more than
+/// `max_outbound_bytes` wait for a stalled write (the hub's messages, pongs, the close
+/// frame), the connection stops reading too, so that a peer which sends without
+/// reading meets TCP backpressure instead of growing our queues. When the hub closes
+/// a connection whose write is stalled (the slow-consumer policy), the write gets the
+/// close timeout to finish; then the socket is dropped.
 pub async fn run_websocket<R, S>(mut hub: Hub, runtime: R, stream: S, info: ConnectionInfo, rest: Bytes)
 where
     R: Runtime,
@@ -163,6 +166,7 @@ where
     let mut idle_writer = Some((writer, Vec::new()));
     let mut writing: Fuse<BoxFuture<WriteDone<S>>> = Fuse::terminated();
     let mut in_flight = 0;
+    let mut writing_len = 0;
     let mut hub_gone = false;
     loop {
         if !pump.deliver_events().await {
@@ -175,6 +179,7 @@ where
             if pump.conn.pending_transmit_len() > 0 {
                 take_pending(&mut pump.conn, &mut out);
                 in_flight = std::mem::take(&mut pump.unflushed);
+                writing_len = out.len();
                 writing = write_batch(writer, out);
             } else if pump.conn.is_closed() {
                 let _ = writer.close().await;
@@ -189,8 +194,11 @@ where
                 .sleep_until(Instant::now() + pump.hub.settings.close_timeout)
                 .fuse();
         }
-        // Once closed nothing more is read (an EOF would wake us again and again).
-        let mut read = if pump.conn.is_closed() {
+        // Once closed nothing more is read (an EOF would wake us again and again); nor
+        // while the write is stalled past the outbound limit (backpressure).
+        let unwritten = if writing.is_terminated() { 0 } else { writing_len };
+        let backlogged = unwritten + pump.conn.pending_transmit_len() > pump.hub.settings.max_unwritten_bytes;
+        let mut read = if pump.conn.is_closed() || backlogged {
             Fuse::terminated()
         } else {
             reader.read(&mut buf).fuse()

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::sim::{ClientId, Sim};
@@ -496,6 +497,36 @@ fn takeover_closes_the_old_connection() {
     send_app(&mut sim, s, 2);
     assert_eq!(chat(&sim, b), [(2, 2)]);
     assert_eq!(chat(&sim, a), [(1, 1)]);
+}
+
+#[test]
+fn a_ping_flood_is_rate_limited_like_messages_and_closed_with_1008() {
+    let mut sim = Sim::new(EngineConfig {
+        rate_limit_per_second: 10,
+        rate_limit_burst: 5,
+        rate_limit_max_strikes: 3,
+        ..EngineConfig::default()
+    });
+    let a = sim.connect(Some("user:alice"));
+    // Pings and pongs take tokens as messages do: the burst passes quietly...
+    for i in 0..5 {
+        let message = if i % 2 == 0 {
+            Message::Ping(Bytes::new())
+        } else {
+            Message::Pong(Bytes::new())
+        };
+        sim.send_message(a, message);
+    }
+    assert!(sim.client(a).error_codes().is_empty());
+    // ...the next one is refused (one sys.error for the streak), and a flood is closed.
+    for _ in 0..3 {
+        sim.send_message(a, Message::Ping(Bytes::from_static(b"flood")));
+    }
+    assert_eq!(sim.client(a).error_codes(), [ErrorCode::RATE_LIMITED.0]);
+    assert_eq!(sim.client(a).closed.unwrap().0, CloseCode::POLICY_VIOLATION);
+    assert_eq!(sim.engine.metrics().rate_limited, 3);
+    // Pings are not data: they are not counted as messages in.
+    assert_eq!(sim.engine.metrics().messages_in, 0);
 }
 
 #[test]

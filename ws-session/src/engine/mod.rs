@@ -162,22 +162,28 @@ impl Engine {
     /// a custom transport's). Text is decoded as an envelope; any message counts as a
     /// sign of life. A `Close` means the peer is going: the session is suspended.
     /// Messages for a connection the engine closed are ignored.
+    ///
+    /// Every message but `Close` takes a token of the connection's rate limit, pings
+    /// and pongs included: the transport answers pings without asking, so a ping flood
+    /// would otherwise be free (it ends, like any flood, in close 1008).
     pub fn handle_message(&mut self, now: Instant, connection: ConnectionId, message: Message) {
         let Some(conn) = self.conns.get_mut(&connection) else {
             return;
         };
         conn.last_inbound = now;
-        let len = match &message {
-            Message::Text(text) => text.len(),
-            Message::Binary(data) => data.len(),
+        let data_len = match &message {
+            Message::Text(text) => Some(text.len()),
+            Message::Binary(data) => Some(data.len()),
             Message::Close(_) => {
                 self.drop_connection(now, connection);
                 return;
             }
-            _ => return, // pings and pongs: liveness only
+            _ => None, // pings and pongs: liveness, under the rate limit
         };
-        self.metrics.messages_in += 1;
-        self.metrics.bytes_in += len as u64;
+        if let Some(len) = data_len {
+            self.metrics.messages_in += 1;
+            self.metrics.bytes_in += len as u64;
+        }
         let config = &self.config;
         if !conn
             .rate
@@ -205,6 +211,9 @@ impl Engine {
                 );
             }
             self.finish(now);
+            return;
+        }
+        if data_len.is_none() {
             return;
         }
         if let ConnState::Attached { session, .. } = conn.state {
