@@ -66,10 +66,8 @@ impl RawClient {
         let mut events = Vec::new();
         let mut buf = vec![0; 64 * 1024];
         loop {
-            let n = match self.stream.read(&mut buf).await {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            // A reset ends the stream like an EOF does.
+            let n = self.stream.read(&mut buf).await.unwrap_or_default();
             if n == 0 {
                 self.conn.handle_eof();
             } else {
