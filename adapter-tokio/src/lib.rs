@@ -7,7 +7,8 @@
 //!   shuts down gracefully;
 //! - [`serve_stream`]: serves one already-accepted stream (custom listeners, tests);
 //! - [`mount`]: the endpoint as an axum handler, so an application's other HTTP routes
-//!   share the port ("detached mode");
+//!   share the port ("detached mode"), served by [`serve_router`] (axum's router with
+//!   tether's handshake deadline and head checks);
 //! - [`Client`]: the tether client (reconnect, resume, queries) over tokio TCP.
 //!
 //! ```no_run
@@ -29,11 +30,13 @@
 
 mod client;
 mod mount;
+mod router_server;
 mod runtime;
 mod server;
 
 pub use client::{Client, TokioConnector};
 pub use mount::mount;
+pub use router_server::{serve_router, RouterServer};
 pub use runtime::TokioRuntime;
 pub use server::{serve_stream, Server};
 pub use ws_driver::client::{ClientError, ClientOptions, QueryError, SessionOutcome, State};

@@ -200,6 +200,13 @@ impl Hub {
         &self.settings.proto
     }
 
+    /// How long a connection may take to send its upgrade request
+    /// ([`App::handshake_timeout`](crate::App::handshake_timeout)): adapters that read
+    /// heads themselves apply it.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.settings.handshake_timeout
+    }
+
     /// Whether an upgrade with this `Origin` may proceed: always when no allow-list is
     /// configured ([`EngineConfig::allowed_origins`](ws_session::EngineConfig::allowed_origins)),
     /// else only for a listed origin (ASCII case-insensitive). Refused upgrades get 403.

@@ -23,7 +23,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use adapter_tokio::{mount, App, Context, HandlerError, ServerHandle, SessionEvent, SessionId, TokioRuntime};
+use adapter_tokio::{
+    mount, serve_router, App, Context, HandlerError, ServerHandle, SessionEvent, SessionId, TokioRuntime,
+};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -207,14 +209,13 @@ async fn main() -> std::io::Result<()> {
         .route("/ws", mount(hub.clone()));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("chat on http://{}", listener.local_addr()?);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    // Not `axum::serve`: tether's server gives every request head the handshake
+    // deadline and refuses bare-LF heads, as the standalone server does.
+    serve_router(listener, router, &hub)
+        .run_until(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     // The page's HTTP server has stopped; now close the WebSockets (1001) and wait for
     // them, a bounded while.
     let _ = tokio::time::timeout(Duration::from_secs(10), hub.handle().shutdown()).await;

@@ -24,8 +24,9 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// A rejection for a fault of the request, with the status that answers it.
-    pub(crate) fn for_error(error: HandshakeError) -> Self {
+    /// The refusal of a fault of the request, with the status that answers it (431,
+    /// 405 with `Allow: GET`, 426 with `Sec-WebSocket-Version: 13`, else 400).
+    pub fn for_error(error: HandshakeError) -> Self {
         let status = match error {
             HandshakeError::HeadTooLarge { .. } | HandshakeError::TooManyHeaders { .. } => 431,
             HandshakeError::MethodNotAllowed { .. } => 405,

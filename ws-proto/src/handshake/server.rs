@@ -82,6 +82,41 @@ impl ServerHandshake {
     }
 }
 
+/// The first checks of [`ServerHandshake`], for a server that hands the head on to
+/// another HTTP parser (hyper, in adapter-tokio's detached mode) but must refuse what
+/// tether refuses before that parser sees it: a head larger than
+/// [`Config::max_handshake_size`] (431) and bare-LF line endings (400), found in time
+/// linear in the input however it is split. The handshake timeout stays the caller's.
+#[derive(Debug, Clone)]
+pub struct RequestHeadReader {
+    reader: HeadReader,
+}
+
+impl RequestHeadReader {
+    /// A reader with the limits of `config`.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            reader: HeadReader::new(config.max_handshake_size),
+        }
+    }
+
+    /// Takes the next chunk read from the socket: `Ok(None)` while the head is
+    /// incomplete; once its blank line arrived, every byte read so far (the head and
+    /// what followed it), to replay into the next parser; or the refusal to write
+    /// before closing. Call no more after `Ok(Some(_))` or `Err(_)`.
+    pub fn handle_bytes(&mut self, data: &[u8]) -> Result<Option<Bytes>, Rejection> {
+        match self.reader.feed(data) {
+            Ok(None) => Ok(None),
+            Ok(Some(head)) => {
+                let mut all = head.head;
+                all.extend_from_slice(&head.rest);
+                Ok(Some(Bytes::from(all)))
+            }
+            Err(error) => Err(Rejection::for_error(error)),
+        }
+    }
+}
+
 /// Parses and validates a complete request head (RFC 6455 §4.2.1).
 fn parse_request(head: &[u8], rest: Bytes, max_headers: usize) -> Result<Request, HandshakeError> {
     let lines = count_header_lines(head);
