@@ -12,7 +12,7 @@ use http::{header, HeaderValue, Request, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use ws_driver::Hub;
-use ws_proto::handshake::{accept_key, HandshakeError, Rejection, ServerHandshake};
+use ws_proto::handshake::{validate_request_parts, Accept, HandshakeError, Rejection};
 
 use crate::runtime::TokioRuntime;
 
@@ -34,9 +34,9 @@ where
 }
 
 async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
-    let version = match request.version() {
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_10 => "HTTP/1.0",
+    let minor = match request.version() {
+        Version::HTTP_11 => 1,
+        Version::HTTP_10 => 0,
         // HTTP/2 WebSockets (RFC 8441) are not supported: say so plainly.
         _ => {
             return rejection_response(&Rejection::for_error(HandshakeError::UnsupportedHttpVersion {
@@ -44,31 +44,20 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
             }))
         }
     };
-    // Rebuild the request head so that one validator (ws-proto's) judges every upgrade.
-    let mut head = Vec::with_capacity(512);
-    head.extend_from_slice(request.method().as_str().as_bytes());
-    head.push(b' ');
+    // hyper parsed the head; ws-proto judges it, as it judges every upgrade.
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    head.extend_from_slice(target.as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(version.as_bytes());
-    head.extend_from_slice(b"\r\n");
-    for (name, value) in request.headers() {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    let mut handshake = ServerHandshake::new(hub.proto_config());
-    let parsed = match handshake.handle_bytes(&head) {
-        Ok(Some(parsed)) => parsed,
-        Ok(None) => {
-            let incomplete = HandshakeError::MalformedHttp {
-                reason: "incomplete upgrade request",
-            };
-            return rejection_response(&Rejection::for_error(incomplete));
-        }
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    let parsed = match validate_request_parts(
+        hub.proto_config(),
+        request.method().as_str(),
+        target,
+        minor,
+        headers,
+    ) {
+        Ok(parsed) => parsed,
         Err(rejection) => return rejection_response(&rejection),
     };
     if !hub.origin_allowed(parsed.origin()) {
@@ -94,11 +83,19 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(&accept_key(parsed.key().as_bytes())) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    match parsed.accept_fields(&Accept::new()) {
+        Ok(fields) => {
+            for (name, value) in fields {
+                if let (Ok(name), Ok(value)) = (
+                    header::HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(&value),
+                ) {
+                    response.headers_mut().append(name, value);
+                }
+            }
+        }
+        // Nothing chosen that the client did not offer: cannot happen with `Accept::new`.
+        Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
     }
     response
 }

@@ -30,6 +30,7 @@ mod pump;
 mod raw;
 mod runtime;
 mod serve;
+mod upgrade;
 mod write;
 
 pub use app::{App, ConnectionEvent, Hooks};

@@ -14,13 +14,14 @@ use futures_util::future::{Fuse, FusedFuture, FutureExt};
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
 use ws_proto::envelope::write_seq_suffix;
-use ws_proto::handshake::{Accept, Request, ServerHandshake};
+use ws_proto::handshake::Request;
 use ws_proto::{CloseCode, Connection, ConnectionState};
 use ws_session::{ConnectionId, ConnectionInfo};
 
 use crate::handler::BoxFuture;
 use crate::hub::{ConnInput, Hub, Outbound};
 use crate::runtime::Runtime;
+use crate::upgrade::accept_upgrade;
 use crate::write::{take_pending, write_batch, WriteDone};
 
 /// Bytes read from the socket at a time.
@@ -48,53 +49,29 @@ pub async fn serve_connection<R, S>(
 {
     let deadline = Instant::now() + hub.settings.handshake_timeout;
     let mut timeout = runtime.sleep_until(deadline).fuse();
-    let mut handshake = ServerHandshake::new(&hub.settings.proto);
-    let mut buf = vec![0; READ_BUFFER];
-    let request = loop {
-        let read = futures_util::select_biased! {
-            read = stream.read(&mut buf).fuse() => read,
+    let admit = |request: &Request| {
+        if options.path.as_ref().is_some_and(|path| request.path() != path) {
+            return request.reject(404, "no WebSocket endpoint at this path").ok();
+        }
+        if !hub.origin_allowed(request.origin()) {
+            return request.reject(403, "origin not allowed").ok();
+        }
+        None
+    };
+    let request = {
+        let upgrade = accept_upgrade(&mut stream, &hub.settings.proto, admit).fuse();
+        futures_util::pin_mut!(upgrade);
+        futures_util::select_biased! {
+            upgraded = upgrade => match upgraded {
+                Ok(Some(request)) => request,
+                Ok(None) | Err(_) => return,
+            },
             () = timeout => {
                 tracing::debug!(?peer, "no upgrade request within the handshake timeout");
                 return;
             }
-        };
-        let n = match read {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        match handshake.handle_bytes(&buf[..n]) {
-            Ok(None) => continue,
-            Ok(Some(request)) => break request,
-            Err(rejection) => {
-                tracing::debug!(?peer, status = rejection.status(), error = %rejection.error(), "upgrade refused");
-                let _ = stream.write_all(&rejection.to_response()).await;
-                let _ = stream.close().await;
-                return;
-            }
         }
     };
-    if let Some(path) = &options.path {
-        if request.path() != path {
-            if let Ok(rejection) = request.reject(404, "no WebSocket endpoint at this path") {
-                let _ = stream.write_all(&rejection.to_response()).await;
-            }
-            let _ = stream.close().await;
-            return;
-        }
-    }
-    if !hub.origin_allowed(request.origin()) {
-        if let Ok(rejection) = request.reject(403, "origin not allowed") {
-            let _ = stream.write_all(&rejection.to_response()).await;
-        }
-        let _ = stream.close().await;
-        return;
-    }
-    let Ok(response) = request.accept(&Accept::new()) else {
-        return;
-    };
-    if stream.write_all(&response).await.is_err() {
-        return;
-    }
     let info = connection_info(&request, peer);
     run_websocket(hub, runtime, stream, info, request.rest().clone()).await;
 }

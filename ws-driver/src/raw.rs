@@ -4,7 +4,9 @@
 use std::io;
 
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use ws_proto::handshake::{Accept, Request, ServerHandshake};
+use ws_proto::handshake::Request;
+
+use crate::upgrade::accept_upgrade;
 use ws_proto::{CloseCode, Config, Connection, Event, SendError};
 
 /// One WebSocket connection driven by `ws-proto` over a byte stream.
@@ -38,39 +40,16 @@ const READ_BUFFER: usize = 64 * 1024;
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Reads the upgrade request from `stream` and accepts it. `Ok(None)` when the
     /// request was refused (its HTTP error already written) or the peer went away.
+    ///
+    /// There is no deadline here (this crate has no timer): race it against your
+    /// runtime's timeout, as every tether server does with its handshake timeout.
     pub async fn accept(mut stream: S, config: Config) -> io::Result<Option<(Self, Request)>> {
-        let mut handshake = ServerHandshake::new(&config);
-        let mut buf = vec![0; READ_BUFFER];
-        let request = loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            match handshake.handle_bytes(&buf[..n]) {
-                Ok(None) => continue,
-                Ok(Some(request)) => break request,
-                Err(rejection) => {
-                    stream.write_all(&rejection.to_response()).await?;
-                    stream.close().await?;
-                    return Ok(None);
-                }
-            }
+        let Some(request) = accept_upgrade(&mut stream, &config, |_| None).await? else {
+            return Ok(None);
         };
-        let response = request
-            .accept(&Accept::new())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        stream.write_all(&response).await?;
         let mut conn = Connection::server(config);
         conn.handle_bytes(request.rest());
-        Ok(Some((
-            Self {
-                stream,
-                conn,
-                buf,
-                out: Vec::new(),
-            },
-            request,
-        )))
+        Ok(Some((Self::from_connection(stream, conn), request)))
     }
 
     /// Wraps a stream whose handshake is done (a client's, or one an HTTP server

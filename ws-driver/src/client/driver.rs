@@ -20,6 +20,7 @@ use ws_session::client::{AuthMode, ClientAction, ClientEngine, Disconnect, Query
 use super::{ClientError, ClientOptions, Command, Connector, Shared, Target};
 use crate::handler::BoxFuture;
 use crate::runtime::Runtime;
+use crate::upgrade::read_head;
 use crate::write::{take_pending, write_batch, WriteDone};
 
 const READ_BUFFER: usize = 16 * 1024;
@@ -40,20 +41,15 @@ where
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     stream.write_all(&bytes).await?;
     stream.flush().await?;
-    let mut buf = vec![0; READ_BUFFER];
-    let response = loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
+    let response = match read_head(&mut stream, |bytes| handshake.handle_bytes(bytes)).await? {
+        Some(Ok(response)) => response,
+        // The error travels inside the io::Error, for `refused_status`.
+        Some(Err(err)) => return Err(io::Error::new(io::ErrorKind::ConnectionRefused, err)),
+        None => {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the server closed the connection during the handshake",
-            ));
-        }
-        match handshake.handle_bytes(&buf[..n]) {
-            Ok(None) => continue,
-            Ok(Some(response)) => break response,
-            // The error travels inside the io::Error, for `refused_status`.
-            Err(err) => return Err(io::Error::new(io::ErrorKind::ConnectionRefused, err)),
+            ))
         }
     };
     let mut conn = Connection::client(config.clone(), SeededMasks::new(rand::random()));

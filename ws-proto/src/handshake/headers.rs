@@ -55,13 +55,20 @@ impl Headers {
 
     /// Converts httparse's fields, refusing values that are not UTF-8.
     pub(crate) fn from_parsed(parsed: &[httparse::Header<'_>]) -> Result<Self, HandshakeError> {
-        let mut fields = Vec::with_capacity(parsed.len());
-        for header in parsed {
-            let value =
-                std::str::from_utf8(header.value).map_err(|_| HandshakeError::InvalidHeaderValue {
-                    name: header.name.to_owned(),
-                })?;
-            fields.push((header.name.to_owned(), value.trim_matches(is_ows).to_owned()));
+        Self::from_pairs(parsed.iter().map(|header| (header.name, header.value)))
+    }
+
+    /// Takes name/value pairs, refusing values that are not UTF-8; surrounding
+    /// whitespace of values is dropped.
+    pub(crate) fn from_pairs<'a>(
+        pairs: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Self, HandshakeError> {
+        let mut fields = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let value = std::str::from_utf8(value).map_err(|_| HandshakeError::InvalidHeaderValue {
+                name: name.to_owned(),
+            })?;
+            fields.push((name.to_owned(), value.trim_matches(is_ows).to_owned()));
         }
         Ok(Self { fields })
     }

@@ -78,7 +78,7 @@ pub use headers::{is_credential_header, Headers};
 pub use rejection::Rejection;
 pub use request::{Accept, Request};
 pub use response::Response;
-pub use server::{RequestHeadReader, ServerHandshake};
+pub use server::{validate_request_parts, RequestHeadReader, ServerHandshake};
 
 #[cfg(test)]
 mod round_trip {

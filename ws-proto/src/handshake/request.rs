@@ -150,6 +150,20 @@ impl Request {
     /// malformed extension value, or an extra header that is invalid or written by the
     /// handshake itself.
     pub fn accept(&self, accept: &Accept) -> Result<Bytes, HandshakeError> {
+        let fields = self.accept_fields(accept)?;
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+        for (name, value) in &fields {
+            write_field(&mut out, name, value);
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(Bytes::from(out))
+    }
+
+    /// The header fields of the `101 Switching Protocols` response, in order, for an
+    /// HTTP server that writes the response itself (detached mode). Same checks and
+    /// errors as [`Request::accept`].
+    pub fn accept_fields(&self, accept: &Accept) -> Result<Vec<(String, String)>, HandshakeError> {
         if let Some(protocol) = &accept.protocol {
             if !self.protocols.iter().any(|p| p == protocol) {
                 return Err(HandshakeError::UnofferedProtocol {
@@ -183,23 +197,19 @@ impl Request {
         for (name, value) in &accept.headers {
             check_extra(name, value, RESERVED)?;
         }
-
-        let mut out = Vec::with_capacity(160);
-        out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
-        write_field(&mut out, "Upgrade", "websocket");
-        write_field(&mut out, "Connection", "Upgrade");
-        write_field(&mut out, "Sec-WebSocket-Accept", &accept_key(self.key.as_bytes()));
+        let mut fields = vec![
+            ("Upgrade".to_owned(), "websocket".to_owned()),
+            ("Connection".to_owned(), "Upgrade".to_owned()),
+            ("Sec-WebSocket-Accept".to_owned(), accept_key(self.key.as_bytes())),
+        ];
         if let Some(protocol) = &accept.protocol {
-            write_field(&mut out, "Sec-WebSocket-Protocol", protocol);
+            fields.push(("Sec-WebSocket-Protocol".to_owned(), protocol.clone()));
         }
         if let Some(extensions) = extensions {
-            write_field(&mut out, "Sec-WebSocket-Extensions", extensions);
+            fields.push(("Sec-WebSocket-Extensions".to_owned(), extensions.to_owned()));
         }
-        for (name, value) in &accept.headers {
-            write_field(&mut out, name, value);
-        }
-        out.extend_from_slice(b"\r\n");
-        Ok(Bytes::from(out))
+        fields.extend(accept.headers.iter().cloned());
+        Ok(fields)
     }
 
     /// Refuses the request for the application's own reason (403 for an Origin not on

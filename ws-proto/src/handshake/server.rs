@@ -142,7 +142,61 @@ fn parse_request(head: &[u8], rest: Bytes, max_headers: usize) -> Result<Request
     let method = parsed.method.unwrap_or_default();
     let target = parsed.path.unwrap_or_default();
     let minor = parsed.version.unwrap_or_default();
+    let headers = Headers::from_parsed(parsed.headers)?;
+    validate_request(method, target, minor, headers, rest)
+}
 
+/// Validates a request already split into parts by an HTTP server (hyper, in
+/// adapter-tokio's detached mode) with exactly the checks and refusals of
+/// [`ServerHandshake`]: the limits of `config` (431), the method (405), the version
+/// (400), the upgrade headers (400, 426). `minor` is the `x` of `HTTP/1.x`; header
+/// values must be UTF-8 (else 400). The request's [`Request::rest`] is empty: the
+/// server that parsed the head keeps what followed it.
+pub fn validate_request_parts<'a>(
+    config: &Config,
+    method: &str,
+    target: &str,
+    minor: u8,
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<Request, Rejection> {
+    let headers: Vec<(&str, &[u8])> = headers.into_iter().collect();
+    let check = || {
+        // The head these parts came from, as ws-proto would have counted it.
+        let len = method.len()
+            + 1
+            + target.len()
+            + " HTTP/1.1\r\n".len()
+            + headers
+                .iter()
+                .map(|(n, v)| n.len() + 2 + v.len() + 2)
+                .sum::<usize>()
+            + 2;
+        if len > config.max_handshake_size {
+            return Err(HandshakeError::HeadTooLarge {
+                len,
+                max: config.max_handshake_size,
+            });
+        }
+        if headers.len() > config.max_handshake_headers {
+            return Err(HandshakeError::TooManyHeaders {
+                count: headers.len(),
+                max: config.max_handshake_headers,
+            });
+        }
+        let headers = Headers::from_pairs(headers.iter().copied())?;
+        validate_request(method, target, minor, headers, Bytes::new())
+    };
+    check().map_err(Rejection::for_error)
+}
+
+/// The checks of RFC 6455 §4.2.1 on a parsed request, shared by both ways in.
+fn validate_request(
+    method: &str,
+    target: &str,
+    minor: u8,
+    headers: Headers,
+    rest: Bytes,
+) -> Result<Request, HandshakeError> {
     if method != "GET" {
         return Err(HandshakeError::MethodNotAllowed {
             method: method.to_owned(),
@@ -154,7 +208,6 @@ fn parse_request(head: &[u8], rest: Bytes, max_headers: usize) -> Result<Request
     let (path, query) = split_target(target).ok_or_else(|| HandshakeError::InvalidTarget {
         target: target.to_owned(),
     })?;
-    let headers = Headers::from_parsed(parsed.headers)?;
 
     if headers.single("Host")?.is_none() {
         return Err(HandshakeError::MissingHeader { name: "Host" });
