@@ -98,13 +98,17 @@
 //! ```
 //!
 //! The wire protocol (payloads of the `sys.*` events, the error codes, the resume
-//! flow) is in `docs/PROTOCOL.md`. The feature `sim` adds the module `sim`, a deterministic
-//! simulation harness (fake clock, seeded generator, in-memory clients).
+//! flow) is in `docs/PROTOCOL.md`. The feature `sim` adds a deterministic simulation
+//! harness (fake clock, seeded generators): `sim`, the server engine with scripted
+//! in-memory clients, and `cluster`, the server engine with real client engines over
+//! links that can be cut, delayed and stepped by hand.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod action;
 pub mod client;
+#[cfg(feature = "sim")]
+pub mod cluster;
 mod config;
 mod connection;
 mod engine;

@@ -3,29 +3,23 @@
 //! in flight in both directions are delivered one at a time, the transport is cut at
 //! any point (during the resume, between `sys.session.restored` and the replay, before
 //! an ack arrives…), connection attempts complete late, time moves in small steps.
+//! Runs on the `cluster` harness with a hand-stepped link.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
-use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
-use ws_proto::envelope::{OutgoingEnvelope, Payload};
-use ws_proto::{CloseCode, Message};
-use ws_session::client::{
-    ClientAction, ClientConfig, ClientEngine, Constant, Disconnect, Jitter, QueryError, QueryId,
-    SessionOutcome,
-};
-use ws_session::{Action, ConnectionId, ConnectionInfo, Engine, EngineConfig, SessionId, UserId};
+use rand_chacha::ChaCha8Rng;
+use ws_proto::envelope::Payload;
+use ws_session::client::{ClientAction, ClientConfig, Constant, Jitter, QueryError, QueryId, SessionOutcome};
+use ws_session::cluster::{Cluster, Link};
+use ws_session::{EngineConfig, SessionId};
 
+/// The `cluster` harness with one client on a hand-stepped link, and what the
+/// property needs to know about what happened.
 struct Net {
-    now: Instant,
-    server: Engine,
-    client: ClientEngine,
-    conn: Option<ConnectionId>,
-    connect_pending: bool,
-    to_server: VecDeque<String>,
-    to_client: VecDeque<String>,
+    cluster: Cluster,
     /// Ticks received, with the session the client held when each arrived.
     ticks: Vec<(String, u64)>,
     /// Ticks the server sent, per session.
@@ -34,201 +28,122 @@ struct Net {
     /// Query → its payload, and how each was resolved.
     queries: BTreeMap<QueryId, u64>,
     results: Vec<(QueryId, Result<u64, QueryError>)>,
+    /// How much of the client's reports has been read.
+    read: usize,
 }
+
+const CLIENT: usize = 0;
 
 impl Net {
     fn new(seed: u64) -> Self {
-        let now = Instant::now();
-        let server = Engine::new(EngineConfig::default(), ChaCha20Rng::seed_from_u64(seed)).unwrap();
+        let mut cluster = Cluster::new(EngineConfig::default(), seed);
         let mut config = ClientConfig::with_credential("alice");
         config.backoff = Arc::new(Constant {
             delay: Duration::from_millis(10),
             jitter: Jitter::None,
         });
-        let client = ClientEngine::new(now, config, ChaCha8Rng::seed_from_u64(seed));
+        let client = cluster.add_client(config);
+        assert_eq!(client, CLIENT);
+        cluster.set_link(CLIENT, Link::Manual);
+        cluster.settle();
         let mut net = Self {
-            now,
-            server,
-            client,
-            conn: None,
-            connect_pending: false,
-            to_server: VecDeque::new(),
-            to_client: VecDeque::new(),
+            cluster,
             ticks: Vec::new(),
             sent: BTreeMap::new(),
             outcomes: Vec::new(),
             queries: BTreeMap::new(),
             results: Vec::new(),
+            read: 0,
         };
-        net.settle();
+        net.observe();
         net
     }
 
-    /// Handles every action of both engines (messages go in flight, not through).
-    fn settle(&mut self) {
-        let now = self.now;
-        loop {
-            let mut progressed = false;
-            while let Some(action) = self.client.poll_action() {
-                progressed = true;
-                match action {
-                    ClientAction::Connect => self.connect_pending = true,
-                    ClientAction::Transmit(text) => {
-                        assert!(self.conn.is_some(), "transmit without a transport");
-                        self.to_server.push_back(text);
-                    }
-                    ClientAction::CloseTransport { code, reason } => {
-                        self.connect_pending = false;
-                        self.drop_transport();
-                        self.client
-                            .handle_disconnected(now, Disconnect::closed(code, reason));
-                    }
-                    ClientAction::Event(env) => {
-                        assert_eq!(&*env.event, "tick");
-                        let session = self.client.session_id().unwrap().to_owned();
-                        self.ticks.push((session, env.payload_as().unwrap()));
-                    }
-                    ClientAction::Session(outcome) => self.outcomes.push(outcome),
-                    ClientAction::QueryResult { id, result } => {
-                        let result = result.map(|env| env.payload_as::<u64>().unwrap());
-                        self.results.push((id, result));
-                    }
-                    _ => {}
+    /// Reads what the client reported since last time. Each step delivers at most one
+    /// message to the client, so the session it holds now is the one a tick came in.
+    fn observe(&mut self) {
+        let session = self.cluster.client(CLIENT).engine.session_id().map(str::to_owned);
+        let seen = &self.cluster.client(CLIENT).seen;
+        for action in &seen[self.read..] {
+            match action {
+                ClientAction::Event(env) => {
+                    assert_eq!(&*env.event, "tick");
+                    let session = session.clone().expect("a tick outside a session");
+                    self.ticks.push((session, env.payload_as().unwrap()));
                 }
-            }
-            while let Some(action) = self.server.poll_action() {
-                progressed = true;
-                match action {
-                    Action::Transmit { connection, message } if Some(connection) == self.conn => {
-                        self.to_client.push_back(message.to_text());
-                    }
-                    Action::Close {
-                        connection,
-                        code,
-                        reason,
-                    } if Some(connection) == self.conn => {
-                        self.conn = None;
-                        self.to_client.clear();
-                        self.to_server.clear();
-                        self.client
-                            .handle_disconnected(now, Disconnect::closed(code, reason));
-                    }
-                    Action::Authenticate(request) => {
-                        let user = Ok(UserId::new(request.token.clone()));
-                        self.server.handle_auth_result(now, request.id, user).unwrap();
-                    }
-                    Action::Event(event) => {
-                        let c = event.correlation_id().unwrap().to_owned();
-                        let payload = event.payload().unwrap().to_owned();
-                        let reply =
-                            OutgoingEnvelope::new("echo.reply").with_payload(Payload::Trusted(&payload));
-                        self.server.reply(now, event.session, &c, &reply).unwrap();
-                    }
-                    _ => {}
+                ClientAction::Session(outcome) => self.outcomes.push(outcome.clone()),
+                ClientAction::QueryResult { id, result } => {
+                    let result = result.clone().map(|env| env.payload_as::<u64>().unwrap());
+                    self.results.push((*id, result));
                 }
-            }
-            if !progressed {
-                break;
+                _ => {}
             }
         }
+        self.read = seen.len();
     }
 
     /// The session the client holds (a session whose announcement was lost in a cut
     /// is not the client's: it expires on the server).
     fn session(&self) -> Option<SessionId> {
-        self.client.session_id().and_then(SessionId::parse)
-    }
-
-    fn drop_transport(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.server.handle_connection_closed(self.now, conn);
-        }
-        self.to_client.clear();
-        self.to_server.clear();
+        self.cluster.session(CLIENT)
     }
 
     fn send_tick(&mut self, session: SessionId) {
         let n = self.sent.entry(session.to_string()).or_default();
         *n += 1;
-        let payload = n.to_string();
-        let env = OutgoingEnvelope::new("tick").with_payload(Payload::Trusted(&payload));
-        self.server.send(self.now, session, &env).unwrap();
+        let n = n.to_string();
+        self.cluster.send_to(session, "tick", &n);
     }
 
     fn step(&mut self, rng: &mut ChaCha8Rng) {
         match rng.next_u32() % 100 {
             0..=24 => {
-                if let Some(text) = self.to_client.pop_front() {
-                    self.client.handle_message(self.now, &text);
-                }
+                self.cluster.deliver_to_client(CLIENT);
             }
             25..=44 => {
-                if let (Some(conn), Some(text)) = (self.conn, self.to_server.pop_front()) {
-                    self.server.handle_message(self.now, conn, Message::Text(text));
-                }
+                self.cluster.deliver_to_server(CLIENT);
             }
             45..=64 => {
                 if let Some(session) = self.session() {
                     self.send_tick(session);
                 }
             }
-            65..=72 => {
-                if self.conn.is_some() {
-                    self.drop_transport();
-                    self.client
-                        .handle_disconnected(self.now, Disconnect::closed(CloseCode::ABNORMAL, ""));
-                }
-            }
+            65..=72 => self.cluster.cut(CLIENT),
             73..=82 => {
-                if self.connect_pending {
-                    self.connect_pending = false;
-                    self.conn = Some(
-                        self.server
-                            .handle_connection_opened(self.now, ConnectionInfo::default()),
-                    );
-                    self.client.handle_connected(self.now);
-                }
+                self.cluster.complete_connect(CLIENT);
             }
             83..=89 => {
                 let n = u64::from(rng.next_u32());
-                if let Ok(id) = self
-                    .client
-                    .query(self.now, "echo", Payload::Trusted(&n.to_string()), None)
-                {
+                let now = self.cluster.now;
+                let engine = &mut self.cluster.client_mut(CLIENT).engine;
+                if let Ok(id) = engine.query(now, "echo", Payload::Trusted(&n.to_string()), None) {
                     self.queries.insert(id, n);
                 }
+                self.cluster.settle();
             }
             _ => {
-                self.now += Duration::from_millis(u64::from(rng.next_u32() % 300));
-                self.server.handle_timeout(self.now);
-                self.client.handle_timeout(self.now);
+                let by = Duration::from_millis(u64::from(rng.next_u32() % 300));
+                self.cluster.advance(by);
             }
         }
-        self.settle();
+        self.observe();
     }
 
     /// Lets everything in flight arrive and the client come back online.
     fn heal(&mut self) {
-        for _ in 0..10_000 {
-            if let Some(text) = self.to_client.pop_front() {
-                self.client.handle_message(self.now, &text);
-            } else if let (Some(conn), Some(text)) = (self.conn, self.to_server.pop_front()) {
-                self.server.handle_message(self.now, conn, Message::Text(text));
-            } else if self.connect_pending {
-                self.connect_pending = false;
-                self.conn = Some(
-                    self.server
-                        .handle_connection_opened(self.now, ConnectionInfo::default()),
-                );
-                self.client.handle_connected(self.now);
-            } else if self.client.is_online() {
-                return;
-            } else {
-                self.now += Duration::from_millis(10);
-                self.server.handle_timeout(self.now);
-                self.client.handle_timeout(self.now);
+        // One delivery at a time, so that `observe` tags each tick with its session.
+        for _ in 0..100_000 {
+            let moved = self.cluster.deliver_to_client(CLIENT)
+                || self.cluster.deliver_to_server(CLIENT)
+                || self.cluster.complete_connect(CLIENT);
+            self.observe();
+            if !moved {
+                if self.cluster.client(CLIENT).engine.is_online() {
+                    return;
+                }
+                self.cluster.advance(Duration::from_millis(10));
+                self.observe();
             }
-            self.settle();
         }
         panic!("did not heal");
     }
@@ -248,7 +163,6 @@ fn every_tick_arrives_once_in_order_or_the_loss_is_announced() {
         // A last tick on the session the client holds, to flush the stream.
         if let Some(session) = net.session() {
             net.send_tick(session);
-            net.settle();
             net.heal();
         }
         // Per session: the ticks received are 1, 2, 3, … without a gap or a duplicate.
@@ -264,7 +178,7 @@ fn every_tick_arrives_once_in_order_or_the_loss_is_announced() {
             );
         }
         // The session the client ends on got everything it was sent.
-        if let Some(session) = net.client.session_id() {
+        if let Some(session) = net.cluster.client(CLIENT).engine.session_id() {
             let sent = net.sent.get(session).copied().unwrap_or(0);
             let got = per_session.get(session).map_or(0, Vec::len) as u64;
             assert_eq!(got, sent, "seed {seed}: {:?}", net.outcomes);
