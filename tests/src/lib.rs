@@ -32,7 +32,8 @@ macro_rules! runtime_suite {
             a_dropped_session_resumes_with_exactly_the_missed_messages,
             resumes_with_used_stolen_or_expired_tokens_are_refused,
             a_slow_consumer_is_cut_off_while_others_keep_their_latency,
-            an_origin_outside_the_allow_list_is_refused_with_403
+            an_origin_outside_the_allow_list_is_refused_with_403,
+            a_slow_session_hook_does_not_hold_up_other_clients
         );
     };
     (@each $runtime:expr; $($name:ident),* $(,)?) => {
