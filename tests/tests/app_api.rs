@@ -44,6 +44,39 @@ async fn a_room_broadcast_reaches_members_on_another_node_once() {
     assert_eq!(recv(&mut bob).await["c"], "n");
 }
 
+/// A pub/sub backend whose `publish` is broken: it panics on every publication.
+struct PanickingPubSub;
+
+impl ws_driver::PubSub for PanickingPubSub {
+    fn subscribe(&self, _node: u64) -> futures::channel::mpsc::UnboundedReceiver<ws_session::Publication> {
+        futures::channel::mpsc::unbounded().1
+    }
+
+    fn publish(&self, _node: u64, _publication: ws_session::Publication) {
+        panic!("a bug in a pub/sub backend");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_pubsub_backend_loses_its_publications_not_the_server() {
+    let server = start(ServerRuntime::Tokio, app().pubsub(PanickingPubSub)).await;
+    let (mut alice, _) = session(server.addr, "alice").await;
+    let (mut bob, _) = session(server.addr, "bob").await;
+    for ws in [&mut alice, &mut bob] {
+        send(ws, "join", json!("lobby"), Some("j")).await;
+        assert_eq!(recv(ws).await["e"], "joined");
+    }
+    // Both broadcasts are published (publish runs off the hub and panics); the local
+    // members still get them, and the server keeps serving.
+    for text in ["first", "second"] {
+        send(&mut alice, "say", json!(["lobby", text]), Some("s")).await;
+        assert_eq!(recv(&mut alice).await["e"], "said.ok");
+        assert_eq!(recv(&mut bob).await["p"]["text"], text);
+    }
+    send(&mut bob, "echo", json!("still served"), Some("e")).await;
+    assert_eq!(recv(&mut bob).await["p"], "still served");
+}
+
 #[tokio::test]
 async fn lifecycle_hooks_see_connections_and_sessions_come_and_go() {
     let sessions_seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();

@@ -3,12 +3,14 @@
 //! Connection tasks feed it what their sockets deliver; handlers feed it commands;
 //! it feeds the engine, drains the engine's actions and routes them: frames to the
 //! connection tasks' outboxes, authentications and handlers to tasks of their own,
-//! publications to the pub/sub backend. The engine is a single state machine for all
-//! sessions and rooms, so nothing here needs a lock.
+//! publications to the pub/sub backend's task. The engine is a single state machine
+//! for all sessions and rooms, so nothing here needs a lock.
 //!
-//! Every client's messages and heartbeats go through this one task, so it does not run
-//! the application's handlers, middleware, authenticator or hooks: each is handed to
-//! another task, and the hub only pushes onto a channel.
+//! Every client's messages and heartbeats go through this one task, so it never runs
+//! code the application supplied (handlers, middleware, the authenticator, hooks,
+//! [`PubSub::publish`](crate::PubSub::publish)): each is handed to another task, and
+//! the hub only pushes onto a channel. The user code that still runs here is `Drop` of
+//! the handlers a session registered with `Context::listen`, when the session ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +33,6 @@ use crate::auth::Authenticator;
 use crate::context::Context;
 use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
-use crate::pubsub::PubSub;
 use crate::runtime::Runtime;
 
 /// What the hub sends a connection task.
@@ -159,7 +160,8 @@ impl Hub {
         let mut rng = StdRng::from_os_rng();
         let node = rand::RngCore::next_u64(&mut rng);
         let engine = Engine::new(app.config, rng).expect("invalid EngineConfig");
-        if let Some(pubsub) = &app.pubsub {
+        let mut publisher = None;
+        if let Some(pubsub) = app.pubsub {
             let mut remote = pubsub.subscribe(node);
             let commands = command_tx.clone();
             runtime.spawn(async move {
@@ -169,6 +171,19 @@ impl Hub {
                     }
                 }
             });
+            // `publish` is the backend's code: it runs on this task, one publication
+            // after the other in the order the engine made them, so a slow backend
+            // delays only the fan-out to other nodes, never the hub.
+            let (tx, mut rx) = mpsc::unbounded::<Publication>();
+            runtime.spawn(async move {
+                while let Some(publication) = rx.next().await {
+                    let call = std::panic::AssertUnwindSafe(|| pubsub.publish(node, publication));
+                    if std::panic::catch_unwind(call).is_err() {
+                        tracing::error!("PubSub::publish panicked; the publication is lost");
+                    }
+                }
+            });
+            publisher = Some(tx);
         }
         let task = HubTask {
             runtime: runtime.clone(),
@@ -182,8 +197,7 @@ impl Hub {
             workers: HashMap::new(),
             middleware: app.middleware.into(),
             authenticator: app.authenticator,
-            pubsub: app.pubsub,
-            node,
+            publisher,
             session_hooks: app.hooks.session.into(),
             connection_hooks: app.hooks.connection.into(),
             shutdown: None,
@@ -359,8 +373,9 @@ struct HubTask<R: Runtime> {
     workers: HashMap<SessionId, mpsc::UnboundedSender<Job>>,
     middleware: Arc<[Arc<dyn Middleware>]>,
     authenticator: Arc<dyn Authenticator>,
-    pubsub: Option<Arc<dyn PubSub>>,
-    node: u64,
+    /// The queue of the task that calls [`PubSub::publish`](crate::PubSub::publish),
+    /// when there is a backend.
+    publisher: Option<mpsc::UnboundedSender<Publication>>,
     session_hooks: Arc<[Hook<SessionEvent>]>,
     connection_hooks: Arc<[Hook<ConnectionEvent>]>,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
@@ -609,8 +624,8 @@ impl<R: Runtime> HubTask<R> {
                 Action::Event(event) => self.dispatch(event),
                 Action::Session(event) => self.on_session_event(event),
                 Action::Publish(publication) => {
-                    if let Some(pubsub) = &self.pubsub {
-                        pubsub.publish(self.node, publication);
+                    if let Some(publisher) = &self.publisher {
+                        let _ = publisher.unbounded_send(publication);
                     }
                 }
                 // A new kind of action this glue does not know yet: loud, not silent.
