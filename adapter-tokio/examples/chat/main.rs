@@ -13,12 +13,18 @@
 //!
 //! The chat protocol on top of tether's envelope (see `docs/PROTOCOL.md`):
 //! - `chat.join {room}` → reply `chat.joined {room, members}`; others get
-//!   `chat.presence {room, user, joined: true}`;
-//! - `chat.leave {room}` → reply `chat.left {room}`; others get `chat.presence {…, joined: false}`;
+//!   `chat.presence {room, user, joined: true}`, only when the session was not in the
+//!   room yet (a repeated join is answered, not announced again);
+//! - `chat.leave {room}` → reply `chat.left {room}`; others get `chat.presence {…, joined: false}`.
+//!   Leaving a room the session is not in is answered with `sys.error` 4201
+//!   (`NOT_IN_ROOM`, as `chat.send` to such a room) and nobody is told anything;
 //! - `chat.send {room, text}` → reply `chat.sent {room}`; every member, the sender too,
 //!   gets `chat.message {room, user, text, ts}`;
 //! - a session that expires or is closed leaves its rooms: their members get
 //!   `chat.presence {…, joined: false}`.
+//!
+//! Presence follows the engine's membership: `ctx.join` and `ctx.leave` answer whether
+//! they changed it, and only a change is announced.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -162,18 +168,21 @@ fn app(rooms: Shared) -> App {
             async move {
                 let RoomRequest { room } = ctx.payload()?;
                 check_room(&room)?;
-                ctx.join(&room).await?;
+                // `false`: the session was already in the room; answer, announce nothing.
+                let joined = ctx.join(&room).await?;
                 let user = ctx.user_id().as_str();
                 let members = {
                     let mut rooms = rooms.lock().expect("rooms lock");
                     rooms.add(&room, ctx.session_id(), user);
                     rooms.users(&room)
                 };
-                ctx.to_room_others(
-                    &room,
-                    "chat.presence",
-                    &json!({ "room": room, "user": user, "joined": true }),
-                )?;
+                if joined {
+                    ctx.to_room_others(
+                        &room,
+                        "chat.presence",
+                        &json!({ "room": room, "user": user, "joined": true }),
+                    )?;
+                }
                 ctx.reply("chat.joined", &json!({ "room": room, "members": members }))
             }
         })
@@ -181,7 +190,11 @@ fn app(rooms: Shared) -> App {
             let rooms = leave_rooms.clone();
             async move {
                 let RoomRequest { room } = ctx.payload()?;
-                ctx.leave(&room).await?;
+                // `false`: the session was not in the room. Announcing it would let anyone
+                // post "left" into any room; it is an error, as sending there is.
+                if !ctx.leave(&room).await? {
+                    return Err(HandlerError::new(NOT_IN_ROOM, format!("you are not in `{room}`")));
+                }
                 rooms.lock().expect("rooms lock").remove(&room, ctx.session_id());
                 let user = ctx.user_id().as_str();
                 ctx.to_room_others(
