@@ -19,7 +19,12 @@ Python `websockets` library, as two users:
    missed messages exactly once, in order, with consecutive `s`;
 6. alice (still in `lobby`: rooms survive the resume) sends a message, bob gets it;
 7. a resume with alice's OLD resume token is refused: `sys.error` 4106 reason
-   `used`, then a fresh `sys.session.created`.
+   `used`, then a fresh `sys.session.created`;
+8. presence only for real membership changes, as carol (in room `porch`) sees dave:
+   dave's `chat.leave` of `porch` before joining it is answered with `sys.error`
+   4201 (not in room) and carol is told nothing; dave's join is announced once, his
+   repeated join is answered (`chat.joined`) but not announced again; his leave is
+   announced once, and a second leave is again a 4201 that nobody hears of.
 
 Every wait has a 5 s timeout. Each check prints a line; the last line is
 `N passed, M failed`; the exit status is 1 when anything failed.
@@ -40,6 +45,8 @@ from websockets.exceptions import ConnectionClosed
 
 TIMEOUT = 5.0
 ROOM = "lobby"
+PRESENCE_ROOM = "porch"
+NOT_IN_ROOM = 4201
 
 
 class CheckFailed(Exception):
@@ -342,12 +349,88 @@ async def scenario(url, r):
             await peer.close()
 
 
+async def barrier(peer, room, label):
+    """Send a message to `room` as `peer` and wait until it comes back: every room
+    broadcast the server made before it is then in peer's inbox (one session stream,
+    in order), so what has not arrived was never sent."""
+    text = f"barrier {label} {uuid.uuid4().hex[:8]}"
+    env = await peer.request("chat.send", {"room": room, "text": text})
+    if env.get("e") != "chat.sent":
+        raise ConnectionError(f"{peer.name}: barrier message refused: {json.dumps(env)}")
+    await peer.take(lambda e: e.get("e") == "chat.message" and (e.get("p") or {}).get("text") == text,
+                    f"{label} barrier message")
+
+
+def presence_of(peer, user):
+    """The `joined` flags of every chat.presence about `user` in PRESENCE_ROOM that
+    `peer` has received so far, in order."""
+    return [(e.get("p") or {}).get("joined") for e in peer.seen
+            if e.get("e") == "chat.presence" and (e.get("p") or {}).get("user") == user
+            and (e.get("p") or {}).get("room") == PRESENCE_ROOM]
+
+
+async def presence_scenario(url, r):
+    """Step 8: presence is announced for membership changes only."""
+    peers = []
+    try:
+        carol = await login(r, "carol", url)
+        peers.append(carol)
+        dave = await login(r, "dave", url)
+        peers.append(dave)
+        env = await carol.request("chat.join", {"room": PRESENCE_ROOM})
+        r.require(f"carol: chat.join {PRESENCE_ROOM} -> chat.joined", env.get("e") == "chat.joined", json.dumps(env))
+
+        async def leave_not_member(label):
+            env = await dave.request("chat.leave", {"room": PRESENCE_ROOM})
+            p = env.get("p") or {}
+            r.check(f"dave: chat.leave of {PRESENCE_ROOM} {label} -> sys.error {NOT_IN_ROOM} (not in room)",
+                    env.get("e") == "sys.error" and p.get("code") == NOT_IN_ROOM, json.dumps(env))
+
+        await leave_not_member("before joining it")
+        await barrier(carol, PRESENCE_ROOM, "after dave's leave of a room he is not in")
+        r.check("carol: no presence for dave's leave of a room he was not in",
+                presence_of(carol, "dave") == [], repr(presence_of(carol, "dave")))
+
+        # Each check looks at the presences since its own step, so that one fault does
+        # not hide or fake another.
+        before = len(presence_of(carol, "dave"))
+        for label in ("join", "repeated join"):
+            env = await dave.request("chat.join", {"room": PRESENCE_ROOM})
+            members = (env.get("p") or {}).get("members") or []
+            r.check(f"dave: {label} of {PRESENCE_ROOM} -> chat.joined with carol and dave",
+                    env.get("e") == "chat.joined" and {"carol", "dave"} <= set(members), json.dumps(env))
+        await barrier(carol, PRESENCE_ROOM, "after dave's two joins")
+        joins = presence_of(carol, "dave")[before:]
+        r.check("carol: exactly one presence {joined: true} for dave's join and repeated join",
+                joins == [True], repr(joins))
+
+        before = len(presence_of(carol, "dave"))
+
+        env = await dave.request("chat.leave", {"room": PRESENCE_ROOM})
+        r.check(f"dave: chat.leave of {PRESENCE_ROOM} -> chat.left",
+                env.get("e") == "chat.left" and (env.get("p") or {}).get("room") == PRESENCE_ROOM,
+                json.dumps(env))
+        await leave_not_member("a second time")
+        await barrier(carol, PRESENCE_ROOM, "after dave's two leaves")
+        leaves = presence_of(carol, "dave")[before:]
+        r.check("carol: exactly one presence {joined: false} for dave's leave and second leave",
+                leaves == [False], repr(leaves))
+    except CheckFailed:
+        print("stopping: a later step depends on the failed check")
+    except (TimeoutError, ConnectionError, OSError, ConnectionClosed) as e:
+        r.check("presence scenario ran to the end", False, f"{type(e).__name__}: {e}")
+    finally:
+        for peer in peers:
+            await peer.close()
+
+
 def main():
     if len(sys.argv) != 2 or not sys.argv[1].startswith(("ws://", "wss://")):
         print(f"usage: {sys.argv[0]} ws://HOST:PORT/ws", file=sys.stderr)
         return 2
     r = Report()
     asyncio.run(scenario(sys.argv[1], r))
+    asyncio.run(presence_scenario(sys.argv[1], r))
     print(f"{r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
 

@@ -7,11 +7,13 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use adapter_async_std::{AsyncStdRuntime, SmolRuntime};
+use adapter_tokio::TokioRuntime;
 use futures::channel::oneshot;
 use futures::FutureExt;
-use ws_driver::{App, Runtime, ServerHandle};
+use ws_driver::{App, BoxFuture, Runtime, ServerHandle};
 
 /// The runtime a server under test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,20 @@ pub enum ServerRuntime {
     AsyncStd,
     /// adapter-async-std's `SmolServer`, on smol's executor.
     Smol,
+}
+
+impl ServerRuntime {
+    /// An async sleep of this runtime's own timer, for code that runs inside the server
+    /// (a hook, a handler): it waits without holding a thread, as application code on
+    /// that runtime would.
+    pub fn sleep(self, duration: Duration) -> BoxFuture<()> {
+        let deadline = Instant::now() + duration;
+        match self {
+            Self::Tokio => TokioRuntime.sleep_until(deadline),
+            Self::AsyncStd => AsyncStdRuntime.sleep_until(deadline),
+            Self::Smol => SmolRuntime.sleep_until(deadline),
+        }
+    }
 }
 
 /// A server running `/ws` on a loopback port. Dropping it shuts the server down.

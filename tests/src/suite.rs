@@ -457,3 +457,128 @@ pub async fn a_ping_flood_from_a_client_that_never_reads_is_closed_with_1008(run
     send(&mut bystander, "echo", json!("still here"), Some("b")).await;
     assert_eq!(recv(&mut bystander).await["p"], "still here");
 }
+
+/// How many sessions end together in
+/// [`a_slow_session_hook_does_not_hold_up_other_clients`].
+pub const ENDING_TOGETHER: usize = 1000;
+
+/// The longest `sys.ping` → `sys.pong` round trip a bystander may see while the hooks
+/// of [`ENDING_TOGETHER`] ended sessions run.
+pub const BYSTANDER_BOUND: Duration = Duration::from_millis(50);
+
+/// Sends `sys.ping` with correlation id `c` and returns how long the `sys.pong` took.
+pub async fn ping_round_trip(ws: &mut Ws, c: &str) -> Duration {
+    let sent = std::time::Instant::now();
+    send(ws, "sys.ping", json!(null), Some(c)).await;
+    loop {
+        let answer = recv(ws).await;
+        if answer["e"] == "sys.pong" && answer["c"] == c {
+            return sent.elapsed();
+        }
+    }
+}
+
+/// A slow session hook does not hold up other clients: while a hook sleeps 1 s (an
+/// async sleep of the server's runtime) for each of 1000 sessions whose resume window
+/// runs out together, another client's `sys.ping` is answered within 50 ms, and the
+/// hooks run side by side (all done in seconds, not 1000 s one after the other).
+pub async fn a_slow_session_hook_does_not_hold_up_other_clients(runtime: ServerRuntime) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use ws_session::SessionEvent;
+
+    // Long enough that every session is suspended before the first one expires: the
+    // measurement covers the expiries and the hooks, not the 1000 disconnections.
+    let resume_window = Duration::from_secs(1);
+    let config = EngineConfig {
+        resume_window,
+        // The bystander pings faster than the default rate limit allows.
+        rate_limit_per_second: 10_000,
+        rate_limit_burst: 10_000,
+        ..EngineConfig::default()
+    };
+    #[derive(Default)]
+    struct Counts {
+        suspended: AtomicUsize,
+        started: AtomicUsize,
+        finished: AtomicUsize,
+    }
+    let counts: Arc<Counts> = Arc::default();
+    let hook_counts = counts.clone();
+    let app = app()
+        .config(config)
+        .on_session(move |event: SessionEvent, _server| {
+            let counts = hook_counts.clone();
+            async move {
+                match event {
+                    SessionEvent::Suspended { .. } => {
+                        counts.suspended.fetch_add(1, Ordering::SeqCst);
+                    }
+                    SessionEvent::Expired { .. } | SessionEvent::Closed { .. } => {
+                        counts.started.fetch_add(1, Ordering::SeqCst);
+                        runtime.sleep(Duration::from_secs(1)).await;
+                        counts.finished.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    let server = start(runtime, app).await;
+    let addr = server.addr;
+    let (mut bystander, _) = session(addr, "bystander").await;
+    let sessions: Vec<Ws> = futures::stream::iter(0..ENDING_TOGETHER)
+        .map(|i| async move { session(addr, &format!("s{i}")).await.0 })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert_eq!(sessions.len(), ENDING_TOGETHER);
+
+    // Dropped together, the sessions are suspended together and expire together.
+    let dropped = std::time::Instant::now();
+    drop(sessions);
+    while counts.suspended.load(Ordering::SeqCst) < ENDING_TOGETHER {
+        assert!(
+            dropped.elapsed() < WAIT,
+            "the dropped sessions were not all suspended"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        counts.started.load(Ordering::SeqCst),
+        0,
+        "a session expired before the measurement began"
+    );
+    ping_round_trip(&mut bystander, "warm-up").await;
+    let mut worst = Duration::ZERO;
+    let mut pings = 0u32;
+    // Until every hook has started (the hub has handed out every expiry) and a while
+    // after, while the hooks sleep.
+    let mut all_started: Option<std::time::Instant> = None;
+    while !matches!(all_started, Some(at) if at.elapsed() >= Duration::from_millis(300)) {
+        assert!(
+            dropped.elapsed() < resume_window + WAIT,
+            "the hooks of the ended sessions did not all start: {} did",
+            counts.started.load(Ordering::SeqCst)
+        );
+        pings += 1;
+        worst = worst.max(ping_round_trip(&mut bystander, &format!("p{pings}")).await);
+        if all_started.is_none() && counts.started.load(Ordering::SeqCst) == ENDING_TOGETHER {
+            all_started = Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        worst < BYSTANDER_BOUND,
+        "a bystander's sys.ping took {worst:?} (worst of {pings}) while {ENDING_TOGETHER} session hooks ran"
+    );
+    // Side by side: 1000 hooks of 1 s each end within seconds.
+    while counts.finished.load(Ordering::SeqCst) < ENDING_TOGETHER {
+        assert!(
+            dropped.elapsed() < resume_window + 2 * WAIT,
+            "the hooks ran one after the other: {} of {ENDING_TOGETHER} done",
+            counts.finished.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("{runtime:?}: worst bystander round trip {worst:?} over {pings} pings");
+}

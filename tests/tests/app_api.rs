@@ -44,32 +44,72 @@ async fn a_room_broadcast_reaches_members_on_another_node_once() {
     assert_eq!(recv(&mut bob).await["c"], "n");
 }
 
+/// A pub/sub backend whose `publish` is broken: it panics on every publication.
+struct PanickingPubSub;
+
+impl ws_driver::PubSub for PanickingPubSub {
+    fn subscribe(&self, _node: u64) -> futures::channel::mpsc::UnboundedReceiver<ws_session::Publication> {
+        futures::channel::mpsc::unbounded().1
+    }
+
+    fn publish(&self, _node: u64, _publication: ws_session::Publication) {
+        panic!("a bug in a pub/sub backend");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_pubsub_backend_loses_its_publications_not_the_server() {
+    let server = start(ServerRuntime::Tokio, app().pubsub(PanickingPubSub)).await;
+    let (mut alice, _) = session(server.addr, "alice").await;
+    let (mut bob, _) = session(server.addr, "bob").await;
+    for ws in [&mut alice, &mut bob] {
+        send(ws, "join", json!("lobby"), Some("j")).await;
+        assert_eq!(recv(ws).await["e"], "joined");
+    }
+    // Both broadcasts are published (publish runs off the hub and panics); the local
+    // members still get them, and the server keeps serving.
+    for text in ["first", "second"] {
+        send(&mut alice, "say", json!(["lobby", text]), Some("s")).await;
+        assert_eq!(recv(&mut alice).await["e"], "said.ok");
+        assert_eq!(recv(&mut bob).await["p"]["text"], text);
+    }
+    send(&mut bob, "echo", json!("still served"), Some("e")).await;
+    assert_eq!(recv(&mut bob).await["p"], "still served");
+}
+
 #[tokio::test]
 async fn lifecycle_hooks_see_connections_and_sessions_come_and_go() {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (sessions, connections) = (seen.clone(), seen.clone());
+    let sessions_seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let connections_seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let (sessions, connections) = (sessions_seen.clone(), connections_seen.clone());
     let app = app()
         .on_session(move |event, _| {
-            let name = match event {
-                SessionEvent::Created { .. } => "created",
-                SessionEvent::Suspended { .. } => "suspended",
-                SessionEvent::Resumed { .. } => "resumed",
-                SessionEvent::Expired { .. } => "expired",
-                SessionEvent::Closed { .. } => "closed",
-                _ => "other",
-            };
-            sessions.lock().unwrap().push(format!("session {name}"));
+            let sessions = sessions.clone();
+            async move {
+                let name = match event {
+                    SessionEvent::Created { .. } => "created",
+                    SessionEvent::Suspended { .. } => "suspended",
+                    SessionEvent::Resumed { .. } => "resumed",
+                    SessionEvent::Expired { .. } => "expired",
+                    SessionEvent::Closed { .. } => "closed",
+                    _ => "other",
+                };
+                sessions.lock().unwrap().push(name);
+            }
         })
         .on_connection(move |event, _| {
-            let name = match event {
-                ConnectionEvent::Connected { peer, .. } => {
-                    assert!(peer.is_some_and(|p| p.ip().is_loopback()));
-                    "connected"
-                }
-                ConnectionEvent::Disconnected { .. } => "disconnected",
-                _ => "other",
-            };
-            connections.lock().unwrap().push(format!("connection {name}"));
+            let connections = connections.clone();
+            async move {
+                let name = match event {
+                    ConnectionEvent::Connected { peer, .. } => {
+                        assert!(peer.is_some_and(|p| p.ip().is_loopback()));
+                        "connected"
+                    }
+                    ConnectionEvent::Disconnected { .. } => "disconnected",
+                    _ => "other",
+                };
+                connections.lock().unwrap().push(name);
+            }
         })
         .config(EngineConfig {
             resume_window: Duration::from_millis(200),
@@ -78,20 +118,101 @@ async fn lifecycle_hooks_see_connections_and_sessions_come_and_go() {
     let server = start(ServerRuntime::Tokio, app).await;
     let (ws, _) = session(server.addr, "alice").await;
     drop(ws);
-    let expected = [
-        "connection connected",
-        "session created",
-        "connection disconnected",
-        "session suspended",
-        "session expired",
-    ];
+    // Hooks run off the hub: each stream keeps its own order, not one with the other.
+    let expected_sessions = ["created", "suspended", "expired"];
+    let expected_connections = ["connected", "disconnected"];
     for _ in 0..100 {
-        if seen.lock().unwrap().len() >= expected.len() {
+        if sessions_seen.lock().unwrap().len() >= expected_sessions.len()
+            && connections_seen.lock().unwrap().len() >= expected_connections.len()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(*seen.lock().unwrap(), expected);
+    assert_eq!(*sessions_seen.lock().unwrap(), expected_sessions);
+    assert_eq!(*connections_seen.lock().unwrap(), expected_connections);
+}
+
+#[tokio::test]
+async fn a_session_hook_runs_in_order_with_the_sessions_handlers() {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (hook_seen, handler_seen) = (seen.clone(), seen.clone());
+    let app = app()
+        .on_session(move |event, _| {
+            let seen = hook_seen.clone();
+            async move {
+                if let SessionEvent::Created { user, .. } = event {
+                    // Slow: the session's first message arrives while it sleeps.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    seen.lock().unwrap().push(format!("created {user}"));
+                }
+            }
+        })
+        .on("note", move |ctx: Context| {
+            let seen = handler_seen.clone();
+            async move {
+                seen.lock().unwrap().push(format!("note {}", ctx.user_id()));
+                ctx.reply("noted", &())
+            }
+        });
+    let server = start(ServerRuntime::Tokio, app).await;
+    let (mut alice, _) = session(server.addr, "alice").await;
+    send(&mut alice, "note", json!(null), Some("n")).await;
+    assert_eq!(recv(&mut alice).await["e"], "noted");
+    assert_eq!(*seen.lock().unwrap(), ["created alice", "note alice"]);
+}
+
+#[tokio::test]
+async fn a_panicking_hook_stops_neither_the_session_nor_the_other_hooks() {
+    let seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let (sessions, connections) = (seen.clone(), seen.clone());
+    let app = app()
+        .on_session(|event, _| async move {
+            if matches!(event, SessionEvent::Created { .. }) {
+                panic!("a bug in a session hook");
+            }
+        })
+        .on_session(move |event, _| {
+            let seen = sessions.clone();
+            async move {
+                if matches!(event, SessionEvent::Created { .. }) {
+                    seen.lock().unwrap().push("second session hook");
+                }
+            }
+        })
+        .on_connection(|_event, _| -> std::future::Ready<()> { panic!("a bug before the future") })
+        .on_connection(move |event, _| {
+            let seen = connections.clone();
+            async move {
+                if matches!(event, ConnectionEvent::Connected { .. }) {
+                    seen.lock().unwrap().push("second connection hook");
+                }
+            }
+        });
+    let server = start(ServerRuntime::Tokio, app).await;
+    let (mut alice, _) = session(server.addr, "alice").await;
+    send(&mut alice, "echo", json!("still served"), Some("e")).await;
+    assert_eq!(recv(&mut alice).await["p"], "still served");
+    let (mut bob, _) = session(server.addr, "bob").await;
+    send(&mut bob, "echo", json!("so is the hub"), Some("e")).await;
+    assert_eq!(recv(&mut bob).await["p"], "so is the hub");
+    for _ in 0..100 {
+        if seen.lock().unwrap().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [
+            "second connection hook",
+            "second connection hook",
+            "second session hook",
+            "second session hook"
+        ]
+    );
 }
 
 #[tokio::test]

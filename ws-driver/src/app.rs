@@ -1,6 +1,7 @@
 //! The application: handlers, middleware, authentication, pub/sub, hooks, limits.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +10,14 @@ use ws_session::{ConnectionId, EngineConfig, SessionEvent};
 
 use crate::auth::{Authenticator, RefuseAll};
 use crate::error::HandlerError;
-use crate::handler::{Handler, Middleware};
+use crate::handler::{BoxFuture, Handler, Middleware};
 use crate::hub::{Hub, ServerHandle};
 use crate::pubsub::PubSub;
 use crate::runtime::Runtime;
 
-type SessionHook = Arc<dyn Fn(&SessionEvent, &ServerHandle) + Send + Sync>;
-type ConnectionHook = Arc<dyn Fn(&ConnectionEvent, &ServerHandle) + Send + Sync>;
+/// A lifecycle hook, boxed. It takes its arguments by value so that the future it
+/// returns owns them and can run on another task than the hub that saw the event.
+pub(crate) type Hook<E> = Arc<dyn Fn(E, ServerHandle) -> BoxFuture<()> + Send + Sync>;
 
 /// A connection's lifecycle, below sessions: one session may see many connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,11 +37,25 @@ pub enum ConnectionEvent {
     },
 }
 
-/// Lifecycle hooks. They run on the hub, so keep them short: spawn work that waits.
+/// The lifecycle hooks of an [`App`] ([`App::on_session`], [`App::on_connection`]).
+///
+/// Hooks never run on the hub, the one task that owns every session: a hook that
+/// waits (a database write, a broadcast to many rooms, a sleep) would otherwise hold
+/// up every client's messages and heartbeats. Instead:
+///
+/// - a session's hooks run on that session's worker, the task that runs its
+///   handlers one after the other, so a session's hooks and handlers keep the order
+///   the engine saw them in, and different sessions' hooks run side by side;
+/// - a connection's hooks run on a task of that connection's own, so `Connected`
+///   always comes before `Disconnected` and connections do not wait for each other.
+///
+/// What a slow hook still holds up is its own session (or connection): the messages
+/// of a session queue behind its `Created`/`Resumed` hook, as they would behind a
+/// slow handler. A hook that panics is logged and the later hooks and handlers run.
 #[derive(Clone, Default)]
 pub struct Hooks {
-    pub(crate) session: Vec<SessionHook>,
-    pub(crate) connection: Vec<ConnectionHook>,
+    pub(crate) session: Vec<Hook<SessionEvent>>,
+    pub(crate) connection: Vec<Hook<ConnectionEvent>>,
 }
 
 /// A tether application, built once and then started on a runtime by an adapter.
@@ -149,19 +165,42 @@ impl App {
         self
     }
 
-    /// Calls `hook` on every session lifecycle change (created, suspended, resumed,
-    /// expired, closed).
-    pub fn on_session(mut self, hook: impl Fn(&SessionEvent, &ServerHandle) + Send + Sync + 'static) -> Self {
-        self.hooks.session.push(Arc::new(hook));
+    /// Runs `hook` on every session lifecycle change (created, suspended, resumed,
+    /// expired, closed), on that session's worker task: after the handlers of the
+    /// session's earlier messages and before those of its later ones. The hub does not
+    /// wait for it, so it may take its time (see [`Hooks`]); several hooks run in the
+    /// order they were added.
+    ///
+    /// ```
+    /// use ws_driver::{App, ServerHandle, SessionEvent};
+    ///
+    /// let app = App::new().on_session(|event: SessionEvent, server: ServerHandle| async move {
+    ///     if let SessionEvent::Closed { user, .. } = event {
+    ///         let _ = server.broadcast("user.left", &user.as_str());
+    ///     }
+    /// });
+    /// ```
+    pub fn on_session<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(SessionEvent, ServerHandle) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.hooks
+            .session
+            .push(Arc::new(move |event, server| Box::pin(hook(event, server))));
         self
     }
 
-    /// Calls `hook` when a connection opens or ends.
-    pub fn on_connection(
-        mut self,
-        hook: impl Fn(&ConnectionEvent, &ServerHandle) + Send + Sync + 'static,
-    ) -> Self {
-        self.hooks.connection.push(Arc::new(hook));
+    /// Runs `hook` when a connection opens or ends, on a task of that connection's own
+    /// (`Connected` before `Disconnected`). The hub does not wait for it (see [`Hooks`]).
+    pub fn on_connection<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(ConnectionEvent, ServerHandle) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.hooks
+            .connection
+            .push(Arc::new(move |event, server| Box::pin(hook(event, server))));
         self
     }
 

@@ -3,8 +3,14 @@
 //! Connection tasks feed it what their sockets deliver; handlers feed it commands;
 //! it feeds the engine, drains the engine's actions and routes them: frames to the
 //! connection tasks' outboxes, authentications and handlers to tasks of their own,
-//! publications to the pub/sub backend. The engine is a single state machine for all
-//! sessions and rooms, so nothing here needs a lock.
+//! publications to the pub/sub backend's task. The engine is a single state machine
+//! for all sessions and rooms, so nothing here needs a lock.
+//!
+//! Every client's messages and heartbeats go through this one task, so it never runs
+//! code the application supplied (handlers, middleware, the authenticator, hooks,
+//! [`PubSub::publish`](crate::PubSub::publish)): each is handed to another task, and
+//! the hub only pushes onto a channel. The user code that still runs here is `Drop` of
+//! the handlers a session registered with `Context::listen`, when the session ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,12 +28,11 @@ use ws_session::{
     Publication, SessionEvent, SessionId, UserId,
 };
 
-use crate::app::{App, ConnectionEvent, Hooks};
+use crate::app::{App, ConnectionEvent, Hook};
 use crate::auth::Authenticator;
 use crate::context::Context;
 use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
-use crate::pubsub::PubSub;
 use crate::runtime::Runtime;
 
 /// What the hub sends a connection task.
@@ -159,7 +164,8 @@ impl Hub {
         let mut rng = StdRng::from_os_rng();
         let node = rand::RngCore::next_u64(&mut rng);
         let engine = Engine::new(app.config, rng).expect("invalid EngineConfig");
-        if let Some(pubsub) = &app.pubsub {
+        let mut publisher = None;
+        if let Some(pubsub) = app.pubsub {
             let mut remote = pubsub.subscribe(node);
             let commands = command_tx.clone();
             runtime.spawn(async move {
@@ -169,6 +175,19 @@ impl Hub {
                     }
                 }
             });
+            // `publish` is the backend's code: it runs on this task, one publication
+            // after the other in the order the engine made them, so a slow backend
+            // delays only the fan-out to other nodes, never the hub.
+            let (tx, mut rx) = mpsc::unbounded::<Publication>();
+            runtime.spawn(async move {
+                while let Some(publication) = rx.next().await {
+                    let call = std::panic::AssertUnwindSafe(|| pubsub.publish(node, publication));
+                    if std::panic::catch_unwind(call).is_err() {
+                        tracing::error!("PubSub::publish panicked; the publication is lost");
+                    }
+                }
+            });
+            publisher = Some(tx);
         }
         let task = HubTask {
             runtime: runtime.clone(),
@@ -182,9 +201,9 @@ impl Hub {
             workers: HashMap::new(),
             middleware: app.middleware.into(),
             authenticator: app.authenticator,
-            pubsub: app.pubsub,
-            hooks: app.hooks,
-            node,
+            publisher,
+            session_hooks: app.hooks.session.into(),
+            connection_hooks: app.hooks.connection.into(),
             shutdown: None,
         };
         runtime.spawn(task.run());
@@ -300,11 +319,58 @@ impl ServerHandle {
 /// A connection the hub routes frames to.
 struct ConnEntry {
     outbox: mpsc::UnboundedSender<Outbound>,
+    /// The connection's hook worker, when there are connection hooks: `Disconnected`
+    /// is queued behind `Connected`, then the sender is dropped and the worker exits.
+    hooks: Option<mpsc::UnboundedSender<Job>>,
 }
 
 /// Handlers of one session run one after the other, in arrival order, on a worker
-/// task of the session's own; sessions run in parallel.
+/// task of the session's own; sessions run in parallel. Its lifecycle hooks run there
+/// too, in the same order as its handlers.
 type Job = BoxFuture<()>;
+
+/// Starts a worker on `runtime`: a task that runs the jobs sent to it one after the
+/// other, and ends once every sender is dropped and the queue is empty.
+fn spawn_worker(runtime: &impl Runtime) -> mpsc::UnboundedSender<Job> {
+    let (tx, mut rx) = mpsc::unbounded::<Job>();
+    runtime.spawn(async move {
+        while let Some(job) = rx.next().await {
+            job.await;
+        }
+    });
+    tx
+}
+
+/// A job that runs every hook of `hooks` on `event`, in the order they were added.
+///
+/// Each hook is called inside the job, not before it: the call is application code
+/// too (it may work before its first `.await`), and it must not run on the hub. A hook
+/// that panics is logged; the hooks after it, and the worker's later jobs, still run.
+fn hook_job<E>(hooks: Arc<[Hook<E>]>, event: E, handle: ServerHandle, kind: &'static str) -> Job
+where
+    E: Clone + Send + Sync + std::fmt::Debug + 'static,
+{
+    Box::pin(async move {
+        for hook in hooks.iter() {
+            let run = async { hook(event.clone(), handle.clone()).await };
+            if std::panic::AssertUnwindSafe(run).catch_unwind().await.is_err() {
+                tracing::error!(?event, "a {kind} hook panicked");
+            }
+        }
+    })
+}
+
+/// The session a lifecycle event is about (every kind the driver knows has one).
+fn session_of(event: &SessionEvent) -> Option<SessionId> {
+    match event {
+        SessionEvent::Created { session, .. }
+        | SessionEvent::Suspended { session }
+        | SessionEvent::Resumed { session, .. }
+        | SessionEvent::Expired { session, .. }
+        | SessionEvent::Closed { session, .. } => Some(*session),
+        _ => None,
+    }
+}
 
 struct HubTask<R: Runtime> {
     runtime: R,
@@ -318,9 +384,11 @@ struct HubTask<R: Runtime> {
     workers: HashMap<SessionId, mpsc::UnboundedSender<Job>>,
     middleware: Arc<[Arc<dyn Middleware>]>,
     authenticator: Arc<dyn Authenticator>,
-    pubsub: Option<Arc<dyn PubSub>>,
-    hooks: Hooks,
-    node: u64,
+    /// The queue of the task that calls [`PubSub::publish`](crate::PubSub::publish),
+    /// when there is a backend.
+    publisher: Option<mpsc::UnboundedSender<Publication>>,
+    session_hooks: Arc<[Hook<SessionEvent>]>,
+    connection_hooks: Arc<[Hook<ConnectionEvent>]>,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
 }
 
@@ -393,12 +461,20 @@ impl<R: Runtime> HubTask<R> {
                 }
                 let peer = info.peer_addr;
                 let connection = self.engine.handle_connection_opened(now, info);
-                self.conns.insert(connection, ConnEntry { outbox });
                 let _ = reply.send(Some(connection));
-                let event = ConnectionEvent::Connected { connection, peer };
-                for hook in &self.hooks.connection {
-                    hook(&event, &self.handle);
-                }
+                let hooks = (!self.connection_hooks.is_empty()).then(|| {
+                    let worker = spawn_worker(&self.runtime);
+                    let event = ConnectionEvent::Connected { connection, peer };
+                    let job = hook_job(
+                        self.connection_hooks.clone(),
+                        event,
+                        self.handle.clone(),
+                        "connection",
+                    );
+                    let _ = worker.unbounded_send(job);
+                    worker
+                });
+                self.conns.insert(connection, ConnEntry { outbox, hooks });
             }
             ConnInput::Message { connection, message } => {
                 self.engine.handle_message(now, connection, message);
@@ -407,11 +483,19 @@ impl<R: Runtime> HubTask<R> {
                 self.engine.handle_flushed(now, connection, bytes);
             }
             ConnInput::Closed { connection } => {
-                self.conns.remove(&connection);
+                let entry = self.conns.remove(&connection);
                 self.engine.handle_connection_closed(now, connection);
-                let event = ConnectionEvent::Disconnected { connection };
-                for hook in &self.hooks.connection {
-                    hook(&event, &self.handle);
+                // Queued behind `Connected`; dropping the sender lets the worker exit
+                // once both have run.
+                if let Some(worker) = entry.and_then(|entry| entry.hooks) {
+                    let event = ConnectionEvent::Disconnected { connection };
+                    let job = hook_job(
+                        self.connection_hooks.clone(),
+                        event,
+                        self.handle.clone(),
+                        "connection",
+                    );
+                    let _ = worker.unbounded_send(job);
                 }
             }
         }
@@ -549,26 +633,57 @@ impl<R: Runtime> HubTask<R> {
                     });
                 }
                 Action::Event(event) => self.dispatch(event),
-                Action::Session(event) => {
-                    if let SessionEvent::Expired { session, .. } | SessionEvent::Closed { session, .. } =
-                        &event
-                    {
-                        self.listeners.remove(session);
-                        self.workers.remove(session);
-                    }
-                    for hook in &self.hooks.session {
-                        hook(&event, &self.handle);
-                    }
-                }
+                Action::Session(event) => self.on_session_event(event),
                 Action::Publish(publication) => {
-                    if let Some(pubsub) = &self.pubsub {
-                        pubsub.publish(self.node, publication);
+                    if let Some(publisher) = &self.publisher {
+                        let _ = publisher.unbounded_send(publication);
                     }
                 }
                 // A new kind of action this glue does not know yet: loud, not silent.
                 other => tracing::error!(?other, "unhandled engine action"),
             }
         }
+    }
+
+    /// Hands a session's lifecycle event to its hooks, on the session's worker, and
+    /// forgets an ended session's listeners and worker.
+    fn on_session_event(&mut self, event: SessionEvent) {
+        let ended = match &event {
+            SessionEvent::Expired { session, .. } | SessionEvent::Closed { session, .. } => Some(*session),
+            _ => None,
+        };
+        if let Some(session) = ended {
+            self.listeners.remove(&session);
+        }
+        if !self.session_hooks.is_empty() {
+            let job = hook_job(
+                self.session_hooks.clone(),
+                event.clone(),
+                self.handle.clone(),
+                "session",
+            );
+            match session_of(&event) {
+                Some(session) => {
+                    let _ = self.worker(session).unbounded_send(job);
+                }
+                // A kind of event this driver does not know: no worker to keep it in
+                // order with, but still off the hub.
+                None => self.runtime.spawn(job),
+            }
+        }
+        // The ended session's worker runs what is queued (its last handlers, the hook
+        // just pushed) and exits when this, its only sender, is dropped.
+        if let Some(session) = ended {
+            self.workers.remove(&session);
+        }
+    }
+
+    /// The worker of `session`, started on first use.
+    fn worker(&mut self, session: SessionId) -> &mpsc::UnboundedSender<Job> {
+        let runtime = &self.runtime;
+        self.workers
+            .entry(session)
+            .or_insert_with(|| spawn_worker(runtime))
     }
 
     fn transmit(&self, connection: ConnectionId, message: OutboundMessage) {
@@ -631,17 +746,7 @@ impl<R: Runtime> HubTask<R> {
             },
             span,
         ));
-        let runtime = self.runtime.clone();
-        let worker = self.workers.entry(session).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::unbounded::<Job>();
-            runtime.spawn(async move {
-                while let Some(job) = rx.next().await {
-                    job.await;
-                }
-            });
-            tx
-        });
-        let _ = worker.unbounded_send(job);
+        let _ = self.worker(session).unbounded_send(job);
     }
 }
 

@@ -14,7 +14,10 @@
 //! - the accept loop of a standalone server, with its graceful shutdown
 //!   ([`serve_until`]): an adapter hands it a stream of accepted sockets.
 //!
-//! Handlers run as tasks of their own, so a slow handler never stalls the hub.
+//! Nothing the application supplies runs on the hub: handlers and session hooks run
+//! on their session's worker task, connection hooks on their connection's, the
+//! authenticator on a task per request and [`PubSub::publish`] on a task of its own;
+//! so a slow one never stalls the hub, and so never delays other clients.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -15,6 +15,13 @@ pub trait PubSub: Send + Sync + 'static {
     /// Joins the bus as node `node`; returns the stream of other nodes' publications.
     fn subscribe(&self, node: u64) -> mpsc::UnboundedReceiver<Publication>;
     /// Publishes `publication` from node `node` to every other node.
+    ///
+    /// Called on a task of its own, never on the hub, once per publication in the
+    /// order the node made them: a slow backend delays only the fan-out to other nodes
+    /// (publications wait in an unbounded queue behind it), not the node's clients.
+    /// It is a plain function, so it must not block its thread: a backend that does
+    /// network I/O hands the publication to its own client task (a channel send) and
+    /// returns. A panic is logged and loses that one publication.
     fn publish(&self, node: u64, publication: Publication);
 }
 

@@ -13,12 +13,20 @@
 //!
 //! The chat protocol on top of tether's envelope (see `docs/PROTOCOL.md`):
 //! - `chat.join {room}` → reply `chat.joined {room, members}`; others get
-//!   `chat.presence {room, user, joined: true}`;
-//! - `chat.leave {room}` → reply `chat.left {room}`; others get `chat.presence {…, joined: false}`;
+//!   `chat.presence {room, user, joined: true}`, only when the session was not in the
+//!   room yet (a repeated join is answered, not announced again);
+//! - `chat.leave {room}` → reply `chat.left {room}`; others get `chat.presence {…, joined: false}`.
+//!   Leaving a room the session is not in is answered with `sys.error` 4201
+//!   (`NOT_IN_ROOM`, as `chat.send` to such a room) and nobody is told anything;
 //! - `chat.send {room, text}` → reply `chat.sent {room}`; every member, the sender too,
-//!   gets `chat.message {room, user, text, ts}`.
+//!   gets `chat.message {room, user, text, ts}`;
+//! - a session that expires or is closed leaves its rooms: their members get
+//!   `chat.presence {…, joined: false}`.
+//!
+//! Presence follows the engine's membership: `ctx.join` and `ctx.leave` answer whether
+//! they changed it, and only a change is announced.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,14 +44,64 @@ use serde_json::json;
 const PAGE: &str = include_str!("index.html");
 const CLIENT: &str = include_str!("tether-client.js");
 
-/// Who is in which room: room → session → user name. Sessions stay members while
-/// suspended (a dropped phone is still "there" for the resume window).
+/// Who is in which room: room → session → user name, and the other way round,
+/// session → its rooms. Sessions stay members while suspended (a dropped phone is still
+/// "there" for the resume window).
+///
+/// The second map is what makes a session's end cheap: the hook looks up the session's
+/// own rooms (at most `max_rooms_per_session`, 64 by default) instead of walking every
+/// room of the server, which for many sessions ending together (a network outage, a
+/// restart of a load balancer) would be sessions × rooms.
 #[derive(Default)]
 struct Rooms {
     members: BTreeMap<String, HashMap<SessionId, String>>,
+    rooms_of: HashMap<SessionId, BTreeSet<String>>,
 }
 
 impl Rooms {
+    fn add(&mut self, room: &str, session: SessionId, user: &str) {
+        self.members
+            .entry(room.to_owned())
+            .or_default()
+            .insert(session, user.to_owned());
+        self.rooms_of.entry(session).or_default().insert(room.to_owned());
+    }
+
+    fn remove(&mut self, room: &str, session: SessionId) {
+        if let Some(members) = self.members.get_mut(room) {
+            members.remove(&session);
+            if members.is_empty() {
+                self.members.remove(room);
+            }
+        }
+        if let Some(rooms) = self.rooms_of.get_mut(&session) {
+            rooms.remove(room);
+            if rooms.is_empty() {
+                self.rooms_of.remove(&session);
+            }
+        }
+    }
+
+    /// Forgets `session`; returns the rooms it was in.
+    fn remove_session(&mut self, session: SessionId) -> BTreeSet<String> {
+        let rooms = self.rooms_of.remove(&session).unwrap_or_default();
+        for room in &rooms {
+            if let Some(members) = self.members.get_mut(room) {
+                members.remove(&session);
+                if members.is_empty() {
+                    self.members.remove(room);
+                }
+            }
+        }
+        rooms
+    }
+
+    fn is_member(&self, room: &str, session: SessionId) -> bool {
+        self.rooms_of
+            .get(&session)
+            .is_some_and(|rooms| rooms.contains(room))
+    }
+
     fn users(&self, room: &str) -> Vec<String> {
         let mut users: Vec<String> = self
             .members
@@ -112,22 +170,21 @@ fn app(rooms: Shared) -> App {
             async move {
                 let RoomRequest { room } = ctx.payload()?;
                 check_room(&room)?;
-                ctx.join(&room).await?;
-                let user = ctx.user_id().as_str().to_owned();
+                // `false`: the session was already in the room; answer, announce nothing.
+                let joined = ctx.join(&room).await?;
+                let user = ctx.user_id().as_str();
                 let members = {
                     let mut rooms = rooms.lock().expect("rooms lock");
-                    rooms
-                        .members
-                        .entry(room.clone())
-                        .or_default()
-                        .insert(ctx.session_id(), user.clone());
+                    rooms.add(&room, ctx.session_id(), user);
                     rooms.users(&room)
                 };
-                ctx.to_room_others(
-                    &room,
-                    "chat.presence",
-                    &json!({ "room": room, "user": user, "joined": true }),
-                )?;
+                if joined {
+                    ctx.to_room_others(
+                        &room,
+                        "chat.presence",
+                        &json!({ "room": room, "user": user, "joined": true }),
+                    )?;
+                }
                 ctx.reply("chat.joined", &json!({ "room": room, "members": members }))
             }
         })
@@ -135,10 +192,12 @@ fn app(rooms: Shared) -> App {
             let rooms = leave_rooms.clone();
             async move {
                 let RoomRequest { room } = ctx.payload()?;
-                ctx.leave(&room).await?;
-                if let Some(members) = rooms.lock().expect("rooms lock").members.get_mut(&room) {
-                    members.remove(&ctx.session_id());
+                // `false`: the session was not in the room. Announcing it would let anyone
+                // post "left" into any room; it is an error, as sending there is.
+                if !ctx.leave(&room).await? {
+                    return Err(HandlerError::new(NOT_IN_ROOM, format!("you are not in `{room}`")));
                 }
+                rooms.lock().expect("rooms lock").remove(&room, ctx.session_id());
                 let user = ctx.user_id().as_str();
                 ctx.to_room_others(
                     &room,
@@ -158,9 +217,7 @@ fn app(rooms: Shared) -> App {
                 let member = rooms
                     .lock()
                     .expect("rooms lock")
-                    .members
-                    .get(&room)
-                    .is_some_and(|m| m.contains_key(&ctx.session_id()));
+                    .is_member(&room, ctx.session_id());
                 if !member {
                     return Err(HandlerError::new(NOT_IN_ROOM, format!("join `{room}` first")));
                 }
@@ -170,20 +227,23 @@ fn app(rooms: Shared) -> App {
                 ctx.reply("chat.sent", &json!({ "room": room }))
             }
         })
-        .on_session(move |event: &SessionEvent, server: &ServerHandle| {
-            // A session that expired or was closed has left its rooms: tell the others.
-            let (SessionEvent::Expired { session, user } | SessionEvent::Closed { session, user }) = event
-            else {
-                return;
-            };
-            let mut rooms = rooms.lock().expect("rooms lock");
-            for (room, members) in rooms.members.iter_mut() {
-                if members.remove(session).is_some() {
-                    let left = json!({ "room": room, "user": user.as_str(), "joined": false });
-                    let _ = server.broadcast_room(room, "chat.presence", &left, None);
+        .on_session(move |event: SessionEvent, server: ServerHandle| {
+            let rooms = rooms.clone();
+            // Runs on the session's own worker, after its last handler, never on the hub:
+            // many sessions ending at once do not hold up anyone's messages.
+            async move {
+                // A session that expired or was closed has left its rooms: tell the others.
+                let (SessionEvent::Expired { session, user } | SessionEvent::Closed { session, user }) =
+                    event
+                else {
+                    return;
+                };
+                let left = rooms.lock().expect("rooms lock").remove_session(session);
+                for room in left {
+                    let presence = json!({ "room": room, "user": user.as_str(), "joined": false });
+                    let _ = server.broadcast_room(&room, "chat.presence", &presence, None);
                 }
             }
-            rooms.members.retain(|_, members| !members.is_empty());
         })
 }
 
