@@ -104,7 +104,7 @@ pub async fn replies_and_errors_carry_the_correlation_id(runtime: ServerRuntime)
     let unknown = recv(&mut ws).await;
     assert_eq!(
         (unknown["p"]["code"].as_u64(), unknown["c"].as_str()),
-        (Some(4100), Some("c-3"))
+        (Some(4150), Some("c-3"))
     );
     // A handler that panics is an internal error for that request, and the session's
     // later messages are still handled.

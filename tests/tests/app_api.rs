@@ -234,7 +234,7 @@ async fn a_listener_registered_after_login_is_reachable_only_by_that_session() {
     send(&mut alice, "vault.open", json!(null), Some("v0")).await;
     assert_eq!(
         recv(&mut alice).await["p"]["code"],
-        4100,
+        ws_session::ErrorCode::UNKNOWN_EVENT.0,
         "no listener before the login"
     );
     send(&mut alice, "login", json!("open sesame"), Some("l")).await;
@@ -251,7 +251,7 @@ async fn a_listener_registered_after_login_is_reachable_only_by_that_session() {
     send(&mut mallory, "vault.open", json!(null), Some("v2")).await;
     assert_eq!(
         recv(&mut mallory).await["p"]["code"],
-        4100,
+        ws_session::ErrorCode::UNKNOWN_EVENT.0,
         "another session's listener is not reachable"
     );
 }

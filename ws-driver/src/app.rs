@@ -111,7 +111,7 @@ impl App {
     }
 
     /// Handles application event `event` with `handler`. Events without a handler are
-    /// answered with `sys.error` 4100.
+    /// answered with `sys.error` 4150 (`ErrorCode::UNKNOWN_EVENT`).
     pub fn on(mut self, event: impl Into<String>, handler: impl Handler) -> Self {
         self.handlers.insert(event.into(), Arc::new(handler));
         self
@@ -126,8 +126,8 @@ impl App {
             let handler = handler.clone();
             async move {
                 if ctx.is_anonymous() {
-                    return Err(HandlerError::new(
-                        HandlerError::NOT_AUTHENTICATED,
+                    return Err(HandlerError::with_code(
+                        ws_session::ErrorCode::NOT_AUTHENTICATED,
                         "this event needs an authenticated user",
                     ));
                 }

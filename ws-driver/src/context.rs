@@ -64,7 +64,7 @@ impl Context {
     /// The payload parsed as `T`; a missing payload parses as JSON `null`. A payload
     /// of the wrong shape is a `sys.error` 4013 for the client when returned with `?`.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
-        Ok(serde_json::from_str(self.payload_raw().unwrap_or("null"))?)
+        serde_json::from_str(self.payload_raw().unwrap_or("null")).map_err(HandlerError::invalid_payload)
     }
 
     /// The correlation id (`c`) of the request, if the client set one.
@@ -83,7 +83,7 @@ impl Context {
         self.inner.handle.command(Command::Send {
             session: self.session_id(),
             event: event.to_owned(),
-            payload: Some(serde_json::to_string(payload)?),
+            payload: Some(serde_json::to_string(payload).map_err(HandlerError::internal)?),
             correlation_id: self.correlation_id().map(str::to_owned),
         });
         Ok(())
@@ -206,17 +206,17 @@ impl SessionHandle {
 fn room_answer(answer: Result<Result<bool, ApiError>, oneshot::Canceled>) -> Result<bool, HandlerError> {
     match answer {
         Ok(Ok(changed)) => Ok(changed),
-        Ok(Err(ApiError::TooManyRooms { max })) => Err(HandlerError::new(
-            4107,
+        Ok(Err(ApiError::TooManyRooms { max })) => Err(HandlerError::with_code(
+            ws_session::ErrorCode::TOO_MANY_ROOMS,
             format!("the session is already in {max} rooms"),
         )),
-        Ok(Err(ApiError::RoomNameTooLong { len, max })) => Err(HandlerError::new(
-            4108,
+        Ok(Err(ApiError::RoomNameTooLong { len, max })) => Err(HandlerError::with_code(
+            ws_session::ErrorCode::ROOM_NAME_TOO_LONG,
             format!("room name of {len} bytes exceeds {max}"),
         )),
-        Ok(Err(err)) => Err(HandlerError::new(HandlerError::APPLICATION, err.to_string())),
-        Err(_) => Err(HandlerError::new(
-            HandlerError::APPLICATION,
+        Ok(Err(err)) => Err(HandlerError::internal(err)),
+        Err(_) => Err(HandlerError::with_code(
+            ws_session::ErrorCode::INTERNAL,
             "the server is shutting down",
         )),
     }

@@ -2,11 +2,13 @@
 
 use std::fmt;
 
+use ws_session::ErrorCode;
+
 /// A handler's refusal: sent to the client as `sys.error` with `code` and `message`,
 /// carrying the request's correlation id.
 ///
-/// Applications use codes from 4200 up; 4000–4199 belong to the protocol
-/// (`docs/PROTOCOL.md`).
+/// Applications use codes from 4200 up; 4000–4199 belong to tether and are listed in
+/// [`ErrorCode`] (`docs/PROTOCOL.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerError {
     /// The `sys.error` code.
@@ -16,23 +18,29 @@ pub struct HandlerError {
 }
 
 impl HandlerError {
-    /// 4013: the payload does not have the shape the handler expects.
-    pub const INVALID_PAYLOAD: u16 = 4013;
-    /// 4101: the event needs an authenticated user; the session is anonymous.
-    pub const NOT_AUTHENTICATED: u16 = 4101;
-    /// 4100: no handler for this event.
-    pub const UNKNOWN_EVENT: u16 = 4100;
-    /// 4199: a handler failed unexpectedly (it panicked); details are in the server log.
-    pub const INTERNAL: u16 = 4199;
-    /// 4200: a generic application error.
-    pub const APPLICATION: u16 = 4200;
-
-    /// An error with `code` and `message`.
+    /// An error with the application's own `code` (4200 and up) and `message`.
     pub fn new(code: u16, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
         }
+    }
+
+    /// An error with one of tether's codes and `message`.
+    pub fn with_code(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(code.0, message)
+    }
+
+    /// The client's payload does not have the shape the handler expects (4013).
+    pub fn invalid_payload(err: impl fmt::Display) -> Self {
+        Self::with_code(ErrorCode::INVALID_PAYLOAD, format!("invalid payload: {err}"))
+    }
+
+    /// The server failed on its own side (4199): the details are logged here, the
+    /// client only learns that it was not its fault.
+    pub fn internal(err: impl fmt::Display) -> Self {
+        tracing::error!(%err, "internal error while handling an event");
+        Self::with_code(ErrorCode::INTERNAL, "internal error")
     }
 }
 
@@ -43,9 +51,3 @@ impl fmt::Display for HandlerError {
 }
 
 impl std::error::Error for HandlerError {}
-
-impl From<serde_json::Error> for HandlerError {
-    fn from(err: serde_json::Error) -> Self {
-        Self::new(Self::INVALID_PAYLOAD, format!("invalid payload: {err}"))
-    }
-}

@@ -116,8 +116,9 @@ pub(crate) enum Command {
 
 /// How the connection tasks behave; shared by every clone of the [`Hub`].
 pub(crate) struct Settings {
-    pub(crate) proto: ws_proto::Config,
-    pub(crate) allowed_origins: Option<Vec<String>>,
+    /// The engine's limits (a copy): the wire limits and the `Origin` allow-list apply
+    /// at the upgrade too.
+    pub(crate) config: ws_session::EngineConfig,
     pub(crate) handshake_timeout: Duration,
     pub(crate) close_timeout: Duration,
     /// A connection stops reading while more than this many bytes wait for its
@@ -155,8 +156,7 @@ impl Hub {
             commands: command_tx.clone(),
         };
         let settings = Arc::new(Settings {
-            proto: app.config.envelope.clone(),
-            allowed_origins: app.config.allowed_origins.clone(),
+            config: app.config.clone(),
             handshake_timeout: app.handshake_timeout,
             close_timeout: app.close_timeout,
             max_unwritten_bytes: app.config.max_outbound_bytes,
@@ -216,7 +216,7 @@ impl Hub {
 
     /// The wire limits connections of this hub run with (handshake, frames, envelope).
     pub fn proto_config(&self) -> &ws_proto::Config {
-        &self.settings.proto
+        &self.settings.config.envelope
     }
 
     /// How long a connection may take to send its upgrade request
@@ -230,10 +230,7 @@ impl Hub {
     /// configured ([`EngineConfig::allowed_origins`](ws_session::EngineConfig::allowed_origins)),
     /// else only for a listed origin (ASCII case-insensitive). Refused upgrades get 403.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        match &self.settings.allowed_origins {
-            None => true,
-            Some(allowed) => origin.is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o))),
-        }
+        self.settings.config.allows_origin(origin)
     }
 
     /// The handle that sends the application's commands to this hub.
@@ -263,7 +260,7 @@ impl ServerHandle {
         self.command(Command::Send {
             session,
             event: event.to_owned(),
-            payload: Some(serde_json::to_string(payload)?),
+            payload: Some(serde_json::to_string(payload).map_err(HandlerError::internal)?),
             correlation_id: None,
         });
         Ok(())
@@ -273,7 +270,7 @@ impl ServerHandle {
     pub fn broadcast(&self, event: &str, payload: &impl serde::Serialize) -> Result<(), HandlerError> {
         self.command(Command::Broadcast {
             event: event.to_owned(),
-            payload: Some(serde_json::to_string(payload)?),
+            payload: Some(serde_json::to_string(payload).map_err(HandlerError::internal)?),
         });
         Ok(())
     }
@@ -289,7 +286,7 @@ impl ServerHandle {
         self.command(Command::BroadcastRoom {
             room: room.to_owned(),
             event: event.to_owned(),
-            payload: Some(serde_json::to_string(payload)?),
+            payload: Some(serde_json::to_string(payload).map_err(HandlerError::internal)?),
             except,
         });
         Ok(())
@@ -704,8 +701,8 @@ impl<R: Runtime> HubTask<R> {
             .cloned();
         let correlation_id = event.correlation_id().map(str::to_owned);
         let Some(handler) = handler else {
-            let error = HandlerError::new(
-                HandlerError::UNKNOWN_EVENT,
+            let error = HandlerError::with_code(
+                ws_session::ErrorCode::UNKNOWN_EVENT,
                 format!("no handler for event `{}`", event.event()),
             );
             self.handle.command(Command::Error {
@@ -735,7 +732,7 @@ impl<R: Runtime> HubTask<R> {
                     Ok(Err(error)) => error,
                     Err(_) => {
                         tracing::error!(session = %session, "a handler panicked");
-                        HandlerError::new(HandlerError::INTERNAL, "internal error")
+                        HandlerError::with_code(ws_session::ErrorCode::INTERNAL, "internal error")
                     }
                 };
                 handle.command(Command::Error {

@@ -59,7 +59,7 @@ pub async fn serve_connection<R, S>(
         None
     };
     let request = {
-        let upgrade = accept_upgrade(&mut stream, &hub.settings.proto, admit).fuse();
+        let upgrade = accept_upgrade(&mut stream, &hub.settings.config.envelope, admit).fuse();
         futures_util::pin_mut!(upgrade);
         futures_util::select_biased! {
             upgraded = upgrade => match upgraded {
@@ -112,7 +112,7 @@ where
             reply: reply_tx,
         })
         .await;
-    let mut conn = Connection::server(hub.settings.proto.clone());
+    let mut conn = Connection::server(hub.settings.config.envelope.clone());
     let (mut reader, writer) = stream.split();
     let Some(id) = (if opened {
         reply_rx.await.ok().flatten()

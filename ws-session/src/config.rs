@@ -80,6 +80,17 @@ impl EngineConfig {
     /// Longest any duration of the configuration may be: 30 days.
     pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
+    /// Whether a connection with this `Origin` may proceed: always when no allow-list
+    /// is configured, else only for a listed origin (ASCII case-insensitive). The one
+    /// place this is decided: the engine at connect (4114) and adapters at the upgrade
+    /// (403) both ask here.
+    pub fn allows_origin(&self, origin: Option<&str>) -> bool {
+        match &self.allowed_origins {
+            None => true,
+            Some(allowed) => origin.is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o))),
+        }
+    }
+
     /// Checks the figures against each other; [`Engine::new`](crate::Engine::new) calls it.
     pub fn validate(&self) -> Result<(), crate::ConfigError> {
         use crate::ConfigError;

@@ -1,23 +1,31 @@
-//! Numeric codes of `sys.error` events and of the engine's close frames.
+//! Numeric codes of `sys.error` events and of the close frames the server sends: every
+//! code tether uses, in one type.
 //!
-//! 4000–4099 are envelope errors ([`ws_proto::envelope::EnvelopeError::code`]);
-//! 4100–4199 are the session layer's, listed here. A close frame with a code in
-//! 4100–4199 means the same as the `sys.error` of that code. Codes never change
-//! meaning once released. The table is in `docs/PROTOCOL.md`.
+//! - 4000–4099: envelope errors ([`ws_proto::envelope::EnvelopeError::code`]);
+//! - 4100–4149: the session layer (this crate's engine);
+//! - 4150–4199: the application layer (`ws-driver`: handlers, middleware);
+//! - 4200 and up: the application's own codes.
+//!
+//! A close frame with a code in 4100–4199 means the same as the `sys.error` of that
+//! code. Codes never change meaning once released. The table is in `docs/PROTOCOL.md`
+//! (a test checks that it lists exactly the codes of [`ErrorCode::ALL`]).
 
 use ws_proto::CloseCode;
 
-/// A `sys.error` code (and, for some, a close code) of the session layer.
+/// A `sys.error` code (and, for some, a close code) of tether.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ErrorCode(pub u16);
 
 impl ErrorCode {
-    /// 4013: a `sys.*` event's payload does not have the documented shape (the envelope
-    /// code `InvalidPayload`).
+    /// 4013: an event's payload does not have the shape its receiver expects: a
+    /// `sys.*` payload the engine cannot read, or an application payload its handler
+    /// cannot (the envelope code `InvalidPayload`).
     pub const INVALID_PAYLOAD: Self = Self(4013);
     /// 4100: an event named `sys.…` that clients may not send, or that does not exist.
     pub const UNKNOWN_SYSTEM_EVENT: Self = Self(4100);
-    /// 4101: an application event (or resume) on a connection without a session.
+    /// 4101: the event needs an authenticated user: an application event, `sys.ack`
+    /// or a resume before the session exists, or an event whose handler refuses
+    /// anonymous sessions.
     pub const NOT_AUTHENTICATED: Self = Self(4101);
     /// 4102: the authenticator refused the credential; the connection is closed with 4102.
     pub const AUTH_FAILED: Self = Self(4102);
@@ -48,10 +56,43 @@ impl ErrorCode {
     pub const BINARY_NOT_SUPPORTED: Self = Self(4113);
     /// 4114: close code for an `Origin` outside the configured allow-list.
     pub const ORIGIN_NOT_ALLOWED: Self = Self(4114);
+    /// 4150: an application event no handler is registered for (the message names it).
+    pub const UNKNOWN_EVENT: Self = Self(4150);
+    /// 4199: a handler failed unexpectedly (it panicked, or the server could not
+    /// serialize its own reply); details are in the server's log.
+    pub const INTERNAL: Self = Self(4199);
+
+    /// Every code above with its name, in order: what `docs/PROTOCOL.md` documents.
+    pub const ALL: &'static [(Self, &'static str)] = &[
+        (Self::INVALID_PAYLOAD, "INVALID_PAYLOAD"),
+        (Self::UNKNOWN_SYSTEM_EVENT, "UNKNOWN_SYSTEM_EVENT"),
+        (Self::NOT_AUTHENTICATED, "NOT_AUTHENTICATED"),
+        (Self::AUTH_FAILED, "AUTH_FAILED"),
+        (Self::AUTH_TIMEOUT, "AUTH_TIMEOUT"),
+        (Self::IDLE_TIMEOUT, "IDLE_TIMEOUT"),
+        (Self::RATE_LIMITED, "RATE_LIMITED"),
+        (Self::NOT_RECOVERABLE, "NOT_RECOVERABLE"),
+        (Self::TOO_MANY_ROOMS, "TOO_MANY_ROOMS"),
+        (Self::ROOM_NAME_TOO_LONG, "ROOM_NAME_TOO_LONG"),
+        (Self::ALREADY_AUTHENTICATED, "ALREADY_AUTHENTICATED"),
+        (Self::SLOW_CONSUMER, "SLOW_CONSUMER"),
+        (Self::TAKEN_OVER, "TAKEN_OVER"),
+        (Self::RESUME_IN_PROGRESS, "RESUME_IN_PROGRESS"),
+        (Self::BINARY_NOT_SUPPORTED, "BINARY_NOT_SUPPORTED"),
+        (Self::ORIGIN_NOT_ALLOWED, "ORIGIN_NOT_ALLOWED"),
+        (Self::UNKNOWN_EVENT, "UNKNOWN_EVENT"),
+        (Self::INTERNAL, "INTERNAL"),
+    ];
 
     /// This code as a close code.
     pub fn close_code(self) -> CloseCode {
         CloseCode(self.0)
+    }
+}
+
+impl From<ErrorCode> for u16 {
+    fn from(code: ErrorCode) -> Self {
+        code.0
     }
 }
 

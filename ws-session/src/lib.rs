@@ -117,7 +117,7 @@ mod error_code;
 mod id;
 mod metrics;
 mod outbound;
-mod protocol;
+pub mod protocol;
 mod rate_limit;
 mod replay;
 mod room;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use ws_proto::envelope::{sys, validate_event_name, Envelope, OutgoingEnvelope, OwnedEnvelope, Payload};
 use ws_proto::CloseCode;
 
@@ -14,13 +14,8 @@ use super::action::{
 };
 use super::config::{AuthMode, ClientConfig, IdleTimeout};
 use super::state::{Disconnect, State};
-
-/// `sys.error` code of a refused resume.
-const NOT_RECOVERABLE: u16 = 4106;
-/// `sys.error` and close code of a refused credential: the client stops.
-const AUTH_FAILED: u16 = 4102;
-/// Close code of a disallowed `Origin`: retrying cannot help.
-const ORIGIN_NOT_ALLOWED: u16 = 4114;
+use crate::protocol::{Ack, Auth, ReconnectRequest, SessionCreated, SessionRestored, SysError};
+use crate::ErrorCode;
 
 /// The transport as the engine sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,46 +60,6 @@ struct Pending {
 struct Queued {
     text: String,
     query: Option<QueryId>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReconnectRequest<'a> {
-    session_id: &'a str,
-    resume_token: &'a str,
-    last_seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CreatedPayload {
-    session_id: String,
-    #[serde(default)]
-    user_id: String,
-    resume_token: String,
-    #[serde(default)]
-    heartbeat_ms: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RestoredPayload {
-    #[serde(default)]
-    session_id: Option<String>,
-    resume_token: String,
-    #[serde(default)]
-    replayed: u64,
-}
-
-#[derive(Deserialize)]
-struct ErrorPayload {
-    code: u16,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    reason: Option<String>,
 }
 
 /// The Sans-IO client engine of tether protocol v1.
@@ -380,10 +335,10 @@ impl ClientEngine {
                 AuthMode::Handshake => None,
             };
             let payload = ReconnectRequest {
-                session_id: &held.session_id,
-                resume_token: &held.resume_token,
+                session_id: held.session_id.as_str().into(),
+                resume_token: held.resume_token.as_str().into(),
                 last_seq: self.last_seq,
-                token,
+                token: token.map(Into::into),
             };
             let text = encode_serialize(
                 OutgoingEnvelope::new(sys::RECONNECT_REQUEST).with_correlation_id(&correlation_id),
@@ -400,7 +355,7 @@ impl ClientEngine {
             let correlation_id = format!("a{}", self.next_correlation);
             let text = encode_serialize(
                 OutgoingEnvelope::new(sys::AUTH).with_correlation_id(&correlation_id),
-                &serde_json::json!({ "token": token }),
+                &Auth { token: token.into() },
             );
             self.actions.push_back(ClientAction::Transmit(text));
         }
@@ -448,7 +403,9 @@ impl ClientEngine {
         self.ack_at = None;
         self.idle_deadline = None;
         if let Some(code) = info.code {
-            if (code.0 == AUTH_FAILED || code.0 == ORIGIN_NOT_ALLOWED) && self.fatal.is_none() {
+            if (code.0 == ErrorCode::AUTH_FAILED.0 || code.0 == ErrorCode::ORIGIN_NOT_ALLOWED.0)
+                && self.fatal.is_none()
+            {
                 self.fatal = Some(format!("refused by the server (close code {code})"));
             }
         }
@@ -630,10 +587,7 @@ impl ClientEngine {
         if !self.established || self.last_seq <= self.last_acked {
             return;
         }
-        let text = encode_serialize(
-            OutgoingEnvelope::new(sys::ACK),
-            &serde_json::json!({ "seq": self.last_seq }),
-        );
+        let text = encode_serialize(OutgoingEnvelope::new(sys::ACK), &Ack { seq: self.last_seq });
         self.actions.push_back(ClientAction::Transmit(text));
         self.last_acked = self.last_seq;
     }
@@ -669,26 +623,26 @@ impl ClientEngine {
                 self.actions.push_back(ClientAction::Transmit(encode(pong)));
             }
             sys::SESSION_CREATED => {
-                if let Ok(payload) = envelope.payload_as::<CreatedPayload>() {
+                if let Ok(payload) = envelope.payload_as::<SessionCreated<'static>>() {
                     self.on_created(now, payload);
                 }
             }
             sys::SESSION_RESTORED => {
-                if let Ok(payload) = envelope.payload_as::<RestoredPayload>() {
+                if let Ok(payload) = envelope.payload_as::<SessionRestored<'static>>() {
                     self.on_restored(now, payload);
                 }
             }
             sys::ERROR => {
-                let Ok(payload) = envelope.payload_as::<ErrorPayload>() else {
+                let Ok(payload) = envelope.payload_as::<SysError<'static>>() else {
                     return;
                 };
                 let error = ServerError {
                     code: payload.code,
-                    message: payload.message,
-                    reason: payload.reason,
+                    message: payload.message.into_owned(),
+                    reason: payload.reason.map(std::borrow::Cow::into_owned),
                 };
                 let c = envelope.correlation_id.as_deref();
-                if error.code == NOT_RECOVERABLE {
+                if error.code == ErrorCode::NOT_RECOVERABLE.0 {
                     if let Some(resume) = &mut self.resume {
                         if c.is_none() || c == Some(resume.correlation_id.as_str()) {
                             resume.refused = Some(error.reason.unwrap_or_else(|| "unknown".to_owned()));
@@ -696,7 +650,7 @@ impl ClientEngine {
                         }
                     }
                 }
-                if error.code == AUTH_FAILED && !self.established {
+                if error.code == ErrorCode::AUTH_FAILED.0 && !self.established {
                     self.fatal = Some(format!("authentication failed: {}", error.message));
                 }
                 match self.query_for(c) {
@@ -708,7 +662,7 @@ impl ClientEngine {
         }
     }
 
-    fn on_created(&mut self, now: Instant, payload: CreatedPayload) {
+    fn on_created(&mut self, now: Instant, payload: SessionCreated<'static>) {
         if self.resume.as_ref().is_some_and(|r| r.refused.is_none()) {
             // The fresh session a handshake-authenticated connection is announced
             // before our resume is answered: forgotten if the resume succeeds, and
@@ -716,8 +670,8 @@ impl ClientEngine {
             return;
         }
         let session = SessionDetails {
-            session_id: payload.session_id.clone(),
-            user_id: payload.user_id.clone(),
+            session_id: payload.session_id.to_string(),
+            user_id: payload.user_id.to_string(),
         };
         let previous = self.held.take();
         let reason = self
@@ -726,9 +680,9 @@ impl ClientEngine {
             .and_then(|r| r.refused)
             .unwrap_or_else(|| "unknown".to_owned());
         self.held = Some(Held {
-            session_id: payload.session_id,
-            user_id: payload.user_id,
-            resume_token: payload.resume_token,
+            session_id: payload.session_id.into_owned(),
+            user_id: payload.user_id.into_owned(),
+            resume_token: payload.resume_token.into_owned(),
             heartbeat: (payload.heartbeat_ms > 0).then(|| Duration::from_millis(payload.heartbeat_ms)),
         });
         // A new stream: numbering starts again.
@@ -763,22 +717,18 @@ impl ClientEngine {
         self.session_up(now, outcome);
     }
 
-    fn on_restored(&mut self, now: Instant, payload: RestoredPayload) {
+    fn on_restored(&mut self, now: Instant, payload: SessionRestored<'static>) {
         let Some(resume) = self.resume.take() else {
             return;
         };
         let Some(held) = &mut self.held else {
             return;
         };
-        if payload
-            .session_id
-            .as_ref()
-            .is_some_and(|id| *id != held.session_id)
-        {
+        if payload.session_id != held.session_id {
             self.resume = Some(resume);
             return;
         }
-        held.resume_token = payload.resume_token;
+        held.resume_token = payload.resume_token.into_owned();
         // The server trimmed its buffer up to what we said we had.
         self.last_acked = self.last_acked.max(resume.from_seq);
         let outcome = SessionOutcome::Restored {

@@ -219,10 +219,10 @@ impl Engine {
         correlation_id: Option<&str>,
     ) {
         self.metrics.protocol_errors += 1;
-        let payload = ErrorPayload {
+        let payload = SysError {
             code,
-            message,
-            reason,
+            message: message.into(),
+            reason: reason.map(Into::into),
         };
         self.send_system(cid, sys::ERROR, Some(&payload), correlation_id);
     }

@@ -71,7 +71,7 @@ impl Engine {
             sys::PONG => {}
             sys::PING => self.send_system::<()>(cid, sys::PONG, None, c),
             sys::ACK => {
-                let ack = match envelope.payload_as::<AckPayload>() {
+                let ack = match envelope.payload_as::<Ack>() {
                     Ok(ack) => ack,
                     Err(err) => return self.send_error(cid, err.code(), &err.to_string(), None, c),
                 };
@@ -87,7 +87,7 @@ impl Engine {
                 }
             }
             sys::AUTH => {
-                let auth = match envelope.payload_as::<AuthPayload>() {
+                let auth = match envelope.payload_as::<Auth<'_>>() {
                     Ok(auth) => auth,
                     Err(err) => return self.send_error(cid, err.code(), &err.to_string(), None, c),
                 };
@@ -96,7 +96,7 @@ impl Engine {
                     .get(&cid)
                     .is_some_and(|conn| matches!(conn.state, ConnState::AwaitingAuth));
                 if awaiting {
-                    self.start_auth(cid, auth.token, None, c.map(Into::into));
+                    self.start_auth(cid, auth.token.into_owned(), None, c.map(Into::into));
                 } else {
                     self.send_error(
                         cid,
@@ -108,17 +108,17 @@ impl Engine {
                 }
             }
             sys::RECONNECT_REQUEST => {
-                let payload = match envelope.payload_as::<ReconnectPayload>() {
+                let payload = match envelope.payload_as::<ReconnectRequest<'_>>() {
                     Ok(p) => p,
                     Err(err) => return self.send_error(cid, err.code(), &err.to_string(), None, c),
                 };
                 let request = ResumeRequest {
-                    session_id: payload.session_id.into(),
-                    resume_token: payload.resume_token.into(),
+                    session_id: payload.session_id.into_owned().into(),
+                    resume_token: payload.resume_token.into_owned().into(),
                     last_seq: payload.last_seq,
                     correlation_id: c.map(Into::into),
                 };
-                self.on_reconnect(now, cid, request, payload.token);
+                self.on_reconnect(now, cid, request, payload.token.map(std::borrow::Cow::into_owned));
             }
             _ => self.send_error(
                 cid,

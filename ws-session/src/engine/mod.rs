@@ -21,9 +21,7 @@ use crate::action::Span;
 use crate::connection::{Conn, ConnState, ResumeRequest};
 use crate::id::IdMap;
 use crate::outbound::Encoder;
-use crate::protocol::{
-    AckPayload, AuthPayload, ErrorPayload, ReconnectPayload, SessionCreated, SessionRestored,
-};
+use crate::protocol::{Ack, Auth, ReconnectRequest, SessionCreated, SessionRestored, SysError};
 use crate::rate_limit::{LastSeen, RateLimiter};
 use crate::replay::PrefixSlab;
 use crate::room::Rooms;
@@ -116,19 +114,13 @@ impl Engine {
         let cid = ConnectionId(self.next_connection);
         self.next_connection += 1;
         self.metrics.connections_opened += 1;
-        if let Some(allowed) = &self.config.allowed_origins {
-            let ok = info
-                .origin
-                .as_deref()
-                .is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
-            if !ok {
-                self.actions.push_back(Action::Close {
-                    connection: cid,
-                    code: ErrorCode::ORIGIN_NOT_ALLOWED.close_code(),
-                    reason: "origin not allowed",
-                });
-                return cid;
-            }
+        if !self.config.allows_origin(info.origin.as_deref()) {
+            self.actions.push_back(Action::Close {
+                connection: cid,
+                code: ErrorCode::ORIGIN_NOT_ALLOWED.close_code(),
+                reason: "origin not allowed",
+            });
+            return cid;
         }
         let token = info.token.clone();
         self.conns.insert(
@@ -387,9 +379,9 @@ impl Engine {
         let env = OutgoingEnvelope::new(sys::ERROR).with_correlation_id(correlation_id);
         let prefix = self.encoder.prefix_with(
             &env,
-            &ErrorPayload {
+            &SysError {
                 code,
-                message,
+                message: message.into(),
                 reason: None,
             },
         );

@@ -58,9 +58,9 @@ impl Engine {
         let token = session.token.to_hex();
         let user = session.user.clone();
         let payload = SessionCreated {
-            session_id: &session_id,
-            user_id: user.as_str(),
-            resume_token: &token,
+            session_id: session_id.as_str().into(),
+            user_id: user.as_str().into(),
+            resume_token: token.as_str().into(),
             heartbeat_ms: duration_ms(self.config.heartbeat_interval),
             resume_window_ms: duration_ms(self.config.resume_window),
         };
@@ -192,8 +192,8 @@ impl Engine {
             cid,
             sys::SESSION_RESTORED,
             Some(&SessionRestored {
-                session_id: &session_id,
-                resume_token: &token,
+                session_id: session_id.as_str().into(),
+                resume_token: token.as_str().into(),
                 replayed,
             }),
             request.correlation_id.as_deref(),
