@@ -6,8 +6,9 @@
 //! ```
 //!
 //! `/` is a page where a person picks a name, joins and leaves rooms, sees who is there
-//! and talks; `/tether-client.js` is the page's reusable protocol client (with resume:
-//! cut the network for ten seconds and the missed messages arrive when it comes back);
+//! and talks; `/tether-client.js` is the page's protocol client, the `tether-client`
+//! package of `clients/js` (with resume: cut the network for ten seconds and the
+//! missed messages arrive when it comes back);
 //! `/ws` is the tether endpoint, mounted on the same axum router as the page
 //! (detached mode).
 //!
@@ -42,7 +43,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 const PAGE: &str = include_str!("index.html");
-const CLIENT: &str = include_str!("tether-client.js");
+/// The browser client: the `clients/js` package, served as is (no build step).
+const CLIENT: &str = include_str!("../../../clients/js/src/index.js");
 
 /// Who is in which room: room → session → user name, and the other way round,
 /// session → its rooms. Sessions stay members while suspended (a dropped phone is still

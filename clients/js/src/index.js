@@ -1,8 +1,10 @@
-// tether-client.js — a small browser client of tether protocol v1.
+// tether-client (clients/js/src/index.js) — a small client of tether protocol v1.
 //
 // One ES module, no dependencies, no build step. It runs in a browser as is and in
 // Node 20 when given a WebSocket constructor (for example the one of the npm package
-// `ws`): `new TetherClient(url, { WebSocket })`.
+// `ws`): `new TetherClient(url, { WebSocket })`. Types: ../index.d.ts. The chat
+// example (adapter-tokio/examples/chat) embeds this file and serves it at
+// `/tether-client.js`.
 //
 // What it does for the application:
 // - authenticates with a first `sys.auth` message and waits for `sys.session.created`;

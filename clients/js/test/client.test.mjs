@@ -1,18 +1,25 @@
-// Tests of tether-client.js against a small fake tether server written here.
+// Unit tests of the tether-client package (src/index.js, imported by its package
+// name, so through package.json's `exports`) against a small fake tether server
+// written here.
 //
-// Run: npm install && node --test   (Node 20; `ws` is both the client's WebSocket
-// constructor and the fake server). The fake server implements just enough of
-// protocol v1 — auth, sessions with a numbered stream and a replay buffer, resume
-// with token rotation, refusals — to drive the client through every path; tests
-// reach into it to drop connections, push messages, and script refusals.
+// Run: npm ci && node --test test/client.test.mjs   (Node 20; `ws` is both the
+// client's WebSocket constructor and the fake server). The fake server implements
+// just enough of protocol v1 — auth, sessions with a numbered stream and a replay
+// buffer, resume with token rotation, refusals — to drive the client through every
+// path, including the ones the real server does not produce on demand (duplicates,
+// gaps, replay before `sys.session.restored`); tests reach into it to drop
+// connections, push messages, and script refusals. test/real-server.test.mjs runs the
+// client against the real Rust server.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import WebSocket, { WebSocketServer } from 'ws';
+import * as pkg from 'tether-client';
 import {
   TetherClient, TetherError, backoffDelay, State, LocalError,
-} from '../tether-client.js';
+} from 'tether-client';
 
 // ------------------------------------------------------------------ fake server
 
@@ -560,4 +567,17 @@ test('backoff: live reconnect attempts against a dead port grow within bounds', 
     assert.ok(t.delayMs >= Math.floor(base * 0.5) && t.delayMs <= base, `attempt ${i + 1}: ${t.delayMs} in [${base / 2}, ${base}]`);
   });
   assert.equal(log.sessions.length, 0);
+});
+
+test('index.d.ts declares every export of src/index.js and every public member of TetherClient', () => {
+  const dts = readFileSync(new URL('../index.d.ts', import.meta.url), 'utf8');
+  const declared = [...dts.matchAll(/^export declare (?:const|function|class) (\w+)/gm)].map((m) => m[1]);
+  assert.deepEqual(declared.sort(), Object.keys(pkg).sort());
+
+  const body = /^export declare class TetherClient \{\n([\s\S]*?)^\}/m.exec(dts)[1];
+  const members = new Set([...body.matchAll(/^ {2}(?:readonly )?(\w+)[<(:?]/gm)].map((m) => m[1]));
+  members.delete('constructor');
+  const runtime = new Set(['url', ...Object.getOwnPropertyNames(TetherClient.prototype)
+    .filter((n) => n !== 'constructor' && !n.startsWith('_'))]);
+  assert.deepEqual([...members].sort(), [...runtime].sort());
 });

@@ -1,0 +1,223 @@
+// Type declarations of tether-client (src/index.js), a client of tether protocol v1.
+// Checked by `npm run typecheck` (test/usage.ts) and, for the list of exports and
+// methods, by test/client.test.mjs.
+
+/** Protocol version written on every envelope. */
+export declare const PROTOCOL_VERSION: '1.0';
+
+/** Connection states reported to {@link TetherClient.onState} listeners. */
+export declare const State: Readonly<{
+  /** Not started yet (before `connect()`). */
+  IDLE: 'idle';
+  /** First connection attempt in progress. */
+  CONNECTING: 'connecting';
+  /** First session is up (`sys.session.created`). */
+  CONNECTED: 'connected';
+  /** The connection was lost (or could not be made); waiting or trying again. */
+  RECONNECTING: 'reconnecting';
+  /** A session is up again after a loss (restored or not: see the `session` event). */
+  RECONNECTED: 'reconnected';
+  /** Stopped for good: `close()` was called or authentication failed. */
+  DISCONNECTED: 'disconnected';
+}>;
+
+/** One of the values of {@link State}. */
+export type StateName = (typeof State)[keyof typeof State];
+
+/** Error codes the client produces itself (server codes are numbers). */
+export declare const LocalError: Readonly<{
+  /** A request got no reply within its `timeoutMs`. */
+  TIMEOUT: 'TIMEOUT';
+  /** The offline queue is full: the message was not accepted. */
+  QUEUE_FULL: 'QUEUE_FULL';
+  /** The client was closed with `close()` before the request was answered. */
+  CLOSED: 'CLOSED';
+}>;
+
+/** One of the values of {@link LocalError}. */
+export type LocalErrorCode = (typeof LocalError)[keyof typeof LocalError];
+
+/** Server error code: the session could not be resumed (`reason` says why). */
+export declare const RESUME_NOT_RECOVERABLE: 4106;
+/** Server error / close code: authentication failed. The client does not retry it. */
+export declare const AUTH_FAILED: 4102;
+
+/** A protocol envelope (docs/PROTOCOL.md): `v` version, `e` event, `p` payload,
+ * `c` correlation id, `s` session sequence number, `t` sender's clock (ms). */
+export interface Envelope<P = unknown> {
+  v: string;
+  e: string;
+  p?: P;
+  c?: string;
+  s?: number;
+  t?: number;
+}
+
+/**
+ * An error of the protocol or of the client. `code` is the server's numeric code for
+ * a `sys.error` (e.g. 4105 rate limited, 4106 session not restored, or an
+ * application's own code) or one of {@link LocalError} for errors found locally.
+ */
+export declare class TetherError extends Error {
+  constructor(
+    code: number | LocalErrorCode,
+    message: string,
+    extra?: { reason?: string; envelope?: Envelope },
+  );
+  name: 'TetherError';
+  code: number | LocalErrorCode;
+  /** Machine-readable detail (e.g. `used` for 4106). */
+  reason: string | undefined;
+  /** The `sys.error` envelope, when there is one. */
+  envelope: Envelope | undefined;
+}
+
+/** Reconnect delays: `initialMs` doubled per attempt up to `maxMs`, each lowered by a
+ * random share of at most `jitter` (0..1) of itself. */
+export interface Backoff {
+  initialMs: number;
+  maxMs: number;
+  jitter: number;
+}
+
+/**
+ * Delay before reconnect attempt number `attempt` (1, 2, 3, …), in
+ * `[base × (1 − jitter), base]` where `base = min(maxMs, initialMs × 2^(attempt−1))`.
+ * @param random uniform in [0, 1); `Math.random` by default
+ */
+export declare function backoffDelay(attempt: number, backoff: Backoff, random?: () => number): number;
+
+/** What the client uses of a WebSocket: the browser's `WebSocket` and the npm `ws`
+ * package's both fit. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((this: any, ev: any) => any) | null;
+  onmessage: ((this: any, ev: any) => any) | null;
+  onerror: ((this: any, ev: any) => any) | null;
+  onclose: ((this: any, ev: any) => any) | null;
+}
+
+/** A WebSocket constructor (`new WebSocket(url)`). */
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface TetherOptions {
+  /** The credential sent in `sys.auth` and again in every `sys.reconnect.request`
+   * (authentication runs again on resume). A function is called before each attempt,
+   * so a token can be refreshed. */
+  token: string | (() => string | Promise<string>);
+  /** Reconnect delays; see {@link backoffDelay}. Defaults: 500 ms, 30 000 ms, 0.5. */
+  backoff?: Partial<Backoff>;
+  /** How many messages may wait while offline (default 1000). When full, new ones are
+   * refused with `QUEUE_FULL`; queued ones are never dropped silently. */
+  queueLimit?: number;
+  /** The WebSocket constructor; `globalThis.WebSocket` by default (required in Node 20). */
+  WebSocket?: WebSocketConstructor;
+  /** Send `sys.ack` as soon as this many messages are unacknowledged (default 16) … */
+  ackEvery?: number;
+  /** … or after this much quiet following the last message delivered (default 1000 ms). */
+  ackDelayMs?: number;
+  /** How long to wait for a session after the socket opens before retrying (default 10 000 ms). */
+  handshakeTimeoutMs?: number;
+  /** Drop the connection (and resume) when nothing arrives for this long. Default: twice
+   * the server's `heartbeatMs` plus 5 s; 0 turns it off. */
+  idleTimeoutMs?: number;
+  /** How long a message ahead of a missing `s` is held before the held ones are
+   * delivered and a `gap` event is emitted (default 5000 ms). */
+  gapTimeoutMs?: number;
+  /** Close codes after which the client stops instead of reconnecting (default [4102]). */
+  fatalCloseCodes?: number[];
+  /** Randomness for jitter and correlation ids (tests); `Math.random` by default. */
+  random?: () => number;
+}
+
+/** The `session` event after a successful resume: the same stream continues. */
+export interface SessionRestored {
+  restored: true;
+  /** How many missed messages the server replays (they follow, each once, in order). */
+  replayed: number;
+  sessionId: string;
+  userId: string;
+}
+
+/** The `session` event for a new session: the first one (`initial`, reason `'new'`) or
+ * one that replaced a session the server refused to resume. */
+export interface SessionCreated {
+  restored: false;
+  /** `'new'` for the first session, else the server's refusal reason (`unknown`,
+   * `expired`, `used`, `invalid`, `foreign`, `gap`). */
+  reason: string;
+  initial: boolean;
+  /** How many requests written on the lost session were rejected with 4106. */
+  rejected: number;
+  sessionId: string;
+  userId: string;
+}
+
+export type SessionInfo = SessionRestored | SessionCreated;
+
+/** Second argument of {@link TetherClient.onState} listeners: `reconnecting` carries
+ * `attempt`, `delayMs`, `code`, `reason` (the close that caused it); `disconnected`
+ * carries `code`, `reason`, `byClient`; the other states carry nothing. */
+export interface StateInfo {
+  attempt?: number;
+  delayMs?: number;
+  code?: number;
+  reason?: string;
+  byClient?: boolean;
+}
+
+/** Messages `from..to` never arrived (see `gapTimeoutMs`). */
+export interface Gap {
+  from: number;
+  to: number;
+}
+
+/** A client of tether protocol v1: authenticates, answers pings, numbers and
+ * acknowledges the session stream, resumes after drops, queues while offline. */
+export declare class TetherClient {
+  constructor(url: string, options: TetherOptions);
+  readonly url: string;
+  /** Current state. */
+  readonly state: StateName;
+  /** Id of the current session, or null before the first one. */
+  readonly sessionId: string | null;
+  /** User id the server gave the session, or null. */
+  readonly userId: string | null;
+  /** Highest contiguous `s` delivered on the current session. */
+  readonly lastSeq: number;
+  /** How many messages wait in the offline queue. */
+  readonly queued: number;
+  /** True when a session is up and messages go out at once. */
+  readonly online: boolean;
+
+  /** Start connecting; retries with backoff until `close()`. */
+  connect(): this;
+  /** Close the connection and stop reconnecting. Pending requests reject with
+   * `CLOSED`; queued messages are discarded. */
+  close(code?: number, reason?: string): void;
+
+  /** Every time a session is up. */
+  on(event: 'session', fn: (info: SessionInfo) => void): () => void;
+  /** Server errors that answer no pending request. */
+  on(event: 'sys.error', fn: (error: TetherError) => void): () => void;
+  /** Messages that never arrived (the server promises this does not happen). */
+  on(event: 'gap', fn: (gap: Gap) => void): () => void;
+  /** Every application envelope delivered (replies to requests excepted). */
+  on(event: '*', fn: (envelope: Envelope) => void): () => void;
+  /** An application event (not the reply to a pending request). */
+  on<P = any>(event: string, fn: (payload: P, envelope: Envelope<P>) => void): () => void;
+  off(event: string, fn: (...args: any[]) => void): void;
+  /** State changes; returns a function that removes the listener. */
+  onState(fn: (state: StateName, info: StateInfo) => void): () => void;
+
+  /** Send without waiting for an answer: true if written now, false if queued.
+   * Throws a {@link TetherError} `QUEUE_FULL` or `CLOSED`, a `TypeError` for a
+   * `sys.*` or malformed event name. */
+  send(event: string, payload?: unknown): boolean;
+  /** Send and wait for the reply (matched by correlation id); resolves with its
+   * payload. Rejects with a {@link TetherError}: the server's `sys.error`, `TIMEOUT`,
+   * `QUEUE_FULL`, `CLOSED`, or 4106 when the session it was sent on was lost. */
+  request<R = any>(event: string, payload?: unknown, options?: { timeoutMs?: number }): Promise<R>;
+}

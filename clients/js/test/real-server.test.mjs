@@ -1,0 +1,375 @@
+// The package's client against the real Rust server: the chat example of adapter-tokio
+// (its protocol: chat.join / chat.leave / chat.send, replies chat.joined / chat.left /
+// chat.sent, room events chat.presence and chat.message; the credential is the user
+// name). No fake: every envelope here is tether's.
+//
+// Run: npm ci && CHAT_BIN=/path/to/chat node --test test/real-server.test.mjs
+// CHAT_BIN defaults to <repository>/target/release/examples/chat, built from the
+// repository root with `cargo build --release -p adapter-tokio --example chat`. A
+// missing binary fails the tests (it never skips them).
+//
+// Node 20 has no global WebSocket: the npm package `ws` is the client's WebSocket.
+// Connections to be cut go through a TCP proxy written here, which resets the sockets
+// (no close handshake, like a phone losing its network) and refuses new ones until it
+// is let through again.
+
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import { TetherClient, TetherError, State, LocalError, AUTH_FAILED } from 'tether-client';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '../../..');
+const CHAT_BIN = process.env.CHAT_BIN
+  ? path.resolve(process.env.CHAT_BIN)
+  : path.join(repo, 'target/release/examples/chat');
+
+const WAIT_MS = 10000; // the longest any single wait may take
+const NOT_IN_ROOM = 4201; // the chat example's application error code
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Rejects after `ms` with a message naming what was awaited. */
+function within(ms, what, promise) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `pred` until it holds; fails naming `what` (and `show()`, if given). */
+async function waitFor(pred, what, show = () => '', ms = WAIT_MS) {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what} ${show()}`);
+    await sleep(10);
+  }
+}
+
+// ------------------------------------------------------------------ chat server
+
+/** Starts the chat binary on a port of its choosing; resolves with {proc, port}. */
+async function startChat() {
+  if (!existsSync(CHAT_BIN)) {
+    throw new Error(
+      `no chat server binary at ${CHAT_BIN}. Build it from the repository root with ` +
+      '`cargo build --release -p adapter-tokio --example chat`, or set CHAT_BIN to its path.',
+    );
+  }
+  const proc = spawn(CHAT_BIN, ['127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stderr.on('data', (d) => { err += d; });
+  const port = await within(10000, 'the chat server to print its address', new Promise((resolve, reject) => {
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = /chat on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.on('error', reject);
+    proc.on('exit', (code, sig) => reject(new Error(`chat exited early (${code ?? sig}): ${err}`)));
+  }));
+  return { proc, port };
+}
+
+/** Ends the chat server; resolves once it has exited (SIGKILL after 3 s). */
+async function stopChat(proc) {
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  try {
+    await within(3000, 'the chat server to exit', exited);
+  } catch {
+    proc.kill('SIGKILL');
+    await within(3000, 'the chat server to exit after SIGKILL', exited).catch(() => {});
+  }
+}
+
+// ------------------------------------------------------------------ TCP proxy
+
+/** Drops a socket with a TCP RST: no FIN, no WebSocket close frame. */
+function reset(socket) {
+  if (typeof socket.resetAndDestroy === 'function' && !socket.destroyed) {
+    try { socket.resetAndDestroy(); return; } catch { /* not connected yet: destroy */ }
+  }
+  socket.destroy();
+}
+
+/**
+ * A TCP proxy to 127.0.0.1:target. `cut()` resets every proxied socket on both sides
+ * and resets new connections on accept until `restore()`.
+ */
+class CutProxy {
+  constructor(target) {
+    this.target = target;
+    this.pairs = new Set();
+    this.down = false;
+    this.accepted = 0; // connections let through
+    this.refused = 0; // connections reset on accept while down
+    this.server = net.createServer((client) => this._accept(client));
+  }
+
+  async start() {
+    await within(5000, 'the proxy to listen', new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(0, '127.0.0.1', resolve);
+    }));
+    this.url = `ws://127.0.0.1:${this.server.address().port}/ws`;
+    return this;
+  }
+
+  _accept(client) {
+    if (this.down) {
+      this.refused += 1;
+      reset(client);
+      return;
+    }
+    this.accepted += 1;
+    const upstream = net.connect(this.target, '127.0.0.1');
+    const pair = { client, upstream };
+    this.pairs.add(pair);
+    const drop = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+
+  cut() {
+    this.down = true;
+    const n = this.pairs.size;
+    for (const { client, upstream } of this.pairs) { reset(client); reset(upstream); }
+    this.pairs.clear();
+    return n;
+  }
+
+  restore() { this.down = false; }
+
+  async stop() {
+    this.cut();
+    await within(5000, 'the proxy to close', new Promise((r) => this.server.close(r))).catch(() => {});
+  }
+}
+
+// ------------------------------------------------------------------ clients
+
+let chat; // {proc, port}
+const clients = [];
+const proxies = [];
+let roomCounter = 0;
+const freshRoom = () => `room-${process.pid}-${++roomCounter}`;
+
+/**
+ * A client of the package with short reconnect delays, recording what it sees:
+ * states, session events, chat messages (`text` by `user`), presence, sequence numbers.
+ */
+function makeClient(url, token, opts = {}) {
+  const client = new TetherClient(url, {
+    token, WebSocket, backoff: { initialMs: 100, maxMs: 400, jitter: 0 }, ...opts,
+  });
+  clients.push(client);
+  const log = { states: [], sessions: [], messages: [], presence: [], seqs: [] };
+  client.onState((state, info) => log.states.push({ state, ...info }));
+  client.on('session', (info) => log.sessions.push(info));
+  client.on('chat.message', (p) => log.messages.push(p));
+  client.on('chat.presence', (p) => log.presence.push(p));
+  client.on('*', (env) => log.seqs.push(env.s));
+  const texts = (room) => log.messages.filter((m) => m.room === room).map((m) => `${m.user}: ${m.text}`);
+  return { client, log, texts };
+}
+
+async function connected(c, n = 1) {
+  c.client.connect();
+  await waitFor(() => c.log.sessions.length >= n, `a session for ${c.client.url}`,
+    () => JSON.stringify(c.log.states));
+  return c.log.sessions.at(-1);
+}
+
+async function proxyToChat() {
+  const proxy = await new CutProxy(chat.port).start();
+  proxies.push(proxy);
+  return proxy;
+}
+
+// ------------------------------------------------------------------ tests
+
+describe('tether-client against the real chat server (adapter-tokio example)', () => {
+  before(async () => {
+    chat = await startChat();
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    for (const p of proxies) await p.stop();
+    await stopChat(chat && chat.proc);
+  });
+
+  test('a name authenticates; join, presence, messages both ways, leave, an application error', async () => {
+    const direct = `ws://127.0.0.1:${chat.port}/ws`;
+    const room = freshRoom();
+    const alice = makeClient(direct, 'alice');
+    const first = await connected(alice);
+    assert.equal(alice.client.state, State.CONNECTED);
+    assert.deepEqual(
+      { restored: first.restored, initial: first.initial, reason: first.reason, userId: first.userId },
+      { restored: false, initial: true, reason: 'new', userId: 'alice' },
+    );
+    assert.match(first.sessionId, /^[0-9a-f]{32}$/);
+    assert.equal(alice.client.sessionId, first.sessionId);
+    assert.equal(alice.client.userId, 'alice');
+    assert.deepEqual(await alice.client.request('chat.join', { room }), { room, members: ['alice'] });
+
+    const bob = makeClient(direct, 'bob');
+    await connected(bob);
+    assert.deepEqual(await bob.client.request('chat.join', { room }), { room, members: ['alice', 'bob'] });
+    await waitFor(() => alice.log.presence.length === 1, 'alice to see bob join');
+    assert.deepEqual(alice.log.presence, [{ room, user: 'bob', joined: true }]);
+
+    assert.deepEqual(await bob.client.request('chat.send', { room, text: 'hi alice' }), { room });
+    assert.equal(alice.client.send('chat.send', { room, text: 'hi bob' }), true, 'sent at once when online');
+    const both = ['bob: hi alice', 'alice: hi bob'];
+    await waitFor(() => alice.texts(room).length === 2 && bob.texts(room).length === 2, 'both messages on both sides',
+      () => JSON.stringify([alice.texts(room), bob.texts(room)]));
+    assert.deepEqual(alice.texts(room), both);
+    assert.deepEqual(bob.texts(room), both);
+    for (const m of alice.log.messages) assert.equal(typeof m.ts, 'number');
+    // Room messages are on the session stream: numbered, increasing.
+    assert.ok(alice.log.seqs.every((s, i) => Number.isInteger(s) && s > (alice.log.seqs[i - 1] ?? 0)),
+      `alice's sequence numbers ${alice.log.seqs}`);
+    assert.ok(alice.client.lastSeq >= alice.log.seqs.at(-1), 'lastSeq counts every delivered s (replies too)');
+
+    assert.deepEqual(await bob.client.request('chat.leave', { room }), { room });
+    await waitFor(() => alice.log.presence.length === 2, 'alice to see bob leave');
+    assert.deepEqual(alice.log.presence[1], { room, user: 'bob', joined: false });
+    await assert.rejects(bob.client.request('chat.send', { room, text: 'still there?' }), (e) => {
+      assert.ok(e instanceof TetherError);
+      assert.equal(e.code, NOT_IN_ROOM);
+      assert.match(e.message, /join/);
+      return true;
+    });
+  });
+
+  test('a cut connection resumes the same session: missed messages once, in order; a message queued offline goes out once', async () => {
+    const room = freshRoom();
+    const proxy = await proxyToChat();
+    const alice = makeClient(`ws://127.0.0.1:${chat.port}/ws`, 'alice');
+    const bob = makeClient(proxy.url, 'bob');
+    await connected(alice);
+    const first = await connected(bob);
+    await alice.client.request('chat.join', { room });
+    await bob.client.request('chat.join', { room });
+    await alice.client.request('chat.send', { room, text: 'before the cut' });
+    await waitFor(() => bob.texts(room).length === 1, 'bob to get the first message');
+    const acceptedBefore = proxy.accepted;
+
+    assert.equal(proxy.cut(), 1, 'bob had one connection through the proxy');
+    await waitFor(() => bob.client.state === State.RECONNECTING, 'bob to notice the cut');
+    assert.equal(bob.client.online, false);
+
+    const missed = ['missed 1', 'missed 2', 'missed 3', 'missed 4', 'missed 5'];
+    for (const text of missed) {
+      assert.deepEqual(await alice.client.request('chat.send', { room, text }), { room });
+    }
+    assert.equal(bob.client.send('chat.send', { room, text: 'typed offline' }), false, 'queued while offline');
+    assert.equal(bob.client.queued, 1);
+    await waitFor(() => proxy.refused >= 2, 'bob to retry while the network is down');
+    proxy.restore();
+
+    await waitFor(() => bob.log.sessions.length === 2, 'bob to resume', () => JSON.stringify(bob.log.states));
+    const resumed = bob.log.sessions[1];
+    assert.deepEqual(resumed, { restored: true, replayed: missed.length, sessionId: first.sessionId, userId: 'bob' });
+    assert.equal(bob.client.sessionId, first.sessionId);
+    assert.equal(bob.client.state, State.RECONNECTED);
+    assert.ok(proxy.accepted > acceptedBefore, 'a new TCP connection carried the resume');
+    const states = bob.log.states.map((s) => s.state);
+    assert.deepEqual(states.slice(0, 2), [State.CONNECTING, State.CONNECTED]);
+    assert.equal(states.at(-1), State.RECONNECTED);
+    assert.ok(states.slice(2, -1).every((s) => s === State.RECONNECTING), states.join(' '));
+
+    const expected = ['alice: before the cut', ...missed.map((t) => `alice: ${t}`), 'bob: typed offline'];
+    await waitFor(() => bob.texts(room).length >= expected.length && alice.texts(room).length >= expected.length,
+      'the replay and the queued message', () => JSON.stringify([bob.texts(room), alice.texts(room)]));
+    await sleep(300); // anything delivered twice would show up by now
+    assert.deepEqual(bob.texts(room), expected, 'bob: each message once, in order');
+    assert.deepEqual(alice.texts(room), expected, 'alice: the queued message once, after the others');
+    assert.equal(bob.client.queued, 0);
+    assert.ok(bob.log.seqs.every((s, i) => s > (bob.log.seqs[i - 1] ?? 0)), `bob's s increase: ${bob.log.seqs}`);
+
+    // The restored session goes on: a request on it is answered.
+    assert.deepEqual(await bob.client.request('chat.send', { room, text: 'after' }), { room });
+  });
+
+  test('a resume the server refuses is reported, not hidden (another user: foreign), and a new session goes on', async () => {
+    const room = freshRoom();
+    const proxy = await proxyToChat();
+    let calls = 0;
+    // The credential changes between connect and resume: the server refuses to hand
+    // bob's session to mallory.
+    const bob = makeClient(proxy.url, () => (++calls === 1 ? 'bob' : 'mallory'));
+    const first = await connected(bob);
+    await bob.client.request('chat.join', { room });
+    await bob.client.request('chat.send', { room, text: 'one' });
+    assert.ok(bob.client.lastSeq > 0);
+
+    proxy.cut();
+    await waitFor(() => bob.client.state === State.RECONNECTING, 'bob to notice the cut');
+    proxy.restore();
+    await waitFor(() => bob.log.sessions.length === 2, 'a session after the refused resume',
+      () => JSON.stringify(bob.log.states));
+    const next = bob.log.sessions[1];
+    assert.equal(next.restored, false);
+    assert.equal(next.initial, false);
+    assert.equal(next.reason, 'foreign');
+    assert.equal(next.rejected, 0);
+    assert.equal(next.userId, 'mallory');
+    assert.notEqual(next.sessionId, first.sessionId);
+    assert.equal(bob.client.sessionId, next.sessionId);
+    assert.equal(bob.client.state, State.RECONNECTED);
+    assert.ok(calls >= 2, 'the token function was called again for the resume');
+    // A new session: not in bob's room, a new stream.
+    await assert.rejects(bob.client.request('chat.send', { room, text: 'two' }), (e) => e.code === NOT_IN_ROOM);
+    assert.deepEqual(await bob.client.request('chat.join', { room }), { room, members: ['bob', 'mallory'] });
+  });
+
+  test('close() ends the client: socket closed, no reconnect, pending and later calls fail with CLOSED', async () => {
+    const proxy = await proxyToChat();
+    const carol = makeClient(proxy.url, 'carol');
+    await connected(carol);
+    assert.equal(proxy.pairs.size, 1);
+    const pending = carol.client.request('chat.join', { room: freshRoom() });
+    carol.client.close();
+    await assert.rejects(pending, (e) => e instanceof TetherError && e.code === LocalError.CLOSED);
+    assert.equal(carol.client.state, State.DISCONNECTED);
+    assert.deepEqual(carol.log.states.at(-1), { state: State.DISCONNECTED, code: 1000, reason: '', byClient: true });
+    assert.throws(() => carol.client.send('chat.send', { room: 'x', text: 'y' }), (e) => e.code === LocalError.CLOSED);
+    await assert.rejects(carol.client.request('chat.leave', { room: 'x' }), (e) => e.code === LocalError.CLOSED);
+    await waitFor(() => proxy.pairs.size === 0, 'the connection to end');
+    await sleep(500);
+    assert.equal(proxy.accepted, 1, 'no reconnect after close()');
+  });
+
+  test('a name the server refuses (4102) stops the client: disconnected, no retry loop', async () => {
+    const proxy = await proxyToChat();
+    const bad = makeClient(proxy.url, 'not a name!');
+    bad.client.connect();
+    await waitFor(() => bad.client.state === State.DISCONNECTED, 'the client to stop',
+      () => JSON.stringify(bad.log.states));
+    const last = bad.log.states.at(-1);
+    assert.equal(last.code, AUTH_FAILED);
+    assert.equal(last.byClient, false);
+    assert.match(last.reason, /authentication failed/);
+    assert.equal(bad.log.sessions.length, 0);
+    await sleep(500);
+    assert.equal(proxy.accepted, 1, 'no retry after an authentication failure');
+  });
+});
