@@ -55,6 +55,9 @@ fn main() -> io::Result<()> {
             }
         };
         let config = config.clone();
+        // This example is the driver: its threads are its own, not the library's
+        // (ws-proto/clippy.toml denies them to the crate).
+        #[allow(clippy::disallowed_methods)]
         std::thread::spawn(move || {
             if let Err(err) = serve(stream, config) {
                 eprintln!("connection ended with an I/O error: {err}");

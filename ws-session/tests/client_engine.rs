@@ -37,6 +37,8 @@ struct World {
 
 impl World {
     fn new(mode: AuthMode) -> Self {
+        // The fake clock's origin: the one real clock read of the test.
+        #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let server = Engine::new(EngineConfig::default(), ChaCha20Rng::seed_from_u64(1)).unwrap();
         let mut config = ClientConfig::with_credential("alice");

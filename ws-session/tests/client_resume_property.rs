@@ -38,6 +38,8 @@ struct Net {
 
 impl Net {
     fn new(seed: u64) -> Self {
+        // The fake clock's origin: the one real clock read of the test.
+        #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let server = Engine::new(EngineConfig::default(), ChaCha20Rng::seed_from_u64(seed)).unwrap();
         let mut config = ClientConfig::with_credential("alice");
