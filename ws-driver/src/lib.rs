@@ -15,6 +15,10 @@
 //!   ([`serve_until`]): an adapter hands it a stream of accepted sockets.
 //!
 //! Handlers run as tasks of their own, so a slow handler never stalls the hub.
+//!
+//! How the hub and the connection tasks share the work (corking, per-session handler
+//! workers, slow consumers, backpressure) is told in `docs/ARCHITECTURE.md`, with the
+//! layers around this crate.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

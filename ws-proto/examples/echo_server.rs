@@ -17,7 +17,7 @@ use std::time::Duration;
 use ws_proto::handshake::{Accept, ServerHandshake};
 use ws_proto::{Config, Connection, Event};
 
-/// How long a client may take to send its upgrade request (ARCHITECTURE §4).
+/// How long a client may take to send its upgrade request (10 s, ws-driver's default).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 64 * 1024;

@@ -98,8 +98,11 @@
 //! ```
 //!
 //! The wire protocol (payloads of the `sys.*` events, the error codes, the resume
-//! flow) is in `docs/PROTOCOL.md`. The feature `sim` adds the module `sim`, a deterministic
-//! simulation harness (fake clock, seeded generator, in-memory clients).
+//! flow) is in `docs/PROTOCOL.md`; the layers, the house rules (this crate's
+//! `clippy.toml` denies clocks, threads and OS entropy) and the reasons behind the
+//! resume design are in `docs/ARCHITECTURE.md`. The feature `sim` adds the module
+//! `sim`, a deterministic simulation harness (fake clock, seeded generator, in-memory
+//! clients).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
