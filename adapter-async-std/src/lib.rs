@@ -12,7 +12,7 @@
 //!
 //! Only sockets, tasks and timers are this crate's; the upgrade, the drive loop, the
 //! accept loop and the graceful shutdown are `ws-driver`'s, the same code the tokio
-//! adapter runs.
+//! adapter runs (the layers are in `docs/ARCHITECTURE.md`).
 //!
 //! ## async-std or smol?
 //!

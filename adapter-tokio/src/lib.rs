@@ -11,6 +11,10 @@
 //!   tether's handshake deadline and head checks);
 //! - [`Client`]: the tether client (reconnect, resume, queries) over tokio TCP.
 //!
+//! An adapter holds no protocol or session logic: that is the core's and
+//! [`ws_driver`]'s (`docs/ARCHITECTURE.md` tells the layers, and why detached mode
+//! needs [`serve_router`]).
+//!
 //! ```no_run
 //! use adapter_tokio::{App, Context, Server};
 //!

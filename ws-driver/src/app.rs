@@ -90,9 +90,10 @@ impl Default for App {
 }
 
 impl App {
-    /// How long a client may take to send its upgrade request (ARCHITECTURE §4).
+    /// Default time a client may take to send its whole upgrade request: 10 s.
     pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-    /// How long the closing handshake may take before the socket is dropped.
+    /// Default time the closing handshake (or a stalled write of a connection being
+    /// closed) may take before the socket is dropped: 10 s.
     pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// An application with no handlers, an authenticator that refuses everyone, and
@@ -205,7 +206,8 @@ impl App {
     }
 
     /// Replaces the engine's limits and timers (heartbeat, resume window, buffers,
-    /// rate limits, frame and message sizes in `config.envelope`).
+    /// rate limits, frame and message sizes in `config.envelope`). Default:
+    /// [`EngineConfig::default`].
     pub fn config(mut self, config: EngineConfig) -> Self {
         let publish = self.config.publish_broadcasts;
         self.config = config;
@@ -213,9 +215,18 @@ impl App {
         self
     }
 
-    /// Sets how long a client may take to complete the upgrade request.
+    /// Sets how long a client may take to complete the upgrade request. Default:
+    /// [`App::DEFAULT_HANDSHAKE_TIMEOUT`] (10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a connection being closed may take to finish: the peer's close
+    /// frame, or the write a stalled peer is not reading (the slow-consumer close).
+    /// Then the socket is dropped. Default: [`App::DEFAULT_CLOSE_TIMEOUT`] (10 s).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
         self
     }
 

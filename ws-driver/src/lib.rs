@@ -18,6 +18,10 @@
 //! on their session's worker task, connection hooks on their connection's, the
 //! authenticator on a task per request and [`PubSub::publish`] on a task of its own;
 //! so a slow one never stalls the hub, and so never delays other clients.
+//!
+//! How the hub and the connection tasks share the work (corking, per-session handler
+//! workers, slow consumers, backpressure) is told in `docs/ARCHITECTURE.md`, with the
+//! layers around this crate.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -30,7 +30,8 @@ const READ_BUFFER: usize = 16 * 1024;
 /// Where a connection may upgrade.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionOptions {
-    /// The one path that upgrades (`/ws`); other paths get 404. `None` accepts any.
+    /// The one path that upgrades (`/ws`); other paths get 404. `None` (the default)
+    /// accepts any.
     pub path: Option<String>,
 }
 

@@ -1,9 +1,11 @@
-//! Every limit of the wire layer, in one place, with the defaults of ARCHITECTURE §4.
+//! Every limit of the wire layer, in one place, each with its documented default
+//! (`docs/ARCHITECTURE.md`, "Limits and configuration").
 
 /// Limits and behaviour switches of the wire layer.
 ///
 /// One struct so that a deployment can read every bound it runs with in one place.
-/// The defaults follow trusted servers (see `docs/PROTOCOL.md`, "Limits").
+/// Each default is documented on its field and, for figures, named by a `DEFAULT_*`
+/// constant. The defaults follow trusted servers (see `docs/PROTOCOL.md`, "Limits").
 ///
 /// Build one with struct update syntax: `Config { max_fragments: 64, ..Config::default() }`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Errors of the wire layer.
 //!
-//! Two kinds, kept apart on purpose (ARCHITECTURE §2.3):
+//! Two kinds, kept apart on purpose (`docs/ARCHITECTURE.md`, "House rules": a peer's
+//! fault is output, never a panic, and never an `Err` of the local API):
 //! - [`ProtocolError`]: the *peer* broke RFC 6455. Never returned as `Err` from a
 //!   connection; it arrives as [`Event::Failed`](crate::Event::Failed) together with
 //!   the close frame already queued, and it is sticky.

@@ -13,6 +13,10 @@
 //!
 //! A panic in this crate is a bug in it, never the consequence of bad input.
 //!
+//! Where this crate sits among the others, the drive loop every layer shares and the
+//! house rules it keeps (its `clippy.toml` denies clocks, threads and OS entropy) are
+//! in `docs/ARCHITECTURE.md`.
+//!
 //! # The drive loop
 //!
 //! A server connection over any byte stream the caller owns; here a blocking

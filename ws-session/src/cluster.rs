@@ -115,6 +115,7 @@ impl Cluster {
     /// of that name; the engines' generators are seeded from `seed`.
     pub fn new(config: EngineConfig, seed: u64) -> Self {
         // The fake clock starts from a real instant: `Instant` cannot be built otherwise.
+        #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let server = Engine::new(config, ChaCha20Rng::seed_from_u64(seed)).expect("a valid EngineConfig");
         Self {

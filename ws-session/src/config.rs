@@ -1,11 +1,13 @@
-//! Every limit of the session engine, in one place, with the defaults of ARCHITECTURE §4.
+//! Every limit of the session engine, in one place, each with its documented default
+//! (`docs/ARCHITECTURE.md`, "Limits and configuration").
 
 use std::time::Duration;
 
 /// Limits and switches of the [`Engine`](crate::Engine).
 ///
-/// One struct so that a deployment reads every bound it runs with in one place. Build
-/// one with struct update syntax:
+/// One struct so that a deployment reads every bound it runs with in one place. Each
+/// default is documented on its field and, for figures, named by a `DEFAULT_*`
+/// constant. Build one with struct update syntax:
 /// `EngineConfig { allow_anonymous: true, ..EngineConfig::default() }`.
 /// [`Engine::new`](crate::Engine::new) checks it with [`EngineConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,18 @@ impl EngineConfig {
     pub const DEFAULT_REPLAY_MAX_BYTES: usize = 100 * 1024;
     /// Default outbound bound per connection: 1 MiB.
     pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 1 << 20;
+    /// Default sustained inbound rate per connection: 50 messages per second.
+    pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 50;
+    /// Default inbound burst per connection: 100 messages.
+    pub const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
+    /// Default refusals in one streak before the close with 1008: 20.
+    pub const DEFAULT_RATE_LIMIT_MAX_STRIKES: u32 = 20;
+    /// Default most rooms per session: 64.
+    pub const DEFAULT_MAX_ROOMS_PER_SESSION: usize = 64;
+    /// Default longest room name: 128 bytes.
+    pub const DEFAULT_MAX_ROOM_NAME_LEN: usize = 128;
+    /// Default count of expired session ids remembered: 4096.
+    pub const DEFAULT_EXPIRED_MEMORY: usize = 4096;
 
     /// Longest any duration of the configuration may be: 30 days.
     pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -135,15 +149,15 @@ impl Default for EngineConfig {
             replay_max_messages: Self::DEFAULT_REPLAY_MAX_MESSAGES,
             replay_max_bytes: Self::DEFAULT_REPLAY_MAX_BYTES,
             max_outbound_bytes: Self::DEFAULT_MAX_OUTBOUND_BYTES,
-            rate_limit_per_second: 50,
-            rate_limit_burst: 100,
-            rate_limit_max_strikes: 20,
-            max_rooms_per_session: 64,
-            max_room_name_len: 128,
+            rate_limit_per_second: Self::DEFAULT_RATE_LIMIT_PER_SECOND,
+            rate_limit_burst: Self::DEFAULT_RATE_LIMIT_BURST,
+            rate_limit_max_strikes: Self::DEFAULT_RATE_LIMIT_MAX_STRIKES,
+            max_rooms_per_session: Self::DEFAULT_MAX_ROOMS_PER_SESSION,
+            max_room_name_len: Self::DEFAULT_MAX_ROOM_NAME_LEN,
             allow_anonymous: false,
             allowed_origins: None,
             publish_broadcasts: false,
-            expired_memory: 4096,
+            expired_memory: Self::DEFAULT_EXPIRED_MEMORY,
         }
     }
 }

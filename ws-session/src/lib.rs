@@ -98,10 +98,12 @@
 //! ```
 //!
 //! The wire protocol (payloads of the `sys.*` events, the error codes, the resume
-//! flow) is in `docs/PROTOCOL.md`. The feature `sim` adds a deterministic simulation
-//! harness (fake clock, seeded generators): `sim`, the server engine with scripted
-//! in-memory clients, and `cluster`, the server engine with real client engines over
-//! links that can be cut, delayed and stepped by hand.
+//! flow) is in `docs/PROTOCOL.md`; the layers, the house rules (this crate's
+//! `clippy.toml` denies clocks, threads and OS entropy) and the reasons behind the
+//! resume design are in `docs/ARCHITECTURE.md`. The feature `sim` adds a deterministic
+//! simulation harness (fake clock, seeded generators): `sim`, the server engine with
+//! scripted in-memory clients, and `cluster`, the server engine with real client
+//! engines over links that can be cut, delayed and stepped by hand.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

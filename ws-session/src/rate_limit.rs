@@ -46,6 +46,8 @@ mod tests {
 
     #[test]
     fn burst_then_steady_rate() {
+        // The fake clock's origin: the one real clock read of this test.
+        #[allow(clippy::disallowed_methods)]
         let t0 = Instant::now();
         let mut rl = RateLimiter::new(t0);
         for _ in 0..10 {

@@ -28,20 +28,21 @@ pub use ws_session::client::{
 };
 
 /// How a [`Client`] connects.
+///
+/// Public fields with documented defaults, like every settings struct of tether:
+/// `ClientOptions { origin: Some(origin), ..ClientOptions::with_credential("secret") }`.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ClientOptions {
     /// The engine's settings: credential, auth mode, backoff, timeouts, queue, acks,
-    /// and the WebSocket limits (`engine.proto`).
+    /// and the WebSocket limits (`engine.proto`). Default: [`ClientConfig::default`].
     pub engine: ClientConfig,
-    /// Extra headers of the upgrade request. With
-    /// [`AuthMode::Handshake`] the credential
-    /// is added as `Authorization: Bearer`.
+    /// Extra headers of the upgrade request. With [`AuthMode::Handshake`] the
+    /// credential is added as `Authorization: Bearer`. Default: none.
     pub headers: Vec<(String, String)>,
-    /// The `Origin` header, if any.
+    /// The `Origin` header, if any. Default: none.
     pub origin: Option<String>,
     /// After sending a close frame, how long to wait for the server's before the
-    /// socket is dropped. Default 5 s.
+    /// socket is dropped. Default: [`ClientOptions::DEFAULT_CLOSE_TIMEOUT`] (5 s).
     pub close_timeout: Duration,
 }
 
@@ -51,12 +52,15 @@ impl Default for ClientOptions {
             engine: ClientConfig::default(),
             headers: Vec::new(),
             origin: None,
-            close_timeout: Duration::from_secs(5),
+            close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
         }
     }
 }
 
 impl ClientOptions {
+    /// Default wait for the server's close frame after ours: 5 s.
+    pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
     /// The defaults with `credential` (sent as `sys.auth` by default).
     pub fn with_credential(credential: impl Into<String>) -> Self {
         Self {

@@ -26,7 +26,8 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
 /// Where a client connection gets its masking keys.
 ///
 /// RFC 6455 §5.3 asks for keys an intermediary cannot predict. The core has no
-/// entropy of its own (ARCHITECTURE §2.1): the caller supplies a source, for example
+/// entropy of its own (Sans-IO, `docs/ARCHITECTURE.md`): the caller supplies a
+/// source, for example
 /// [`SeededMasks`] seeded from the operating system's generator.
 pub trait MaskSource: Send {
     /// The masking key for the next frame.

@@ -8,7 +8,7 @@
 //! [`Config::max_handshake_headers`](crate::Config::max_handshake_headers) (64) apply.
 //!
 //! **The handshake timeout is the caller's.** This crate has no clock: start a timer
-//! (10 s in ARCHITECTURE §4) when the connection opens and close the socket if no
+//! (ws-driver's default is 10 s) when the connection opens and close the socket if no
 //! outcome has arrived when it fires.
 //!
 //! Faults of the peer are values, never panics: on the server a [`Rejection`] with its

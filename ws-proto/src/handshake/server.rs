@@ -19,8 +19,8 @@ use crate::Config;
 /// head is found in time linear in the bytes received, and the head is parsed once,
 /// when complete. Limits come from [`Config::max_handshake_size`] and
 /// [`Config::max_handshake_headers`]; the handshake timeout (10 s by default in
-/// ARCHITECTURE §4) needs a clock, so it is the caller's: close the socket if no
-/// outcome has arrived in time.
+/// ws-driver, `App::handshake_timeout`) needs a clock, so it is the caller's: close
+/// the socket if no outcome has arrived in time.
 #[derive(Debug, Clone)]
 pub struct ServerHandshake {
     reader: HeadReader,

@@ -33,12 +33,16 @@ pub enum IdleTimeout {
 }
 
 /// Settings of a [`ClientEngine`](super::ClientEngine).
+///
+/// Like every settings struct of tether: public fields, each default documented on
+/// its field (and named by a `DEFAULT_*` constant where it is a figure). Build one with
+/// struct update syntax:
+/// `ClientConfig { queue_limit: 100, ..ClientConfig::with_credential("secret") }`.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ClientConfig {
     /// The credential, or `None` for a server that allows anonymous sessions.
     pub credential: Option<String>,
-    /// How the credential is sent. Default [`AuthMode::Message`].
+    /// How the credential is sent. Default: [`AuthMode::Message`].
     pub auth_mode: AuthMode,
     /// Reconnect delays. Default: [`Exponential::default`] (0.5 s doubling to 32 s,
     /// 50 % jitter).
@@ -47,22 +51,22 @@ pub struct ClientConfig {
     /// (the default) retries for ever.
     pub max_reconnect_attempts: Option<u32>,
     /// From asking for a transport to having a session on it (created or restored).
-    /// Past it the attempt is abandoned and counts as a failed one. Default 60 s.
+    /// Past it the attempt is abandoned and counts as a failed one. Default: 60 s.
     pub connect_timeout: Duration,
-    /// Timeout of a query when its call gives none. Default 30 s.
+    /// Timeout of a query when its call gives none. Default: 30 s.
     pub query_timeout: Duration,
     /// Messages (and queries) that may wait while there is no session. When full, a
     /// new `send` or `query` is refused with `ClientError::QueueFull`; what is already
-    /// queued keeps its place and nothing queued is dropped silently. Default 1000.
+    /// queued keeps its place and nothing queued is dropped silently. Default: 1000.
     pub queue_limit: usize,
     /// Send `sys.ack` as soon as this many received messages are unacknowledged.
-    /// Default 16.
+    /// Default: 16.
     pub ack_every: u64,
-    /// … or this long after the first unacknowledged one. Default 1 s.
+    /// … or this long after the first unacknowledged one. Default: 1 s.
     pub ack_delay: Duration,
-    /// Dead-connection detection. Default [`IdleTimeout::FromHeartbeat`].
+    /// Dead-connection detection. Default: [`IdleTimeout::FromHeartbeat`].
     pub idle_timeout: IdleTimeout,
-    /// Limits for decoding the server's envelopes.
+    /// Limits for decoding the server's envelopes. Default: [`ws_proto::Config::default`].
     pub proto: ws_proto::Config,
 }
 
@@ -73,11 +77,11 @@ impl Default for ClientConfig {
             auth_mode: AuthMode::default(),
             backoff: Arc::new(Exponential::default()),
             max_reconnect_attempts: None,
-            connect_timeout: Duration::from_secs(60),
-            query_timeout: Duration::from_secs(30),
-            queue_limit: 1000,
-            ack_every: 16,
-            ack_delay: Duration::from_secs(1),
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            query_timeout: Self::DEFAULT_QUERY_TIMEOUT,
+            queue_limit: Self::DEFAULT_QUEUE_LIMIT,
+            ack_every: Self::DEFAULT_ACK_EVERY,
+            ack_delay: Self::DEFAULT_ACK_DELAY,
             idle_timeout: IdleTimeout::default(),
             proto: ws_proto::Config::default(),
         }
@@ -85,6 +89,17 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// Default time from asking for a transport to having a session on it: 60 s.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default query timeout: 30 s.
+    pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default bound of the offline queue: 1000 messages and queries.
+    pub const DEFAULT_QUEUE_LIMIT: usize = 1000;
+    /// Default count of unacknowledged messages that triggers a `sys.ack`: 16.
+    pub const DEFAULT_ACK_EVERY: u64 = 16;
+    /// Default delay after the first unacknowledged message before a `sys.ack`: 1 s.
+    pub const DEFAULT_ACK_DELAY: Duration = Duration::from_secs(1);
+
     /// The defaults with `credential`.
     pub fn with_credential(credential: impl Into<String>) -> Self {
         Self {

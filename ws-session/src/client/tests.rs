@@ -27,6 +27,8 @@ struct Harness {
 
 impl Harness {
     fn new(config: ClientConfig) -> Self {
+        // The fake clock's origin: the one real clock read of these tests.
+        #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let client = ClientEngine::new(now, config, rng());
         let mut h = Self {

@@ -326,8 +326,6 @@ impl Engine {
             PublishTarget::Room(room) => {
                 self.fan_out_room(room, &publication.prefix, publication.except);
             }
-            #[allow(unreachable_patterns)]
-            _ => {}
         }
         self.finish(now);
     }
