@@ -35,7 +35,9 @@ macro_rules! runtime_suite {
             a_slow_consumer_is_cut_off_while_others_keep_their_latency,
             an_origin_outside_the_allow_list_is_refused_with_403,
             a_ping_flood_from_a_client_that_never_reads_is_closed_with_1008,
-            a_slow_session_hook_does_not_hold_up_other_clients
+            a_slow_session_hook_does_not_hold_up_other_clients,
+            state_claims_and_session_data_reach_handlers,
+            the_server_handle_reaches_sessions_users_and_rooms
         );
     };
     (@each $runtime:expr; $($name:ident),* $(,)?) => {

@@ -582,3 +582,202 @@ pub async fn a_slow_session_hook_does_not_hold_up_other_clients(runtime: ServerR
     }
     println!("{runtime:?}: worst bystander round trip {worst:?} over {pings} pings");
 }
+
+/// Claims an authenticator attaches to a session, as the suite's richer app reads them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Role(pub String);
+
+/// State shared by every handler of the app: a counter of `whoami` calls.
+pub struct Calls(pub std::sync::atomic::AtomicU64);
+
+/// How many messages this session sent: data a middleware keeps per session.
+pub struct Seen(pub u64);
+
+/// Application state, the authenticator's claims, per-session data and the connection's
+/// request reach every handler without clones, and survive a resume.
+pub async fn state_claims_and_session_data_reach_handlers(runtime: ServerRuntime) {
+    use std::sync::atomic::Ordering;
+    let app = App::new()
+        .with_state(Calls(std::sync::atomic::AtomicU64::new(0)))
+        // Tokens look like `user:<name>:<role>`; the role is a claim of the identity.
+        .authenticate(|token: String, _info| async move {
+            let mut parts = token
+                .strip_prefix("user:")
+                .ok_or("tokens look like user:<name>:<role>")?
+                .split(':');
+            let (Some(name), Some(role)) = (parts.next(), parts.next()) else {
+                return Err("tokens look like user:<name>:<role>".to_owned());
+            };
+            Ok(ws_driver::Identity::new(name).with_claims(Role(role.to_owned())))
+        })
+        .middleware(|ctx: Context, next: Next| async move {
+            let seen = ctx.data::<Seen>().map_or(0, |s| s.0);
+            ctx.set_data(Seen(seen + 1));
+            next.run(ctx).await
+        })
+        .on("whoami", |ctx: Context| async move {
+            let calls = ctx.state::<Calls>().0.fetch_add(1, Ordering::SeqCst) + 1;
+            let role = ctx.claims::<Role>().map(|r| r.0.clone());
+            ctx.reply(
+                "you",
+                &json!({
+                    "user": ctx.user_id().as_str(),
+                    "role": role,
+                    "seen": ctx.data::<Seen>().map(|s| s.0),
+                    "calls": calls,
+                    "header": ctx.header("x-test"),
+                    "query": ctx.query(),
+                    "peer": ctx.peer_addr().is_some(),
+                    "t": ctx.timestamp(),
+                    "missing": ctx.try_state::<Seen>().is_some(),
+                }),
+            )
+        });
+    let server = start(runtime, app.config(fast_timers())).await;
+    let addr = server.addr;
+    let mut request = format!("ws://{addr}/ws?room=blue").into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("authorization", "Bearer user:alice:admin".parse().unwrap());
+    headers.insert("x-test", "hello".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let created = recv(&mut ws).await["p"].clone();
+    let whoami = json!({"v": "1.0", "e": "whoami", "c": "w", "t": 1_700_000_000_000u64});
+    ws.send(Message::text(whoami.to_string())).await.unwrap();
+    let you = recv(&mut ws).await;
+    assert_eq!(
+        you["p"],
+        json!({"user": "alice", "role": "admin", "seen": 1, "calls": 1, "header": "hello",
+               "query": "room=blue", "peer": true, "t": 1_700_000_000_000u64, "missing": false})
+    );
+    ws.send(Message::text(whoami.to_string())).await.unwrap();
+    assert_eq!(recv(&mut ws).await["p"]["seen"], 2);
+    // A resume keeps the session's data; the claims are the new authentication's.
+    drop_abruptly(ws);
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer user:alice:reader".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(recv(&mut ws).await["e"], "sys.session.created");
+    let resume =
+        json!({"sessionId": created["sessionId"], "resumeToken": created["resumeToken"], "lastSeq": 2});
+    send(&mut ws, "sys.reconnect.request", resume, Some("r")).await;
+    assert_eq!(recv(&mut ws).await["e"], "sys.session.restored");
+    ws.send(Message::text(whoami.to_string())).await.unwrap();
+    let you = recv(&mut ws).await;
+    assert_eq!(
+        (
+            you["p"]["role"].as_str(),
+            you["p"]["seen"].as_u64(),
+            you["p"]["calls"].as_u64()
+        ),
+        (Some("reader"), Some(3), Some(3))
+    );
+}
+
+fn sid(created: &Value) -> ws_session::SessionId {
+    ws_session::SessionId::parse(created["sessionId"].as_str().unwrap()).unwrap()
+}
+
+/// The server handle reaches any session from outside handlers: rooms joined and left
+/// for it, a user's every session, rooms with an exception, volatile messages, a
+/// filter over session data, and the lists of sessions and room members with who is
+/// online.
+pub async fn the_server_handle_reaches_sessions_users_and_rooms(runtime: ServerRuntime) {
+    use ws_driver::Audience;
+    let app = app().on("tag", |ctx: Context| async move {
+        let tag: String = ctx.payload()?;
+        ctx.set_data(tag);
+        ctx.reply("tagged", &())
+    });
+    let server = start(runtime, app).await;
+    let (addr, handle) = (server.addr, server.handle.clone());
+    let (mut tab1, a1) = session(addr, "alice").await;
+    let (mut tab2, a2) = session(addr, "alice").await;
+    let (mut bob, b) = session(addr, "bob").await;
+    let (mut carol, c) = session(addr, "carol").await;
+    let (a1, a2, b, c) = (sid(&a1), sid(&a2), sid(&b), sid(&c));
+
+    // Rooms moved from outside; an unknown session is an error, not a silent no-op.
+    assert_eq!(handle.join(b, "r").await, Ok(true));
+    assert_eq!(handle.join(b, "r").await, Ok(false));
+    assert_eq!(handle.join(c, "r").await, Ok(true));
+    let ghost = ws_session::SessionId::parse("0123456789abcdef0123456789abcdef").unwrap();
+    assert!(handle.join(ghost, "r").await.is_err());
+    assert!(handle.leave(ghost, "r").await.is_err());
+
+    // A room but the sender; the others of the room get it in their stream.
+    handle
+        .to(Audience::room("r"))
+        .except(b)
+        .emit("news", &"for carol")
+        .unwrap();
+    let news = recv(&mut carol).await;
+    assert_eq!(
+        (news["e"].as_str(), news["p"].as_str()),
+        (Some("news"), Some("for carol"))
+    );
+    assert!(news["s"].as_u64().is_some(), "in the stream: {news}");
+    // Every session of a user.
+    handle.send_to_user("alice", "hi", &"both tabs").unwrap();
+    for tab in [&mut tab1, &mut tab2] {
+        assert_eq!(recv(tab).await["p"], "both tabs");
+    }
+    // Volatile: no sequence number.
+    handle
+        .to(Audience::All)
+        .except(a2)
+        .volatile()
+        .emit("blip", &1)
+        .unwrap();
+    for ws in [&mut tab1, &mut bob, &mut carol] {
+        let blip = recv(ws).await;
+        assert_eq!(blip["e"], "blip");
+        assert!(blip.get("s").is_none(), "volatile: {blip}");
+    }
+    // A filter over session data, run by the caller.
+    send(&mut tab2, "tag", json!("vip"), Some("t")).await;
+    assert_eq!(recv(&mut tab2).await["e"], "tagged");
+    let chosen = handle
+        .to(Audience::All)
+        .emit_filtered("vip", &"only you", |s| {
+            s.data::<String>().is_some_and(|t| *t == "vip")
+        })
+        .await
+        .unwrap();
+    assert_eq!(chosen, 1);
+    assert_eq!(recv(&mut tab2).await["p"], "only you");
+    // The bystanders got nothing more: the next thing they see is this echo.
+    for ws in [&mut tab1, &mut bob, &mut carol] {
+        send(ws, "echo", json!("next"), Some("n")).await;
+        assert_eq!(recv(ws).await["p"], "next");
+    }
+
+    // Lists: every session with its user; room members with who is online.
+    let mut users: Vec<String> = handle
+        .sessions()
+        .await
+        .iter()
+        .map(|s| s.user.to_string())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["alice", "alice", "bob", "carol"]);
+    drop_abruptly(carol);
+    let mut members = Vec::new();
+    for _ in 0..100 {
+        members = handle.room_members("r").await;
+        if members.iter().any(|m| m.id == c && !m.online) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    members.sort_by_key(|m| m.user.to_string());
+    let seen: Vec<(String, bool)> = members.iter().map(|m| (m.user.to_string(), m.online)).collect();
+    assert_eq!(seen, [("bob".to_owned(), true), ("carol".to_owned(), false)]);
+    assert_eq!(handle.leave(b, "r").await, Ok(true));
+    assert_eq!(handle.room_members("r").await.len(), 1);
+    assert!(handle
+        .session(a1)
+        .await
+        .is_some_and(|s| s.online && s.user.as_str() == "alice"));
+}

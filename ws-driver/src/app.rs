@@ -14,6 +14,7 @@ use crate::handler::{BoxFuture, Handler, Middleware};
 use crate::hub::{Hub, ServerHandle};
 use crate::pubsub::PubSub;
 use crate::runtime::Runtime;
+use crate::state::TypeMap;
 
 /// A lifecycle hook, boxed. It takes its arguments by value so that the future it
 /// returns owns them and can run on another task than the hub that saw the event.
@@ -81,6 +82,7 @@ pub struct App {
     pub(crate) config: EngineConfig,
     pub(crate) handshake_timeout: Duration,
     pub(crate) close_timeout: Duration,
+    pub(crate) state: TypeMap,
 }
 
 impl Default for App {
@@ -108,7 +110,32 @@ impl App {
             config: EngineConfig::default(),
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
+            state: TypeMap::default(),
         }
+    }
+
+    /// Makes `state` reachable from every handler, middleware and hook, and from the
+    /// [`ServerHandle`], without clones: [`Context::state::<S>()`](crate::Context::state)
+    /// and [`ServerHandle::state::<S>()`]. One value per type; call it again with
+    /// another type for more. Put what handlers mutate behind its own lock.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use ws_driver::{App, Context};
+    ///
+    /// struct Counter(AtomicU64);
+    ///
+    /// let app = App::new()
+    ///     .with_state(Counter(AtomicU64::new(0)))
+    ///     .on("hit", |ctx: Context| async move {
+    ///         let n = ctx.state::<Counter>().0.fetch_add(1, Ordering::Relaxed) + 1;
+    ///         ctx.reply("hits", &n)
+    ///     });
+    /// # let _ = app;
+    /// ```
+    pub fn with_state<S: Send + Sync + 'static>(mut self, state: S) -> Self {
+        self.state.insert(state);
+        self
     }
 
     /// Handles application event `event` with `handler`. Events without a handler are
@@ -150,11 +177,13 @@ impl App {
         self
     }
 
-    /// Uses a closure as the authenticator: `Ok(user_id)` or `Err(reason)`.
-    pub fn authenticate<F, Fut>(self, f: F) -> Self
+    /// Uses a closure as the authenticator: `Ok(user_id)`, `Ok(Identity)` (a user id
+    /// with typed claims kept with the session), or `Err(reason)`.
+    pub fn authenticate<F, Fut, I>(self, f: F) -> Self
     where
         F: Fn(String, Arc<ws_session::ConnectionInfo>) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = Result<String, String>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<I, String>> + Send + 'static,
+        I: Into<crate::Identity> + 'static,
     {
         self.authenticator(crate::auth::FnAuthenticator::new(f))
     }

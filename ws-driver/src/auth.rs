@@ -6,9 +6,11 @@ use std::sync::Arc;
 use ws_session::ConnectionInfo;
 
 use crate::handler::BoxFuture;
+use crate::state::Identity;
 
-/// What an authentication resolves to: the user id, or a reason the client sees.
-pub type AuthFuture = BoxFuture<Result<String, String>>;
+/// What an authentication resolves to: who the credential belongs to, or a reason the
+/// client sees.
+pub type AuthFuture = BoxFuture<Result<Identity, String>>;
 
 /// Decides who a credential belongs to. Runs when a connection brings a credential
 /// (`Authorization: Bearer`, `?token=`, or a `sys.auth` message) and again on every
@@ -18,7 +20,8 @@ pub trait Authenticator: Send + Sync + 'static {
     fn authenticate(&self, token: String, info: Arc<ConnectionInfo>) -> AuthFuture;
 }
 
-/// An [`Authenticator`] from a closure: `FnAuthenticator::new(|token, info| async move { … })`.
+/// An [`Authenticator`] from a closure: `FnAuthenticator::new(|token, info| async move { … })`
+/// resolving to `Ok(user_id)` (a `String`) or `Ok(Identity)`, or `Err(reason)`.
 pub struct FnAuthenticator<F>(F);
 
 impl<F> FnAuthenticator<F> {
@@ -28,13 +31,15 @@ impl<F> FnAuthenticator<F> {
     }
 }
 
-impl<F, Fut> Authenticator for FnAuthenticator<F>
+impl<F, Fut, I> Authenticator for FnAuthenticator<F>
 where
     F: Fn(String, Arc<ConnectionInfo>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<String, String>> + Send + 'static,
+    Fut: Future<Output = Result<I, String>> + Send + 'static,
+    I: Into<Identity> + 'static,
 {
     fn authenticate(&self, token: String, info: Arc<ConnectionInfo>) -> AuthFuture {
-        Box::pin((self.0)(token, info))
+        let answer = (self.0)(token, info);
+        Box::pin(async move { answer.await.map(Into::into) })
     }
 }
 

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use futures_channel::oneshot;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use ws_session::{ApiError, ConnectionId, InboundEvent, SessionId, UserId};
+use ws_session::{ApiError, ConnectionId, ConnectionInfo, InboundEvent, SessionId, UserId};
 
 use crate::error::HandlerError;
 use crate::handler::Handler;
 use crate::hub::{Command, ServerHandle};
+use crate::state::SessionState;
 
 /// One application event and its sender. Cheap to clone; every method that sends
 /// only queues a command for the hub, so none of them blocks.
@@ -21,13 +22,96 @@ pub struct Context {
 struct Inner {
     handle: ServerHandle,
     event: InboundEvent,
+    session: Arc<SessionState>,
+    info: Option<Arc<ConnectionInfo>>,
 }
 
 impl Context {
-    pub(crate) fn new(handle: ServerHandle, event: InboundEvent) -> Self {
+    pub(crate) fn new(
+        handle: ServerHandle,
+        event: InboundEvent,
+        session: Arc<SessionState>,
+        info: Option<Arc<ConnectionInfo>>,
+    ) -> Self {
         Self {
-            inner: Arc::new(Inner { handle, event }),
+            inner: Arc::new(Inner {
+                handle,
+                event,
+                session,
+                info,
+            }),
         }
+    }
+
+    /// The application state of type `S` ([`App::with_state`](crate::App::with_state)).
+    ///
+    /// # Panics
+    ///
+    /// If the app has no state of type `S` (a bug in the application; the client gets
+    /// `sys.error` 4199 and the server logs it).
+    pub fn state<S: Send + Sync + 'static>(&self) -> &S {
+        self.inner.handle.state()
+    }
+
+    /// The application state of type `S`, or `None` when the app has none.
+    pub fn try_state<S: Send + Sync + 'static>(&self) -> Option<&S> {
+        self.inner.handle.try_state()
+    }
+
+    /// The claims the authenticator attached to this session's identity
+    /// ([`Identity::with_claims`](crate::Identity::with_claims)), if they are a `C`.
+    /// Replaced by the authenticator's answer on every resume.
+    pub fn claims<C: Send + Sync + 'static>(&self) -> Option<Arc<C>> {
+        self.inner.session.claims()
+    }
+
+    /// The session's data of type `T`, as set by [`Context::set_data`] in this or an
+    /// earlier handler or middleware of the session. Kept while the session lives,
+    /// across reconnects.
+    pub fn data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.inner.session.data()
+    }
+
+    /// Sets the session's data of type `T` (one value per type), for the session's
+    /// later handlers, this one's `next` in a middleware chain included.
+    pub fn set_data<T: Send + Sync + 'static>(&self, value: T) {
+        self.inner.session.set_data(value);
+    }
+
+    /// Removes the session's data of type `T`, returning it.
+    pub fn remove_data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.inner.session.remove_data()
+    }
+
+    /// What the connection's upgrade request said (path, query, headers, peer
+    /// address); `None` only for a connection that closed meanwhile.
+    pub fn connection_info(&self) -> Option<&ConnectionInfo> {
+        self.inner.info.as_deref()
+    }
+
+    /// The value of header `name` (ASCII case-insensitive) of the connection's upgrade
+    /// request. Credentials (`Authorization`, `Cookie`) are there too: do not log them.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let info = self.connection_info()?;
+        info.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The peer's address, when the transport has one.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.connection_info()?.peer_addr
+    }
+
+    /// The query string of the upgrade request (without `?`), if any.
+    pub fn query(&self) -> Option<&str> {
+        self.connection_info()?.query.as_deref()
+    }
+
+    /// The envelope's timestamp (`t`, milliseconds), when the client set one.
+    pub fn timestamp(&self) -> Option<u64> {
+        self.inner.event.timestamp()
     }
 
     /// The session that sent the event.

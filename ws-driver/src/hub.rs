@@ -33,7 +33,9 @@ use crate::auth::Authenticator;
 use crate::context::Context;
 use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
+use crate::reach::{Audience, SessionView};
 use crate::runtime::Runtime;
+use crate::state::{Identity, SessionState, TypeMap};
 
 /// What the hub sends a connection task.
 #[derive(Debug)]
@@ -87,6 +89,23 @@ pub(crate) enum Command {
         payload: Option<String>,
         except: Option<SessionId>,
     },
+    Emit {
+        audience: Audience,
+        except: Option<SessionId>,
+        volatile: bool,
+        event: String,
+        payload: Option<String>,
+    },
+    EmitTo {
+        sessions: std::collections::HashSet<SessionId>,
+        volatile: bool,
+        event: String,
+        payload: Option<String>,
+    },
+    Sessions {
+        audience: Audience,
+        reply: oneshot::Sender<Vec<SessionView>>,
+    },
     Join {
         session: SessionId,
         room: String,
@@ -107,7 +126,8 @@ pub(crate) enum Command {
     },
     Auth {
         id: AuthId,
-        result: Result<String, String>,
+        connection: ConnectionId,
+        result: Result<Identity, String>,
     },
     Remote(Publication),
     Metrics(oneshot::Sender<Metrics>),
@@ -131,6 +151,7 @@ pub(crate) struct Settings {
 #[derive(Clone)]
 pub struct ServerHandle {
     commands: mpsc::UnboundedSender<Command>,
+    state: Arc<TypeMap>,
 }
 
 /// A running hub: give a clone to every connection task
@@ -154,6 +175,7 @@ impl Hub {
         let (command_tx, command_rx) = mpsc::unbounded();
         let handle = ServerHandle {
             commands: command_tx.clone(),
+            state: Arc::new(app.state),
         };
         let settings = Arc::new(Settings {
             config: app.config.clone(),
@@ -198,6 +220,8 @@ impl Hub {
             conns: HashMap::new(),
             handlers: app.handlers,
             listeners: HashMap::new(),
+            sessions: HashMap::new(),
+            claims: HashMap::new(),
             workers: HashMap::new(),
             middleware: app.middleware.into(),
             authenticator: app.authenticator,
@@ -244,6 +268,26 @@ impl Hub {
 }
 
 impl ServerHandle {
+    /// The application state of type `S` ([`App::with_state`](crate::App::with_state)).
+    ///
+    /// # Panics
+    ///
+    /// If no state of type `S` was given to the app: a bug in the application, found
+    /// the first time the code runs.
+    pub fn state<S: Send + Sync + 'static>(&self) -> &S {
+        self.try_state().unwrap_or_else(|| {
+            panic!(
+                "no state of type {} (App::with_state)",
+                std::any::type_name::<S>()
+            )
+        })
+    }
+
+    /// The application state of type `S`, or `None` when the app has none.
+    pub fn try_state<S: Send + Sync + 'static>(&self) -> Option<&S> {
+        self.state.get()
+    }
+
     pub(crate) fn command(&self, command: Command) {
         // Fails only once the hub has stopped; then there is nobody to tell.
         let _ = self.commands.unbounded_send(command);
@@ -379,6 +423,11 @@ struct HubTask<R: Runtime> {
     handlers: HashMap<String, Arc<dyn Handler>>,
     listeners: HashMap<SessionId, HashMap<String, Arc<dyn Handler>>>,
     workers: HashMap<SessionId, mpsc::UnboundedSender<Job>>,
+    /// What the driver keeps per session (claims, data), for its handlers' contexts.
+    sessions: HashMap<SessionId, Arc<SessionState>>,
+    /// The claims of a connection's latest authentication, until the session it
+    /// creates or resumes takes them (and until the connection ends).
+    claims: HashMap<ConnectionId, Option<Arc<dyn std::any::Any + Send + Sync>>>,
     middleware: Arc<[Arc<dyn Middleware>]>,
     authenticator: Arc<dyn Authenticator>,
     /// The queue of the task that calls [`PubSub::publish`](crate::PubSub::publish),
@@ -481,6 +530,7 @@ impl<R: Runtime> HubTask<R> {
             }
             ConnInput::Closed { connection } => {
                 let entry = self.conns.remove(&connection);
+                self.claims.remove(&connection);
                 self.engine.handle_connection_closed(now, connection);
                 // Queued behind `Connected`; dropping the sender lets the worker exit
                 // once both have run.
@@ -547,6 +597,36 @@ impl<R: Runtime> HubTask<R> {
                 self.engine
                     .broadcast_room(now, &room, &envelope(&event, payload.as_deref()), except);
             }
+            Command::Emit {
+                audience,
+                except,
+                volatile,
+                event,
+                payload,
+            } => self.emit(
+                now,
+                audience,
+                except,
+                volatile,
+                &envelope(&event, payload.as_deref()),
+            ),
+            Command::EmitTo {
+                sessions,
+                volatile,
+                event,
+                payload,
+            } => {
+                let env = envelope(&event, payload.as_deref());
+                let pick = |sid: SessionId, _: &UserId| sessions.contains(&sid);
+                if volatile {
+                    self.engine.broadcast_volatile_filter(now, None, &env, pick);
+                } else {
+                    self.engine.broadcast_filter(now, &env, pick);
+                }
+            }
+            Command::Sessions { audience, reply } => {
+                let _ = reply.send(self.views(&audience));
+            }
             Command::Join { session, room, reply } => {
                 let _ = reply.send(self.engine.join_room(now, session, &room));
             }
@@ -565,8 +645,16 @@ impl<R: Runtime> HubTask<R> {
                     self.listeners.entry(session).or_default().insert(event, handler);
                 }
             }
-            Command::Auth { id, result } => {
-                if let Err(err) = self.engine.handle_auth_result(now, id, result.map(UserId::new)) {
+            Command::Auth {
+                id,
+                connection,
+                result,
+            } => {
+                let result = result.map(|identity| {
+                    self.claims.insert(connection, identity.claims);
+                    UserId::new(identity.user)
+                });
+                if let Err(err) = self.engine.handle_auth_result(now, id, result) {
                     tracing::warn!(%err, "authentication answer the engine did not ask for");
                 }
             }
@@ -625,6 +713,7 @@ impl<R: Runtime> HubTask<R> {
                         let result = authenticator.authenticate(request.token, request.info).await;
                         handle.command(Command::Auth {
                             id: request.id,
+                            connection: request.connection,
                             result,
                         });
                     });
@@ -651,6 +740,18 @@ impl<R: Runtime> HubTask<R> {
         };
         if let Some(session) = ended {
             self.listeners.remove(&session);
+            self.sessions.remove(&session);
+        }
+        // A new authentication's claims go to the session it created or resumed.
+        if let SessionEvent::Created {
+            session, connection, ..
+        }
+        | SessionEvent::Resumed { session, connection } = &event
+        {
+            let state = self.sessions.entry(*session).or_default();
+            if let Some(claims) = self.claims.get(connection) {
+                state.set_claims(claims.clone());
+            }
         }
         if !self.session_hooks.is_empty() {
             let job = hook_job(
@@ -673,6 +774,79 @@ impl<R: Runtime> HubTask<R> {
         if let Some(session) = ended {
             self.workers.remove(&session);
         }
+    }
+
+    /// Sends to an audience: in the session streams (encoded once, each recipient a
+    /// sequence number) or volatile (encoded once, sent to who is connected now).
+    fn emit(
+        &mut self,
+        now: Instant,
+        audience: Audience,
+        except: Option<SessionId>,
+        volatile: bool,
+        env: &OutgoingEnvelope<'_>,
+    ) {
+        let keep = |sid: SessionId| Some(sid) != except;
+        let engine = &mut self.engine;
+        match (audience, volatile) {
+            (Audience::All, false) if except.is_none() => {
+                engine.broadcast(now, env);
+            }
+            (Audience::All, false) => {
+                engine.broadcast_filter(now, env, |sid, _| keep(sid));
+            }
+            (Audience::Room(room), false) => {
+                engine.broadcast_room(now, &room, env, except);
+            }
+            (Audience::User(user), false) => {
+                engine.broadcast_filter(now, env, |sid, u| *u == user && keep(sid));
+            }
+            (Audience::Session(session), false) => {
+                if keep(session) {
+                    if let Err(err) = engine.send(now, session, env) {
+                        tracing::debug!(%err, "send to a session that is gone");
+                    }
+                }
+            }
+            (Audience::All, true) => {
+                engine.broadcast_volatile_filter(now, None, env, |sid, _| keep(sid));
+            }
+            (Audience::Room(room), true) => {
+                engine.broadcast_volatile_filter(now, Some(&room), env, |sid, _| keep(sid));
+            }
+            (Audience::User(user), true) => {
+                engine.broadcast_volatile_filter(now, None, env, |sid, u| *u == user && keep(sid));
+            }
+            (Audience::Session(session), true) => {
+                engine.broadcast_volatile_filter(now, None, env, |sid, _| sid == session && keep(sid));
+            }
+        }
+    }
+
+    /// The sessions of `audience` as the application sees them.
+    fn views(&mut self, audience: &Audience) -> Vec<SessionView> {
+        let ids: Vec<SessionId> = match audience {
+            Audience::All | Audience::User(_) => self.engine.sessions().collect(),
+            Audience::Room(room) => self.engine.room_members(room).collect(),
+            Audience::Session(session) => vec![*session],
+        };
+        let mut views = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(info) = self.engine.session_info(id) else {
+                continue;
+            };
+            if matches!(audience, Audience::User(user) if *user != info.user) {
+                continue;
+            }
+            views.push(SessionView {
+                id,
+                user: info.user,
+                online: info.connection.is_some(),
+                rooms: info.rooms,
+                state: self.sessions.entry(id).or_default().clone(),
+            });
+        }
+        views
     }
 
     /// The worker of `session`, started on first use.
@@ -719,7 +893,9 @@ impl<R: Runtime> HubTask<R> {
             user = event.user.as_str(),
             name = event.event(),
         );
-        let ctx = Context::new(self.handle.clone(), event);
+        let state = self.sessions.entry(session).or_default().clone();
+        let info = self.engine.connection_info(event.connection);
+        let ctx = Context::new(self.handle.clone(), event, state, info);
         let next = Next::new(self.middleware.clone(), handler);
         let handle = self.handle.clone();
         let job: Job = Box::pin(tracing::Instrument::instrument(

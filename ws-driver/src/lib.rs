@@ -35,8 +35,10 @@ mod hub;
 mod pubsub;
 mod pump;
 mod raw;
+mod reach;
 mod runtime;
 mod serve;
+mod state;
 mod upgrade;
 mod write;
 
@@ -49,7 +51,9 @@ pub use hub::{Hub, ServerHandle};
 pub use pubsub::{InMemoryPubSub, PubSub};
 pub use pump::{connection_info, run_websocket, serve_connection, ConnectionOptions};
 pub use raw::WebSocket;
+pub use reach::{Audience, Emit, SessionView};
 pub use runtime::Runtime;
 pub use serve::{serve_until, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use state::Identity;
 
 pub use ws_session::{ConnectionId, EngineConfig, Metrics, SessionEvent, SessionId, UserId};

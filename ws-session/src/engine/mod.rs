@@ -439,12 +439,27 @@ impl Engine {
         room: Option<&str>,
         envelope: &OutgoingEnvelope<'_>,
     ) -> usize {
+        self.broadcast_volatile_filter(now, room, envelope, |_, _| true)
+    }
+
+    /// [`broadcast_volatile`](Self::broadcast_volatile) to the sessions of `room` (or
+    /// all) that `pick` chooses: to leave one out, or to reach one user's sessions.
+    pub fn broadcast_volatile_filter(
+        &mut self,
+        now: Instant,
+        room: Option<&str>,
+        envelope: &OutgoingEnvelope<'_>,
+        mut pick: impl FnMut(SessionId, &UserId) -> bool,
+    ) -> usize {
         let prefix = self.encoder.prefix(envelope);
         let message = OutboundMessage { prefix, seq: None };
         let len = message.len();
         let mut connections = Vec::new();
         let mut consider = |sid: &SessionId, sessions: &IdMap<SessionId, Session>| {
-            if let Some(cid) = sessions.get(sid).and_then(|s| s.connection) {
+            let Some(session) = sessions.get(sid) else {
+                return;
+            };
+            if let Some(cid) = session.connection.filter(|_| pick(*sid, &session.user)) {
                 connections.push(cid);
             }
         };
@@ -583,6 +598,12 @@ impl Engine {
         self.sessions.get(&session).map(SessionInfo::of)
     }
 
+    /// What `connection`'s upgrade request said (path, query, headers, peer), while the
+    /// engine knows the connection.
+    pub fn connection_info(&self, connection: ConnectionId) -> Option<Arc<ConnectionInfo>> {
+        self.conns.get(&connection)?.info.clone()
+    }
+
     /// The session attached to `connection`, if any.
     pub fn session_of(&self, connection: ConnectionId) -> Option<SessionId> {
         match self.conns.get(&connection)?.state {
@@ -600,6 +621,14 @@ impl Engine {
     /// Members of `room` (0 when it does not exist).
     pub fn room_len(&self, room: &str) -> usize {
         self.rooms.members(room).map_or(0, |m| m.len())
+    }
+
+    /// The sessions in `room` (attached or suspended), in no particular order.
+    pub fn room_members(&self, room: &str) -> impl Iterator<Item = SessionId> + '_ {
+        self.rooms
+            .members(room)
+            .into_iter()
+            .flat_map(|members| members.iter().copied())
     }
 
     /// The sessions that exist (attached or suspended).

@@ -19,7 +19,6 @@ impl Engine {
             session: sid,
             fresh: true,
         };
-        conn.info = None;
         let token = ResumeToken::generate(&mut *self.rng);
         self.sessions.insert(
             sid,
@@ -167,7 +166,6 @@ impl Engine {
             session: sid,
             fresh: false,
         };
-        conn.info = None;
         let Some(session) = self.sessions.get_mut(&sid) else {
             return Ok(());
         };
