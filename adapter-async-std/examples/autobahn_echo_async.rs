@@ -10,7 +10,8 @@
 
 use adapter_async_std::{AsyncStdRuntime, SmolRuntime};
 use async_net::TcpListener;
-use ws_driver::{Runtime, WebSocket};
+use ws_driver::adapter::Runtime;
+use ws_driver::WebSocket;
 use ws_proto::{Config, Event};
 
 fn main() -> std::io::Result<()> {

@@ -6,8 +6,8 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 
 use async_net::TcpStream;
+use ws_driver::adapter::{BoxFuture, Runtime};
 use ws_driver::client::{ClientError, ClientOptions, Connector, Target};
-use ws_driver::{BoxFuture, Runtime};
 
 /// Opens plain TCP connections on async-io, the reactor async-std and smol share
 /// (`ws://` only: `wss://` needs a connector that does TLS, given to

@@ -7,7 +7,7 @@
 //!   down gracefully — as [`SmolServer`] (tasks on smol) or [`AsyncStdServer`] (tasks
 //!   on async-std);
 //! - [`serve_stream`]: serves one already-accepted stream (custom listeners, tests);
-//! - [`SmolRuntime`] and [`AsyncStdRuntime`]: the [`ws_driver::Runtime`] of each, for
+//! - [`SmolRuntime`] and [`AsyncStdRuntime`]: the [`ws_driver::adapter::Runtime`] of each, for
 //!   [`App::start`] and [`ws_driver::serve_connection`].
 //!
 //! Only sockets, tasks and timers are this crate's; the upgrade, the drive loop, the
@@ -38,6 +38,46 @@
 //!     })
 //! }
 //! ```
+//!
+//! ## A whole application and its client, from this crate alone
+//!
+//! Every type in this crate's signatures is re-exported here:
+//!
+//! ```no_run
+//! use adapter_async_std::{
+//!     App, Audience, ClientOptions, CloseCode, Context, Identity, SessionEvent, ServerHandle, SmolClient,
+//!     SmolServer,
+//! };
+//!
+//! struct Greeting(String);
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     smol::block_on(async {
+//!         let app = App::new()
+//!             .with_state(Greeting("hello".into()))
+//!             .authenticate(|token: String, _info| async move { Ok::<_, String>(Identity::new(token)) })
+//!             .on("greet", |ctx: Context| async move {
+//!                 let greeting = &ctx.state::<Greeting>().0;
+//!                 ctx.reply("greeting", &format!("{greeting}, {}", ctx.user_id()))
+//!             })
+//!             .on_session(|event: SessionEvent, server: ServerHandle| async move {
+//!                 if let SessionEvent::Created { session, .. } = event {
+//!                     let _ = server.join(session, "lobby").await;
+//!                 }
+//!             });
+//!         let server = SmolServer::bind("127.0.0.1:8080", "/ws", app).await?;
+//!         let handle = server.handle();
+//!         smol::spawn(server.run()).detach();
+//!         handle.to(Audience::room("lobby")).emit("news", &"welcome")?;
+//!
+//!         let client = SmolClient::connect("ws://127.0.0.1:8080/ws", ClientOptions::with_credential("bob")).await?;
+//!         let answer = client.query("greet", &(), None).await?;
+//!         println!("{:?}", answer.payload_as::<String>()?);
+//!         client.close(CloseCode::NORMAL, "done").await?;
+//!         Ok(())
+//!     })
+//! }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -50,11 +90,19 @@ pub use client::{AsyncNetConnector, Client};
 pub use runtime::AsyncStdRuntime;
 #[cfg(feature = "smol")]
 pub use runtime::SmolRuntime;
-pub use server::{serve_stream, Server};
-pub use ws_driver::client::{ClientError, ClientOptions, QueryError, SessionOutcome, State};
+pub use server::{serve_stream, AsyncNetListener, Server};
+// Everything an application and a client need, so that this crate alone is enough.
+pub use ws_driver::client::{
+    AuthMode, Backoff, ClientConfig, ClientError, ClientOptions, Constant, Disconnect, Exponential,
+    IdleTimeout, InvalidUrl, Jitter, Linear, OwnedEnvelope, QueryError, ServerError, SessionDetails,
+    SessionOutcome, State,
+};
 pub use ws_driver::{
-    App, ConnectionOptions, Context, HandlerError, HandlerResult, Hub, InMemoryPubSub, Metrics, Next, PubSub,
-    ServerHandle, SessionEvent, SessionId, UserId,
+    ApiError, App, Audience, AuthFuture, Authenticator, CloseCode, ConfigError, ConnectionEvent,
+    ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EngineConfig, ErrorCode, FnAuthenticator,
+    Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub, Metrics, Middleware, Next, PubSub,
+    ServerHandle, SessionEvent, SessionHandle, SessionId, SessionView, UserId, WebSocket,
+    DEFAULT_SHUTDOWN_TIMEOUT,
 };
 
 /// The server with its tasks and timers on async-std (deprecated upstream; prefer

@@ -1,4 +1,4 @@
-//! async-std and smol as [`ws_driver::Runtime`]s: where tasks run and how they sleep.
+//! async-std and smol as [`ws_driver::adapter::Runtime`]s: where tasks run and how they sleep.
 
 #[cfg(any(feature = "async-std", feature = "smol"))]
 use std::future::Future;
@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Instant;
 
 #[cfg(any(feature = "async-std", feature = "smol"))]
-use ws_driver::{BoxFuture, Runtime};
+use ws_driver::adapter::{BoxFuture, Runtime};
 
 /// Spawns on async-std's global executor and sleeps with its timer.
 ///

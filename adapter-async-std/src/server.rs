@@ -2,87 +2,64 @@
 
 use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
 
-use async_net::{AsyncToSocketAddrs, TcpListener};
-use ws_driver::{App, ConnectionOptions, Hub, Runtime, ServerHandle};
+use async_net::{AsyncToSocketAddrs, TcpListener, TcpStream};
+use ws_driver::adapter::{Accepting, Bind, Listener, Runtime};
+use ws_driver::{ConnectionOptions, Hub};
 
 /// A WebSocket server on one address and path, its tasks and timers on runtime `R`
 /// ([`AsyncStdServer`](crate::AsyncStdServer) and [`SmolServer`](crate::SmolServer)
-/// name the two). The listening socket is async-io's, the reactor both runtimes share.
-pub struct Server<R: Runtime> {
+/// name the two): ws-driver's [`Server`](ws_driver::Server) on an async-io listener.
+pub type Server<R> = ws_driver::Server<AsyncNetListener<R>>;
+
+/// async-io's TCP listener (the reactor async-std and smol share) as a [`Listener`]
+/// whose server runs on `R`; accepted sockets get `TCP_NODELAY`.
+pub struct AsyncNetListener<R> {
     listener: TcpListener,
-    runtime: R,
-    hub: Hub,
-    options: Arc<ConnectionOptions>,
-    shutdown_timeout: Duration,
+    runtime: PhantomData<fn() -> R>,
 }
 
-impl<R: Runtime + Default> Server<R> {
-    /// Binds `addr`, upgrades requests for `path` (others get 404) and starts `app`.
-    /// Call [`Server::run`] or [`Server::run_until`] to accept connections.
-    pub async fn bind(addr: impl AsyncToSocketAddrs, path: &str, app: App) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let runtime = R::default();
-        Ok(Self {
+impl<R> AsyncNetListener<R> {
+    /// Wraps a listener you bound yourself (for [`ws_driver::Server::new`]).
+    pub fn new(listener: TcpListener) -> Self {
+        Self {
             listener,
-            hub: app.start(runtime.clone()),
-            runtime,
-            options: Arc::new(ConnectionOptions {
-                path: Some(path.to_owned()),
-            }),
-            shutdown_timeout: ws_driver::DEFAULT_SHUTDOWN_TIMEOUT,
+            runtime: PhantomData,
+        }
+    }
+}
+
+impl<R: Runtime + Default> Listener for AsyncNetListener<R> {
+    type Stream = TcpStream;
+    type Runtime = R;
+
+    fn accept(&self) -> Accepting<'_, Self::Stream> {
+        Box::pin(async move {
+            let (stream, peer) = self.listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok((stream, Some(peer)))
         })
     }
-}
 
-impl<R: Runtime> Server<R> {
-    /// The address the server listens on (the real port when bound to port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
+}
 
-    /// The handle that sends commands to the application (send, broadcast, metrics).
-    pub fn handle(&self) -> ServerHandle {
-        self.hub.handle().clone()
-    }
-
-    /// Sets how long a graceful shutdown waits for connections to close (default:
-    /// [`ws_driver::DEFAULT_SHUTDOWN_TIMEOUT`], 10 s).
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
-    /// Accepts connections until the process ends.
-    pub async fn run(self) -> io::Result<()> {
-        self.run_until(std::future::pending()).await
-    }
-
-    /// Accepts connections until `signal` completes, then shuts down gracefully: stops
-    /// accepting, closes every connection with 1001 (going away) after what was queued
-    /// for it, and waits for them up to the shutdown timeout.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) -> io::Result<()> {
-        let incoming = futures_lite::stream::unfold(self.listener, |listener| async move {
-            let accepted = listener.accept().await.map(|(stream, peer)| {
-                // Small frames go out at once; batching is done above, one write per batch.
-                let _ = stream.set_nodelay(true);
-                (stream, Some(peer))
-            });
-            Some((accepted, listener))
-        });
-        ws_driver::serve_until(
-            self.hub,
-            self.runtime,
-            incoming,
-            self.options,
-            self.shutdown_timeout,
-            signal,
-        )
-        .await;
-        Ok(())
+impl<R, A> Bind<A> for AsyncNetListener<R>
+where
+    R: Runtime + Default,
+    A: AsyncToSocketAddrs + Send,
+    A::Iter: Send,
+{
+    fn bind<'a>(addr: A) -> Pin<Box<dyn Future<Output = io::Result<Self>> + Send + 'a>>
+    where
+        A: 'a,
+    {
+        Box::pin(async move { TcpListener::bind(addr).await.map(Self::new) })
     }
 }
 
@@ -112,5 +89,5 @@ pub async fn serve_stream<R, S>(
     R: Runtime,
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
 {
-    ws_driver::serve_connection(hub, runtime, stream, peer, options).await;
+    ws_driver::adapter::serve_connection(hub, runtime, stream, peer, options).await;
 }

@@ -6,8 +6,8 @@ use std::ops::Deref;
 
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+use ws_driver::adapter::BoxFuture;
 use ws_driver::client::{ClientError, ClientOptions, Connector, Target};
-use ws_driver::BoxFuture;
 
 use crate::runtime::TokioRuntime;
 

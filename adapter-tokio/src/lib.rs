@@ -29,6 +29,59 @@
 //! server.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await
 //! # }
 //! ```
+//!
+//! ## A whole application and its client, from this crate alone
+//!
+//! Every type in this crate's signatures is re-exported here, so an application
+//! needs no other tether crate:
+//!
+//! ```no_run
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use adapter_tokio::{
+//!     App, Audience, Client, ClientOptions, CloseCode, Context, EngineConfig, HandlerError, Identity, Next,
+//!     Server, SessionEvent, ServerHandle,
+//! };
+//!
+//! struct Bids(AtomicU64);
+//! struct Admin(bool);
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let app = App::new()
+//!     .with_state(Bids(AtomicU64::new(0)))
+//!     .config(EngineConfig { rate_limit_per_second: 100, ..EngineConfig::default() })
+//!     .authenticate(|token: String, _info| async move {
+//!         Ok::<_, String>(Identity::new(token.clone()).with_claims(Admin(token == "root")))
+//!     })
+//!     .middleware(|ctx: Context, next: Next| async move { next.run(ctx).await })
+//!     .on("bid", |ctx: Context| async move {
+//!         let amount: u64 = ctx.payload()?;
+//!         ctx.state::<Bids>().0.fetch_max(amount, Ordering::SeqCst);
+//!         ctx.server().to(Audience::room("auction")).except(ctx.session_id()).emit("bid", &amount)?;
+//!         ctx.reply("bid.ok", &amount)
+//!     })
+//!     .on("admin.reset", |ctx: Context| async move {
+//!         if !ctx.claims::<Admin>().is_some_and(|a| a.0) {
+//!             return Err(HandlerError::new(4403, "admins only"));
+//!         }
+//!         ctx.state::<Bids>().0.store(0, Ordering::SeqCst);
+//!         ctx.reply("admin.reset.ok", &())
+//!     })
+//!     .on_session(|event: SessionEvent, server: ServerHandle| async move {
+//!         if let SessionEvent::Created { session, .. } = event {
+//!             let _ = server.join(session, "auction").await;
+//!         }
+//!     });
+//! let server = Server::bind("127.0.0.1:8080", "/ws", app).await?;
+//! let handle = server.handle();
+//! tokio::spawn(server.run());
+//! handle.to(Audience::All).volatile().emit("tick", &1)?;
+//!
+//! let client = Client::connect("ws://127.0.0.1:8080/ws", ClientOptions::with_credential("alice")).await?;
+//! let answer = client.query("bid", &10, None).await?;
+//! assert_eq!(answer.payload_as::<u64>()?, 10);
+//! client.close(CloseCode::NORMAL, "done").await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -42,10 +95,17 @@ pub use client::{Client, TokioConnector};
 pub use mount::mount;
 pub use router_server::{serve_router, RouterServer};
 pub use runtime::TokioRuntime;
-pub use server::{serve_stream, Server};
-pub use ws_driver::client::{ClientError, ClientOptions, QueryError, SessionOutcome, State};
-pub use ws_driver::{
-    App, Context, HandlerError, HandlerResult, Hub, InMemoryPubSub, Metrics, Next, PubSub, ServerHandle,
-    SessionEvent, SessionId, UserId,
+pub use server::{serve_stream, Server, TokioListener};
+// Everything an application and a client need, so that this crate alone is enough.
+pub use ws_driver::client::{
+    AuthMode, Backoff, ClientConfig, ClientError, ClientOptions, Constant, Disconnect, Exponential,
+    IdleTimeout, InvalidUrl, Jitter, Linear, OwnedEnvelope, QueryError, ServerError, SessionDetails,
+    SessionOutcome, State,
 };
-pub use ws_proto::CloseCode;
+pub use ws_driver::{
+    ApiError, App, Audience, AuthFuture, Authenticator, CloseCode, ConfigError, ConnectionEvent,
+    ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EngineConfig, ErrorCode, FnAuthenticator,
+    Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub, Metrics, Middleware, Next, PubSub,
+    ServerHandle, SessionEvent, SessionHandle, SessionId, SessionView, UserId, WebSocket,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+};

@@ -70,13 +70,13 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
-    let info = ws_driver::connection_info(&parsed, peer);
+    let info = ws_driver::adapter::connection_info(&parsed, peer);
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let stream = TokioIo::new(upgraded).compat();
-                ws_driver::run_websocket(hub, TokioRuntime, stream, info, Bytes::new()).await;
+                ws_driver::adapter::run_websocket(hub, TokioRuntime, stream, info, Bytes::new()).await;
             }
             Err(err) => tracing::debug!(%err, "the upgrade did not complete"),
         }

@@ -1,9 +1,9 @@
-//! tokio as a [`ws_driver::Runtime`].
+//! tokio as a [`ws_driver::adapter::Runtime`].
 
 use std::future::Future;
 use std::time::Instant;
 
-use ws_driver::{BoxFuture, Runtime};
+use ws_driver::adapter::{BoxFuture, Runtime};
 
 /// Spawns on the current tokio runtime and sleeps with tokio's timer.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,85 +1,57 @@
-//! The standalone server.
+//! The standalone server: ws-driver's [`Server`](ws_driver::Server) on a tokio
+//! listener.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio_util::compat::TokioAsyncReadCompatExt;
-use ws_driver::{App, ConnectionOptions, Hub, ServerHandle};
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+use ws_driver::adapter::{Accepting, Bind, Listener};
+use ws_driver::{ConnectionOptions, Hub};
 
 use crate::runtime::TokioRuntime;
 
-/// A WebSocket server on one address and path.
-pub struct Server {
-    listener: TcpListener,
-    hub: Hub,
-    options: Arc<ConnectionOptions>,
-    shutdown_timeout: Duration,
+/// A WebSocket server on one address and path, on tokio:
+/// `Server::bind("127.0.0.1:8080", "/ws", app).await?.run_until(signal).await`.
+pub type Server = ws_driver::Server<TokioListener>;
+
+/// tokio's TCP listener as a [`Listener`]: accepted sockets get `TCP_NODELAY` (small
+/// frames go out at once; batching is done above, one write per batch).
+pub struct TokioListener(TcpListener);
+
+impl TokioListener {
+    /// Wraps a listener you bound yourself (for [`ws_driver::Server::new`]).
+    pub fn new(listener: TcpListener) -> Self {
+        Self(listener)
+    }
 }
 
-impl Server {
-    /// Binds `addr`, upgrades requests for `path` (others get 404) and starts `app`.
-    /// Call [`Server::run`] or [`Server::run_until`] to accept connections.
-    pub async fn bind(addr: impl ToSocketAddrs, path: &str, app: App) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        Ok(Self {
-            listener,
-            hub: app.start(TokioRuntime),
-            options: Arc::new(ConnectionOptions {
-                path: Some(path.to_owned()),
-            }),
-            shutdown_timeout: ws_driver::DEFAULT_SHUTDOWN_TIMEOUT,
+impl Listener for TokioListener {
+    type Stream = Compat<tokio::net::TcpStream>;
+    type Runtime = TokioRuntime;
+
+    fn accept(&self) -> Accepting<'_, Self::Stream> {
+        Box::pin(async move {
+            let (stream, peer) = self.0.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok((stream.compat(), Some(peer)))
         })
     }
 
-    /// The address the server listens on (the real port when bound to port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
     }
+}
 
-    /// The handle that sends commands to the application (send, broadcast, metrics).
-    pub fn handle(&self) -> ServerHandle {
-        self.hub.handle().clone()
-    }
-
-    /// Sets how long a graceful shutdown waits for connections to close (default:
-    /// [`ws_driver::DEFAULT_SHUTDOWN_TIMEOUT`], 10 s).
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
-    /// Accepts connections until the process ends.
-    pub async fn run(self) -> io::Result<()> {
-        self.run_until(std::future::pending()).await
-    }
-
-    /// Accepts connections until `signal` completes, then shuts down gracefully: stops
-    /// accepting, closes every connection with 1001 (going away) after what was queued
-    /// for it, and waits for them up to the shutdown timeout.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) -> io::Result<()> {
-        let incoming = futures_util::stream::unfold(self.listener, |listener| async move {
-            let accepted = listener.accept().await.map(|(stream, peer)| {
-                // Small frames go out at once; batching is done above, one write per batch.
-                let _ = stream.set_nodelay(true);
-                (stream.compat(), Some(peer))
-            });
-            Some((accepted, listener))
-        });
-        ws_driver::serve_until(
-            self.hub,
-            TokioRuntime,
-            incoming,
-            self.options,
-            self.shutdown_timeout,
-            signal,
-        )
-        .await;
-        Ok(())
+impl<A: ToSocketAddrs + Send> Bind<A> for TokioListener {
+    fn bind<'a>(addr: A) -> Pin<Box<dyn Future<Output = io::Result<Self>> + Send + 'a>>
+    where
+        A: 'a,
+    {
+        Box::pin(async move { TcpListener::bind(addr).await.map(Self) })
     }
 }
 
@@ -89,5 +61,5 @@ pub async fn serve_stream<S>(hub: Hub, stream: S, peer: Option<SocketAddr>, opti
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    ws_driver::serve_connection(hub, TokioRuntime, stream.compat(), peer, options).await;
+    ws_driver::adapter::serve_connection(hub, TokioRuntime, stream.compat(), peer, options).await;
 }

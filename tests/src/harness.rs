@@ -13,7 +13,8 @@ use adapter_async_std::{AsyncStdRuntime, SmolRuntime};
 use adapter_tokio::TokioRuntime;
 use futures::channel::oneshot;
 use futures::FutureExt;
-use ws_driver::{App, BoxFuture, Runtime, ServerHandle};
+use ws_driver::adapter::{BoxFuture, Runtime};
+use ws_driver::{App, ServerHandle};
 
 /// The runtime a server under test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use adapter_async_std::{AsyncStdRuntime, ConnectionOptions, SmolRuntime};
 use serde_json::json;
 use tether_tests::client::{recv, send, session};
 use tether_tests::suite::app;
-use ws_driver::Runtime;
+use ws_driver::adapter::Runtime;
 
 /// Accepts one connection on `runtime` and serves it with `serve_stream`; returns the
 /// address to connect to.

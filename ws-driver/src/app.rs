@@ -54,7 +54,7 @@ pub enum ConnectionEvent {
 /// of a session queue behind its `Created`/`Resumed` hook, as they would behind a
 /// slow handler. A hook that panics is logged and the later hooks and handlers run.
 #[derive(Clone, Default)]
-pub struct Hooks {
+pub(crate) struct Hooks {
     pub(crate) session: Vec<Hook<SessionEvent>>,
     pub(crate) connection: Vec<Hook<ConnectionEvent>>,
 }
@@ -198,7 +198,8 @@ impl App {
     /// Runs `hook` on every session lifecycle change (created, suspended, resumed,
     /// expired, closed), on that session's worker task: after the handlers of the
     /// session's earlier messages and before those of its later ones. The hub does not
-    /// wait for it, so it may take its time (see [`Hooks`]); several hooks run in the
+    /// wait for it, so it may take its time (hooks never run on the hub: a session's run
+    /// on its worker, in order with its handlers); several hooks run in the
     /// order they were added.
     ///
     /// ```
@@ -222,7 +223,8 @@ impl App {
     }
 
     /// Runs `hook` when a connection opens or ends, on a task of that connection's own
-    /// (`Connected` before `Disconnected`). The hub does not wait for it (see [`Hooks`]).
+    /// (`Connected` before `Disconnected`). The hub does not wait for it: connection hooks
+    /// run on a task of the connection's own.
     pub fn on_connection<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(ConnectionEvent, ServerHandle) -> Fut + Send + Sync + 'static,
@@ -260,7 +262,21 @@ impl App {
     }
 
     /// Starts the hub on `runtime`: from now on connections can be served.
+    ///
+    /// # Panics
+    ///
+    /// If the configuration is invalid ([`EngineConfig::validate`]); use
+    /// [`App::try_start`] to get the error instead. (Servers' `bind` does.)
     pub fn start<R: Runtime>(self, runtime: R) -> Hub {
-        Hub::start(self, runtime)
+        match self.try_start(runtime) {
+            Ok(hub) => hub,
+            Err(err) => panic!("invalid EngineConfig: {err}"),
+        }
+    }
+
+    /// Starts the hub on `runtime`, or says why the configuration is invalid.
+    pub fn try_start<R: Runtime>(self, runtime: R) -> Result<Hub, ws_session::ConfigError> {
+        self.config.validate()?;
+        Ok(Hub::start(self, runtime))
     }
 }

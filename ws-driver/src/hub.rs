@@ -155,7 +155,7 @@ pub struct ServerHandle {
 }
 
 /// A running hub: give a clone to every connection task
-/// ([`serve_connection`](crate::serve_connection)); [`Hub::handle`] controls it.
+/// ([`serve_connection`](crate::adapter::serve_connection)); [`Hub::handle`] controls it.
 #[derive(Clone)]
 pub struct Hub {
     pub(crate) input: mpsc::Sender<ConnInput>,

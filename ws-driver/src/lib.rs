@@ -42,18 +42,32 @@ mod state;
 mod upgrade;
 mod write;
 
-pub use app::{App, ConnectionEvent, Hooks};
+pub use app::{App, ConnectionEvent};
 pub use auth::{AuthFuture, Authenticator, FnAuthenticator};
 pub use context::{Context, SessionHandle};
 pub use error::HandlerError;
-pub use handler::{BoxFuture, Handler, HandlerResult, Middleware, Next};
+pub use handler::{Handler, HandlerResult, Middleware, Next};
 pub use hub::{Hub, ServerHandle};
 pub use pubsub::{InMemoryPubSub, PubSub};
-pub use pump::{connection_info, run_websocket, serve_connection, ConnectionOptions};
+pub use pump::ConnectionOptions;
 pub use raw::WebSocket;
 pub use reach::{Audience, Emit, SessionView};
-pub use runtime::Runtime;
-pub use serve::{serve_until, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use serve::{Server, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use state::Identity;
 
-pub use ws_session::{ConnectionId, EngineConfig, Metrics, SessionEvent, SessionId, UserId};
+pub use ws_proto::CloseCode;
+pub use ws_session::{
+    ApiError, ConfigError, ConnectionId, ConnectionInfo, EngineConfig, ErrorCode, Metrics, SessionEvent,
+    SessionId, UserId,
+};
+
+/// What a runtime adapter builds on; applications do not need it. An adapter supplies
+/// a [`Runtime`](adapter::Runtime) (spawn, sleep) and a [`Listener`](adapter::Listener),
+/// and hands accepted or upgraded streams to [`serve_connection`](adapter::serve_connection)
+/// or [`run_websocket`](adapter::run_websocket).
+pub mod adapter {
+    pub use crate::handler::BoxFuture;
+    pub use crate::pump::{connection_info, run_websocket, serve_connection};
+    pub use crate::runtime::Runtime;
+    pub use crate::serve::{serve_until, Accepting, Bind, Listener};
+}

@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::handler::BoxFuture;
 
 /// The runtime services the drive loop needs. Sockets are not here: the adapter
-/// accepts them and hands each to [`serve_connection`](crate::serve_connection) as a
+/// accepts them and hands each to [`serve_connection`](crate::adapter::serve_connection) as a
 /// `futures-io` stream.
 pub trait Runtime: Clone + Send + Sync + 'static {
     /// Runs `future` to completion as a task of its own.

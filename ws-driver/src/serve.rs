@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,5 +90,122 @@ pub async fn serve_until<R, S, I, F>(
     futures_util::select_biased! {
         () = drained.fuse() => {},
         () = deadline => tracing::warn!("shutdown timeout: connections still open were dropped"),
+    }
+}
+
+/// What [`Listener::accept`] returns: the stream and the peer's address, when known.
+pub type Accepting<'a, S> = Pin<Box<dyn Future<Output = io::Result<(S, Option<SocketAddr>)>> + Send + 'a>>;
+
+/// A listening socket of some runtime, as [`Server`] accepts from it. Adapters
+/// implement it for their runtime's TCP listener (and may for Unix sockets, TLS…).
+pub trait Listener: Send + Sized + 'static {
+    /// An accepted connection.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The runtime the server's tasks and timers run on.
+    type Runtime: Runtime + Default;
+
+    /// Waits for the next connection. Set per-socket options here (`TCP_NODELAY`).
+    fn accept(&self) -> Accepting<'_, Self::Stream>;
+
+    /// The address it listens on.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A listener that can be bound to addresses of type `A` (each runtime takes its own
+/// kind of address: `"127.0.0.1:8080"`, a `SocketAddr`, …).
+pub trait Bind<A>: Listener {
+    /// Binds `addr`.
+    fn bind<'a>(addr: A) -> Pin<Box<dyn Future<Output = io::Result<Self>> + Send + 'a>>
+    where
+        A: 'a;
+}
+
+/// A WebSocket server on one address and path: the standalone server of every adapter
+/// (`adapter_tokio::Server`, `adapter_async_std::SmolServer`, …), generic over the
+/// [`Listener`] that brings its sockets and runtime.
+pub struct Server<L: Listener> {
+    listener: L,
+    runtime: L::Runtime,
+    hub: Hub,
+    options: Arc<ConnectionOptions>,
+    shutdown_timeout: Duration,
+}
+
+impl<L: Listener> Server<L> {
+    /// Binds `addr`, upgrades requests for `path` (others get 404) and starts `app`.
+    /// Call [`Server::run`] or [`Server::run_until`] to accept connections. Fails if
+    /// the address cannot be bound or `app`'s configuration is invalid
+    /// ([`ConfigError`](ws_session::ConfigError), as `InvalidInput`).
+    pub async fn bind<A>(addr: A, path: &str, app: crate::App) -> io::Result<Self>
+    where
+        L: Bind<A>,
+    {
+        let listener = L::bind(addr).await?;
+        Self::new(listener, path, app)
+    }
+
+    /// Serves `listener`, already bound; see [`Server::bind`].
+    pub fn new(listener: L, path: &str, app: crate::App) -> io::Result<Self> {
+        let runtime = L::Runtime::default();
+        let hub = app
+            .try_start(runtime.clone())
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+        Ok(Self {
+            listener,
+            runtime,
+            hub,
+            options: Arc::new(ConnectionOptions {
+                path: Some(path.to_owned()),
+            }),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        })
+    }
+
+    /// The address the server listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The handle that reaches the application from anywhere (send, broadcast, rooms,
+    /// sessions, metrics, shutdown).
+    pub fn handle(&self) -> crate::ServerHandle {
+        self.hub.handle().clone()
+    }
+
+    /// The running hub, to serve more connections on it (`serve_stream`, `mount`).
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Sets how long a graceful shutdown waits for connections to close (default:
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`], 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Accepts connections until the process ends.
+    pub async fn run(self) -> io::Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Accepts connections until `signal` completes, then shuts down gracefully: stops
+    /// accepting, closes every connection with 1001 (going away) after what was queued
+    /// for it, and waits for them up to the shutdown timeout.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> io::Result<()> {
+        let incoming = futures_util::stream::unfold(self.listener, |listener| async move {
+            let accepted = listener.accept().await;
+            Some((accepted, listener))
+        });
+        serve_until(
+            self.hub,
+            self.runtime,
+            incoming,
+            self.options,
+            self.shutdown_timeout,
+            signal,
+        )
+        .await;
+        Ok(())
     }
 }

@@ -15,13 +15,13 @@ use std::time::Duration;
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use serde::Serialize;
-use ws_proto::envelope::OwnedEnvelope;
 use ws_proto::CloseCode;
 
 use crate::runtime::Runtime;
 
 pub use driver::handshake;
 pub use target::{Connector, InvalidUrl, Target};
+pub use ws_proto::envelope::OwnedEnvelope;
 pub use ws_session::client::{
     AuthMode, Backoff, ClientConfig, Constant, Disconnect, Exponential, IdleTimeout, Jitter, Linear,
     QueryError, ServerError, SessionDetails, SessionOutcome, State,
@@ -192,7 +192,7 @@ enum Command {
 /// A tether client: one logical connection that reconnects and resumes by itself.
 ///
 /// ```no_run
-/// # async fn demo<R: ws_driver::Runtime, C: ws_driver::client::Connector>(runtime: R, connector: C) -> Result<(), ws_driver::client::ClientError> {
+/// # async fn demo<R: ws_driver::adapter::Runtime, C: ws_driver::client::Connector>(runtime: R, connector: C) -> Result<(), ws_driver::client::ClientError> {
 /// use ws_driver::client::{Client, ClientOptions};
 ///
 /// let client = Client::start("ws://127.0.0.1:8080/ws", ClientOptions::with_credential("alice"), runtime, connector)?;
