@@ -100,9 +100,9 @@ pub use ws_driver::client::{
 pub use ws_driver::{
     ApiError, App, Audience, AuthFuture, Authenticator, CloseCode, ConfigError, ConnectionEvent,
     ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EngineConfig, ErrorCode, FnAuthenticator,
-    Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub, Metrics, Middleware, Next, PubSub,
-    ServerHandle, SessionEvent, SessionHandle, SessionId, SessionView, UserId, WebSocket,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub, Member, Metrics, Middleware, Next,
+    Presence, PresenceState, PubSub, ServerHandle, SessionEvent, SessionHandle, SessionId, SessionView,
+    UserId, WebSocket, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 
 /// The server with its tasks and timers on async-std (deprecated upstream; prefer

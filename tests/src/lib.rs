@@ -37,7 +37,8 @@ macro_rules! runtime_suite {
             a_ping_flood_from_a_client_that_never_reads_is_closed_with_1008,
             a_slow_session_hook_does_not_hold_up_other_clients,
             state_claims_and_session_data_reach_handlers,
-            the_server_handle_reaches_sessions_users_and_rooms
+            the_server_handle_reaches_sessions_users_and_rooms,
+            presence_is_announced_once_per_user_and_listed
         );
     };
     (@each $runtime:expr; $($name:ident),* $(,)?) => {

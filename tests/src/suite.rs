@@ -781,3 +781,73 @@ pub async fn the_server_handle_reaches_sessions_users_and_rooms(runtime: ServerR
         .await
         .is_some_and(|s| s.online && s.user.as_str() == "alice"));
 }
+
+/// The next envelope named `event`, skipping others.
+async fn recv_event(ws: &mut Ws, event: &str) -> Value {
+    loop {
+        let env = recv(ws).await;
+        if env["e"] == event {
+            return env;
+        }
+    }
+}
+
+/// Presence: joins, leaves, drops and resumes are announced to the room once per user
+/// (two tabs count once), volatile; the member list says who is online.
+pub async fn presence_is_announced_once_per_user_and_listed(runtime: ServerRuntime) {
+    let app = app()
+        .presence(ws_driver::Presence::default())
+        .on("leave", |ctx: Context| async move {
+            let room: String = ctx.payload()?;
+            ctx.leave(&room).await?;
+            ctx.reply("left", &room)
+        });
+    let server = start(runtime, app.config(fast_timers())).await;
+    let (addr, handle) = (server.addr, server.handle.clone());
+    let (mut watcher, _) = session(addr, "watcher").await;
+    send(&mut watcher, "join", json!("r"), Some("j")).await;
+    assert_eq!(recv(&mut watcher).await["e"], "joined");
+
+    let (mut tab1, created) = session(addr, "alice").await;
+    let (mut tab2, _) = session(addr, "alice").await;
+    for tab in [&mut tab1, &mut tab2] {
+        send(tab, "join", json!("r"), Some("j")).await;
+        assert_eq!(recv(tab).await["e"], "joined");
+    }
+    let joined = recv_event(&mut watcher, "sys.presence").await;
+    assert_eq!(
+        joined["p"],
+        json!({"room": "r", "user": "alice", "state": "joined"})
+    );
+    assert!(joined.get("s").is_none(), "volatile: {joined}");
+
+    // One tab drops: alice is still online through the other. Both drop: away.
+    drop_abruptly(tab2);
+    drop_abruptly(tab1);
+    let away = recv_event(&mut watcher, "sys.presence").await;
+    assert_eq!(away["p"]["state"], "away", "{away}");
+    let members = handle.room_presence("r").await;
+    let listed: Vec<(String, bool)> = members.iter().map(|m| (m.user.to_string(), m.online)).collect();
+    assert_eq!(
+        listed,
+        [("alice".to_owned(), false), ("watcher".to_owned(), true)]
+    );
+
+    // A resume brings her back online; her leave says left.
+    let (mut back, answer) = resume(addr, "alice", &created, 0).await;
+    assert_eq!(answer["e"], "sys.session.restored");
+    assert_eq!(
+        recv_event(&mut watcher, "sys.presence").await["p"]["state"],
+        "online"
+    );
+    send(&mut back, "leave", json!("r"), Some("l")).await;
+    assert_eq!(recv_event(&mut back, "left").await["p"], "r");
+    // The other tab's session is still in the room (suspended): alice is away, not gone.
+    assert_eq!(
+        recv_event(&mut watcher, "sys.presence").await["p"]["state"],
+        "away"
+    );
+    // Nothing is announced to the session whose change it is.
+    send(&mut back, "echo", json!("x"), Some("e")).await;
+    assert_eq!(recv(&mut back).await["e"], "echo.reply");
+}

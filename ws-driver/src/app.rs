@@ -83,6 +83,7 @@ pub struct App {
     pub(crate) handshake_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) state: TypeMap,
+    pub(crate) presence: Option<crate::Presence>,
 }
 
 impl Default for App {
@@ -111,7 +112,18 @@ impl App {
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
             state: TypeMap::default(),
+            presence: None,
         }
+    }
+
+    /// Announces presence in rooms as it changes: a volatile room broadcast of
+    /// `presence.event` (`sys.presence` by default) with `{room, user, state}` when a
+    /// user joins or leaves a room, and when all their sessions are suspended (`away`)
+    /// or one comes back (`online`); per user across tabs by default. The list of
+    /// members with who is online: [`ServerHandle::room_presence`]. Off by default.
+    pub fn presence(mut self, presence: crate::Presence) -> Self {
+        self.presence = Some(presence);
+        self
     }
 
     /// Makes `state` reachable from every handler, middleware and hook, and from the

@@ -33,6 +33,7 @@ use crate::auth::Authenticator;
 use crate::context::Context;
 use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
+use crate::presence::{self, Announcement, Member};
 use crate::reach::{Audience, SessionView};
 use crate::runtime::Runtime;
 use crate::state::{Identity, SessionState, TypeMap};
@@ -105,6 +106,10 @@ pub(crate) enum Command {
     Sessions {
         audience: Audience,
         reply: oneshot::Sender<Vec<SessionView>>,
+    },
+    RoomPresence {
+        room: String,
+        reply: oneshot::Sender<Vec<Member>>,
     },
     Join {
         session: SessionId,
@@ -221,6 +226,7 @@ impl Hub {
             handlers: app.handlers,
             listeners: HashMap::new(),
             sessions: HashMap::new(),
+            presence: app.presence.map(presence::Tracker::new),
             claims: HashMap::new(),
             workers: HashMap::new(),
             middleware: app.middleware.into(),
@@ -425,6 +431,8 @@ struct HubTask<R: Runtime> {
     workers: HashMap<SessionId, mpsc::UnboundedSender<Job>>,
     /// What the driver keeps per session (claims, data), for its handlers' contexts.
     sessions: HashMap<SessionId, Arc<SessionState>>,
+    /// Presence bookkeeping, when the app turned it on.
+    presence: Option<presence::Tracker>,
     /// The claims of a connection's latest authentication, until the session it
     /// creates or resumes takes them (and until the connection ends).
     claims: HashMap<ConnectionId, Option<Arc<dyn std::any::Any + Send + Sync>>>,
@@ -488,7 +496,7 @@ impl<R: Runtime> HubTask<R> {
                     break;
                 }
             }
-            self.drain();
+            self.drain(now);
             if self.shutdown.is_some() && self.conns.is_empty() {
                 for done in self.shutdown.take().into_iter().flatten() {
                     let _ = done.send(());
@@ -627,11 +635,36 @@ impl<R: Runtime> HubTask<R> {
             Command::Sessions { audience, reply } => {
                 let _ = reply.send(self.views(&audience));
             }
+            Command::RoomPresence { room, reply } => {
+                let sessions: Vec<(SessionId, UserId, bool)> = self
+                    .engine
+                    .room_members(&room)
+                    .filter_map(|id| {
+                        self.engine
+                            .session_info(id)
+                            .map(|i| (id, i.user, i.connection.is_some()))
+                    })
+                    .collect();
+                let per_user = self.presence.as_ref().is_none_or(|p| p.options.per_user);
+                let _ = reply.send(presence::members(per_user, sessions));
+            }
             Command::Join { session, room, reply } => {
-                let _ = reply.send(self.engine.join_room(now, session, &room));
+                let result = self.engine.join_room(now, session, &room);
+                if let (Ok(true), Some(tracker)) = (&result, &mut self.presence) {
+                    let mut out = Vec::new();
+                    tracker.joined(session, &room, &mut out);
+                    self.announce(now, out);
+                }
+                let _ = reply.send(result);
             }
             Command::Leave { session, room, reply } => {
-                let _ = reply.send(self.engine.leave_room(now, session, &room));
+                let result = self.engine.leave_room(now, session, &room);
+                if let (Ok(true), Some(tracker)) = (&result, &mut self.presence) {
+                    let mut out = Vec::new();
+                    tracker.left(session, &room, &mut out);
+                    self.announce(now, out);
+                }
+                let _ = reply.send(result);
             }
             Command::CloseSession { session } => {
                 let _ = self.engine.close_session(now, session);
@@ -676,7 +709,7 @@ impl<R: Runtime> HubTask<R> {
     }
 
     /// Drains the engine's actions and routes each.
-    fn drain(&mut self) {
+    fn drain(&mut self, now: Instant) {
         while let Some(action) = self.engine.poll_action() {
             match action {
                 Action::Transmit { connection, message } => self.transmit(connection, message),
@@ -719,7 +752,7 @@ impl<R: Runtime> HubTask<R> {
                     });
                 }
                 Action::Event(event) => self.dispatch(event),
-                Action::Session(event) => self.on_session_event(event),
+                Action::Session(event) => self.on_session_event(now, event),
                 Action::Publish(publication) => {
                     if let Some(publisher) = &self.publisher {
                         let _ = publisher.unbounded_send(publication);
@@ -733,7 +766,20 @@ impl<R: Runtime> HubTask<R> {
 
     /// Hands a session's lifecycle event to its hooks, on the session's worker, and
     /// forgets an ended session's listeners and worker.
-    fn on_session_event(&mut self, event: SessionEvent) {
+    fn on_session_event(&mut self, now: Instant, event: SessionEvent) {
+        if let Some(tracker) = &mut self.presence {
+            let mut out = Vec::new();
+            match &event {
+                SessionEvent::Created { session, user, .. } => tracker.created(*session, user.clone()),
+                SessionEvent::Suspended { session } => tracker.connected(*session, false, &mut out),
+                SessionEvent::Resumed { session, .. } => tracker.connected(*session, true, &mut out),
+                SessionEvent::Expired { session, .. } | SessionEvent::Closed { session, .. } => {
+                    tracker.ended(*session, &mut out)
+                }
+                _ => {}
+            }
+            self.announce(now, out);
+        }
         let ended = match &event {
             SessionEvent::Expired { session, .. } | SessionEvent::Closed { session, .. } => Some(*session),
             _ => None,
@@ -773,6 +819,25 @@ impl<R: Runtime> HubTask<R> {
         // just pushed) and exits when this, its only sender, is dropped.
         if let Some(session) = ended {
             self.workers.remove(&session);
+        }
+    }
+
+    /// Sends presence announcements: volatile, to the room's connected members but the
+    /// session whose change it is.
+    fn announce(&mut self, now: Instant, announcements: Vec<Announcement>) {
+        let Some(tracker) = &self.presence else {
+            return;
+        };
+        for a in announcements {
+            let mut payload =
+                serde_json::json!({ "room": &*a.room, "user": a.user.as_str(), "state": a.state });
+            if let Some(session) = a.session {
+                payload["session"] = serde_json::Value::String(session.to_string());
+            }
+            let payload = payload.to_string();
+            let env = envelope(&tracker.options.event, Some(&payload));
+            self.engine
+                .broadcast_volatile_filter(now, Some(&a.room), &env, |sid, _| sid != a.except);
         }
     }
 

@@ -15,6 +15,7 @@ use ws_session::{ApiError, SessionId, UserId};
 
 use crate::error::HandlerError;
 use crate::hub::{Command, ServerHandle};
+use crate::presence::Member;
 use crate::state::SessionState;
 
 /// Who a message from [`ServerHandle::to`] goes to.
@@ -204,6 +205,19 @@ impl ServerHandle {
     /// The members of `room` on this node, connected or suspended.
     pub async fn room_members(&self, room: &str) -> Vec<SessionView> {
         self.snapshot(Audience::room(room)).await
+    }
+
+    /// Who is in `room` and whether they are connected: per user (online when one of
+    /// their sessions is) unless presence is configured per session
+    /// ([`Presence::per_user`](crate::Presence::per_user)), sorted by user. This node's
+    /// members.
+    pub async fn room_presence(&self, room: &str) -> Vec<Member> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::RoomPresence {
+            room: room.to_owned(),
+            reply,
+        });
+        answer.await.unwrap_or_default()
     }
 
     /// The session `session`, if it exists.

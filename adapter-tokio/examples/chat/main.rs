@@ -13,28 +13,24 @@
 //! (detached mode).
 //!
 //! The chat protocol on top of tether's envelope (see `docs/PROTOCOL.md`):
-//! - `chat.join {room}` → reply `chat.joined {room, members}`; others get
-//!   `chat.presence {room, user, joined: true}`, only when the session was not in the
-//!   room yet (a repeated join is answered, not announced again);
-//! - `chat.leave {room}` → reply `chat.left {room}`; others get `chat.presence {…, joined: false}`.
-//!   Leaving a room the session is not in is answered with `sys.error` 4201
-//!   (`NOT_IN_ROOM`, as `chat.send` to such a room) and nobody is told anything;
+//! - `chat.join {room}` → reply `chat.joined {room, members, away}` (the users in the
+//!   room connected now, and those whose sessions are all suspended);
+//! - `chat.leave {room}` → reply `chat.left {room}`. Leaving a room the session is not
+//!   in is answered with `sys.error` 4201 (`NOT_IN_ROOM`, as `chat.send` to such a
+//!   room) and nobody is told anything;
 //! - `chat.send {room, text}` → reply `chat.sent {room}`; every member, the sender too,
 //!   gets `chat.message {room, user, text, ts}`;
-//! - a session that expires or is closed leaves its rooms: their members get
-//!   `chat.presence {…, joined: false}`.
-//!
-//! Presence follows the engine's membership: `ctx.join` and `ctx.leave` answer whether
-//! they changed it, and only a change is announced.
+//! - presence is tether's (`App::presence`): the others in a room get
+//!   `chat.presence {room, user, state}` with `state` `joined`, `left`, `away` (every
+//!   session of the user lost its connection; it may come back) or `online`; once per
+//!   user across tabs, only for real changes, volatile. A session that expires or is
+//!   closed has left its rooms.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use adapter_tokio::{
-    mount, serve_router, App, Context, HandlerError, ServerHandle, SessionEvent, SessionId, TokioRuntime,
-};
+use adapter_tokio::{mount, serve_router, App, Context, HandlerError, Presence, TokioRuntime};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -46,77 +42,11 @@ const PAGE: &str = include_str!("index.html");
 /// The browser client: the `clients/js` package, served as is (no build step).
 const CLIENT: &str = include_str!("../../../clients/js/src/index.js");
 
-/// Who is in which room: room → session → user name, and the other way round,
-/// session → its rooms. Sessions stay members while suspended (a dropped phone is still
-/// "there" for the resume window).
-///
-/// The second map is what makes a session's end cheap: the hook looks up the session's
-/// own rooms (at most `max_rooms_per_session`, 64 by default) instead of walking every
-/// room of the server, which for many sessions ending together (a network outage, a
-/// restart of a load balancer) would be sessions × rooms.
-#[derive(Default)]
-struct Rooms {
-    members: BTreeMap<String, HashMap<SessionId, String>>,
-    rooms_of: HashMap<SessionId, BTreeSet<String>>,
-}
-
-impl Rooms {
-    fn add(&mut self, room: &str, session: SessionId, user: &str) {
-        self.members
-            .entry(room.to_owned())
-            .or_default()
-            .insert(session, user.to_owned());
-        self.rooms_of.entry(session).or_default().insert(room.to_owned());
-    }
-
-    fn remove(&mut self, room: &str, session: SessionId) {
-        if let Some(members) = self.members.get_mut(room) {
-            members.remove(&session);
-            if members.is_empty() {
-                self.members.remove(room);
-            }
-        }
-        if let Some(rooms) = self.rooms_of.get_mut(&session) {
-            rooms.remove(room);
-            if rooms.is_empty() {
-                self.rooms_of.remove(&session);
-            }
-        }
-    }
-
-    /// Forgets `session`; returns the rooms it was in.
-    fn remove_session(&mut self, session: SessionId) -> BTreeSet<String> {
-        let rooms = self.rooms_of.remove(&session).unwrap_or_default();
-        for room in &rooms {
-            if let Some(members) = self.members.get_mut(room) {
-                members.remove(&session);
-                if members.is_empty() {
-                    self.members.remove(room);
-                }
-            }
-        }
-        rooms
-    }
-
-    fn is_member(&self, room: &str, session: SessionId) -> bool {
-        self.rooms_of
-            .get(&session)
-            .is_some_and(|rooms| rooms.contains(room))
-    }
-
-    fn users(&self, room: &str) -> Vec<String> {
-        let mut users: Vec<String> = self
-            .members
-            .get(room)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
-        users.sort();
-        users.dedup();
-        users
-    }
-}
-
-type Shared = Arc<Mutex<Rooms>>;
+/// The rooms this session is in, kept as the session's own data: `chat.send` checks it
+/// without asking the hub, and it survives reconnects with the session. (The engine's
+/// membership is the truth; this mirrors what this session's handlers did to it.)
+#[derive(Default, Clone)]
+struct MyRooms(BTreeSet<String>);
 
 #[derive(Deserialize)]
 struct RoomRequest {
@@ -161,91 +91,61 @@ fn authenticate(token: &str) -> Result<String, String> {
     }
 }
 
-fn app(rooms: Shared) -> App {
-    let join_rooms = rooms.clone();
-    let leave_rooms = rooms.clone();
-    let send_rooms = rooms.clone();
+fn app() -> App {
     App::new()
         .authenticate(|token: String, _info| async move { authenticate(&token) })
-        .on("chat.join", move |ctx: Context| {
-            let rooms = join_rooms.clone();
-            async move {
-                let RoomRequest { room } = ctx.payload()?;
-                check_room(&room)?;
-                // `false`: the session was already in the room; answer, announce nothing.
-                let joined = ctx.join(&room).await?;
-                let user = ctx.user_id().as_str();
-                let members = {
-                    let mut rooms = rooms.lock().expect("rooms lock");
-                    rooms.add(&room, ctx.session_id(), user);
-                    rooms.users(&room)
-                };
-                if joined {
-                    ctx.to_room_others(
-                        &room,
-                        "chat.presence",
-                        &json!({ "room": room, "user": user, "joined": true }),
-                    )?;
-                }
-                ctx.reply("chat.joined", &json!({ "room": room, "members": members }))
-            }
+        // Presence is the library's: `chat.presence {room, user, state}` (joined, left,
+        // away, online), once per user across tabs, volatile, announced only when
+        // membership or connectivity really changes.
+        .presence(Presence {
+            event: "chat.presence".to_owned(),
+            ..Presence::default()
         })
-        .on("chat.leave", move |ctx: Context| {
-            let rooms = leave_rooms.clone();
-            async move {
-                let RoomRequest { room } = ctx.payload()?;
-                // `false`: the session was not in the room. Announcing it would let anyone
-                // post "left" into any room; it is an error, as sending there is.
-                if !ctx.leave(&room).await? {
-                    return Err(HandlerError::new(NOT_IN_ROOM, format!("you are not in `{room}`")));
-                }
-                rooms.lock().expect("rooms lock").remove(&room, ctx.session_id());
-                let user = ctx.user_id().as_str();
-                ctx.to_room_others(
-                    &room,
-                    "chat.presence",
-                    &json!({ "room": room, "user": user, "joined": false }),
-                )?;
-                ctx.reply("chat.left", &json!({ "room": room }))
-            }
+        .on("chat.join", |ctx: Context| async move {
+            let RoomRequest { room } = ctx.payload()?;
+            check_room(&room)?;
+            // `false`: the session was already in the room (nothing is announced).
+            ctx.join(&room).await?;
+            let mut mine = ctx.data::<MyRooms>().map(|r| (*r).clone()).unwrap_or_default();
+            mine.0.insert(room.clone());
+            ctx.set_data(mine);
+            let members = ctx.server().room_presence(&room).await;
+            let names = |online: bool| -> Vec<&str> {
+                members
+                    .iter()
+                    .filter(|m| m.online == online)
+                    .map(|m| m.user.as_str())
+                    .collect()
+            };
+            ctx.reply(
+                "chat.joined",
+                &json!({ "room": room, "members": names(true), "away": names(false) }),
+            )
         })
-        .on("chat.send", move |ctx: Context| {
-            let rooms = send_rooms.clone();
-            async move {
-                let SendRequest { room, text } = ctx.payload()?;
-                if text.trim().is_empty() || text.chars().count() > 2000 {
-                    return Err(HandlerError::new(BAD_TEXT, "a message has 1 to 2000 characters"));
-                }
-                let member = rooms
-                    .lock()
-                    .expect("rooms lock")
-                    .is_member(&room, ctx.session_id());
-                if !member {
-                    return Err(HandlerError::new(NOT_IN_ROOM, format!("join `{room}` first")));
-                }
-                let message =
-                    json!({ "room": room, "user": ctx.user_id().as_str(), "text": text, "ts": now_ms() });
-                ctx.to_room(&room, "chat.message", &message)?;
-                ctx.reply("chat.sent", &json!({ "room": room }))
+        .on("chat.leave", |ctx: Context| async move {
+            let RoomRequest { room } = ctx.payload()?;
+            // `false`: the session was not in the room. It is an error, as sending there
+            // is, and nothing is announced.
+            if !ctx.leave(&room).await? {
+                return Err(HandlerError::new(NOT_IN_ROOM, format!("you are not in `{room}`")));
             }
+            let mut mine = ctx.data::<MyRooms>().map(|r| (*r).clone()).unwrap_or_default();
+            mine.0.remove(&room);
+            ctx.set_data(mine);
+            ctx.reply("chat.left", &json!({ "room": room }))
         })
-        .on_session(move |event: SessionEvent, server: ServerHandle| {
-            let rooms = rooms.clone();
-            // Runs on the session's own worker, after its last handler, never on the hub:
-            // many sessions ending at once do not hold up anyone's messages.
-            async move {
-                // A session that expired or was closed has left its rooms: tell the others.
-                let (SessionEvent::Expired { session, user } | SessionEvent::Closed { session, user }) =
-                    event
-                else {
-                    return;
-                };
-                let left = rooms.lock().expect("rooms lock").remove_session(session);
-                for room in left {
-                    let presence = json!({ "room": room, "user": user.as_str(), "joined": false });
-                    let _ = server.broadcast_room(&room, "chat.presence", &presence, None);
-                }
+        .on("chat.send", |ctx: Context| async move {
+            let SendRequest { room, text } = ctx.payload()?;
+            if text.trim().is_empty() || text.chars().count() > 2000 {
+                return Err(HandlerError::new(BAD_TEXT, "a message has 1 to 2000 characters"));
             }
+            if !ctx.data::<MyRooms>().is_some_and(|mine| mine.0.contains(&room)) {
+                return Err(HandlerError::new(NOT_IN_ROOM, format!("join `{room}` first")));
+            }
+            let message =
+                json!({ "room": room, "user": ctx.user_id().as_str(), "text": text, "ts": now_ms() });
+            ctx.to_room(&room, "chat.message", &message)?;
+            ctx.reply("chat.sent", &json!({ "room": room }))
         })
 }
 
@@ -256,7 +156,7 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:8080".to_owned())
         .parse()
         .expect("an address like 127.0.0.1:8080");
-    let hub = app(Shared::default()).start(TokioRuntime);
+    let hub = app().start(TokioRuntime);
     let router = Router::new()
         .route(
             "/",

@@ -178,12 +178,13 @@ function makeClient(url, token, opts = {}) {
     token, WebSocket, backoff: { initialMs: 100, maxMs: 400, jitter: 0 }, ...opts,
   });
   clients.push(client);
-  const log = { states: [], sessions: [], messages: [], presence: [], seqs: [] };
+  const log = { states: [], sessions: [], messages: [], presence: [], seqs: [], volatile: [] };
   client.onState((state, info) => log.states.push({ state, ...info }));
   client.on('session', (info) => log.sessions.push(info));
   client.on('chat.message', (p) => log.messages.push(p));
   client.on('chat.presence', (p) => log.presence.push(p));
-  client.on('*', (env) => log.seqs.push(env.s));
+  // Stream messages carry `s`; volatile ones (the chat's presence) do not.
+  client.on('*', (env) => { if (env.s !== undefined) log.seqs.push(env.s); else log.volatile.push(env.e); });
   const texts = (room) => log.messages.filter((m) => m.room === room).map((m) => `${m.user}: ${m.text}`);
   return { client, log, texts };
 }
@@ -227,13 +228,14 @@ describe('tether-client against the real chat server (adapter-tokio example)', (
     assert.match(first.sessionId, /^[0-9a-f]{32}$/);
     assert.equal(alice.client.sessionId, first.sessionId);
     assert.equal(alice.client.userId, 'alice');
-    assert.deepEqual(await alice.client.request('chat.join', { room }), { room, members: ['alice'] });
+    assert.deepEqual(await alice.client.request('chat.join', { room }), { room, members: ['alice'], away: [] });
 
     const bob = makeClient(direct, 'bob');
     await connected(bob);
-    assert.deepEqual(await bob.client.request('chat.join', { room }), { room, members: ['alice', 'bob'] });
+    assert.deepEqual(await bob.client.request('chat.join', { room }), { room, members: ['alice', 'bob'], away: [] });
     await waitFor(() => alice.log.presence.length === 1, 'alice to see bob join');
-    assert.deepEqual(alice.log.presence, [{ room, user: 'bob', joined: true }]);
+    assert.deepEqual(alice.log.presence, [{ room, user: 'bob', state: 'joined' }]);
+    assert.deepEqual(alice.log.volatile, ['chat.presence'], 'presence is volatile: no sequence number');
 
     assert.deepEqual(await bob.client.request('chat.send', { room, text: 'hi alice' }), { room });
     assert.equal(alice.client.send('chat.send', { room, text: 'hi bob' }), true, 'sent at once when online');
@@ -250,7 +252,7 @@ describe('tether-client against the real chat server (adapter-tokio example)', (
 
     assert.deepEqual(await bob.client.request('chat.leave', { room }), { room });
     await waitFor(() => alice.log.presence.length === 2, 'alice to see bob leave');
-    assert.deepEqual(alice.log.presence[1], { room, user: 'bob', joined: false });
+    assert.deepEqual(alice.log.presence[1], { room, user: 'bob', state: 'left' });
     await assert.rejects(bob.client.request('chat.send', { room, text: 'still there?' }), (e) => {
       assert.ok(e instanceof TetherError);
       assert.equal(e.code, NOT_IN_ROOM);
@@ -338,7 +340,8 @@ describe('tether-client against the real chat server (adapter-tokio example)', (
     assert.ok(calls >= 2, 'the token function was called again for the resume');
     // A new session: not in bob's room, a new stream.
     await assert.rejects(bob.client.request('chat.send', { room, text: 'two' }), (e) => e.code === NOT_IN_ROOM);
-    assert.deepEqual(await bob.client.request('chat.join', { room }), { room, members: ['bob', 'mallory'] });
+    // bob's old session is suspended, still in the room until its window passes: away.
+    assert.deepEqual(await bob.client.request('chat.join', { room }), { room, members: ['mallory'], away: ['bob'] });
   });
 
   test('close() ends the client: socket closed, no reconnect, pending and later calls fail with CLOSED', async () => {

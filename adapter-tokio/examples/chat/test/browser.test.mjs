@@ -318,9 +318,11 @@ describe('chat example in headless Chromium (bob behind a proxy that cuts the ne
       await untilLine(alice, `alice: ${text}`); // the server has it
     }
     log('alice sent 3 messages while bob is away');
-    assert.deepEqual(await members(alice), ['alice', 'bob'], 'a suspended bob is still a member');
+    const same = (want) => (got) => JSON.stringify(got) === JSON.stringify(want);
+    await until(alice, 'bob shown away on alice\'s page', members, same(['alice', 'bob (away)']));
+    assert.ok((await alice.textContent('#messages')).includes('bob is away'), 'the presence line');
     assert.ok(!(await alice.textContent('#messages')).includes('bob left'), 'no "bob left" on a mere drop');
-    log('check: alice still sees bob in lobby (his session is suspended, not gone)');
+    log('check: alice sees bob in lobby as away (his session is suspended, not gone)');
 
     await sleep(Math.max(0, CUT_MS - (Date.now() - cutAt)));
     assert.equal((await statusOf(bob)).state, 'reconnecting', 'bob is still cut off');
@@ -336,6 +338,8 @@ describe('chat example in headless Chromium (bob behind a proxy that cuts the ne
     await bob.screenshot({ path: path.join(SHOTS, 'bob-restored.png') });
     const back = await until(bob, 'bob\'s page to show reconnected', statusOf, (s) => s.state === 'reconnected');
     log(`check: bob's status is "${back.text}"`);
+    await until(alice, 'bob back online on alice\'s page', members, same(['alice', 'bob']));
+    log('check: alice sees bob online again');
 
     // A message bob types once connected again; when it is on both pages, anything
     // replayed has arrived too (the stream is ordered), so the lists are final.
