@@ -645,7 +645,7 @@ impl<R: Runtime> HubTask<R> {
                             .map(|i| (id, i.user, i.connection.is_some()))
                     })
                     .collect();
-                let per_user = self.presence.as_ref().is_none_or(|p| p.options.per_user);
+                let per_user = self.presence.as_ref().map_or(true, |p| p.options.per_user);
                 let _ = reply.send(presence::members(per_user, sessions));
             }
             Command::Join { session, room, reply } => {
