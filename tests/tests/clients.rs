@@ -360,8 +360,21 @@ async fn close_stops_reconnecting() {
     // The task has ended: the state stream is over and nothing reconnects.
     assert!(tokio::time::timeout(WAIT, states.next()).await.unwrap().is_none());
     assert_eq!(proxy.accepted(), 1);
-    assert_eq!(client.send("echo", &1).await, Err(ClientError::Closed));
+    // Every later call says the client is closed, and why: by the application (1000).
+    assert!(matches!(
+        client.send("echo", &1).await,
+        Err(ClientError::Closed(why)) if why.code == Some(CloseCode::NORMAL)
+    ));
     assert!(matches!(client.state(), State::Disconnected(_)));
+    // Subscriptions taken after the stop end at once instead of waiting forever.
+    assert!(tokio::time::timeout(WAIT, client.messages().next())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(tokio::time::timeout(WAIT, client.sessions().next())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -370,7 +383,56 @@ async fn a_refused_credential_stops_the_client() {
     let err = Client::connect(&format!("ws://{addr}/ws"), options("nobody"))
         .await
         .unwrap_err();
-    assert_eq!(err, ClientError::Closed);
+    // The refusal says why: close 4102 and the authenticator's own reason.
+    let ClientError::Closed(why) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(why.code, Some(CloseCode(4102)));
+    assert!(err.to_string().contains("tokens look like user:<name>"), "{err}");
+}
+
+#[tokio::test]
+async fn connect_gives_up_after_the_attempts_it_was_given() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut opts = options("user:ida");
+    opts.connect_attempts = Some(3);
+    let started = std::time::Instant::now();
+    let err = Client::connect(&format!("ws://127.0.0.1:{port}/ws"), opts)
+        .await
+        .unwrap_err();
+    let ClientError::Unreachable { attempts, last } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*attempts, 3);
+    assert!(last.error.as_deref().is_some_and(|e| !e.is_empty()), "{last:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_payload_of_the_wrong_shape_is_an_error_with_question_mark() {
+    async fn typed(client: &Client) -> Result<String, ClientError> {
+        let reply = client.query("echo", &1, None).await?;
+        // A number is not a string: `?` turns the envelope error into a ClientError.
+        Ok(reply.payload_as::<String>()?)
+    }
+    let (addr, _handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let client = Client::connect(&format!("ws://{addr}/ws"), options("user:jo"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        typed(&client).await,
+        Err(ClientError::InvalidPayload(_))
+    ));
+    client.close(CloseCode::NORMAL, "").await.unwrap();
 }
 
 /// Polls the server's metrics until `done` holds (each poll is a round trip through
@@ -438,7 +500,7 @@ async fn an_unreachable_server_is_retried_with_the_error_reported() {
     };
     assert_eq!(attempts, vec![1, 2]);
     assert!(last.error.is_some(), "{last:?}");
-    assert_eq!(client.connected().await, Err(ClientError::Closed));
+    assert!(matches!(client.connected().await, Err(ClientError::Closed(why)) if why == last));
 }
 
 #[tokio::test]

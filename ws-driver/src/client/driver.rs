@@ -122,10 +122,9 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                     ClientAction::CloseTransport { code, reason } => {
                         if !opening.is_terminated() {
                             opening = Fuse::terminated();
-                            engine.handle_disconnected(
-                                Instant::now(),
-                                Disconnect::failed(format!("connection attempt abandoned: {reason}")),
-                            );
+                            let info = Disconnect::failed(format!("connection attempt abandoned: {reason}"));
+                            shared.note_disconnect(&info);
+                            engine.handle_disconnected(Instant::now(), info);
                         } else if let Some(link) = &mut link {
                             link.abandoned = true;
                             let _ = link.conn.close(code, &reason);
@@ -200,7 +199,7 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                 let _ = waiter.send(Ok(()));
             }
             for (_, tx) in queries.drain() {
-                let _ = tx.send(Err(ClientError::Closed));
+                let _ = tx.send(Err(shared.closed()));
             }
             shared.finish();
             // Commands still arriving get `Closed` from the dropped receiver.
@@ -268,6 +267,7 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                         Some(status) => Disconnect::refused(status, err.to_string()),
                         None => Disconnect::failed(err.to_string()),
                     };
+                    shared.note_disconnect(&info);
                     engine.handle_disconnected(Instant::now(), info);
                 }
             },
@@ -344,7 +344,7 @@ fn handle_command(
     match command {
         Command::Send { event, payload, done } => {
             let payload = payload.as_deref().map_or(Payload::None, Payload::Trusted);
-            let _ = done.send(engine.send(now, &event, payload).map_err(ClientError::Refused));
+            let _ = done.send(engine.send(now, &event, payload).map_err(|e| refused(e, engine)));
         }
         Command::Query {
             event,
@@ -358,16 +358,30 @@ fn handle_command(
                     queries.insert(id, result);
                 }
                 Err(err) => {
-                    let _ = result.send(Err(ClientError::Refused(err)));
+                    let _ = result.send(Err(refused(err, engine)));
                 }
             }
         }
         Command::Close { code, reason, done } => match engine.close(now, code, &reason) {
             Ok(()) => close_waiters.push(done),
             Err(err) => {
-                let _ = done.send(Err(ClientError::Refused(err)));
+                let _ = done.send(Err(refused(err, engine)));
             }
         },
+    }
+}
+
+/// The engine's refusal as the driver's error: "closed" is spelled once,
+/// [`ClientError::Closed`] with why, whichever layer noticed.
+fn refused(err: ws_session::client::ClientError, engine: &ClientEngine) -> ClientError {
+    match (err, engine.state()) {
+        (ws_session::client::ClientError::Closed, State::Disconnected(why)) => {
+            ClientError::Closed(why.clone())
+        }
+        (ws_session::client::ClientError::Closed, _) => {
+            ClientError::Closed(Disconnect::failed("the client is closing"))
+        }
+        (err, _) => ClientError::Refused(err),
     }
 }
 

@@ -44,6 +44,12 @@ pub struct ClientOptions {
     /// After sending a close frame, how long to wait for the server's before the
     /// socket is dropped. Default: [`ClientOptions::DEFAULT_CLOSE_TIMEOUT`] (5 s).
     pub close_timeout: Duration,
+    /// How many attempts the *first* connection may take before
+    /// [`Client::connected`] (and the adapters' `Client::connect`) gives up with
+    /// [`ClientError::Unreachable`] and stops the client. `None`: keep trying (then
+    /// only `engine.max_reconnect_attempts` bounds it). Later reconnects are not
+    /// counted here. Default: `None`.
+    pub connect_attempts: Option<u32>,
 }
 
 impl Default for ClientOptions {
@@ -53,6 +59,7 @@ impl Default for ClientOptions {
             headers: Vec::new(),
             origin: None,
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
+            connect_attempts: None,
         }
     }
 }
@@ -82,8 +89,31 @@ pub enum ClientError {
     InvalidPayload(String),
     /// The query got no reply.
     Query(QueryError),
-    /// The client has stopped.
-    Closed,
+    /// The client has stopped, and why: closed by the application, the credential
+    /// refused (close 4102 with the authenticator's reason), the upgrade refused (its
+    /// HTTP status), out of reconnect attempts (the last failure).
+    Closed(Disconnect),
+    /// The first connection did not succeed within
+    /// [`ClientOptions::connect_attempts`]; the client was stopped.
+    Unreachable {
+        /// The attempts made.
+        attempts: u32,
+        /// How the last one failed.
+        last: Disconnect,
+    },
+}
+
+impl From<ws_proto::envelope::EnvelopeError> for ClientError {
+    /// A payload that does not have the expected shape (`payload_as::<T>()?`).
+    fn from(err: ws_proto::envelope::EnvelopeError) -> Self {
+        Self::InvalidPayload(err.to_string())
+    }
+}
+
+impl From<QueryError> for ClientError {
+    fn from(err: QueryError) -> Self {
+        Self::Query(err)
+    }
 }
 
 impl std::fmt::Display for ClientError {
@@ -93,7 +123,10 @@ impl std::fmt::Display for ClientError {
             ClientError::Refused(err) => err.fmt(f),
             ClientError::InvalidPayload(why) => write!(f, "invalid payload: {why}"),
             ClientError::Query(err) => err.fmt(f),
-            ClientError::Closed => f.write_str("client closed"),
+            ClientError::Closed(why) => write!(f, "client closed ({why})"),
+            ClientError::Unreachable { attempts, last } => {
+                write!(f, "no connection after {attempts} attempts (last: {last})")
+            }
         }
     }
 }
@@ -102,26 +135,31 @@ impl std::error::Error for ClientError {}
 
 type Listener = Arc<dyn Fn(&OwnedEnvelope) + Send + Sync>;
 
-/// Fan-out of values to subscribed streams; closed subscribers are dropped.
-struct Subscribers<T>(Mutex<Vec<mpsc::UnboundedSender<T>>>);
+/// Fan-out of values to subscribed streams; closed subscribers are dropped. Once
+/// closed (the client stopped), a new subscription is a stream that has ended.
+struct Subscribers<T>(Mutex<Option<Vec<mpsc::UnboundedSender<T>>>>);
 
 impl<T: Clone> Subscribers<T> {
     fn new() -> Self {
-        Self(Mutex::new(Vec::new()))
+        Self(Mutex::new(Some(Vec::new())))
     }
 
     fn subscribe(&self) -> mpsc::UnboundedReceiver<T> {
         let (tx, rx) = mpsc::unbounded();
-        lock(&self.0).push(tx);
+        if let Some(subscribers) = lock(&self.0).as_mut() {
+            subscribers.push(tx);
+        }
         rx
     }
 
     fn publish(&self, value: &T) {
-        lock(&self.0).retain(|tx| tx.unbounded_send(value.clone()).is_ok());
+        if let Some(subscribers) = lock(&self.0).as_mut() {
+            subscribers.retain(|tx| tx.unbounded_send(value.clone()).is_ok());
+        }
     }
 
     fn close(&self) {
-        lock(&self.0).clear();
+        *lock(&self.0) = None;
     }
 }
 
@@ -138,10 +176,37 @@ struct Shared {
     sessions: Subscribers<SessionOutcome>,
     errors: Subscribers<ServerError>,
     listeners: Mutex<Vec<(String, Listener)>>,
+    /// How the latest transport ended, for errors that say why.
+    last_disconnect: Mutex<Option<Disconnect>>,
+    /// [`ClientOptions::connect_attempts`].
+    connect_attempts: Option<u32>,
+    /// A session was up once (the first connection is over).
+    up: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    /// Why the client is closed: how it stopped, else how its last transport ended.
+    pub(crate) fn closed(&self) -> ClientError {
+        if let State::Disconnected(why) = &lock(&self.state).0 {
+            return ClientError::Closed(why.clone());
+        }
+        let last = lock(&self.last_disconnect).clone();
+        ClientError::Closed(last.unwrap_or_else(|| Disconnect::failed("the client's task ended")))
+    }
+
+    /// Whether a session was ever up.
+    fn was_up(&self) -> bool {
+        self.up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_disconnect(&self, info: &Disconnect) {
+        *lock(&self.last_disconnect) = Some(info.clone());
+    }
+
     fn set_state(&self, state: State) {
+        if matches!(state, State::Connected | State::Reconnected) {
+            self.up.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut guard = lock(&self.state);
         if guard.0 == state {
             return;
@@ -233,6 +298,9 @@ impl Client {
             sessions: Subscribers::new(),
             errors: Subscribers::new(),
             listeners: Mutex::new(Vec::new()),
+            last_disconnect: Mutex::new(None),
+            connect_attempts: options.connect_attempts,
+            up: std::sync::atomic::AtomicBool::new(false),
         });
         let (commands, rx) = mpsc::unbounded();
         let task = driver::run(runtime.clone(), connector, target, options, rx, shared.clone());
@@ -280,18 +348,36 @@ impl Client {
         lock(&self.shared.listeners).push((event.to_owned(), Arc::new(listener)));
     }
 
-    /// Waits until a session is up (`Connected` or `Reconnected`); `Err(Closed)` if
-    /// the client stops first.
+    /// Waits until a session is up (`Connected` or `Reconnected`). Fails with
+    /// [`ClientError::Closed`] saying why if the client stops first (the credential
+    /// refused, the upgrade refused, attempts exhausted), and with
+    /// [`ClientError::Unreachable`] once the first connection took more than
+    /// [`ClientOptions::connect_attempts`] (the client is then stopped).
     pub async fn connected(&self) -> Result<(), ClientError> {
         let mut states = self.states();
         while let Some(state) = states.next().await {
             match state {
                 State::Connected | State::Reconnected => return Ok(()),
-                State::Disconnected(_) => return Err(ClientError::Closed),
+                State::Disconnected(why) => return Err(ClientError::Closed(why)),
+                // `attempt` is the one about to be made: `attempt` have been made so far
+                // (the first, and `attempt - 1` reconnects). Only the first connection
+                // is bounded here: a reconnect is `Reconnecting` after `Connected`.
+                State::Reconnecting { attempt, .. } if !self.shared.was_up() => {
+                    if self.shared.connect_attempts.is_some_and(|max| attempt >= max) {
+                        let last = lock(&self.shared.last_disconnect)
+                            .clone()
+                            .unwrap_or_else(|| Disconnect::failed("no connection"));
+                        let _ = self.close(CloseCode::NORMAL, "unreachable").await;
+                        return Err(ClientError::Unreachable {
+                            attempts: attempt,
+                            last,
+                        });
+                    }
+                }
                 _ => {}
             }
         }
-        Err(ClientError::Closed)
+        Err(self.shared.closed())
     }
 
     /// Sends `event` with `payload` serialized as JSON (`()` sends no payload). Online
@@ -305,7 +391,7 @@ impl Client {
             payload,
             done,
         })?;
-        rx.await.unwrap_or(Err(ClientError::Closed))
+        rx.await.unwrap_or_else(|_| Err(self.shared.closed()))
     }
 
     /// Sends a request and waits for its answer: the reply envelope, or
@@ -326,7 +412,7 @@ impl Client {
             timeout,
             result,
         })?;
-        rx.await.unwrap_or(Err(ClientError::Closed))
+        rx.await.unwrap_or_else(|_| Err(self.shared.closed()))
     }
 
     /// Closes for good with `code` and `reason` (the closing handshake, no more
@@ -349,7 +435,7 @@ impl Client {
     fn command(&self, command: Command) -> Result<(), ClientError> {
         self.commands
             .unbounded_send(command)
-            .map_err(|_| ClientError::Closed)
+            .map_err(|_| self.shared.closed())
     }
 }
 

@@ -52,6 +52,31 @@ impl Disconnect {
     }
 }
 
+/// Says what ended the transport, most specific first: the HTTP status of a refused
+/// upgrade, the close code and reason, the local error.
+impl std::fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(status) = self.status {
+            parts.push(format!("HTTP {status}"));
+        }
+        if let Some(code) = self.code {
+            parts.push(if self.reason.is_empty() {
+                format!("closed {}", code.0)
+            } else {
+                format!("closed {}: {}", code.0, self.reason)
+            });
+        }
+        if let Some(error) = &self.error {
+            parts.push(error.clone());
+        }
+        if parts.is_empty() {
+            parts.push("disconnected".to_owned());
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// Where the client stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
