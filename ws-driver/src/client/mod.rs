@@ -362,17 +362,18 @@ impl Client {
                 // `attempt` is the one about to be made: `attempt` have been made so far
                 // (the first, and `attempt - 1` reconnects). Only the first connection
                 // is bounded here: a reconnect is `Reconnecting` after `Connected`.
-                State::Reconnecting { attempt, .. } if !self.shared.was_up() => {
-                    if self.shared.connect_attempts.is_some_and(|max| attempt >= max) {
-                        let last = lock(&self.shared.last_disconnect)
-                            .clone()
-                            .unwrap_or_else(|| Disconnect::failed("no connection"));
-                        let _ = self.close(CloseCode::NORMAL, "unreachable").await;
-                        return Err(ClientError::Unreachable {
-                            attempts: attempt,
-                            last,
-                        });
-                    }
+                State::Reconnecting { attempt, .. }
+                    if !self.shared.was_up()
+                        && self.shared.connect_attempts.is_some_and(|max| attempt >= max) =>
+                {
+                    let last = lock(&self.shared.last_disconnect)
+                        .clone()
+                        .unwrap_or_else(|| Disconnect::failed("no connection"));
+                    let _ = self.close(CloseCode::NORMAL, "unreachable").await;
+                    return Err(ClientError::Unreachable {
+                        attempts: attempt,
+                        last,
+                    });
                 }
                 _ => {}
             }
