@@ -38,6 +38,27 @@ export declare const LocalError: Readonly<{
 export type LocalErrorCode = (typeof LocalError)[keyof typeof LocalError];
 
 /** Server error code: the session could not be resumed (`reason` says why). */
+/** Every code a tether server sends, by the names of Rust's `ws_session::ErrorCode`. */
+export declare const ErrorCode: {
+  readonly INVALID_PAYLOAD: 4013;
+  readonly UNKNOWN_SYSTEM_EVENT: 4100;
+  readonly NOT_AUTHENTICATED: 4101;
+  readonly AUTH_FAILED: 4102;
+  readonly AUTH_TIMEOUT: 4103;
+  readonly IDLE_TIMEOUT: 4104;
+  readonly RATE_LIMITED: 4105;
+  readonly NOT_RECOVERABLE: 4106;
+  readonly TOO_MANY_ROOMS: 4107;
+  readonly ROOM_NAME_TOO_LONG: 4108;
+  readonly ALREADY_AUTHENTICATED: 4109;
+  readonly SLOW_CONSUMER: 4110;
+  readonly TAKEN_OVER: 4111;
+  readonly RESUME_IN_PROGRESS: 4112;
+  readonly BINARY_NOT_SUPPORTED: 4113;
+  readonly ORIGIN_NOT_ALLOWED: 4114;
+  readonly UNKNOWN_EVENT: 4150;
+  readonly INTERNAL: 4199;
+};
 export declare const RESUME_NOT_RECOVERABLE: 4106;
 /** Server error / close code: authentication failed. The client does not retry it. */
 export declare const AUTH_FAILED: 4102;

@@ -45,3 +45,35 @@ fn codes_are_unique_and_in_their_ranges() {
         );
     }
 }
+
+/// The browser client (`clients/js`) names the codes as `ErrorCode` does, with the
+/// same values: a client developer reads one vocabulary in both languages.
+#[test]
+fn the_js_client_has_the_same_codes() {
+    let js =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../clients/js/src/index.js")).unwrap();
+    let object = js
+        .split("export const ErrorCode = Object.freeze({")
+        .nth(1)
+        .expect("clients/js/src/index.js exports ErrorCode")
+        .split("});")
+        .next()
+        .unwrap();
+    let mut in_js = BTreeMap::new();
+    for line in object
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//"))
+    {
+        let (name, code) = line.trim_end_matches(',').split_once(':').expect("NAME: code");
+        in_js.insert(
+            code.trim().parse::<u16>().expect("a number"),
+            name.trim().to_owned(),
+        );
+    }
+    let defined: BTreeMap<u16, String> = ErrorCode::ALL
+        .iter()
+        .map(|(code, name)| (code.0, (*name).to_owned()))
+        .collect();
+    assert_eq!(in_js, defined);
+}

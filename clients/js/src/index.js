@@ -52,10 +52,36 @@ export const LocalError = Object.freeze({
   CLOSED: 'CLOSED',
 });
 
+/**
+ * Every code a tether server sends in `sys.error` or a close frame, by the names of the
+ * Rust `ws_session::ErrorCode` (docs/PROTOCOL.md has the table; a Rust test checks that
+ * this object and the Rust constants agree). Applications' own codes start at 4200.
+ */
+export const ErrorCode = Object.freeze({
+  INVALID_PAYLOAD: 4013,
+  UNKNOWN_SYSTEM_EVENT: 4100,
+  NOT_AUTHENTICATED: 4101,
+  AUTH_FAILED: 4102,
+  AUTH_TIMEOUT: 4103,
+  IDLE_TIMEOUT: 4104,
+  RATE_LIMITED: 4105,
+  NOT_RECOVERABLE: 4106,
+  TOO_MANY_ROOMS: 4107,
+  ROOM_NAME_TOO_LONG: 4108,
+  ALREADY_AUTHENTICATED: 4109,
+  SLOW_CONSUMER: 4110,
+  TAKEN_OVER: 4111,
+  RESUME_IN_PROGRESS: 4112,
+  BINARY_NOT_SUPPORTED: 4113,
+  ORIGIN_NOT_ALLOWED: 4114,
+  UNKNOWN_EVENT: 4150,
+  INTERNAL: 4199,
+});
+
 /** Server error code: the session could not be resumed (`reason` says why). */
-export const RESUME_NOT_RECOVERABLE = 4106;
+export const RESUME_NOT_RECOVERABLE = ErrorCode.NOT_RECOVERABLE;
 /** Server error / close code: authentication failed. The client does not retry it. */
-export const AUTH_FAILED = 4102;
+export const AUTH_FAILED = ErrorCode.AUTH_FAILED;
 
 /**
  * An error of the protocol or of the client.
