@@ -205,12 +205,16 @@ impl Hub {
             // `publish` is the backend's code: it runs on this task, one publication
             // after the other in the order the engine made them, so a slow backend
             // delays only the fan-out to other nodes, never the hub.
-            let (tx, mut rx) = mpsc::unbounded::<Publication>();
+            let (tx, mut rx) = mpsc::unbounded::<ToBroker>();
             runtime.spawn(async move {
-                while let Some(publication) = rx.next().await {
-                    let call = std::panic::AssertUnwindSafe(|| pubsub.publish(node, publication));
+                while let Some(item) = rx.next().await {
+                    let call = std::panic::AssertUnwindSafe(|| match item {
+                        ToBroker::Publish(publication) => pubsub.publish(node, publication),
+                        ToBroker::Occupied(room) => pubsub.room_occupied(node, &room),
+                        ToBroker::Vacated(room) => pubsub.room_vacated(node, &room),
+                    });
                     if std::panic::catch_unwind(call).is_err() {
-                        tracing::error!("PubSub::publish panicked; the publication is lost");
+                        tracing::error!("the PubSub backend panicked; one call is lost");
                     }
                 }
             });
@@ -363,6 +367,13 @@ impl ServerHandle {
     }
 }
 
+/// What the hub asks of the cross-node backend, on its task, in order.
+enum ToBroker {
+    Publish(Publication),
+    Occupied(Arc<str>),
+    Vacated(Arc<str>),
+}
+
 /// A connection the hub routes frames to.
 struct ConnEntry {
     outbox: mpsc::UnboundedSender<Outbound>,
@@ -440,7 +451,7 @@ struct HubTask<R: Runtime> {
     authenticator: Arc<dyn Authenticator>,
     /// The queue of the task that calls [`PubSub::publish`](crate::PubSub::publish),
     /// when there is a backend.
-    publisher: Option<mpsc::UnboundedSender<Publication>>,
+    publisher: Option<mpsc::UnboundedSender<ToBroker>>,
     session_hooks: Arc<[Hook<SessionEvent>]>,
     connection_hooks: Arc<[Hook<ConnectionEvent>]>,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
@@ -753,11 +764,9 @@ impl<R: Runtime> HubTask<R> {
                 }
                 Action::Event(event) => self.dispatch(event),
                 Action::Session(event) => self.on_session_event(now, event),
-                Action::Publish(publication) => {
-                    if let Some(publisher) = &self.publisher {
-                        let _ = publisher.unbounded_send(publication);
-                    }
-                }
+                Action::Publish(publication) => self.to_broker(ToBroker::Publish(publication)),
+                Action::RoomOccupied(room) => self.to_broker(ToBroker::Occupied(room)),
+                Action::RoomVacated(room) => self.to_broker(ToBroker::Vacated(room)),
                 // A new kind of action this glue does not know yet: loud, not silent.
                 other => tracing::error!(?other, "unhandled engine action"),
             }
@@ -912,6 +921,13 @@ impl<R: Runtime> HubTask<R> {
             });
         }
         views
+    }
+
+    /// Hands a call for the cross-node backend to its task, in order.
+    fn to_broker(&self, item: ToBroker) {
+        if let Some(publisher) = &self.publisher {
+            let _ = publisher.unbounded_send(item);
+        }
     }
 
     /// The worker of `session`, started on first use.

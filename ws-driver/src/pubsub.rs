@@ -1,9 +1,10 @@
 //! The seam for fan-out across server nodes.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_channel::mpsc;
-use ws_session::Publication;
+use ws_session::{Publication, PublishTarget};
 
 /// Carries room and global broadcasts between nodes. Each node publishes the
 /// broadcasts its engine makes and delivers what the others publish; a publication
@@ -23,15 +24,34 @@ pub trait PubSub: Send + Sync + 'static {
     /// network I/O hands the publication to its own client task (a channel send) and
     /// returns. A panic is logged and loses that one publication.
     fn publish(&self, node: u64, publication: Publication);
+
+    /// Node `node` now has members in `room`: deliver it the room's publications from
+    /// now on. Called like [`publish`](Self::publish), in order with the publications,
+    /// so a node receives only the rooms it has members in (fan-out per room, not per
+    /// node). The default does nothing: the backend then delivers every room to every
+    /// node, which is correct but costs the receivers.
+    fn room_occupied(&self, node: u64, room: &str) {
+        let _ = (node, room);
+    }
+
+    /// Node `node` has no member left in `room`: stop delivering it the room's
+    /// publications. The default does nothing.
+    fn room_vacated(&self, node: u64, room: &str) {
+        let _ = (node, room);
+    }
 }
 
-/// A node on the bus: its id and where its publications go.
-type Subscriber = (u64, mpsc::UnboundedSender<Publication>);
+/// A node on the bus: its id, where its publications go, the rooms it has members in.
+struct Node {
+    id: u64,
+    tx: mpsc::UnboundedSender<Publication>,
+    rooms: HashSet<Arc<str>>,
+}
 
-/// A bus inside one process.
+/// A bus inside one process, with per-room delivery like a broker's.
 #[derive(Clone, Default)]
 pub struct InMemoryPubSub {
-    nodes: Arc<Mutex<Vec<Subscriber>>>,
+    nodes: Arc<Mutex<Vec<Node>>>,
 }
 
 impl InMemoryPubSub {
@@ -39,18 +59,81 @@ impl InMemoryPubSub {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn with_node(&self, node: u64, f: impl FnOnce(&mut Node)) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = nodes.iter_mut().find(|n| n.id == node) {
+            f(entry);
+        }
+    }
 }
 
 impl PubSub for InMemoryPubSub {
     fn subscribe(&self, node: u64) -> mpsc::UnboundedReceiver<Publication> {
         let (tx, rx) = mpsc::unbounded();
-        self.nodes.lock().expect("pubsub lock").push((node, tx));
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        nodes.push(Node {
+            id: node,
+            tx,
+            rooms: HashSet::new(),
+        });
         rx
     }
 
     fn publish(&self, node: u64, publication: Publication) {
-        let mut nodes = self.nodes.lock().expect("pubsub lock");
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         // Nodes that went away are dropped from the bus as they are found.
-        nodes.retain(|(id, tx)| *id == node || tx.unbounded_send(publication.clone()).is_ok());
+        nodes.retain(|n| {
+            let wanted = match &publication.target {
+                PublishTarget::All => true,
+                PublishTarget::Room(room) => n.rooms.contains(room),
+                _ => true,
+            };
+            n.id == node || !wanted || n.tx.unbounded_send(publication.clone()).is_ok()
+        });
+    }
+
+    fn room_occupied(&self, node: u64, room: &str) {
+        self.with_node(node, |n| {
+            n.rooms.insert(Arc::from(room));
+        });
+    }
+
+    fn room_vacated(&self, node: u64, room: &str) {
+        self.with_node(node, |n| {
+            n.rooms.remove(room);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str) -> Publication {
+        Publication::new(
+            PublishTarget::Room(Arc::from(name)),
+            None,
+            bytes::Bytes::from_static(b"{}"),
+        )
+    }
+
+    /// A node gets a room's publications only while it has members there; broadcasts
+    /// to all reach every node; nothing comes back to its sender.
+    #[test]
+    fn rooms_are_delivered_only_to_nodes_with_members() {
+        let bus = InMemoryPubSub::new();
+        let (mut one, mut two, mut three) = (bus.subscribe(1), bus.subscribe(2), bus.subscribe(3));
+        bus.room_occupied(2, "r");
+        bus.room_occupied(1, "r");
+        bus.publish(1, room("r"));
+        assert!(two.try_next().unwrap().is_some());
+        assert!(three.try_next().is_err(), "node 3 has no member in r");
+        assert!(one.try_next().is_err(), "no echo to the sender");
+        bus.room_vacated(2, "r");
+        bus.publish(1, room("r"));
+        assert!(two.try_next().is_err(), "vacated");
+        bus.publish(1, Publication::new(PublishTarget::All, None, bytes::Bytes::new()));
+        assert!(two.try_next().unwrap().is_some() && three.try_next().unwrap().is_some());
     }
 }

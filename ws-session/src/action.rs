@@ -64,6 +64,14 @@ pub enum Action {
     /// [`Engine::handle_remote_publish`](crate::Engine::handle_remote_publish), which
     /// delivers locally and never publishes again (no echo loops).
     Publish(Publication),
+    /// The first session of this node entered the room (only with
+    /// [`EngineConfig::publish_broadcasts`](crate::EngineConfig::publish_broadcasts)):
+    /// a cross-node backend starts receiving the room's publications, so that a node
+    /// gets only the rooms it has members in.
+    RoomOccupied(Arc<str>),
+    /// The last session of this node left the room (with `publish_broadcasts`): the
+    /// backend stops receiving its publications.
+    RoomVacated(Arc<str>),
 }
 
 /// A request to authenticate a connection.

@@ -464,7 +464,7 @@ impl Cluster {
                     }
                     self.lifecycle.push(event);
                 }
-                Action::Publish(_) => {}
+                Action::Publish(_) | Action::RoomOccupied(_) | Action::RoomVacated(_) => {}
             }
         }
         progressed

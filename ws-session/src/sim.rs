@@ -513,6 +513,8 @@ impl Sim {
                 }
                 Action::Session(event) => self.lifecycle.push(event),
                 Action::Publish(publication) => self.publications.push(publication),
+                // Room occupancy matters to a cross-node backend only; the sim has none.
+                Action::RoomOccupied(_) | Action::RoomVacated(_) => {}
             }
         }
     }

@@ -957,3 +957,38 @@ fn a_restore_cut_off_before_the_client_saw_it_can_be_resumed_with_the_old_token(
     resume_as(&mut sim, a, first, 3, "alice");
     assert_eq!(refused_reason(&sim, a), "used");
 }
+
+/// With cross-node publishing on, the engine says when this node's first member enters
+/// a room and its last one leaves it (by leaving or by the session ending), so that a
+/// backend subscribes to the rooms this node has members in, and only those.
+#[test]
+fn room_occupancy_is_announced_for_cross_node_backends() {
+    use ws_session::Action;
+    let mut sim = Sim::new(EngineConfig {
+        publish_broadcasts: true,
+        ..EngineConfig::default()
+    });
+    let a = sim.connect_user("alice");
+    let b = sim.connect_user("bob");
+    let (sa, sb) = (
+        sim.client(a).session_id().unwrap(),
+        sim.client(b).session_id().unwrap(),
+    );
+    let now = sim.now();
+    let occupancy = |sim: &mut Sim| -> Vec<String> {
+        std::iter::from_fn(|| sim.engine.poll_action())
+            .filter_map(|action| match action {
+                Action::RoomOccupied(room) => Some(format!("+{room}")),
+                Action::RoomVacated(room) => Some(format!("-{room}")),
+                _ => None,
+            })
+            .collect()
+    };
+    sim.engine.join_room(now, sa, "r").unwrap();
+    sim.engine.join_room(now, sb, "r").unwrap();
+    assert_eq!(occupancy(&mut sim), ["+r"]);
+    sim.engine.leave_room(now, sa, "r").unwrap();
+    assert_eq!(occupancy(&mut sim), Vec::<String>::new());
+    sim.engine.close_session(now, sb).unwrap();
+    assert_eq!(occupancy(&mut sim), ["-r"]);
+}

@@ -142,6 +142,16 @@ impl Engine {
         self.end_session(sid, true);
     }
 
+    /// Takes `sid` out of the room index; the last member out vacates the room (and
+    /// says so to a cross-node backend). Returns whether it was a member.
+    pub(super) fn leave_room_of(&mut self, room: &str, sid: SessionId) -> bool {
+        let removed = self.rooms.leave(room, sid);
+        if removed && self.config.publish_broadcasts && self.rooms.members(room).is_none() {
+            self.actions.push_back(Action::RoomVacated(Arc::from(room)));
+        }
+        removed
+    }
+
     /// Removes a session (its connection already dealt with) from every room and the
     /// engine, and tells the application.
     pub(super) fn end_session(&mut self, sid: SessionId, expired: bool) {
@@ -150,7 +160,7 @@ impl Engine {
         };
         session.replay.clear(&mut self.slab);
         for room in &session.rooms {
-            self.rooms.leave(room, sid);
+            self.leave_room_of(room, sid);
         }
         self.expired.insert(sid, self.config.expired_memory);
         let user = session.user;

@@ -518,8 +518,12 @@ impl Engine {
                 max: self.config.max_rooms_per_session,
             });
         }
+        let occupied = self.rooms.members(room).is_none();
         let (name, _) = self.rooms.join(room, session);
-        s.rooms.push(name);
+        s.rooms.push(name.clone());
+        if occupied && self.config.publish_broadcasts {
+            self.actions.push_back(Action::RoomOccupied(name));
+        }
         Ok(true)
     }
 
@@ -533,7 +537,7 @@ impl Engine {
             return Ok(false);
         };
         s.rooms.swap_remove(at);
-        Ok(self.rooms.leave(room, session))
+        Ok(self.leave_room_of(room, session))
     }
 
     /// Ends `session` now: its connection (if any) is closed with 1000, it leaves every
