@@ -34,7 +34,8 @@ use ws_proto::{CloseCode, Message};
 
 use crate::client::{AuthMode, ClientAction, ClientConfig, ClientEngine, Disconnect};
 use crate::{
-    Action, ConnectionId, ConnectionInfo, Engine, EngineConfig, InboundEvent, SessionEvent, SessionId, UserId,
+    Action, ConnectionId, ConnectionInfo, Engine, EngineConfig, InboundEvent, RequestFailure, RequestId,
+    SessionEvent, SessionId, UserId,
 };
 
 /// How messages and connection attempts travel between one client and the server.
@@ -105,6 +106,8 @@ pub struct Cluster {
     pub created: Vec<SessionId>,
     /// Every session lifecycle event the server reported, in order.
     pub lifecycle: Vec<SessionEvent>,
+    /// Outcomes of server→client requests, in order.
+    pub responses: Vec<(RequestId, Result<Option<String>, RequestFailure>)>,
     peers: Vec<Peer>,
     handler: ServerHandler,
     seed: u64,
@@ -124,6 +127,7 @@ impl Cluster {
             server_up: true,
             created: Vec::new(),
             lifecycle: Vec::new(),
+            responses: Vec::new(),
             peers: Vec::new(),
             handler: Box::new(echo_handler),
             seed,
@@ -465,6 +469,7 @@ impl Cluster {
                     self.lifecycle.push(event);
                 }
                 Action::Publish(_) => {}
+                Action::Response { id, result, .. } => self.responses.push((id, result)),
             }
         }
         progressed

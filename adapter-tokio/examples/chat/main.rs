@@ -235,7 +235,7 @@ fn app(rooms: Shared) -> App {
             // many sessions ending at once do not hold up anyone's messages.
             async move {
                 // A session that expired or was closed has left its rooms: tell the others.
-                let (SessionEvent::Expired { session, user } | SessionEvent::Closed { session, user }) =
+                let (SessionEvent::Expired { session, user } | SessionEvent::Closed { session, user, .. }) =
                     event
                 else {
                     return;
