@@ -407,6 +407,14 @@ impl Cluster {
                 }
                 ClientAction::CloseTransport { code, reason } => {
                     self.peers[index].connect_pending = None;
+                    // An orderly close: what the client wrote before its close frame
+                    // arrives first (one TCP stream keeps the order).
+                    if let Some(connection) = self.peers[index].connection {
+                        let written: Vec<_> = self.peers[index].to_server.drain(..).collect();
+                        for (_, text) in written {
+                            self.server.handle_message(now, connection, Message::Text(text));
+                        }
+                    }
                     self.drop_transport(index);
                     self.peers[index]
                         .engine
@@ -446,9 +454,14 @@ impl Cluster {
                     reason,
                 } => {
                     if let Some(index) = self.peer_of(connection) {
-                        // The close frame ends the transport; what was in flight is lost.
+                        // What the server wrote before its close frame arrives first (one
+                        // TCP stream keeps the order); the close frame ends the transport,
+                        // and what the client had in flight is lost.
                         self.peers[index].connection = None;
-                        self.peers[index].to_client.clear();
+                        let written: Vec<_> = self.peers[index].to_client.drain(..).collect();
+                        for (_, text) in written {
+                            self.peers[index].engine.handle_message(now, &text);
+                        }
                         self.peers[index].to_server.clear();
                         self.peers[index]
                             .engine
