@@ -35,6 +35,7 @@ mod hub;
 mod pubsub;
 mod pump;
 mod raw;
+mod request;
 mod runtime;
 mod serve;
 mod upgrade;
@@ -49,7 +50,8 @@ pub use hub::{Hub, ServerHandle};
 pub use pubsub::{InMemoryPubSub, PubSub};
 pub use pump::{connection_info, run_websocket, serve_connection, ConnectionOptions};
 pub use raw::WebSocket;
+pub use request::RequestError;
 pub use runtime::Runtime;
 pub use serve::{serve_until, DEFAULT_SHUTDOWN_TIMEOUT};
 
-pub use ws_session::{ConnectionId, EngineConfig, Metrics, SessionEvent, SessionId, UserId};
+pub use ws_session::{CloseReason, ConnectionId, EngineConfig, Metrics, SessionEvent, SessionId, UserId};
