@@ -52,10 +52,12 @@ pub use runtime::AsyncStdRuntime;
 pub use runtime::SmolRuntime;
 pub use server::{serve_stream, Server};
 pub use ws_driver::client::{ClientError, ClientOptions, QueryError, SessionOutcome, State};
+pub use ws_driver::client::{IncomingRequest, RequestResult, SessionEnd};
 pub use ws_driver::{
     App, ConnectionOptions, Context, HandlerError, HandlerResult, Hub, InMemoryPubSub, Metrics, Next, PubSub,
     ServerHandle, SessionEvent, SessionId, UserId,
 };
+pub use ws_driver::{CloseReason, RequestError};
 
 /// The server with its tasks and timers on async-std (deprecated upstream; prefer
 /// [`SmolServer`]).

@@ -44,8 +44,10 @@ pub use router_server::{serve_router, RouterServer};
 pub use runtime::TokioRuntime;
 pub use server::{serve_stream, Server};
 pub use ws_driver::client::{ClientError, ClientOptions, QueryError, SessionOutcome, State};
+pub use ws_driver::client::{IncomingRequest, RequestResult, SessionEnd};
 pub use ws_driver::{
     App, Context, HandlerError, HandlerResult, Hub, InMemoryPubSub, Metrics, Next, PubSub, ServerHandle,
     SessionEvent, SessionId, UserId,
 };
+pub use ws_driver::{CloseReason, RequestError};
 pub use ws_proto::CloseCode;

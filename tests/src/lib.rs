@@ -35,7 +35,13 @@ macro_rules! runtime_suite {
             a_slow_consumer_is_cut_off_while_others_keep_their_latency,
             an_origin_outside_the_allow_list_is_refused_with_403,
             a_ping_flood_from_a_client_that_never_reads_is_closed_with_1008,
-            a_slow_session_hook_does_not_hold_up_other_clients
+            a_slow_session_hook_does_not_hold_up_other_clients,
+            end_session_tells_the_client_why_and_closes_with_4115,
+            a_client_ending_its_session_is_seen_at_once_and_its_token_is_dead,
+            a_network_drop_suspends_the_session_and_does_not_end_it,
+            server_requests_are_answered_refused_or_timed_out,
+            a_request_to_an_ended_session_fails,
+            a_request_made_during_a_drop_is_answered_after_the_resume
         );
     };
     (@each $runtime:expr; $($name:ident),* $(,)?) => {
