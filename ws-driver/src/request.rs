@@ -1,5 +1,6 @@
-//! Server→client requests as the application sees them: [`ServerHandle::request`]
-//! (crate::ServerHandle::request) resolves to the client's answer or a [`RequestError`].
+//! Server→client requests as the application sees them:
+//! [`ServerHandle::request`](crate::ServerHandle::request) resolves to the client's
+//! answer or a [`RequestError`].
 
 use std::fmt;
 
