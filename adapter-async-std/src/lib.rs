@@ -97,6 +97,7 @@ pub use ws_driver::client::{
     IdleTimeout, InvalidUrl, Jitter, Linear, OwnedEnvelope, QueryError, ServerError, SessionDetails,
     SessionOutcome, State,
 };
+pub use ws_driver::client::{IncomingRequest, RequestResult, SessionEnd};
 pub use ws_driver::{
     ApiError, App, Audience, AuthFuture, Authenticator, CloseCode, ConfigError, ConnectionEvent,
     ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EngineConfig, ErrorCode, FnAuthenticator,
@@ -104,6 +105,7 @@ pub use ws_driver::{
     Presence, PresenceState, PubSub, ServerHandle, SessionEvent, SessionHandle, SessionId, SessionView,
     UserId, WebSocket, DEFAULT_SHUTDOWN_TIMEOUT,
 };
+pub use ws_driver::{CloseReason, RequestError};
 
 /// The server with its tasks and timers on async-std (deprecated upstream; prefer
 /// [`SmolServer`]).

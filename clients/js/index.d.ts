@@ -17,7 +17,8 @@ export declare const State: Readonly<{
   RECONNECTING: 'reconnecting';
   /** A session is up again after a loss (restored or not: see the `session` event). */
   RECONNECTED: 'reconnected';
-  /** Stopped for good: `close()` was called or authentication failed. */
+  /** Stopped for good: `close()` was called, the server ended the session, or
+   * authentication failed (the `disconnected` info says which). */
   DISCONNECTED: 'disconnected';
 }>;
 
@@ -56,12 +57,18 @@ export declare const ErrorCode: {
   readonly RESUME_IN_PROGRESS: 4112;
   readonly BINARY_NOT_SUPPORTED: 4113;
   readonly ORIGIN_NOT_ALLOWED: 4114;
+  readonly SESSION_ENDED: 4115;
   readonly UNKNOWN_EVENT: 4150;
   readonly INTERNAL: 4199;
 };
 export declare const RESUME_NOT_RECOVERABLE: 4106;
 /** Server error / close code: authentication failed. The client does not retry it. */
 export declare const AUTH_FAILED: 4102;
+/** Close code: the server ended the session on purpose (after `sys.session.ended`).
+ * The client neither resumes nor reconnects. */
+export declare const SESSION_ENDED: 4115;
+/** Error code of a refused server request when the client has no handler for it. */
+export declare const NO_HANDLER: 4150;
 
 /** A protocol envelope (docs/PROTOCOL.md): `v` version, `e` event, `p` payload,
  * `c` correlation id, `s` session sequence number, `t` sender's clock (ms). */
@@ -180,14 +187,24 @@ export type SessionInfo = SessionRestored | SessionCreated;
 
 /** Second argument of {@link TetherClient.onState} listeners: `reconnecting` carries
  * `attempt`, `delayMs`, `code`, `reason` (the close that caused it); `disconnected`
- * carries `code`, `reason`, `byClient`; the other states carry nothing. */
+ * carries `code`, `reason`, `byClient`, `endedBy`; the other states carry nothing. */
 export interface StateInfo {
   attempt?: number;
   delayMs?: number;
   code?: number;
+  /** The close reason; when the server ended the session, its application's reason. */
   reason?: string;
   byClient?: boolean;
+  /** Who ended the session on purpose: `'server'` (`sys.session.ended`, close 4115),
+   * `'client'` (`close()` on a live session sent `sys.session.end`), or `null` (not
+   * ended on purpose: a refused credential, or closed while offline). */
+  endedBy?: 'server' | 'client' | null;
 }
+
+/** What a server request handler returns: the answer, or a promise of it. Throwing
+ * (or rejecting) refuses the request with the error's numeric `code` (4200 and up)
+ * and `message`, or 4199. */
+export type RequestHandler<P = any, R = unknown> = (payload: P, envelope: Envelope) => R | Promise<R>;
 
 /** Messages `from..to` never arrived (see `gapTimeoutMs`). */
 export interface Gap {
@@ -215,8 +232,9 @@ export declare class TetherClient {
 
   /** Start connecting; retries with backoff until `close()`. */
   connect(): this;
-  /** Close the connection and stop reconnecting. Pending requests reject with
-   * `CLOSED`; queued messages are discarded. */
+  /** Close the connection and stop reconnecting. On a live session, first ends it on
+   * the server (`sys.session.end`): `disconnected` then says `endedBy: 'client'`.
+   * Pending requests reject with `CLOSED`; queued messages are discarded. */
   close(code?: number, reason?: string): void;
 
   /** Every time a session is up. */
@@ -232,6 +250,11 @@ export declare class TetherClient {
   off(event: string, fn: (...args: any[]) => void): void;
   /** State changes; returns a function that removes the listener. */
   onState(fn: (state: StateName, info: StateInfo) => void): () => void;
+  /** Answer the server's requests for `event` (one handler per event; without one a
+   * request is refused with 4150). Returns a function that removes the handler. */
+  onRequest<P = any, R = unknown>(event: string, fn: RequestHandler<P, R>): () => void;
+  /** Remove the request handler of `event`. */
+  offRequest(event: string): void;
 
   /** Send without waiting for an answer: true if written now, false if queued.
    * Throws a {@link TetherError} `QUEUE_FULL` or `CLOSED`, a `TypeError` for a

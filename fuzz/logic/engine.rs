@@ -313,7 +313,7 @@ fn apply(sim: &mut Sim, op: Op) {
         }
         Op::CloseSession { client: c } => {
             if let Some(s) = client(sim, c).and_then(|c| sim.client(c).session_id()) {
-                let _ = sim.engine.close_session(now, s);
+                let _ = sim.engine.end_session(now, s, "fuzz");
                 sim.drain();
             }
         }

@@ -38,7 +38,13 @@ macro_rules! runtime_suite {
             a_slow_session_hook_does_not_hold_up_other_clients,
             state_claims_and_session_data_reach_handlers,
             the_server_handle_reaches_sessions_users_and_rooms,
-            presence_is_announced_once_per_user_and_listed
+            presence_is_announced_once_per_user_and_listed,
+            end_session_tells_the_client_why_and_closes_with_4115,
+            a_client_ending_its_session_is_seen_at_once_and_its_token_is_dead,
+            a_network_drop_suspends_the_session_and_does_not_end_it,
+            server_requests_are_answered_refused_or_timed_out,
+            a_request_to_an_ended_session_fails,
+            a_request_made_during_a_drop_is_answered_after_the_resume
         );
     };
     (@each $runtime:expr; $($name:ident),* $(,)?) => {

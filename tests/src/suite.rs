@@ -851,3 +851,254 @@ pub async fn presence_is_announced_once_per_user_and_listed(runtime: ServerRunti
     send(&mut back, "echo", json!("x"), Some("e")).await;
     assert_eq!(recv(&mut back).await["e"], "echo.reply");
 }
+
+/// `ServerHandle::request`: answered (`sys.reply`), refused (`sys.reply.error`),
+/// timed out, and refused at once for an unknown session.
+pub async fn server_requests_are_answered_refused_or_timed_out(runtime: ServerRuntime) {
+    use adapter_tokio::RequestError;
+    let server = start(runtime, app()).await;
+    let handle = server.handle.clone();
+    let (mut ws, created) = session(server.addr, "alice").await;
+    let session = session_id_of(&created);
+
+    let asked = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            handle
+                .request(session, "client.time", &json!({"tz": "UTC"}), WAIT)
+                .await
+        }
+    });
+    let request = next_request(&mut ws).await;
+    assert_eq!(
+        request["p"],
+        json!({"event": "client.time", "payload": {"tz": "UTC"}})
+    );
+    assert!(
+        request["s"].as_u64().is_some(),
+        "in the session stream: {request}"
+    );
+    let c = request["c"].as_str().unwrap().to_owned();
+    send(&mut ws, "sys.reply", json!({"now": "12:00"}), Some(&c)).await;
+    assert_eq!(asked.await.unwrap(), Ok(json!({"now": "12:00"})));
+
+    let refused = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.request(session, "client.secret", &(), WAIT).await }
+    });
+    let c = next_request(&mut ws).await["c"].as_str().unwrap().to_owned();
+    send(
+        &mut ws,
+        "sys.reply.error",
+        json!({"code": 4201, "message": "no"}),
+        Some(&c),
+    )
+    .await;
+    assert_eq!(
+        refused.await.unwrap(),
+        Err(RequestError::Refused {
+            code: 4201,
+            message: "no".into()
+        })
+    );
+
+    let started = std::time::Instant::now();
+    let timed_out = handle
+        .request(session, "client.time", &(), Duration::from_millis(200))
+        .await;
+    assert_eq!(timed_out, Err(RequestError::Timeout));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    let never = adapter_tokio::SessionId::parse("0123456789abcdef0123456789abcdef").unwrap();
+    assert_eq!(
+        handle.request(never, "client.time", &(), WAIT).await,
+        Err(RequestError::UnknownSession)
+    );
+}
+
+/// A request waiting when its session is ended fails with `SessionEnded`, and so does
+/// one made afterwards.
+pub async fn a_request_to_an_ended_session_fails(runtime: ServerRuntime) {
+    use adapter_tokio::RequestError;
+    let server = start(runtime, app()).await;
+    let handle = server.handle.clone();
+    let (mut ws, created) = session(server.addr, "alice").await;
+    let session = session_id_of(&created);
+    let waiting = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.request(session, "client.time", &(), WAIT).await }
+    });
+    next_request(&mut ws).await;
+    handle.end_session(session, "bye");
+    assert_eq!(
+        tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap(),
+        Err(RequestError::SessionEnded)
+    );
+    assert_eq!(
+        handle.request(session, "client.time", &(), WAIT).await,
+        Err(RequestError::SessionEnded)
+    );
+}
+
+/// A request made while the session is suspended is delivered on resume (replayed, in
+/// the stream) and its answer, made then, resolves it within its timeout.
+pub async fn a_request_made_during_a_drop_is_answered_after_the_resume(runtime: ServerRuntime) {
+    let server = start(runtime, app()).await;
+    let handle = server.handle.clone();
+    let (ws, created) = session(server.addr, "alice").await;
+    let session = session_id_of(&created);
+    drop_abruptly(ws);
+    // Wait until the server has seen the drop, so the request is made while suspended.
+    tokio::time::timeout(WAIT, async {
+        while handle.metrics().await.unwrap().sessions_suspended == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("suspended");
+    let asked = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.request(session, "client.time", &(), WAIT).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (mut ws, restored) = resume(server.addr, "alice", &created, 0).await;
+    assert_eq!(restored["e"], "sys.session.restored", "{restored}");
+    assert_eq!(restored["p"]["replayed"], 1);
+    let request = next_request(&mut ws).await;
+    assert_eq!(request["s"], 1, "replayed with its place in the stream");
+    let c = request["c"].as_str().unwrap().to_owned();
+    send(&mut ws, "sys.reply", json!("12:00"), Some(&c)).await;
+    assert_eq!(asked.await.unwrap(), Ok(json!("12:00")));
+}
+
+/// The session hooks' events as they fire, with when each fired.
+pub type HookLog = std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, ws_session::SessionEvent)>>>;
+
+/// [`app`] with `config` and a session hook that records every event in the returned log.
+pub fn app_with_hook_log(config: EngineConfig) -> (App, HookLog) {
+    let log = HookLog::default();
+    let hook_log = log.clone();
+    let app = app().config(config).on_session(move |event, _server| {
+        let log = hook_log.clone();
+        async move {
+            log.lock().unwrap().push((std::time::Instant::now(), event));
+        }
+    });
+    (app, log)
+}
+
+/// Waits until the hook log holds an event `pick` accepts, and returns when it fired.
+pub async fn hook_fired(
+    log: &HookLog,
+    pick: impl Fn(&ws_session::SessionEvent) -> bool,
+) -> std::time::Instant {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some((at, _)) = log.lock().unwrap().iter().find(|(_, e)| pick(e)) {
+            return *at;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the hook did not fire: {:?}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn session_id_of(created: &Value) -> adapter_tokio::SessionId {
+    adapter_tokio::SessionId::parse(created["sessionId"].as_str().unwrap()).unwrap()
+}
+
+/// `ServerHandle::end_session`: the client gets `sys.session.ended` with the reason,
+/// then close 4115 (its signal not to resume or reconnect), the hook `Closed` by the
+/// server, and a resume with its token is refused as `ended`.
+pub async fn end_session_tells_the_client_why_and_closes_with_4115(runtime: ServerRuntime) {
+    use ws_session::{CloseReason, SessionEvent};
+    let (app, log) = app_with_hook_log(EngineConfig::default());
+    let server = start(runtime, app).await;
+    let (mut ws, created) = session(server.addr, "alice").await;
+    let session = session_id_of(&created);
+    server.handle.end_session(session, "kicked by a moderator");
+    let ended = recv(&mut ws).await;
+    assert_eq!(ended["e"], "sys.session.ended", "{ended}");
+    assert_eq!(ended["p"]["reason"], "kicked by a moderator");
+    assert_eq!(ended["p"]["sessionId"], created["sessionId"]);
+    assert!(ended.get("s").is_none(), "a control event");
+    assert_eq!(closed_with(&mut ws).await, 4115);
+    hook_fired(&log, |e| {
+        matches!(e, SessionEvent::Closed { session: s, reason: CloseReason::ByServer, .. } if *s == session)
+    })
+    .await;
+    let (_again, refused) = resume(server.addr, "alice", &created, 0).await;
+    assert_eq!(
+        (refused["p"]["code"].as_u64(), refused["p"]["reason"].as_str()),
+        (Some(4106), Some("ended"))
+    );
+}
+
+/// `sys.session.end` from the client ends its session at once: the hook sees `Closed`
+/// by the client well inside the resume window (2 min), the server closes with 1000,
+/// and the old token no longer resumes anything.
+pub async fn a_client_ending_its_session_is_seen_at_once_and_its_token_is_dead(runtime: ServerRuntime) {
+    use ws_session::{CloseReason, SessionEvent};
+    let (app, log) = app_with_hook_log(EngineConfig::default());
+    let server = start(runtime, app).await;
+    let (mut ws, created) = session(server.addr, "alice").await;
+    let session = session_id_of(&created);
+    let sent = std::time::Instant::now();
+    send(&mut ws, "sys.session.end", json!({"reason": "logout"}), None).await;
+    assert_eq!(closed_with(&mut ws).await, 1000);
+    let fired = hook_fired(&log, |e| {
+        matches!(e, SessionEvent::Closed { session: s, reason: CloseReason::ByClient, .. } if *s == session)
+    })
+    .await;
+    assert!(
+        fired.duration_since(sent) < Duration::from_secs(2),
+        "the hook took {:?}",
+        fired.duration_since(sent)
+    );
+    assert!(
+        !log.lock()
+            .unwrap()
+            .iter()
+            .any(|(_, e)| matches!(e, SessionEvent::Suspended { .. })),
+        "ended, never suspended"
+    );
+    let (_again, refused) = resume(server.addr, "alice", &created, 0).await;
+    assert_eq!(
+        (refused["p"]["code"].as_u64(), refused["p"]["reason"].as_str()),
+        (Some(4106), Some("ended"))
+    );
+}
+
+/// A network drop is not an end: the session is suspended (no `Closed`), and resumes.
+pub async fn a_network_drop_suspends_the_session_and_does_not_end_it(runtime: ServerRuntime) {
+    use ws_session::SessionEvent;
+    let (app, log) = app_with_hook_log(EngineConfig::default());
+    let server = start(runtime, app).await;
+    let (ws, created) = session(server.addr, "alice").await;
+    let session = session_id_of(&created);
+    drop_abruptly(ws);
+    hook_fired(
+        &log,
+        |e| matches!(e, SessionEvent::Suspended { session: s } if *s == session),
+    )
+    .await;
+    let (_ws, restored) = resume(server.addr, "alice", &created, 0).await;
+    assert_eq!(restored["e"], "sys.session.restored", "{restored}");
+    assert!(!log.lock().unwrap().iter().any(|(_, e)| matches!(
+        e,
+        SessionEvent::Closed { session: s, .. } | SessionEvent::Expired { session: s, .. } if *s == session
+    )));
+}
+
+/// Reads envelopes until a `sys.request`.
+async fn next_request(ws: &mut Ws) -> Value {
+    loop {
+        let env = recv(ws).await;
+        if env["e"] == "sys.request" {
+            return env;
+        }
+    }
+}

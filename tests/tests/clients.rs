@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adapter_tokio::{
-    App, Client, ClientError, ClientOptions, Context, HandlerError, QueryError, Server, ServerHandle,
-    SessionOutcome, State,
+    App, Client, ClientError, ClientOptions, CloseReason, Context, HandlerError, QueryError, RequestError,
+    Server, ServerHandle, SessionEnd, SessionOutcome, State,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -44,7 +44,11 @@ fn app() -> App {
 }
 
 async fn serve(addr: &str) -> (SocketAddr, ServerHandle, oneshot::Sender<()>, JoinHandle<()>) {
-    let server = Server::bind(addr, "/ws", app()).await.unwrap();
+    serve_app(addr, app()).await
+}
+
+async fn serve_app(addr: &str, app: App) -> (SocketAddr, ServerHandle, oneshot::Sender<()>, JoinHandle<()>) {
+    let server = Server::bind(addr, "/ws", app).await.unwrap();
     let addr = server.local_addr().unwrap();
     let handle = server.handle();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -192,6 +196,10 @@ on_every_client_runtime!(
     a_cut_connection_resumes_and_every_message_arrives_once_in_order,
     a_restarted_server_refuses_the_resume_and_a_new_session_begins,
     queries_get_replies_errors_and_timeouts,
+    a_session_ended_by_the_server_stops_the_client_with_the_reason,
+    closing_the_client_ends_its_server_session_at_once,
+    server_requests_are_answered_by_the_clients_handlers,
+    a_server_request_cut_off_by_a_drop_is_answered_after_the_resume,
 );
 
 fn tick_number(envelope: &OwnedEnvelope) -> u64 {
@@ -540,4 +548,184 @@ fn urls_that_cannot_be_used_are_refused() {
         };
         assert!(info.error.unwrap().contains("TLS"));
     });
+}
+
+/// A server whose session hook sends every `Closed` to the returned channel.
+async fn serve_with_closed_hook() -> (
+    SocketAddr,
+    ServerHandle,
+    futures::channel::mpsc::UnboundedReceiver<(std::time::Instant, ws_driver::SessionEvent)>,
+    oneshot::Sender<()>,
+) {
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let app = app().on_session(move |event, _server| {
+        let tx = tx.clone();
+        async move {
+            if matches!(event, ws_driver::SessionEvent::Closed { .. }) {
+                let _ = tx.unbounded_send((std::time::Instant::now(), event));
+            }
+        }
+    });
+    let (addr, handle, stop, _task) = serve_app("127.0.0.1:0", app).await;
+    (addr, handle, rx, stop)
+}
+
+async fn a_session_ended_by_the_server_stops_the_client_with_the_reason(rt: ClientRuntime) {
+    let (server_addr, handle, mut closed, _stop) = serve_with_closed_hook().await;
+    let proxy = Proxy::start(server_addr).await;
+    let client = start_client(rt, &format!("ws://{}/ws", proxy.addr), options("user:ivy")).unwrap();
+    let mut sessions = client.sessions();
+    let mut states = client.states();
+    let session = SessionId::parse(&created_id(&next(&mut sessions).await)).unwrap();
+    until_state(&mut states, |s| *s == State::Connected).await;
+    handle.end_session(session, "kicked");
+    let State::Disconnected(info) = until_state(&mut states, |s| matches!(s, State::Disconnected(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(info.code, Some(CloseCode(4115)));
+    assert_eq!(
+        info.session_end,
+        Some(SessionEnd::ByServer {
+            reason: "kicked".into()
+        })
+    );
+    let (_, event) = next(&mut closed).await;
+    assert!(matches!(
+        event,
+        ws_driver::SessionEvent::Closed {
+            reason: CloseReason::ByServer,
+            ..
+        }
+    ));
+    // Stopped for good: the state stream ends, no new connection is made.
+    assert!(tokio::time::timeout(WAIT, states.next()).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(proxy.accepted(), 1, "no reconnect");
+    // Later calls say why: the session was ended by the server (4115).
+    assert!(matches!(
+        client.send("echo", &1).await,
+        Err(ClientError::Closed(why)) if why.code == Some(CloseCode(4115))
+    ));
+}
+
+async fn closing_the_client_ends_its_server_session_at_once(rt: ClientRuntime) {
+    let (addr, handle, mut closed, _stop) = serve_with_closed_hook().await;
+    let client = connect_client(rt, &format!("ws://{addr}/ws"), options("user:jo"))
+        .await
+        .unwrap();
+    let mut states = client.states();
+    let started = std::time::Instant::now();
+    client.close(CloseCode::NORMAL, "logout").await.unwrap();
+    let (fired, event) = next(&mut closed).await;
+    assert!(matches!(
+        event,
+        ws_driver::SessionEvent::Closed {
+            reason: CloseReason::ByClient,
+            ..
+        }
+    ));
+    // The resume window is 2 minutes: this is the close, not the expiry.
+    assert!(fired.duration_since(started) < Duration::from_secs(2));
+    let State::Disconnected(info) = until_state(&mut states, |s| matches!(s, State::Disconnected(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(info.session_end, Some(SessionEnd::ByClient));
+    let metrics = until_metrics(&handle, |m| m.connections == 0).await;
+    assert_eq!(
+        metrics.sessions_suspended + metrics.sessions_live,
+        0,
+        "{metrics:?}"
+    );
+}
+
+async fn server_requests_are_answered_by_the_clients_handlers(rt: ClientRuntime) {
+    let (addr, handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let client = start_client(rt, &format!("ws://{addr}/ws"), options("user:kim")).unwrap();
+    let mut sessions = client.sessions();
+    let session = SessionId::parse(&created_id(&next(&mut sessions).await)).unwrap();
+    client.connected().await.unwrap();
+    client.on_request("client.time", |payload| async move {
+        Ok(json!({ "tz": payload["tz"], "time": "12:00" }))
+    });
+    client.on_request("client.secret", |_| async move {
+        Err((4201, "not telling".to_owned()))
+    });
+    let answer = handle
+        .request(session, "client.time", &json!({"tz": "UTC"}), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"tz": "UTC", "time": "12:00"}));
+    let typed: std::collections::HashMap<String, String> = handle
+        .request_as(session, "client.time", &json!({"tz": "CET"}), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(typed["time"], "12:00");
+    assert_eq!(
+        handle.request(session, "client.secret", &(), WAIT).await,
+        Err(RequestError::Refused {
+            code: 4201,
+            message: "not telling".into()
+        })
+    );
+    // No handler (never registered, or removed): refused with 4150.
+    assert!(client.off_request("client.time"));
+    for event in ["client.time", "client.unknown"] {
+        match handle.request(session, event, &(), WAIT).await {
+            Err(RequestError::Refused { code: 4150, .. }) => {}
+            other => panic!("{event}: {other:?}"),
+        }
+    }
+    // The typed query and `off`.
+    let n: u64 = client.query_as("echo", &7u64, None).await.unwrap();
+    assert_eq!(n, 7);
+    assert!(matches!(
+        client.query_as::<_, String>("echo", &7u64, None).await,
+        Err(ClientError::InvalidPayload(_))
+    ));
+    let (tx, mut rx) = futures::channel::mpsc::unbounded();
+    client.on("note", move |env| {
+        let _ = tx.unbounded_send(env.payload_as::<u64>().unwrap());
+    });
+    handle.send(session, "note", &1).unwrap();
+    assert_eq!(next(&mut rx).await, 1);
+    assert!(client.off("note"));
+    assert!(!client.off("note"));
+    handle.send(session, "note", &2).unwrap();
+    client.query("echo", &"barrier", None).await.unwrap();
+    assert!(rx.try_recv().is_err(), "no listener after off");
+    client.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+async fn a_server_request_cut_off_by_a_drop_is_answered_after_the_resume(rt: ClientRuntime) {
+    let (server_addr, handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let proxy = Proxy::start(server_addr).await;
+    let client = start_client(rt, &format!("ws://{}/ws", proxy.addr), options("user:lee")).unwrap();
+    let mut sessions = client.sessions();
+    let mut states = client.states();
+    let session = SessionId::parse(&created_id(&next(&mut sessions).await)).unwrap();
+    until_state(&mut states, |s| *s == State::Connected).await;
+    let answered = Arc::new(Mutex::new(0u32));
+    let count = answered.clone();
+    client.on_request("client.time", move |_| {
+        *count.lock().unwrap() += 1;
+        async move { Ok(json!("12:00")) }
+    });
+    proxy.cut();
+    let asked = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.request(session, "client.time", &(), WAIT).await }
+    });
+    until_state(&mut states, |s| *s == State::Reconnected).await;
+    assert_eq!(
+        tokio::time::timeout(WAIT, asked).await.unwrap().unwrap(),
+        Ok(json!("12:00"))
+    );
+    match next(&mut sessions).await {
+        SessionOutcome::Restored { .. } => {}
+        other => panic!("expected a restored session, got {other:?}"),
+    }
+    assert_eq!(*answered.lock().unwrap(), 1, "answered once");
+    client.close(CloseCode::NORMAL, "").await.unwrap();
 }

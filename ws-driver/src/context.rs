@@ -254,9 +254,16 @@ impl Context {
         });
     }
 
-    /// Ends this session: it leaves its rooms, its connection is closed.
+    /// Ends this session on purpose ([`ServerHandle::end_session`]): its client is
+    /// told why and does not come back.
+    pub fn end_session(&self, reason: &str) {
+        self.inner.handle.end_session(self.session_id(), reason);
+    }
+
+    /// The former name of [`end_session`](Self::end_session), with an empty reason.
+    #[deprecated(note = "use end_session, which says why and tells the client not to come back")]
     pub fn close_session(&self) {
-        self.inner.handle.close_session(self.session_id());
+        self.end_session("");
     }
 
     /// A handle that can reach this session after the handler returns.

@@ -25,7 +25,7 @@ use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::{
     Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, InboundEvent, Metrics, OutboundMessage,
-    Publication, SessionEvent, SessionId, UserId,
+    Publication, RequestId, SessionEvent, SessionId, UserId,
 };
 
 use crate::app::{App, ConnectionEvent, Hook};
@@ -35,6 +35,7 @@ use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
 use crate::presence::{self, Announcement, Member};
 use crate::reach::{Audience, SessionView};
+use crate::request::RequestError;
 use crate::runtime::Runtime;
 use crate::state::{Identity, SessionState, TypeMap};
 
@@ -121,8 +122,16 @@ pub(crate) enum Command {
         room: String,
         reply: oneshot::Sender<Result<bool, ApiError>>,
     },
-    CloseSession {
+    EndSession {
         session: SessionId,
+        reason: String,
+    },
+    Request {
+        session: SessionId,
+        event: String,
+        payload: Option<String>,
+        timeout: Duration,
+        answer: oneshot::Sender<Result<Option<String>, RequestError>>,
     },
     Listen {
         session: SessionId,
@@ -239,6 +248,7 @@ impl Hub {
             session_hooks: app.hooks.session.into(),
             connection_hooks: app.hooks.connection.into(),
             shutdown: None,
+            requests: HashMap::new(),
         };
         runtime.spawn(task.run());
         Self {
@@ -346,9 +356,69 @@ impl ServerHandle {
         Ok(())
     }
 
-    /// Ends `session` now: it leaves its rooms and its connection is closed.
+    /// Ends `session` on purpose, now: its client is told (`sys.session.ended` with
+    /// `reason`, then close 4115) and neither resumes nor reconnects; a suspended
+    /// session just ends (a later resume is refused as `ended`). It leaves its rooms,
+    /// nothing is kept for a resume, its waiting requests fail with
+    /// [`RequestError::SessionEnded`], and the session hooks get
+    /// `SessionEvent::Closed` with `CloseReason::ByServer`. Unknown sessions are ignored.
+    pub fn end_session(&self, session: SessionId, reason: &str) {
+        self.command(Command::EndSession {
+            session,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// The former name of [`end_session`](Self::end_session), with an empty reason.
+    /// It used to close with 1000, after which clients came back with a new session;
+    /// it now ends the session for the client too.
+    #[deprecated(note = "use end_session, which says why and tells the client not to come back")]
     pub fn close_session(&self, session: SessionId) {
-        self.command(Command::CloseSession { session });
+        self.end_session(session, "");
+    }
+
+    /// Asks the client of `session` something and waits for its answer: sends
+    /// `sys.request` with `event` and `payload`, which the client's request handler
+    /// for `event` answers (`Client::on_request`, `TetherClient.onRequest`).
+    ///
+    /// The request is a message of the session stream: made while the session is
+    /// suspended, or cut off by a drop, it is delivered on resume and answered then,
+    /// within `timeout` (counted from this call). Resolves to the answer's payload
+    /// (`Value::Null` for none), or [`RequestError`]: `Timeout`, `UnknownSession`,
+    /// `SessionEnded` (ended before answering, or already ended), `Refused` (the
+    /// client's error, 4150 when it has no handler), `TooManyPending`, `Stopped`.
+    pub async fn request(
+        &self,
+        session: SessionId,
+        event: &str,
+        payload: &impl serde::Serialize,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, RequestError> {
+        self.request_as(session, event, payload, timeout).await
+    }
+
+    /// [`request`](Self::request), with the answer read as `T`
+    /// (`InvalidPayload` when it is not one).
+    pub async fn request_as<T: serde::de::DeserializeOwned>(
+        &self,
+        session: SessionId,
+        event: &str,
+        payload: &impl serde::Serialize,
+        timeout: Duration,
+    ) -> Result<T, RequestError> {
+        let payload =
+            serde_json::to_string(payload).map_err(|e| RequestError::InvalidPayload(e.to_string()))?;
+        let (answer, rx) = oneshot::channel();
+        self.command(Command::Request {
+            session,
+            event: event.to_owned(),
+            payload: (payload != "null").then_some(payload),
+            timeout,
+            answer,
+        });
+        let raw = rx.await.map_err(|_| RequestError::Stopped)??;
+        serde_json::from_str(raw.as_deref().unwrap_or("null"))
+            .map_err(|e| RequestError::InvalidPayload(e.to_string()))
     }
 
     /// A snapshot of the engine's counters, or `None` if the hub has stopped.
@@ -455,6 +525,8 @@ struct HubTask<R: Runtime> {
     session_hooks: Arc<[Hook<SessionEvent>]>,
     connection_hooks: Arc<[Hook<ConnectionEvent>]>,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
+    /// Server→client requests waiting for the engine's `Response`.
+    requests: HashMap<RequestId, oneshot::Sender<Result<Option<String>, RequestError>>>,
 }
 
 enum Wake {
@@ -677,8 +749,34 @@ impl<R: Runtime> HubTask<R> {
                 }
                 let _ = reply.send(result);
             }
-            Command::CloseSession { session } => {
-                let _ = self.engine.close_session(now, session);
+            Command::EndSession { session, reason } => {
+                if let Err(err) = self.engine.end_session(now, session, &reason) {
+                    tracing::debug!(%err, "end of a session that is gone");
+                }
+            }
+            Command::Request {
+                session,
+                event,
+                payload,
+                timeout,
+                answer,
+            } => {
+                let raw = payload.map(serde_json::value::RawValue::from_string).transpose();
+                let sent = match raw {
+                    Ok(raw) => self
+                        .engine
+                        .request(now, session, &event, raw.as_deref(), timeout)
+                        .map_err(RequestError::from),
+                    Err(err) => Err(RequestError::InvalidPayload(err.to_string())),
+                };
+                match sent {
+                    Ok(id) => {
+                        self.requests.insert(id, answer);
+                    }
+                    Err(err) => {
+                        let _ = answer.send(Err(err));
+                    }
+                }
             }
             Command::Listen {
                 session,
@@ -767,6 +865,11 @@ impl<R: Runtime> HubTask<R> {
                 Action::Publish(publication) => self.to_broker(ToBroker::Publish(publication)),
                 Action::RoomOccupied(room) => self.to_broker(ToBroker::Occupied(room)),
                 Action::RoomVacated(room) => self.to_broker(ToBroker::Vacated(room)),
+                Action::Response { id, result, .. } => {
+                    if let Some(answer) = self.requests.remove(&id) {
+                        let _ = answer.send(result.map_err(RequestError::from));
+                    }
+                }
                 // A new kind of action this glue does not know yet: loud, not silent.
                 other => tracing::error!(?other, "unhandled engine action"),
             }

@@ -37,6 +37,7 @@ mod pubsub;
 mod pump;
 mod raw;
 mod reach;
+mod request;
 mod runtime;
 mod serve;
 mod state;
@@ -54,13 +55,14 @@ pub use pubsub::{InMemoryPubSub, PubSub};
 pub use pump::ConnectionOptions;
 pub use raw::WebSocket;
 pub use reach::{Audience, Emit, SessionView};
+pub use request::RequestError;
 pub use serve::{Server, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use state::Identity;
 
 pub use ws_proto::CloseCode;
 pub use ws_session::{
-    ApiError, ConfigError, ConnectionId, ConnectionInfo, EngineConfig, ErrorCode, Metrics, SessionEvent,
-    SessionId, UserId,
+    ApiError, CloseReason, ConfigError, ConnectionId, ConnectionInfo, EngineConfig, ErrorCode, Metrics,
+    SessionEvent, SessionId, UserId,
 };
 
 /// What a runtime adapter builds on; applications do not need it. An adapter supplies

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ws_proto::CloseCode;
 
-use crate::{AuthId, ConnectionId, ConnectionInfo, OutboundMessage, SessionId, UserId};
+use crate::{
+    AuthId, ConnectionId, ConnectionInfo, OutboundMessage, RequestFailure, RequestId, SessionId, UserId,
+};
 
 /// One thing for the caller to do, from [`Engine::poll_action`](crate::Engine::poll_action).
 #[derive(Debug, Clone)]
@@ -72,6 +74,17 @@ pub enum Action {
     /// The last session of this node left the room (with `publish_broadcasts`): the
     /// backend stops receiving its publications.
     RoomVacated(Arc<str>),
+    /// A server→client request ([`Engine::request`](crate::Engine::request)) is over:
+    /// the client's answer (`sys.reply`), or why there is none. Each request gets
+    /// exactly one.
+    Response {
+        /// The request.
+        id: RequestId,
+        /// The session it was sent to.
+        session: SessionId,
+        /// The answer's payload as raw JSON (`None` for no payload), or the failure.
+        result: Result<Option<String>, RequestFailure>,
+    },
 }
 
 /// A request to authenticate a connection.
@@ -121,15 +134,47 @@ pub enum SessionEvent {
         /// Its user.
         user: UserId,
     },
-    /// The session ended before its window passed: closed by the application, replaced
-    /// by a resume on its fresh connection, or abandoned after a refused resume (gap).
-    /// It left every room and is gone.
+    /// The session ended before its window passed: ended by the application or by its
+    /// client, replaced by a resume on its fresh connection, or abandoned after a
+    /// refused resume (gap); `reason` says which. It left every room and is gone.
     Closed {
         /// The session.
         session: SessionId,
         /// Its user.
         user: UserId,
+        /// Why it ended.
+        reason: CloseReason,
     },
+}
+
+/// Why a session was closed ([`SessionEvent::Closed`]). A network drop is not one: it
+/// suspends the session ([`SessionEvent::Suspended`]), which expires after the resume
+/// window ([`SessionEvent::Expired`]) unless resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The application ended it ([`Engine::end_session`](crate::Engine::end_session)):
+    /// its client was told (`sys.session.ended`, close 4115) and does not come back.
+    ByServer,
+    /// Its client ended it (`sys.session.end`, sent by the clients' `close`).
+    ByClient,
+    /// A resume on the connection that carried this fresh session replaced it.
+    Replaced,
+    /// A resume presenting its valid token was refused with `gap` (the missed messages
+    /// were no longer buffered): the token's holder moves on to a new session.
+    Gap,
+}
+
+impl CloseReason {
+    /// A short name for logs: `by-server`, `by-client`, `replaced`, `gap`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ByServer => "by-server",
+            Self::ByClient => "by-client",
+            Self::Replaced => "replaced",
+            Self::Gap => "gap",
+        }
+    }
 }
 
 /// Where a [`Publication`] goes.

@@ -34,7 +34,8 @@ use ws_proto::{CloseCode, Message};
 
 use crate::client::{AuthMode, ClientAction, ClientConfig, ClientEngine, Disconnect};
 use crate::{
-    Action, ConnectionId, ConnectionInfo, Engine, EngineConfig, InboundEvent, SessionEvent, SessionId, UserId,
+    Action, ConnectionId, ConnectionInfo, Engine, EngineConfig, InboundEvent, RequestFailure, RequestId,
+    SessionEvent, SessionId, UserId,
 };
 
 /// How messages and connection attempts travel between one client and the server.
@@ -105,6 +106,8 @@ pub struct Cluster {
     pub created: Vec<SessionId>,
     /// Every session lifecycle event the server reported, in order.
     pub lifecycle: Vec<SessionEvent>,
+    /// Outcomes of server→client requests, in order.
+    pub responses: Vec<(RequestId, Result<Option<String>, RequestFailure>)>,
     peers: Vec<Peer>,
     handler: ServerHandler,
     seed: u64,
@@ -124,6 +127,7 @@ impl Cluster {
             server_up: true,
             created: Vec::new(),
             lifecycle: Vec::new(),
+            responses: Vec::new(),
             peers: Vec::new(),
             handler: Box::new(echo_handler),
             seed,
@@ -403,6 +407,14 @@ impl Cluster {
                 }
                 ClientAction::CloseTransport { code, reason } => {
                     self.peers[index].connect_pending = None;
+                    // An orderly close: what the client wrote before its close frame
+                    // arrives first (one TCP stream keeps the order).
+                    if let Some(connection) = self.peers[index].connection {
+                        let written: Vec<_> = self.peers[index].to_server.drain(..).collect();
+                        for (_, text) in written {
+                            self.server.handle_message(now, connection, Message::Text(text));
+                        }
+                    }
                     self.drop_transport(index);
                     self.peers[index]
                         .engine
@@ -442,9 +454,14 @@ impl Cluster {
                     reason,
                 } => {
                     if let Some(index) = self.peer_of(connection) {
-                        // The close frame ends the transport; what was in flight is lost.
+                        // What the server wrote before its close frame arrives first (one
+                        // TCP stream keeps the order); the close frame ends the transport,
+                        // and what the client had in flight is lost.
                         self.peers[index].connection = None;
-                        self.peers[index].to_client.clear();
+                        let written: Vec<_> = self.peers[index].to_client.drain(..).collect();
+                        for (_, text) in written {
+                            self.peers[index].engine.handle_message(now, &text);
+                        }
                         self.peers[index].to_server.clear();
                         self.peers[index]
                             .engine
@@ -465,6 +482,7 @@ impl Cluster {
                     self.lifecycle.push(event);
                 }
                 Action::Publish(_) | Action::RoomOccupied(_) | Action::RoomVacated(_) => {}
+                Action::Response { id, result, .. } => self.responses.push((id, result)),
             }
         }
         progressed

@@ -61,6 +61,10 @@ pub struct EngineConfig {
     /// How many expired session ids the engine remembers, so that a late resume is
     /// refused as "expired" rather than "unknown". Default: 4096.
     pub expired_memory: usize,
+    /// Most server→client requests ([`Engine::request`](crate::Engine::request)) one
+    /// session may have waiting for an answer; past it `request` is refused
+    /// ([`ApiError::TooManyRequests`](crate::ApiError::TooManyRequests)). Default: 64.
+    pub max_pending_requests: usize,
 }
 
 impl EngineConfig {
@@ -90,6 +94,8 @@ impl EngineConfig {
     pub const DEFAULT_MAX_ROOM_NAME_LEN: usize = 128;
     /// Default count of expired session ids remembered: 4096.
     pub const DEFAULT_EXPIRED_MEMORY: usize = 4096;
+    /// Default most server→client requests waiting per session: 64.
+    pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 64;
 
     /// Longest any duration of the configuration may be: 30 days.
     pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -158,6 +164,7 @@ impl Default for EngineConfig {
             allowed_origins: None,
             publish_broadcasts: false,
             expired_memory: Self::DEFAULT_EXPIRED_MEMORY,
+            max_pending_requests: Self::DEFAULT_MAX_PENDING_REQUESTS,
         }
     }
 }

@@ -25,6 +25,15 @@ pub enum ApiError {
         /// The configured limit.
         max: usize,
     },
+    /// The session ended recently (closed, ended or expired; the engine remembers
+    /// [`EngineConfig::expired_memory`](crate::EngineConfig::expired_memory) of them).
+    SessionEnded(SessionId),
+    /// The session already has [`EngineConfig::max_pending_requests`](crate::EngineConfig::max_pending_requests)
+    /// requests waiting for an answer.
+    TooManyRequests {
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 impl fmt::Display for ApiError {
@@ -36,6 +45,10 @@ impl fmt::Display for ApiError {
                 write!(f, "room name of {len} bytes exceeds the limit of {max} bytes")
             }
             Self::TooManyRooms { max } => write!(f, "the session is already in {max} rooms, the limit"),
+            Self::SessionEnded(id) => write!(f, "session {id} has ended"),
+            Self::TooManyRequests { max } => {
+                write!(f, "the session already has {max} requests waiting, the limit")
+            }
         }
     }
 }

@@ -56,6 +56,9 @@ impl ErrorCode {
     pub const BINARY_NOT_SUPPORTED: Self = Self(4113);
     /// 4114: close code for an `Origin` outside the configured allow-list.
     pub const ORIGIN_NOT_ALLOWED: Self = Self(4114);
+    /// 4115: close code after `sys.session.ended`: the server ended the session on
+    /// purpose. The client must neither resume nor reconnect.
+    pub const SESSION_ENDED: Self = Self(4115);
     /// 4150: an application event no handler is registered for (the message names it).
     pub const UNKNOWN_EVENT: Self = Self(4150);
     /// 4199: a handler failed unexpectedly (it panicked, or the server could not
@@ -80,6 +83,7 @@ impl ErrorCode {
         (Self::RESUME_IN_PROGRESS, "RESUME_IN_PROGRESS"),
         (Self::BINARY_NOT_SUPPORTED, "BINARY_NOT_SUPPORTED"),
         (Self::ORIGIN_NOT_ALLOWED, "ORIGIN_NOT_ALLOWED"),
+        (Self::SESSION_ENDED, "SESSION_ENDED"),
         (Self::UNKNOWN_EVENT, "UNKNOWN_EVENT"),
         (Self::INTERNAL, "INTERNAL"),
     ];
@@ -102,8 +106,11 @@ impl From<ErrorCode> for u16 {
 pub enum NotRecoverable {
     /// No such session (malformed id, or never existed here).
     Unknown,
-    /// The session expired (its resume window passed) or was closed.
+    /// The session expired (its resume window passed) or was closed (replaced, or
+    /// abandoned after a gap).
     Expired,
+    /// The session was ended on purpose, by the server's application or by its client.
+    Ended,
     /// The token was valid once but has been used (it was rotated by a resume).
     Used,
     /// The token is not the session's (forged or garbled).
@@ -121,6 +128,7 @@ impl NotRecoverable {
         match self {
             Self::Unknown => "unknown",
             Self::Expired => "expired",
+            Self::Ended => "ended",
             Self::Used => "used",
             Self::InvalidToken => "invalid",
             Self::Foreign => "foreign",

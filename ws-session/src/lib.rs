@@ -122,6 +122,7 @@ mod outbound;
 pub mod protocol;
 mod rate_limit;
 mod replay;
+mod request;
 mod room;
 mod session;
 #[cfg(feature = "sim")]
@@ -129,7 +130,7 @@ pub mod sim;
 mod timer;
 mod token;
 
-pub use action::{Action, AuthRequest, InboundEvent, Publication, PublishTarget, SessionEvent};
+pub use action::{Action, AuthRequest, CloseReason, InboundEvent, Publication, PublishTarget, SessionEvent};
 pub use config::EngineConfig;
 pub use connection::ConnectionInfo;
 pub use engine::Engine;
@@ -138,5 +139,6 @@ pub use error_code::{ErrorCode, NotRecoverable};
 pub use id::{AuthId, ConnectionId, SessionId, UserId};
 pub use metrics::Metrics;
 pub use outbound::OutboundMessage;
+pub use request::{RequestFailure, RequestId};
 pub use session::SessionInfo;
 pub use token::ResumeToken;

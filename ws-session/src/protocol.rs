@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// `sys.auth` (C→S): the credential, for connections that did not bring one in the
 /// handshake.
@@ -85,6 +86,51 @@ pub struct SysError<'a> {
     pub reason: Option<Cow<'a, str>>,
 }
 
+/// `sys.session.end` (C→S): the client ends its session now (tether's clients send it
+/// from `close`). The server ends the session at once (it leaves its rooms, nothing is
+/// kept for a resume) and closes the connection with 1000.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEnd<'a> {
+    /// Why, in words (informational; may be empty).
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub reason: Cow<'a, str>,
+}
+
+/// `sys.session.ended` (S→C, control): the server ended the session on purpose; a close
+/// with 4115 (`SESSION_ENDED`) follows. The client must neither resume nor reconnect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionEnded<'a> {
+    /// The session that ended.
+    pub session_id: Cow<'a, str>,
+    /// The application's reason (may be empty).
+    #[serde(default)]
+    pub reason: Cow<'a, str>,
+}
+
+/// `sys.request` (S→C, in the session stream): a request of the server's application to
+/// the client's. The envelope's `c` is the request id the answer (`sys.reply` or
+/// `sys.reply.error`) echoes; the answer of `sys.reply` is its whole payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerRequest<'a> {
+    /// The application event the client's request handler is registered for.
+    pub event: Cow<'a, str>,
+    /// Its payload, as JSON; absent for none.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<&'a RawValue>,
+}
+
+/// `sys.reply.error` (C→S): the client's application refused a `sys.request` (`c`
+/// echoes it), or the client has no handler for its event (4150).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyError<'a> {
+    /// The code: the application's own (from 4200), or 4150 for no handler.
+    pub code: u16,
+    /// What went wrong, for the server's developer.
+    #[serde(default)]
+    pub message: Cow<'a, str>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +167,23 @@ mod tests {
             message: "m".into(),
             reason: Some("used".into()),
         });
+        round_trip(SessionEnd { reason: "bye".into() });
+        round_trip(SessionEnd::default());
+        round_trip(SessionEnded {
+            session_id: "s".into(),
+            reason: "kicked".into(),
+        });
+        round_trip(ReplyError {
+            code: 4201,
+            message: "no".into(),
+        });
+        // Borrowed from the text it came in, like the engines read it.
+        let json = r#"{"event":"client.time","payload":{"tz":"UTC"}}"#;
+        let request: ServerRequest<'_> = serde_json::from_str(json).unwrap();
+        assert_eq!(request.event, "client.time");
+        assert_eq!(request.payload.map(RawValue::get), Some(r#"{"tz":"UTC"}"#));
+        assert_eq!(serde_json::to_string(&request).unwrap(), json);
+        assert_eq!(serde_json::to_string(&SessionEnd::default()).unwrap(), "{}");
     }
 
     /// The wire names are the documented camelCase ones.

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::id::IdSet;
+use crate::id::IdMap;
 use crate::replay::ReplayBuffer;
 use crate::{ConnectionId, ResumeToken, SessionId, UserId};
 
@@ -30,6 +30,9 @@ pub(crate) struct Session {
     /// When suspended: the end of the resume window.
     pub(crate) expires_at: Option<Instant>,
     pub(crate) timer_at: Option<Instant>,
+    /// Server→client requests waiting for an answer (bounded by
+    /// `EngineConfig::max_pending_requests`).
+    pub(crate) pending_requests: u32,
 }
 
 impl Session {
@@ -69,30 +72,43 @@ impl SessionInfo {
     }
 }
 
-/// Recently expired session ids (bounded, oldest forgotten first), so a late resume
-/// is told "expired" rather than "unknown".
+/// How a remembered session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tomb {
+    /// Its window passed, or it was replaced or abandoned: a resume is told "expired".
+    Expired,
+    /// Ended on purpose by the application or its client: a resume is told "ended".
+    Ended,
+}
+
+/// Recently ended session ids (bounded, oldest forgotten first), so a late resume
+/// is told "expired" or "ended" rather than "unknown".
 #[derive(Debug, Default)]
 pub(crate) struct Tombstones {
     order: VecDeque<SessionId>,
-    set: IdSet<SessionId>,
+    map: IdMap<SessionId, Tomb>,
 }
 
 impl Tombstones {
-    pub(crate) fn insert(&mut self, id: SessionId, max: usize) {
+    pub(crate) fn insert(&mut self, id: SessionId, tomb: Tomb, max: usize) {
         if max == 0 {
             return;
         }
-        if self.set.insert(id) {
+        if self.map.insert(id, tomb).is_none() {
             self.order.push_back(id);
         }
         while self.order.len() > max {
             if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+                self.map.remove(&old);
             }
         }
     }
 
     pub(crate) fn contains(&self, id: SessionId) -> bool {
-        self.set.contains(&id)
+        self.map.contains_key(&id)
+    }
+
+    pub(crate) fn get(&self, id: SessionId) -> Option<Tomb> {
+        self.map.get(&id).copied()
     }
 }

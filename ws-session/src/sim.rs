@@ -40,7 +40,7 @@ use ws_proto::{CloseCode, Message};
 
 use crate::{
     Action, AuthRequest, ConnectionId, ConnectionInfo, Engine, EngineConfig, InboundEvent, Publication,
-    SessionEvent, SessionId, UserId,
+    RequestFailure, RequestId, SessionEvent, SessionId, UserId,
 };
 
 /// A simulated client. The harness hands out indexes; a client keeps its index (and
@@ -189,6 +189,8 @@ pub struct Sim {
     pub pending_auth: Vec<AuthRequest>,
     /// Connections the engine closed, with code.
     pub closes: Vec<(ConnectionId, CloseCode)>,
+    /// Outcomes of server→client requests, in order.
+    pub responses: Vec<(RequestId, Result<Option<String>, RequestFailure>)>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -240,6 +242,7 @@ impl Sim {
             publications: Vec::new(),
             pending_auth: Vec::new(),
             closes: Vec::new(),
+            responses: Vec::new(),
         }
     }
 
@@ -515,6 +518,7 @@ impl Sim {
                 Action::Publish(publication) => self.publications.push(publication),
                 // Room occupancy matters to a cross-node backend only; the sim has none.
                 Action::RoomOccupied(_) | Action::RoomVacated(_) => {}
+                Action::Response { id, result, .. } => self.responses.push((id, result)),
             }
         }
     }

@@ -10,12 +10,14 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use crate::{ConnectionId, SessionId};
+use crate::{ConnectionId, RequestId, SessionId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerKey {
     Connection(ConnectionId),
     Session(SessionId),
+    /// A server→client request's deadline (one entry per request, never moved).
+    Request(RequestId),
 }
 
 #[derive(Debug, Default)]

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use ws_proto::envelope::Payload;
 use ws_proto::CloseCode;
 use ws_session::client::{
-    AuthMode, ClientAction, ClientConfig, ClientEngine, Constant, Jitter, QueryError, QueryId,
-    SessionOutcome, State,
+    AuthMode, ClientAction, ClientConfig, ClientEngine, Constant, IncomingRequest, Jitter, QueryError,
+    QueryId, SessionEnd, SessionOutcome, State,
 };
 use ws_session::cluster::Cluster;
-use ws_session::{EngineConfig, SessionId};
+use ws_session::{EngineConfig, ErrorCode, RequestFailure, RequestId, SessionId};
 
 /// The harness's cluster with one client, `alice`, retrying every 100 ms.
 struct World {
@@ -209,4 +209,204 @@ fn close_ends_the_session_and_nothing_reconnects() {
     assert!(matches!(w.client().state(), State::Disconnected(_)));
     w.cluster.advance(Duration::from_secs(3600));
     assert_eq!(w.cluster.client(w.alice).connects, 1);
+}
+
+fn disconnect_info(engine: &ClientEngine) -> ws_session::client::Disconnect {
+    match engine.state() {
+        State::Disconnected(info) => info.clone(),
+        other => panic!("not disconnected: {other:?}"),
+    }
+}
+
+#[test]
+fn a_client_close_ends_the_server_session_at_once() {
+    let mut w = World::new(AuthMode::Message);
+    let session = w.session();
+    let now = w.now();
+    w.cluster
+        .client_mut(w.alice)
+        .engine
+        .close(now, CloseCode::NORMAL, "logout")
+        .unwrap();
+    w.cluster.settle();
+    assert_eq!(
+        w.cluster.server.session_info(session),
+        None,
+        "gone now, not after the window"
+    );
+    assert!(matches!(
+        w.cluster.lifecycle.last(),
+        Some(ws_session::SessionEvent::Closed {
+            reason: ws_session::CloseReason::ByClient,
+            ..
+        })
+    ));
+    let info = disconnect_info(w.client());
+    assert_eq!(info.session_end, Some(SessionEnd::ByClient));
+    assert_eq!(info.code, Some(CloseCode::NORMAL));
+}
+
+#[test]
+fn a_client_closed_while_offline_leaves_the_session_to_expire() {
+    let mut w = World::new(AuthMode::Message);
+    let session = w.session();
+    w.cluster.server_up = false;
+    w.cluster.cut(w.alice);
+    let now = w.now();
+    w.cluster
+        .client_mut(w.alice)
+        .engine
+        .close(now, CloseCode::NORMAL, "")
+        .unwrap();
+    w.cluster.settle();
+    assert_eq!(
+        disconnect_info(w.client()).session_end,
+        None,
+        "not ended: it could not say so"
+    );
+    assert!(w.cluster.server.session_info(session).is_some(), "suspended");
+}
+
+#[test]
+fn a_session_ended_by_the_server_stops_the_client_with_the_reason() {
+    let mut w = World::new(AuthMode::Message);
+    let session = w.session();
+    let pending = w.query("ignored", Payload::None, None);
+    let now = w.now();
+    w.cluster.server.end_session(now, session, "kicked").unwrap();
+    w.cluster.settle();
+    let info = disconnect_info(w.client());
+    assert_eq!(
+        info.session_end,
+        Some(SessionEnd::ByServer {
+            reason: "kicked".into()
+        })
+    );
+    assert_eq!(info.code, Some(ErrorCode::SESSION_ENDED.close_code()));
+    assert!(w.cluster.client(w.alice).seen.iter().any(|a| matches!(
+        a,
+        ClientAction::QueryResult { id, result: Err(QueryError::Closed) } if *id == pending
+    )));
+    w.cluster.advance(Duration::from_secs(3600));
+    assert_eq!(w.cluster.client(w.alice).connects, 1, "no reconnect");
+    assert_eq!(w.client().session_id(), None, "nothing to resume");
+}
+
+#[test]
+fn a_close_4115_alone_also_stops_the_client() {
+    let mut w = World::new(AuthMode::Message);
+    let now = w.now();
+    let engine = &mut w.cluster.client_mut(w.alice).engine;
+    engine.handle_disconnected(
+        now,
+        ws_session::client::Disconnect::closed(ErrorCode::SESSION_ENDED.close_code(), "bye"),
+    );
+    assert_eq!(
+        disconnect_info(engine).session_end,
+        Some(SessionEnd::ByServer { reason: "bye".into() })
+    );
+}
+
+/// The server requests the client hold.
+fn requests(w: &World) -> Vec<IncomingRequest> {
+    w.cluster
+        .client(w.alice)
+        .seen
+        .iter()
+        .filter_map(|a| match a {
+            ClientAction::Request(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn server_request(w: &mut World, timeout: Duration) -> RequestId {
+    let now = w.now();
+    let session = w.session();
+    let payload = serde_json::value::RawValue::from_string("{\"tz\":\"UTC\"}".to_owned()).unwrap();
+    let id = w
+        .cluster
+        .server
+        .request(now, session, "client.time", Some(&payload), timeout)
+        .unwrap();
+    w.cluster.settle();
+    id
+}
+
+fn answer(w: &mut World, request: &IncomingRequest, result: Result<Payload<'_>, (u16, &str)>) {
+    let now = w.now();
+    w.cluster
+        .client_mut(w.alice)
+        .engine
+        .answer(now, request, result)
+        .unwrap();
+    w.cluster.settle();
+}
+
+#[test]
+fn a_server_request_is_answered_by_the_client_engine() {
+    let mut w = World::new(AuthMode::Message);
+    let id = server_request(&mut w, Duration::from_secs(5));
+    let [request] = &requests(&w)[..] else {
+        panic!("one request: {:?}", requests(&w));
+    };
+    assert_eq!(
+        (request.event.as_str(), request.payload.as_deref()),
+        ("client.time", Some("{\"tz\":\"UTC\"}"))
+    );
+    answer(&mut w, request, Ok(Payload::Trusted("\"12:00\"")));
+    assert_eq!(w.cluster.responses, [(id, Ok(Some("\"12:00\"".to_owned())))]);
+
+    let refused = server_request(&mut w, Duration::from_secs(5));
+    let request = requests(&w).pop().unwrap();
+    answer(&mut w, &request, Err((4201, "not now")));
+    assert_eq!(
+        w.cluster.responses[1],
+        (
+            refused,
+            Err(RequestFailure::Refused {
+                code: 4201,
+                message: "not now".into()
+            })
+        )
+    );
+}
+
+#[test]
+fn a_server_request_cut_off_by_a_drop_is_replayed_once_and_answered_after_the_resume() {
+    let mut w = World::new(AuthMode::Message);
+    w.cluster.server_up = false;
+    w.cluster.cut(w.alice);
+    let id = server_request(&mut w, Duration::from_secs(30));
+    assert!(requests(&w).is_empty(), "the client is away");
+    w.cluster.server_up = true;
+    w.cluster.heal(w.alice);
+    let [request] = &requests(&w)[..] else {
+        panic!("replayed once: {:?}", requests(&w));
+    };
+    answer(&mut w, request, Ok(Payload::Trusted("1")));
+    assert_eq!(w.cluster.responses, [(id, Ok(Some("1".to_owned())))]);
+    // Cut again after it was delivered: the resume does not deliver it a second time.
+    w.cluster.cut(w.alice);
+    w.cluster.heal(w.alice);
+    assert_eq!(requests(&w).len(), 1);
+}
+
+#[test]
+fn an_answer_made_offline_goes_out_on_the_restored_session_only() {
+    let mut w = World::new(AuthMode::Message);
+    let id = server_request(&mut w, Duration::from_secs(30));
+    let request = requests(&w).pop().unwrap();
+    w.cluster.server_up = false;
+    w.cluster.cut(w.alice);
+    let now = w.now();
+    w.cluster
+        .client_mut(w.alice)
+        .engine
+        .answer(now, &request, Ok(Payload::Trusted("2")))
+        .unwrap();
+    assert_eq!(w.client().queued(), 1, "waits for its session");
+    w.cluster.server_up = true;
+    w.cluster.heal(w.alice);
+    assert_eq!(w.cluster.responses, [(id, Ok(Some("2".to_owned())))]);
 }

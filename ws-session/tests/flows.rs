@@ -6,7 +6,7 @@ use bytes::Bytes;
 use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::sim::{ClientId, Sim};
-use ws_session::{ApiError, EngineConfig, ErrorCode, SessionEvent, SessionId};
+use ws_session::{ApiError, CloseReason, EngineConfig, ErrorCode, SessionEvent, SessionId};
 
 fn sim() -> Sim {
     Sim::new(EngineConfig::default())
@@ -703,17 +703,37 @@ fn room_limits() {
 }
 
 #[test]
-fn close_session_closes_its_connection_and_leaves_rooms() {
+fn end_session_tells_the_client_closes_with_4115_and_leaves_rooms() {
     let mut sim = sim();
     let a = sim.connect(Some("user:alice"));
     let s = sid(&sim, a);
     let now = sim.now();
     sim.engine.join_room(now, s, "lobby").unwrap();
-    sim.engine.close_session(now, s).unwrap();
+    sim.engine.end_session(now, s, "kicked").unwrap();
     sim.drain();
-    assert_eq!(sim.client(a).closed.unwrap().0, CloseCode::NORMAL);
+    let ended = sim
+        .client(a)
+        .last_of(sys::SESSION_ENDED)
+        .expect("sys.session.ended");
+    assert_eq!(ended.envelope.seq, None, "a control event");
+    assert_eq!(ended.payload()["reason"], "kicked");
+    assert_eq!(ended.payload()["sessionId"], s.to_string());
+    assert_eq!(
+        sim.client(a).closed.unwrap().0,
+        ErrorCode::SESSION_ENDED.close_code()
+    );
     assert_eq!(sim.engine.room_len("lobby"), 0);
-    assert!(matches!(sim.lifecycle.last(), Some(SessionEvent::Closed { .. })));
+    assert!(matches!(
+        sim.lifecycle.last(),
+        Some(SessionEvent::Closed {
+            reason: CloseReason::ByServer,
+            ..
+        })
+    ));
+    assert_eq!(
+        sim.engine.end_session(now, s, ""),
+        Err(ApiError::UnknownSession(s))
+    );
 }
 
 #[test]
@@ -989,6 +1009,6 @@ fn room_occupancy_is_announced_for_cross_node_backends() {
     assert_eq!(occupancy(&mut sim), ["+r"]);
     sim.engine.leave_room(now, sa, "r").unwrap();
     assert_eq!(occupancy(&mut sim), Vec::<String>::new());
-    sim.engine.close_session(now, sb).unwrap();
+    sim.engine.end_session(now, sb, "test").unwrap();
     assert_eq!(occupancy(&mut sim), ["-r"]);
 }

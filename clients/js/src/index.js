@@ -19,7 +19,10 @@
 //   never hides a lost session: requests that were waiting for an answer on it reject;
 // - keeps messages sent while offline in a bounded queue and sends each of them once
 //   when a session is up again;
-// - matches replies to requests by correlation id (`c`), with a timeout.
+// - matches replies to requests by correlation id (`c`), with a timeout;
+// - ends its session on `close()` (`sys.session.end`), and stops for good when the
+//   server ends it (`sys.session.ended`, close 4115);
+// - answers the server's requests (`sys.request`) with the handlers of `onRequest`.
 //
 // Protocol: docs/PROTOCOL.md of the tether repository.
 
@@ -38,7 +41,8 @@ export const State = Object.freeze({
   RECONNECTING: 'reconnecting',
   /** A session is up again after a loss (restored or not: see the `session` event). */
   RECONNECTED: 'reconnected',
-  /** Stopped for good: `close()` was called or authentication failed. */
+  /** Stopped for good: `close()` was called, the server ended the session, or
+   * authentication failed (the `disconnected` info says which). */
   DISCONNECTED: 'disconnected',
 });
 
@@ -74,6 +78,7 @@ export const ErrorCode = Object.freeze({
   RESUME_IN_PROGRESS: 4112,
   BINARY_NOT_SUPPORTED: 4113,
   ORIGIN_NOT_ALLOWED: 4114,
+  SESSION_ENDED: 4115,
   UNKNOWN_EVENT: 4150,
   INTERNAL: 4199,
 });
@@ -82,6 +87,11 @@ export const ErrorCode = Object.freeze({
 export const RESUME_NOT_RECOVERABLE = ErrorCode.NOT_RECOVERABLE;
 /** Server error / close code: authentication failed. The client does not retry it. */
 export const AUTH_FAILED = ErrorCode.AUTH_FAILED;
+/** Close code: the server ended the session on purpose (after `sys.session.ended`).
+ * The client neither resumes nor reconnects. */
+export const SESSION_ENDED = ErrorCode.SESSION_ENDED;
+/** Error code of a refused server request when the client has no handler for it. */
+export const NO_HANDLER = ErrorCode.UNKNOWN_EVENT;
 
 /**
  * An error of the protocol or of the client.
@@ -222,6 +232,9 @@ export class TetherClient {
     this._listeners = new Map();
     /** @type {Set<Function>} */
     this._stateListeners = new Set();
+    /** @type {Map<string, Function>} server request handlers, by event */
+    this._requestHandlers = new Map();
+    this._endedBy = null; // {reason} once the server said it ended the session
 
     this._state = State.IDLE;
     this._ws = null;
@@ -281,13 +294,17 @@ export class TetherClient {
   }
 
   /**
-   * Close the connection and stop reconnecting. Pending requests reject with code
-   * `CLOSED`; queued messages are discarded.
+   * Close the connection and stop reconnecting. On a live session the session is
+   * ended on the server first (`sys.session.end`), which forgets it at once instead
+   * of keeping it for its resume window; the `disconnected` info then says
+   * `endedBy: 'client'`. Closed while offline, the session is left to expire.
+   * Pending requests reject with code `CLOSED`; queued messages are discarded.
    * @param {number} [code=1000]
    * @param {string} [reason='']
    */
   close(code = 1000, reason = '') {
     if (this._stopped) return;
+    const ended = this.online && this._rawSend(makeEnvelope('sys.session.end', reason ? { reason } : undefined));
     this._stopped = true;
     this._clearTimers();
     const ws = this._ws;
@@ -298,7 +315,34 @@ export class TetherClient {
     const err = new TetherError(LocalError.CLOSED, 'client closed');
     for (const [c, p] of this._pending) { this._pending.delete(c); clearTimeout(p.timer); p.reject(err); }
     this._queue = [];
-    this._setState(State.DISCONNECTED, { code, reason, byClient: true });
+    if (ended) this._session = null;
+    this._setState(State.DISCONNECTED, { code, reason, byClient: true, endedBy: ended ? 'client' : null });
+  }
+
+  /**
+   * Answer the server's requests for `event` (`ServerHandle::request` on the server).
+   * `fn(payload, envelope)` returns the answer, or a promise of it; throwing (or
+   * rejecting) refuses the request: with the error's numeric `code` (use 4200 and up)
+   * and `message`, else with 4199. One handler per event (a second call replaces the
+   * first); requests for an event without a handler are refused with 4150.
+   * The answer goes out on the session the request came on: at once, or after a
+   * resume if the connection dropped meanwhile; it is dropped if that session is not
+   * restored (the server has then failed the request already).
+   * @param {string} event
+   * @param {(payload: *, envelope: object) => *} fn
+   * @returns {() => void} a function that removes the handler
+   */
+  onRequest(event, fn) {
+    this._requestHandlers.set(event, fn);
+    return () => { if (this._requestHandlers.get(event) === fn) this._requestHandlers.delete(event); };
+  }
+
+  /**
+   * Remove the request handler of `event`.
+   * @param {string} event
+   */
+  offRequest(event) {
+    this._requestHandlers.delete(event);
   }
 
   /**
@@ -450,6 +494,20 @@ export class TetherClient {
     this._clearConnTimers();
     this._established = false;
     if (this._stopped) return;
+    if (code === SESSION_ENDED || this._endedBy) {
+      // Ended on purpose by the server: no resume, no reconnect.
+      const endReason = this._endedBy ? this._endedBy.reason : (reason || '');
+      this._stopped = true;
+      this._clearTimers();
+      const err = new TetherError(SESSION_ENDED, `session ended by the server: ${endReason}`, { reason: endReason });
+      for (const [c, p] of this._pending) { this._pending.delete(c); clearTimeout(p.timer); p.reject(err); }
+      this._queue = [];
+      this._session = null;
+      this._setState(State.DISCONNECTED, {
+        code: code || SESSION_ENDED, reason: endReason, byClient: false, endedBy: 'server',
+      });
+      return;
+    }
     if (this._opts.fatalCloseCodes.includes(code)) {
       this._stopped = true;
       this._clearTimers();
@@ -457,7 +515,7 @@ export class TetherClient {
       const err = new TetherError(code, `connection closed: ${why}`);
       for (const [c, p] of this._pending) { this._pending.delete(c); clearTimeout(p.timer); p.reject(err); }
       this._queue = [];
-      this._setState(State.DISCONNECTED, { code, reason: why, byClient: false });
+      this._setState(State.DISCONNECTED, { code, reason: why, byClient: false, endedBy: null });
       return;
     }
     this._attempt += 1;
@@ -554,6 +612,14 @@ export class TetherClient {
       case 'sys.error':
         this._onError(env, p);
         break;
+      case 'sys.session.ended':
+        if (this._session && p.sessionId === this._session.sessionId) {
+          this._endedBy = { reason: typeof p.reason === 'string' ? p.reason : '' };
+        }
+        break;
+      case 'sys.request':
+        this._onRequest(env, p);
+        break;
       default:
         break; // unknown system events are ignored (forward compatibility)
     }
@@ -576,6 +642,34 @@ export class TetherClient {
       return;
     }
     this._emit('sys.error', err);
+  }
+
+  _onRequest(env, p) {
+    if (typeof env.c !== 'string' || !this._session) return;
+    const c = env.c;
+    const sessionId = this._session.sessionId;
+    const fn = this._requestHandlers.get(p.event);
+    const answer = (reply) => {
+      if (this._stopped || !this._session || this._session.sessionId !== sessionId) return; // session gone
+      const item = { env: reply, sessionId };
+      if (this.online) this._transmit(item);
+      else if (this._queue.length < this._opts.queueLimit) this._queue.push(item);
+    };
+    const refuse = (e) => {
+      const code = e && typeof e.code === 'number' ? e.code : 4199;
+      const message = (e && e.message) || String(e);
+      answer(makeEnvelope('sys.reply.error', { code, message }, c));
+    };
+    if (!fn) {
+      refuse({ code: NO_HANDLER, message: `no handler for request ${p.event} on the client` });
+      return;
+    }
+    let result;
+    try { result = fn(p.payload ?? null, env); } catch (e) { refuse(e); return; }
+    Promise.resolve(result).then(
+      (value) => answer(makeEnvelope('sys.reply', value === undefined ? null : value, c)),
+      refuse,
+    );
   }
 
   _onSessionCreated(p) {
@@ -674,6 +768,8 @@ export class TetherClient {
   _flushQueue() {
     while (this._queue.length > 0 && this.online) {
       const item = this._queue.shift();
+      // An answer to a server request goes out on its own session only.
+      if (item.sessionId && item.sessionId !== this._session.sessionId) continue;
       this._transmit(item);
     }
   }

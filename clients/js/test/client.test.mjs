@@ -34,6 +34,8 @@ class FakeServer {
     this.live = new Set();
     this.refuseNextResume = null; // a reason, to refuse the next resume with it
     this.nextId = 1;
+    this.ended = []; // sessions the client ended: {id, reason}
+    this.answers = []; // sys.reply / sys.reply.error envelopes
     this.handlers = {
       echo: (sess, env) => sess.push('echo.reply', env.p, env.c),
       slow: (sess, env) => setTimeout(() => sess.push('slow.reply', env.p, env.c), 40),
@@ -69,6 +71,25 @@ class FakeServer {
 
   /** Drop a session's connection abruptly (no close handshake). */
   drop(sess) { sess.conn.ws.terminate(); }
+
+  /** End a session as the server's application does: sys.session.ended, close 4115. */
+  endSession(sess, reason, { withEvent = true } = {}) {
+    this.sessions.delete(sess.id);
+    if (withEvent) this.send(sess.conn, { v: '1.0', e: 'sys.session.ended', p: { sessionId: sess.id, reason } });
+    sess.conn.ws.close(4115, 'session ended');
+  }
+
+  /** Ask the client something: a sys.request in the session stream, id `sr<n>`. */
+  request(sess, event, payload) {
+    const c = `sr${this.nextId++}`;
+    const env = { v: '1.0', e: 'sys.request', c, p: { event, payload }, s: ++sess.seq };
+    sess.buffer.push(env);
+    this.send(sess.conn, env);
+    return c;
+  }
+
+  /** The answer to request `c`, once it came. */
+  answer(c) { return this.answers.find((a) => a.c === c); }
 
   _accept(ws) {
     this.connections += 1;
@@ -157,6 +178,18 @@ class FakeServer {
       }
       case 'sys.ack':
         if (conn.session) conn.session.acked = p.seq;
+        return;
+      case 'sys.session.end':
+        if (conn.session) {
+          this.sessions.delete(conn.session.id);
+          this.ended.push({ id: conn.session.id, reason: p.reason });
+          conn.session = null;
+        }
+        conn.ws.close(1000, 'session ended');
+        return;
+      case 'sys.reply':
+      case 'sys.reply.error':
+        this.answers.push(env);
         return;
       case 'sys.pong':
         return;
@@ -429,7 +462,7 @@ test('resume refused as used when an old token is replayed (server-side check of
     const t0 = sess.token;
     server.drop(sess);
     await waitFor(() => log.sessions.length === 2, 'resumed');
-    client.close();
+    // (The client stays open: its close() would end the session on the fake.)
     const ws = new WebSocket(server.url);
     await once(ws, 'open');
     ws.send(JSON.stringify({ v: '1.0', e: 'sys.reconnect.request', c: 'r1', p: { sessionId: sess.id, resumeToken: t0, lastSeq: 0, token: 'alice' } }));
@@ -491,10 +524,108 @@ test('close(): stops reconnecting, rejects pending requests, state disconnected'
     client.close(1000, 'bye');
     await assert.rejects(pending, (e) => e.code === LocalError.CLOSED);
     assert.equal(client.state, State.DISCONNECTED);
-    assert.deepEqual(log.states.at(-1), { s: State.DISCONNECTED, code: 1000, reason: 'bye', byClient: true });
+    assert.deepEqual(log.states.at(-1), {
+      s: State.DISCONNECTED, code: 1000, reason: 'bye', byClient: true, endedBy: 'client',
+    });
     await sleep(100);
     assert.equal(server.connections, 1);
     assert.throws(() => client.send('note', {}), (e) => e.code === LocalError.CLOSED);
+  }));
+
+test('close(): ends the session on the server first (sys.session.end with the reason)', () =>
+  withServer({}, async (server, mk) => {
+    const { client, log } = mk();
+    await connected(client, log);
+    const id = client.sessionId;
+    client.close(1000, 'logout');
+    await waitFor(() => server.ended.length === 1, 'the session ended on the server');
+    assert.deepEqual(server.ended, [{ id, reason: 'logout' }]);
+    assert.equal(client.sessionId, null, 'nothing left to resume');
+  }));
+
+test('close() while offline: nothing to end (the session is left to expire)', () =>
+  withServer({}, async (server, mk) => {
+    const { client, log } = mk({ backoff: { initialMs: 200, maxMs: 200, jitter: 0 } });
+    await connected(client, log);
+    server.drop(server.session);
+    await waitFor(() => client.state === State.RECONNECTING, 'reconnecting');
+    client.close();
+    assert.equal(log.states.at(-1).endedBy, null);
+    assert.equal(server.got('sys.session.end').length, 0);
+  }));
+
+for (const withEvent of [true, false]) {
+  test(`ended by the server (${withEvent ? 'sys.session.ended + 4115' : 'close 4115 alone'}): disconnected with the reason, no reconnect`, () =>
+    withServer({}, async (server, mk) => {
+      const { client, log } = mk();
+      await connected(client, log);
+      const pending = client.request('silent', {}, { timeoutMs: 5000 }).then(() => null, (e) => e);
+      await waitFor(() => server.got('silent').length === 1, 'request sent');
+      server.endSession(server.session, 'kicked', { withEvent });
+      await waitFor(() => client.state === State.DISCONNECTED, 'disconnected');
+      const last = log.states.at(-1);
+      assert.equal(last.code, 4115);
+      assert.equal(last.endedBy, 'server');
+      assert.equal(last.byClient, false);
+      if (withEvent) assert.equal(last.reason, 'kicked');
+      assert.equal((await pending).code, 4115);
+      await sleep(80);
+      assert.equal(server.connections, 1, 'no reconnect');
+      assert.ok(!log.states.some((x) => x.s === State.RECONNECTING));
+      assert.throws(() => client.send('note', {}), (e) => e.code === LocalError.CLOSED);
+    }));
+}
+
+test('server requests: answered by the onRequest handler (value or promise), refused by a throw, 4150 without one', () =>
+  withServer({}, async (server, mk) => {
+    const { client, log } = mk();
+    client.onRequest('client.time', (p) => ({ tz: p.tz, time: '12:00' }));
+    const offSlow = client.onRequest('client.slow', async (p) => { await sleep(10); return p * 2; });
+    client.onRequest('client.secret', () => { throw new TetherError(4201, 'not telling'); });
+    await connected(client, log);
+    const sess = server.session;
+    const a = server.request(sess, 'client.time', { tz: 'UTC' });
+    const b = server.request(sess, 'client.slow', 21);
+    const c = server.request(sess, 'client.secret');
+    const d = server.request(sess, 'client.unknown');
+    await waitFor(() => [a, b, c, d].every((x) => server.answer(x)), 'four answers');
+    assert.deepEqual(server.answer(a), { v: '1.0', e: 'sys.reply', p: { tz: 'UTC', time: '12:00' }, c: a, t: server.answer(a).t });
+    assert.equal(server.answer(b).p, 42);
+    assert.deepEqual([server.answer(c).e, server.answer(c).p], ['sys.reply.error', { code: 4201, message: 'not telling' }]);
+    assert.equal(server.answer(d).p.code, 4150);
+    offSlow();
+    const e = server.request(sess, 'client.slow', 1);
+    await waitFor(() => server.answer(e), 'refused');
+    assert.equal(server.answer(e).p.code, 4150, 'the handler was removed');
+    client.offRequest('client.time');
+    const f = server.request(sess, 'client.time', {});
+    await waitFor(() => server.answer(f), 'refused');
+    assert.equal(server.answer(f).p.code, 4150);
+    assert.equal(log.ticks.length, 0, 'requests are not application events');
+  }));
+
+test('server requests: made while offline, replayed on resume (even twice) and answered once; an answer made offline waits for its session', () =>
+  withServer({ duplicateReplay: true }, async (server, mk) => {
+    const { client, log } = mk({ backoff: { initialMs: 50, maxMs: 50, jitter: 0 } });
+    let calls = 0;
+    let release;
+    const gate = new Promise((r) => { release = r; });
+    client.onRequest('client.time', async () => { calls++; await gate; return 'later'; });
+    await connected(client, log);
+    const sess = server.session;
+    server.drop(sess);
+    await waitFor(() => client.state === State.RECONNECTING, 'reconnecting');
+    const c = server.request(sess, 'client.time', null); // buffered: the client is away
+    await waitFor(() => calls === 1, 'handler called after the resume');
+    server.drop(sess); // the answer is not ready yet
+    await waitFor(() => client.state === State.RECONNECTING, 'reconnecting again');
+    release();
+    await sleep(10);
+    assert.equal(server.answers.length, 0, 'offline: waits');
+    await waitFor(() => server.answer(c), 'answered once the session is restored');
+    assert.equal(server.answer(c).p, 'later');
+    assert.equal(calls, 1, 'the replayed request was not delivered twice');
+    assert.equal(server.answers.length, 1);
   }));
 
 test('close() while waiting to reconnect: no further attempt', () =>

@@ -353,12 +353,35 @@ describe('tether-client against the real chat server (adapter-tokio example)', (
     carol.client.close();
     await assert.rejects(pending, (e) => e instanceof TetherError && e.code === LocalError.CLOSED);
     assert.equal(carol.client.state, State.DISCONNECTED);
-    assert.deepEqual(carol.log.states.at(-1), { state: State.DISCONNECTED, code: 1000, reason: '', byClient: true });
+    assert.deepEqual(carol.log.states.at(-1), {
+      state: State.DISCONNECTED, code: 1000, reason: '', byClient: true, endedBy: 'client',
+    });
     assert.throws(() => carol.client.send('chat.send', { room: 'x', text: 'y' }), (e) => e.code === LocalError.CLOSED);
     await assert.rejects(carol.client.request('chat.leave', { room: 'x' }), (e) => e.code === LocalError.CLOSED);
     await waitFor(() => proxy.pairs.size === 0, 'the connection to end');
     await sleep(500);
     assert.equal(proxy.accepted, 1, 'no reconnect after close()');
+  });
+
+  test('close() ends the session on the server at once: the others see the user leave now, not after the resume window', async () => {
+    const direct = `ws://127.0.0.1:${chat.port}/ws`;
+    const room = freshRoom();
+    const dave = makeClient(direct, 'dave');
+    const erin = makeClient(direct, 'erin');
+    await connected(dave);
+    await connected(erin);
+    await dave.client.request('chat.join', { room });
+    await erin.client.request('chat.join', { room });
+    await waitFor(() => dave.log.presence.length === 1, 'dave to see erin join');
+    const closedAt = Date.now();
+    erin.client.close(1000, 'logout');
+    assert.equal(erin.log.states.at(-1).endedBy, 'client');
+    // The chat's session hook announces the departure when the session ends: at once
+    // for an ended session (the resume window is 2 minutes).
+    await waitFor(() => dave.log.presence.length === 2, 'dave to see erin leave',
+      () => JSON.stringify(dave.log.presence), 3000);
+    assert.deepEqual(dave.log.presence[1], { room, user: 'erin', state: 'left' });
+    assert.ok(Date.now() - closedAt < 3000);
   });
 
   test('a name the server refuses (4102) stops the client: disconnected, no retry loop', async () => {

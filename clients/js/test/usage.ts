@@ -8,7 +8,9 @@ import {
   backoffDelay,
   LocalError,
   PROTOCOL_VERSION,
+  NO_HANDLER,
   RESUME_NOT_RECOVERABLE,
+  SESSION_ENDED,
   State,
   TetherClient,
   TetherError,
@@ -89,6 +91,16 @@ export async function usage(): Promise<void> {
   const fatal: 4102 = AUTH_FAILED;
   const delay: number = backoffDelay(3, { initialMs: 500, maxMs: 30000, jitter: 0.5 });
   void [state, id, user, n, online, version, fatal, delay, browser];
+  const offTime = client.onRequest<{ tz: string }, { time: string }>('client.time', async (p) => ({ time: p.tz }));
+  client.onRequest('client.secret', () => { throw new TetherError(4201, 'no'); });
+  offTime();
+  client.offRequest('client.secret');
+  client.onState((s, info) => {
+    if (s === State.DISCONNECTED && info.endedBy === 'server') void info.reason;
+  });
+  const ended: 4115 = SESSION_ENDED;
+  const noHandler: 4150 = NO_HANDLER;
+  void [ended, noHandler];
   client.close(1000, 'bye');
 
   // @ts-expect-error the token is required

@@ -15,7 +15,7 @@ use ws_proto::envelope::{OwnedEnvelope, Payload};
 use ws_proto::frame::SeededMasks;
 use ws_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError};
 use ws_proto::{CloseCode, Config, Connection, ConnectionState, Event};
-use ws_session::client::{AuthMode, ClientAction, ClientEngine, Disconnect, QueryId, State};
+use ws_session::client::{AuthMode, ClientAction, ClientEngine, Disconnect, IncomingRequest, QueryId, State};
 
 use super::{ClientError, ClientOptions, Command, Connector, Shared, Target};
 use crate::handler::BoxFuture;
@@ -74,6 +74,8 @@ struct Link<S> {
 type Opened<S> = io::Result<(S, Connection)>;
 /// Callers waiting for their queries' answers.
 type QueryWaiters = HashMap<QueryId, oneshot::Sender<Result<OwnedEnvelope, ClientError>>>;
+/// A server request and its handler's answer (`Err((code, message))` refuses).
+type Answer = (IncomingRequest, Result<String, (u16, String)>);
 
 pub(super) async fn run<R: Runtime, C: Connector>(
     runtime: R,
@@ -94,6 +96,8 @@ pub(super) async fn run<R: Runtime, C: Connector>(
     let mut queries = QueryWaiters::new();
     let mut close_waiters: Vec<oneshot::Sender<Result<(), ClientError>>> = Vec::new();
     let mut commands_open = true;
+    // The answers of request handlers, which run on tasks of their own.
+    let (answers_tx, mut answers) = mpsc::unbounded::<Answer>();
     let (mut timer_at, mut timer): (Option<Instant>, Fuse<BoxFuture<()>>) = (None, Fuse::terminated());
     let (mut close_at, mut close_timer): (Option<Instant>, Fuse<BoxFuture<()>>) = (None, Fuse::terminated());
     loop {
@@ -143,6 +147,39 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                     }
                     ClientAction::Session(outcome) => shared.sessions.publish(&outcome),
                     ClientAction::ServerError(error) => shared.errors.publish(&error),
+                    ClientAction::Request(request) => {
+                        let handler = super::lock(&shared.request_handlers).get(&request.event).cloned();
+                        match handler {
+                            Some(handler) => {
+                                let payload = request
+                                    .payload
+                                    .as_deref()
+                                    .map_or(Ok(serde_json::Value::Null), serde_json::from_str)
+                                    .unwrap_or(serde_json::Value::Null);
+                                let answers = answers_tx.clone();
+                                runtime.spawn(async move {
+                                    let run = std::panic::AssertUnwindSafe(handler(payload)).catch_unwind();
+                                    let result = match run.await {
+                                        Ok(Ok(value)) => serde_json::to_string(&value).map_err(|e| {
+                                            (ws_session::ErrorCode::INTERNAL.0, e.to_string())
+                                        }),
+                                        Ok(Err(refusal)) => Err(refusal),
+                                        Err(_) => {
+                                            tracing::error!(event = %request.event, "a request handler panicked");
+                                            Err((ws_session::ErrorCode::INTERNAL.0, "internal error".to_owned()))
+                                        }
+                                    };
+                                    let _ = answers.unbounded_send((request, result));
+                                });
+                            }
+                            None => {
+                                let message =
+                                    format!("no handler for request `{}` on the client", request.event);
+                                let refusal = Err((ws_session::ErrorCode::UNKNOWN_EVENT.0, message.as_str()));
+                                let _ = engine.answer(Instant::now(), &request, refusal);
+                            }
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -294,6 +331,16 @@ pub(super) async fn run<R: Runtime, C: Connector>(
             () = timer => {
                 timer_at = None;
                 engine.handle_timeout(Instant::now());
+            },
+            answer = answers.next() => {
+                if let Some((request, result)) = answer {
+                    let result = match &result {
+                        Ok(json) => Ok(Payload::Trusted(json)),
+                        Err((code, message)) => Err((*code, message.as_str())),
+                    };
+                    // Err only once closed: the answer has nowhere to go.
+                    let _ = engine.answer(Instant::now(), &request, result);
+                }
             },
             () = close_timer => {
                 close_at = None;

@@ -23,8 +23,8 @@ pub use driver::handshake;
 pub use target::{Connector, InvalidUrl, Target};
 pub use ws_proto::envelope::OwnedEnvelope;
 pub use ws_session::client::{
-    AuthMode, Backoff, ClientConfig, Constant, Disconnect, Exponential, IdleTimeout, Jitter, Linear,
-    QueryError, ServerError, SessionDetails, SessionOutcome, State,
+    AuthMode, Backoff, ClientConfig, Constant, Disconnect, Exponential, IdleTimeout, IncomingRequest, Jitter,
+    Linear, QueryError, ServerError, SessionDetails, SessionEnd, SessionOutcome, State,
 };
 
 /// How a [`Client`] connects.
@@ -135,6 +135,14 @@ impl std::error::Error for ClientError {}
 
 type Listener = Arc<dyn Fn(&OwnedEnvelope) + Send + Sync>;
 
+/// What a request handler resolves to: the answer, or `(code, message)` to refuse
+/// (use codes from 4200).
+pub type RequestResult = Result<serde_json::Value, (u16, String)>;
+
+/// A handler of server requests for one event ([`Client::on_request`]).
+type RequestHandler =
+    Arc<dyn Fn(serde_json::Value) -> crate::adapter::BoxFuture<RequestResult> + Send + Sync>;
+
 /// Fan-out of values to subscribed streams; closed subscribers are dropped. Once
 /// closed (the client stopped), a new subscription is a stream that has ended.
 struct Subscribers<T>(Mutex<Option<Vec<mpsc::UnboundedSender<T>>>>);
@@ -182,6 +190,7 @@ struct Shared {
     connect_attempts: Option<u32>,
     /// A session was up once (the first connection is over).
     up: std::sync::atomic::AtomicBool,
+    request_handlers: Mutex<std::collections::HashMap<String, RequestHandler>>,
 }
 
 impl Shared {
@@ -301,6 +310,7 @@ impl Client {
             last_disconnect: Mutex::new(None),
             connect_attempts: options.connect_attempts,
             up: std::sync::atomic::AtomicBool::new(false),
+            request_handlers: Mutex::new(std::collections::HashMap::new()),
         });
         let (commands, rx) = mpsc::unbounded();
         let task = driver::run(runtime.clone(), connector, target, options, rx, shared.clone());
@@ -346,6 +356,40 @@ impl Client {
     /// on the client's task: keep them short (hand work to a task of your own).
     pub fn on(&self, event: &str, listener: impl Fn(&OwnedEnvelope) + Send + Sync + 'static) {
         lock(&self.shared.listeners).push((event.to_owned(), Arc::new(listener)));
+    }
+
+    /// Removes every listener of `event` added with [`on`](Self::on). Returns whether
+    /// there was one.
+    pub fn off(&self, event: &str) -> bool {
+        let mut listeners = lock(&self.shared.listeners);
+        let before = listeners.len();
+        listeners.retain(|(name, _)| name != event);
+        listeners.len() != before
+    }
+
+    /// Answers the server's requests for `event` (`ServerHandle::request` on the
+    /// server): `handler` gets the request's payload (`Value::Null` for none) and
+    /// resolves to the answer, or to `Err((code, message))` to refuse (codes from
+    /// 4200). It runs on a task of its own, on the client's runtime. One handler per
+    /// event: a second call replaces the first. A request for an event without a
+    /// handler is refused with 4150. A handler that panics refuses with 4199.
+    ///
+    /// The answer goes out on the session the request came on: at once, or after a
+    /// resume if the connection dropped meanwhile; it is dropped if that session is
+    /// not restored (the server has then failed the request already).
+    pub fn on_request<F, Fut>(&self, event: &str, handler: F)
+    where
+        F: Fn(serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = RequestResult> + Send + 'static,
+    {
+        let handler: RequestHandler = Arc::new(move |payload| Box::pin(handler(payload)));
+        lock(&self.shared.request_handlers).insert(event.to_owned(), handler);
+    }
+
+    /// Removes the request handler of `event`; later requests for it are refused with
+    /// 4150. Returns whether there was one.
+    pub fn off_request(&self, event: &str) -> bool {
+        lock(&self.shared.request_handlers).remove(event).is_some()
     }
 
     /// Waits until a session is up (`Connected` or `Reconnected`). Fails with
@@ -416,8 +460,29 @@ impl Client {
         rx.await.unwrap_or_else(|_| Err(self.shared.closed()))
     }
 
+    /// [`query`](Self::query) with the request and the reply typed: `req` is
+    /// serialized, the reply's payload read as `Resp` (`InvalidPayload` when it is not
+    /// one).
+    pub async fn query_as<Req, Resp>(
+        &self,
+        event: &str,
+        req: &Req,
+        timeout: Option<Duration>,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let reply = self.query(event, req, timeout).await?;
+        let json = reply.payload.as_deref().map_or("null", |p| p.get());
+        serde_json::from_str(json).map_err(|e| ClientError::InvalidPayload(e.to_string()))
+    }
+
     /// Closes for good with `code` and `reason` (the closing handshake, no more
-    /// reconnects) and waits until the transport is gone.
+    /// reconnects) and waits until the transport is gone. On a live session it first
+    /// ends the session on the server (`sys.session.end`), which forgets it at once
+    /// instead of keeping it for the resume window; the final state's
+    /// [`Disconnect::session_end`] is then [`SessionEnd::ByClient`].
     pub async fn close(&self, code: CloseCode, reason: &str) -> Result<(), ClientError> {
         let (done, rx) = oneshot::channel();
         if self

@@ -36,6 +36,26 @@ pub const ACK: &str = "sys.ack";
 /// on the upgrade request.
 pub const AUTH: &str = "sys.auth";
 
+/// C→S: the client ends its session now (payload: an optional `reason`); the server
+/// forgets it at once instead of keeping it for the resume window, then closes.
+pub const SESSION_END: &str = "sys.session.end";
+
+/// S→C: the server ended the session on purpose (payload: session id and the
+/// application's `reason`); the close 4115 follows. The client must not resume or
+/// reconnect.
+pub const SESSION_ENDED: &str = "sys.session.ended";
+
+/// S→C: a request from the server to the client's application, in the session stream
+/// (payload: the application `event` and its `payload`; `c` is the server's request
+/// id). The client answers with [`REPLY`] or [`REPLY_ERROR`] carrying the same `c`.
+pub const REQUEST: &str = "sys.request";
+
+/// C→S: the answer to a [`REQUEST`] (`c` echoes it; the payload is the answer).
+pub const REPLY: &str = "sys.reply";
+
+/// C→S: the refusal of a [`REQUEST`] (`c` echoes it; payload: numeric code, message).
+pub const REPLY_ERROR: &str = "sys.reply.error";
+
 /// Whether `event` is a system event: its name starts with `sys.`.
 pub fn is_system(event: &str) -> bool {
     event.starts_with(PREFIX)
@@ -56,6 +76,11 @@ mod tests {
             ERROR,
             ACK,
             AUTH,
+            SESSION_END,
+            SESSION_ENDED,
+            REQUEST,
+            REPLY,
+            REPLY_ERROR,
         ] {
             assert!(is_system(name), "{name}");
         }

@@ -135,6 +135,24 @@ pub enum ClientAction {
     Session(SessionOutcome),
     /// A `sys.error` that answers no query (a refused `send`, rate limiting, …).
     ServerError(ServerError),
+    /// The server asks the application something (`sys.request`): answer with
+    /// [`ClientEngine::answer`](super::ClientEngine::answer). Requests come in the
+    /// session stream, once each, in order (a request replayed after a resume is not
+    /// delivered twice).
+    Request(IncomingRequest),
+}
+
+/// A request from the server's application ([`ClientAction::Request`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingRequest {
+    /// The server's request id (the `c` the answer echoes).
+    pub id: String,
+    /// The session it came on: its answer goes out on that session only.
+    pub session_id: String,
+    /// The application event the request names.
+    pub event: String,
+    /// Its payload as raw JSON, if any.
+    pub payload: Option<String>,
 }
 
 /// A local misuse of the API.

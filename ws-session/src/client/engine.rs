@@ -10,11 +10,15 @@ use ws_proto::envelope::{sys, validate_event_name, Envelope, OutgoingEnvelope, O
 use ws_proto::CloseCode;
 
 use super::action::{
-    ClientAction, ClientError, QueryError, QueryId, ServerError, SessionDetails, SessionOutcome,
+    ClientAction, ClientError, IncomingRequest, QueryError, QueryId, ServerError, SessionDetails,
+    SessionOutcome,
 };
 use super::config::{AuthMode, ClientConfig, IdleTimeout};
-use super::state::{Disconnect, State};
-use crate::protocol::{Ack, Auth, ReconnectRequest, SessionCreated, SessionRestored, SysError};
+use super::state::{Disconnect, SessionEnd, State};
+use crate::protocol::{
+    Ack, Auth, ReconnectRequest, ReplyError, ServerRequest, SessionCreated, SessionEnd as SessionEndPayload,
+    SessionEnded, SessionRestored, SysError,
+};
 use crate::ErrorCode;
 
 /// The transport as the engine sees it.
@@ -60,6 +64,8 @@ struct Pending {
 struct Queued {
     text: String,
     query: Option<QueryId>,
+    /// An answer to a server request: written only on this session.
+    for_session: Option<String>,
 }
 
 /// The Sans-IO client engine of tether protocol v1.
@@ -98,6 +104,8 @@ pub struct ClientEngine {
     user_close: Option<(CloseCode, String)>,
     /// Authentication failed or the origin was refused: do not retry.
     fatal: Option<String>,
+    /// The session was ended on purpose (by the server, or by our `close`).
+    session_end: Option<SessionEnd>,
     ever_established: bool,
     held: Option<Held>,
     resume: Option<Resume>,
@@ -143,6 +151,7 @@ impl ClientEngine {
             stopped: false,
             user_close: None,
             fatal: None,
+            session_end: None,
             ever_established: false,
             held: None,
             resume: None,
@@ -236,7 +245,50 @@ impl ClientEngine {
     pub fn send(&mut self, _now: Instant, event: &str, payload: Payload<'_>) -> Result<(), ClientError> {
         self.check_event(event)?;
         let text = encode(OutgoingEnvelope::new(event).with_payload(payload));
-        self.submit(Queued { text, query: None })
+        self.submit(Queued {
+            text,
+            query: None,
+            for_session: None,
+        })
+    }
+
+    /// Answers a server request ([`ClientAction::Request`]): `Ok(payload)` becomes
+    /// `sys.reply`, `Err((code, message))` `sys.reply.error` (use codes from 4200; 4150
+    /// means "no handler"). Written at once when the request's session is up; while
+    /// offline it waits (in the offline queue) for that session to be restored, and is
+    /// dropped if another session comes up instead (the server has failed the request
+    /// with the old session). `Err(Closed)` once the client is closed.
+    pub fn answer(
+        &mut self,
+        _now: Instant,
+        request: &IncomingRequest,
+        result: Result<Payload<'_>, (u16, &str)>,
+    ) -> Result<(), ClientError> {
+        if self.stopped {
+            return Err(ClientError::Closed);
+        }
+        if self.session_id() != Some(request.session_id.as_str()) {
+            return Ok(()); // its session is gone, and the request with it
+        }
+        let text = match result {
+            Ok(payload) => encode(
+                OutgoingEnvelope::new(sys::REPLY)
+                    .with_payload(payload)
+                    .with_correlation_id(&request.id),
+            ),
+            Err((code, message)) => encode_serialize(
+                OutgoingEnvelope::new(sys::REPLY_ERROR).with_correlation_id(&request.id),
+                &ReplyError {
+                    code,
+                    message: message.into(),
+                },
+            ),
+        };
+        self.submit(Queued {
+            text,
+            query: None,
+            for_session: Some(request.session_id.clone()),
+        })
     }
 
     /// Sends a request carrying a fresh correlation id; the answer comes as
@@ -262,6 +314,7 @@ impl ClientEngine {
         self.submit(Queued {
             text,
             query: Some(id),
+            for_session: None,
         })?;
         let deadline = now + timeout.unwrap_or(self.config.query_timeout);
         let sent_on = self.pending_sent_on(id);
@@ -277,10 +330,14 @@ impl ClientEngine {
         Ok(id)
     }
 
-    /// Closes for good: runs the closing handshake with `code` and `reason` when a
-    /// transport is open (state `Disconnecting`, then `Disconnected` once it is gone),
-    /// stops reconnecting, fails pending queries with [`QueryError::Closed`] and
-    /// discards the offline queue. A second call does nothing.
+    /// Closes for good: on a live session, first sends `sys.session.end` (with
+    /// `reason`), so the server ends the session now rather than keep it for the
+    /// resume window ([`Disconnect::session_end`] is then [`SessionEnd::ByClient`]);
+    /// runs the closing handshake with `code` and `reason` when a transport is open
+    /// (state `Disconnecting`, then `Disconnected` once it is gone), stops
+    /// reconnecting, fails pending queries with [`QueryError::Closed`] and discards the
+    /// offline queue. Closed while offline, the session is left to expire on the
+    /// server. A second call does nothing.
     pub fn close(&mut self, _now: Instant, code: CloseCode, reason: &str) -> Result<(), ClientError> {
         if !code.is_sendable() {
             return Err(ClientError::InvalidCloseCode(code));
@@ -299,7 +356,17 @@ impl ClientEngine {
         match self.transport {
             Transport::Opening | Transport::Open => {
                 if self.established {
-                    self.flush_ack();
+                    // No `sys.ack` first: the session ends, nothing is kept to trim.
+                    self.ack_at = None;
+                    let text = encode_serialize(
+                        OutgoingEnvelope::new(sys::SESSION_END),
+                        &SessionEndPayload {
+                            reason: reason.into(),
+                        },
+                    );
+                    self.actions.push_back(ClientAction::Transmit(text));
+                    self.session_end = Some(SessionEnd::ByClient);
+                    self.held = None;
                 }
                 self.transport = Transport::Closing;
                 self.established = false;
@@ -408,6 +475,11 @@ impl ClientEngine {
             {
                 self.fatal = Some(format!("refused by the server (close code {code})"));
             }
+            if code.0 == ErrorCode::SESSION_ENDED.0 && self.session_end.is_none() {
+                // The close without its `sys.session.ended` (lost, or a server that
+                // sends only the close): ended all the same.
+                self.end_by_server(info.reason.clone());
+            }
         }
         if let Some(status) = info.status {
             // A client error (credential, origin, path, version) does not go away by
@@ -424,6 +496,7 @@ impl ClientEngine {
                     info.reason = reason;
                 }
             }
+            info.session_end.clone_from(&self.session_end);
             self.set_state(State::Disconnected(info));
             return;
         }
@@ -658,7 +731,47 @@ impl ClientEngine {
                     None => self.actions.push_back(ClientAction::ServerError(error)),
                 }
             }
+            sys::SESSION_ENDED => {
+                let Ok(payload) = envelope.payload_as::<SessionEnded<'_>>() else {
+                    return;
+                };
+                if self.session_id() == Some(&*payload.session_id) {
+                    self.end_by_server(payload.reason.into_owned());
+                }
+            }
+            sys::REQUEST => {
+                let (Some(c), Some(held)) = (envelope.correlation_id.as_deref(), &self.held) else {
+                    return;
+                };
+                let Ok(payload) = envelope.payload_as::<ServerRequest<'_>>() else {
+                    return;
+                };
+                let request = IncomingRequest {
+                    id: c.to_owned(),
+                    session_id: held.session_id.clone(),
+                    event: payload.event.into_owned(),
+                    payload: payload.payload.map(|p| p.get().to_owned()),
+                };
+                self.actions.push_back(ClientAction::Request(request));
+            }
             _ => {} // sys.pong and unknown system events (forward compatibility)
+        }
+    }
+
+    /// The server ended the session on purpose: stop, without resuming or
+    /// reconnecting; the transport's end (close 4115) makes the state `Disconnected`.
+    fn end_by_server(&mut self, reason: String) {
+        self.session_end = Some(SessionEnd::ByServer { reason });
+        self.held = None;
+        self.stopped = true;
+        self.reconnect_at = None;
+        self.connect_deadline = None;
+        self.ack_at = None;
+        self.fail_all(QueryError::Closed);
+        self.queue.clear();
+        if matches!(self.transport, Transport::Open | Transport::Opening) {
+            self.established = false;
+            self.set_state(State::Disconnecting);
         }
     }
 
@@ -760,6 +873,9 @@ impl ClientEngine {
         self.set_state(state);
         let session_id = self.held.as_ref().map(|h| h.session_id.clone());
         while let Some(item) = self.queue.pop_front() {
+            if item.for_session.is_some() && item.for_session != session_id {
+                continue; // an answer for a session that was not restored
+            }
             if let Some(id) = item.query {
                 if let Some(pending) = self.pending.get_mut(&id) {
                     pending.sent_on.clone_from(&session_id);

@@ -36,7 +36,7 @@
 //!   `sys.reconnect.request` (session id, resume token, last `s`, and the credential
 //!   when [`AuthMode::Message`]); the outcome is a [`SessionOutcome`].
 //! - **acks**: `sys.ack` with the highest `s` after `ack_every` messages or
-//!   `ack_delay` after the first unacknowledged one, and before a user close.
+//!   `ack_delay` after the first unacknowledged one.
 //! - **offline queue**: bounded; when full, new messages are refused
 //!   ([`ClientError::QueueFull`]); queued ones are written once, in order, when a
 //!   session is up; `close` discards them.
@@ -44,6 +44,13 @@
 //!   `sys.error` with it, a timeout, or [`QueryError::NotRestored`] when the session
 //!   it was written on could not be resumed. Queries still queued are written on
 //!   the next session whatever it is.
+//! - **ending**: [`ClientEngine::close`] on a live session sends `sys.session.end`
+//!   first, so the server ends the session at once instead of keeping it for the
+//!   resume window; `sys.session.ended` or close 4115 from the server stop the client
+//!   (no resume, no reconnect). Either way [`Disconnect::session_end`] says so.
+//! - **server requests**: `sys.request` becomes [`ClientAction::Request`]; the answer
+//!   ([`ClientEngine::answer`]) is written on the session the request came on, at once
+//!   or, while offline, when that session is restored (dropped if it is not).
 
 mod action;
 mod backoff;
@@ -54,9 +61,10 @@ mod state;
 mod tests;
 
 pub use action::{
-    ClientAction, ClientError, QueryError, QueryId, ServerError, SessionDetails, SessionOutcome,
+    ClientAction, ClientError, IncomingRequest, QueryError, QueryId, ServerError, SessionDetails,
+    SessionOutcome,
 };
 pub use backoff::{Backoff, Constant, Exponential, Jitter, Linear};
 pub use config::{AuthMode, ClientConfig, IdleTimeout};
 pub use engine::ClientEngine;
-pub use state::{Disconnect, State};
+pub use state::{Disconnect, SessionEnd, State};

@@ -20,6 +20,23 @@ pub struct Disconnect {
     /// The HTTP status, when the server answered the upgrade request with something
     /// other than 101.
     pub status: Option<u16>,
+    /// Set when the client stopped because its session was ended on purpose, by the
+    /// server or by this client: not a network drop, nothing to resume.
+    pub session_end: Option<SessionEnd>,
+}
+
+/// Who ended the session on purpose ([`Disconnect::session_end`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEnd {
+    /// The server ended it (`sys.session.ended`, close 4115), saying why.
+    ByServer {
+        /// The server application's reason (may be empty).
+        reason: String,
+    },
+    /// This client ended it: [`close`](super::ClientEngine::close) sent
+    /// `sys.session.end` on a live session.
+    ByClient,
 }
 
 impl Disconnect {
@@ -30,6 +47,7 @@ impl Disconnect {
             reason: reason.into(),
             error: None,
             status: None,
+            session_end: None,
         }
     }
 
@@ -40,6 +58,7 @@ impl Disconnect {
             reason: String::new(),
             error: Some(error.into()),
             status: None,
+            session_end: None,
         }
     }
 
@@ -98,7 +117,8 @@ pub enum State {
     Reconnected,
     /// [`close`](super::ClientEngine::close) was called: the closing handshake runs.
     Disconnecting,
-    /// Stopped for good: closed by the user, refused authentication, or out of
-    /// reconnect attempts.
+    /// Stopped for good: closed by the user, ended by the server, refused
+    /// authentication, or out of reconnect attempts. [`Disconnect::session_end`] tells a
+    /// session ended on purpose (by either side) from the rest.
     Disconnected(Disconnect),
 }

@@ -660,7 +660,8 @@ fn close_runs_the_handshake_and_stops_reconnecting() {
                 id: q,
                 result: Err(QueryError::Closed)
             },
-            ClientAction::Transmit(r#"{"v":"1.0","e":"sys.ack","p":{"seq":1}}"#.to_owned()),
+            // The session ends on the server at once (no ack: nothing is kept to trim).
+            ClientAction::Transmit(r#"{"v":"1.0","e":"sys.session.end","p":{"reason":"bye"}}"#.to_owned()),
             ClientAction::CloseTransport {
                 code: CloseCode::NORMAL,
                 reason: "bye".into()
@@ -672,10 +673,9 @@ fn close_runs_the_handshake_and_stops_reconnecting() {
     h.client
         .handle_disconnected(h.now, Disconnect::closed(CloseCode::NORMAL, "bye"));
     let a = h.drain();
-    assert_eq!(
-        states(&a),
-        vec![State::Disconnected(Disconnect::closed(CloseCode::NORMAL, "bye"))]
-    );
+    let mut ended = Disconnect::closed(CloseCode::NORMAL, "bye");
+    ended.session_end = Some(crate::client::SessionEnd::ByClient);
+    assert_eq!(states(&a), vec![State::Disconnected(ended)]);
     // No timer, no reconnect, ever.
     assert_eq!(h.client.poll_timeout(), None);
     assert!(h.advance(Duration::from_secs(3600)).is_empty());

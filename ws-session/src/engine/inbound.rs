@@ -120,6 +120,8 @@ impl Engine {
                 };
                 self.on_reconnect(now, cid, request, payload.token.map(std::borrow::Cow::into_owned));
             }
+            sys::SESSION_END => self.on_session_end(now, cid, envelope),
+            sys::REPLY | sys::REPLY_ERROR => self.on_reply(cid, envelope),
             _ => self.send_error(
                 cid,
                 ErrorCode::UNKNOWN_SYSTEM_EVENT.0,

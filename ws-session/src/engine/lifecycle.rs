@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// How a session leaves the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// Its resume window passed.
+    Expired,
+    /// It was closed before that.
+    Closed(CloseReason),
+}
+
 impl Engine {
     /// A connection's deadline: authentication timeout, idle timeout, or heartbeat.
     pub(super) fn on_connection_timer(&mut self, now: Instant, cid: ConnectionId, at: Instant) {
@@ -139,7 +148,7 @@ impl Engine {
     /// The resume window passed.
     pub(super) fn expire(&mut self, sid: SessionId) {
         self.metrics.sessions_expired += 1;
-        self.end_session(sid, true);
+        self.remove_session(sid, Ending::Expired);
     }
 
     /// Takes `sid` out of the room index; the last member out vacates the room (and
@@ -153,8 +162,8 @@ impl Engine {
     }
 
     /// Removes a session (its connection already dealt with) from every room and the
-    /// engine, and tells the application.
-    pub(super) fn end_session(&mut self, sid: SessionId, expired: bool) {
+    /// engine, fails its waiting requests, and tells the application.
+    pub(super) fn remove_session(&mut self, sid: SessionId, ending: Ending) {
         let Some(mut session) = self.sessions.remove(&sid) else {
             return;
         };
@@ -162,12 +171,22 @@ impl Engine {
         for room in &session.rooms {
             self.leave_room_of(room, sid);
         }
-        self.expired.insert(sid, self.config.expired_memory);
+        let tomb = match ending {
+            Ending::Closed(CloseReason::ByServer | CloseReason::ByClient) => Tomb::Ended,
+            Ending::Expired | Ending::Closed(CloseReason::Replaced | CloseReason::Gap) => Tomb::Expired,
+        };
+        self.expired.insert(sid, tomb, self.config.expired_memory);
+        if session.pending_requests > 0 {
+            self.fail_requests_of(sid);
+        }
         let user = session.user;
-        self.actions.push_back(Action::Session(if expired {
-            SessionEvent::Expired { session: sid, user }
-        } else {
-            SessionEvent::Closed { session: sid, user }
+        self.actions.push_back(Action::Session(match ending {
+            Ending::Expired => SessionEvent::Expired { session: sid, user },
+            Ending::Closed(reason) => SessionEvent::Closed {
+                session: sid,
+                user,
+                reason,
+            },
         }));
     }
 

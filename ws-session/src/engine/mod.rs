@@ -6,6 +6,7 @@
 mod fanout;
 mod inbound;
 mod lifecycle;
+mod requests;
 mod resume;
 
 use std::collections::VecDeque;
@@ -21,17 +22,22 @@ use crate::action::Span;
 use crate::connection::{Conn, ConnState, ResumeRequest};
 use crate::id::IdMap;
 use crate::outbound::Encoder;
-use crate::protocol::{Ack, Auth, ReconnectRequest, SessionCreated, SessionRestored, SysError};
+use crate::protocol::{
+    Ack, Auth, ReconnectRequest, ReplyError, ServerRequest, SessionCreated, SessionEnd, SessionEnded,
+    SessionRestored, SysError,
+};
 use crate::rate_limit::{LastSeen, RateLimiter};
 use crate::replay::PrefixSlab;
+use crate::request::PendingRequest;
 use crate::room::Rooms;
-use crate::session::{Session, SessionInfo, Tombstones};
+use crate::session::{Session, SessionInfo, Tomb, Tombstones};
 use crate::timer::{TimerKey, Timers};
 use crate::{
-    Action, ApiError, AuthId, AuthRequest, ConfigError, ConnectionId, ConnectionInfo, EngineConfig,
-    ErrorCode, InboundEvent, Metrics, NotRecoverable, OutboundMessage, Publication, PublishTarget,
-    ResumeToken, SessionEvent, SessionId, UserId,
+    Action, ApiError, AuthId, AuthRequest, CloseReason, ConfigError, ConnectionId, ConnectionInfo,
+    EngineConfig, ErrorCode, InboundEvent, Metrics, NotRecoverable, OutboundMessage, Publication,
+    PublishTarget, RequestFailure, RequestId, ResumeToken, SessionEvent, SessionId, UserId,
 };
+use lifecycle::Ending;
 
 /// The Sans-IO server engine of tether.
 ///
@@ -60,6 +66,9 @@ pub struct Engine {
     recipients: Vec<Vec<(ConnectionId, u64)>>,
     /// The prefixes replay buffers hold, each stored once.
     slab: PrefixSlab,
+    /// Server→client requests waiting for their answer.
+    requests: IdMap<RequestId, PendingRequest>,
+    next_request: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -96,6 +105,8 @@ impl Engine {
             slow: Vec::new(),
             recipients: Vec::new(),
             slab: PrefixSlab::default(),
+            requests: IdMap::default(),
+            next_request: 1,
         })
     }
 
@@ -251,6 +262,7 @@ impl Engine {
             match key {
                 TimerKey::Connection(cid) => self.on_connection_timer(now, cid, at),
                 TimerKey::Session(sid) => self.on_session_timer(now, sid, at),
+                TimerKey::Request(id) => self.on_request_timer(now, id),
             }
         }
         self.finish(now);
@@ -540,24 +552,38 @@ impl Engine {
         Ok(self.leave_room_of(room, session))
     }
 
-    /// Ends `session` now: its connection (if any) is closed with 1000, it leaves every
-    /// room, and [`SessionEvent::Closed`] follows.
-    pub fn close_session(&mut self, now: Instant, session: SessionId) -> Result<(), ApiError> {
+    /// Ends `session` on purpose, now. If it is attached, its client is told
+    /// (`sys.session.ended` with `reason`, then close 4115
+    /// [`ErrorCode::SESSION_ENDED`]) and does not resume or reconnect; a suspended
+    /// session just ends (a later resume is refused with reason `ended`). It leaves
+    /// every room, nothing is kept for a resume, its waiting requests fail
+    /// ([`RequestFailure::SessionEnded`]), and
+    /// [`SessionEvent::Closed`] follows with [`CloseReason::ByServer`].
+    pub fn end_session(&mut self, now: Instant, session: SessionId, reason: &str) -> Result<(), ApiError> {
         let s = self
             .sessions
-            .get_mut(&session)
+            .get(&session)
             .ok_or(ApiError::UnknownSession(session))?;
-        if let Some(cid) = s.connection.take() {
-            self.conns.remove(&cid);
-            self.actions.push_back(Action::Close {
-                connection: cid,
-                code: CloseCode::NORMAL,
-                reason: "session closed",
-            });
+        if let Some(cid) = s.connection {
+            let session_id = session.to_string();
+            let payload = SessionEnded {
+                session_id: session_id.as_str().into(),
+                reason: reason.into(),
+            };
+            self.send_system(cid, sys::SESSION_ENDED, Some(&payload), None);
+            self.close_connection_only(cid, ErrorCode::SESSION_ENDED.close_code(), "session ended");
         }
-        self.end_session(session, false);
+        self.remove_session(session, Ending::Closed(CloseReason::ByServer));
         self.finish(now);
         Ok(())
+    }
+
+    /// The former name of [`end_session`](Self::end_session) with an empty reason. It
+    /// used to close with 1000, after which clients reconnected with a new session;
+    /// it now ends the session for its client too (4115).
+    #[deprecated(note = "use end_session, which says why and tells the client not to come back")]
+    pub fn close_session(&mut self, now: Instant, session: SessionId) -> Result<(), ApiError> {
+        self.end_session(now, session, "")
     }
 
     // ----- outputs -------------------------------------------------------------------

@@ -36,6 +36,7 @@ impl Engine {
                 rooms: Vec::new(),
                 expires_at: None,
                 timer_at: None,
+                pending_requests: 0,
             },
         );
         self.metrics.sessions_created += 1;
@@ -77,6 +78,7 @@ impl Engine {
         let message = match reason {
             NotRecoverable::Unknown => "session not recoverable: unknown session",
             NotRecoverable::Expired => "session not recoverable: expired",
+            NotRecoverable::Ended => "session not recoverable: the session was ended",
             NotRecoverable::Used => "session not recoverable: resume token already used",
             NotRecoverable::InvalidToken => "session not recoverable: invalid resume token",
             NotRecoverable::Foreign => "session not recoverable: session belongs to another user",
@@ -104,10 +106,10 @@ impl Engine {
     ) -> Result<(), NotRecoverable> {
         let sid = SessionId::parse(&request.session_id).ok_or(NotRecoverable::Unknown)?;
         let Some(session) = self.sessions.get(&sid) else {
-            return Err(if self.expired.contains(sid) {
-                NotRecoverable::Expired
-            } else {
-                NotRecoverable::Unknown
+            return Err(match self.expired.get(sid) {
+                Some(Tomb::Expired) => NotRecoverable::Expired,
+                Some(Tomb::Ended) => NotRecoverable::Ended,
+                None => NotRecoverable::Unknown,
             });
         };
         if session.expires_at.is_some_and(|at| now >= at) {
@@ -147,7 +149,7 @@ impl Engine {
             if let Some(old) = session.connection {
                 self.close_connection_only(old, ErrorCode::TAKEN_OVER.close_code(), "session taken over");
             }
-            self.end_session(sid, false);
+            self.remove_session(sid, Ending::Closed(CloseReason::Gap));
             return Err(NotRecoverable::Gap);
         }
 
@@ -156,7 +158,7 @@ impl Engine {
             self.close_connection_only(old, ErrorCode::TAKEN_OVER.close_code(), "session taken over");
         }
         if let Some(fresh) = replacing {
-            self.end_session(fresh, false);
+            self.remove_session(fresh, Ending::Closed(CloseReason::Replaced));
         }
         let new_token = ResumeToken::generate(&mut *self.rng);
         let Some(conn) = self.conns.get_mut(&cid) else {
