@@ -22,7 +22,7 @@
 #
 # The two engine targets (engine, client_engine) decode operation sequences with
 # `arbitrary`, so libFuzzer's comparison tracing finds little there and costs about
-# two thirds of their instructions: they are built with --no-trace-compares and run
+# about 70% of their instructions: they are built with --no-trace-compares and run
 # with -max_len=256 (up to 64 operations an input; their seed corpora hold longer
 # inputs, which are cut). The parsers keep comparison tracing and the default length.
 #
