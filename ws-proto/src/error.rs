@@ -81,6 +81,9 @@ pub enum ProtocolError {
     },
     /// A close frame whose payload is one byte long (§5.5.1).
     CloseBodyTooShort,
+    /// A compressed message (permessage-deflate, RFC 7692) that does not inflate: the
+    /// DEFLATE data is corrupt.
+    InvalidCompressedData,
     /// A close code that may not appear on the wire (§7.4).
     InvalidCloseCode {
         /// The code received.
@@ -95,7 +98,7 @@ impl ProtocolError {
             Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } | Self::TooManyFragments { .. } => {
                 CloseCode::MESSAGE_TOO_BIG
             }
-            Self::InvalidUtf8 { .. } => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 { .. } | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -137,6 +140,7 @@ impl fmt::Display for ProtocolError {
                 write!(f, "text is not valid UTF-8 after {valid_up_to} bytes")
             }
             Self::CloseBodyTooShort => f.write_str("close frame payload of 1 byte"),
+            Self::InvalidCompressedData => f.write_str("compressed message does not inflate"),
             Self::InvalidCloseCode { code } => write!(f, "close code {code} may not be sent"),
         }
     }
