@@ -363,10 +363,15 @@ pub(crate) const COMPRESSOR_STATE: usize = 300 * 1024;
 pub(crate) const DECOMPRESSOR_STATE: usize = 43 * 1024;
 
 /// Runs the compressor over `input` with `flush`, growing `out` as needed.
+///
+/// It returns only once nothing is left pending inside the compressor (the last call
+/// left room in `out`). That matters: miniz_oxide answers a call that finds output
+/// still pending from the previous one by writing it out and returning, without
+/// performing the flush that call asked for; a sync flush issued then would be lost.
 fn feed(c: &mut Compress, mut input: &[u8], flush: FlushCompress, out: &mut Vec<u8>) {
     loop {
         if out.capacity() - out.len() < 64 {
-            out.reserve((input.len() / 2).max(256));
+            out.reserve(input.len() / 2 + 1024);
         }
         let before = c.total_in();
         if c.compress_vec(input, out, flush).is_err() {
@@ -375,7 +380,7 @@ fn feed(c: &mut Compress, mut input: &[u8], flush: FlushCompress, out: &mut Vec<
             return;
         }
         input = &input[(c.total_in() - before) as usize..];
-        if input.is_empty() && (flush == FlushCompress::None || out.len() < out.capacity()) {
+        if input.is_empty() && out.len() < out.capacity() {
             return;
         }
     }
@@ -662,6 +667,46 @@ mod tests {
             deflater.compress(&[&text[..1000], &text[1000..]], &mut out);
             assert!(out.len() < text.len() / 2, "{bits}: {}", out.len());
             assert_eq!(inflate_all(&out), text, "{bits}");
+        }
+    }
+
+    #[test]
+    fn a_flush_is_never_lost_behind_pending_output() {
+        // Data that compresses to about half, in messages of many sizes sent through
+        // one reused buffer (as the connection does): the output buffer fills at
+        // varied points, and each message must still inflate whole on its own (its
+        // sync flush emitted), with the context carried over.
+        let mut x = 0x2545_f491_u32;
+        let data: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                b'a' + (x % 16) as u8
+            })
+            .collect();
+        let mut deflater = Deflater::new(1, 15, false);
+        let mut inflater = Inflater::new(false);
+        let mut out = Vec::new();
+        let mut start = 0;
+        for i in 0..400 {
+            let len = 1 + (i * 7919) % 70_000;
+            let message = &data[start % (data.len() - len)..][..len];
+            start += len;
+            deflater.compress(&[message], &mut out);
+            let mut inflated = Vec::new();
+            let input = [&out[..], &TAIL].concat();
+            inflater
+                .inflate(&input, |chunk| {
+                    inflated.extend_from_slice(chunk);
+                    Ok(())
+                })
+                .unwrap();
+            assert!(
+                inflated == message,
+                "message {i} of {len}: {} inflated",
+                inflated.len()
+            );
         }
     }
 
