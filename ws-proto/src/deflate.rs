@@ -487,15 +487,16 @@ impl Inflater {
         }
         loop {
             let (before_in, before_out) = (d.total_in(), d.total_out());
-            let status = d
-                .decompress(input, &mut self.scratch, FlushDecompress::None)
-                .map_err(|_| ProtocolError::InvalidCompressedData)?;
+            let result = d.decompress(input, &mut self.scratch, FlushDecompress::None);
             let used = (d.total_in() - before_in) as usize;
             let produced = (d.total_out() - before_out) as usize;
             input = &input[used..];
+            // What inflated before a fault is judged first (the limit, UTF-8), as it
+            // would have been had the input arrived in smaller pieces.
             if produced > 0 {
                 sink(&self.scratch[..produced])?;
             }
+            let status = result.map_err(|_| ProtocolError::InvalidCompressedData)?;
             if status == Status::StreamEnd {
                 self.ended = true;
                 return Ok(());
