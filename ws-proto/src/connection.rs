@@ -629,8 +629,10 @@ impl Connection {
         inflater.inflate(input, |out| {
             message.len += out.len() as u64;
             if message.len > max as u64 {
+                // How far past the limit a step went depends on how the input was
+                // split; the error says only "past it", the same whatever the split.
                 return Err(ProtocolError::MessageTooLarge {
-                    len: message.len,
+                    len: max as u64 + 1,
                     max,
                 });
             }

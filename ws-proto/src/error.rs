@@ -64,7 +64,9 @@ pub enum ProtocolError {
     },
     /// A message larger than [`Config::max_message_size`](crate::Config::max_message_size).
     MessageTooLarge {
-        /// The message size it would have reached.
+        /// The message size it would have reached; for a compressed message, the
+        /// limit plus one (inflation stops as soon as the limit is passed, so the
+        /// size it would have reached is not known).
         len: u64,
         /// The configured limit.
         max: usize,
