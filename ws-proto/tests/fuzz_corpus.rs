@@ -48,3 +48,11 @@ fn server_handshake_corpus() {
 fn client_handshake_response_corpus() {
     replay("client_handshake_response", handshake::client_handshake_response);
 }
+
+#[path = "../../fuzz/logic/inflate.rs"]
+mod inflate;
+
+#[test]
+fn inflate_corpus() {
+    replay("inflate", inflate::inflate);
+}

@@ -291,6 +291,15 @@ describe('chat example in headless Chromium (bob behind a proxy that cuts the ne
     assert.deepEqual(await until(bob, 'alice in bob\'s members', members, both), ['alice', 'bob']);
     log('check: both see alice and bob under "Here now"');
 
+    // Chromium offers permessage-deflate and the chat server agrees to it.
+    const extensions = await alice.evaluate((url) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(url);
+      ws.onopen = () => { resolve(ws.extensions); ws.close(); };
+      ws.onerror = () => reject(new Error('the WebSocket did not open'));
+    }), `ws://127.0.0.1:${chat.port}/ws`);
+    assert.match(extensions, /^permessage-deflate/, 'the page\'s WebSocket negotiated permessage-deflate');
+    log(`check: the page's WebSocket negotiated "${extensions}"`);
+
     await say(alice, 'hello bob');
     await untilLine(bob, 'alice: hello bob');
     await say(bob, 'hi alice');
