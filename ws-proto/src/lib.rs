@@ -82,6 +82,8 @@ pub mod deflate;
 pub mod envelope;
 mod error;
 pub mod frame;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod handshake;
 mod message;
 mod utf8;

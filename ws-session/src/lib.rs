@@ -116,6 +116,8 @@ mod connection;
 mod engine;
 mod error;
 mod error_code;
+#[cfg(all(feature = "sim", any(fuzzing, test)))]
+pub mod fuzzing;
 mod id;
 mod metrics;
 mod outbound;

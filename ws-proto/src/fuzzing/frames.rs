@@ -2,8 +2,8 @@
 //! of the pieces; the rest is the input. Whatever the bytes, no panic, bounded
 //! buffering, and the same events whole and split.
 
-use ws_proto::frame::SeededMasks;
-use ws_proto::{Config, Connection, Event};
+use crate::frame::SeededMasks;
+use crate::{Config, Connection, Event};
 
 fn connection(server: bool) -> Connection {
     let config = Config::default().with_max_message_size(64 * 1024);

@@ -1,6 +1,5 @@
-//! Fuzz logic for the session engine, shared by the cargo-fuzz target and the corpus
-//! replay test (`ws-session/tests/fuzz_corpus.rs`). Plain code over `ws_session`'s
-//! simulation harness (feature `sim`) and `arbitrary`.
+//! The session engine under arbitrary operation sequences, through the simulation
+//! harness (feature `sim`), decoded with `arbitrary`.
 //!
 //! The input is decoded as a configuration choice and a sequence of operations: clients
 //! connecting (with good, bad, pending or no credentials), raw text and binary messages,
@@ -13,11 +12,11 @@
 
 use std::time::Duration;
 
+use crate::sim::Sim;
+use crate::EngineConfig;
 use arbitrary::{Arbitrary, Unstructured};
 use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::Message;
-use ws_session::sim::Sim;
-use ws_session::EngineConfig;
 
 #[derive(Arbitrary, Debug)]
 enum Credential {

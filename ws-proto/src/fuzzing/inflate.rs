@@ -11,8 +11,8 @@
 //! panic, the same events whole and split, memory bounded by the message limit,
 //! and every message before the first raw frame arrives intact.
 
-use ws_proto::frame::{apply_mask, FrameHeader, OpCode, SeededMasks};
-use ws_proto::{Config, Connection, DeflateParams, Event};
+use crate::frame::{apply_mask, FrameHeader, OpCode, SeededMasks};
+use crate::{Config, Connection, DeflateParams, Event};
 
 const LIMIT: usize = 64 * 1024;
 
