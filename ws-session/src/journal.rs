@@ -103,7 +103,11 @@ impl SessionRecord {
     /// journal whose start a store never saw cannot be folded).
     pub fn start(entry: &JournalEntry) -> Option<Self> {
         match entry {
-            JournalEntry::Created { user, anonymous, token } => Some(Self {
+            JournalEntry::Created {
+                user,
+                anonymous,
+                token,
+            } => Some(Self {
                 user: user.clone(),
                 anonymous: *anonymous,
                 token: *token,
@@ -176,7 +180,8 @@ impl SessionRecord {
     /// engine's token rule, [`TokenVerifier::check`]): a store lets a node claim the
     /// session only then, so that knowing a session id is not enough to move it.
     pub fn admits(&self, presented: &TokenVerifier) -> bool {
-        !self.ended && TokenVerifier::check(presented, &self.token, self.previous.as_ref(), self.confirmed).is_ok()
+        !self.ended
+            && TokenVerifier::check(presented, &self.token, self.previous.as_ref(), self.confirmed).is_ok()
     }
 
     /// Bytes of encoded messages held (prefixes), for a store's accounting.
@@ -417,7 +422,11 @@ mod tests {
             anonymous: false,
             token: v(1),
         };
-        assert_eq!(table.append(t0, 2, sid, &[msg(1)]), Err(Fenced), "no start, no record");
+        assert_eq!(
+            table.append(t0, 2, sid, &[msg(1)]),
+            Err(Fenced),
+            "no start, no record"
+        );
         table.append(t0, 1, sid, &[created, msg(1)]).unwrap();
         assert_eq!(table.owner(sid), Some(1));
         assert_eq!(table.append(t0, 2, sid, &[msg(2)]), Err(Fenced), "not the owner");
@@ -429,8 +438,14 @@ mod tests {
         assert_eq!(claimed.former_owner, Some(1));
         assert_eq!(claimed.record.unwrap().next_seq, 2);
         assert_eq!(table.append(t0, 1, sid, &[msg(2)]), Err(Fenced), "fenced off");
-        table.append(t0, 2, sid, &[msg(2), JournalEntry::Suspended]).unwrap();
-        assert_eq!(table.record(sid).unwrap().next_seq, 3, "the fenced write left no trace");
+        table
+            .append(t0, 2, sid, &[msg(2), JournalEntry::Suspended])
+            .unwrap();
+        assert_eq!(
+            table.record(sid).unwrap().next_seq,
+            3,
+            "the fenced write left no trace"
+        );
         table.purge(t0 + window / 2);
         assert_eq!(table.len(), 1);
         assert!(table.load(t0 + window, 2, sid, &v(1)).record.is_none(), "expired");

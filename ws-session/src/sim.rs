@@ -523,7 +523,9 @@ impl Sim {
                 Action::Journal { .. } => {}
                 Action::LoadSession {
                     connection, session, ..
-                } => self.engine.handle_session_loaded(self.now, connection, session, None),
+                } => self
+                    .engine
+                    .handle_session_loaded(self.now, connection, session, None),
             }
         }
     }

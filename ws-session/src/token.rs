@@ -108,7 +108,11 @@ impl TokenVerifier {
 
 impl fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TokenVerifier({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
+        write!(
+            f,
+            "TokenVerifier({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
     }
 }
 
@@ -154,16 +158,15 @@ mod tests {
         assert!(a.verifier().ct_eq(&a.verifier()));
         // SHA-256 of 32 zero bytes.
         let zero = ResumeToken([0; 32]).verifier();
-        assert_eq!(
-            zero.0[..4],
-            [0x66, 0x68, 0x7a, 0xad],
-            "sha256(0^32) = 66687aad…"
-        );
+        assert_eq!(zero.0[..4], [0x66, 0x68, 0x7a, 0xad], "sha256(0^32) = 66687aad…");
         let (cur, prev) = (a.verifier(), ResumeToken::generate(&mut rng).verifier());
         use crate::NotRecoverable::*;
         assert_eq!(TokenVerifier::check(&cur, &cur, Some(&prev), true), Ok(true));
         assert_eq!(TokenVerifier::check(&prev, &cur, Some(&prev), false), Ok(false));
         assert_eq!(TokenVerifier::check(&prev, &cur, Some(&prev), true), Err(Used));
-        assert_eq!(TokenVerifier::check(&zero, &cur, Some(&prev), false), Err(InvalidToken));
+        assert_eq!(
+            TokenVerifier::check(&zero, &cur, Some(&prev), false),
+            Err(InvalidToken)
+        );
     }
 }
