@@ -529,6 +529,13 @@ impl Sim {
                 // Room occupancy matters to a cross-node backend only; the sim has none.
                 Action::RoomOccupied(_) | Action::RoomVacated(_) => {}
                 Action::Response { id, result, .. } => self.responses.push((id, result)),
+                // One engine, no shared store (see `nodes` for several).
+                Action::Journal { .. } => {}
+                Action::LoadSession {
+                    connection, session, ..
+                } => self
+                    .engine
+                    .handle_session_loaded(self.now, connection, session, None),
             }
         }
     }
