@@ -501,8 +501,10 @@ impl Inflater {
                 self.ended = true;
                 return Ok(());
             }
-            let full = produced == self.scratch.len();
-            if (input.is_empty() && !full) || (used == 0 && produced == 0) {
+            // Output owed for input already taken can come out short of a full step
+            // (at a block's end, say): keep asking until nothing more comes, so what
+            // this input inflates to is judged now, not when the next piece arrives.
+            if produced == 0 && (input.is_empty() || used == 0) {
                 return Ok(());
             }
         }
