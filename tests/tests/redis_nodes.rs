@@ -319,3 +319,86 @@ async fn a_redis_outage_keeps_local_traffic_and_buffers_publications() {
         nothing_more(ws).await;
     }
 }
+
+/// A node as an OS process of its own (`redis_node`), killed when dropped.
+struct NodeProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl NodeProcess {
+    fn start(redis: &RedisServer) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redis_node"))
+            .args([redis.url().as_str(), PREFIX])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the redis_node binary starts");
+        let stdout = child.stdout.take().expect("its stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("its first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("redis_node said {line:?}"))
+            .parse()
+            .expect("an address");
+        Self { child, addr }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three nodes as separate processes: a room message reaches the members on the
+/// other processes once and in order, a process without members of the room is not
+/// subscribed to it, and a broadcast reaches all three.
+#[tokio::test]
+async fn nodes_as_separate_processes_share_rooms_and_broadcasts() {
+    let redis = RedisServer::start();
+    let nodes: Vec<NodeProcess> = (0..3).map(|_| NodeProcess::start(&redis)).collect();
+    let (mut alice, _) = session(nodes[0].addr, "alice").await;
+    let (mut bob, _) = session(nodes[1].addr, "bob").await;
+    let (mut carol, _) = session(nodes[2].addr, "carol").await;
+    join(&mut alice, "lobby").await;
+    join(&mut bob, "lobby").await;
+    until("two processes subscribe to the lobby", || {
+        redis.subscribers(&room_channel("lobby")) == 2
+    })
+    .await;
+    // One at a time: each message's latency from alice's send to bob's receipt.
+    let mut latencies = Vec::new();
+    for i in 0..100 {
+        let text = format!("across processes {i}");
+        let sent = Instant::now();
+        send(&mut alice, "say", json!(["lobby", text]), Some("s")).await;
+        receives_in_order(&mut bob, "alice", &[text]).await;
+        latencies.push(sent.elapsed());
+        assert_eq!(recv(&mut alice).await["e"], "said.ok");
+    }
+    latencies.sort();
+    println!(
+        "a room message from one process to another through Redis: p50 {:?}, p99 {:?}",
+        latencies[49], latencies[98]
+    );
+    nothing_more(&mut bob).await;
+    nothing_more(&mut carol).await;
+
+    send(&mut carol, "shout", json!("hello all"), Some("h")).await;
+    for ws in [&mut carol, &mut alice, &mut bob] {
+        let shouted = recv(ws).await;
+        assert_eq!(
+            (shouted["e"].as_str(), &shouted["p"]),
+            (Some("shouted"), &json!("hello all"))
+        );
+    }
+    assert_eq!(recv(&mut carol).await["e"], "shout.ok");
+    drop(nodes);
+}
