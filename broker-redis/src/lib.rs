@@ -17,20 +17,23 @@
 //! ```
 //!
 //! One task per broker, on the runtime it is given, owns two Redis connections (one
-//! subscribed, one to publish). Every command has a timeout
+//! subscribed, one to publish, pipelined). Every command has a timeout
 //! ([`RedisConfig::command_timeout`]); nothing here ever blocks the hub (it calls
-//! [`PubSub`] on a task of its own).
+//! [`PubSub`] on a task of its own, and every call here is a channel send). redis-rs
+//! runs on tokio when the broker's task runs inside a tokio runtime, on smol's reactor
+//! (which async-std shares) otherwise.
 //!
 //! **Outages.** When Redis is unreachable the node keeps serving its own clients (local
 //! delivery does not go through Redis), reconnects with backoff, resubscribes to its
 //! rooms, and reports the state ([`RedisPubSub::status`], `tracing` events). Publications
 //! made meanwhile wait in a bounded buffer ([`RedisConfig::outage_buffer`], oldest
-//! dropped first) and are published once Redis is back; those dropped are counted in
-//! [`BrokerStatus::dropped`], never reported as sent. Pub/sub itself does not store:
-//! a node that was disconnected misses what others published meanwhile (sessions that
-//! must not miss anything resume from their own replay buffer on their node).
+//! dropped first) and are published once Redis is back, to the nodes subscribed then;
+//! those dropped are counted in [`BrokerStatus::dropped`], never reported as sent.
+//! Pub/sub itself does not store: a node that was disconnected misses what others
+//! published meanwhile. A `PUBLISH` whose connection broke before Redis answered is
+//! published again after the reconnect (twice, if Redis had taken it).
 //!
-//! Limits of this first version: presence announcements and other volatile sends stay
+//! Not across nodes here: sends to a session or a user, volatile sends and presence stay
 //! on their node; a session resumes only on the node that holds it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -96,11 +99,11 @@ pub struct BrokerStatus {
     pub connected: bool,
     /// Connections made (the first included).
     pub connects: u64,
-    /// Publications sent to Redis.
+    /// Publications Redis accepted (`PUBLISH` answered).
     pub published: u64,
-    /// Publications received from other nodes and handed to this node.
+    /// Publications received from other processes' nodes and handed to this process's.
     pub received: u64,
-    /// Publications waiting for Redis to come back.
+    /// Publications waiting for Redis (to come back, or to answer).
     pub buffered: usize,
     /// Publications dropped because the outage buffer was full.
     pub dropped: u64,
