@@ -1,7 +1,7 @@
 //! # broker-redis: tether across nodes on Redis
 //!
-//! A [`PubSub`] backend on Redis pub/sub: the room and global broadcasts of each node
-//! reach the others' sessions, encoded once. Fan-out is per room, not per node: a node
+//! A [`PubSub`] backend on Redis pub/sub: the room and global broadcasts of each node,
+//! and its sends to a user or a session, reach the others' sessions, encoded once. Fan-out is per room, not per node: a node
 //! subscribes to a room's channel only while it has members there
 //! ([`PubSub::room_occupied`]), so a publication costs one `PUBLISH` and reaches only
 //! the nodes that need it (O(1) commands per publication, never O(recipients)).
@@ -33,8 +33,9 @@
 //! published meanwhile. A `PUBLISH` whose connection broke before Redis answered is
 //! published again after the reconnect (twice, if Redis had taken it).
 //!
-//! Not across nodes here: sends to a session or a user, volatile sends and presence stay
-//! on their node; a session resumes only on the node that holds it.
+//! Sends to a user or a session travel on one `{prefix}:direct` channel that every node
+//! subscribes to (the nodes that hold them deliver). Volatile sends and presence stay on
+//! their node; a session resumes only on the node that holds it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -323,7 +324,10 @@ impl<R: Runtime> Task<R> {
         let client = self.config.client.clone();
         let publisher = self.timed(client.get_multiplexed_async_connection()).await?;
         let (mut subscriber, messages) = self.timed(client.get_async_pubsub()).await?.split();
-        let mut channels = vec![wire::all_channel(&self.config.prefix)];
+        let mut channels = vec![
+            wire::all_channel(&self.config.prefix),
+            wire::direct_channel(&self.config.prefix),
+        ];
         channels.extend(
             self.rooms
                 .keys()

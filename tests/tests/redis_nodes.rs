@@ -402,3 +402,50 @@ async fn nodes_as_separate_processes_share_rooms_and_broadcasts() {
     assert_eq!(recv(&mut carol).await["e"], "shout.ok");
     drop(nodes);
 }
+
+/// A user's sessions, one session, and everyone but one session are reached across
+/// nodes through the broker's `direct` and `all` channels, with the `ServerHandle` calls
+/// of one node.
+#[tokio::test]
+async fn users_sessions_and_all_but_one_are_reached_across_nodes() {
+    let redis = RedisServer::start();
+    let (a, _) = node(ServerRuntime::Tokio, config(&redis)).await;
+    let (b, broker_b) = node(ServerRuntime::Tokio, config(&redis)).await;
+    let (mut alice_a, _) = session(a.addr, "alice").await;
+    let (mut alice_b, _) = session(b.addr, "alice").await;
+    let (mut bob_b, created) = session(b.addr, "bob").await;
+    let bob = ws_session::SessionId::parse(created["sessionId"].as_str().unwrap()).unwrap();
+    assert_eq!(redis.subscribers(&format!("{PREFIX}:direct")), 2);
+
+    a.handle
+        .send_to_user("alice", "note", &json!("to alice"))
+        .unwrap();
+    for ws in [&mut alice_a, &mut alice_b] {
+        let note = recv(ws).await;
+        assert_eq!(
+            (note["e"].as_str(), &note["p"]),
+            (Some("note"), &json!("to alice"))
+        );
+        assert!(note["s"].as_u64().is_some(), "in the session stream");
+    }
+    // A session held by node B, addressed from node A.
+    a.handle.send(bob, "direct", &json!("to bob")).unwrap();
+    let direct = recv(&mut bob_b).await;
+    assert_eq!(
+        (direct["e"].as_str(), &direct["p"]),
+        (Some("direct"), &json!("to bob"))
+    );
+    // Everyone but bob.
+    a.handle
+        .to(adapter_tokio::Audience::All)
+        .except(bob)
+        .emit("news", &json!("not bob"))
+        .unwrap();
+    for ws in [&mut alice_a, &mut alice_b] {
+        assert_eq!(recv(ws).await["p"], "not bob");
+    }
+    for ws in [&mut alice_a, &mut alice_b, &mut bob_b] {
+        nothing_more(ws).await;
+    }
+    assert_eq!(broker_b.status().received, 3);
+}
