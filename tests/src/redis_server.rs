@@ -116,12 +116,17 @@ impl Drop for RedisServer {
 
 /// `$REDIS_SERVER`, or `redis-server` on `PATH` (or in `/usr/bin`, `/usr/sbin`).
 fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("REDIS_SERVER") {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")]);
+    locate(std::env::var_os("REDIS_SERVER"), dirs)
+}
+
+/// `explicit`, or the first `redis-server` in `dirs`; fails saying how to install it.
+fn locate(explicit: Option<std::ffi::OsString>, dirs: impl IntoIterator<Item = PathBuf>) -> PathBuf {
+    if let Some(path) = explicit {
         return PathBuf::from(path);
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+    dirs.into_iter()
         .map(|dir| dir.join("redis-server"))
         .find(|candidate| is_file(candidate))
         .unwrap_or_else(|| panic!("{INSTALL}"))
@@ -129,4 +134,16 @@ fn binary() -> PathBuf {
 
 fn is_file(path: &Path) -> bool {
     path.metadata().is_ok_and(|m| m.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without `redis-server` the Redis tests fail, and say how to install it.
+    #[test]
+    #[should_panic(expected = "install redis-server (apt-get install redis-server)")]
+    fn a_missing_redis_server_fails_with_how_to_install_it() {
+        locate(None, [std::env::temp_dir().join("tether-no-redis-here")]);
+    }
 }
