@@ -56,7 +56,8 @@ use ws_session::Publication;
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// Where Redis is: `redis://[user:password@]host:port[/db]` (`rediss://` for TLS
-    /// when redis-rs is built with a TLS feature).
+    /// once the application turns on one of redis-rs's TLS features, such as
+    /// `tokio-rustls-comp`).
     pub client: redis::Client,
     /// Prefix of every channel this broker uses, so that several applications can
     /// share one Redis. Default: [`RedisConfig::DEFAULT_PREFIX`].
