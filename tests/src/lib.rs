@@ -6,6 +6,7 @@
 pub mod client;
 pub mod harness;
 pub mod raw;
+pub mod redis_server;
 pub mod suite;
 
 /// Instantiates every body of [`suite`] as a `#[tokio::test]` against a server on

@@ -747,7 +747,8 @@ impl<R: Runtime> HubTask<R> {
                 let envelope = envelope(&event, payload.as_deref());
                 let result = match correlation_id {
                     Some(c) => self.engine.reply(now, session, &c, &envelope),
-                    None => self.engine.send(now, session, &envelope),
+                    // A session on another node gets it through the broker.
+                    None => self.engine.send_anywhere(now, session, &envelope).map(|_| 0),
                 };
                 if let Err(err) = result {
                     tracing::debug!(%err, "send to a session that is gone");
@@ -1128,21 +1129,18 @@ impl<R: Runtime> HubTask<R> {
         let keep = |sid: SessionId| Some(sid) != except;
         let engine = &mut self.engine;
         match (audience, volatile) {
-            (Audience::All, false) if except.is_none() => {
-                engine.broadcast(now, env);
-            }
             (Audience::All, false) => {
-                engine.broadcast_filter(now, env, |sid, _| keep(sid));
+                engine.broadcast_except(now, env, except);
             }
             (Audience::Room(room), false) => {
                 engine.broadcast_room(now, &room, env, except);
             }
             (Audience::User(user), false) => {
-                engine.broadcast_filter(now, env, |sid, u| *u == user && keep(sid));
+                engine.send_to_user(now, &user, env, except);
             }
             (Audience::Session(session), false) => {
                 if keep(session) {
-                    if let Err(err) = engine.send(now, session, env) {
+                    if let Err(err) = engine.send_anywhere(now, session, env) {
                         tracing::debug!(%err, "send to a session that is gone");
                     }
                 }

@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures_channel::mpsc;
 use ws_session::{Publication, PublishTarget};
 
-/// Carries room and global broadcasts between nodes. Each node publishes the
-/// broadcasts its engine makes and delivers what the others publish; a publication
-/// is never delivered back to the node that made it.
+/// Carries room and global broadcasts, and sends to a user or to a session this node
+/// does not hold, between nodes. Each node publishes what its engine hands it
+/// ([`Publication`]) and delivers what the others publish (to the sessions it holds
+/// that the target names); a publication is never delivered back to the node that
+/// made it.
 ///
 /// [`InMemoryPubSub`] connects nodes in one process (tests, several servers in one
 /// binary); a broker backend (Redis, NATS) implements the same trait.
@@ -87,6 +89,7 @@ impl PubSub for InMemoryPubSub {
             let wanted = match &publication.target {
                 PublishTarget::All => true,
                 PublishTarget::Room(room) => n.rooms.contains(room),
+                // Users and sessions: every node, each delivers to those it holds.
                 _ => true,
             };
             n.id == node || !wanted || n.tx.unbounded_send(publication.clone()).is_ok()

@@ -219,6 +219,10 @@ pub enum PublishTarget {
     All,
     /// The members of a room.
     Room(Arc<str>),
+    /// Every session of a user (on whichever nodes they are).
+    User(UserId),
+    /// One session: the node that holds it delivers, the others ignore it.
+    Session(SessionId),
 }
 
 /// A broadcast for other nodes: its target and the encoded envelope prefix (without

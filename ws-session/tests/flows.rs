@@ -6,7 +6,9 @@ use bytes::Bytes;
 use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::sim::{ClientId, Sim};
-use ws_session::{ApiError, CloseReason, EngineConfig, ErrorCode, SessionEvent, SessionId};
+use ws_session::{
+    ApiError, CloseReason, EngineConfig, ErrorCode, PublishTarget, SessionEvent, SessionId, UserId,
+};
 
 fn sim() -> Sim {
     Sim::new(EngineConfig::default())
@@ -766,6 +768,123 @@ fn broadcasts_publish_and_remote_publishes_do_not_echo() {
     sim.drain();
     assert_eq!(only_bob, 1);
     assert_eq!(chat(&sim, b).len(), 2);
+}
+
+/// A node that publishes across nodes; nodes of one test get different seeds (as real
+/// nodes draw different session ids).
+fn publishing(seed: u64) -> Sim {
+    let config = EngineConfig {
+        publish_broadcasts: true,
+        ..EngineConfig::default()
+    };
+    Sim::with_seed(config, seed)
+}
+
+/// Sends to a user, to a session or to all but one cross nodes as publications; the
+/// node that receives one delivers it only to the sessions it holds and never publishes
+/// it again.
+#[test]
+fn user_session_and_all_but_one_targets_are_published_and_delivered_where_held() {
+    let (mut a, mut b) = (publishing(1), publishing(2));
+    let alice_a = a.connect(Some("user:alice"));
+    let bob_a = a.connect(Some("user:bob"));
+    let alice_b = b.connect(Some("user:alice"));
+    let bob_b = b.connect(Some("user:bob"));
+    let alice = UserId::new("alice");
+    let env = |n: &'static str| OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(n));
+    let now = a.now();
+
+    // To a user: her sessions here, and a publication for the other nodes.
+    assert_eq!(a.engine.send_to_user(now, &alice, &env(r#"{"n":1}"#), None), 1);
+    a.drain();
+    let to_alice = a.publications.pop().expect("published");
+    assert_eq!(
+        (to_alice.target.clone(), to_alice.except),
+        (PublishTarget::User(alice.clone()), None)
+    );
+    b.engine.handle_remote_publish(now, &to_alice);
+    b.drain();
+    assert_eq!(chat(&a, alice_a), [(1, 1)]);
+    assert_eq!(chat(&b, alice_b), [(1, 1)], "in her own stream on the other node");
+    assert!(chat(&a, bob_a).is_empty() && chat(&b, bob_b).is_empty());
+    assert!(
+        b.publications.is_empty(),
+        "a remote publication is never published again"
+    );
+
+    // To a user but one of her sessions: the exception travels with it.
+    let except = sid(&b, alice_b);
+    a.engine
+        .send_to_user(now, &alice, &env(r#"{"n":2}"#), Some(except));
+    a.drain();
+    let publication = a.publications.pop().expect("published");
+    assert_eq!(publication.except, Some(except));
+    b.engine.handle_remote_publish(now, &publication);
+    b.drain();
+    assert_eq!(chat(&a, alice_a), [(1, 1), (2, 2)]);
+    assert_eq!(chat(&b, alice_b), [(1, 1)], "left out");
+
+    // To a session this node does not hold: published; only its node delivers it.
+    let bob_there = sid(&b, bob_b);
+    assert_eq!(
+        a.engine.send_anywhere(now, bob_there, &env(r#"{"n":3}"#)),
+        Ok(None)
+    );
+    a.drain();
+    let to_bob = a.publications.pop().expect("published");
+    assert_eq!(to_bob.target, PublishTarget::Session(bob_there));
+    a.engine.handle_remote_publish(now, &to_bob);
+    a.drain();
+    assert!(chat(&a, bob_a).is_empty(), "not held here: ignored");
+    b.engine.handle_remote_publish(now, &to_bob);
+    b.drain();
+    assert_eq!(chat(&b, bob_b), [(1, 3)]);
+    // A session this node holds is sent to at once, not published.
+    let bob_here = sid(&a, bob_a);
+    assert_eq!(
+        a.engine.send_anywhere(now, bob_here, &env(r#"{"n":4}"#)),
+        Ok(Some(1))
+    );
+    a.drain();
+    assert!(a.publications.is_empty());
+    assert_eq!(chat(&a, bob_a), [(1, 4)]);
+
+    // To all but one: the exception travels too.
+    assert_eq!(
+        a.engine
+            .broadcast_except(now, &env(r#"{"n":5}"#), Some(bob_there)),
+        2
+    );
+    a.drain();
+    let all = a.publications.pop().expect("published");
+    assert_eq!(
+        (all.target.clone(), all.except),
+        (PublishTarget::All, Some(bob_there))
+    );
+    b.engine.handle_remote_publish(now, &all);
+    b.drain();
+    assert_eq!(chat(&b, alice_b), [(1, 1), (2, 5)]);
+    assert_eq!(chat(&b, bob_b), [(1, 3)], "left out");
+}
+
+/// Without cross-node publishing, a send to a session this node does not hold is an
+/// error, and sends to a user or all publish nothing.
+#[test]
+fn without_publishing_an_unknown_session_is_an_error() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let now = sim.now();
+    let env = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(r#"{"n":1}"#));
+    let elsewhere = SessionId(42);
+    assert_eq!(
+        sim.engine.send_anywhere(now, elsewhere, &env),
+        Err(ApiError::UnknownSession(elsewhere))
+    );
+    assert_eq!(sim.engine.send_to_user(now, &UserId::new("alice"), &env, None), 1);
+    assert_eq!(sim.engine.broadcast_except(now, &env, Some(sid(&sim, a))), 0);
+    sim.drain();
+    assert!(sim.publications.is_empty());
+    assert_eq!(chat(&sim, a), [(1, 1)]);
 }
 
 #[test]

@@ -3,7 +3,13 @@
 //! ```text
 //! cargo run --release -p adapter-tokio --example chat            # http://127.0.0.1:8080
 //! cargo run --release -p adapter-tokio --example chat -- 0.0.0.0:9000
+//! # several nodes sharing rooms through Redis, one command per node:
+//! cargo run --release -p adapter-tokio --example chat -- --redis redis://127.0.0.1:6379 127.0.0.1:8080
+//! cargo run --release -p adapter-tokio --example chat -- --redis redis://127.0.0.1:6379 127.0.0.1:8081
 //! ```
+//!
+//! With `--redis`, rooms and messages work across nodes (broker-redis); presence
+//! (`chat.presence`, the members listed in `chat.joined`) is per node.
 //!
 //! `/` is a page where a person picks a name, joins and leaves rooms, sees who is there
 //! and talks; `/tether-client.js` is the page's protocol client, the `tether-client`
@@ -35,6 +41,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use broker_redis::{RedisConfig, RedisPubSub};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -149,14 +156,45 @@ fn app() -> App {
         })
 }
 
+/// The command line: `[--redis URL] [ADDRESS]`, in any order.
+fn args() -> (SocketAddr, Option<String>) {
+    let mut addr = None;
+    let mut redis = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--redis" {
+            redis = Some(
+                args.next()
+                    .expect("--redis needs a URL like redis://127.0.0.1:6379"),
+            );
+        } else if let Some(url) = arg.strip_prefix("--redis=") {
+            redis = Some(url.to_owned());
+        } else {
+            addr = Some(arg.parse().expect("an address like 127.0.0.1:8080"));
+        }
+    }
+    (
+        addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        redis,
+    )
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".to_owned())
-        .parse()
-        .expect("an address like 127.0.0.1:8080");
-    let hub = app().start(TokioRuntime);
+    let (addr, redis) = args();
+    let mut app = app();
+    // With `--redis`, this process is one node of several: rooms and broadcasts reach
+    // the members on every node through Redis (presence stays per node).
+    let broker = match &redis {
+        Some(url) => {
+            let config = RedisConfig::new(url).unwrap_or_else(|err| panic!("--redis {url}: {err}"));
+            let broker = RedisPubSub::start(config, TokioRuntime);
+            app = app.pubsub(broker.clone());
+            Some(broker)
+        }
+        None => None,
+    };
+    let hub = app.start(TokioRuntime);
     let router = Router::new()
         .route(
             "/",
@@ -171,6 +209,27 @@ async fn main() -> std::io::Result<()> {
         .route("/ws", mount(hub.clone()));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("chat on http://{}", listener.local_addr()?);
+    if let (Some(url), Some(broker)) = (&redis, broker) {
+        println!("rooms shared with the other nodes through {url}");
+        // Say when Redis comes and goes (the node serves its own clients meanwhile).
+        tokio::spawn(async move {
+            let mut connected = None;
+            loop {
+                let status = broker.status();
+                if connected != Some(status.connected) {
+                    connected = Some(status.connected);
+                    match (status.connected, &status.last_error) {
+                        (true, _) => println!("connected to Redis"),
+                        (false, Some(err)) => {
+                            println!("Redis unreachable ({err}); serving this node's clients, reconnecting")
+                        }
+                        (false, None) => {}
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
     // Not `axum::serve`: tether's server gives every request head the handshake
     // deadline and refuses bare-LF heads, as the standalone server does.
     serve_router(listener, router, &hub)

@@ -336,6 +336,17 @@ impl Engine {
             PublishTarget::Room(room) => {
                 self.fan_out_room(room, &publication.prefix, publication.except);
             }
+            PublishTarget::User(user) => {
+                self.fan_out_all(&publication.prefix, |sid, u| {
+                    u == user && Some(sid) != publication.except
+                });
+            }
+            PublishTarget::Session(session) => {
+                if Some(*session) != publication.except && self.sessions.contains_key(session) {
+                    // Cannot fail: the session is here.
+                    let _ = self.deliver_prefix(now, *session, &publication.prefix);
+                }
+            }
         }
         self.finish(now);
     }
@@ -399,11 +410,62 @@ impl Engine {
     /// Sends `envelope` to every session (serialized once). Published to other nodes
     /// when [`EngineConfig::publish_broadcasts`] is on. Returns the local recipients.
     pub fn broadcast(&mut self, now: Instant, envelope: &OutgoingEnvelope<'_>) -> usize {
+        self.broadcast_except(now, envelope, None)
+    }
+
+    /// Sends `envelope` to every session but `except` (serialized once). Published to
+    /// other nodes, with the same exception, when configured. Returns the local
+    /// recipients.
+    pub fn broadcast_except(
+        &mut self,
+        now: Instant,
+        envelope: &OutgoingEnvelope<'_>,
+        except: Option<SessionId>,
+    ) -> usize {
         let prefix = self.encoder.prefix(envelope);
-        let n = self.fan_out_all(&prefix, |_, _| true);
-        self.publish(PublishTarget::All, None, prefix);
+        let n = self.fan_out_all(&prefix, |sid, _| Some(sid) != except);
+        self.publish(PublishTarget::All, except, prefix);
         self.finish(now);
         n
+    }
+
+    /// Sends `envelope` to every session of `user` but `except`, each in its own stream
+    /// (serialized once). Published to other nodes, for their sessions of `user`, when
+    /// configured. Returns the local recipients.
+    pub fn send_to_user(
+        &mut self,
+        now: Instant,
+        user: &UserId,
+        envelope: &OutgoingEnvelope<'_>,
+        except: Option<SessionId>,
+    ) -> usize {
+        let prefix = self.encoder.prefix(envelope);
+        let n = self.fan_out_all(&prefix, |sid, u| u == user && Some(sid) != except);
+        self.publish(PublishTarget::User(user.clone()), except, prefix);
+        self.finish(now);
+        n
+    }
+
+    /// Sends `envelope` to `session` wherever it is: like [`send`](Self::send) when this
+    /// node holds it (`Ok(Some(s))`); otherwise, when publishing across nodes, published
+    /// for the node that holds it (`Ok(None)`: delivered there if it exists).
+    /// [`ApiError::UnknownSession`] when the session is not here and nothing is published.
+    pub fn send_anywhere(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        envelope: &OutgoingEnvelope<'_>,
+    ) -> Result<Option<u64>, ApiError> {
+        if self.sessions.contains_key(&session) {
+            return self.send(now, session, envelope).map(Some);
+        }
+        if !self.config.publish_broadcasts {
+            return Err(ApiError::UnknownSession(session));
+        }
+        let prefix = self.encoder.prefix(envelope);
+        self.publish(PublishTarget::Session(session), None, prefix);
+        self.finish(now);
+        Ok(None)
     }
 
     /// Sends `envelope` to the sessions `pick` chooses (local only: a predicate cannot

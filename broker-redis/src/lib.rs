@@ -1,0 +1,535 @@
+//! # broker-redis: tether across nodes on Redis
+//!
+//! A [`PubSub`] backend on Redis pub/sub: the room and global broadcasts of each node,
+//! and its sends to a user or a session, reach the others' sessions, encoded once. Fan-out is per room, not per node: a node
+//! subscribes to a room's channel only while it has members there
+//! ([`PubSub::room_occupied`]), so a publication costs one `PUBLISH` and reaches only
+//! the nodes that need it (O(1) commands per publication, never O(recipients)).
+//!
+//! ```no_run
+//! use broker_redis::{RedisConfig, RedisPubSub};
+//! use ws_driver::App;
+//!
+//! # fn app<R: ws_driver::adapter::Runtime>(runtime: R) -> Result<App, Box<dyn std::error::Error>> {
+//! let broker = RedisPubSub::start(RedisConfig::new("redis://127.0.0.1:6379")?, runtime);
+//! let app = App::new().pubsub(broker);
+//! # Ok(app) }
+//! ```
+//!
+//! One task per broker, on the runtime it is given, owns two Redis connections (one
+//! subscribed, one to publish, pipelined). Every command has a timeout
+//! ([`RedisConfig::command_timeout`]); nothing here ever blocks the hub (it calls
+//! [`PubSub`] on a task of its own, and every call here is a channel send). redis-rs
+//! runs on tokio when the broker's task runs inside a tokio runtime, on smol's reactor
+//! (which async-std shares) otherwise.
+//!
+//! **Outages.** When Redis is unreachable the node keeps serving its own clients (local
+//! delivery does not go through Redis), reconnects with backoff, resubscribes to its
+//! rooms, and reports the state ([`RedisPubSub::status`], `tracing` events). Publications
+//! made meanwhile wait in a bounded buffer ([`RedisConfig::outage_buffer`], oldest
+//! dropped first) and are published once Redis is back, to the nodes subscribed then;
+//! those dropped are counted in [`BrokerStatus::dropped`], never reported as sent.
+//! Pub/sub itself does not store: a node that was disconnected misses what others
+//! published meanwhile. A `PUBLISH` whose connection broke before Redis answered is
+//! published again after the reconnect (twice, if Redis had taken it).
+//!
+//! Sends to a user or a session travel on one `{prefix}:direct` channel that every node
+//! subscribes to (the nodes that hold them deliver). Volatile sends and presence stay on
+//! their node; a session resumes only on the node that holds it.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod wire;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_channel::mpsc;
+use futures_util::future::FutureExt;
+use futures_util::StreamExt;
+use ws_driver::adapter::Runtime;
+use ws_driver::PubSub;
+use ws_session::Publication;
+
+/// How to reach Redis and how to behave when it is not there.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Where Redis is: `redis://[user:password@]host:port[/db]` (`rediss://` for TLS
+    /// once the application turns on one of redis-rs's TLS features, such as
+    /// `tokio-rustls-comp`).
+    pub client: redis::Client,
+    /// Prefix of every channel this broker uses, so that several applications can
+    /// share one Redis. Default: [`RedisConfig::DEFAULT_PREFIX`].
+    pub prefix: String,
+    /// The longest a connect, `PUBLISH`, `SUBSCRIBE` or `UNSUBSCRIBE` may take before
+    /// it counts as failed (and the connection is made again). Default: 2 s.
+    pub command_timeout: Duration,
+    /// First and longest wait between reconnection attempts (doubling). Default:
+    /// 100 ms and 5 s.
+    pub reconnect_backoff: (Duration, Duration),
+    /// Most publications kept while Redis is unreachable, published when it is back;
+    /// beyond it the oldest are dropped and counted. Default: 1000.
+    pub outage_buffer: usize,
+}
+
+impl RedisConfig {
+    /// Default channel prefix: `tether`.
+    pub const DEFAULT_PREFIX: &'static str = "tether";
+    /// Default command timeout: 2 s.
+    pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default outage buffer: 1000 publications.
+    pub const DEFAULT_OUTAGE_BUFFER: usize = 1000;
+
+    /// The defaults for the Redis at `url`; fails if the URL cannot be used.
+    pub fn new(url: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            command_timeout: Self::DEFAULT_COMMAND_TIMEOUT,
+            reconnect_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            outage_buffer: Self::DEFAULT_OUTAGE_BUFFER,
+        })
+    }
+}
+
+/// What the broker has done, for metrics and health checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerStatus {
+    /// Whether both connections are up now.
+    pub connected: bool,
+    /// Connections made (the first included).
+    pub connects: u64,
+    /// Publications Redis accepted (`PUBLISH` answered).
+    pub published: u64,
+    /// Publications received from other processes' nodes and handed to this process's.
+    pub received: u64,
+    /// Publications waiting for Redis (to come back, or to answer).
+    pub buffered: usize,
+    /// Publications dropped because the outage buffer was full.
+    pub dropped: u64,
+    /// Rooms this node is subscribed to.
+    pub rooms: usize,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// A [`PubSub`] on Redis. Cheap to clone; every clone talks to the same task.
+#[derive(Clone)]
+pub struct RedisPubSub {
+    ops: mpsc::UnboundedSender<Op>,
+    status: Arc<Mutex<BrokerStatus>>,
+}
+
+enum Op {
+    Subscribe(u64, mpsc::UnboundedSender<Publication>),
+    Publish(u64, Publication),
+    Occupied(u64, String),
+    Vacated(u64, String),
+}
+
+impl RedisPubSub {
+    /// Starts the broker's task on `runtime`; it connects at once (and again whenever
+    /// the connection is lost).
+    pub fn start<R: Runtime>(config: RedisConfig, runtime: R) -> Self {
+        let (ops, rx) = mpsc::unbounded();
+        let status = Arc::new(Mutex::new(BrokerStatus::default()));
+        let task = Task {
+            config,
+            runtime: runtime.clone(),
+            status: status.clone(),
+            nodes: Vec::new(),
+            rooms: HashMap::new(),
+            buffer: VecDeque::new(),
+        };
+        runtime.spawn(task.run(rx));
+        Self { ops, status }
+    }
+
+    /// What the broker has done so far.
+    pub fn status(&self) -> BrokerStatus {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn send(&self, op: Op) {
+        // Fails only once the task ended (its runtime shut down): nothing to deliver to.
+        let _ = self.ops.unbounded_send(op);
+    }
+}
+
+impl PubSub for RedisPubSub {
+    fn subscribe(&self, node: u64) -> mpsc::UnboundedReceiver<Publication> {
+        let (tx, rx) = mpsc::unbounded();
+        self.send(Op::Subscribe(node, tx));
+        rx
+    }
+
+    fn publish(&self, node: u64, publication: Publication) {
+        self.send(Op::Publish(node, publication));
+    }
+
+    fn room_occupied(&self, node: u64, room: &str) {
+        self.send(Op::Occupied(node, room.to_owned()));
+    }
+
+    fn room_vacated(&self, node: u64, room: &str) {
+        self.send(Op::Vacated(node, room.to_owned()));
+    }
+}
+
+/// A local node: its id, where its deliveries go, its rooms.
+struct Node {
+    id: u64,
+    tx: mpsc::UnboundedSender<Publication>,
+    rooms: HashSet<String>,
+}
+
+/// Most operations taken from the queue at once: the publications among them go to
+/// Redis in one pipeline (one round trip).
+const BATCH: usize = 256;
+
+struct Task<R> {
+    config: RedisConfig,
+    runtime: R,
+    status: Arc<Mutex<BrokerStatus>>,
+    nodes: Vec<Node>,
+    /// Room → how many local nodes have members there (subscribed while > 0).
+    rooms: HashMap<String, usize>,
+    /// Publications not yet accepted by Redis, oldest first: made while it was away,
+    /// or whose `PUBLISH` failed.
+    buffer: VecDeque<(u64, Publication)>,
+}
+
+/// The two connections while Redis is up.
+struct Link {
+    publisher: redis::aio::MultiplexedConnection,
+    subscriber: redis::aio::PubSubSink,
+    messages: futures_util::stream::Fuse<redis::aio::PubSubStream>,
+}
+
+/// What woke the task while connected.
+enum Event {
+    Op(Option<Op>),
+    Message(Option<redis::Msg>),
+}
+
+/// What one operation asks of Redis, once the local state is updated.
+enum Command {
+    None,
+    Publish,
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+impl<R: Runtime> Task<R> {
+    async fn run(mut self, mut ops: mpsc::UnboundedReceiver<Op>) {
+        let mut backoff = self.config.reconnect_backoff.0;
+        loop {
+            let mut link = match self.connect().await {
+                Ok(link) => link,
+                Err(err) => {
+                    self.note_error(&err);
+                    tracing::warn!(%err, retry_in = ?backoff, "Redis unreachable; local delivery goes on");
+                    // Wait before the next attempt, taking operations meanwhile.
+                    let mut retry = self.runtime.sleep_until(Instant::now() + backoff).fuse();
+                    backoff = (backoff * 2).min(self.config.reconnect_backoff.1);
+                    loop {
+                        futures_util::select_biased! {
+                            op = ops.next() => match op {
+                                Some(op) => { self.apply(op); }
+                                // Every handle was dropped: nobody publishes or listens any more.
+                                None => return,
+                            },
+                            () = retry => break,
+                        }
+                    }
+                    continue;
+                }
+            };
+            backoff = self.config.reconnect_backoff.0;
+            let connects = {
+                let mut status = self.lock();
+                status.connected = true;
+                status.connects += 1;
+                status.connects
+            };
+            if connects > 1 {
+                tracing::info!(prefix = %self.config.prefix, rooms = self.rooms.len(), buffered = self.buffer.len(), "reconnected to Redis");
+            } else {
+                tracing::info!(prefix = %self.config.prefix, "connected to Redis");
+            }
+            let outcome = match self.flush(&mut link).await {
+                Ok(()) => self.serve(&mut link, &mut ops).await,
+                Err(err) => Err(err),
+            };
+            drop(link);
+            match outcome {
+                Ok(()) => return,
+                Err(err) => {
+                    self.note_error(&err);
+                    self.lock().connected = false;
+                    tracing::warn!(%err, "lost the connection to Redis; local delivery goes on, reconnecting");
+                }
+            }
+        }
+    }
+
+    /// Serves while connected: `Ok` once every handle is dropped, the error that broke
+    /// the link otherwise.
+    async fn serve(
+        &mut self,
+        link: &mut Link,
+        ops: &mut mpsc::UnboundedReceiver<Op>,
+    ) -> redis::RedisResult<()> {
+        loop {
+            let event = futures_util::select_biased! {
+                op = ops.next() => Event::Op(op),
+                message = link.messages.next() => Event::Message(message),
+            };
+            match event {
+                Event::Op(None) => return Ok(()),
+                Event::Op(Some(op)) => {
+                    let mut batch = vec![op];
+                    while batch.len() < BATCH {
+                        match ops.try_recv() {
+                            Ok(op) => batch.push(op),
+                            _ => break,
+                        }
+                    }
+                    for op in batch {
+                        match self.apply(op) {
+                            Command::None | Command::Publish => {}
+                            command => {
+                                // Publications before a subscription change go first.
+                                self.flush(link).await?;
+                                self.resubscribe(link, command).await?;
+                            }
+                        }
+                    }
+                    self.flush(link).await?;
+                }
+                Event::Message(Some(message)) => self.deliver(&message),
+                Event::Message(None) => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "the subscription connection closed",
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Opens both connections and subscribes to what the local nodes need.
+    async fn connect(&mut self) -> redis::RedisResult<Link> {
+        let client = self.config.client.clone();
+        let publisher = self.timed(client.get_multiplexed_async_connection()).await?;
+        let (mut subscriber, messages) = self.timed(client.get_async_pubsub()).await?.split();
+        let mut channels = vec![
+            wire::all_channel(&self.config.prefix),
+            wire::direct_channel(&self.config.prefix),
+        ];
+        channels.extend(
+            self.rooms
+                .keys()
+                .map(|room| wire::room_channel(&self.config.prefix, room)),
+        );
+        self.timed(subscriber.subscribe(&channels)).await?;
+        Ok(Link {
+            publisher,
+            subscriber,
+            messages: messages.fuse(),
+        })
+    }
+
+    /// Applies `op` to the local state: delivers a publication to the other local
+    /// nodes and queues it for Redis, counts a room's nodes. Returns what Redis must be
+    /// told.
+    fn apply(&mut self, op: Op) -> Command {
+        match op {
+            Op::Subscribe(id, tx) => {
+                self.nodes.retain(|n| n.id != id);
+                self.nodes.push(Node {
+                    id,
+                    tx,
+                    rooms: HashSet::new(),
+                });
+                Command::None
+            }
+            Op::Publish(node, publication) => {
+                // Other nodes in this process get it without a round trip (and
+                // `deliver` leaves out its echo from Redis).
+                self.deliver_local(node, &publication);
+                if wire::channel(&self.config.prefix, &publication.target).is_none() {
+                    return Command::None;
+                }
+                self.keep(node, publication);
+                Command::Publish
+            }
+            Op::Occupied(node, room) => {
+                let Some(n) = self.nodes.iter_mut().find(|n| n.id == node) else {
+                    return Command::None;
+                };
+                if !n.rooms.insert(room.clone()) {
+                    return Command::None;
+                }
+                let count = self.rooms.entry(room.clone()).or_default();
+                *count += 1;
+                let first = *count == 1;
+                let rooms = self.rooms.len();
+                self.lock().rooms = rooms;
+                if first {
+                    Command::Subscribe(room)
+                } else {
+                    Command::None
+                }
+            }
+            Op::Vacated(node, room) => {
+                let Some(n) = self.nodes.iter_mut().find(|n| n.id == node) else {
+                    return Command::None;
+                };
+                if !n.rooms.remove(&room) {
+                    return Command::None;
+                }
+                let last = match self.rooms.get_mut(&room) {
+                    Some(count) if *count > 1 => {
+                        *count -= 1;
+                        false
+                    }
+                    _ => {
+                        self.rooms.remove(&room);
+                        true
+                    }
+                };
+                let rooms = self.rooms.len();
+                self.lock().rooms = rooms;
+                if last {
+                    Command::Unsubscribe(room)
+                } else {
+                    Command::None
+                }
+            }
+        }
+    }
+
+    async fn resubscribe(&mut self, link: &mut Link, command: Command) -> redis::RedisResult<()> {
+        match command {
+            Command::Subscribe(room) => {
+                let channel = wire::room_channel(&self.config.prefix, &room);
+                self.timed(link.subscriber.subscribe(channel)).await
+            }
+            Command::Unsubscribe(room) => {
+                let channel = wire::room_channel(&self.config.prefix, &room);
+                self.timed(link.subscriber.unsubscribe(channel)).await
+            }
+            Command::None | Command::Publish => Ok(()),
+        }
+    }
+
+    /// Publishes what waits in the buffer, oldest first, in pipelines of at most
+    /// [`BATCH`] commands. What Redis did not confirm stays in the buffer.
+    async fn flush(&mut self, link: &mut Link) -> redis::RedisResult<()> {
+        while !self.buffer.is_empty() {
+            let n = self.buffer.len().min(BATCH);
+            let mut pipe = redis::pipe();
+            for (node, publication) in self.buffer.iter().take(n) {
+                if let Some(channel) = wire::channel(&self.config.prefix, &publication.target) {
+                    pipe.cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(wire::encode(*node, publication))
+                        .ignore();
+                }
+            }
+            self.timed(pipe.query_async::<()>(&mut link.publisher)).await?;
+            self.buffer.drain(..n);
+            let buffered = self.buffer.len();
+            let mut status = self.lock();
+            status.published += n as u64;
+            status.buffered = buffered;
+        }
+        Ok(())
+    }
+
+    /// Keeps a publication until Redis accepts it, within the outage buffer.
+    fn keep(&mut self, node: u64, publication: Publication) {
+        let mut dropped = 0;
+        if self.config.outage_buffer == 0 {
+            dropped = 1;
+        } else {
+            if self.buffer.len() >= self.config.outage_buffer {
+                self.buffer.pop_front();
+                dropped = 1;
+            }
+            self.buffer.push_back((node, publication));
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                buffer = self.config.outage_buffer,
+                "Redis outage buffer full: a publication is dropped"
+            );
+        }
+        let buffered = self.buffer.len();
+        let mut status = self.lock();
+        status.dropped += dropped;
+        status.buffered = buffered;
+    }
+
+    /// A message from Redis: to every local node that wants it, unless a local node
+    /// published it (those had it at once).
+    fn deliver(&mut self, message: &redis::Msg) {
+        let Some((node, publication)) = wire::decode(
+            &self.config.prefix,
+            message.get_channel_name(),
+            message.get_payload_bytes(),
+        ) else {
+            tracing::debug!(
+                channel = message.get_channel_name(),
+                "a message this broker cannot read"
+            );
+            return;
+        };
+        if self.nodes.iter().any(|n| n.id == node) {
+            return;
+        }
+        self.deliver_local(node, &publication);
+        self.lock().received += 1;
+    }
+
+    /// Hands `publication` from `node` to the other local nodes that want it.
+    fn deliver_local(&mut self, from: u64, publication: &Publication) {
+        self.nodes.retain(|n| {
+            let wanted = n.id != from
+                && match &publication.target {
+                    ws_session::PublishTarget::Room(room) => n.rooms.contains(&**room),
+                    _ => true,
+                };
+            !wanted || n.tx.unbounded_send(publication.clone()).is_ok()
+        });
+    }
+
+    fn note_error(&self, err: &redis::RedisError) {
+        let text = err.to_string();
+        self.lock().last_error = Some(text);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BrokerStatus> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `future` within the command timeout.
+    async fn timed<T>(
+        &self,
+        future: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        let mut deadline = self
+            .runtime
+            .sleep_until(Instant::now() + self.config.command_timeout)
+            .fuse();
+        let future = future.fuse();
+        futures_util::pin_mut!(future);
+        futures_util::select_biased! {
+            result = future => result,
+            () = deadline => Err(redis::RedisError::from((redis::ErrorKind::Io, "Redis command timed out"))),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! How a publication travels through Redis: the channel names it, the message carries
+//! the rest.
+//!
+//! Channels: `{prefix}:all`, `{prefix}:room:{room}` (subscribed only by nodes with
+//! members in the room) and `{prefix}:direct` (to a user or a session: every node
+//! subscribes, the nodes that hold them deliver). Message: a version byte (1), the
+//! publishing node (8 bytes, big-endian), the session to leave out (a flag byte, then
+//! 16 bytes when set); on `direct`, the target (0, the user id's length in 2 bytes and
+//! its UTF-8; or 1 and the session id in 16 bytes); then the envelope prefix as the
+//! engine encoded it.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ws_session::{Publication, PublishTarget, SessionId, UserId};
+
+const VERSION: u8 = 1;
+const HEADER: usize = 1 + 8 + 1;
+
+/// The channel of a target.
+pub(crate) fn channel(prefix: &str, target: &PublishTarget) -> Option<String> {
+    match target {
+        PublishTarget::All => Some(all_channel(prefix)),
+        PublishTarget::Room(room) => Some(room_channel(prefix, room)),
+        PublishTarget::User(_) | PublishTarget::Session(_) => Some(direct_channel(prefix)),
+        // A kind of target this backend does not know: not sent rather than misrouted.
+        _ => None,
+    }
+}
+
+pub(crate) fn all_channel(prefix: &str) -> String {
+    format!("{prefix}:all")
+}
+
+pub(crate) fn direct_channel(prefix: &str) -> String {
+    format!("{prefix}:direct")
+}
+
+pub(crate) fn room_channel(prefix: &str, room: &str) -> String {
+    format!("{prefix}:room:{room}")
+}
+
+/// The message for `publication` from `node`.
+pub(crate) fn encode(node: u64, publication: &Publication) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(HEADER + 16 + 16 + publication.prefix.len());
+    out.put_u8(VERSION);
+    out.put_u64(node);
+    match publication.except {
+        Some(session) => {
+            out.put_u8(1);
+            out.put_u128(session.0);
+        }
+        None => out.put_u8(0),
+    }
+    match &publication.target {
+        PublishTarget::User(user) => {
+            out.put_u8(0);
+            let id = user.as_str().as_bytes();
+            // Cut rather than misread past 64 KiB (no user id is that long).
+            let len = id.len().min(usize::from(u16::MAX));
+            out.put_u16(len as u16);
+            out.put_slice(&id[..len]);
+        }
+        PublishTarget::Session(session) => {
+            out.put_u8(1);
+            out.put_u128(session.0);
+        }
+        _ => {}
+    }
+    out.put_slice(&publication.prefix);
+    out.to_vec()
+}
+
+/// A message read back: the publishing node and the publication, or `None` for a
+/// message this version cannot read (another version, or not ours).
+pub(crate) fn decode(prefix: &str, channel: &str, message: &[u8]) -> Option<(u64, Publication)> {
+    let direct = channel == direct_channel(prefix);
+    let mut target = if direct || channel == all_channel(prefix) {
+        PublishTarget::All
+    } else {
+        let room = channel.strip_prefix(prefix)?.strip_prefix(":room:")?;
+        PublishTarget::Room(Arc::from(room))
+    };
+    let (&version, rest) = message.split_first()?;
+    if version != VERSION || rest.len() < HEADER - 1 {
+        return None;
+    }
+    let node = u64::from_be_bytes(rest[..8].try_into().ok()?);
+    let (except, mut body) = match rest[8] {
+        0 => (None, &rest[9..]),
+        1 if rest.len() >= 9 + 16 => {
+            let id = u128::from_be_bytes(rest[9..25].try_into().ok()?);
+            (Some(SessionId(id)), &rest[25..])
+        }
+        _ => return None,
+    };
+    if direct {
+        let (&kind, rest) = body.split_first()?;
+        match kind {
+            0 if rest.len() >= 2 => {
+                let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                let id = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
+                target = PublishTarget::User(UserId::new(id));
+                body = &rest[2 + len..];
+            }
+            1 if rest.len() >= 16 => {
+                target = PublishTarget::Session(SessionId(u128::from_be_bytes(rest[..16].try_into().ok()?)));
+                body = &rest[16..];
+            }
+            _ => return None,
+        }
+    }
+    Some((
+        node,
+        Publication::new(target, except, Bytes::copy_from_slice(body)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publication_round_trips() {
+        for (target, except) in [
+            (PublishTarget::All, None),
+            (
+                PublishTarget::Room(Arc::from("lobby:1")),
+                Some(SessionId(0xfeed_beef)),
+            ),
+            (PublishTarget::User(UserId::new("alice")), Some(SessionId(3))),
+            (PublishTarget::User(UserId::new("")), None),
+            (PublishTarget::Session(SessionId(u128::MAX - 1)), None),
+        ] {
+            let publication = Publication::new(
+                target.clone(),
+                except,
+                Bytes::from_static(br#"{"v":"1.0","e":"x""#),
+            );
+            let channel = channel("t", &target).unwrap();
+            let message = encode(42, &publication);
+            assert_eq!(decode("t", &channel, &message), Some((42, publication)));
+        }
+    }
+
+    #[test]
+    fn what_is_not_ours_is_ignored() {
+        let message = encode(1, &Publication::new(PublishTarget::All, None, Bytes::new()));
+        assert_eq!(decode("t", "other:all", &message), None);
+        assert_eq!(decode("t", "t:all", &[2, 0, 0]), None);
+        assert_eq!(decode("t", "t:all", &[]), None);
+        let mut truncated = encode(
+            1,
+            &Publication::new(PublishTarget::All, Some(SessionId(7)), Bytes::new()),
+        );
+        truncated.truncate(12);
+        assert_eq!(decode("t", "t:all", &truncated), None);
+        let user = Publication::new(PublishTarget::User(UserId::new("bob")), None, Bytes::new());
+        let mut cut = encode(1, &user);
+        cut.truncate(cut.len() - 1);
+        assert_eq!(decode("t", "t:direct", &cut), None, "a user id cut short");
+        let session_cut = [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 7];
+        assert_eq!(
+            decode("t", "t:direct", &session_cut),
+            None,
+            "a session id cut short"
+        );
+        assert_eq!(decode("t", "t:direct", &[1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 9]), None);
+    }
+}
