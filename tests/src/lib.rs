@@ -45,7 +45,8 @@ macro_rules! runtime_suite {
             a_network_drop_suspends_the_session_and_does_not_end_it,
             server_requests_are_answered_refused_or_timed_out,
             a_request_to_an_ended_session_fails,
-            a_request_made_during_a_drop_is_answered_after_the_resume
+            a_request_made_during_a_drop_is_answered_after_the_resume,
+            permessage_deflate_is_negotiated_unless_turned_off
         );
     };
     (@each $runtime:expr; $($name:ident),* $(,)?) => {

@@ -1102,3 +1102,62 @@ async fn next_request(ws: &mut Ws) -> Value {
         }
     }
 }
+
+/// A client offering permessage-deflate (as ws-driver's client and browsers do) gets it
+/// from a server with compression on (the default), and a repetitive envelope makes the
+/// round trip through the compressed path both ways; a server configured without
+/// compression declines the offer and serves the same session uncompressed.
+pub async fn permessage_deflate_is_negotiated_unless_turned_off(runtime: ServerRuntime) {
+    for enabled in [true, false] {
+        let mut config = EngineConfig::default();
+        config.envelope.deflate = enabled;
+        let server = start(runtime, app().config(config)).await;
+        let addr = server.addr;
+        // A futures-io socket (async-io's reactor works under any executor).
+        let stream = async_std::net::TcpStream::connect(addr).await.expect("connect");
+        let mut request =
+            ws_proto::handshake::ClientRequest::new(addr.to_string(), "/ws", *b"deflate-test-key");
+        request
+            .headers
+            .push(("Authorization".into(), "Bearer user:zip".into()));
+        let (stream, conn) = ws_driver::client::handshake(stream, request, &ws_proto::Config::default())
+            .await
+            .expect("the upgrade");
+        assert_eq!(
+            conn.deflate().is_some(),
+            enabled,
+            "negotiated {:?} with compression {}",
+            conn.deflate(),
+            if enabled { "on" } else { "off" }
+        );
+        let mut ws = ws_driver::WebSocket::from_connection(stream, conn);
+        assert_eq!(next_envelope(&mut ws).await["e"], "sys.session.created");
+        let text = "the same words again and again, ".repeat(100);
+        let envelope = json!({"v": "1.0", "e": "echo", "p": text, "c": "z1"});
+        ws.send_text(&envelope.to_string()).await.expect("send");
+        let reply = next_envelope(&mut ws).await;
+        assert_eq!(reply["c"], "z1", "{reply}");
+        assert_eq!(reply["p"], text.as_str());
+    }
+}
+
+/// The next envelope on a raw WebSocket that is not a heartbeat.
+async fn next_envelope(ws: &mut ws_driver::WebSocket<async_std::net::TcpStream>) -> Value {
+    let read = async {
+        loop {
+            match ws.recv().await.expect("read") {
+                Some(ws_proto::Event::Text(text)) => {
+                    let value: Value = serde_json::from_str(&text).expect("an envelope");
+                    if value["e"] != "sys.ping" {
+                        return value;
+                    }
+                }
+                Some(_) => {}
+                None => panic!("the server closed"),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("an envelope in time")
+}
