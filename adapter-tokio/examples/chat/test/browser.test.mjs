@@ -8,7 +8,7 @@
 // which downloads no browser of its own.
 //
 // alice opens the page straight on the server; bob opens it through a TCP proxy written
-// here, which can "cut the network": every proxied socket is reset (no close handshake,
+// in ../../../../clients/js/test/support.mjs, which can "cut the network": every proxied socket is reset (no close handshake,
 // like a phone losing Wi-Fi) and new connections are reset on accept until it is let
 // through again. The test checks what a person would see on both pages: members, the
 // reconnecting state, the "session restored" notice, missed messages delivered exactly
@@ -23,71 +23,11 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 // The chat server and the cutting proxy, shared with the tether-client package's tests.
 import { CHAT_BIN, CutProxy, repo, sleep, startChat, stopChat, within } from '../../../../clients/js/test/support.mjs';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+import { chatLines, launchChromium, log, members, say, signIn, statusOf, until, untilLine, WAIT_MS } from './page.mjs';
 const SHOTS = path.join(repo, 'target/browser-test');
 
 const CUT_MS = 3000; // how long bob's network is down (the resume window is 2 min)
-const WAIT_MS = 15000; // the longest any single wait on a page may take
 const RESUME_WAIT_MS = 25000; // reconnect backoff after a 3 s cut stays well under this
-
-const t0 = Date.now();
-function log(...args) {
-  console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)} s]`, ...args);
-}
-// ------------------------------------------------------------------ page helpers
-
-/** What a person sees in the message list: chat lines as "user: text". */
-function chatLines(page) {
-  return page.$$eval('#messages .msg', (nodes) => nodes.map((n) => {
-    const user = n.querySelector('.meta b')?.textContent ?? '?';
-    const body = n.querySelector('.body')?.textContent ?? '';
-    return `${user}: ${body}`;
-  }));
-}
-
-function members(page) {
-  return page.$$eval('#members li', (nodes) => nodes.map((n) => n.textContent));
-}
-
-/** Waits until `fn(page)` returns something for which `ok` holds; returns it. */
-async function until(page, what, fn, ok, ms = WAIT_MS) {
-  const deadline = Date.now() + ms;
-  let last;
-  for (;;) {
-    last = await fn(page);
-    if (ok(last)) return last;
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${ms} ms waiting for ${what}; last seen: ${JSON.stringify(last)}`);
-    }
-    await sleep(50);
-  }
-}
-
-/** Waits until `line` is among the page's chat lines (callers check the whole list after). */
-function untilLine(page, line, ms) {
-  return until(page, `"${line}" on the page`, chatLines, (lines) => lines.includes(line), ms);
-}
-
-async function signIn(page, url, name) {
-  await page.goto(url, { timeout: WAIT_MS });
-  await page.fill('#name', name);
-  await page.click('#login-form button[type=submit]');
-  await page.waitForSelector('#status[data-state=connected]', { timeout: WAIT_MS });
-  await page.fill('#room-name', 'lobby');
-  await page.click('#join button[type=submit]');
-  await page.waitForSelector('#room-title:text-is("# lobby")', { timeout: WAIT_MS });
-}
-
-async function say(page, text) {
-  await page.fill('#text', text);
-  await page.click('#send');
-}
-
-async function statusOf(page) {
-  return page.$eval('#status', (el) => ({
-    state: el.dataset.state, text: el.querySelector('#status-text').textContent,
-  }));
-}
 
 // ------------------------------------------------------------------ the test
 
@@ -107,15 +47,7 @@ describe('chat example in headless Chromium (bob behind a proxy that cuts the ne
     log(`chat server on 127.0.0.1:${chat.port} (${CHAT_BIN})`);
     proxy = await new CutProxy(chat.port).start();
     log(`proxy on 127.0.0.1:${proxy.port} -> ${chat.port}`);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      // playwright-core adds --headless and a fresh temporary --user-data-dir itself.
-      args: [
-        '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ],
-      timeout: 30000,
-    });
+    browser = await launchChromium(chromium);
     log(`Chromium ${browser.version()}`);
     const open = async (name) => {
       const ctx = await browser.newContext({ viewport: { width: 1000, height: 640 } });
