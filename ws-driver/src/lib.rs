@@ -41,6 +41,8 @@ mod request;
 mod runtime;
 mod serve;
 mod state;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod upgrade;
 mod write;
 
