@@ -3,6 +3,8 @@
 //! ```text
 //! cargo run --release -p adapter-tokio --example chat            # http://127.0.0.1:8080
 //! cargo run --release -p adapter-tokio --example chat -- 0.0.0.0:9000
+//! # HTTPS and wss:// with a PEM certificate chain and key:
+//! cargo run --release -p adapter-tokio --example chat -- --tls-cert cert.pem --tls-key key.pem 0.0.0.0:8443
 //! ```
 //!
 //! `/` is a page where a person picks a name, joins and leaves rooms, sees who is there
@@ -28,9 +30,10 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use adapter_tokio::{mount, serve_router, App, Context, HandlerError, Presence, TokioRuntime};
+use adapter_tokio::{mount, serve_router, tls, App, Context, HandlerError, Presence, TokioRuntime};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -149,13 +152,31 @@ fn app() -> App {
         })
 }
 
+/// The command line: `[ADDRESS] [--tls-cert PEM --tls-key PEM]`, in any order.
+fn args() -> (SocketAddr, Option<(PathBuf, PathBuf)>) {
+    let (mut addr, mut cert, mut key) = (None, None, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--tls-cert" => cert = Some(PathBuf::from(args.next().expect("--tls-cert needs a PEM file"))),
+            "--tls-key" => key = Some(PathBuf::from(args.next().expect("--tls-key needs a PEM file"))),
+            _ => addr = Some(arg.parse().expect("an address like 127.0.0.1:8080")),
+        }
+    }
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => panic!("--tls-cert and --tls-key go together"),
+    };
+    (
+        addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        tls,
+    )
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".to_owned())
-        .parse()
-        .expect("an address like 127.0.0.1:8080");
+    let (addr, tls) = args();
     let hub = app().start(TokioRuntime);
     let router = Router::new()
         .route(
@@ -170,10 +191,19 @@ async fn main() -> std::io::Result<()> {
         )
         .route("/ws", mount(hub.clone()));
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("chat on http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
     // Not `axum::serve`: tether's server gives every request head the handshake
     // deadline and refuses bare-LF heads, as the standalone server does.
-    serve_router(listener, router, &hub)
+    let mut server = serve_router(listener, router, &hub);
+    let scheme = match &tls {
+        Some((cert, key)) => {
+            server = server.tls(tls::server_config_from_pem_files(cert, key)?);
+            "https"
+        }
+        None => "http",
+    };
+    println!("chat on {scheme}://{local}");
+    server
         .run_until(async {
             let _ = tokio::signal::ctrl_c().await;
         })
