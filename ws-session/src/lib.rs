@@ -139,7 +139,7 @@ pub use engine::Engine;
 pub use error::{ApiError, ConfigError};
 pub use error_code::{ErrorCode, NotRecoverable};
 pub use id::{AuthId, ConnectionId, SessionId, UserId};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, RefusedResumes};
 pub use outbound::OutboundMessage;
 pub use request::{RequestFailure, RequestId};
 pub use session::SessionInfo;
