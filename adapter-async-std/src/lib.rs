@@ -96,6 +96,8 @@ pub use runtime::SmolRuntime;
 #[cfg(feature = "tls")]
 pub use server::TlsServer;
 pub use server::{serve_stream, AsyncNetListener, Server};
+/// Prometheus metrics: the content type, the client crate (see `ServerHandle::prometheus_text`).
+pub use ws_driver::prometheus;
 /// TLS with rustls (feature `tls`, on by default): connectors, listeners, configurations.
 #[cfg(feature = "tls")]
 pub use ws_driver::tls;

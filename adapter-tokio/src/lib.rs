@@ -15,6 +15,8 @@
 //!   pieces to configure TLS on both sides (feature `tls`, on by default). Detached
 //!   mode keeps the host server's TLS (terminate it in front of axum, or serve the
 //!   router with a TLS acceptor of your own).
+//! - [`prometheus_route`]: the server's metrics in the Prometheus text format as an
+//!   axum route (`ServerHandle::prometheus_text` for any other HTTP server).
 //!
 //! An adapter holds no protocol or session logic: that is the core's and
 //! [`ws_driver`]'s (`docs/ARCHITECTURE.md` tells the layers, and why detached mode
@@ -97,12 +99,14 @@ mod runtime;
 mod server;
 
 pub use client::{Client, TokioConnector};
-pub use mount::mount;
+pub use mount::{mount, prometheus_route};
 pub use router_server::{serve_router, RouterServer};
 pub use runtime::TokioRuntime;
 #[cfg(feature = "tls")]
 pub use server::TlsServer;
 pub use server::{serve_stream, Server, TokioListener};
+/// Prometheus metrics: the content type, the client crate (see `ServerHandle::prometheus_text`).
+pub use ws_driver::prometheus;
 /// TLS with rustls (feature `tls`, on by default): connectors, listeners, configurations.
 #[cfg(feature = "tls")]
 pub use ws_driver::tls;

@@ -122,3 +122,26 @@ fn rejection_response(rejection: &Rejection) -> Response {
     }
     response
 }
+
+/// The server's Prometheus metrics as an axum route:
+/// `Router::new().route("/metrics", prometheus_route(hub.handle().clone()))`. A `GET`
+/// answers [`ServerHandle::prometheus_text`](ws_driver::ServerHandle::prometheus_text)
+/// with its content type; 503 once the hub has stopped.
+pub fn prometheus_route<S>(handle: ws_driver::ServerHandle) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    axum::routing::get(move || {
+        let handle = handle.clone();
+        async move {
+            match handle.prometheus_text().await {
+                Some(text) => (
+                    [(header::CONTENT_TYPE, ws_driver::prometheus::CONTENT_TYPE)],
+                    text,
+                )
+                    .into_response(),
+                None => (StatusCode::SERVICE_UNAVAILABLE, "the server has stopped").into_response(),
+            }
+        }
+    })
+}

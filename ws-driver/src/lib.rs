@@ -33,6 +33,7 @@ mod error;
 mod handler;
 mod hub;
 mod presence;
+pub mod prometheus;
 mod pubsub;
 mod pump;
 mod raw;
