@@ -12,7 +12,7 @@
 //! package of `clients/js` (with resume: cut the network for ten seconds and the
 //! missed messages arrive when it comes back);
 //! `/ws` is the tether endpoint, mounted on the same axum router as the page
-//! (detached mode).
+//! (detached mode); `/metrics` is the server's metrics in the Prometheus text format.
 //!
 //! The chat protocol on top of tether's envelope (see `docs/PROTOCOL.md`):
 //! - `chat.join {room}` → reply `chat.joined {room, members, away}` (the users in the
@@ -33,7 +33,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use adapter_tokio::{mount, serve_router, tls, App, Context, HandlerError, Presence, TokioRuntime};
+use adapter_tokio::{
+    mount, prometheus_route, serve_router, tls, App, Context, HandlerError, Presence, TokioRuntime,
+};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -189,7 +191,9 @@ async fn main() -> std::io::Result<()> {
                 ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], CLIENT).into_response()
             }),
         )
-        .route("/ws", mount(hub.clone()));
+        .route("/ws", mount(hub.clone()))
+        // The server's counters, gauges and handler latencies for Prometheus to scrape.
+        .route("/metrics", prometheus_route(hub.handle().clone()));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     // Not `axum::serve`: tether's server gives every request head the handshake
