@@ -323,7 +323,7 @@ impl<'a> Reader<'a> {
     fn skip_value(&mut self, depth: usize) -> Result<(), EnvelopeError> {
         // An explicit stack of the elements left at each open level: no recursion, so
         // even `usize::MAX` (the fields' second walk) cannot overflow the stack.
-        let mut open: Vec<usize> = Vec::new();
+        let mut open = Stack::default();
         let mut max_depth = depth;
         loop {
             match self.head()? {
@@ -371,6 +371,40 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+    }
+}
+
+/// A stack of counters that lives inline for the first 16 levels (every envelope of
+/// the default depth limit but the deepest), on the heap beyond.
+#[derive(Default)]
+struct Stack {
+    inline: [usize; 16],
+    len: usize,
+    spill: Vec<usize>,
+}
+
+impl Stack {
+    fn push(&mut self, value: usize) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = value,
+            None => self.spill.push(value),
+        }
+        self.len += 1;
+    }
+
+    fn last_mut(&mut self) -> Option<&mut usize> {
+        match self.len {
+            0 => None,
+            n if n <= self.inline.len() => Some(&mut self.inline[n - 1]),
+            _ => self.spill.last_mut(),
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.len > self.inline.len() {
+            self.spill.pop();
+        }
+        self.len -= 1;
     }
 }
 
@@ -438,27 +472,61 @@ impl std::error::Error for MsgPackEncodeError {}
 /// Encodes `env` as a binary envelope (`v` is [`WIRE_VERSION`]; `s` last). A JSON
 /// payload is transcoded to the equivalent MessagePack value.
 pub fn encode_msgpack(env: &OutgoingEnvelope<'_>, out: &mut Vec<u8>) -> Result<(), MsgPackEncodeError> {
-    let mut body = Vec::new();
-    let fields = encode_msgpack_body(env, &mut body)?;
-    write_msgpack_framed(&body, fields, env.seq, out);
+    let payload = json_payload(env)?;
+    let _ = rmp::encode::write_map_len(out, field_count(env, payload.is_some()));
+    write_head_fields(env, out);
+    if let Some(value) = payload {
+        write_str(out, "p");
+        rmp_serde::encode::write_named(out, &value).map_err(|err| MsgPackEncodeError(err.to_string()))?;
+    }
+    write_tail_fields(env, out);
+    write_seq(env.seq, out);
     Ok(())
+}
+
+/// The fields `env` will have: `v`, `e`, and each of `p`, `c`, `t`, `s` present.
+fn field_count(env: &OutgoingEnvelope<'_>, payload: bool) -> u32 {
+    2 + u32::from(payload)
+        + u32::from(env.correlation_id.is_some())
+        + u32::from(env.timestamp.is_some())
+        + u32::from(env.seq.is_some())
+}
+
+/// `env`'s JSON payload as a value, `None` when absent or `null`.
+fn json_payload(env: &OutgoingEnvelope<'_>) -> Result<Option<serde_json::Value>, MsgPackEncodeError> {
+    let Some(json) = env.payload.as_json() else {
+        return Ok(None);
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|err| MsgPackEncodeError(err.to_string()))?;
+    Ok((!value.is_null()).then_some(value))
+}
+
+fn write_seq(seq: Option<u64>, out: &mut Vec<u8>) {
+    if let Some(seq) = seq {
+        write_str(out, "s");
+        let _ = rmp::encode::write_uint(out, seq);
+    }
 }
 
 /// Encodes `env` with `payload` serialized by `rmp-serde` (structs as maps with their
 /// field names, as in JSON; byte buffers serialized as bytes become `bin`), ignoring
-/// `env`'s own payload.
+/// `env`'s own payload. On an error, `out` is left as it was.
 pub fn encode_msgpack_serialize<T: Serialize + ?Sized>(
     env: &OutgoingEnvelope<'_>,
     payload: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), MsgPackEncodeError> {
-    let mut body = Vec::new();
-    let mut fields = write_head_fields(env, &mut body);
-    write_str(&mut body, "p");
-    rmp_serde::encode::write_named(&mut body, payload).map_err(|err| MsgPackEncodeError(err.to_string()))?;
-    fields += 1;
-    fields += write_tail_fields(env, &mut body);
-    write_msgpack_framed(&body, fields, env.seq, out);
+    let start = out.len();
+    let _ = rmp::encode::write_map_len(out, field_count(env, true));
+    write_head_fields(env, out);
+    write_str(out, "p");
+    if let Err(err) = rmp_serde::encode::write_named(out, payload) {
+        out.truncate(start);
+        return Err(MsgPackEncodeError(err.to_string()));
+    }
+    write_tail_fields(env, out);
+    write_seq(env.seq, out);
     Ok(())
 }
 
@@ -466,15 +534,12 @@ pub fn encode_msgpack_serialize<T: Serialize + ?Sized>(
 /// number of fields written. The body of a broadcast: encode it once, and complete it
 /// per recipient with [`write_msgpack_framed`].
 pub fn encode_msgpack_body(env: &OutgoingEnvelope<'_>, out: &mut Vec<u8>) -> Result<u32, MsgPackEncodeError> {
+    let payload = json_payload(env)?;
     let mut fields = write_head_fields(env, out);
-    if let Some(json) = env.payload.as_json() {
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|err| MsgPackEncodeError(err.to_string()))?;
-        if !value.is_null() {
-            write_str(out, "p");
-            rmp_serde::encode::write_named(out, &value).map_err(|err| MsgPackEncodeError(err.to_string()))?;
-            fields += 1;
-        }
+    if let Some(value) = payload {
+        write_str(out, "p");
+        rmp_serde::encode::write_named(out, &value).map_err(|err| MsgPackEncodeError(err.to_string()))?;
+        fields += 1;
     }
     Ok(fields + write_tail_fields(env, out))
 }
@@ -486,10 +551,7 @@ pub fn write_msgpack_framed(body: &[u8], fields: u32, seq: Option<u64>, out: &mu
     // `write_map_len` cannot fail on a `Vec`.
     let _ = rmp::encode::write_map_len(out, count);
     out.extend_from_slice(body);
-    if let Some(seq) = seq {
-        write_str(out, "s");
-        let _ = rmp::encode::write_uint(out, seq);
-    }
+    write_seq(seq, out);
 }
 
 /// `v` and `e`.

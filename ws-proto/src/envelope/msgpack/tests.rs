@@ -186,6 +186,13 @@ fn limits_are_checked_before_decoding() {
         MsgPackEnvelope::decode(&deep, &config),
         Err(EnvelopeError::TooDeep { max: 4 })
     );
+    // Deeper than the inline part of the walk's stack, within the default limit (32):
+    // accepted, and every level closes.
+    let mut nested = with_extra(2, b"\xa1p");
+    nested.extend(std::iter::repeat_n(0x91, 25));
+    nested.extend_from_slice(b"\x01\xa1c\xa2ok");
+    let decoded = MsgPackEnvelope::decode(&nested, &Config::default()).unwrap();
+    assert_eq!(decoded.correlation_id, Some("ok"));
     // A deep structure far past the limit costs one linear walk, no recursion.
     let mut abyss = with_extra(1, b"\xa1p");
     abyss.extend(std::iter::repeat_n(0x91, 100_000));
