@@ -25,6 +25,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// address, so `wss://127.0.0.1` is a wrong name).
 struct Pki {
     ca: CertificateDer<'static>,
+    ca_pem: String,
     cert_pem: String,
     key_pem: String,
     chain: Vec<CertificateDer<'static>>,
@@ -49,6 +50,7 @@ fn pki_of(ca_name: &str) -> Pki {
         .unwrap();
     Pki {
         ca: ca.der().clone(),
+        ca_pem: ca.pem(),
         cert_pem: leaf.pem(),
         key_pem: key.serialize_pem(),
         chain: vec![leaf.der().clone()],
@@ -322,4 +324,25 @@ async fn the_router_server_serves_the_mounted_endpoint_over_tls() {
     client.close(CloseCode::NORMAL, "done").await.unwrap();
     let _ = stop.send(());
     task.await.unwrap().unwrap();
+}
+
+/// `tls::native_roots()` reads the platform's store, which takes `SSL_CERT_FILE` in:
+/// pointed at the test's CA, the roots trust the test server.
+#[tokio::test]
+async fn the_platforms_roots_come_from_its_store() {
+    let pki = make_pki();
+    let dir = std::env::temp_dir().join(format!("tether-native-roots-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    // This is the only test of this binary that reads the platform's store.
+    std::env::set_var("SSL_CERT_FILE", &ca_file);
+    let roots = tls::native_roots().unwrap();
+    std::env::remove_var("SSL_CERT_FILE");
+    assert!(!roots.is_empty());
+    let server = harness::start_tls(ServerRuntime::Tokio, app(), pki.server_config()).await;
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    connect(ServerRuntime::Tokio, &url, Some(roots)).await.unwrap();
+    server.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -10,6 +10,8 @@
 //!   [`TlsAccepted`] stream whose TLS handshake runs *on the connection's own task*,
 //!   within the server's handshake timeout, never in the accept loop (so one slow or
 //!   silent peer does not hold up the others).
+//! - [`webpki_roots`] (the default of the connector) and, with the `native-roots`
+//!   feature, `native_roots` (the platform's store) give the roots to trust.
 //! - [`server_config`] and [`server_config_from_pem_files`] build a
 //!   `rustls::ServerConfig` from a PEM certificate chain and key.
 //!
@@ -52,6 +54,28 @@ pub fn webpki_roots() -> RootCertStore {
     RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     }
+}
+
+/// The platform's trusted certificates (feature `native-roots`): the system store on
+/// Linux (`/etc/ssl/certs` and the like, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when
+/// set), the keychain on macOS, the Windows store. Certificates that cannot be parsed
+/// are skipped; it fails only when none could be loaded, saying why.
+#[cfg(feature = "native-roots")]
+pub fn native_roots() -> io::Result<RootCertStore> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "the store is empty".to_owned(), ToString::to_string);
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no usable certificate in the platform's store: {why}"),
+        ));
+    }
+    Ok(roots)
 }
 
 /// A client configuration (TLS 1.2 and 1.3, no client certificate) trusting `roots`.
