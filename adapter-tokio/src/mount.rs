@@ -87,7 +87,14 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    match parsed.accept_fields(&Accept::new().with_deflate(deflate.as_ref())) {
+    // The tether subprotocol, when the client named one the server speaks (JSON today).
+    let mut accept = Accept::new().with_deflate(deflate.as_ref());
+    if let (_, Some(protocol)) =
+        ws_proto::envelope::Codec::negotiate(parsed.protocols(), &ws_proto::envelope::Codec::SERVED)
+    {
+        accept = accept.with_protocol(protocol);
+    }
+    match parsed.accept_fields(&accept) {
         Ok(fields) => {
             for (name, value) in fields {
                 if let (Ok(name), Ok(value)) = (
@@ -98,7 +105,7 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
                 }
             }
         }
-        // Nothing chosen that the client did not offer: cannot happen with `Accept::new`.
+        // Nothing chosen that the client did not offer: cannot happen here.
         Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
     }
     response

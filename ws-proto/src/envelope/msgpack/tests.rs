@@ -264,15 +264,25 @@ fn byte_payloads_travel_as_bytes() {
 #[test]
 fn negotiation_takes_the_clients_first_known_protocol() {
     let offer = |names: &[&str]| names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    assert_eq!(Codec::negotiate(&[]), (Codec::Json, None));
-    assert_eq!(Codec::negotiate(&offer(&["chat.v2"])), (Codec::Json, None));
+    let all = Codec::ALL;
+    assert_eq!(Codec::negotiate(&[], &all), (Codec::Json, None));
+    assert_eq!(Codec::negotiate(&offer(&["chat.v2"]), &all), (Codec::Json, None));
     assert_eq!(
-        Codec::negotiate(&offer(&["x", MSGPACK_PROTOCOL, JSON_PROTOCOL])),
+        Codec::negotiate(&offer(&["x", MSGPACK_PROTOCOL, JSON_PROTOCOL]), &all),
         (Codec::MsgPack, Some(MSGPACK_PROTOCOL))
     );
     assert_eq!(
-        Codec::negotiate(&offer(&[JSON_PROTOCOL, MSGPACK_PROTOCOL])),
+        Codec::negotiate(&offer(&[JSON_PROTOCOL, MSGPACK_PROTOCOL]), &all),
         (Codec::Json, Some(JSON_PROTOCOL))
+    );
+    // What the servers support today: JSON, named when offered.
+    assert_eq!(
+        Codec::negotiate(&offer(&[MSGPACK_PROTOCOL, JSON_PROTOCOL]), &Codec::SERVED),
+        (Codec::Json, Some(JSON_PROTOCOL))
+    );
+    assert_eq!(
+        Codec::negotiate(&offer(&[MSGPACK_PROTOCOL]), &Codec::SERVED),
+        (Codec::Json, None)
     );
     assert_eq!(Codec::from_protocol("tether.v1.msgpack"), Some(Codec::MsgPack));
 }
