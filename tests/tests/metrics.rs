@@ -241,6 +241,22 @@ async fn metrics_are_scraped_with_every_documented_series_and_type() {
         0.0
     );
 
+    // Beside an application's own registry: both encoded, one `# EOF`.
+    use adapter_tokio::prometheus::prometheus_client::encoding::text::{encode_eof, encode_registry};
+    use adapter_tokio::prometheus::prometheus_client::metrics::counter::Counter;
+    let mut mine = adapter_tokio::prometheus::prometheus_client::registry::Registry::with_prefix("chat");
+    let lines: Counter = Counter::default();
+    lines.inc_by(7);
+    mine.register("lines", "Chat lines", lines);
+    let tethers = hub.handle().prometheus_registry().await.unwrap();
+    let mut both = String::new();
+    encode_registry(&mut both, &mine).unwrap();
+    encode_registry(&mut both, &tethers).unwrap();
+    encode_eof(&mut both).unwrap();
+    let both = Exposition::parse(&both);
+    assert_eq!(both.value("chat_lines_total", &[]), 7.0);
+    assert_eq!(both.value("tether_connections", &[]), 2.0);
+
     alice.close(CloseCode::NORMAL, "done").await.unwrap();
     bob.close(CloseCode::NORMAL, "done").await.unwrap();
     let _ = stop.send(());
