@@ -10,8 +10,9 @@ use ws_driver::adapter::{BoxFuture, Runtime};
 use ws_driver::client::{ClientError, ClientOptions, Connector, Target};
 
 /// Opens plain TCP connections on async-io, the reactor async-std and smol share
-/// (`ws://` only: `wss://` needs a connector that does TLS, given to
-/// [`ws_driver::client::Client::start`]).
+/// (`ws://` only). [`Client::connect`] wraps it in
+/// [`TlsConnector`](crate::tls::TlsConnector) for `wss://` (feature `tls`, on by
+/// default).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AsyncNetConnector;
 
@@ -32,6 +33,18 @@ impl Connector for AsyncNetConnector {
             Ok(stream)
         })
     }
+}
+
+/// The connector of [`Client::start`]: TCP, with TLS for `wss://` when the `tls`
+/// feature is on.
+#[cfg(feature = "tls")]
+fn default_connector() -> crate::tls::TlsConnector<AsyncNetConnector> {
+    crate::tls::TlsConnector::new(AsyncNetConnector)
+}
+
+#[cfg(not(feature = "tls"))]
+fn default_connector() -> AsyncNetConnector {
+    AsyncNetConnector
 }
 
 /// A tether client whose task and timers run on `R` ([`AsyncStdClient`](crate::AsyncStdClient)
@@ -56,8 +69,34 @@ impl<R: Runtime + Default> Client<R> {
 
     /// Starts the client without waiting: it connects in the background (watch
     /// [`states`](ws_driver::client::Client::states)).
+    ///
+    /// `wss://` URLs are verified against Mozilla's roots (feature `tls`, on by
+    /// default); to trust other roots or use a `rustls::ClientConfig` of your own, use
+    /// [`Client::start_with`] with a [`TlsConnector`](crate::tls::TlsConnector).
     pub fn start(url: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        let inner = ws_driver::client::Client::start(url, options, R::default(), AsyncNetConnector)?;
+        Self::start_with(url, options, default_connector())
+    }
+
+    /// [`Client::connect`] with a connector of your own: TLS with your roots or
+    /// configuration (`TlsConnector::with_roots(AsyncNetConnector, roots)`), a proxy, a
+    /// Unix socket.
+    pub async fn connect_with<C: Connector>(
+        url: &str,
+        options: ClientOptions,
+        connector: C,
+    ) -> Result<Self, ClientError> {
+        let client = Self::start_with(url, options, connector)?;
+        client.connected().await?;
+        Ok(client)
+    }
+
+    /// [`Client::start`] with a connector of your own.
+    pub fn start_with<C: Connector>(
+        url: &str,
+        options: ClientOptions,
+        connector: C,
+    ) -> Result<Self, ClientError> {
+        let inner = ws_driver::client::Client::start(url, options, R::default(), connector)?;
         Ok(Self {
             inner,
             runtime: PhantomData,

@@ -6,6 +6,9 @@
 //! - [`Server`]: binds an address, upgrades one path, serves every connection, shuts
 //!   down gracefully — as [`SmolServer`] (tasks on smol) or [`AsyncStdServer`] (tasks
 //!   on async-std);
+//! - [`TlsServer`] ([`SmolTlsServer`], [`AsyncStdTlsServer`]) and [`tls`]: the
+//!   standalone server over TLS (rustls), and the pieces to configure TLS on both
+//!   sides; [`Client`] speaks `wss://` (feature `tls`, on by default);
 //! - [`serve_stream`]: serves one already-accepted stream (custom listeners, tests);
 //! - [`SmolRuntime`] and [`AsyncStdRuntime`]: the [`ws_driver::adapter::Runtime`] of each, for
 //!   [`App::start`] and [`ws_driver::serve_connection`].
@@ -90,7 +93,14 @@ pub use client::{AsyncNetConnector, Client};
 pub use runtime::AsyncStdRuntime;
 #[cfg(feature = "smol")]
 pub use runtime::SmolRuntime;
+#[cfg(feature = "tls")]
+pub use server::TlsServer;
 pub use server::{serve_stream, AsyncNetListener, Server};
+/// Prometheus metrics: the content type, the client crate (see `ServerHandle::prometheus_text`).
+pub use ws_driver::prometheus;
+/// TLS with rustls (feature `tls`, on by default): connectors, listeners, configurations.
+#[cfg(feature = "tls")]
+pub use ws_driver::tls;
 // Everything an application and a client need, so that this crate alone is enough.
 pub use ws_driver::client::{
     AuthMode, Backoff, ClientConfig, ClientError, ClientOptions, Constant, Disconnect, Exponential,
@@ -115,6 +125,14 @@ pub type AsyncStdServer = Server<AsyncStdRuntime>;
 /// The server with its tasks and timers on smol.
 #[cfg(feature = "smol")]
 pub type SmolServer = Server<SmolRuntime>;
+
+/// The TLS server with its tasks and timers on async-std.
+#[cfg(all(feature = "async-std", feature = "tls"))]
+pub type AsyncStdTlsServer = TlsServer<AsyncStdRuntime>;
+
+/// The TLS server with its tasks and timers on smol.
+#[cfg(all(feature = "smol", feature = "tls"))]
+pub type SmolTlsServer = TlsServer<SmolRuntime>;
 
 /// The client with its task and timers on async-std (deprecated upstream; prefer
 /// [`SmolClient`]).

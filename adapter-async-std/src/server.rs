@@ -15,6 +15,11 @@ use ws_driver::{ConnectionOptions, Hub};
 /// name the two): ws-driver's [`Server`](ws_driver::Server) on an async-io listener.
 pub type Server<R> = ws_driver::Server<AsyncNetListener<R>>;
 
+/// A WebSocket server over TLS, its tasks and timers on runtime `R` (feature `tls`):
+/// `TlsServer::<SmolRuntime>::bind_tls(addr, "/ws", app, tls::server_config_from_pem_files(cert, key)?)`.
+#[cfg(feature = "tls")]
+pub type TlsServer<R> = ws_driver::Server<ws_driver::tls::TlsListener<AsyncNetListener<R>>>;
+
 /// async-io's TCP listener (the reactor async-std and smol share) as a [`Listener`]
 /// whose server runs on `R`; accepted sockets get `TCP_NODELAY`.
 pub struct AsyncNetListener<R> {

@@ -11,8 +11,9 @@ use ws_driver::client::{ClientError, ClientOptions, Connector, Target};
 
 use crate::runtime::TokioRuntime;
 
-/// Opens plain TCP connections with tokio (`ws://` only: `wss://` needs a connector
-/// that does TLS, given to [`ws_driver::client::Client::start`]).
+/// Opens plain TCP connections with tokio (`ws://` only). [`Client::connect`] wraps it
+/// in [`TlsConnector`](crate::tls::TlsConnector) for `wss://` (feature `tls`, on by
+/// default).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioConnector;
 
@@ -33,6 +34,18 @@ impl Connector for TokioConnector {
             Ok(stream.compat())
         })
     }
+}
+
+/// The connector of [`Client::start`]: TCP, with TLS for `wss://` when the `tls`
+/// feature is on.
+#[cfg(feature = "tls")]
+fn default_connector() -> crate::tls::TlsConnector<TokioConnector> {
+    crate::tls::TlsConnector::new(TokioConnector)
+}
+
+#[cfg(not(feature = "tls"))]
+fn default_connector() -> TokioConnector {
+    TokioConnector
 }
 
 /// A tether client on tokio: reconnects with backoff, resumes its session, queues
@@ -66,8 +79,34 @@ impl Client {
     /// Starts the client without waiting: it connects in the background (watch
     /// [`states`](ws_driver::client::Client::states)). Must be called inside a tokio
     /// runtime (it spawns the client's task).
+    ///
+    /// `wss://` URLs are verified against Mozilla's roots (feature `tls`, on by
+    /// default); to trust other roots or use a `rustls::ClientConfig` of your own, use
+    /// [`Client::start_with`] with a [`TlsConnector`](crate::tls::TlsConnector).
     pub fn start(url: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        ws_driver::client::Client::start(url, options, TokioRuntime, TokioConnector).map(Self)
+        Self::start_with(url, options, default_connector())
+    }
+
+    /// [`Client::connect`] with a connector of your own: TLS with your roots or
+    /// configuration (`TlsConnector::with_roots(TokioConnector, roots)`), a proxy, a
+    /// Unix socket.
+    pub async fn connect_with<C: Connector>(
+        url: &str,
+        options: ClientOptions,
+        connector: C,
+    ) -> Result<Self, ClientError> {
+        let client = Self::start_with(url, options, connector)?;
+        client.connected().await?;
+        Ok(client)
+    }
+
+    /// [`Client::start`] with a connector of your own.
+    pub fn start_with<C: Connector>(
+        url: &str,
+        options: ClientOptions,
+        connector: C,
+    ) -> Result<Self, ClientError> {
+        ws_driver::client::Client::start(url, options, TokioRuntime, connector).map(Self)
     }
 
     /// The runtime-agnostic client underneath.

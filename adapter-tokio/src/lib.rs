@@ -9,7 +9,14 @@
 //! - [`mount`]: the endpoint as an axum handler, so an application's other HTTP routes
 //!   share the port ("detached mode"), served by [`serve_router`] (axum's router with
 //!   tether's handshake deadline and head checks);
-//! - [`Client`]: the tether client (reconnect, resume, queries) over tokio TCP.
+//! - [`Client`]: the tether client (reconnect, resume, queries) over tokio TCP, with
+//!   TLS for `wss://` URLs;
+//! - [`TlsServer`] and [`tls`]: the standalone server over TLS (rustls), and the
+//!   pieces to configure TLS on both sides (feature `tls`, on by default). Detached
+//!   mode keeps the host server's TLS (terminate it in front of axum, or serve the
+//!   router with a TLS acceptor of your own).
+//! - [`prometheus_route`]: the server's metrics in the Prometheus text format as an
+//!   axum route (`ServerHandle::prometheus_text` for any other HTTP server).
 //!
 //! An adapter holds no protocol or session logic: that is the core's and
 //! [`ws_driver`]'s (`docs/ARCHITECTURE.md` tells the layers, and why detached mode
@@ -92,10 +99,17 @@ mod runtime;
 mod server;
 
 pub use client::{Client, TokioConnector};
-pub use mount::mount;
+pub use mount::{mount, prometheus_route};
 pub use router_server::{serve_router, RouterServer};
 pub use runtime::TokioRuntime;
+#[cfg(feature = "tls")]
+pub use server::TlsServer;
 pub use server::{serve_stream, Server, TokioListener};
+/// Prometheus metrics: the content type, the client crate (see `ServerHandle::prometheus_text`).
+pub use ws_driver::prometheus;
+/// TLS with rustls (feature `tls`, on by default): connectors, listeners, configurations.
+#[cfg(feature = "tls")]
+pub use ws_driver::tls;
 // Everything an application and a client need, so that this crate alone is enough.
 pub use ws_driver::client::{
     AuthMode, Backoff, ClientConfig, ClientError, ClientOptions, Constant, Disconnect, Exponential,

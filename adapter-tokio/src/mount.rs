@@ -87,7 +87,14 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    match parsed.accept_fields(&Accept::new().with_deflate(deflate.as_ref())) {
+    // The tether subprotocol, when the client named one the server speaks (JSON today).
+    let mut accept = Accept::new().with_deflate(deflate.as_ref());
+    if let (_, Some(protocol)) =
+        ws_proto::envelope::Codec::negotiate(parsed.protocols(), &ws_proto::envelope::Codec::SERVED)
+    {
+        accept = accept.with_protocol(protocol);
+    }
+    match parsed.accept_fields(&accept) {
         Ok(fields) => {
             for (name, value) in fields {
                 if let (Ok(name), Ok(value)) = (
@@ -98,7 +105,7 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
                 }
             }
         }
-        // Nothing chosen that the client did not offer: cannot happen with `Accept::new`.
+        // Nothing chosen that the client did not offer: cannot happen here.
         Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
     }
     response
@@ -121,4 +128,27 @@ fn rejection_response(rejection: &Rejection) -> Response {
         }
     }
     response
+}
+
+/// The server's Prometheus metrics as an axum route:
+/// `Router::new().route("/metrics", prometheus_route(hub.handle().clone()))`. A `GET`
+/// answers [`ServerHandle::prometheus_text`](ws_driver::ServerHandle::prometheus_text)
+/// with its content type; 503 once the hub has stopped.
+pub fn prometheus_route<S>(handle: ws_driver::ServerHandle) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    axum::routing::get(move || {
+        let handle = handle.clone();
+        async move {
+            match handle.prometheus_text().await {
+                Some(text) => (
+                    [(header::CONTENT_TYPE, ws_driver::prometheus::CONTENT_TYPE)],
+                    text,
+                )
+                    .into_response(),
+                None => (StatusCode::SERVICE_UNAVAILABLE, "the server has stopped").into_response(),
+            }
+        }
+    })
 }

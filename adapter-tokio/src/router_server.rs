@@ -22,7 +22,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tower_service::Service;
 use ws_driver::Hub;
 use ws_proto::handshake::RequestHeadReader;
@@ -50,8 +50,15 @@ pub fn serve_router(listener: TcpListener, router: Router, hub: &Hub) -> RouterS
         router,
         head: RequestHeadReader::new(hub.proto_config()),
         handshake_timeout: hub.handshake_timeout(),
+        #[cfg(feature = "tls")]
+        tls: None,
     }
 }
+
+/// A connection's byte stream, TCP or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A router server made by [`serve_router`]; run it with [`RouterServer::run_until`].
 pub struct RouterServer {
@@ -59,9 +66,21 @@ pub struct RouterServer {
     router: Router,
     head: RequestHeadReader,
     handshake_timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<crate::tls::rustls::ServerConfig>>,
 }
 
 impl RouterServer {
+    /// Serves HTTPS (and `wss://`) with `config` (feature `tls`): every connection's
+    /// TLS handshake and first request head share the handshake deadline. This is the
+    /// TLS of detached mode when tether's server is the host server; behind a server
+    /// or proxy of your own, TLS is that server's business.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: std::sync::Arc<crate::tls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Accepts connections until `signal` completes, then stops accepting and waits
     /// for the HTTP connections in progress to finish their current request (bound
     /// the wait yourself). Upgraded WebSockets are not HTTP connections any more: shut
@@ -89,6 +108,15 @@ impl RouterServer {
             let head = self.head.clone();
             let timeout = self.handshake_timeout;
             let mut stopping = stopping.clone();
+            let stream: Box<dyn Io> = match &self.tls_config() {
+                #[cfg(feature = "tls")]
+                Some(config) => {
+                    use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+                    // The handshake runs in `first_head`'s first read, within its deadline.
+                    Box::new(crate::tls::TlsAccepted::new(stream.compat(), config.clone()).compat())
+                }
+                _ => Box::new(stream),
+            };
             tokio::spawn(async move {
                 let Some(stream) = first_head(stream, head, timeout, peer).await else {
                     return;
@@ -124,14 +152,27 @@ impl RouterServer {
     }
 }
 
+impl RouterServer {
+    /// The TLS configuration, if any (always `None` without the `tls` feature).
+    #[cfg(feature = "tls")]
+    fn tls_config(&self) -> Option<std::sync::Arc<crate::tls::rustls::ServerConfig>> {
+        self.tls.clone()
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn tls_config(&self) -> Option<std::convert::Infallible> {
+        None
+    }
+}
+
 /// Reads the connection's first head within `timeout`: the stream with those bytes
 /// to replay, or `None` when it was refused (answered) or timed out (dropped).
-async fn first_head(
-    mut stream: TcpStream,
+async fn first_head<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     mut head: RequestHeadReader,
     timeout: Duration,
     peer: SocketAddr,
-) -> Option<Replay<TcpStream>> {
+) -> Option<Replay<S>> {
     let read = async {
         let mut buf = vec![0; 4096];
         loop {

@@ -18,6 +18,11 @@ use crate::runtime::TokioRuntime;
 /// `Server::bind("127.0.0.1:8080", "/ws", app).await?.run_until(signal).await`.
 pub type Server = ws_driver::Server<TokioListener>;
 
+/// A WebSocket server over TLS on tokio (feature `tls`):
+/// `TlsServer::bind_tls("0.0.0.0:443", "/ws", app, tls::server_config_from_pem_files(cert, key)?)`.
+#[cfg(feature = "tls")]
+pub type TlsServer = ws_driver::Server<ws_driver::tls::TlsListener<TokioListener>>;
+
 /// tokio's TCP listener as a [`Listener`]: accepted sockets get `TCP_NODELAY` (small
 /// frames go out at once; batching is done above, one write per batch).
 pub struct TokioListener(TcpListener);

@@ -7,9 +7,11 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adapter_async_std::{AsyncStdRuntime, SmolRuntime};
+use adapter_tokio::tls::rustls::ServerConfig;
 use adapter_tokio::TokioRuntime;
 use futures::channel::oneshot;
 use futures::FutureExt;
@@ -67,6 +69,15 @@ type Done = oneshot::Sender<io::Result<()>>;
 
 /// Binds `app` on `127.0.0.1:0` on `runtime` and starts accepting.
 pub async fn start(runtime: ServerRuntime, app: App) -> Running {
+    start_with(runtime, app, None).await
+}
+
+/// [`start`] serving TLS with `tls` (the runtime's `TlsServer`).
+pub async fn start_tls(runtime: ServerRuntime, app: App, tls: Arc<ServerConfig>) -> Running {
+    start_with(runtime, app, Some(tls)).await
+}
+
+async fn start_with(runtime: ServerRuntime, app: App, tls: Option<Arc<ServerConfig>>) -> Running {
     let (stop, stopped) = oneshot::channel::<()>();
     let (ready, started) = oneshot::channel();
     let (done, finished) = oneshot::channel();
@@ -77,19 +88,29 @@ pub async fn start(runtime: ServerRuntime, app: App) -> Running {
     match runtime {
         ServerRuntime::Tokio => {
             tokio::spawn(async move {
-                let server = adapter_tokio::Server::bind("127.0.0.1:0", "/ws", app)
-                    .await
-                    .expect("bind");
-                let _ = ready.send((server.local_addr().expect("local address"), server.handle()));
-                let _ = done.send(server.run_until(signal).await);
+                let addr = "127.0.0.1:0";
+                match tls {
+                    None => {
+                        let server = adapter_tokio::Server::bind(addr, "/ws", app).await.expect("bind");
+                        let _ = ready.send((server.local_addr().expect("local address"), server.handle()));
+                        let _ = done.send(server.run_until(signal).await);
+                    }
+                    Some(tls) => {
+                        let server = adapter_tokio::TlsServer::bind_tls(addr, "/ws", app, tls)
+                            .await
+                            .expect("bind");
+                        let _ = ready.send((server.local_addr().expect("local address"), server.handle()));
+                        let _ = done.send(server.run_until(signal).await);
+                    }
+                }
             });
         }
         ServerRuntime::AsyncStd => {
             drop(async_std::task::spawn(run_on::<AsyncStdRuntime>(
-                app, signal, ready, done,
+                app, tls, signal, ready, done,
             )));
         }
-        ServerRuntime::Smol => smol::spawn(run_on::<SmolRuntime>(app, signal, ready, done)).detach(),
+        ServerRuntime::Smol => smol::spawn(run_on::<SmolRuntime>(app, tls, signal, ready, done)).detach(),
     }
     let (addr, handle) = started.await.expect("the server started");
     Running {
@@ -103,13 +124,26 @@ pub async fn start(runtime: ServerRuntime, app: App) -> Running {
 /// An async-io family server, bound and run inside a task of its runtime.
 async fn run_on<R: Runtime + Default>(
     app: App,
+    tls: Option<Arc<ServerConfig>>,
     signal: impl Future<Output = ()> + Send + 'static,
     ready: Ready,
     done: Done,
 ) {
-    let server = adapter_async_std::Server::<R>::bind("127.0.0.1:0", "/ws", app)
-        .await
-        .expect("bind");
-    let _ = ready.send((server.local_addr().expect("local address"), server.handle()));
-    let _ = done.send(server.run_until(signal).await);
+    let addr = "127.0.0.1:0";
+    match tls {
+        None => {
+            let server = adapter_async_std::Server::<R>::bind(addr, "/ws", app)
+                .await
+                .expect("bind");
+            let _ = ready.send((server.local_addr().expect("local address"), server.handle()));
+            let _ = done.send(server.run_until(signal).await);
+        }
+        Some(tls) => {
+            let server = adapter_async_std::TlsServer::<R>::bind_tls(addr, "/ws", app, tls)
+                .await
+                .expect("bind");
+            let _ = ready.send((server.local_addr().expect("local address"), server.handle()));
+            let _ = done.send(server.run_until(signal).await);
+        }
+    }
 }

@@ -536,10 +536,11 @@ fn urls_that_cannot_be_used_are_refused() {
             Client::start("http://127.0.0.1/ws", ClientOptions::default()),
             Err(ClientError::InvalidUrl(_))
         ));
-        // wss:// parses, but the plain-TCP connector says it cannot do TLS.
+        // wss:// parses, but the plain-TCP connector (without the `TlsConnector` that
+        // `Client::start` puts around it) says it cannot do TLS.
         let mut opts = ClientOptions::default();
         opts.engine.max_reconnect_attempts = Some(0);
-        let client = Client::start("wss://127.0.0.1:1/ws", opts).unwrap();
+        let client = Client::start_with("wss://127.0.0.1:1/ws", opts, adapter_tokio::TokioConnector).unwrap();
         let mut states = client.states();
         let info = loop {
             if let State::Disconnected(info) = next(&mut states).await {

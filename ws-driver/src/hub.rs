@@ -175,6 +175,8 @@ pub(crate) struct Settings {
 pub struct ServerHandle {
     commands: mpsc::UnboundedSender<Command>,
     state: Arc<TypeMap>,
+    /// Measured by the session workers around each handler.
+    pub(crate) handler_latency: crate::prometheus::HandlerLatency,
 }
 
 /// A running hub: give a clone to every connection task
@@ -199,6 +201,7 @@ impl Hub {
         let handle = ServerHandle {
             commands: command_tx.clone(),
             state: Arc::new(app.state),
+            handler_latency: crate::prometheus::HandlerLatency::default(),
         };
         let settings = Arc::new(Settings {
             config: app.config.clone(),
@@ -291,6 +294,7 @@ impl Hub {
             handle: handle.clone(),
             conns: HashMap::new(),
             handlers: app.handlers,
+            latency: HashMap::new(),
             listeners: HashMap::new(),
             sessions: HashMap::new(),
             presence: app.presence.map(presence::Tracker::new),
@@ -483,6 +487,26 @@ impl ServerHandle {
         rx.await.ok()
     }
 
+    /// The server's metrics in the Prometheus text format (OpenMetrics 1.0: serve it
+    /// with [`prometheus::CONTENT_TYPE`](crate::prometheus::CONTENT_TYPE)): the
+    /// engine's counters and gauges at this moment and the handler latency histogram.
+    /// `None` once the hub has stopped. The series are listed in `docs/GUIDE.md`.
+    pub async fn prometheus_text(&self) -> Option<String> {
+        let registry = self.prometheus_registry().await?;
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String");
+        Some(text)
+    }
+
+    /// The series of [`prometheus_text`](Self::prometheus_text) as a registry, to
+    /// encode beside your own: `encode_registry(&mut out, &yours)`,
+    /// `encode_registry(&mut out, &tethers)`, then `encode_eof(&mut out)`. Take a
+    /// fresh one per scrape: the values are a snapshot.
+    pub async fn prometheus_registry(&self) -> Option<prometheus_client::registry::Registry> {
+        let metrics = self.metrics().await?;
+        Some(crate::prometheus::registry(&metrics, &self.handler_latency))
+    }
+
     /// Closes every connection with 1001 (going away), refuses new ones, and resolves
     /// once every connection task has finished. Bound the wait with your own deadline.
     pub async fn shutdown(&self) {
@@ -603,6 +627,9 @@ struct HubTask<R: Runtime> {
     handle: ServerHandle,
     conns: HashMap<ConnectionId, ConnEntry>,
     handlers: HashMap<String, Arc<dyn Handler>>,
+    /// The latency histogram of each event name seen, so that dispatching does not
+    /// allocate a label per message.
+    latency: HashMap<String, prometheus_client::metrics::histogram::Histogram>,
     listeners: HashMap<SessionId, HashMap<String, Arc<dyn Handler>>>,
     workers: HashMap<SessionId, mpsc::UnboundedSender<Job>>,
     /// What the driver keeps per session (claims, data), for its handlers' contexts.
@@ -1239,6 +1266,14 @@ impl<R: Runtime> HubTask<R> {
         );
         let state = self.sessions.entry(session).or_default().clone();
         let info = self.engine.connection_info(event.connection);
+        let histogram = match self.latency.get(event.event()) {
+            Some(histogram) => histogram.clone(),
+            None => {
+                let histogram = self.handle.handler_latency.histogram(event.event());
+                self.latency.insert(event.event().to_owned(), histogram.clone());
+                histogram
+            }
+        };
         let ctx = Context::new(self.handle.clone(), event, state, info);
         let next = Next::new(self.middleware.clone(), handler);
         let handle = self.handle.clone();
@@ -1246,7 +1281,9 @@ impl<R: Runtime> HubTask<R> {
             async move {
                 // A panicking handler must not take its session's worker (and every later
                 // message of the session) down with it: it becomes an error for the client.
+                let started = std::time::Instant::now();
                 let outcome = std::panic::AssertUnwindSafe(next.run(ctx)).catch_unwind().await;
+                histogram.observe(started.elapsed().as_secs_f64());
                 let error = match outcome {
                     Ok(Ok(())) => return,
                     Ok(Err(error)) => error,

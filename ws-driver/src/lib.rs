@@ -33,6 +33,7 @@ mod error;
 mod handler;
 mod hub;
 mod presence;
+pub mod prometheus;
 mod pubsub;
 mod pump;
 mod raw;
@@ -42,6 +43,8 @@ mod runtime;
 mod serve;
 mod state;
 mod store;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod upgrade;
 mod write;
 

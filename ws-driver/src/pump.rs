@@ -13,7 +13,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Fuse, FusedFuture, FutureExt};
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
-use ws_proto::envelope::write_seq_suffix;
+use ws_proto::envelope::{write_seq_suffix, Codec};
 use ws_proto::handshake::Request;
 use ws_proto::{CloseCode, Connection, ConnectionState, DeflateParams};
 use ws_session::{ConnectionId, ConnectionInfo};
@@ -60,7 +60,8 @@ pub async fn serve_connection<R, S>(
         None
     };
     let (request, deflate) = {
-        let upgrade = accept_upgrade(&mut stream, &hub.settings.config.envelope, admit).fuse();
+        let upgrade =
+            accept_upgrade(&mut stream, &hub.settings.config.envelope, &Codec::SERVED, admit).fuse();
         futures_util::pin_mut!(upgrade);
         futures_util::select_biased! {
             upgraded = upgrade => match upgraded {

@@ -5,6 +5,7 @@
 use std::io;
 
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use ws_proto::envelope::Codec;
 use ws_proto::handshake::{Accept, Rejection, Request, ServerHandshake};
 use ws_proto::{Config, DeflateParams};
 
@@ -42,10 +43,14 @@ where
 /// comes with the permessage-deflate parameters the 101 agreed to (per `config`), to
 /// run the connection with.
 ///
+/// With `codecs`, the subprotocol of the first tether codec the client offered among
+/// them is named in the 101 (`Codec::negotiate`); the plain `WebSocket` passes none.
+///
 /// No deadline here: the caller races this against its runtime's timer.
 pub(crate) async fn accept_upgrade<S>(
     stream: &mut S,
     config: &Config,
+    codecs: &[Codec],
     admit: impl FnOnce(&Request) -> Option<Rejection>,
 ) -> io::Result<Option<(Request, Option<DeflateParams>)>>
 where
@@ -67,8 +72,12 @@ where
         return Ok(None);
     }
     let deflate = request.negotiate_deflate(config);
+    let mut accept = Accept::new().with_deflate(deflate.as_ref());
+    if let (_, Some(protocol)) = Codec::negotiate(request.protocols(), codecs) {
+        accept = accept.with_protocol(protocol);
+    }
     let response = request
-        .accept(&Accept::new().with_deflate(deflate.as_ref()))
+        .accept(&accept)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     stream.write_all(&response).await?;
     Ok(Some((request, deflate)))

@@ -229,5 +229,18 @@ fn suspended_sessions(now: Instant, n: usize) -> (Engine, Vec<String>) {
     (engine, requests)
 }
 
-criterion_group!(benches, echo, broadcast, resume_storm);
+/// The snapshot a metrics scrape takes on the hub (`Engine::metrics`): the counters,
+/// and a walk over every session for the gauges (live, suspended, replay buffers),
+/// with 10,000 sessions.
+fn metrics_snapshot(c: &mut Criterion) {
+    let now = Instant::now();
+    let (engine, _) = common::engine_with_sessions(now, 10_000, Some("room"));
+    let mut group = c.benchmark_group("engine");
+    group.bench_function("metrics_snapshot_10k_sessions", |b| {
+        b.iter(|| black_box(engine.metrics()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, echo, broadcast, resume_storm, metrics_snapshot);
 criterion_main!(benches);

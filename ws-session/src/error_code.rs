@@ -128,6 +128,30 @@ pub enum NotRecoverable {
 }
 
 impl NotRecoverable {
+    /// Every reason, in declaration order.
+    pub const ALL: [Self; 7] = [
+        Self::Unknown,
+        Self::Expired,
+        Self::Ended,
+        Self::Used,
+        Self::InvalidToken,
+        Self::Foreign,
+        Self::Gap,
+    ];
+
+    /// The position of this reason in [`NotRecoverable::ALL`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::Unknown => 0,
+            Self::Expired => 1,
+            Self::Ended => 2,
+            Self::Used => 3,
+            Self::InvalidToken => 4,
+            Self::Foreign => 5,
+            Self::Gap => 6,
+        }
+    }
+
     /// The `reason` text on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

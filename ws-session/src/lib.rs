@@ -143,7 +143,7 @@ pub use error::{ApiError, ConfigError};
 pub use error_code::{ErrorCode, NotRecoverable};
 pub use id::{AuthId, ConnectionId, SessionId, UserId};
 pub use journal::{JournalEntry, SessionRecord};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, RefusedResumes};
 pub use outbound::OutboundMessage;
 pub use request::{RequestFailure, RequestId};
 pub use session::SessionInfo;

@@ -1,5 +1,7 @@
 //! Counters a caller can snapshot.
 
+use crate::NotRecoverable;
+
 /// A snapshot of the engine's counters ([`Engine::metrics`](crate::Engine::metrics)).
 /// Gauges (`connections`, `sessions_*`, `rooms`) are current values; the rest count up
 /// from the engine's creation.
@@ -30,8 +32,15 @@ pub struct Metrics {
     pub bytes_out: u64,
     /// Resumes that succeeded.
     pub resumes_ok: u64,
-    /// Resumes refused (any reason).
+    /// Resumes refused (any reason; the sum of [`Metrics::resumes_refused_by`]).
     pub resumes_refused: u64,
+    /// Resumes refused, by reason.
+    pub resumes_refused_by: RefusedResumes,
+    /// Messages held in the replay buffers of every session (live and suspended), for
+    /// a resume: sent but not yet acknowledged.
+    pub replay_messages: u64,
+    /// Encoded bytes held in those replay buffers.
+    pub replay_bytes: u64,
     /// Connections closed as slow consumers.
     pub slow_consumer_drops: u64,
     /// Credentials the authenticator refused, plus authentication timeouts.
@@ -47,4 +56,26 @@ pub struct Metrics {
     /// Sessions let go because another node took them
     /// ([`Engine::release_session`](crate::Engine::release_session)).
     pub sessions_moved: u64,
+}
+
+/// Refused resumes counted by [`NotRecoverable`] reason ([`Metrics::resumes_refused_by`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefusedResumes([u64; NotRecoverable::ALL.len()]);
+
+impl RefusedResumes {
+    /// The refusals for `reason`.
+    pub fn get(&self, reason: NotRecoverable) -> u64 {
+        self.0[reason.index()]
+    }
+
+    /// Every reason with its count, in [`NotRecoverable::ALL`] order (zeros included).
+    pub fn iter(&self) -> impl Iterator<Item = (NotRecoverable, u64)> + '_ {
+        NotRecoverable::ALL
+            .iter()
+            .map(|&reason| (reason, self.get(reason)))
+    }
+
+    pub(crate) fn count(&mut self, reason: NotRecoverable) {
+        self.0[reason.index()] += 1;
+    }
 }

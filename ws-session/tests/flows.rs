@@ -7,7 +7,8 @@ use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::sim::{ClientId, Sim};
 use ws_session::{
-    ApiError, CloseReason, EngineConfig, ErrorCode, PublishTarget, SessionEvent, SessionId, UserId,
+    ApiError, CloseReason, EngineConfig, ErrorCode, NotRecoverable, PublishTarget, SessionEvent, SessionId,
+    UserId,
 };
 
 fn sim() -> Sim {
@@ -209,6 +210,10 @@ fn resume_inside_the_window_replays_exactly_the_missed_messages_and_rotates_the_
         send_app(&mut sim, s, n);
     }
     let old_token = sim.client(a).session.clone().unwrap().1;
+    // Nothing was acknowledged: the six messages wait in the replay buffer.
+    let held = sim.engine.metrics();
+    assert_eq!(held.replay_messages, 6);
+    assert!(held.replay_bytes > 6 * 20, "{held:?}");
     sim.advance(Duration::from_secs(60));
     sim.reconnect(a, Some("user:alice"));
     // The handshake credential made a fresh session; the resume replaces it.
@@ -350,7 +355,11 @@ fn forged_token_is_refused_with_a_fresh_session() {
     assert_eq!(refused_reason(&sim, a), "invalid");
     resume_as(&mut sim, a, ("0".repeat(32), "ab".repeat(32)), 0, "alice");
     assert_eq!(refused_reason(&sim, a), "unknown");
-    assert_eq!(sim.engine.metrics().resumes_refused, 3);
+    let metrics = sim.engine.metrics();
+    assert_eq!(metrics.resumes_refused, 3);
+    assert_eq!(metrics.resumes_refused_by.get(NotRecoverable::InvalidToken), 2);
+    assert_eq!(metrics.resumes_refused_by.get(NotRecoverable::Unknown), 1);
+    assert_eq!(metrics.resumes_refused_by.iter().map(|(_, n)| n).sum::<u64>(), 3);
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! # several nodes sharing rooms through Redis, one command per node:
 //! cargo run --release -p adapter-tokio --example chat -- --redis redis://127.0.0.1:6379 127.0.0.1:8080
 //! cargo run --release -p adapter-tokio --example chat -- --redis redis://127.0.0.1:6379 127.0.0.1:8081
+//! # HTTPS and wss:// with a PEM certificate chain and key:
+//! cargo run --release -p adapter-tokio --example chat -- --tls-cert cert.pem --tls-key key.pem 0.0.0.0:8443
 //! ```
 //!
 //! With `--redis`, rooms and messages work across nodes (broker-redis); presence
@@ -16,7 +18,7 @@
 //! package of `clients/js` (with resume: cut the network for ten seconds and the
 //! missed messages arrive when it comes back);
 //! `/ws` is the tether endpoint, mounted on the same axum router as the page
-//! (detached mode).
+//! (detached mode); `/metrics` is the server's metrics in the Prometheus text format.
 //!
 //! The chat protocol on top of tether's envelope (see `docs/PROTOCOL.md`):
 //! - `chat.join {room}` → reply `chat.joined {room, members, away}` (the users in the
@@ -34,9 +36,12 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use adapter_tokio::{mount, serve_router, App, Context, HandlerError, Presence, TokioRuntime};
+use adapter_tokio::{
+    mount, prometheus_route, serve_router, tls, App, Context, HandlerError, Presence, TokioRuntime,
+};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -156,32 +161,48 @@ fn app() -> App {
         })
 }
 
-/// The command line: `[--redis URL] [ADDRESS]`, in any order.
-fn args() -> (SocketAddr, Option<String>) {
-    let mut addr = None;
-    let mut redis = None;
+/// The command line: `[ADDRESS] [--redis URL] [--tls-cert PEM --tls-key PEM]`, in any
+/// order.
+struct Args {
+    addr: SocketAddr,
+    redis: Option<String>,
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+fn args() -> Args {
+    let (mut addr, mut redis, mut cert, mut key) = (None, None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--redis" {
-            redis = Some(
-                args.next()
-                    .expect("--redis needs a URL like redis://127.0.0.1:6379"),
-            );
-        } else if let Some(url) = arg.strip_prefix("--redis=") {
-            redis = Some(url.to_owned());
-        } else {
-            addr = Some(arg.parse().expect("an address like 127.0.0.1:8080"));
+        match arg.as_str() {
+            "--redis" => {
+                redis = Some(
+                    args.next()
+                        .expect("--redis needs a URL like redis://127.0.0.1:6379"),
+                )
+            }
+            "--tls-cert" => cert = Some(PathBuf::from(args.next().expect("--tls-cert needs a PEM file"))),
+            "--tls-key" => key = Some(PathBuf::from(args.next().expect("--tls-key needs a PEM file"))),
+            _ => match arg.strip_prefix("--redis=") {
+                Some(url) => redis = Some(url.to_owned()),
+                None => addr = Some(arg.parse().expect("an address like 127.0.0.1:8080")),
+            },
         }
     }
-    (
-        addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => panic!("--tls-cert and --tls-key go together"),
+    };
+    Args {
+        addr: addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         redis,
-    )
+        tls,
+    }
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let (addr, redis) = args();
+    let Args { addr, redis, tls } = args();
     let mut app = app();
     // With `--redis`, this process is one node of several: rooms and broadcasts reach
     // the members on every node through Redis (presence stays per node).
@@ -206,9 +227,11 @@ async fn main() -> std::io::Result<()> {
                 ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], CLIENT).into_response()
             }),
         )
-        .route("/ws", mount(hub.clone()));
+        .route("/ws", mount(hub.clone()))
+        // The server's counters, gauges and handler latencies for Prometheus to scrape.
+        .route("/metrics", prometheus_route(hub.handle().clone()));
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("chat on http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
     if let (Some(url), Some(broker)) = (&redis, broker) {
         println!("rooms shared with the other nodes through {url}");
         // Say when Redis comes and goes (the node serves its own clients meanwhile).
@@ -232,7 +255,16 @@ async fn main() -> std::io::Result<()> {
     }
     // Not `axum::serve`: tether's server gives every request head the handshake
     // deadline and refuses bare-LF heads, as the standalone server does.
-    serve_router(listener, router, &hub)
+    let mut server = serve_router(listener, router, &hub);
+    let scheme = match &tls {
+        Some((cert, key)) => {
+            server = server.tls(tls::server_config_from_pem_files(cert, key)?);
+            "https"
+        }
+        None => "http",
+    };
+    println!("chat on {scheme}://{local}");
+    server
         .run_until(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -27,6 +27,7 @@ use std::fmt;
 /// | 4011 | [`CorrelationIdTooLong`](EnvelopeError::CorrelationIdTooLong) |
 /// | 4012 | [`ZeroSeq`](EnvelopeError::ZeroSeq) |
 /// | 4013 | [`InvalidPayload`](EnvelopeError::InvalidPayload) |
+/// | 4014 | [`InvalidMsgPack`](EnvelopeError::InvalidMsgPack) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EnvelopeError {
@@ -116,6 +117,16 @@ pub enum EnvelopeError {
         /// What the JSON deserializer found wrong, with its position in the payload.
         reason: String,
     },
+    /// The bytes of a binary (MessagePack) envelope are not one well-formed
+    /// MessagePack value: truncated, the reserved marker `0xc1`, a string that is not
+    /// UTF-8, bytes after the value, or a key of the envelope map that is not a string.
+    /// The binary counterpart of [`InvalidJson`](EnvelopeError::InvalidJson).
+    InvalidMsgPack {
+        /// Byte offset of the fault.
+        offset: usize,
+        /// What is wrong there.
+        reason: &'static str,
+    },
 }
 
 impl EnvelopeError {
@@ -142,6 +153,7 @@ impl EnvelopeError {
             Self::CorrelationIdTooLong { .. } => 4011,
             Self::ZeroSeq => 4012,
             Self::InvalidPayload { .. } => 4013,
+            Self::InvalidMsgPack { .. } => 4014,
         }
     }
 
@@ -235,6 +247,9 @@ impl fmt::Display for EnvelopeError {
             }
             Self::ZeroSeq => f.write_str("sequence number \"s\" is 0; sequence numbers start at 1"),
             Self::InvalidPayload { reason } => write!(f, "payload \"p\" is not as expected: {reason}"),
+            Self::InvalidMsgPack { offset, reason } => {
+                write!(f, "envelope is not valid MessagePack: {reason} at byte {offset}")
+            }
         }
     }
 }

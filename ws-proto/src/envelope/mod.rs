@@ -33,6 +33,7 @@ mod decode;
 mod depth;
 mod encode;
 mod error;
+pub mod msgpack;
 pub mod sys;
 
 use std::borrow::Cow;
@@ -44,6 +45,7 @@ use crate::Config;
 
 pub use encode::{write_seq_suffix, EnvelopeBuf, OutgoingEnvelope, Payload};
 pub use error::EnvelopeError;
+pub use msgpack::{Codec, MsgPackEnvelope};
 
 /// The version string every encoded envelope carries.
 pub const WIRE_VERSION: &str = "1.0";

@@ -9,11 +9,13 @@ mod envelope;
 mod frames;
 mod handshake;
 mod inflate;
+mod msgpack_envelope;
 
 pub use envelope::envelope;
 pub use frames::frames;
 pub use handshake::{client_handshake_response, server_handshake};
 pub use inflate::inflate;
+pub use msgpack_envelope::msgpack_envelope;
 
 #[cfg(test)]
 mod corpus {
@@ -32,6 +34,11 @@ mod corpus {
             count += 1;
         }
         assert!(count > 0, "no corpus in {}", dir.display());
+    }
+
+    #[test]
+    fn msgpack_envelope_corpus() {
+        replay("msgpack_envelope", super::msgpack_envelope);
     }
 
     #[test]

@@ -714,12 +714,19 @@ impl Engine {
     /// A snapshot of the counters.
     #[must_use]
     pub fn metrics(&self) -> Metrics {
-        let live = self.sessions.values().filter(|s| s.connection.is_some()).count() as u64;
+        let (mut live, mut replay_messages, mut replay_bytes) = (0, 0, 0);
+        for session in self.sessions.values() {
+            live += u64::from(session.connection.is_some());
+            replay_messages += session.replay.len() as u64;
+            replay_bytes += session.replay.bytes() as u64;
+        }
         Metrics {
             connections: self.conns.len() as u64,
             sessions_live: live,
             sessions_suspended: self.sessions.len() as u64 - live,
             rooms: self.rooms.len() as u64,
+            replay_messages,
+            replay_bytes,
             ..self.metrics
         }
     }

@@ -97,6 +97,7 @@ impl Engine {
         correlation_id: Option<&str>,
     ) {
         self.metrics.resumes_refused += 1;
+        self.metrics.resumes_refused_by.count(reason);
         let message = match reason {
             NotRecoverable::Unknown => "session not recoverable: unknown session",
             NotRecoverable::Expired => "session not recoverable: expired",

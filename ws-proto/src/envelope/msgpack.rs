@@ -1,0 +1,597 @@
+//! The binary envelope: the same fields and rules as the JSON envelope, as one
+//! MessagePack map in a binary frame, negotiated with `Sec-WebSocket-Protocol`
+//! (see [`Codec`] and `docs/PROTOCOL.md`, "Binary envelope").
+//!
+//! ```text
+//! {"v": "1.0", "e": "chat.message", "p": <any MessagePack value>, "c": "abc", "t": 1703123456789, "s": 7}
+//! ```
+//!
+//! Decoding ([`MsgPackEnvelope::decode`]) checks the limits before it decodes anything:
+//! the length against [`Config::max_message_size`], then one linear walk over the
+//! bytes that checks every marker and length against what is left, every string's
+//! UTF-8, and the nesting against [`Config::max_envelope_depth`], allocating nothing.
+//! Only then are the fields read, with the JSON envelope's rules and error codes
+//! ([`EnvelopeError`]; a malformed value is [`EnvelopeError::InvalidMsgPack`], 4014).
+//! The payload stays the raw bytes it arrived as until a handler asks for a type
+//! ([`MsgPackEnvelope::payload_as`], with `rmp-serde`), so binary data (`bin`) reaches
+//! it as bytes.
+//!
+//! Encoding ([`encode_msgpack`]) writes `s` last, as the JSON encoder does, so that a
+//! broadcast is encoded once ([`encode_msgpack_body`]) and completed per recipient
+//! ([`write_msgpack_framed`]: the map header, the shared body, this recipient's `s`).
+
+use serde::{Deserialize, Serialize};
+
+use super::{is_supported_version, validate_event_name, EnvelopeError, OutgoingEnvelope, WIRE_VERSION};
+use crate::Config;
+
+/// The subprotocol of the JSON envelope (the default, also used when the client
+/// offers no subprotocol).
+pub const JSON_PROTOCOL: &str = "tether.v1.json";
+/// The subprotocol of the binary (MessagePack) envelope.
+pub const MSGPACK_PROTOCOL: &str = "tether.v1.msgpack";
+
+/// The envelope codec of a connection, chosen once at the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Codec {
+    /// JSON envelopes in text frames.
+    #[default]
+    Json,
+    /// MessagePack envelopes in binary frames.
+    MsgPack,
+}
+
+impl Codec {
+    /// Every codec.
+    pub const ALL: [Self; 2] = [Self::Json, Self::MsgPack];
+
+    /// Its `Sec-WebSocket-Protocol` name.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Self::Json => JSON_PROTOCOL,
+            Self::MsgPack => MSGPACK_PROTOCOL,
+        }
+    }
+
+    /// The codec named `protocol`, if any.
+    pub fn from_protocol(protocol: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|codec| codec.protocol() == protocol)
+    }
+
+    /// The server's choice for the subprotocols a client offered, in its order of
+    /// preference ([`Request::protocols`](crate::handshake::Request::protocols)),
+    /// among the codecs it `supports`: the first offer that names one of them, and
+    /// the subprotocol to answer with
+    /// ([`Accept::with_protocol`](crate::handshake::Accept::with_protocol)). A client
+    /// that offers none of them (or no subprotocol at all) gets JSON and no
+    /// subprotocol in the answer, as before subprotocols existed.
+    pub fn negotiate(offered: &[String], supports: &[Self]) -> (Self, Option<&'static str>) {
+        match offered
+            .iter()
+            .filter_map(|p| Self::from_protocol(p))
+            .find(|codec| supports.contains(codec))
+        {
+            Some(codec) => (codec, Some(codec.protocol())),
+            None => (Self::Json, None),
+        }
+    }
+
+    /// The codecs tether's servers negotiate today: JSON only (the binary envelope is
+    /// not wired into the session engine yet; see `docs/PROTOCOL.md`).
+    pub const SERVED: [Self; 1] = [Self::Json];
+}
+
+/// A decoded binary envelope, borrowing from the bytes it was decoded from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MsgPackEnvelope<'a> {
+    /// The version `v` as sent (major version 1).
+    pub version: &'a str,
+    /// The event name `e`.
+    pub event: &'a str,
+    /// The payload `p`: the raw MessagePack bytes of one value; `None` when absent or
+    /// `nil`.
+    pub payload: Option<&'a [u8]>,
+    /// The correlation id `c`.
+    pub correlation_id: Option<&'a str>,
+    /// The timestamp `t`, in milliseconds.
+    pub timestamp: Option<u64>,
+    /// The session sequence number `s` (≥ 1).
+    pub seq: Option<u64>,
+}
+
+impl<'a> MsgPackEnvelope<'a> {
+    /// Decodes one envelope from the bytes of a binary message; see the module
+    /// documentation for the order of the checks.
+    pub fn decode(bytes: &'a [u8], config: &Config) -> Result<Self, EnvelopeError> {
+        if bytes.len() > config.max_message_size {
+            return Err(EnvelopeError::TooLarge {
+                len: bytes.len(),
+                max: config.max_message_size,
+            });
+        }
+        // Validate the whole value before reading any field.
+        let mut scan = Reader::new(bytes);
+        scan.skip_value(config.max_envelope_depth)?;
+        if scan.pos != bytes.len() {
+            return Err(scan.fault("bytes after the envelope"));
+        }
+
+        let mut r = Reader::new(bytes);
+        let entries = match r.head()? {
+            Head::Map(n) => n,
+            _ => return Err(EnvelopeError::NotAnObject),
+        };
+        let mut fields: [Option<(Head, usize, usize)>; 6] = Default::default();
+        for _ in 0..entries {
+            let key = match r.head()? {
+                Head::Str(len) => r.str(len)?,
+                _ => return Err(r.fault("a key of the envelope map is not a string")),
+            };
+            let start = r.pos;
+            let head = r.head()?;
+            r.pos = start;
+            r.skip_value(usize::MAX)?;
+            let Some(index) = FIELD_NAMES.iter().position(|name| *name == key) else {
+                continue; // unknown fields are ignored
+            };
+            if fields[index].is_some() {
+                return Err(EnvelopeError::DuplicateField {
+                    field: FIELD_NAMES[index],
+                });
+            }
+            fields[index] = Some((head, start, r.pos));
+        }
+        let [v, e, p, c, t, s] = fields;
+
+        let version = required_str(bytes, "v", v)?;
+        if !is_supported_version(version) {
+            return Err(EnvelopeError::unsupported_version(version));
+        }
+        let event = required_str(bytes, "e", e)?;
+        validate_event_name(event, config)?;
+        let payload = match p {
+            None | Some((Head::Nil, ..)) => None,
+            Some((_, start, end)) => Some(&bytes[start..end]),
+        };
+        let correlation_id = optional_str(bytes, "c", c)?;
+        if let Some(c) = correlation_id {
+            if c.len() > config.max_correlation_id_len {
+                return Err(EnvelopeError::CorrelationIdTooLong {
+                    len: c.len(),
+                    max: config.max_correlation_id_len,
+                });
+            }
+        }
+        let timestamp = optional_u64("t", t)?;
+        let seq = optional_u64("s", s)?;
+        if seq == Some(0) {
+            return Err(EnvelopeError::ZeroSeq);
+        }
+        Ok(Self {
+            version,
+            event,
+            payload,
+            correlation_id,
+            timestamp,
+            seq,
+        })
+    }
+
+    /// Deserializes the payload as `T` with `rmp-serde`; an absent payload
+    /// deserializes from `nil` (so `Option<T>` and `()` accept it). Binary data
+    /// (`bin`) deserializes into byte buffers (`serde_bytes`, `Vec<u8>` through
+    /// `deserialize_bytes`) without base64. A mismatch is
+    /// [`EnvelopeError::InvalidPayload`].
+    pub fn payload_as<T: Deserialize<'a>>(&self) -> Result<T, EnvelopeError> {
+        let bytes = self.payload.unwrap_or(&[0xc0]);
+        rmp_serde::from_slice(bytes).map_err(|err| EnvelopeError::InvalidPayload {
+            reason: err.to_string(),
+        })
+    }
+}
+
+/// The known field names, in the order of `fields` in [`MsgPackEnvelope::decode`].
+const FIELD_NAMES: [&str; 6] = ["v", "e", "p", "c", "t", "s"];
+
+/// The kind of a value and what its header says about its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    Nil,
+    Bool,
+    Uint(u64),
+    Int(i64),
+    Float,
+    Str(usize),
+    Bin(usize),
+    Array(usize),
+    Map(usize),
+    Ext(usize),
+}
+
+impl Head {
+    /// The type in words, for [`EnvelopeError::WrongType`].
+    fn words(self) -> &'static str {
+        match self {
+            Head::Nil => "nil",
+            Head::Bool => "a boolean",
+            Head::Uint(_) => "a number",
+            Head::Int(n) if n < 0 => "a negative number",
+            Head::Int(_) => "a number",
+            Head::Float => "a float",
+            Head::Str(_) => "a string",
+            Head::Bin(_) => "binary data",
+            Head::Array(_) => "an array",
+            Head::Map(_) => "a map",
+            Head::Ext(_) => "an extension value",
+        }
+    }
+}
+
+/// A cursor over the bytes of one message.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    fn fault(&self, reason: &'static str) -> EnvelopeError {
+        EnvelopeError::InvalidMsgPack {
+            offset: self.pos,
+            reason,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EnvelopeError> {
+        if n > self.bytes.len() - self.pos {
+            return Err(self.fault("truncated value"));
+        }
+        let slice = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(slice)
+    }
+
+    fn be(&mut self, n: usize) -> Result<u64, EnvelopeError> {
+        Ok(self.take(n)?.iter().fold(0, |acc, &b| (acc << 8) | u64::from(b)))
+    }
+
+    fn len(&mut self, n: usize) -> Result<usize, EnvelopeError> {
+        // At most 32 bits: fits `usize` on every platform Rust's std supports here.
+        usize::try_from(self.be(n)?).map_err(|_| self.fault("length too large"))
+    }
+
+    /// Reads a value's header (marker and length), leaving the cursor on its content.
+    fn head(&mut self) -> Result<Head, EnvelopeError> {
+        let marker = self.take(1)?[0];
+        Ok(match marker {
+            0x00..=0x7f => Head::Uint(u64::from(marker)),
+            0x80..=0x8f => Head::Map(usize::from(marker & 0x0f)),
+            0x90..=0x9f => Head::Array(usize::from(marker & 0x0f)),
+            0xa0..=0xbf => Head::Str(usize::from(marker & 0x1f)),
+            0xc0 => Head::Nil,
+            0xc1 => {
+                self.pos -= 1;
+                return Err(self.fault("the reserved marker 0xc1"));
+            }
+            0xc2 | 0xc3 => Head::Bool,
+            0xc4 => Head::Bin(self.len(1)?),
+            0xc5 => Head::Bin(self.len(2)?),
+            0xc6 => Head::Bin(self.len(4)?),
+            0xc7 => Head::Ext(self.len(1)? + 1),
+            0xc8 => Head::Ext(self.len(2)? + 1),
+            0xc9 => Head::Ext(self.len(4)?.saturating_add(1)),
+            0xca => {
+                self.take(4)?;
+                Head::Float
+            }
+            0xcb => {
+                self.take(8)?;
+                Head::Float
+            }
+            0xcc => Head::Uint(self.be(1)?),
+            0xcd => Head::Uint(self.be(2)?),
+            0xce => Head::Uint(self.be(4)?),
+            0xcf => Head::Uint(self.be(8)?),
+            0xd0 => Head::Int(i64::from(self.take(1)?[0] as i8)),
+            0xd1 => Head::Int(i64::from(self.be(2)? as u16 as i16)),
+            0xd2 => Head::Int(i64::from(self.be(4)? as u32 as i32)),
+            0xd3 => Head::Int(self.be(8)? as i64),
+            0xd4 => Head::Ext(2),
+            0xd5 => Head::Ext(3),
+            0xd6 => Head::Ext(5),
+            0xd7 => Head::Ext(9),
+            0xd8 => Head::Ext(17),
+            0xd9 => Head::Str(self.len(1)?),
+            0xda => Head::Str(self.len(2)?),
+            0xdb => Head::Str(self.len(4)?),
+            0xdc => Head::Array(self.len(2)?),
+            0xdd => Head::Array(self.len(4)?),
+            0xde => Head::Map(self.len(2)?),
+            0xdf => Head::Map(self.len(4)?),
+            0xe0..=0xff => Head::Int(i64::from(marker as i8)),
+        })
+    }
+
+    /// Reads `len` bytes of string content, which must be UTF-8.
+    fn str(&mut self, len: usize) -> Result<&'a str, EnvelopeError> {
+        let start = self.pos;
+        let bytes = self.take(len)?;
+        simdutf8::basic::from_utf8(bytes).map_err(|_| EnvelopeError::InvalidMsgPack {
+            offset: start,
+            reason: "a string that is not UTF-8",
+        })
+    }
+
+    /// Skips one whole value, checking it on the way; `depth` is how many more levels
+    /// of arrays and maps may open (the envelope map is the first).
+    fn skip_value(&mut self, depth: usize) -> Result<(), EnvelopeError> {
+        // An explicit stack of the elements left at each open level: no recursion, so
+        // even `usize::MAX` (the fields' second walk) cannot overflow the stack.
+        let mut open = Stack::default();
+        let mut max_depth = depth;
+        loop {
+            match self.head()? {
+                Head::Str(len) => {
+                    self.str(len)?;
+                }
+                Head::Bin(len) | Head::Ext(len) => {
+                    self.take(len)?;
+                }
+                head @ (Head::Array(_) | Head::Map(_)) => {
+                    let elements = match head {
+                        Head::Map(n) => n.checked_mul(2),
+                        Head::Array(n) => Some(n),
+                        _ => unreachable!("matched above"),
+                    };
+                    // Every element takes at least one byte: a count beyond the bytes
+                    // left is refused before anything is walked.
+                    let elements = elements
+                        .filter(|&e| e <= self.bytes.len() - self.pos)
+                        .ok_or_else(|| self.fault("more elements than bytes left"))?;
+                    if max_depth == 0 {
+                        return Err(EnvelopeError::TooDeep { max: depth });
+                    }
+                    if elements > 0 {
+                        max_depth -= 1;
+                        open.push(elements);
+                        continue;
+                    }
+                }
+                Head::Nil | Head::Bool | Head::Uint(_) | Head::Int(_) | Head::Float => {}
+            }
+            // One value done: count it against the innermost open level, closing
+            // every level that is complete.
+            loop {
+                match open.last_mut() {
+                    None => return Ok(()),
+                    Some(left) => {
+                        *left -= 1;
+                        if *left > 0 {
+                            break;
+                        }
+                        open.pop();
+                        max_depth += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A stack of counters that lives inline for the first 16 levels (every envelope of
+/// the default depth limit but the deepest), on the heap beyond.
+#[derive(Default)]
+struct Stack {
+    inline: [usize; 16],
+    len: usize,
+    spill: Vec<usize>,
+}
+
+impl Stack {
+    fn push(&mut self, value: usize) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = value,
+            None => self.spill.push(value),
+        }
+        self.len += 1;
+    }
+
+    fn last_mut(&mut self) -> Option<&mut usize> {
+        match self.len {
+            0 => None,
+            n if n <= self.inline.len() => Some(&mut self.inline[n - 1]),
+            _ => self.spill.last_mut(),
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.len > self.inline.len() {
+            self.spill.pop();
+        }
+        self.len -= 1;
+    }
+}
+
+fn required_str<'a>(
+    bytes: &'a [u8],
+    field: &'static str,
+    found: Option<(Head, usize, usize)>,
+) -> Result<&'a str, EnvelopeError> {
+    match found {
+        None => Err(EnvelopeError::MissingField { field }),
+        Some((Head::Str(len), _, end)) => {
+            Ok(std::str::from_utf8(&bytes[end - len..end]).expect("checked UTF-8"))
+        }
+        Some((other, ..)) => Err(EnvelopeError::WrongType {
+            field,
+            expected: "a string",
+            found: other.words(),
+        }),
+    }
+}
+
+/// A string field where `nil` counts as absent.
+fn optional_str<'a>(
+    bytes: &'a [u8],
+    field: &'static str,
+    found: Option<(Head, usize, usize)>,
+) -> Result<Option<&'a str>, EnvelopeError> {
+    match found {
+        None | Some((Head::Nil, ..)) => Ok(None),
+        found => required_str(bytes, field, found).map(Some),
+    }
+}
+
+fn optional_u64(
+    field: &'static str,
+    found: Option<(Head, usize, usize)>,
+) -> Result<Option<u64>, EnvelopeError> {
+    match found {
+        None | Some((Head::Nil, ..)) => Ok(None),
+        Some((Head::Uint(n), ..)) => Ok(Some(n)),
+        // A signed encoding of a value that is not negative is still that number.
+        Some((Head::Int(n), ..)) if n >= 0 => Ok(Some(n as u64)),
+        Some((other, ..)) => Err(EnvelopeError::WrongType {
+            field,
+            expected: "an unsigned 64-bit integer",
+            found: other.words(),
+        }),
+    }
+}
+
+/// Why an envelope could not be encoded as MessagePack: its payload, given as JSON
+/// text, was not valid JSON ([`Payload::Trusted`](super::Payload::Trusted) text that
+/// was not), or a payload value could not be serialized.
+#[derive(Debug)]
+pub struct MsgPackEncodeError(String);
+
+impl std::fmt::Display for MsgPackEncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot encode the payload as MessagePack: {}", self.0)
+    }
+}
+
+impl std::error::Error for MsgPackEncodeError {}
+
+/// Encodes `env` as a binary envelope (`v` is [`WIRE_VERSION`]; `s` last). A JSON
+/// payload is transcoded to the equivalent MessagePack value.
+pub fn encode_msgpack(env: &OutgoingEnvelope<'_>, out: &mut Vec<u8>) -> Result<(), MsgPackEncodeError> {
+    let payload = json_payload(env)?;
+    let _ = rmp::encode::write_map_len(out, field_count(env, payload.is_some()));
+    write_head_fields(env, out);
+    if let Some(value) = payload {
+        write_str(out, "p");
+        rmp_serde::encode::write_named(out, &value).map_err(|err| MsgPackEncodeError(err.to_string()))?;
+    }
+    write_tail_fields(env, out);
+    write_seq(env.seq, out);
+    Ok(())
+}
+
+/// The fields `env` will have: `v`, `e`, and each of `p`, `c`, `t`, `s` present.
+fn field_count(env: &OutgoingEnvelope<'_>, payload: bool) -> u32 {
+    2 + u32::from(payload)
+        + u32::from(env.correlation_id.is_some())
+        + u32::from(env.timestamp.is_some())
+        + u32::from(env.seq.is_some())
+}
+
+/// `env`'s JSON payload as a value, `None` when absent or `null`.
+fn json_payload(env: &OutgoingEnvelope<'_>) -> Result<Option<serde_json::Value>, MsgPackEncodeError> {
+    let Some(json) = env.payload.as_json() else {
+        return Ok(None);
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|err| MsgPackEncodeError(err.to_string()))?;
+    Ok((!value.is_null()).then_some(value))
+}
+
+fn write_seq(seq: Option<u64>, out: &mut Vec<u8>) {
+    if let Some(seq) = seq {
+        write_str(out, "s");
+        let _ = rmp::encode::write_uint(out, seq);
+    }
+}
+
+/// Encodes `env` with `payload` serialized by `rmp-serde` (structs as maps with their
+/// field names, as in JSON; byte buffers serialized as bytes become `bin`), ignoring
+/// `env`'s own payload. On an error, `out` is left as it was.
+pub fn encode_msgpack_serialize<T: Serialize + ?Sized>(
+    env: &OutgoingEnvelope<'_>,
+    payload: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), MsgPackEncodeError> {
+    let start = out.len();
+    let _ = rmp::encode::write_map_len(out, field_count(env, true));
+    write_head_fields(env, out);
+    write_str(out, "p");
+    if let Err(err) = rmp_serde::encode::write_named(out, payload) {
+        out.truncate(start);
+        return Err(MsgPackEncodeError(err.to_string()));
+    }
+    write_tail_fields(env, out);
+    write_seq(env.seq, out);
+    Ok(())
+}
+
+/// Writes every field of `env` but `s`, without the map header, to `out`; returns the
+/// number of fields written. The body of a broadcast: encode it once, and complete it
+/// per recipient with [`write_msgpack_framed`].
+pub fn encode_msgpack_body(env: &OutgoingEnvelope<'_>, out: &mut Vec<u8>) -> Result<u32, MsgPackEncodeError> {
+    let payload = json_payload(env)?;
+    let mut fields = write_head_fields(env, out);
+    if let Some(value) = payload {
+        write_str(out, "p");
+        rmp_serde::encode::write_named(out, &value).map_err(|err| MsgPackEncodeError(err.to_string()))?;
+        fields += 1;
+    }
+    Ok(fields + write_tail_fields(env, out))
+}
+
+/// Writes one whole binary envelope: the map header for `fields` fields (plus `s`
+/// when `seq` is given), `body` (from [`encode_msgpack_body`]) and `s`.
+pub fn write_msgpack_framed(body: &[u8], fields: u32, seq: Option<u64>, out: &mut Vec<u8>) {
+    let count = fields + u32::from(seq.is_some());
+    // `write_map_len` cannot fail on a `Vec`.
+    let _ = rmp::encode::write_map_len(out, count);
+    out.extend_from_slice(body);
+    write_seq(seq, out);
+}
+
+/// `v` and `e`.
+pub(crate) fn write_head_fields(env: &OutgoingEnvelope<'_>, out: &mut Vec<u8>) -> u32 {
+    write_str(out, "v");
+    write_str(out, WIRE_VERSION);
+    write_str(out, "e");
+    write_str(out, env.event);
+    2
+}
+
+/// `c` and `t`, when present.
+pub(crate) fn write_tail_fields(env: &OutgoingEnvelope<'_>, out: &mut Vec<u8>) -> u32 {
+    let mut fields = 0;
+    if let Some(c) = env.correlation_id {
+        write_str(out, "c");
+        write_str(out, c);
+        fields += 1;
+    }
+    if let Some(t) = env.timestamp {
+        write_str(out, "t");
+        let _ = rmp::encode::write_uint(out, t);
+        fields += 1;
+    }
+    fields
+}
+
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Strings here are far below 4 GiB (the message limit): this cannot fail.
+    let _ = rmp::encode::write_str(out, s);
+}
+
+#[cfg(test)]
+mod tests;
