@@ -101,9 +101,9 @@ pub use ws_driver::client::{IncomingRequest, RequestResult, SessionEnd};
 pub use ws_driver::{
     ApiError, App, Audience, AuthFuture, Authenticator, CloseCode, ConfigError, ConnectionEvent,
     ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EngineConfig, ErrorCode, FnAuthenticator,
-    Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub, Member, Metrics, Middleware, Next,
-    Presence, PresenceState, PubSub, ServerHandle, SessionEvent, SessionHandle, SessionId, SessionView,
-    UserId, WebSocket, DEFAULT_SHUTDOWN_TIMEOUT,
+    Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub, InMemorySessionStore, Member,
+    Metrics, Middleware, Next, Presence, PresenceState, PubSub, ServerHandle, SessionEvent, SessionHandle,
+    SessionId, SessionStore, SessionView, UserId, WebSocket, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use ws_driver::{CloseReason, RequestError};
 

@@ -5,7 +5,7 @@
 //! as an echo client, then asks it to write its reports.
 //!
 //! ```text
-//! cargo run --release -p adapter-tokio --example autobahn_client_tokio -- [HOST:PORT]
+//! cargo run --release -p adapter-tokio --example autobahn_client_tokio -- [HOST:PORT] [--context-takeover]
 //! ```
 
 use std::io;
@@ -23,10 +23,23 @@ async fn main() -> io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9001".to_owned());
     // Autobahn's case 9 sends up to 16 MiB, in up to 65,536 fragments.
-    let config = Config {
+    // Autobahn's case 13 servers accept only offers that carry
+    // client_no_context_takeover for some of their parameter sets: offer it, so that
+    // every case negotiates permessage-deflate.
+    let mut config = Config {
         max_fragments: 1 << 20,
+        deflate_client_no_context_takeover: true,
+        // Compress every message, however small: kosoku (Autobahn) mishandles an
+        // uncompressed text message inside its compression cases (12.x.1, 13.x.1:
+        // 16 bytes, below the default Config::deflate_min_size).
+        deflate_min_size: 0,
         ..Config::default().with_max_message_size(64 << 20)
     };
+    // `--context-takeover`: offer plain permessage-deflate and keep the compression
+    // context between messages (the differential test with Python websockets).
+    if std::env::args().any(|arg| arg == "--context-takeover") {
+        config.deflate_client_no_context_takeover = false;
+    }
     let count: u32 = match run(&addr, "/getCaseCount", &config, false).await?.first() {
         Some(text) => text
             .trim()

@@ -71,19 +71,23 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
     let info = ws_driver::adapter::connection_info(&parsed, peer);
+    // The 101 below answers the client's permessage-deflate offer; the connection
+    // runs with the same parameters.
+    let deflate = parsed.negotiate_deflate(hub.proto_config());
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let stream = TokioIo::new(upgraded).compat();
-                ws_driver::adapter::run_websocket(hub, TokioRuntime, stream, info, Bytes::new()).await;
+                ws_driver::adapter::run_websocket(hub, TokioRuntime, stream, info, Bytes::new(), deflate)
+                    .await;
             }
             Err(err) => tracing::debug!(%err, "the upgrade did not complete"),
         }
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    match parsed.accept_fields(&Accept::new()) {
+    match parsed.accept_fields(&Accept::new().with_deflate(deflate.as_ref())) {
         Ok(fields) => {
             for (name, value) in fields {
                 if let (Ok(name), Ok(value)) = (

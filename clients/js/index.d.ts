@@ -58,6 +58,7 @@ export declare const ErrorCode: {
   readonly BINARY_NOT_SUPPORTED: 4113;
   readonly ORIGIN_NOT_ALLOWED: 4114;
   readonly SESSION_ENDED: 4115;
+  readonly SESSION_MOVED: 4116;
   readonly UNKNOWN_EVENT: 4150;
   readonly INTERNAL: 4199;
 };

@@ -1,9 +1,5 @@
 #![no_main]
-//! cargo-fuzz target; the logic lives in `fuzz/logic/engine.rs`, shared with the
-//! corpus replay test that plain `cargo test` runs.
+//! cargo-fuzz target over `ws_session::fuzzing::engine`, which the crate's own tests also
+//! run on every committed corpus input.
 
-#[path = "../logic/engine.rs"]
-#[allow(dead_code)]
-mod logic;
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| logic::engine(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ws_session::fuzzing::engine(data));

@@ -1,9 +1,5 @@
 #![no_main]
-//! cargo-fuzz target; the logic lives in `fuzz/logic/handshake.rs`, shared with the
-//! corpus replay test that plain `cargo test` runs.
+//! cargo-fuzz target over `ws_proto::fuzzing::server_handshake`, which the crate's own tests also
+//! run on every committed corpus input.
 
-#[path = "../logic/handshake.rs"]
-#[allow(dead_code)]
-mod logic;
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| logic::server_handshake(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ws_proto::fuzzing::server_handshake(data));

@@ -15,6 +15,7 @@ use crate::hub::{Hub, ServerHandle};
 use crate::pubsub::PubSub;
 use crate::runtime::Runtime;
 use crate::state::TypeMap;
+use crate::store::SessionStore;
 
 /// A lifecycle hook, boxed. It takes its arguments by value so that the future it
 /// returns owns them and can run on another task than the hub that saw the event.
@@ -84,6 +85,8 @@ pub struct App {
     pub(crate) close_timeout: Duration,
     pub(crate) state: TypeMap,
     pub(crate) presence: Option<crate::Presence>,
+    pub(crate) store: Option<Arc<dyn SessionStore>>,
+    pub(crate) store_timeout: Duration,
 }
 
 impl Default for App {
@@ -98,6 +101,8 @@ impl App {
     /// Default time the closing handshake (or a stalled write of a connection being
     /// closed) may take before the socket is dropped: 10 s.
     pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default bound on every call to the session store: 5 s.
+    pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// An application with no handlers, an authenticator that refuses everyone, and
     /// the default limits.
@@ -113,6 +118,8 @@ impl App {
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
             state: TypeMap::default(),
             presence: None,
+            store: None,
+            store_timeout: Self::DEFAULT_STORE_TIMEOUT,
         }
     }
 
@@ -207,6 +214,25 @@ impl App {
         self
     }
 
+    /// Keeps sessions in `store` so that any node sharing it can resume them
+    /// ([`EngineConfig::shared_sessions`] is turned on): every change a resume needs is
+    /// written to it, in order, off the hub; a resume of a session this node does not
+    /// hold loads it from there (claiming it; the former owner lets it go and closes its
+    /// connection with 4116). See docs/PROTOCOL.md, "Sessions across nodes".
+    pub fn session_store(mut self, store: impl SessionStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self.config.shared_sessions = true;
+        self
+    }
+
+    /// Bounds every session store call (a journal write, a load): a load that takes
+    /// longer is a refused resume ("unknown"), a write that does is logged. Default:
+    /// [`App::DEFAULT_STORE_TIMEOUT`] (5 s).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
     /// Runs `hook` on every session lifecycle change (created, suspended, resumed,
     /// expired, closed), on that session's worker task: after the handlers of the
     /// session's earlier messages and before those of its later ones. The hub does not
@@ -252,9 +278,10 @@ impl App {
     /// rate limits, frame and message sizes in `config.envelope`). Default:
     /// [`EngineConfig::default`].
     pub fn config(mut self, config: EngineConfig) -> Self {
-        let publish = self.config.publish_broadcasts;
+        let (publish, shared) = (self.config.publish_broadcasts, self.config.shared_sessions);
         self.config = config;
         self.config.publish_broadcasts |= publish;
+        self.config.shared_sessions |= shared;
         self
     }
 

@@ -24,8 +24,8 @@ use rand::SeedableRng;
 use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::{
-    Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, InboundEvent, Metrics, OutboundMessage,
-    Publication, RequestId, SessionEvent, SessionId, UserId,
+    Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, InboundEvent, JournalEntry, Metrics,
+    OutboundMessage, Publication, RequestId, SessionEvent, SessionId, SessionRecord, UserId,
 };
 
 use crate::app::{App, ConnectionEvent, Hook};
@@ -38,6 +38,7 @@ use crate::reach::{Audience, SessionView};
 use crate::request::RequestError;
 use crate::runtime::Runtime;
 use crate::state::{Identity, SessionState, TypeMap};
+use crate::store::{JournalBatch, SessionStore};
 
 /// What the hub sends a connection task.
 #[derive(Debug)]
@@ -144,6 +145,14 @@ pub(crate) enum Command {
         result: Result<Identity, String>,
     },
     Remote(Publication),
+    /// The store's answer to a `LoadSession` (`None`: none, failed or timed out).
+    Loaded {
+        connection: ConnectionId,
+        session: SessionId,
+        record: Option<SessionRecord>,
+    },
+    /// Another node took the session: let it go.
+    Release(SessionId),
     Metrics(oneshot::Sender<Metrics>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -229,6 +238,51 @@ impl Hub {
             });
             publisher = Some(tx);
         }
+        let store = app.store.map(|store| {
+            let timeout = app.store_timeout;
+            // Sessions other nodes took from this one: let each go.
+            let mut taken = store.subscribe(node);
+            let commands = command_tx.clone();
+            runtime.spawn(async move {
+                while let Some(session) = taken.next().await {
+                    if commands.unbounded_send(Command::Release(session)).is_err() {
+                        break;
+                    }
+                }
+            });
+            // The writer: one batch after the other, in the order the engine made the
+            // entries, each bounded by the timeout; what piled up meanwhile goes in one.
+            let (tx, mut rx) = mpsc::unbounded::<JournalBatch>();
+            let writer = store.clone();
+            let commands = command_tx.clone();
+            let rt = runtime.clone();
+            runtime.spawn(async move {
+                while let Some(mut batch) = rx.next().await {
+                    while let Ok(more) = rx.try_recv() {
+                        batch.extend(more);
+                    }
+                    let entries: usize = batch.iter().map(|(_, e)| e.len()).sum();
+                    match with_timeout(&rt, timeout, writer.append(node, batch)).await {
+                        Some(Ok(fenced)) => {
+                            for session in fenced {
+                                tracing::info!(%session, "journal write fenced off: the session moved");
+                                let _ = commands.unbounded_send(Command::Release(session));
+                            }
+                        }
+                        Some(Err(err)) => tracing::error!(%err, entries, "journal write failed"),
+                        None => tracing::error!(entries, "journal write timed out"),
+                    }
+                }
+            });
+            StoreLink {
+                store,
+                node,
+                timeout,
+                writer: tx,
+                pending: Vec::new(),
+                index: HashMap::new(),
+            }
+        });
         let task = HubTask {
             runtime: runtime.clone(),
             engine,
@@ -249,6 +303,7 @@ impl Hub {
             connection_hooks: app.hooks.connection.into(),
             shutdown: None,
             requests: HashMap::new(),
+            store,
         };
         runtime.spawn(task.run());
         Self {
@@ -444,6 +499,45 @@ enum ToBroker {
     Vacated(Arc<str>),
 }
 
+/// The hub's side of the shared session store.
+struct StoreLink {
+    store: Arc<dyn SessionStore>,
+    node: u64,
+    timeout: Duration,
+    /// The writer task's queue.
+    writer: mpsc::UnboundedSender<JournalBatch>,
+    /// Entries of the current drain, per session in order, and where each session's are.
+    pending: JournalBatch,
+    index: HashMap<SessionId, usize>,
+}
+
+impl StoreLink {
+    fn push(&mut self, session: SessionId, entry: JournalEntry) {
+        let at = *self.index.entry(session).or_insert_with(|| {
+            self.pending.push((session, Vec::new()));
+            self.pending.len() - 1
+        });
+        self.pending[at].1.push(entry);
+    }
+
+    /// Hands the drain's entries to the writer, as one batch.
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.index.clear();
+            let _ = self.writer.unbounded_send(std::mem::take(&mut self.pending));
+        }
+    }
+}
+
+/// `future`, or `None` once `timeout` has passed.
+async fn with_timeout<R: Runtime, T>(runtime: &R, timeout: Duration, future: BoxFuture<T>) -> Option<T> {
+    let sleep = runtime.sleep_until(Instant::now() + timeout);
+    match futures_util::future::select(future, sleep).await {
+        futures_util::future::Either::Left((value, _)) => Some(value),
+        futures_util::future::Either::Right(_) => None,
+    }
+}
+
 /// A connection the hub routes frames to.
 struct ConnEntry {
     outbox: mpsc::UnboundedSender<Outbound>,
@@ -495,7 +589,8 @@ fn session_of(event: &SessionEvent) -> Option<SessionId> {
         | SessionEvent::Suspended { session }
         | SessionEvent::Resumed { session, .. }
         | SessionEvent::Expired { session, .. }
-        | SessionEvent::Closed { session, .. } => Some(*session),
+        | SessionEvent::Closed { session, .. }
+        | SessionEvent::Moved { session } => Some(*session),
         _ => None,
     }
 }
@@ -527,6 +622,8 @@ struct HubTask<R: Runtime> {
     shutdown: Option<Vec<oneshot::Sender<()>>>,
     /// Server→client requests waiting for the engine's `Response`.
     requests: HashMap<RequestId, oneshot::Sender<Result<Option<String>, RequestError>>>,
+    /// The shared session store, when the app has one.
+    store: Option<StoreLink>,
 }
 
 enum Wake {
@@ -801,6 +898,16 @@ impl<R: Runtime> HubTask<R> {
                 }
             }
             Command::Remote(publication) => self.engine.handle_remote_publish(now, &publication),
+            Command::Loaded {
+                connection,
+                session,
+                record,
+            } => self
+                .engine
+                .handle_session_loaded(now, connection, session, record),
+            Command::Release(session) => {
+                self.engine.release_session(now, session);
+            }
             Command::Metrics(reply) => {
                 let _ = reply.send(self.engine.metrics());
             }
@@ -870,10 +977,62 @@ impl<R: Runtime> HubTask<R> {
                         let _ = answer.send(result.map_err(RequestError::from));
                     }
                 }
+                Action::Journal { session, entry } => {
+                    if let Some(store) = &mut self.store {
+                        store.push(session, entry);
+                    }
+                }
+                Action::LoadSession {
+                    connection,
+                    session,
+                    token,
+                } => self.load_session(connection, session, token),
                 // A new kind of action this glue does not know yet: loud, not silent.
                 other => tracing::error!(?other, "unhandled engine action"),
             }
         }
+        if let Some(store) = &mut self.store {
+            store.flush();
+        }
+    }
+
+    /// Asks the store for a session a resume wants, off the hub, bounded by the
+    /// timeout; the answer (or `None`) comes back as a command.
+    fn load_session(
+        &mut self,
+        connection: ConnectionId,
+        session: SessionId,
+        token: ws_session::TokenVerifier,
+    ) {
+        let handle = self.handle.clone();
+        let Some(store) = &self.store else {
+            handle.command(Command::Loaded {
+                connection,
+                session,
+                record: None,
+            });
+            return;
+        };
+        let (link, node, timeout) = (store.store.clone(), store.node, store.timeout);
+        let runtime = self.runtime.clone();
+        self.runtime.spawn(async move {
+            let record = match with_timeout(&runtime, timeout, link.load(node, session, token)).await {
+                Some(Ok(record)) => record,
+                Some(Err(err)) => {
+                    tracing::error!(%err, %session, "session load failed; the resume is refused");
+                    None
+                }
+                None => {
+                    tracing::error!(%session, "session load timed out; the resume is refused");
+                    None
+                }
+            };
+            handle.command(Command::Loaded {
+                connection,
+                session,
+                record,
+            });
+        });
     }
 
     /// Hands a session's lifecycle event to its hooks, on the session's worker, and
@@ -892,8 +1051,11 @@ impl<R: Runtime> HubTask<R> {
             }
             self.announce(now, out);
         }
+        // A session moved to another node is gone from this one as if ended.
         let ended = match &event {
-            SessionEvent::Expired { session, .. } | SessionEvent::Closed { session, .. } => Some(*session),
+            SessionEvent::Expired { session, .. }
+            | SessionEvent::Closed { session, .. }
+            | SessionEvent::Moved { session } => Some(*session),
             _ => None,
         };
         if let Some(session) = ended {

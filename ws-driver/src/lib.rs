@@ -41,6 +41,7 @@ mod request;
 mod runtime;
 mod serve;
 mod state;
+mod store;
 mod upgrade;
 mod write;
 
@@ -58,6 +59,7 @@ pub use reach::{Audience, Emit, SessionView};
 pub use request::RequestError;
 pub use serve::{Server, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use state::Identity;
+pub use store::{InMemorySessionStore, JournalBatch, SessionStore, StoreError};
 
 pub use ws_proto::CloseCode;
 pub use ws_session::{

@@ -15,7 +15,7 @@ use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
 use ws_proto::envelope::write_seq_suffix;
 use ws_proto::handshake::Request;
-use ws_proto::{CloseCode, Connection, ConnectionState};
+use ws_proto::{CloseCode, Connection, ConnectionState, DeflateParams};
 use ws_session::{ConnectionId, ConnectionInfo};
 
 use crate::handler::BoxFuture;
@@ -59,12 +59,12 @@ pub async fn serve_connection<R, S>(
         }
         None
     };
-    let request = {
+    let (request, deflate) = {
         let upgrade = accept_upgrade(&mut stream, &hub.settings.config.envelope, admit).fuse();
         futures_util::pin_mut!(upgrade);
         futures_util::select_biased! {
             upgraded = upgrade => match upgraded {
-                Ok(Some(request)) => request,
+                Ok(Some(upgraded)) => upgraded,
                 Ok(None) | Err(_) => return,
             },
             () = timeout => {
@@ -74,7 +74,7 @@ pub async fn serve_connection<R, S>(
         }
     };
     let info = connection_info(&request, peer);
-    run_websocket(hub, runtime, stream, info, request.rest().clone()).await;
+    run_websocket(hub, runtime, stream, info, request.rest().clone(), deflate).await;
 }
 
 /// The engine's view of an upgrade request: path, query, headers, origin, credential.
@@ -89,7 +89,8 @@ pub fn connection_info(request: &Request, peer: Option<SocketAddr>) -> Connectio
 
 /// Runs an upgraded connection (the 101 already sent) until it closes: frames in from
 /// the socket to the hub, the hub's messages out in batches. `rest` holds bytes that
-/// arrived after the upgrade request. Used by [`serve_connection`] and by adapters
+/// arrived after the upgrade request; `deflate` is what the 101 agreed to
+/// (`Request::negotiate_deflate`, answered with `Accept::with_deflate`). Used by [`serve_connection`] and by adapters
 /// that let an HTTP server do the upgrade (mounting on axum/hyper).
 ///
 /// Reading, the hub's messages and the write in progress are served together: a peer
@@ -99,8 +100,14 @@ pub fn connection_info(request: &Request, peer: Option<SocketAddr>) -> Connectio
 /// reading meets TCP backpressure instead of growing our queues. When the hub closes
 /// a connection whose write is stalled (the slow-consumer policy), the write gets the
 /// close timeout to finish; then the socket is dropped.
-pub async fn run_websocket<R, S>(mut hub: Hub, runtime: R, stream: S, info: ConnectionInfo, rest: Bytes)
-where
+pub async fn run_websocket<R, S>(
+    mut hub: Hub,
+    runtime: R,
+    stream: S,
+    info: ConnectionInfo,
+    rest: Bytes,
+    deflate: Option<DeflateParams>,
+) where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -113,7 +120,7 @@ where
             reply: reply_tx,
         })
         .await;
-    let mut conn = Connection::server(hub.settings.config.envelope.clone());
+    let mut conn = Connection::server(hub.settings.config.envelope.clone()).with_deflate(deflate);
     let (mut reader, writer) = stream.split();
     let Some(id) = (if opened {
         reply_rx.await.ok().flatten()

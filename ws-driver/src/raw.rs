@@ -44,10 +44,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// There is no deadline here (this crate has no timer): race it against your
     /// runtime's timeout, as every tether server does with its handshake timeout.
     pub async fn accept(mut stream: S, config: Config) -> io::Result<Option<(Self, Request)>> {
-        let Some(request) = accept_upgrade(&mut stream, &config, |_| None).await? else {
+        let Some((request, deflate)) = accept_upgrade(&mut stream, &config, |_| None).await? else {
             return Ok(None);
         };
-        let mut conn = Connection::server(config);
+        let mut conn = Connection::server(config).with_deflate(deflate);
         conn.handle_bytes(request.rest());
         Ok(Some((Self::from_connection(stream, conn), request)))
     }

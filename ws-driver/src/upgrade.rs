@@ -6,7 +6,7 @@ use std::io;
 
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ws_proto::handshake::{Accept, Rejection, Request, ServerHandshake};
-use ws_proto::Config;
+use ws_proto::{Config, DeflateParams};
 
 /// Bytes read from the socket at a time while the head arrives.
 const READ_BUFFER: usize = 16 * 1024;
@@ -38,14 +38,16 @@ where
 /// The server side of an upgrade: reads the request, lets `admit` refuse it for the
 /// application's reasons (path, origin), and answers — the 101, or the refusal's
 /// response after which the stream is closed. `Ok(None)` when refused or when the
-/// peer left; the accepted [`Request`] holds the bytes that followed its head.
+/// peer left; the accepted [`Request`] holds the bytes that followed its head, and
+/// comes with the permessage-deflate parameters the 101 agreed to (per `config`), to
+/// run the connection with.
 ///
 /// No deadline here: the caller races this against its runtime's timer.
 pub(crate) async fn accept_upgrade<S>(
     stream: &mut S,
     config: &Config,
     admit: impl FnOnce(&Request) -> Option<Rejection>,
-) -> io::Result<Option<Request>>
+) -> io::Result<Option<(Request, Option<DeflateParams>)>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -64,11 +66,12 @@ where
         refuse(stream, &rejection).await;
         return Ok(None);
     }
+    let deflate = request.negotiate_deflate(config);
     let response = request
-        .accept(&Accept::new())
+        .accept(&Accept::new().with_deflate(deflate.as_ref()))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     stream.write_all(&response).await?;
-    Ok(Some(request))
+    Ok(Some((request, deflate)))
 }
 
 /// Writes the refusal and closes; errors are moot, the peer is being turned away.

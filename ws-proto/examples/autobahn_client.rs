@@ -3,7 +3,7 @@
 //! echo client, then ask it to write its reports.
 //!
 //! ```text
-//! cargo run --release -p ws-proto --example autobahn_client -- [HOST:PORT]
+//! cargo run --release -p ws-proto --example autobahn_client -- [HOST:PORT] [--context-takeover]
 //! ```
 
 use std::collections::hash_map::RandomState;
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ws_proto::frame::SeededMasks;
 use ws_proto::handshake::{ClientHandshake, ClientRequest};
-use ws_proto::{Config, Connection, Event};
+use ws_proto::{Config, Connection, DeflateParams, Event};
 
 const AGENT: &str = "tether-ws-proto";
 /// After the closing handshake the client waits this long for the server to close TCP.
@@ -25,10 +25,23 @@ fn main() -> io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9001".to_owned());
     // Autobahn's case 9 sends up to 16 MiB, in up to 65,536 fragments.
-    let config = Config {
+    // Autobahn's case 13 servers accept only offers that carry
+    // client_no_context_takeover for some of their parameter sets: offer it, so that
+    // every case negotiates permessage-deflate.
+    let mut config = Config {
         max_fragments: 1 << 20,
+        deflate_client_no_context_takeover: true,
+        // Compress every message, however small: kosoku (Autobahn) mishandles an
+        // uncompressed text message inside its compression cases (12.x.1, 13.x.1:
+        // 16 bytes, below the default Config::deflate_min_size).
+        deflate_min_size: 0,
         ..Config::default().with_max_message_size(64 << 20)
     };
+    // `--context-takeover`: offer plain permessage-deflate and keep the compression
+    // context between messages (the differential test with Python websockets).
+    if std::env::args().any(|arg| arg == "--context-takeover") {
+        config.deflate_client_no_context_takeover = false;
+    }
 
     let count: u32 = match run(&addr, "/getCaseCount", &config, false)?.first() {
         Some(text) => text.trim().parse().expect("case count"),
@@ -67,8 +80,10 @@ fn run(addr: &str, path: &str, config: &Config, echo: bool) -> io::Result<Vec<St
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&entropy().to_ne_bytes());
     key[8..].copy_from_slice(&entropy().to_ne_bytes());
-    let (mut handshake, request) = ClientHandshake::new(config, ClientRequest::new(addr, path, key))
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut request = ClientRequest::new(addr, path, key);
+    request.extensions = DeflateParams::client_offer(config);
+    let (mut handshake, request) =
+        ClientHandshake::new(config, request).map_err(|e| io::Error::other(e.to_string()))?;
     stream.write_all(&request)?;
 
     let mut buf = vec![0; 64 * 1024];
@@ -84,7 +99,8 @@ fn run(addr: &str, path: &str, config: &Config, echo: bool) -> io::Result<Vec<St
         }
     };
 
-    let mut conn = Connection::client(config.clone(), SeededMasks::new(entropy()));
+    let mut conn = Connection::client(config.clone(), SeededMasks::new(entropy()))
+        .with_deflate(response.deflate().copied());
     conn.handle_bytes(response.rest());
     let mut texts = Vec::new();
     loop {

@@ -3,7 +3,7 @@
 //! server cases (`kosoku -m fuzzingclient`).
 //!
 //! ```text
-//! cargo run --release -p ws-proto --example echo_server -- [ADDR] [--max-message-size BYTES] [--max-fragments N]
+//! cargo run --release -p ws-proto --example echo_server -- [ADDR] [--max-message-size BYTES] [--max-fragments N] [--deflate-min-size BYTES] [--no-deflate]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:9001. Autobahn's case 9 sends messages of up to 16 MiB,
@@ -41,6 +41,13 @@ fn main() -> io::Result<()> {
                     .and_then(|v| v.parse().ok())
                     .expect("--max-fragments N");
             }
+            "--deflate-min-size" => {
+                config.deflate_min_size = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--deflate-min-size BYTES");
+            }
+            "--no-deflate" => config.deflate = false,
             _ => addr = arg,
         }
     }
@@ -88,14 +95,16 @@ fn serve(mut stream: TcpStream, config: Config) -> io::Result<()> {
             }
         }
     };
+    // permessage-deflate, if the client offers it and the config allows it.
+    let deflate = request.negotiate_deflate(&config);
     let response = request
-        .accept(&Accept::new())
+        .accept(&Accept::new().with_deflate(deflate.as_ref()))
         .expect("no subprotocol chosen, nothing to refuse");
     stream.write_all(&response)?;
     stream.set_read_timeout(None)?;
 
     // 2. Frames: feed what we read, drain events and transmits, until closed.
-    let mut conn = Connection::server(config);
+    let mut conn = Connection::server(config).with_deflate(deflate);
     conn.handle_bytes(request.rest());
     loop {
         while let Some(event) = conn.poll_event() {

@@ -45,12 +45,37 @@ pub struct Config {
     /// Longest correlation id (`c`) of an envelope, in bytes, after JSON unescaping.
     /// Default: 128.
     pub max_correlation_id_len: usize,
+    /// Negotiate permessage-deflate (RFC 7692): a server accepts a client's offer, a
+    /// client offers it. Default: `true`. See [`crate::deflate`] for what is
+    /// negotiated, and why window sizes below 32 KiB cost ratio.
+    pub deflate: bool,
+    /// Messages smaller than this many bytes are sent uncompressed even when
+    /// permessage-deflate was agreed (compressing a few bytes costs more CPU than
+    /// it saves bytes, and can even grow them). Default: 64.
+    pub deflate_min_size: usize,
+    /// Compression level, 0 (stored, no compression) to 9 (best). Default: 1 (fastest
+    /// of the real levels: on chat-like JSON it gets most of level 6's ratio for a
+    /// fraction of the CPU; see `docs/BENCHMARKS.md`).
+    pub deflate_level: u32,
+    /// The server compresses every message with a fresh context
+    /// (`server_no_context_takeover`): a server answers every offer with it, a client
+    /// asks for it. It lowers the ratio on small repetitive messages but lets a
+    /// server drop its compressor between messages and share one compressed
+    /// broadcast payload among connections
+    /// ([`Connection::send_precompressed`](crate::Connection::send_precompressed)).
+    /// Default: `false`.
+    pub deflate_server_no_context_takeover: bool,
+    /// The client compresses every message with a fresh context
+    /// (`client_no_context_takeover`): a client offers it (and keeps to it), a server
+    /// asks for it in every answer. It lets the server drop its decompressor between
+    /// messages. Default: `false`.
+    pub deflate_client_no_context_takeover: bool,
 }
 
 impl Config {
     /// Default largest frame payload: 1 MiB.
     pub const DEFAULT_MAX_FRAME_SIZE: usize = 1 << 20;
-    /// Default largest message: 1 MiB (checked after decompression once it exists).
+    /// Default largest message: 1 MiB (checked after decompression).
     pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
     /// Default most fragments per message: 4096.
     pub const DEFAULT_MAX_FRAGMENTS: usize = 4096;
@@ -66,6 +91,11 @@ impl Config {
     pub const DEFAULT_MAX_EVENT_NAME_LEN: usize = 128;
     /// Default longest correlation id: 128 bytes.
     pub const DEFAULT_MAX_CORRELATION_ID_LEN: usize = 128;
+
+    /// Default smallest message that is compressed: 64 bytes.
+    pub const DEFAULT_DEFLATE_MIN_SIZE: usize = 64;
+    /// Default compression level: 1.
+    pub const DEFAULT_DEFLATE_LEVEL: u32 = 1;
 
     /// Sets [`Config::max_message_size`] and raises [`Config::max_frame_size`] to match,
     /// since a single-frame message may be as large as a message.
@@ -90,6 +120,11 @@ impl Default for Config {
             max_envelope_depth: Self::DEFAULT_MAX_ENVELOPE_DEPTH,
             max_event_name_len: Self::DEFAULT_MAX_EVENT_NAME_LEN,
             max_correlation_id_len: Self::DEFAULT_MAX_CORRELATION_ID_LEN,
+            deflate: true,
+            deflate_min_size: Self::DEFAULT_DEFLATE_MIN_SIZE,
+            deflate_level: Self::DEFAULT_DEFLATE_LEVEL,
+            deflate_server_no_context_takeover: false,
+            deflate_client_no_context_takeover: false,
         }
     }
 }

@@ -20,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::config::Config;
+use crate::deflate::{DeflateParams, Deflater, Inflater, Precompressed, TAIL};
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{apply_mask, encode_frame, FrameHeader, MaskSource, OpCode, MAX_HEADER_LEN};
 use crate::message::Message;
@@ -132,8 +133,13 @@ struct FrameInProgress {
 struct MessageInProgress {
     text: bool,
     fragments: usize,
-    /// Payload bytes received so far, all fragments together.
+    /// Payload bytes received so far, all fragments together; for a compressed
+    /// message, the bytes inflated so far.
     len: u64,
+    /// RSV1 on its first frame: permessage-deflate compressed.
+    compressed: bool,
+    /// Compressed bytes received so far (compressed messages only).
+    wire_len: u64,
 }
 
 /// Messages up to this size are copied out so the assembly buffer is reused; larger
@@ -185,7 +191,17 @@ pub struct Connection {
     /// endpoint answer only the most recent of several pings). A peer that pings
     /// without reading thus costs a bounded amount of memory, not a pong per ping.
     coalesced_pong: Option<Vec<u8>>,
+
+    /// The permessage-deflate parameters agreed in the handshake, if any.
+    deflate: Option<DeflateParams>,
+    deflater: Option<Deflater>,
+    inflater: Option<Inflater>,
+    /// Compressed output of the message being sent.
+    deflate_buf: Vec<u8>,
 }
+
+/// Compressed input is unmasked in pieces of this size, on the stack.
+const UNMASK_PIECE: usize = 4096;
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -195,6 +211,7 @@ impl fmt::Debug for Connection {
             .field("error", &self.error)
             .field("pending_events", &self.events.len())
             .field("pending_transmit", &self.pending_transmit_len())
+            .field("deflate", &self.deflate)
             .finish_non_exhaustive()
     }
 }
@@ -237,7 +254,52 @@ impl Connection {
             out_queue: VecDeque::new(),
             queued_pongs: 0,
             coalesced_pong: None,
+            deflate: None,
+            deflater: None,
+            inflater: None,
+            deflate_buf: Vec::new(),
         }
+    }
+
+    /// Runs permessage-deflate with the parameters agreed in the handshake (`None`:
+    /// no compression, the default). Call it before any byte is fed or sent, with what
+    /// the 101 response said: on a server what
+    /// [`Request::negotiate_deflate`](crate::handshake::Request::negotiate_deflate)
+    /// returned and [`Accept::with_deflate`](crate::handshake::Accept::with_deflate)
+    /// sent, on a client [`Response::deflate`](crate::handshake::Response::deflate).
+    ///
+    /// Messages of [`Config::deflate_min_size`] bytes or more are then compressed,
+    /// RSV1 is accepted on the first frame of a data message, and the limit
+    /// [`Config::max_message_size`] applies to the *inflated* size: a small frame that
+    /// inflates past it is failed with 1009 after at most the limit plus 16 KiB of
+    /// output, inflated in 16 KiB steps.
+    pub fn with_deflate(mut self, params: Option<DeflateParams>) -> Self {
+        let server = self.role == Role::Server;
+        self.deflate = params;
+        self.deflater = params.map(|p| {
+            let (no_context_takeover, window_bits) = p.sending(server);
+            Deflater::new(self.config.deflate_level, window_bits, no_context_takeover)
+        });
+        self.inflater = params.map(|p| Inflater::new(p.peer_resets(server)));
+        self
+    }
+
+    /// The permessage-deflate parameters in force, if the extension was agreed.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref()
+    }
+
+    /// Bytes this connection holds for receiving and compressing: the capacity of its
+    /// assembly buffers plus the (approximate) state of its compressor and
+    /// decompressor. Not counted: what waits in [`Connection::poll_transmit`]
+    /// ([`Connection::pending_transmit_len`]) and events not yet polled.
+    pub fn buffered_bytes(&self) -> usize {
+        self.message_buf.capacity()
+            + self.text_buf.capacity()
+            + self.control_buf.capacity()
+            + self.deflate_buf.capacity()
+            + self.deflater.as_ref().map_or(0, Deflater::state_size)
+            + self.inflater.as_ref().map_or(0, Inflater::state_size)
     }
 
     /// This end's role.
@@ -312,6 +374,9 @@ impl Connection {
         }
         self.frame = None;
         self.message = None;
+        if let Some(inflater) = self.inflater.as_mut() {
+            inflater.release();
+        }
     }
 
     /// The next event, or `None` when there is nothing more until the next input.
@@ -393,7 +458,7 @@ impl Connection {
             OpCode::Binary => false,
             _ => return None,
         };
-        if !header.fin || (rest.len() as u64) < header.payload_len {
+        if !header.fin || header.rsv != 0 || (rest.len() as u64) < header.payload_len {
             return None;
         }
         // `payload_len` fits `rest`, so it fits a usize.
@@ -440,7 +505,11 @@ impl Connection {
     /// The checks that need the connection's state: masking by role, reserved bits,
     /// fragmentation order and the size limits. Starts the message on success.
     fn check_header(&mut self, header: FrameHeader) -> Result<FrameInProgress, ProtocolError> {
-        if header.rsv != 0 {
+        // RSV1 means "compressed" once permessage-deflate is agreed, and only on the
+        // first frame of a data message (RFC 7692 §6.1); RSV2 and RSV3 mean nothing.
+        let rsv1 = header.rsv & 0b100 != 0;
+        let rsv1_allowed = self.inflater.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        if header.rsv & 0b011 != 0 || (rsv1 && !rsv1_allowed) {
             return Err(ProtocolError::ReservedBits { bits: header.rsv });
         }
         match (self.role, header.mask.is_some()) {
@@ -462,13 +531,19 @@ impl Connection {
                         opcode: header.opcode,
                     });
                 }
-                self.check_message_size(len)?;
+                if rsv1 {
+                    self.check_compressed_size(len)?;
+                } else {
+                    self.check_message_size(len)?;
+                }
                 // The buffer may still hold unmasking scratch of the last text.
                 self.message_buf.clear();
                 self.message = Some(MessageInProgress {
                     text: header.opcode == OpCode::Text,
                     fragments: 1,
                     len: 0,
+                    compressed: rsv1,
+                    wire_len: 0,
                 });
             }
             OpCode::Continuation => {
@@ -480,8 +555,13 @@ impl Connection {
                 if message.fragments > max_fragments {
                     return Err(ProtocolError::TooManyFragments { max: max_fragments });
                 }
-                let total = message.len + len;
-                self.check_message_size(total)?;
+                if message.compressed {
+                    let total = message.wire_len + len;
+                    self.check_compressed_size(total)?;
+                } else {
+                    let total = message.len + len;
+                    self.check_message_size(total)?;
+                }
             }
             // Control frames: the header codec already checked FIN and ≤125 bytes.
             OpCode::Close | OpCode::Ping | OpCode::Pong => self.control_buf.clear(),
@@ -503,6 +583,69 @@ impl Connection {
         Ok(())
     }
 
+    /// The compressed size of a message is bounded too, with room for what DEFLATE adds
+    /// to data it cannot compress (5 bytes per stored block of up to 64 KiB); the
+    /// inflated size is checked as it is inflated.
+    fn check_compressed_size(&self, len: u64) -> Result<(), ProtocolError> {
+        let max = self.config.max_message_size as u64;
+        if len > max + max / 1024 + 1024 {
+            return Err(ProtocolError::MessageTooLarge {
+                len,
+                max: self.config.max_message_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Unmasks and inflates part of a compressed message's payload.
+    fn inflate_payload(
+        &mut self,
+        chunk: &[u8],
+        mask: Option<[u8; 4]>,
+        offset: usize,
+    ) -> Result<(), ProtocolError> {
+        let Some(mask) = mask else {
+            return self.inflate(chunk);
+        };
+        let mut piece = [0u8; UNMASK_PIECE];
+        for (i, part) in chunk.chunks(UNMASK_PIECE).enumerate() {
+            let piece = &mut piece[..part.len()];
+            piece.copy_from_slice(part);
+            apply_mask(piece, mask, offset + i * UNMASK_PIECE);
+            self.inflate(piece)?;
+        }
+        Ok(())
+    }
+
+    /// Inflates unmasked compressed bytes into the message being assembled, in
+    /// bounded steps, checking the inflated size against the limit after each step
+    /// and validating text as it comes.
+    fn inflate(&mut self, input: &[u8]) -> Result<(), ProtocolError> {
+        let (Some(inflater), Some(message)) = (self.inflater.as_mut(), self.message.as_mut()) else {
+            return Ok(());
+        };
+        let max = self.config.max_message_size;
+        let (text_buf, message_buf, utf8) = (&mut self.text_buf, &mut self.message_buf, &mut self.utf8);
+        inflater.inflate(input, |out| {
+            message.len += out.len() as u64;
+            if message.len > max as u64 {
+                // How far past the limit a step went depends on how the input was
+                // split; the error says only "past it", the same whatever the split.
+                return Err(ProtocolError::MessageTooLarge {
+                    len: max as u64 + 1,
+                    max,
+                });
+            }
+            if message.text {
+                utf8.push(out, text_buf)
+                    .map_err(|valid_up_to| ProtocolError::InvalidUtf8 { valid_up_to })
+            } else {
+                message_buf.extend_from_slice(out);
+                Ok(())
+            }
+        })
+    }
+
     /// Reads (part of) a payload. Returns the bytes of `data` consumed.
     fn read_payload(&mut self, mut frame: FrameInProgress, data: &[u8]) -> usize {
         // `remaining` is bounded by max_frame_size (a usize), so this cannot truncate.
@@ -517,8 +660,14 @@ impl Connection {
         if frame.header.opcode.is_control() {
             unmask_onto(&mut self.control_buf, chunk, mask, offset);
         } else if let Some(message) = self.message.as_mut() {
-            message.len += take as u64;
-            if message.text {
+            if message.compressed {
+                message.wire_len += take as u64;
+                if let Err(err) = self.inflate_payload(chunk, mask, offset) {
+                    self.fail(err);
+                    return take;
+                }
+            } else if message.text {
+                message.len += take as u64;
                 // Validate text as it arrives, so an invalid sequence fails the
                 // connection at once, not after the rest of a large message; the
                 // text is built in the same pass.
@@ -535,6 +684,7 @@ impl Connection {
                     return take;
                 }
             } else {
+                message.len += take as u64;
                 unmask_onto(&mut self.message_buf, chunk, mask, offset);
             }
         }
@@ -571,6 +721,16 @@ impl Connection {
     }
 
     fn finish_message(&mut self) {
+        if self.message.as_ref().is_some_and(|m| m.compressed) {
+            // The four octets the sender removed (RFC 7692 §7.2.2).
+            if let Err(err) = self.inflate(&TAIL) {
+                self.fail(err);
+                return;
+            }
+            if let Some(inflater) = self.inflater.as_mut() {
+                inflater.end_message();
+            }
+        }
         let Some(message) = self.message.take() else {
             return;
         };
@@ -661,6 +821,9 @@ impl Connection {
         self.message = None;
         self.error = Some(err.clone());
         self.events.push_back(Event::Failed(err));
+        if let Some(inflater) = self.inflater.as_mut() {
+            inflater.release();
+        }
     }
 
     // ------------------------------------------------------------------- sending
@@ -679,6 +842,10 @@ impl Connection {
     /// The caller guarantees that `body` followed by `tail` is valid UTF-8 (checked in
     /// debug builds only): a peer fails the connection with 1007 otherwise. The message
     /// is sent as one frame, whatever [`Config::send_fragment_size`] says.
+    ///
+    /// With permessage-deflate agreed, a message of [`Config::deflate_min_size`] bytes
+    /// or more is compressed for this connection (its own context): nothing is shared
+    /// then. To compress a broadcast once, see [`Connection::send_precompressed`].
     pub fn send_text_parts(&mut self, body: &Bytes, tail: &[u8]) -> Result<(), SendError> {
         debug_assert!(
             std::str::from_utf8(&[&body[..], tail].concat()).is_ok(),
@@ -687,17 +854,83 @@ impl Connection {
         self.send_parts(OpCode::Text, body, tail)
     }
 
-    /// One frame of `body` then `tail`, the body queued by reference when it is large
-    /// and nothing needs masking.
+    /// With permessage-deflate agreed and a message of [`Config::deflate_min_size`] or
+    /// more, the two parts are compressed for this connection (fed to its compressor
+    /// one after the other, never joined) and the compressed frame is copied.
     fn send_parts(&mut self, opcode: OpCode, body: &Bytes, tail: &[u8]) -> Result<(), SendError> {
         if !self.can_send() {
             return Err(SendError::Closed);
         }
+        if self.should_compress(body.len() + tail.len()) {
+            let mut buf = mem::take(&mut self.deflate_buf);
+            if let Some(deflater) = self.deflater.as_mut() {
+                deflater.compress(&[body, tail], &mut buf);
+            }
+            self.write_data_frame(true, true, opcode, &buf);
+            self.keep_deflate_buf(buf);
+            return Ok(());
+        }
+        self.frame_parts(opcode, false, body, tail);
+        Ok(())
+    }
+
+    /// Whether a message of `len` bytes goes out compressed.
+    fn should_compress(&self, len: usize) -> bool {
+        self.deflater.is_some() && len >= self.config.deflate_min_size
+    }
+
+    /// Puts the compression scratch back, unless a large message grew it.
+    fn keep_deflate_buf(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() > RETAIN_MAX {
+            buf = Vec::new();
+        }
+        self.deflate_buf = buf;
+    }
+
+    /// Sends a message compressed once for many connections (a broadcast): the
+    /// compressed payload is queued by reference on a server connection (a client
+    /// masks, so it copies), with no compression work here.
+    ///
+    /// The shared payload is used when permessage-deflate was agreed and this end may
+    /// compress with a 32 KiB window (no `*_max_window_bits` below 15 for our side).
+    /// A message compressed by a fresh compressor references nothing before it, so any
+    /// peer inflates it; when this end takes its context over
+    /// (no `server_no_context_takeover` on a server), its own compressor is reset after
+    /// it, since the peer's window now holds text ours never saw: the next message
+    /// sent per connection starts afresh (that costs ratio, not correctness). With
+    /// `server_no_context_takeover` nothing is lost, which makes it the setting for
+    /// broadcast-heavy servers ([`Config::deflate_server_no_context_takeover`]).
+    ///
+    /// Otherwise (no compression agreed, a smaller window, or a payload that was not
+    /// compressed) the plain payload is sent as [`Connection::send_text_parts`] would,
+    /// compressed for this connection if it should be. Sent as one frame.
+    pub fn send_precompressed(&mut self, message: &Precompressed) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(SendError::Closed);
+        }
+        let opcode = if message.text {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        };
+        match (&message.deflated, self.deflater.as_mut()) {
+            (Some(deflated), Some(deflater)) if deflater.full_window() => {
+                deflater.reset();
+                self.frame_parts(opcode, true, deflated, &[]);
+                Ok(())
+            }
+            _ => self.send_parts(opcode, &message.plain, &[]),
+        }
+    }
+
+    /// One frame of `body` then `tail`, the body queued by reference when it is large
+    /// and nothing needs masking.
+    fn frame_parts(&mut self, opcode: OpCode, rsv1: bool, body: &Bytes, tail: &[u8]) {
         const SHARE_MIN: usize = 256;
         let mask = self.masks.as_mut().map(|masks| masks.next_mask());
         let header = FrameHeader {
             fin: true,
-            rsv: 0,
+            rsv: if rsv1 { 0b100 } else { 0 },
             opcode,
             mask,
             payload_len: (body.len() + tail.len()) as u64,
@@ -711,12 +944,11 @@ impl Connection {
             if let Some(mask) = mask {
                 apply_mask(&mut self.out[start..], mask, 0);
             }
-            return Ok(());
+            return;
         }
         self.out_queue.push_back(self.out.split().freeze());
         self.out_queue.push_back(body.clone());
         self.out.extend_from_slice(tail);
-        Ok(())
     }
 
     /// Sends a binary message whose payload is shared: on a server connection a
@@ -847,19 +1079,56 @@ impl Connection {
         if !self.can_send() {
             return Err(SendError::Closed);
         }
+        if self.should_compress(payload.len()) {
+            let mut buf = mem::take(&mut self.deflate_buf);
+            if let Some(deflater) = self.deflater.as_mut() {
+                deflater.compress(&[payload], &mut buf);
+            }
+            self.write_message(opcode, &buf, true);
+            self.keep_deflate_buf(buf);
+        } else {
+            self.write_message(opcode, payload, false);
+        }
+        Ok(())
+    }
+
+    /// Writes a data message, fragmented per [`Config::send_fragment_size`]; RSV1 on
+    /// its first frame only when `compressed`.
+    fn write_message(&mut self, opcode: OpCode, payload: &[u8], compressed: bool) {
         match self.config.send_fragment_size {
             Some(size) if size > 0 && payload.len() > size => {
                 let mut chunks = payload.chunks(size).peekable();
                 let mut op = opcode;
+                let mut rsv1 = compressed;
                 while let Some(chunk) = chunks.next() {
                     let fin = chunks.peek().is_none();
-                    self.write_frame_fin(fin, op, chunk);
+                    self.write_data_frame(fin, rsv1, op, chunk);
                     op = OpCode::Continuation;
+                    rsv1 = false;
                 }
             }
-            _ => self.write_frame(opcode, payload),
+            _ => self.write_data_frame(true, compressed, opcode, payload),
         }
-        Ok(())
+    }
+
+    fn write_data_frame(&mut self, fin: bool, rsv1: bool, opcode: OpCode, payload: &[u8]) {
+        if !rsv1 {
+            return self.write_frame_fin(fin, opcode, payload);
+        }
+        let mask = self.masks.as_mut().map(|masks| masks.next_mask());
+        let header = FrameHeader {
+            fin,
+            rsv: 0b100,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        header.encode(&mut self.out);
+        let start = self.out.len();
+        self.out.extend_from_slice(payload);
+        if let Some(mask) = mask {
+            apply_mask(&mut self.out[start..], mask, 0);
+        }
     }
 
     fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {

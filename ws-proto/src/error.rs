@@ -65,7 +65,9 @@ pub enum ProtocolError {
     },
     /// A message larger than [`Config::max_message_size`](crate::Config::max_message_size).
     MessageTooLarge {
-        /// The message size it would have reached.
+        /// The message size it would have reached; for a compressed message, the
+        /// limit plus one (inflation stops as soon as the limit is passed, so the
+        /// size it would have reached is not known).
         len: u64,
         /// The configured limit.
         max: usize,
@@ -82,6 +84,9 @@ pub enum ProtocolError {
     },
     /// A close frame whose payload is one byte long (§5.5.1).
     CloseBodyTooShort,
+    /// A compressed message (permessage-deflate, RFC 7692) that does not inflate: the
+    /// DEFLATE data is corrupt.
+    InvalidCompressedData,
     /// A close code that may not appear on the wire (§7.4).
     InvalidCloseCode {
         /// The code received.
@@ -96,7 +101,7 @@ impl ProtocolError {
             Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } | Self::TooManyFragments { .. } => {
                 CloseCode::MESSAGE_TOO_BIG
             }
-            Self::InvalidUtf8 { .. } => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 { .. } | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -138,6 +143,7 @@ impl fmt::Display for ProtocolError {
                 write!(f, "text is not valid UTF-8 after {valid_up_to} bytes")
             }
             Self::CloseBodyTooShort => f.write_str("close frame payload of 1 byte"),
+            Self::InvalidCompressedData => f.write_str("compressed message does not inflate"),
             Self::InvalidCloseCode { code } => write!(f, "close code {code} may not be sent"),
         }
     }

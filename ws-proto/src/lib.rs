@@ -9,6 +9,8 @@
 //! - [`Connection`]: the RFC 6455 state machine for either role: frame decoding from
 //!   any split of the input, reassembly, incremental UTF-8 validation, automatic pongs,
 //!   the closing handshake, and every peer fault answered with its close code.
+//! - [`deflate`]: permessage-deflate (RFC 7692), negotiated in the handshake and run
+//!   by the connection.
 //! - [`envelope`]: the JSON envelope `{v,e,p,c,t,s}` of tether's protocol v1.
 //!
 //! A panic in this crate is a bug in it, never the consequence of bad input.
@@ -76,9 +78,12 @@
 mod close;
 mod config;
 mod connection;
+pub mod deflate;
 pub mod envelope;
 mod error;
 pub mod frame;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod handshake;
 mod message;
 mod utf8;
@@ -86,6 +91,7 @@ mod utf8;
 pub use close::{CloseCode, CloseFrame};
 pub use config::Config;
 pub use connection::{Connection, ConnectionState, Event, Events, Role};
+pub use deflate::{DeflateParams, Precompressed};
 pub use error::{ProtocolError, SendError};
 pub use message::Message;
 pub use utf8::Utf8Validator;

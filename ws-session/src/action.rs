@@ -6,8 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ws_proto::CloseCode;
 
+use crate::journal::JournalEntry;
 use crate::{
-    AuthId, ConnectionId, ConnectionInfo, OutboundMessage, RequestFailure, RequestId, SessionId, UserId,
+    AuthId, ConnectionId, ConnectionInfo, OutboundMessage, RequestFailure, RequestId, SessionId,
+    TokenVerifier, UserId,
 };
 
 /// One thing for the caller to do, from [`Engine::poll_action`](crate::Engine::poll_action).
@@ -85,6 +87,29 @@ pub enum Action {
         /// The answer's payload as raw JSON (`None` for no payload), or the failure.
         result: Result<Option<String>, RequestFailure>,
     },
+    /// A change of `session` that a resume on another node needs (only with
+    /// [`EngineConfig::shared_sessions`](crate::EngineConfig::shared_sessions)):
+    /// append it to the session's journal in the shared store, in the order given.
+    Journal {
+        /// The session.
+        session: SessionId,
+        /// The change.
+        entry: JournalEntry,
+    },
+    /// A resume of `session`, which this engine does not hold, waits on `connection`
+    /// (only with `shared_sessions`): load the session's record from the shared store
+    /// — claiming it for this node when the record
+    /// [admits](crate::journal::SessionRecord::admits) `token` — and answer with
+    /// [`Engine::handle_session_loaded`](crate::Engine::handle_session_loaded) (`None`
+    /// when there is none or the store did not answer in time).
+    LoadSession {
+        /// The connection that asked.
+        connection: ConnectionId,
+        /// The session it wants.
+        session: SessionId,
+        /// The verifier of the token it presented.
+        token: TokenVerifier,
+    },
 }
 
 /// A request to authenticate a connection.
@@ -144,6 +169,15 @@ pub enum SessionEvent {
         user: UserId,
         /// Why it ended.
         reason: CloseReason,
+    },
+    /// Another node took the session over from a shared store
+    /// ([`Engine::release_session`](crate::Engine::release_session)): it lives on
+    /// there, and this engine forgot it (an attached connection was closed with 4116
+    /// [`ErrorCode::SESSION_MOVED`](crate::ErrorCode::SESSION_MOVED)). Not an end:
+    /// no `Expired` or `Closed` follows here.
+    Moved {
+        /// The session.
+        session: SessionId,
     },
 }
 

@@ -483,6 +483,11 @@ impl Cluster {
                 }
                 Action::Publish(_) | Action::RoomOccupied(_) | Action::RoomVacated(_) => {}
                 Action::Response { id, result, .. } => self.responses.push((id, result)),
+                // One node, no shared store (see `nodes` for several).
+                Action::Journal { .. } => {}
+                Action::LoadSession {
+                    connection, session, ..
+                } => self.server.handle_session_loaded(now, connection, session, None),
             }
         }
         progressed

@@ -65,6 +65,12 @@ pub struct EngineConfig {
     /// session may have waiting for an answer; past it `request` is refused
     /// ([`ApiError::TooManyRequests`](crate::ApiError::TooManyRequests)). Default: 64.
     pub max_pending_requests: usize,
+    /// Sessions any node can resume: emit [`Action::Journal`](crate::Action::Journal)
+    /// for every change a resume needs, and ask for a session this engine does not hold
+    /// ([`Action::LoadSession`](crate::Action::LoadSession)) instead of refusing the
+    /// resume as unknown. For a shared session store (docs/PROTOCOL.md, "Sessions
+    /// across nodes"). Off, it costs nothing. Default: `false`.
+    pub shared_sessions: bool,
 }
 
 impl EngineConfig {
@@ -165,6 +171,7 @@ impl Default for EngineConfig {
             publish_broadcasts: false,
             expired_memory: Self::DEFAULT_EXPIRED_MEMORY,
             max_pending_requests: Self::DEFAULT_MAX_PENDING_REQUESTS,
+            shared_sessions: false,
         }
     }
 }

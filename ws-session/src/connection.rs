@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::rate_limit::RateLimiter;
-use crate::{AuthId, SessionId};
+use crate::{AuthId, SessionId, UserId};
 
 /// Metadata of an accepted WebSocket connection, from its upgrade request. The engine
 /// keeps it until the connection has a session (the authenticator gets it in
@@ -108,6 +108,18 @@ pub(crate) struct ResumeRequest {
     pub(crate) correlation_id: Option<Box<str>>,
 }
 
+/// A resume parked while its session is loaded from the shared store.
+#[derive(Debug)]
+pub(crate) struct Loading {
+    pub(crate) user: UserId,
+    pub(crate) anonymous: bool,
+    pub(crate) request: ResumeRequest,
+    /// The session wanted (parsed from the request).
+    pub(crate) session: SessionId,
+    /// The fresh session the connection carries, replaced on success.
+    pub(crate) replacing: Option<SessionId>,
+}
+
 #[derive(Debug)]
 pub(crate) enum ConnState {
     /// No credential yet: waiting for `sys.auth` (or `sys.reconnect.request` with one).
@@ -121,6 +133,10 @@ pub(crate) enum ConnState {
         /// Correlation id of the `sys.auth` that started it, for the answer.
         correlation_id: Option<Box<str>>,
     },
+    /// A resume of a session this engine does not hold waits for the shared store's
+    /// record ([`Action::LoadSession`](crate::Action::LoadSession)). Nothing else is
+    /// served meanwhile; the authentication deadline still runs.
+    Loading(Box<Loading>),
     /// The connection carries a session.
     Attached {
         session: SessionId,

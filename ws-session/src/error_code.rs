@@ -59,6 +59,10 @@ impl ErrorCode {
     /// 4115: close code after `sys.session.ended`: the server ended the session on
     /// purpose. The client must neither resume nor reconnect.
     pub const SESSION_ENDED: Self = Self(4115);
+    /// 4116: close code for a connection whose session another node took over (a
+    /// resume there, through a shared session store). The client reconnects and
+    /// resumes as after any drop.
+    pub const SESSION_MOVED: Self = Self(4116);
     /// 4150: an application event no handler is registered for (the message names it).
     pub const UNKNOWN_EVENT: Self = Self(4150);
     /// 4199: a handler failed unexpectedly (it panicked, or the server could not
@@ -84,6 +88,7 @@ impl ErrorCode {
         (Self::BINARY_NOT_SUPPORTED, "BINARY_NOT_SUPPORTED"),
         (Self::ORIGIN_NOT_ALLOWED, "ORIGIN_NOT_ALLOWED"),
         (Self::SESSION_ENDED, "SESSION_ENDED"),
+        (Self::SESSION_MOVED, "SESSION_MOVED"),
         (Self::UNKNOWN_EVENT, "UNKNOWN_EVENT"),
         (Self::INTERNAL, "INTERNAL"),
     ];

@@ -116,8 +116,13 @@ mod connection;
 mod engine;
 mod error;
 mod error_code;
+#[cfg(all(feature = "sim", any(fuzzing, test)))]
+pub mod fuzzing;
 mod id;
+pub mod journal;
 mod metrics;
+#[cfg(feature = "sim")]
+pub mod nodes;
 mod outbound;
 pub mod protocol;
 mod rate_limit;
@@ -137,8 +142,9 @@ pub use engine::Engine;
 pub use error::{ApiError, ConfigError};
 pub use error_code::{ErrorCode, NotRecoverable};
 pub use id::{AuthId, ConnectionId, SessionId, UserId};
+pub use journal::{JournalEntry, SessionRecord};
 pub use metrics::Metrics;
 pub use outbound::OutboundMessage;
 pub use request::{RequestFailure, RequestId};
 pub use session::SessionInfo;
-pub use token::ResumeToken;
+pub use token::{ResumeToken, TokenVerifier};

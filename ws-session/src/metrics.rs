@@ -40,4 +40,11 @@ pub struct Metrics {
     pub rate_limited: u64,
     /// `sys.error` events sent for protocol faults (bad envelopes, unknown events, …).
     pub protocol_errors: u64,
+    /// Sessions rebuilt from a shared store's record for a resume
+    /// ([`Engine::handle_session_loaded`](crate::Engine::handle_session_loaded)) that
+    /// then resumed.
+    pub sessions_loaded: u64,
+    /// Sessions let go because another node took them
+    /// ([`Engine::release_session`](crate::Engine::release_session)).
+    pub sessions_moved: u64,
 }

@@ -91,7 +91,7 @@ pub(crate) struct ReplayBuffer {
 
 impl ReplayBuffer {
     /// Appends message `seq` (the next after the back), dropping the oldest ones until
-    /// both bounds hold.
+    /// both bounds hold. Returns whether any was dropped.
     pub(crate) fn push(
         &mut self,
         slab: &mut PrefixSlab,
@@ -99,7 +99,7 @@ impl ReplayBuffer {
         slot: u32,
         max_messages: usize,
         max_bytes: usize,
-    ) {
+    ) -> bool {
         if self.slots.is_empty() {
             self.front_seq = seq;
         }
@@ -107,9 +107,22 @@ impl ReplayBuffer {
         let len = slab.hold(slot);
         self.bytes += OutboundMessage::encoded_len_parts(len, Some(seq));
         self.slots.push_back(slot);
+        let mut dropped = false;
         while self.slots.len() > max_messages || self.bytes > max_bytes {
             self.pop_front(slab);
+            dropped = true;
         }
+        dropped
+    }
+
+    /// The `s` of the oldest message held, if any.
+    pub(crate) fn first(&self) -> Option<u64> {
+        (!self.slots.is_empty()).then_some(self.front_seq)
+    }
+
+    /// The `s` the next pushed message must have, when not empty.
+    pub(crate) fn next(&self) -> Option<u64> {
+        (!self.slots.is_empty()).then(|| self.front_seq + self.slots.len() as u64)
     }
 
     fn pop_front(&mut self, slab: &mut PrefixSlab) {

@@ -7,15 +7,20 @@ use std::time::Instant;
 
 use crate::id::IdMap;
 use crate::replay::ReplayBuffer;
-use crate::{ConnectionId, ResumeToken, SessionId, UserId};
+use crate::{ConnectionId, ResumeToken, SessionId, TokenVerifier, UserId};
 
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) user: UserId,
     pub(crate) anonymous: bool,
-    pub(crate) token: ResumeToken,
+    /// The verifier of the current token (the token itself is not kept).
+    pub(crate) token: TokenVerifier,
     /// The token this one replaced, kept so a replay of it is reported as "used".
-    pub(crate) used_token: Option<ResumeToken>,
+    pub(crate) used_token: Option<TokenVerifier>,
+    /// The token in clear, while the session is fresh (created on its connection and
+    /// not resumed yet): `sys.session.created` may have to be sent again. Boxed: it
+    /// is dropped at the first resume, and inline it would grow every session.
+    pub(crate) announce: Option<Box<ResumeToken>>,
     /// Whether the client has shown it holds `token`: set by its first message on the
     /// connection that received it. Until then a resume may still present
     /// `used_token`, because a connection cut between the rotation and

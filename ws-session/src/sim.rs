@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::Deserialize;
-use ws_proto::envelope::{sys, OwnedEnvelope};
+use ws_proto::envelope::{sys, Envelope, OwnedEnvelope};
 use ws_proto::{CloseCode, Message};
 
 use crate::{
@@ -177,6 +177,7 @@ pub struct Sim {
     clients: Vec<Client>,
     by_conn: BTreeMap<ConnectionId, ClientId>,
     closed: HashSet<ConnectionId>,
+    recording: bool,
     authenticator: Authenticator,
     handler: Option<Handler>,
     /// Application events dispatched, in order.
@@ -235,6 +236,7 @@ impl Sim {
             clients: Vec::new(),
             by_conn: BTreeMap::new(),
             closed: HashSet::new(),
+            recording: true,
             authenticator: Box::new(default_authenticator),
             handler: None,
             events: Vec::new(),
@@ -253,6 +255,14 @@ impl Sim {
         auth: impl FnMut(&AuthRequest) -> Option<Result<UserId, String>> + 'static,
     ) {
         self.authenticator = Box::new(auth);
+    }
+
+    /// Whether clients log what they receive in [`Client::received`] (on by default).
+    /// Off, every envelope is still decoded and checked, and each client's session and
+    /// last `s` are still tracked, but nothing is copied into the log: for fuzzing and
+    /// long runs that never read it (the accessors built on the log then see nothing).
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
     }
 
     /// Installs an application handler called for every dispatched event (after which
@@ -519,6 +529,13 @@ impl Sim {
                 // Room occupancy matters to a cross-node backend only; the sim has none.
                 Action::RoomOccupied(_) | Action::RoomVacated(_) => {}
                 Action::Response { id, result, .. } => self.responses.push((id, result)),
+                // One engine, no shared store (see `nodes` for several).
+                Action::Journal { .. } => {}
+                Action::LoadSession {
+                    connection, session, ..
+                } => self
+                    .engine
+                    .handle_session_loaded(self.now, connection, session, None),
             }
         }
     }
@@ -533,7 +550,7 @@ impl Sim {
 
     fn deliver(&mut self, cid: ConnectionId, text: &str, len: usize) {
         let client = self.live_client(cid);
-        let envelope = OwnedEnvelope::decode(text, &ws_proto::Config::default())
+        let envelope = Envelope::decode(text, &ws_proto::Config::default())
             .unwrap_or_else(|e| panic!("engine sent an invalid envelope {text:?}: {e}"));
         let c = &mut self.clients[client];
         #[derive(Deserialize)]
@@ -545,7 +562,7 @@ impl Sim {
         match &*envelope.event {
             sys::SESSION_CREATED | sys::SESSION_RESTORED => {
                 if let Ok(ids) = envelope.payload_as::<Ids>() {
-                    if envelope.event.as_ref() == sys::SESSION_RESTORED {
+                    if envelope.event == sys::SESSION_RESTORED {
                         c.resumable = None;
                     }
                     c.last_seq = c.last_seen.get(&ids.session_id).copied().unwrap_or(0);
@@ -560,12 +577,14 @@ impl Sim {
                 c.last_seen.insert(id.clone(), c.last_seq);
             }
         }
-        c.received.push(Received {
-            text: text.to_owned(),
-            envelope,
-            connection: cid,
-        });
-        let pong = c.auto_pong && c.received.last().is_some_and(|r| r.event() == sys::PING);
+        let pong = c.auto_pong && envelope.event == sys::PING;
+        if self.recording {
+            c.received.push(Received {
+                text: text.to_owned(),
+                envelope: envelope.into_owned(),
+                connection: cid,
+            });
+        }
         if !c.stalled {
             self.engine.handle_flushed(self.now, cid, len);
         }

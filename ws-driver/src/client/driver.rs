@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use ws_proto::envelope::{OwnedEnvelope, Payload};
 use ws_proto::frame::SeededMasks;
 use ws_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError};
-use ws_proto::{CloseCode, Config, Connection, ConnectionState, Event};
+use ws_proto::{CloseCode, Config, Connection, ConnectionState, DeflateParams, Event};
 use ws_session::client::{AuthMode, ClientAction, ClientEngine, Disconnect, IncomingRequest, QueryId, State};
 
 use super::{ClientError, ClientOptions, Command, Connector, Shared, Target};
@@ -29,14 +29,21 @@ const READ_BUFFER: usize = 16 * 1024;
 /// validates the response, and returns the stream with a client [`Connection`]
 /// (masks from a generator seeded by the OS) that already holds any bytes the server
 /// sent after its response. A refusal is an error naming the fault and the status.
+///
+/// Unless `request.extensions` is set already, permessage-deflate is offered as
+/// `config` says ([`Config::deflate`], on by default), and the connection runs with
+/// whatever the server agreed to.
 pub async fn handshake<S>(
     mut stream: S,
-    request: ClientRequest,
+    mut request: ClientRequest,
     config: &Config,
 ) -> io::Result<(S, Connection)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if request.extensions.is_none() {
+        request.extensions = DeflateParams::client_offer(config);
+    }
     let (mut handshake, bytes) = ClientHandshake::new(config, request)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     stream.write_all(&bytes).await?;
@@ -52,7 +59,8 @@ where
             ))
         }
     };
-    let mut conn = Connection::client(config.clone(), SeededMasks::new(rand::random()));
+    let mut conn = Connection::client(config.clone(), SeededMasks::new(rand::random()))
+        .with_deflate(response.deflate().copied());
     conn.handle_bytes(response.rest());
     Ok((stream, conn))
 }

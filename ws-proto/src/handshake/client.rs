@@ -6,11 +6,12 @@ use bytes::Bytes;
 
 use super::accept_key::accept_key;
 use super::error::HandshakeError;
-use super::extension::parse_extensions;
+use super::extension::{parse_extensions, Extension};
 use super::head::HeadReader;
 use super::headers::{check_extra, count_header_lines, is_field_value, parse_error, write_field, Headers};
 use super::request::is_protocol_name;
 use super::response::Response;
+use crate::deflate::{DeflateParams, PERMESSAGE_DEFLATE};
 use crate::Config;
 
 /// Headers the request writes itself; [`ClientRequest::headers`] may not repeat them.
@@ -76,7 +77,8 @@ pub struct ClientHandshake {
     max_headers: usize,
     expected_accept: String,
     protocols: Vec<String>,
-    extension_names: Vec<String>,
+    /// The extensions offered, to check the server's choice against.
+    offered: Vec<Extension>,
     finished: bool,
 }
 
@@ -151,7 +153,7 @@ impl ClientHandshake {
             max_headers: config.max_handshake_headers,
             expected_accept: accept_key(key.as_bytes()),
             protocols: request.protocols,
-            extension_names: offered.into_iter().map(|e| e.name().to_owned()).collect(),
+            offered,
             finished: false,
         };
         Ok((handshake, Bytes::from(out)))
@@ -254,13 +256,25 @@ impl ClientHandshake {
         }
         if let Some(ext) = extensions.iter().find(|e| {
             !self
-                .extension_names
+                .offered
                 .iter()
-                .any(|n| n.eq_ignore_ascii_case(e.name()))
+                .any(|o| o.name().eq_ignore_ascii_case(e.name()))
         }) {
             return Err(HandshakeError::UnofferedExtension {
                 name: ext.name().to_owned(),
             });
+        }
+        let mut deflate = None;
+        for ext in extensions
+            .iter()
+            .filter(|e| e.name().eq_ignore_ascii_case(PERMESSAGE_DEFLATE))
+        {
+            if deflate.is_some() {
+                return Err(HandshakeError::InvalidDeflateResponse {
+                    reason: "permessage-deflate accepted twice",
+                });
+            }
+            deflate = Some(DeflateParams::from_response(ext, &self.offered)?);
         }
 
         Ok(Response {
@@ -268,6 +282,7 @@ impl ClientHandshake {
             protocol: protocol.map(str::to_owned),
             headers,
             extensions,
+            deflate,
             rest,
         })
     }

@@ -141,6 +141,12 @@ pub enum HandshakeError {
         /// The extension's name.
         name: String,
     },
+    /// The server's `permessage-deflate` answer is not one RFC 7692 §7.1 allows for
+    /// the offer the client made (client side).
+    InvalidDeflateResponse {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Local: [`Request::reject`](super::Request::reject) with a status outside 400–599.
     InvalidStatus {
         /// The status given.
@@ -221,6 +227,9 @@ impl fmt::Display for HandshakeError {
             }
             Self::UnofferedExtension { name } => {
                 write!(f, "extension {name:?} was not offered by the client")
+            }
+            Self::InvalidDeflateResponse { reason } => {
+                write!(f, "invalid permessage-deflate response: {reason}")
             }
             Self::InvalidStatus { status } => {
                 write!(f, "status {status} cannot refuse a handshake, use 400-599")

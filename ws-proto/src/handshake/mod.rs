@@ -73,6 +73,8 @@ mod server;
 pub use accept_key::accept_key;
 pub use client::{ClientHandshake, ClientRequest};
 pub use error::HandshakeError;
+#[cfg(test)]
+pub(crate) use extension::parse_extensions;
 pub use extension::Extension;
 pub use headers::{is_credential_header, Headers};
 pub use rejection::Rejection;

@@ -7,6 +7,7 @@ use super::error::HandshakeError;
 use super::extension::{parse_extensions, Extension};
 use super::headers::{check_extra, is_field_value, is_ows, is_token, write_field, Headers};
 use super::rejection::Rejection;
+use crate::deflate::DeflateParams;
 
 /// Headers the 101 response writes itself; [`Accept::with_header`] may not repeat them.
 const RESERVED: &[&str] = &[
@@ -121,6 +122,15 @@ impl Request {
     /// headers.
     pub fn extensions(&self) -> &[Extension] {
         &self.extensions
+    }
+
+    /// The permessage-deflate parameters to answer the client's offers with (the
+    /// first offer that `config` allows and we can honour), or `None`: see
+    /// [`DeflateParams::negotiate`]. Answer with [`Accept::with_deflate`] and run the
+    /// [`Connection`](crate::Connection) with the same value
+    /// ([`Connection::with_deflate`](crate::Connection::with_deflate)).
+    pub fn negotiate_deflate(&self, config: &crate::Config) -> Option<DeflateParams> {
+        DeflateParams::negotiate(config, &self.extensions)
     }
 
     /// The token of an `Authorization: Bearer <token>` header (scheme matched
@@ -257,6 +267,19 @@ impl Accept {
     /// parameters agreed); every extension named must have been offered.
     pub fn with_extensions(mut self, value: impl Into<String>) -> Self {
         self.extensions = Some(value.into());
+        self
+    }
+
+    /// Answers with the agreed permessage-deflate parameters (appended to any
+    /// [`Accept::with_extensions`] value); `None` changes nothing.
+    pub fn with_deflate(mut self, params: Option<&DeflateParams>) -> Self {
+        if let Some(params) = params {
+            let element = params.to_extension().to_string();
+            self.extensions = Some(match self.extensions.take() {
+                Some(value) if !value.trim_matches(is_ows).is_empty() => format!("{value}, {element}"),
+                _ => element,
+            });
+        }
         self
     }
 

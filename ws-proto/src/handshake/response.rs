@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::extension::Extension;
 use super::headers::Headers;
+use crate::deflate::DeflateParams;
 
 /// The server's answer to a [`ClientHandshake`](super::ClientHandshake), checked
 /// against what the client sent: status 101, `Upgrade: websocket`,
@@ -18,6 +19,7 @@ pub struct Response {
     pub(crate) headers: Headers,
     pub(crate) protocol: Option<String>,
     pub(crate) extensions: Vec<Extension>,
+    pub(crate) deflate: Option<DeflateParams>,
     pub(crate) rest: Bytes,
 }
 
@@ -45,6 +47,14 @@ impl Response {
     /// The extensions the server agreed to, each one the client offered.
     pub fn extensions(&self) -> &[Extension] {
         &self.extensions
+    }
+
+    /// The permessage-deflate parameters the server agreed to (already checked
+    /// against the offer), if it did: run the
+    /// [`Connection`](crate::Connection) with them
+    /// ([`Connection::with_deflate`](crate::Connection::with_deflate)).
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref()
     }
 
     /// Bytes the server sent after its head, already read from the socket.

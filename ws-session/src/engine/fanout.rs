@@ -36,6 +36,13 @@ impl Outbox<'_> {
         true
     }
 
+    /// Appends `entry` to `sid`'s journal, when sessions are shared.
+    pub(super) fn journal(&mut self, sid: SessionId, entry: JournalEntry) {
+        if self.config.shared_sessions {
+            self.actions.push_back(Action::Journal { session: sid, entry });
+        }
+    }
+
     /// Queues `message` for `cid` (see [`account`](Self::account)).
     pub(super) fn transmit(&mut self, cid: ConnectionId, message: OutboundMessage) -> bool {
         if !self.account(cid, message.len()) {
@@ -53,6 +60,7 @@ impl Outbox<'_> {
     /// recipient in `batch` (a broadcast). Returns its `s`.
     pub(super) fn deliver(
         &mut self,
+        sid: SessionId,
         session: &mut Session,
         prefix: &Bytes,
         slot: u32,
@@ -60,13 +68,27 @@ impl Outbox<'_> {
     ) -> u64 {
         let seq = session.next_seq;
         session.next_seq += 1;
-        session.replay.push(
+        let dropped = session.replay.push(
             self.slab,
             seq,
             slot,
             self.config.replay_max_messages,
             self.config.replay_max_bytes,
         );
+        if self.config.shared_sessions {
+            // In the journal before it goes out: see "accepted" in docs/PROTOCOL.md.
+            self.journal(
+                sid,
+                JournalEntry::Message {
+                    seq,
+                    prefix: prefix.clone(),
+                },
+            );
+            if dropped {
+                let first = session.replay.first().unwrap_or(session.next_seq);
+                self.journal(sid, JournalEntry::Trimmed { first });
+            }
+        }
         if let Some(cid) = session.connection {
             match batch {
                 Some(batch) => {
@@ -119,7 +141,7 @@ impl Engine {
             self.slab.release(slot);
             return Err(ApiError::UnknownSession(sid));
         };
-        let seq = out.deliver(session, prefix, slot, None);
+        let seq = out.deliver(sid, session, prefix, slot, None);
         self.slab.release(slot);
         self.finish(now);
         Ok(seq)
@@ -137,7 +159,7 @@ impl Engine {
         let mut n = 0;
         for (&sid, session) in sessions.iter_mut() {
             if pick(sid, &session.user) {
-                out.deliver(session, prefix, slot, Some(&mut batch));
+                out.deliver(sid, session, prefix, slot, Some(&mut batch));
                 n += 1;
             }
         }
@@ -158,7 +180,7 @@ impl Engine {
                     continue;
                 }
                 if let Some(session) = sessions.get_mut(sid) {
-                    out.deliver(session, prefix, slot, Some(&mut batch));
+                    out.deliver(*sid, session, prefix, slot, Some(&mut batch));
                     n += 1;
                 }
             }
@@ -189,6 +211,11 @@ impl Engine {
                 prefix,
             }));
         }
+    }
+
+    /// Appends `entry` to `sid`'s journal, when sessions are shared.
+    pub(super) fn journal(&mut self, sid: SessionId, entry: JournalEntry) {
+        self.outbox().0.journal(sid, entry);
     }
 
     /// A control message outside the session stream (no `s`).

@@ -76,11 +76,7 @@ impl Engine {
                     Err(err) => return self.send_error(cid, err.code(), &err.to_string(), None, c),
                 };
                 match self.session_of(cid) {
-                    Some(sid) => {
-                        if let Some(session) = self.sessions.get_mut(&sid) {
-                            session.replay.ack(&mut self.slab, ack.seq);
-                        }
-                    }
+                    Some(sid) => self.ack_replay(sid, ack.seq),
                     None => {
                         self.send_error(cid, ErrorCode::NOT_AUTHENTICATED.0, "not authenticated", None, c)
                     }
@@ -168,6 +164,13 @@ impl Engine {
                     );
                 }
             }
+            ConnState::Loading(_) => self.send_error(
+                cid,
+                ErrorCode::RESUME_IN_PROGRESS.0,
+                "a resume is already waiting for its session",
+                None,
+                c.as_deref(),
+            ),
             ConnState::Attached { session, fresh: true } => {
                 // Authenticated in the handshake, then asked to resume: the connection's
                 // user is known, so the resume is decided now and replaces the fresh
@@ -178,11 +181,7 @@ impl Engine {
                 else {
                     return;
                 };
-                if let Err(reason) = self.try_resume(now, cid, &user, anonymous, &request, Some(fresh)) {
-                    self.refuse_resume(cid, reason, c.as_deref());
-                    // The fresh session stands in for a new one: tell the client again.
-                    self.send_created(cid, fresh, None);
-                }
+                self.resume_or_fallback(now, cid, user, anonymous, request, Some(fresh), true);
             }
             ConnState::Attached { fresh: false, .. } => self.send_error(
                 cid,

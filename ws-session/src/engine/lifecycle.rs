@@ -127,6 +127,13 @@ impl Engine {
                 self.auths.remove(&auth);
             }
             ConnState::Attached { session, .. } => self.suspend(now, session),
+            // The load's answer will find no connection; the fresh session it would
+            // have replaced is suspended like any other.
+            ConnState::Loading(loading) => {
+                if let Some(fresh) = loading.replacing {
+                    self.suspend(now, fresh);
+                }
+            }
             ConnState::AwaitingAuth => {}
         }
     }
@@ -141,6 +148,7 @@ impl Engine {
         session.expires_at = Some(expiry);
         self.timers
             .schedule(TimerKey::Session(sid), expiry, &mut session.timer_at);
+        self.journal(sid, JournalEntry::Suspended);
         self.actions
             .push_back(Action::Session(SessionEvent::Suspended { session: sid }));
     }
@@ -179,6 +187,7 @@ impl Engine {
         if session.pending_requests > 0 {
             self.fail_requests_of(sid);
         }
+        self.journal(sid, JournalEntry::Ended);
         let user = session.user;
         self.actions.push_back(Action::Session(match ending {
             Ending::Expired => SessionEvent::Expired { session: sid, user },
@@ -188,6 +197,35 @@ impl Engine {
                 reason,
             },
         }));
+    }
+
+    /// Drops a session without ending it (it lives on in the shared store, or never
+    /// resumed here): out of every room, its waiting requests failed; no tombstone, no
+    /// journal entry, no lifecycle event.
+    pub(super) fn forget_session(&mut self, sid: SessionId) {
+        let Some(mut session) = self.sessions.remove(&sid) else {
+            return;
+        };
+        session.replay.clear(&mut self.slab);
+        for room in &session.rooms {
+            self.leave_room_of(room, sid);
+        }
+        if session.pending_requests > 0 {
+            self.fail_requests_of(sid);
+        }
+    }
+
+    /// Drops the messages up to `seq` from `sid`'s replay buffer (its client has them).
+    pub(super) fn ack_replay(&mut self, sid: SessionId, seq: u64) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let before = session.replay.first();
+        session.replay.ack(&mut self.slab, seq);
+        if before.is_some() && session.replay.first() != before {
+            let first = session.replay.first().unwrap_or(session.next_seq);
+            self.journal(sid, JournalEntry::Trimmed { first });
+        }
     }
 
     /// End of every input: close the connections that went over their outbound bound.

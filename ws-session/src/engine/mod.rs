@@ -19,15 +19,16 @@ use ws_proto::envelope::{sys, Envelope, OutgoingEnvelope};
 use ws_proto::{CloseCode, Message};
 
 use crate::action::Span;
-use crate::connection::{Conn, ConnState, ResumeRequest};
+use crate::connection::{Conn, ConnState, Loading, ResumeRequest};
 use crate::id::IdMap;
+use crate::journal::{JournalEntry, SessionRecord};
 use crate::outbound::Encoder;
 use crate::protocol::{
     Ack, Auth, ReconnectRequest, ReplyError, ServerRequest, SessionCreated, SessionEnd, SessionEnded,
     SessionRestored, SysError,
 };
 use crate::rate_limit::{LastSeen, RateLimiter};
-use crate::replay::PrefixSlab;
+use crate::replay::{PrefixSlab, ReplayBuffer};
 use crate::request::PendingRequest;
 use crate::room::Rooms;
 use crate::session::{Session, SessionInfo, Tomb, Tombstones};
@@ -35,7 +36,7 @@ use crate::timer::{TimerKey, Timers};
 use crate::{
     Action, ApiError, AuthId, AuthRequest, CloseReason, ConfigError, ConnectionId, ConnectionInfo,
     EngineConfig, ErrorCode, InboundEvent, Metrics, NotRecoverable, OutboundMessage, Publication,
-    PublishTarget, RequestFailure, RequestId, ResumeToken, SessionEvent, SessionId, UserId,
+    PublishTarget, RequestFailure, RequestId, ResumeToken, SessionEvent, SessionId, TokenVerifier, UserId,
 };
 use lifecycle::Ending;
 
@@ -222,8 +223,11 @@ impl Engine {
         if let ConnState::Attached { session, .. } = conn.state {
             // Any envelope on the connection that carried `sys.session.restored` shows
             // the client holds the rotated token: the previous one is now spent.
-            if let Some(session) = self.sessions.get_mut(&session) {
-                session.token_confirmed = true;
+            if let Some(s) = self.sessions.get_mut(&session) {
+                if !s.token_confirmed {
+                    s.token_confirmed = true;
+                    self.journal(session, JournalEntry::Confirmed);
+                }
             }
         }
         match message {
@@ -311,13 +315,7 @@ impl Engine {
                 );
             }
             Ok(user) => match resume {
-                Some(request) => {
-                    if let Err(reason) = self.try_resume(now, cid, &user, false, &request, None) {
-                        self.refuse_resume(cid, reason, request.correlation_id.as_deref());
-                        let sid = self.new_session_id();
-                        self.create_session(cid, sid, user, false, None);
-                    }
-                }
+                Some(request) => self.resume_or_fallback(now, cid, user, false, *request, None, true),
                 None => {
                     let sid = self.new_session_id();
                     self.create_session(cid, sid, user, false, correlation_id.as_deref());
@@ -534,8 +532,9 @@ impl Engine {
         let (name, _) = self.rooms.join(room, session);
         s.rooms.push(name.clone());
         if occupied && self.config.publish_broadcasts {
-            self.actions.push_back(Action::RoomOccupied(name));
+            self.actions.push_back(Action::RoomOccupied(name.clone()));
         }
+        self.journal(session, JournalEntry::Joined(name));
         Ok(true)
     }
 
@@ -548,7 +547,8 @@ impl Engine {
         let Some(at) = s.rooms.iter().position(|r| &**r == room) else {
             return Ok(false);
         };
-        s.rooms.swap_remove(at);
+        let name = s.rooms.swap_remove(at);
+        self.journal(session, JournalEntry::Left(name));
         Ok(self.leave_room_of(room, session))
     }
 
@@ -584,6 +584,45 @@ impl Engine {
     #[deprecated(note = "use end_session, which says why and tells the client not to come back")]
     pub fn close_session(&mut self, now: Instant, session: SessionId) -> Result<(), ApiError> {
         self.end_session(now, session, "")
+    }
+
+    /// Call with the shared store's answer to [`Action::LoadSession`]: the session's
+    /// record, or `None` when the store has none, failed or did not answer in time. The
+    /// parked resume is then decided exactly as a local one (token, user, gap), on the
+    /// session rebuilt from the record; refused, it is answered as today (`sys.error`
+    /// 4106, then a new session) and the rebuilt session is dropped without a trace.
+    /// Answers for a connection that is gone or no longer waits for `session` are
+    /// ignored.
+    pub fn handle_session_loaded(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        session: SessionId,
+        record: Option<SessionRecord>,
+    ) {
+        self.on_session_loaded(now, connection, session, record);
+        self.finish(now);
+    }
+
+    /// Call when another node took `session` over through the shared store: this
+    /// engine lets it go without ending it. An attached connection is closed with 4116
+    /// ([`ErrorCode::SESSION_MOVED`]; its client reconnects and resumes, on whichever
+    /// node), the session leaves this node's rooms, its waiting requests fail, nothing
+    /// is journaled and [`SessionEvent::Moved`] is the only event. A later resume here
+    /// goes to the store again. Returns whether the engine held it.
+    pub fn release_session(&mut self, now: Instant, session: SessionId) -> bool {
+        let Some(cid) = self.sessions.get(&session).map(|s| s.connection) else {
+            return false;
+        };
+        if let Some(cid) = cid {
+            self.close_connection_only(cid, ErrorCode::SESSION_MOVED.close_code(), "session moved");
+        }
+        self.forget_session(session);
+        self.metrics.sessions_moved += 1;
+        self.actions
+            .push_back(Action::Session(SessionEvent::Moved { session }));
+        self.finish(now);
+        true
     }
 
     // ----- outputs -------------------------------------------------------------------

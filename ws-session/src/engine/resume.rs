@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// Where a resume stands when [`Engine::try_resume`] returns without refusing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Resumed {
+    /// Done: `sys.session.restored` and the replay are queued.
+    Now,
+    /// Parked: the session is being loaded from the shared store.
+    Loading,
+}
+
 impl Engine {
     /// Creates a session for `user` on `cid` and announces it (`sys.session.created`).
     pub(super) fn create_session(
@@ -20,13 +29,15 @@ impl Engine {
             fresh: true,
         };
         let token = ResumeToken::generate(&mut *self.rng);
+        let verifier = token.verifier();
         self.sessions.insert(
             sid,
             Session {
                 user: user.clone(),
                 anonymous,
-                token,
+                token: verifier,
                 used_token: None,
+                announce: Some(Box::new(token)),
                 // Nothing to protect yet: a client that never saw this token never saw
                 // the session id either.
                 token_confirmed: true,
@@ -40,6 +51,14 @@ impl Engine {
             },
         );
         self.metrics.sessions_created += 1;
+        self.journal(
+            sid,
+            JournalEntry::Created {
+                user: user.clone(),
+                anonymous,
+                token: verifier,
+            },
+        );
         self.send_created(cid, sid, correlation_id);
         self.actions.push_back(Action::Session(SessionEvent::Created {
             session: sid,
@@ -54,8 +73,11 @@ impl Engine {
         let Some(session) = self.sessions.get(&sid) else {
             return;
         };
+        let Some(token) = session.announce.as_deref() else {
+            return; // not fresh: its token went out in `sys.session.restored`
+        };
         let session_id = sid.to_string();
-        let token = session.token.to_hex();
+        let token = token.to_hex();
         let user = session.user.clone();
         let payload = SessionCreated {
             session_id: session_id.as_str().into(),
@@ -93,8 +115,166 @@ impl Engine {
         );
     }
 
+    /// Resumes `request` on `cid` for `user`, parks it while the session is loaded
+    /// from the shared store, or refuses it: then the client is told why and gets a
+    /// session all the same (`replacing`, the fresh one `cid` carries, announced again;
+    /// else a new one).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn resume_or_fallback(
+        &mut self,
+        now: Instant,
+        cid: ConnectionId,
+        user: UserId,
+        anonymous: bool,
+        request: ResumeRequest,
+        replacing: Option<SessionId>,
+        may_load: bool,
+    ) {
+        if let Err(reason) = self.try_resume(now, cid, &user, anonymous, &request, replacing, may_load) {
+            self.refuse_and_fallback(cid, reason, &request, user, anonymous, replacing);
+        }
+    }
+
+    /// Refuses a resume, then gives the client a session all the same: `replacing`, the
+    /// fresh one its connection carries, announced again; else a new one.
+    fn refuse_and_fallback(
+        &mut self,
+        cid: ConnectionId,
+        reason: NotRecoverable,
+        request: &ResumeRequest,
+        user: UserId,
+        anonymous: bool,
+        replacing: Option<SessionId>,
+    ) {
+        self.refuse_resume(cid, reason, request.correlation_id.as_deref());
+        match replacing {
+            // The fresh session stands in for a new one: tell the client again.
+            Some(fresh) => self.send_created(cid, fresh, None),
+            None => {
+                let sid = self.new_session_id();
+                self.create_session(cid, sid, user, anonymous, None);
+            }
+        }
+    }
+
+    /// The shared store answered a parked resume: rebuild the session from `record`
+    /// (unless it is here by now) and decide the resume as a local one.
+    pub(super) fn on_session_loaded(
+        &mut self,
+        now: Instant,
+        cid: ConnectionId,
+        sid: SessionId,
+        record: Option<SessionRecord>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return;
+        };
+        if !matches!(&conn.state, ConnState::Loading(l) if l.session == sid) {
+            return;
+        }
+        let restored = match conn.state {
+            ConnState::Loading(ref l) => match l.replacing {
+                Some(fresh) => ConnState::Attached {
+                    session: fresh,
+                    fresh: true,
+                },
+                None => ConnState::AwaitingAuth,
+            },
+            _ => return,
+        };
+        let ConnState::Loading(loading) = std::mem::replace(&mut conn.state, restored) else {
+            return;
+        };
+        let Loading {
+            user,
+            anonymous,
+            request,
+            replacing,
+            ..
+        } = *loading;
+        let mut adopted = false;
+        if !self.sessions.contains_key(&sid) {
+            if let Some(record) = record.filter(|r| !r.ended) {
+                self.adopt(now, sid, record, request.last_seq);
+                adopted = true;
+            }
+        }
+        let outcome = self.try_resume(now, cid, &user, anonymous, &request, replacing, false);
+        match outcome {
+            Ok(_) if adopted => self.metrics.sessions_loaded += 1,
+            Ok(_) => {}
+            Err(reason) => {
+                if adopted {
+                    // Refused on the record: it was never this node's to keep.
+                    self.forget_session(sid);
+                }
+                self.refuse_and_fallback(cid, reason, &request, user, anonymous, replacing);
+            }
+        }
+        self.schedule_connection(cid);
+    }
+
+    /// Rebuilds session `sid` from a shared store's `record`, suspended, for the resume
+    /// that asked for it (which reported `last_seq`).
+    fn adopt(&mut self, now: Instant, sid: SessionId, record: SessionRecord, last_seq: u64) {
+        let mut replay = ReplayBuffer::default();
+        for (seq, prefix) in record.replay {
+            if replay.next().is_some_and(|next| next != seq) {
+                // A store that lost an entry: start afresh, as the fold does.
+                replay.clear(&mut self.slab);
+            }
+            let slot = self.slab.insert(prefix);
+            replay.push(
+                &mut self.slab,
+                seq,
+                slot,
+                self.config.replay_max_messages,
+                self.config.replay_max_bytes,
+            );
+            self.slab.release(slot);
+        }
+        // A client that saw more than the record holds got it from the former owner
+        // before that owner's journal write landed (or was fenced off): it has those
+        // messages, so the stream goes on after them rather than failing as a gap.
+        let next_seq = record
+            .next_seq
+            .max(replay.next().unwrap_or(0))
+            .max(last_seq.saturating_add(1));
+        self.sessions.insert(
+            sid,
+            Session {
+                user: record.user,
+                anonymous: record.anonymous,
+                token: record.token,
+                used_token: record.previous,
+                announce: None,
+                token_confirmed: record.confirmed,
+                connection: None,
+                next_seq,
+                replay,
+                rooms: Vec::new(),
+                expires_at: Some(now + self.config.resume_window),
+                timer_at: None,
+                pending_requests: 0,
+            },
+        );
+        for room in record.rooms.iter().take(self.config.max_rooms_per_session) {
+            let occupied = self.rooms.members(room).is_none();
+            let (name, _) = self.rooms.join(room, sid);
+            if let Some(session) = self.sessions.get_mut(&sid) {
+                session.rooms.push(name.clone());
+            }
+            if occupied && self.config.publish_broadcasts {
+                self.actions.push_back(Action::RoomOccupied(name));
+            }
+        }
+    }
+
     /// Resumes session `request.session_id` on `cid` for `user`, or says why not.
-    /// `replacing` is the fresh session `cid` carries, ended on success.
+    /// `replacing` is the fresh session `cid` carries, ended on success. With
+    /// `may_load` and shared sessions, a session this engine does not hold (and has
+    /// not seen end) is asked of the shared store and the resume parked.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn try_resume(
         &mut self,
         now: Instant,
@@ -103,14 +283,18 @@ impl Engine {
         anonymous: bool,
         request: &ResumeRequest,
         replacing: Option<SessionId>,
-    ) -> Result<(), NotRecoverable> {
+        may_load: bool,
+    ) -> Result<Resumed, NotRecoverable> {
         let sid = SessionId::parse(&request.session_id).ok_or(NotRecoverable::Unknown)?;
         let Some(session) = self.sessions.get(&sid) else {
-            return Err(match self.expired.get(sid) {
-                Some(Tomb::Expired) => NotRecoverable::Expired,
-                Some(Tomb::Ended) => NotRecoverable::Ended,
-                None => NotRecoverable::Unknown,
-            });
+            return match self.expired.get(sid) {
+                Some(Tomb::Expired) => Err(NotRecoverable::Expired),
+                Some(Tomb::Ended) => Err(NotRecoverable::Ended),
+                None if may_load && self.config.shared_sessions => {
+                    self.park(cid, sid, user, anonymous, request, replacing)
+                }
+                None => Err(NotRecoverable::Unknown),
+            };
         };
         if session.expires_at.is_some_and(|at| now >= at) {
             // Its timer has not fired yet; the window is over all the same.
@@ -118,18 +302,14 @@ impl Engine {
             return Err(NotRecoverable::Expired);
         }
         let token = ResumeToken::parse(&request.resume_token).ok_or(NotRecoverable::InvalidToken)?;
-        let current = session.token.ct_eq(&token);
-        let previous = session.used_token.is_some_and(|u| u.ct_eq(&token));
         // The previous token still resumes while the client has not shown it received
         // the new one (the restore may have been cut off before reaching it).
-        let resumable = current || (previous && !session.token_confirmed);
-        if !resumable {
-            return Err(if previous {
-                NotRecoverable::Used
-            } else {
-                NotRecoverable::InvalidToken
-            });
-        }
+        let current = TokenVerifier::check(
+            &token.verifier(),
+            &session.token,
+            session.used_token.as_ref(),
+            session.token_confirmed,
+        )?;
         let same_user = if session.anonymous || anonymous {
             session.anonymous && anonymous
         } else {
@@ -162,25 +342,35 @@ impl Engine {
         }
         let new_token = ResumeToken::generate(&mut *self.rng);
         let Some(conn) = self.conns.get_mut(&cid) else {
-            return Ok(());
+            return Ok(Resumed::Now);
         };
         conn.state = ConnState::Attached {
             session: sid,
             fresh: false,
         };
         let Some(session) = self.sessions.get_mut(&sid) else {
-            return Ok(());
+            return Ok(Resumed::Now);
         };
         if current {
             session.used_token = Some(session.token);
         }
         // Else the client resumed with the previous token: it keeps that one (until it
         // confirms the new), and the unconfirmed token it never received is dropped.
-        session.token = new_token;
+        session.token = new_token.verifier();
+        session.announce = None;
         session.token_confirmed = false;
         session.connection = Some(cid);
         session.expires_at = None;
-        session.replay.ack(&mut self.slab, request.last_seq);
+        let rotated = JournalEntry::Token {
+            token: session.token,
+            previous: session.used_token,
+        };
+        self.journal(sid, rotated);
+        self.journal(sid, JournalEntry::Attached);
+        self.ack_replay(sid, request.last_seq);
+        let Some(session) = self.sessions.get(&sid) else {
+            return Ok(Resumed::Now);
+        };
         // `sys.session.restored` goes first, then the replayed messages: the client
         // switches to the resumed stream before any of its messages arrive, so it can
         // never mistake one for a message of the fresh session its handshake
@@ -217,6 +407,37 @@ impl Engine {
             connection: cid,
         }));
         self.schedule_connection(cid);
-        Ok(())
+        Ok(Resumed::Now)
+    }
+
+    /// Parks the resume of `sid` on `cid` and asks the shared store for the session.
+    fn park(
+        &mut self,
+        cid: ConnectionId,
+        sid: SessionId,
+        user: &UserId,
+        anonymous: bool,
+        request: &ResumeRequest,
+        replacing: Option<SessionId>,
+    ) -> Result<Resumed, NotRecoverable> {
+        // A token that cannot be one is refused here, as for a held session, without
+        // bothering the store.
+        let token = ResumeToken::parse(&request.resume_token).ok_or(NotRecoverable::InvalidToken)?;
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return Ok(Resumed::Loading);
+        };
+        conn.state = ConnState::Loading(Box::new(Loading {
+            user: user.clone(),
+            anonymous,
+            request: request.clone(),
+            session: sid,
+            replacing,
+        }));
+        self.actions.push_back(Action::LoadSession {
+            connection: cid,
+            session: sid,
+            token: token.verifier(),
+        });
+        Ok(Resumed::Loading)
     }
 }

@@ -18,18 +18,11 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
-import net from 'node:net';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '../../../..');
-const CHAT_BIN = process.env.CHAT_BIN
-  ? path.resolve(process.env.CHAT_BIN)
-  : path.join(repo, 'target/release/examples/chat');
+// The chat server and the cutting proxy, shared with the tether-client package's tests.
+import { CHAT_BIN, CutProxy, repo, sleep, startChat, stopChat, within } from '../../../../clients/js/test/support.mjs';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = path.join(repo, 'target/browser-test');
 
@@ -41,128 +34,6 @@ const t0 = Date.now();
 function log(...args) {
   console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)} s]`, ...args);
 }
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Rejects after `ms` with a message naming what was awaited. */
-function within(ms, what, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-// ------------------------------------------------------------------ chat server
-
-/** Starts the chat binary on a port of its choosing; resolves with {proc, port}. */
-async function startChat() {
-  if (!existsSync(CHAT_BIN)) {
-    throw new Error(`no chat binary at ${CHAT_BIN}: cargo build --release -p adapter-tokio --example chat`);
-  }
-  const proc = spawn(CHAT_BIN, ['127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  proc.stderr.on('data', (d) => { err += d; });
-  const port = await within(10000, 'the chat server to print its address', new Promise((resolve, reject) => {
-    proc.stdout.on('data', (d) => {
-      out += d;
-      const m = /chat on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    proc.on('error', reject);
-    proc.on('exit', (code, sig) => reject(new Error(`chat exited early (${code ?? sig}): ${err}`)));
-  }));
-  proc.stdout.resume();
-  proc.stderr.on('data', () => {}); // keep draining
-  proc.stderrText = () => err;
-  return { proc, port };
-}
-
-/** Ends the chat server; resolves once it has exited (SIGKILL after 3 s). */
-async function stopChat(proc) {
-  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise((r) => proc.once('exit', r));
-  proc.kill('SIGTERM');
-  try {
-    await within(3000, 'the chat server to exit', exited);
-  } catch {
-    proc.kill('SIGKILL');
-    await within(3000, 'the chat server to exit after SIGKILL', exited).catch(() => {});
-  }
-}
-
-// ------------------------------------------------------------------ TCP proxy
-
-/**
- * A TCP proxy to 127.0.0.1:target that can cut the network: `cut()` resets every
- * proxied socket on both sides and resets new connections on accept; `restore()` lets
- * them through again.
- */
-class CutProxy {
-  constructor(target) {
-    this.target = target;
-    this.pairs = new Set();
-    this.down = false;
-    this.accepted = 0;
-    this.refused = 0;
-    this.server = net.createServer((client) => this._accept(client));
-  }
-
-  async start() {
-    await within(5000, 'the proxy to listen', new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(0, '127.0.0.1', resolve);
-    }));
-    this.port = this.server.address().port;
-    return this;
-  }
-
-  _accept(client) {
-    if (this.down) {
-      this.refused += 1;
-      reset(client);
-      return;
-    }
-    this.accepted += 1;
-    const upstream = net.connect(this.target, '127.0.0.1');
-    const pair = { client, upstream };
-    this.pairs.add(pair);
-    const drop = () => {
-      this.pairs.delete(pair);
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-    client.pipe(upstream);
-    upstream.pipe(client);
-  }
-
-  /** Resets every proxied connection and refuses new ones until restore(). */
-  cut() {
-    this.down = true;
-    const n = this.pairs.size;
-    for (const { client, upstream } of this.pairs) { reset(client); reset(upstream); }
-    this.pairs.clear();
-    return n;
-  }
-
-  restore() { this.down = false; }
-
-  async stop() {
-    this.cut();
-    await within(5000, 'the proxy to close', new Promise((r) => this.server.close(r))).catch(() => {});
-  }
-}
-
-/** Drops a socket with a TCP RST: no FIN, no WebSocket close frame. */
-function reset(socket) {
-  if (typeof socket.resetAndDestroy === 'function' && !socket.destroyed) {
-    try { socket.resetAndDestroy(); return; } catch { /* not connected yet: destroy */ }
-  }
-  socket.destroy();
-}
-
 // ------------------------------------------------------------------ page helpers
 
 /** What a person sees in the message list: chat lines as "user: text". */
@@ -290,6 +161,15 @@ describe('chat example in headless Chromium (bob behind a proxy that cuts the ne
     assert.deepEqual(await until(alice, 'bob in alice\'s members', members, both), ['alice', 'bob']);
     assert.deepEqual(await until(bob, 'alice in bob\'s members', members, both), ['alice', 'bob']);
     log('check: both see alice and bob under "Here now"');
+
+    // Chromium offers permessage-deflate and the chat server agrees to it.
+    const extensions = await alice.evaluate((url) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(url);
+      ws.onopen = () => { resolve(ws.extensions); ws.close(); };
+      ws.onerror = () => reject(new Error('the WebSocket did not open'));
+    }), `ws://127.0.0.1:${chat.port}/ws`);
+    assert.match(extensions, /^permessage-deflate/, 'the page\'s WebSocket negotiated permessage-deflate');
+    log(`check: the page's WebSocket negotiated "${extensions}"`);
 
     await say(alice, 'hello bob');
     await untilLine(bob, 'alice: hello bob');

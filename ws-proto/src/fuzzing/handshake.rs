@@ -1,12 +1,10 @@
-//! Fuzz logic for the upgrade handshake: plain functions over arbitrary bytes, wired
-//! to cargo-fuzz targets and to a corpus-replay test elsewhere. Depends only on
-//! `ws_proto` and std.
+//! The upgrade handshake under arbitrary bytes, in both roles.
 
-use ws_proto::handshake::{
+use crate::handshake::{
     accept_key, Accept, ClientHandshake, ClientRequest, HandshakeError, Rejection, Request, Response,
     ServerHandshake,
 };
-use ws_proto::Config;
+use crate::Config;
 
 /// Head size limit used by both targets: small, so the fuzzer reaches it.
 const MAX_HEAD: usize = 4096;

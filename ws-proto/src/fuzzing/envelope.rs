@@ -1,8 +1,8 @@
-//! Fuzz logic for the envelope codec, shared by the cargo-fuzz target and the corpus
-//! replay test. Plain code, no macros, depending only on `ws_proto` and std.
+//! The envelope codec under arbitrary input: accepted envelopes must re-encode to the
+//! same fields.
 
-use ws_proto::envelope::{Envelope, WIRE_VERSION};
-use ws_proto::Config;
+use crate::envelope::{Envelope, WIRE_VERSION};
+use crate::Config;
 
 /// Decodes `data` as an envelope (when it is UTF-8) under the default limits; when that
 /// succeeds, re-encodes it, decodes the encoding and checks that every field survived.

@@ -1,5 +1,4 @@
-//! Fuzz logic for the client engine (`ws_session::client`), shared by the cargo-fuzz
-//! target and the corpus replay test (`ws-session/tests/client_fuzz_corpus.rs`).
+//! The client engine (`crate::client`) under arbitrary operation sequences.
 //!
 //! The input is decoded as a sequence of operations: transports opening, failing and
 //! closing (with any close code or HTTP status), raw and well-formed server envelopes
@@ -13,10 +12,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::client::{AuthMode, ClientAction, ClientConfig, ClientEngine, Disconnect, QueryId, State};
 use arbitrary::{Arbitrary, Unstructured};
 use ws_proto::envelope::Payload;
 use ws_proto::CloseCode;
-use ws_session::client::{AuthMode, ClientAction, ClientConfig, ClientEngine, Disconnect, QueryId, State};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -105,6 +104,8 @@ pub fn client_engine(data: &[u8]) {
         config.auth_mode = AuthMode::Handshake;
     }
     config.queue_limit = 8;
+    // The fake clock's origin: the only way to make an `Instant`.
+    #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
     let mut now = start;
     let mut client = ClientEngine::new(now, config, Counter(7));
