@@ -34,11 +34,16 @@
 //! published again after the reconnect (twice, if Redis had taken it).
 //!
 //! Not across nodes here: sends to a session or a user, volatile sends and presence stay
-//! on their node; a session resumes only on the node that holds it.
+//! on their node. Sessions any node can resume: [`RedisSessionStore`] (a
+//! [`SessionStore`](ws_driver::SessionStore), see its module `store`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod codec;
+pub mod store;
 mod wire;
+
+pub use store::{RedisSessionStore, StoreOptions, StoreStatus};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
