@@ -654,11 +654,25 @@ impl Writer {
     }
 
     fn enqueue(&mut self, write: Write) {
-        let mut sessions = Vec::with_capacity(write.batch.len());
-        let mut flags_ = Vec::with_capacity(write.batch.len());
-        let mut chunks = Vec::with_capacity(write.batch.len());
+        // A session may come more than once (batches merged): one chunk each, its
+        // entries in order — a retried batch applies once per key, so a key must not
+        // appear twice in one script call.
+        let mut merged: Vec<(SessionId, Vec<JournalEntry>)> = Vec::with_capacity(write.batch.len());
+        let mut at: HashMap<SessionId, usize> = HashMap::with_capacity(write.batch.len());
+        for (session, journal) in write.batch {
+            match at.get(&session) {
+                Some(&i) => merged[i].1.extend(journal),
+                None => {
+                    at.insert(session, merged.len());
+                    merged.push((session, journal));
+                }
+            }
+        }
+        let mut sessions = Vec::with_capacity(merged.len());
+        let mut flags_ = Vec::with_capacity(merged.len());
+        let mut chunks = Vec::with_capacity(merged.len());
         let mut entries = 0;
-        for (session, journal) in &write.batch {
+        for (session, journal) in &merged {
             match codec::encode_chunk(journal) {
                 Ok(chunk) => {
                     sessions.push(*session);

@@ -161,6 +161,30 @@ async fn the_store_rules(store: Arc<dyn SessionStore>, ttl: Duration) {
     assert_eq!(fenced, [sid]);
     assert!(seqs(store, b, other).await.is_some());
 
+    // One session twice in a batch (batches merged): both parts, in order.
+    let twice = SessionId(0x7_1ce);
+    let fenced = append(
+        store,
+        a,
+        vec![
+            (twice, vec![created("erin", 5), msg(1)]),
+            (sid, vec![msg(6)]),
+            (twice, vec![msg(2)]),
+            (twice, vec![msg(3), JournalEntry::Ended]),
+        ],
+    )
+    .await;
+    assert!(fenced.is_empty());
+    assert!(seqs(store, a, twice).await.is_none(), "ended in the same batch");
+    let fenced = append(
+        store,
+        a,
+        vec![(twice, vec![created("erin", 5), msg(1)]), (twice, vec![msg(2)])],
+    )
+    .await;
+    assert!(fenced.is_empty());
+    assert_eq!(seqs(store, a, twice).await.unwrap(), [1, 2]);
+
     // Ended deletes the record.
     assert!(append(store, b, vec![(other, vec![JournalEntry::Ended])])
         .await
@@ -184,7 +208,7 @@ async fn the_store_rules(store: Arc<dyn SessionStore>, ttl: Duration) {
         .is_empty());
     tokio::time::sleep(ttl / 2).await;
     // Messages to a suspended session do not extend its window.
-    assert!(append(store, a, vec![(sid, vec![msg(6)])]).await.is_empty());
+    assert!(append(store, a, vec![(sid, vec![msg(7)])]).await.is_empty());
     tokio::time::sleep(ttl * 3 / 4).await;
     assert!(
         seqs(store, a, sid).await.is_none(),

@@ -259,7 +259,11 @@ async fn a_stopping_node_hands_its_sessions_over_and_the_client_resumes_at_once(
             _ => {}
         }
     }
-    assert!(stopped.elapsed() < Duration::from_secs(3), "{:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopped.elapsed()
+    );
     match next(&mut sessions).await {
         SessionOutcome::Restored { session_id, .. } => assert_eq!(session_id, session.to_string()),
         other => panic!("expected the session restored on the other node, got {other:?}"),

@@ -24,8 +24,8 @@ use rand::SeedableRng;
 use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::{
-    Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, ErrorCode, InboundEvent, JournalEntry, Metrics,
-    OutboundMessage, Publication, RequestId, SessionEvent, SessionId, SessionRecord, UserId,
+    Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, ErrorCode, InboundEvent, JournalEntry,
+    Metrics, OutboundMessage, Publication, RequestId, SessionEvent, SessionId, SessionRecord, UserId,
 };
 
 use crate::app::{App, ConnectionEvent, Hook};
@@ -979,9 +979,10 @@ impl<R: Runtime> HubTask<R> {
                         }
                         None => {
                             for entry in self.conns.values() {
-                                let _ = entry
-                                    .outbox
-                                    .unbounded_send(Outbound::Close(CloseCode::GOING_AWAY, "server shutting down"));
+                                let _ = entry.outbox.unbounded_send(Outbound::Close(
+                                    CloseCode::GOING_AWAY,
+                                    "server shutting down",
+                                ));
                             }
                         }
                     }
