@@ -45,13 +45,19 @@
 //! - A **load** that fails or times out is an error: the hub refuses the resume as
 //!   `unknown` (4106) and the client gets a new session. Nothing is claimed.
 //! - **Appends** wait in a bounded queue ([`StoreOptions::journal_buffer`] entries) and
-//!   are retried, in order, until Redis takes them; a retried batch applies once (the
-//!   `w` field). When the queue is full the oldest batch is dropped, its entries counted
+//!   are retried, in order, every `reconnect_backoff.0` (100 ms by default; not
+//!   exponential, so that the held journal reaches Redis at most that long after it is
+//!   back) until Redis takes them; a retried batch applies once (the `w` field). Until
+//!   then a resume elsewhere reads the record as it was: a session whose token rotated
+//!   meanwhile is refused there as `invalid`, one created meanwhile as `unknown`. When the queue is full the oldest batch is dropped, its entries counted
 //!   in [`StoreStatus::entries_lost`] and its caller answered with an error; a lost
 //!   `Message` then shows as a gap on resume, never as a hole.
-//! - **Moved notices** published while a node's subscription is down are not received;
-//!   the node finds out at its next append or refresh of that session (fenced), and lets
-//!   the session go then.
+//! - **Moved notices** published while a node's subscription is down are not received.
+//!   The subscription is tried again every `reconnect_backoff.0`; once it is back, the
+//!   node checks which of its sessions it still owns and lets the others go (as it also
+//!   does every third of the resume window, and at any fenced append). Until then it
+//!   keeps a stale copy: a resume that lands on it is decided on that copy (refused as
+//!   `invalid` if the token rotated elsewhere).
 //! - Redis restarted **empty** (no persistence) has no records: resumes elsewhere are
 //!   refused as unknown, and a node's next write for a session it holds is fenced (its
 //!   record is gone), so the session is let go (close 4116) and its client starts a new
@@ -143,8 +149,16 @@ pub struct StoreStatus {
 #[derive(Clone)]
 pub struct RedisSessionStore {
     shared: Arc<Shared>,
-    writes: mpsc::UnboundedSender<Write>,
+    writes: mpsc::UnboundedSender<ToWriter>,
     subscriptions: mpsc::UnboundedSender<u64>,
+}
+
+/// What the writer task is asked.
+enum ToWriter {
+    Write(Write),
+    /// The moved notices were unavailable for a while (their connection is back): check
+    /// now which sessions the local nodes still own.
+    Reconcile,
 }
 
 type Sleep = Arc<dyn Fn(Instant) -> BoxFuture<()> + Send + Sync>;
@@ -249,7 +263,7 @@ replace(KEYS[1], ARGV[3])
 return 1
 ";
 
-/// The refresh script. KEYS: records the node holds attached. ARGV: node, time to
+/// The refresh script. KEYS: records the node holds. ARGV: node, time to
 /// live (ms). Returns the positions of those it does not own (any more).
 const REFRESH: &str = r"
 local lost = {}
@@ -289,13 +303,13 @@ impl RedisSessionStore {
                 queue: VecDeque::new(),
                 buffered: 0,
                 batch: 0,
-                attached: HashMap::new(),
+                held: HashMap::new(),
                 chunks: HashMap::new(),
             }
             .run(rx),
         );
         let (subscriptions, rx) = mpsc::unbounded();
-        runtime.spawn(subscriber(shared.clone(), rx));
+        runtime.spawn(subscriber(shared.clone(), rx, writes.clone()));
         Self {
             shared,
             writes,
@@ -331,7 +345,9 @@ impl SessionStore for RedisSessionStore {
 
     fn append(&self, node: u64, batch: JournalBatch) -> BoxFuture<Result<Vec<SessionId>, StoreError>> {
         let (answer, rx) = oneshot::channel();
-        let sent = self.writes.unbounded_send(Write { node, batch, answer });
+        let sent = self
+            .writes
+            .unbounded_send(ToWriter::Write(Write { node, batch, answer }));
         Box::pin(async move {
             if sent.is_err() {
                 return Err(StoreError("the store's writer has stopped".into()));
@@ -590,31 +606,35 @@ struct Writer {
     buffered: usize,
     /// The number of the last batch queued (the `w` of the append script).
     batch: u64,
-    /// Sessions each local node holds attached (refreshed while attached).
-    attached: HashMap<u64, HashSet<SessionId>>,
+    /// Sessions each local node holds (as far as its journal says): their time to
+    /// live is refreshed while attached, and their ownership checked, every third of the
+    /// window and whenever the moved notices were unavailable.
+    held: HashMap<u64, HashSet<SessionId>>,
     /// Chunks appended per (node, session) since its last compaction.
     chunks: HashMap<(u64, SessionId), usize>,
 }
 
 impl Writer {
-    async fn run(mut self, mut writes: mpsc::UnboundedReceiver<Write>) {
+    async fn run(mut self, mut writes: mpsc::UnboundedReceiver<ToWriter>) {
         let shared = self.shared.clone();
         let period = shared.options.resume_window / 3;
         let mut next_refresh = Instant::now() + period;
-        let mut backoff = shared.config.reconnect_backoff.0;
+        // Not exponential: held entries must reach Redis soon after it is back (a
+        // resume elsewhere reads them), and a failed attempt costs one connect.
+        let retry_every = shared.config.reconnect_backoff.0;
         loop {
             if self.queue.is_empty() {
                 let mut refresh = (shared.sleep)(next_refresh).fuse();
                 futures_util::select_biased! {
                     write = writes.next() => match write {
-                        Some(write) => self.enqueue(write),
+                        Some(op) => self.take(op, &mut next_refresh),
                         None => return,
                     },
                     () = refresh => {}
                 }
             }
-            while let Ok(write) = writes.try_recv() {
-                self.enqueue(write);
+            while let Ok(op) = writes.try_recv() {
+                self.take(op, &mut next_refresh);
             }
             if Instant::now() >= next_refresh {
                 // Failed, it is tried again soon (not at once: no busy loop in an outage).
@@ -629,20 +649,18 @@ impl Writer {
             };
             match self.write(front).await {
                 Ok(fenced) => {
-                    backoff = shared.config.reconnect_backoff.0;
                     let done = self.queue.pop_front().expect("the front");
                     self.written(done, fenced).await;
                 }
                 Err(err) => {
                     shared.lock_status().write_retries += 1;
-                    tracing::warn!(%err, retry_in = ?backoff, buffered = self.buffered, "journal write failed; retrying");
+                    tracing::warn!(%err, retry_in = ?retry_every, buffered = self.buffered, "journal write failed; retrying");
                     // Wait before trying again, taking (and bounding) new writes meanwhile.
-                    let mut retry = (shared.sleep)(Instant::now() + backoff).fuse();
-                    backoff = (backoff * 2).min(shared.config.reconnect_backoff.1);
+                    let mut retry = (shared.sleep)(Instant::now() + retry_every).fuse();
                     loop {
                         futures_util::select_biased! {
                             write = writes.next() => match write {
-                                Some(write) => self.enqueue(write),
+                                Some(op) => self.take(op, &mut next_refresh),
                                 None => break,
                             },
                             () = retry => break,
@@ -650,6 +668,13 @@ impl Writer {
                     }
                 }
             }
+        }
+    }
+
+    fn take(&mut self, op: ToWriter, next_refresh: &mut Instant) {
+        match op {
+            ToWriter::Write(write) => self.enqueue(write),
+            ToWriter::Reconcile => *next_refresh = Instant::now(),
         }
     }
 
@@ -745,23 +770,15 @@ impl Writer {
             status.entries_buffered = self.buffered;
             status.fenced += fenced.len() as u64;
         }
-        let attached = self.attached.entry(done.node).or_default();
+        let held = self.held.entry(done.node).or_default();
         let mut compact = Vec::new();
         for (session, flags) in done.sessions.iter().zip(&done.flags) {
-            match flags.as_bytes()[1] {
-                b'a' => {
-                    attached.insert(*session);
-                }
-                b's' => {
-                    attached.remove(session);
-                }
-                b'e' => {
-                    attached.remove(session);
-                    self.chunks.remove(&(done.node, *session));
-                    continue;
-                }
-                _ => {}
+            if flags.as_bytes()[1] == b'e' {
+                held.remove(session);
+                self.chunks.remove(&(done.node, *session));
+                continue;
             }
+            held.insert(*session);
             let count = self.chunks.entry((done.node, *session)).or_default();
             *count += 1;
             if *count >= self.shared.options.compact_after {
@@ -769,7 +786,7 @@ impl Writer {
             }
         }
         for session in &fenced {
-            attached.remove(session);
+            held.remove(session);
             self.chunks.remove(&(done.node, *session));
         }
         if let Err(fenced) = done.answer.send(Ok(fenced)) {
@@ -817,7 +834,7 @@ impl Writer {
     /// go of those they do not own any more.
     async fn refresh(&mut self) -> Result<(), StoreError> {
         let shared = self.shared.clone();
-        for (node, sessions) in &mut self.attached {
+        for (node, sessions) in &mut self.held {
             let list: Vec<SessionId> = sessions.iter().copied().collect();
             for part in list.chunks(1000) {
                 let mut invocation = shared.refresh.prepare_invoke();
@@ -839,23 +856,33 @@ impl Writer {
     }
 }
 
-/// Receives the moved notices for the local nodes (their channels), reconnecting with
-/// backoff.
-async fn subscriber(shared: Arc<Shared>, mut subscriptions: mpsc::UnboundedReceiver<u64>) {
+/// Receives the moved notices for the local nodes (their channels), reconnecting every
+/// `reconnect_backoff.0` (not exponential: a node that misses a notice holds a stale copy
+/// of the session until it finds out). After a reconnect the writer checks which
+/// sessions the local nodes still own (notices published meanwhile were lost).
+async fn subscriber(
+    shared: Arc<Shared>,
+    mut subscriptions: mpsc::UnboundedReceiver<u64>,
+    writer: mpsc::UnboundedSender<ToWriter>,
+) {
     let prefix = shared.node_channel_prefix();
     let mut nodes: Vec<u64> = Vec::new();
-    let mut backoff = shared.config.reconnect_backoff.0;
+    let retry_every = shared.config.reconnect_backoff.0;
+    let mut lost = false;
     loop {
         while let Ok(node) = subscriptions.try_recv() {
             nodes.push(node);
         }
-        let outcome: Result<bool, StoreError> = async {
+        let outcome: Result<(), StoreError> = async {
             let (mut sink, stream) = shared.timed(shared.config.client.get_async_pubsub()).await?.split();
             let channels: Vec<String> = nodes.iter().map(|n| format!("{prefix}{n}")).collect();
             if !channels.is_empty() {
                 shared.timed(sink.subscribe(&channels)).await?;
             }
-            backoff = shared.config.reconnect_backoff.0;
+            if std::mem::take(&mut lost) {
+                tracing::info!("session store: moved notices available again; checking ownership");
+                let _ = writer.unbounded_send(ToWriter::Reconcile);
+            }
             let mut stream = stream.fuse();
             loop {
                 futures_util::select_biased! {
@@ -864,7 +891,7 @@ async fn subscriber(shared: Arc<Shared>, mut subscriptions: mpsc::UnboundedRecei
                             nodes.push(node);
                             shared.timed(sink.subscribe(format!("{prefix}{node}"))).await?;
                         }
-                        None => return Ok(true),
+                        None => return Ok(()),
                     },
                     message = stream.next() => match message {
                         Some(message) => {
@@ -882,11 +909,13 @@ async fn subscriber(shared: Arc<Shared>, mut subscriptions: mpsc::UnboundedRecei
         }
         .await;
         match outcome {
-            Ok(_) => return,
+            Ok(()) => return,
             Err(err) => {
-                tracing::warn!(%err, retry_in = ?backoff, "session store: moved notices unavailable; reconnecting");
-                (shared.sleep)(Instant::now() + backoff).await;
-                backoff = (backoff * 2).min(shared.config.reconnect_backoff.1);
+                if !lost {
+                    tracing::warn!(%err, retry_every = ?retry_every, "session store: moved notices unavailable; reconnecting");
+                }
+                lost = true;
+                (shared.sleep)(Instant::now() + retry_every).await;
             }
         }
     }

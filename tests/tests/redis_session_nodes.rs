@@ -567,3 +567,116 @@ async fn a_rolling_restart_loses_no_session_and_no_message() {
         "rolling restart of 3 node processes under traffic: 6 sessions, {moves} handovers, 0 lost; {seen} ticks once in order, {confirmed_total} confirmed, {failed_total} failed; SIGTERM to exit: {stops:?}"
     );
 }
+
+impl Tracked {
+    /// The next session outcome; a new session (resume refused) becomes the tracked one.
+    async fn outcome(&mut self) -> Result<(), String> {
+        match next(&mut self.sessions).await {
+            SessionOutcome::Restored { session_id, .. } => {
+                assert_eq!(session_id, self.session.to_string());
+                Ok(())
+            }
+            SessionOutcome::NotRestored { reason, session, .. } => {
+                self.session = SessionId::parse(&session.session_id).unwrap();
+                Err(reason)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    async fn tick(&self, n: u64) {
+        let reply = self.client.query("tick", &n, Some(WAIT)).await.unwrap();
+        assert_eq!(&*reply.event, "tick.ok");
+    }
+}
+
+/// redis-server stopped for 5 s, then started again, as PROTOCOL.md and
+/// broker-redis's `store` module say: meanwhile each node serves its own sessions
+/// (their journal held and retried), and a resume that lands on another node is refused
+/// as `unknown` (a new session). When Redis comes back with what it held (append-only
+/// file), the held journal is written and sessions resume anywhere; when it comes back
+/// empty, a session's next journal write is fenced (its record is gone), its node lets
+/// it go (4116) and its client gets a new session. Then: full service.
+async fn a_redis_outage(persistent: bool) {
+    let mut redis = if persistent {
+        RedisServer::start_persistent()
+    } else {
+        RedisServer::start()
+    };
+    let nodes = start_nodes(&redis, 3).await;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let mut stays = Tracked::start("stays", &addrs, 0).await;
+    let mut moves = Tracked::start("moves", &addrs, 1).await;
+    for n in 1..=10 {
+        stays.tick(n).await;
+        moves.tick(n).await;
+    }
+    redis.stop();
+    let down = Instant::now();
+    // Local traffic goes on.
+    for n in 11..=30 {
+        stays.tick(n).await;
+    }
+    // A resume on another node cannot read the store: refused as unknown, new session,
+    // which works on its node.
+    moves.balancer.cut();
+    assert_eq!(moves.outcome().await, Err("unknown".to_owned()));
+    moves.tick(1).await;
+    tokio::time::sleep((down + Duration::from_secs(5)).saturating_duration_since(Instant::now())).await;
+    redis.restart();
+    let up = Instant::now();
+    if persistent {
+        // Nothing was lost: the session that stayed resumes on another node.
+        stays.balancer.cut();
+        assert_eq!(stays.outcome().await, Ok(()), "resumed after the outage");
+    } else {
+        // Redis forgot every session: the node holding `stays` finds out at its next
+        // journal write, lets it go, and the resume finds nothing.
+        stays.tick(31).await;
+        assert_eq!(stays.outcome().await, Err("unknown".to_owned()));
+    }
+    let settled = up.elapsed();
+    // The nodes write what they held within their retry interval (100 ms) of Redis
+    // being back; until then a resume elsewhere reads the record as it was (docs).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Full service: both resume on another node, with their messages.
+    for round in 0..2 {
+        for c in [&mut stays, &mut moves] {
+            c.tick(100 + round).await;
+            c.balancer.cut();
+            let outcome = c.outcome().await;
+            assert_eq!(
+                outcome,
+                Ok(()),
+                "full service after the outage (round {round}, landed {:?})",
+                c.balancer.landed()
+            );
+            c.tick(200 + round).await;
+        }
+    }
+    for c in [&mut stays, &mut moves] {
+        c.take();
+        let ticks: Vec<u64> = c.ticks().iter().map(|t| t.1).collect();
+        for n in [100, 101, 200, 201] {
+            assert_eq!(
+                ticks.iter().filter(|&&t| t == n).count(),
+                1,
+                "tick {n} once: {ticks:?}"
+            );
+        }
+    }
+    println!(
+        "Redis down 5 s ({}): local traffic served, resume elsewhere refused as unknown during the outage; settled {settled:?} after the restart; full service after",
+        if persistent { "append-only file" } else { "no persistence" }
+    );
+}
+
+#[tokio::test]
+async fn a_redis_outage_with_persistence_keeps_every_session() {
+    a_redis_outage(true).await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_without_persistence_loses_the_sessions_it_held_visibly() {
+    a_redis_outage(false).await;
+}
