@@ -110,6 +110,19 @@ impl RedisServer {
         n
     }
 
+    /// Memory the server uses (`used_memory`) and how many keys it holds.
+    pub fn memory(&self) -> (u64, u64) {
+        let mut connection = self.connection();
+        let info: String = redis::cmd("INFO").arg("memory").query(&mut connection).expect("INFO memory");
+        let used = info
+            .lines()
+            .find_map(|line| line.strip_prefix("used_memory:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let keys: u64 = redis::cmd("DBSIZE").query(&mut connection).expect("DBSIZE");
+        (used, keys)
+    }
+
     /// How many times the server ran `command` (from `INFO commandstats`), or 0.
     pub fn calls(&self, command: &str) -> u64 {
         let info: String = redis::cmd("INFO")

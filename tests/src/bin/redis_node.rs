@@ -3,14 +3,15 @@
 //! (`tests/tests/redis_nodes.rs`, `tests/tests/redis_session_nodes.rs`).
 //!
 //! ```text
-//! redis_node REDIS_URL PREFIX [sessions]
+//! redis_node REDIS_URL PREFIX [sessions|alone]
 //! ```
 //!
 //! Serves the suite's app (with `shout`: a broadcast to everyone) on a free loopback
 //! port, prints `listening ADDRESS` once it accepts, and stops when its standard input
 //! closes or on SIGTERM (gracefully: with `sessions`, it hands its sessions over).
 //!
-//! With `sessions` the node keeps its sessions in Redis (`RedisSessionStore`), so that
+//! With `alone` the node does not use Redis at all (a one-node baseline for
+//! `room_bench`). With `sessions` the node keeps its sessions in Redis (`RedisSessionStore`), so that
 //! any node resumes them, and serves two more events: `tick` (payload `n`: sends the
 //! message `tick` with `n` in the session stream, then replies `tick.ok`) and `stream`
 //! (payload `[count, every_ms]`: sends `count` messages `streamed` 0, 1, … to the
@@ -22,28 +23,30 @@ use std::time::Duration;
 use adapter_tokio::{Context, TokioRuntime};
 use broker_redis::{RedisConfig, RedisPubSub, RedisSessionStore, StoreOptions};
 
-const USAGE: &str = "usage: redis_node REDIS_URL PREFIX [sessions]";
+const USAGE: &str = "usage: redis_node REDIS_URL PREFIX [sessions|alone]";
 
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let url = args.next().expect(USAGE);
     let prefix = args.next().expect(USAGE);
-    let sessions = match args.next().as_deref() {
-        None => false,
-        Some("sessions") => true,
+    let (sessions, alone) = match args.next().as_deref() {
+        None => (false, false),
+        Some("sessions") => (true, false),
+        Some("alone") => (false, true),
         Some(_) => panic!("{USAGE}"),
     };
     let mut config = RedisConfig::new(&url).expect("a Redis URL");
     config.prefix = prefix;
     let broker = RedisPubSub::start(config.clone(), TokioRuntime);
-    let mut app = tether_tests::suite::app()
-        .on("shout", |ctx: Context| async move {
-            let text: String = ctx.payload()?;
-            ctx.broadcast("shouted", &text)?;
-            ctx.reply("shout.ok", &())
-        })
-        .pubsub(broker.clone());
+    let mut app = tether_tests::suite::app().on("shout", |ctx: Context| async move {
+        let text: String = ctx.payload()?;
+        ctx.broadcast("shouted", &text)?;
+        ctx.reply("shout.ok", &())
+    });
+    if !alone {
+        app = app.pubsub(broker.clone());
+    }
     if sessions {
         let store = RedisSessionStore::start(config, StoreOptions::default(), TokioRuntime);
         app = app
@@ -70,7 +73,7 @@ async fn main() {
     let server = adapter_tokio::Server::bind("127.0.0.1:0", "/ws", app)
         .await
         .expect("bind");
-    while !broker.status().connected {
+    while !alone && !broker.status().connected {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut out = std::io::stdout();
