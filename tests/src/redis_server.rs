@@ -113,7 +113,10 @@ impl RedisServer {
     /// Memory the server uses (`used_memory`) and how many keys it holds.
     pub fn memory(&self) -> (u64, u64) {
         let mut connection = self.connection();
-        let info: String = redis::cmd("INFO").arg("memory").query(&mut connection).expect("INFO memory");
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut connection)
+            .expect("INFO memory");
         let used = info
             .lines()
             .find_map(|line| line.strip_prefix("used_memory:"))

@@ -365,3 +365,49 @@ async fn an_outage_fails_loads_and_holds_appends_within_the_buffer() {
         "{status:?}"
     );
 }
+
+/// A real node writing to the Redis store: the record holds the resume token's
+/// verifier, and neither the token (hex) nor its 32 bytes appear anywhere in Redis.
+#[tokio::test]
+async fn redis_holds_the_token_only_as_its_verifier() {
+    use tether_tests::client::{recv, send, session};
+    use tether_tests::harness::{start, ServerRuntime};
+    let redis = RedisServer::start();
+    let store = RedisSessionStore::start(config(&redis), StoreOptions::default(), TokioRuntime);
+    let node = start(
+        ServerRuntime::Tokio,
+        tether_tests::suite::app().session_store(store.clone()),
+    )
+    .await;
+    let (mut ws, created) = session(node.addr, "alice").await;
+    send(&mut ws, "echo", serde_json::json!("hello"), Some("e")).await;
+    assert_eq!(recv(&mut ws).await["e"], "echo.reply");
+    let sid = SessionId::parse(created["sessionId"].as_str().unwrap()).unwrap();
+    let token_hex = created["resumeToken"].as_str().unwrap().to_owned();
+    let token = ws_session::ResumeToken::parse(&token_hex).expect("a token");
+    let deadline = std::time::Instant::now() + WAIT;
+    let record = loop {
+        if let Some((_, record)) = store.peek(sid).await.unwrap() {
+            break record;
+        }
+        assert!(std::time::Instant::now() < deadline, "the session reached Redis");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(record.token, token.verifier());
+    assert_eq!(record.user, UserId::new("alice"));
+    let mut connection = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+    assert_eq!(keys, [store.key(sid)]);
+    let fields: Vec<Vec<u8>> = redis::cmd("HGETALL")
+        .arg(&keys[0])
+        .query(&mut connection)
+        .unwrap();
+    let everything: Vec<u8> = fields.concat();
+    let contains = |needle: &[u8]| everything.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(&token.verifier().0), "the verifier is there");
+    assert!(!contains(token_hex.as_bytes()), "the token in clear");
+    let raw: Vec<u8> = (0..token_hex.len() / 2)
+        .map(|i| u8::from_str_radix(&token_hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    assert!(!contains(&raw), "the token's bytes");
+}

@@ -109,7 +109,10 @@ async fn run(setup: Setup, sessions: usize, messages: u64, every: Duration) {
     assert_eq!(recv(&mut publisher).await["e"], "joined");
     // Let every node's subscription to the room settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = (redis.calls("publish"), redis.calls("evalsha") + redis.calls("eval"));
+    let before = (
+        redis.calls("publish"),
+        redis.calls("evalsha") + redis.calls("eval"),
+    );
     let first = epoch.elapsed().as_micros() as u64;
     for _ in 0..messages {
         let now = epoch.elapsed().as_micros() as u64;
@@ -126,7 +129,10 @@ async fn run(setup: Setup, sessions: usize, messages: u64, every: Duration) {
     let span = Duration::from_micros(last_at.load(Ordering::Relaxed) - first);
     // Let the journal writers finish before counting their commands.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = (redis.calls("publish"), redis.calls("evalsha") + redis.calls("eval"));
+    let after = (
+        redis.calls("publish"),
+        redis.calls("evalsha") + redis.calls("eval"),
+    );
     for reader in readers {
         reader.abort();
     }
@@ -172,7 +178,12 @@ impl NodeProcess {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .unwrap_or_else(|err| panic!("{} (build it: cargo build --release -p tether-tests --bins): {err}", binary.display()));
+            .unwrap_or_else(|err| {
+                panic!(
+                    "{} (build it: cargo build --release -p tether-tests --bins): {err}",
+                    binary.display()
+                )
+            });
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
