@@ -7,7 +7,8 @@
 //! | field | what |
 //! |---|---|
 //! | `o` | the owner, a node id (decimal) |
-//! | `n` | the version: bumped by every append, claim and compaction |
+//! | `n` | the version: bumped by every append and compaction |
+//! | `tv` | the token version: bumped by every append that changes what a token check reads, and every claim |
 //! | `w` | the owner's last applied batch (appends are retried; one applies once) |
 //! | `a` | `1` while attached (the owner refreshes its time to live), `0` once suspended |
 //! | `s` | a snapshot: the record folded so far ([`crate::codec`]), after a move or a compaction |
@@ -28,11 +29,13 @@
 //!   returned as fenced. `Ended` deletes the record.
 //! - **Claim on load**: the record is read (`HGETALL`) and folded, and
 //!   [`SessionRecord::admits`] — the engine's token rule — decides; only then a script
-//!   makes the loading node the owner *if the version is still the one read* (else the
-//!   load starts again), compacts the record into a snapshot, and publishes the session
-//!   on the former owner's channel `{prefix}:node:{node}`. So the check and the claim are
-//!   one atomic step as far as any other client of Redis can tell, and the token rule
-//!   has one definition.
+//!   makes the loading node the owner *if the token version is still the one read*
+//!   (else the load starts again: a token changed, or another node claimed it), compacts
+//!   the record into a snapshot if nothing was appended since the read (else reads it
+//!   again, now that it is the owner's alone), and publishes the session on the former
+//!   owner's channel `{prefix}:node:{node}`. So the check and the claim are one atomic
+//!   step as far as any other client of Redis can tell, the token rule has one
+//!   definition, and messages appended meanwhile (a busy session) do not defeat a claim.
 //! - **Time to live = the resume window**: set at `Suspended` (later messages do not
 //!   extend it), and while attached refreshed by every append and by the owner every
 //!   third of the window. A killed owner stops refreshing: its attached records live one
@@ -186,7 +189,8 @@ struct Write {
 
 /// The append script. KEYS: the sessions' records. ARGV: node, batch number, time to
 /// live (ms), then per key its flags (`1`/`0`: starts with `Created`; the state the
-/// chunk leaves: `a` attached, `s` suspended, `e` ended, `-` unchanged) and its chunk.
+/// chunk leaves: `a` attached, `s` suspended, `e` ended, `-` unchanged; `t` if it
+/// changes the token state, which bumps `tv`) and its chunk.
 /// Returns the positions (1-based) of the fenced keys.
 const APPEND: &str = r"
 local node, batch, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -196,7 +200,7 @@ for i, key in ipairs(KEYS) do
   local created, state = string.sub(flags, 1, 1), string.sub(flags, 2, 2)
   local owner = redis.call('HGET', key, 'o')
   if not owner and created == '1' then
-    redis.call('HSET', key, 'o', node, 'n', 0, 'w', 0, 'a', 1)
+    redis.call('HSET', key, 'o', node, 'n', 0, 'w', 0, 'a', 1, 'tv', 0)
     owner = node
   end
   if owner ~= node then
@@ -207,6 +211,9 @@ for i, key in ipairs(KEYS) do
     else
       local n = redis.call('HINCRBY', key, 'n', 1)
       redis.call('HSET', key, 'j' .. n, chunk, 'w', batch)
+      if string.sub(flags, 3, 3) == 't' then
+        redis.call('HINCRBY', key, 'tv', 1)
+      end
       if state == 'a' then
         redis.call('HSET', key, 'a', 1)
       elseif state == 's' then
@@ -237,20 +244,29 @@ end
 ";
 
 /// The claim script. KEYS[1]: the record. ARGV: node, the version read, the snapshot
-/// of the record read, time to live (ms), the node channel prefix, the session id.
-/// Returns the former owner, or nil if the record changed since it was read.
+/// of the record read, time to live (ms), the node channel prefix, the session id, the
+/// token version read. Returns the former owner and whether the record was compacted
+/// into the snapshot (only if nothing was appended since it was read), or nil if the
+/// token state (or the owner) changed since it was read: the token check must be made
+/// again. Appends that change only messages do not make a claim fail, so a busy
+/// session can still be claimed.
 const CLAIM: &str = r"
-if redis.call('HGET', KEYS[1], 'n') ~= ARGV[2] then
+if redis.call('HGET', KEYS[1], 'tv') ~= ARGV[7] then
   return false
 end
 local former = redis.call('HGET', KEYS[1], 'o')
-replace(KEYS[1], ARGV[3])
+local compacted = 0
+if redis.call('HGET', KEYS[1], 'n') == ARGV[2] then
+  replace(KEYS[1], ARGV[3])
+  compacted = 1
+end
+redis.call('HINCRBY', KEYS[1], 'tv', 1)
 redis.call('HSET', KEYS[1], 'o', ARGV[1], 'w', 0, 'a', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if former ~= ARGV[1] then
   redis.call('PUBLISH', ARGV[5] .. former, ARGV[6])
 end
-return former
+return {former, compacted}
 ";
 
 /// The compaction script. KEYS[1]: the record. ARGV: node, the version read, the
@@ -383,6 +399,7 @@ impl SessionStore for RedisSessionStore {
 struct Fields {
     owner: u64,
     version: String,
+    token_version: String,
     record: SessionRecord,
     chunks: usize,
 }
@@ -480,8 +497,8 @@ impl Shared {
         session: SessionId,
         token: TokenVerifier,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        // A claim fails only when the record changed between read and claim (its owner
-        // wrote meanwhile): read again.
+        // A claim fails only when the token state changed between read and claim (a
+        // rotation, a confirmation, another claim): read again.
         for _ in 0..8 {
             let (fields, ()) = self.read(session).await?;
             let Some(fields) = fields else {
@@ -491,7 +508,7 @@ impl Shared {
                 return Ok(Some(fields.record));
             }
             let mut connection = self.connection().await?;
-            let former: Option<String> = self
+            let claimed: Option<(String, i64)> = self
                 .timed(
                     self.claim
                         .key(self.key(session))
@@ -501,12 +518,23 @@ impl Shared {
                         .arg(self.ttl_ms())
                         .arg(self.node_channel_prefix())
                         .arg(session.to_string())
+                        .arg(&fields.token_version)
                         .invoke_async(&mut connection),
                 )
                 .await?;
-            if former.is_some() {
-                self.lock_status().claims += 1;
-                return Ok(Some(fields.record));
+            match claimed {
+                Some((_, 1)) => {
+                    self.lock_status().claims += 1;
+                    return Ok(Some(fields.record));
+                }
+                Some(_) => {
+                    // Claimed, but the former owner appended since the read: the record
+                    // is ours now (nobody else writes it), read it whole.
+                    self.lock_status().claims += 1;
+                    let (fresh, ()) = self.read(session).await?;
+                    return Ok(fresh.map(|f| f.record));
+                }
+                None => {}
             }
         }
         Err(StoreError(
@@ -529,6 +557,7 @@ fn fold(hash: HashMap<String, Vec<u8>>) -> Result<Option<Fields>, StoreError> {
     };
     let owner: u64 = text("o")?.parse().map_err(|_| malformed())?;
     let version = text("n")?;
+    let token_version = text("tv")?;
     let mut chunks: Vec<(u64, &Vec<u8>)> = hash
         .iter()
         .filter_map(|(field, value)| Some((field.strip_prefix('j')?.parse().ok()?, value)))
@@ -555,19 +584,26 @@ fn fold(hash: HashMap<String, Vec<u8>>) -> Result<Option<Fields>, StoreError> {
     Ok(Some(Fields {
         owner,
         version,
+        token_version,
         record,
         chunks: chunks.len(),
     }))
 }
 
-/// What a chunk asks of the append script: whether it starts a record, and the state
-/// it leaves the session in.
-fn flags(entries: &[JournalEntry]) -> &'static str {
+/// What a chunk asks of the append script: whether it starts a record, the state it
+/// leaves the session in, and whether it changes what a token check reads (`t`).
+fn flags(entries: &[JournalEntry]) -> String {
     let created = matches!(entries.first(), Some(JournalEntry::Created { .. }));
     let mut state = '-';
+    let mut token = '-';
     for entry in entries {
         match entry {
-            JournalEntry::Created { .. } | JournalEntry::Attached => state = 'a',
+            JournalEntry::Created { .. } => {
+                state = 'a';
+                token = 't';
+            }
+            JournalEntry::Token { .. } | JournalEntry::Confirmed => token = 't',
+            JournalEntry::Attached => state = 'a',
             JournalEntry::Suspended => state = 's',
             JournalEntry::Ended => {
                 state = 'e';
@@ -576,16 +612,7 @@ fn flags(entries: &[JournalEntry]) -> &'static str {
             _ => {}
         }
     }
-    match (created, state) {
-        (true, 'a') => "1a",
-        (true, 's') => "1s",
-        (true, 'e') => "1e",
-        (true, _) => "1-",
-        (false, 'a') => "0a",
-        (false, 's') => "0s",
-        (false, 'e') => "0e",
-        (false, _) => "0-",
-    }
+    [if created { '1' } else { '0' }, state, token].iter().collect()
 }
 
 /// A batch waiting for Redis, encoded.
@@ -593,7 +620,7 @@ struct Queued {
     node: u64,
     number: u64,
     sessions: Vec<SessionId>,
-    flags: Vec<&'static str>,
+    flags: Vec<String>,
     chunks: Vec<Vec<u8>>,
     entries: usize,
     answer: oneshot::Sender<Result<Vec<SessionId>, StoreError>>,
@@ -750,7 +777,10 @@ impl Writer {
             .arg(queued.number)
             .arg(shared.ttl_ms());
         for ((session, flags), chunk) in queued.sessions.iter().zip(&queued.flags).zip(&queued.chunks) {
-            invocation.key(shared.key(*session)).arg(*flags).arg(&chunk[..]);
+            invocation
+                .key(shared.key(*session))
+                .arg(flags.as_str())
+                .arg(&chunk[..]);
         }
         let mut connection = shared.connection().await?;
         let fenced: Vec<usize> = shared.timed(invocation.invoke_async(&mut connection)).await?;

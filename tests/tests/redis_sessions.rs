@@ -411,3 +411,41 @@ async fn redis_holds_the_token_only_as_its_verifier() {
         .collect();
     assert!(!contains(&raw), "the token's bytes");
 }
+
+/// A session whose owner keeps writing messages can still be claimed (appends that do
+/// not touch the token do not defeat a claim), and the claimer gets every message the
+/// owner wrote before it was fenced off, no more, no less.
+#[tokio::test]
+async fn a_busy_session_is_claimed_with_every_message_written_before_the_fence() {
+    let redis = RedisServer::start();
+    let ttl = Duration::from_secs(30);
+    let owner = RedisSessionStore::start(config(&redis), StoreOptions::new(ttl), TokioRuntime);
+    let claimer = RedisSessionStore::start(config(&redis), StoreOptions::new(ttl), TokioRuntime);
+    let (a, b) = (1_u64, 2_u64);
+    let _moved_a = owner.subscribe(a);
+    let _moved_b = claimer.subscribe(b);
+    let sid = SessionId(0xb05);
+    append(&owner, a, vec![(sid, vec![created("busy", 1)])]).await;
+    let writer = {
+        let owner = owner.clone();
+        tokio::spawn(async move {
+            // Writes until fenced off; returns the last s written.
+            let mut s = 0;
+            loop {
+                let fenced = append(&owner, a, vec![(sid, vec![msg(s + 1), msg(s + 2)])]).await;
+                if !fenced.is_empty() {
+                    return s;
+                }
+                s += 2;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let record = claimer.load(b, sid, v(1)).await.unwrap().expect("claimed");
+    let last = tokio::time::timeout(WAIT, writer).await.unwrap().unwrap();
+    assert!(last > 10, "the owner was busy ({last} messages)");
+    assert_eq!(record.next_seq, last + 1, "every message written before the fence");
+    let seqs: Vec<u64> = record.replay.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+    assert!(claimer.status().claims == 1, "{:?}", claimer.status());
+}
