@@ -444,7 +444,11 @@ async fn a_busy_session_is_claimed_with_every_message_written_before_the_fence()
     let record = claimer.load(b, sid, v(1)).await.unwrap().expect("claimed");
     let last = tokio::time::timeout(WAIT, writer).await.unwrap().unwrap();
     assert!(last > 10, "the owner was busy ({last} messages)");
-    assert_eq!(record.next_seq, last + 1, "every message written before the fence");
+    assert_eq!(
+        record.next_seq,
+        last + 1,
+        "every message written before the fence"
+    );
     let seqs: Vec<u64> = record.replay.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
     assert!(claimer.status().claims == 1, "{:?}", claimer.status());

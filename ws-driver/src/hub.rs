@@ -292,7 +292,11 @@ impl Hub {
                             }
                         }
                         Some(Err(err)) => tracing::error!(%err, entries, "journal write failed"),
-                        None => tracing::error!(entries, "journal write timed out"),
+                        // A store may still be writing it (the Redis store holds and
+                        // retries); the hub stops waiting so that later batches go on.
+                        None => {
+                            tracing::error!(entries, "journal write timed out (the store may still write it)")
+                        }
                     }
                 }
             });
