@@ -11,7 +11,7 @@
 //! | `tv` | the token version: bumped by every append that changes what a token check reads, and every claim |
 //! | `w` | the owner's last applied batch (appends are retried; one applies once) |
 //! | `a` | `1` while attached (the owner refreshes its time to live), `0` once suspended |
-//! | `s` | a snapshot: the record folded so far ([`crate::codec`]), after a move or a compaction |
+//! | `s` | a snapshot: the record folded so far (`broker-redis/src/codec.rs`), after a move or a compaction |
 //! | `j{n}` | a chunk of journal entries appended at version `n` |
 //!
 //! A record is the snapshot (or the first chunk's `Created`) followed by the chunks in
