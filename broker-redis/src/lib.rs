@@ -35,11 +35,16 @@
 //!
 //! Sends to a user or a session travel on one `{prefix}:direct` channel that every node
 //! subscribes to (the nodes that hold them deliver). Volatile sends and presence stay on
-//! their node; a session resumes only on the node that holds it.
+//! their node. Sessions any node can resume: [`RedisSessionStore`] (a
+//! [`SessionStore`](ws_driver::SessionStore), see its module `store`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod codec;
+pub mod store;
 mod wire;
+
+pub use store::{RedisSessionStore, StoreOptions, StoreStatus};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -17,11 +17,22 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts `redis-server` on a free port and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts `redis-server` with its append-only file on (`appendfsync always`), so
+    /// that what it held survives [`stop`](Self::stop) and [`restart`](Self::restart).
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -32,6 +43,7 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            persistent,
         };
         server.restart();
         server
@@ -50,13 +62,19 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port (after [`stop`](Self::stop)), empty.
+    /// Starts the server again on the same port (after [`stop`](Self::stop)): empty,
+    /// or with what it held if it is [persistent](Self::start_persistent).
     pub fn restart(&mut self) {
         self.stop();
         let binary = binary();
         let child = Command::new(&binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -90,6 +108,22 @@ impl RedisServer {
             .query(&mut self.connection())
             .expect("PUBSUB NUMSUB");
         n
+    }
+
+    /// Memory the server uses (`used_memory`) and how many keys it holds.
+    pub fn memory(&self) -> (u64, u64) {
+        let mut connection = self.connection();
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut connection)
+            .expect("INFO memory");
+        let used = info
+            .lines()
+            .find_map(|line| line.strip_prefix("used_memory:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let keys: u64 = redis::cmd("DBSIZE").query(&mut connection).expect("DBSIZE");
+        (used, keys)
     }
 
     /// How many times the server ran `command` (from `INFO commandstats`), or 0.

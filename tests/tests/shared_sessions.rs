@@ -215,3 +215,68 @@ async fn without_a_store_the_other_node_refuses_the_resume() {
     let second = next(&mut sessions).await;
     assert!(!matches!(second, SessionOutcome::Restored { .. }), "{second:?}");
 }
+
+/// A node stopping gracefully hands its sessions over: its journal is written, then
+/// its connections are closed with 4116, and the client (with a 5 s backoff) resumes
+/// on the other node at once, with every message once and in order.
+#[tokio::test]
+async fn a_stopping_node_hands_its_sessions_over_and_the_client_resumes_at_once() {
+    let store = InMemorySessionStore::default();
+    let mut nodes: Vec<Option<Running>> = vec![
+        Some(start(ServerRuntime::Tokio, app(&store)).await),
+        Some(start(ServerRuntime::Tokio, app(&store)).await),
+    ];
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.as_ref().unwrap().addr).collect();
+    let switch = Switch::start(addrs).await;
+    let mut options = ClientOptions::with_credential("user:alice");
+    options.engine.backoff = Arc::new(Constant {
+        delay: Duration::from_secs(5),
+        jitter: Jitter::None,
+    });
+    let client = Client::start(&format!("ws://{}/ws", switch.addr), options)
+        .unwrap()
+        .inner()
+        .clone();
+    let mut sessions = client.sessions();
+    let mut messages = client.messages();
+    let mut states = client.states();
+    let session = match next(&mut sessions).await {
+        SessionOutcome::Created(details) => SessionId::parse(&details.session_id).unwrap(),
+        other => panic!("expected a new session, got {other:?}"),
+    };
+    while next(&mut states).await != State::Connected {}
+    let first = nodes[0].take().unwrap();
+    for n in 1..=20u64 {
+        first.handle.send(session, "tick", &n).unwrap();
+    }
+    switch.route(1);
+    let stopped = std::time::Instant::now();
+    first.stop().await.unwrap();
+    loop {
+        match next(&mut states).await {
+            State::Reconnecting { delay, .. } => assert_eq!(delay, Duration::ZERO, "at once on 4116"),
+            State::Reconnected => break,
+            _ => {}
+        }
+    }
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopped.elapsed()
+    );
+    match next(&mut sessions).await {
+        SessionOutcome::Restored { session_id, .. } => assert_eq!(session_id, session.to_string()),
+        other => panic!("expected the session restored on the other node, got {other:?}"),
+    }
+    let second = nodes[1].as_ref().unwrap();
+    for n in 21..=30u64 {
+        second.handle.send(session, "tick", &n).unwrap();
+    }
+    for n in 1..=30 {
+        assert_eq!(tick(&next(&mut messages).await), n);
+    }
+    let reply = client.query("echo", &"done", None).await.unwrap();
+    assert_eq!(reply.payload_as::<String>().unwrap(), "done");
+    assert!(messages.try_recv().is_err(), "a message arrived twice");
+    client.close(CloseCode::NORMAL, "bye").await.unwrap();
+}

@@ -24,8 +24,8 @@ use rand::SeedableRng;
 use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::{
-    Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, InboundEvent, JournalEntry, Metrics,
-    OutboundMessage, Publication, RequestId, SessionEvent, SessionId, SessionRecord, UserId,
+    Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, ErrorCode, InboundEvent, JournalEntry,
+    Metrics, OutboundMessage, Publication, RequestId, SessionEvent, SessionId, SessionRecord, UserId,
 };
 
 use crate::app::{App, ConnectionEvent, Hook};
@@ -153,6 +153,9 @@ pub(crate) enum Command {
     },
     /// Another node took the session: let it go.
     Release(SessionId),
+    /// Shutting down with a session store, once the journal is written: close every
+    /// connection with 4116, so that clients resume on another node at once.
+    HandOver,
     Metrics(oneshot::Sender<Metrics>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -255,17 +258,36 @@ impl Hub {
             });
             // The writer: one batch after the other, in the order the engine made the
             // entries, each bounded by the timeout; what piled up meanwhile goes in one.
-            let (tx, mut rx) = mpsc::unbounded::<JournalBatch>();
+            // A barrier is answered once everything queued before it was written (or
+            // failed).
+            let (tx, mut rx) = mpsc::unbounded::<ToWriter>();
             let writer = store.clone();
             let commands = command_tx.clone();
             let rt = runtime.clone();
             runtime.spawn(async move {
-                while let Some(mut batch) = rx.next().await {
+                while let Some(first) = rx.next().await {
+                    let mut batch = Vec::new();
+                    let mut barriers = Vec::new();
+                    let mut take = |item| match item {
+                        ToWriter::Batch(more) => batch.extend(more),
+                        ToWriter::Barrier(done) => barriers.push(done),
+                    };
+                    take(first);
                     while let Ok(more) = rx.try_recv() {
-                        batch.extend(more);
+                        take(more);
+                    }
+                    if batch.is_empty() {
+                        for done in barriers {
+                            let _ = done.send(());
+                        }
+                        continue;
                     }
                     let entries: usize = batch.iter().map(|(_, e)| e.len()).sum();
-                    match with_timeout(&rt, timeout, writer.append(node, batch)).await {
+                    let outcome = with_timeout(&rt, timeout, writer.append(node, batch)).await;
+                    for done in barriers {
+                        let _ = done.send(());
+                    }
+                    match outcome {
                         Some(Ok(fenced)) => {
                             for session in fenced {
                                 tracing::info!(%session, "journal write fenced off: the session moved");
@@ -273,7 +295,11 @@ impl Hub {
                             }
                         }
                         Some(Err(err)) => tracing::error!(%err, entries, "journal write failed"),
-                        None => tracing::error!(entries, "journal write timed out"),
+                        // A store may still be writing it (the Redis store holds and
+                        // retries); the hub stops waiting so that later batches go on.
+                        None => {
+                            tracing::error!(entries, "journal write timed out (the store may still write it)")
+                        }
                     }
                 }
             });
@@ -523,13 +549,19 @@ enum ToBroker {
     Vacated(Arc<str>),
 }
 
+/// What the hub hands the journal writer.
+enum ToWriter {
+    Batch(JournalBatch),
+    Barrier(oneshot::Sender<()>),
+}
+
 /// The hub's side of the shared session store.
 struct StoreLink {
     store: Arc<dyn SessionStore>,
     node: u64,
     timeout: Duration,
     /// The writer task's queue.
-    writer: mpsc::UnboundedSender<JournalBatch>,
+    writer: mpsc::UnboundedSender<ToWriter>,
     /// Entries of the current drain, per session in order, and where each session's are.
     pending: JournalBatch,
     index: HashMap<SessionId, usize>,
@@ -548,8 +580,19 @@ impl StoreLink {
     fn flush(&mut self) {
         if !self.pending.is_empty() {
             self.index.clear();
-            let _ = self.writer.unbounded_send(std::mem::take(&mut self.pending));
+            let _ = self
+                .writer
+                .unbounded_send(ToWriter::Batch(std::mem::take(&mut self.pending)));
         }
+    }
+
+    /// Hands the drain's entries to the writer; the receiver answers once they (and
+    /// everything before) were written, failed or timed out.
+    fn barrier(&mut self) -> oneshot::Receiver<()> {
+        self.flush();
+        let (tx, rx) = oneshot::channel();
+        let _ = self.writer.unbounded_send(ToWriter::Barrier(tx));
+        rx
     }
 }
 
@@ -705,8 +748,23 @@ impl<R: Runtime> HubTask<R> {
             }
             self.drain(now);
             if self.shutdown.is_some() && self.conns.is_empty() {
-                for done in self.shutdown.take().into_iter().flatten() {
-                    let _ = done.send(());
+                let done: Vec<_> = self.shutdown.take().into_iter().flatten().collect();
+                match &mut self.store {
+                    // Done once the last entries (the sessions suspended) are written.
+                    Some(store) => {
+                        let written = store.barrier();
+                        self.runtime.spawn(async move {
+                            let _ = written.await;
+                            for done in done {
+                                let _ = done.send(());
+                            }
+                        });
+                    }
+                    None => {
+                        for done in done {
+                            let _ = done.send(());
+                        }
+                    }
                 }
                 return;
             }
@@ -941,13 +999,35 @@ impl<R: Runtime> HubTask<R> {
             }
             Command::Shutdown(done) => {
                 if self.shutdown.is_none() {
-                    for entry in self.conns.values() {
-                        let _ = entry
-                            .outbox
-                            .unbounded_send(Outbound::Close(CloseCode::GOING_AWAY, "server shutting down"));
+                    match &mut self.store {
+                        // Hand the sessions over: their journal first, then the close.
+                        Some(store) => {
+                            let written = store.barrier();
+                            let handle = self.handle.clone();
+                            self.runtime.spawn(async move {
+                                let _ = written.await;
+                                handle.command(Command::HandOver);
+                            });
+                        }
+                        None => {
+                            for entry in self.conns.values() {
+                                let _ = entry.outbox.unbounded_send(Outbound::Close(
+                                    CloseCode::GOING_AWAY,
+                                    "server shutting down",
+                                ));
+                            }
+                        }
                     }
                 }
                 self.shutdown.get_or_insert_with(Vec::new).push(done);
+            }
+            Command::HandOver => {
+                let code = ErrorCode::SESSION_MOVED.close_code();
+                for entry in self.conns.values() {
+                    let _ = entry
+                        .outbox
+                        .unbounded_send(Outbound::Close(code, "node stopping: resume elsewhere now"));
+                }
             }
         }
     }

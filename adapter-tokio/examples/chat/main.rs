@@ -10,7 +10,11 @@
 //! cargo run --release -p adapter-tokio --example chat -- --tls-cert cert.pem --tls-key key.pem 0.0.0.0:8443
 //! ```
 //!
-//! With `--redis`, rooms and messages work across nodes (broker-redis); presence
+//! With `--redis`, rooms and messages work across nodes (broker-redis), and sessions
+//! live in Redis too (`RedisSessionStore`): a page whose connection lands on another
+//! node (a load balancer, a node that stopped or died) resumes its session there with
+//! the messages it missed. A node stopped with Ctrl-C or SIGTERM hands its sessions
+//! over (close 4116: the pages resume on another node at once). Presence
 //! (`chat.presence`, the members listed in `chat.joined`) is per node.
 //!
 //! `/` is a page where a person picks a name, joins and leaves rooms, sees who is there
@@ -46,7 +50,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use broker_redis::{RedisConfig, RedisPubSub};
+use broker_redis::{RedisConfig, RedisPubSub, RedisSessionStore, StoreOptions};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -205,12 +209,15 @@ async fn main() -> std::io::Result<()> {
     let Args { addr, redis, tls } = args();
     let mut app = app();
     // With `--redis`, this process is one node of several: rooms and broadcasts reach
-    // the members on every node through Redis (presence stays per node).
+    // the members on every node through Redis (presence stays per node), and any node
+    // resumes any session (its journal is kept in Redis, with the resume window as
+    // time to live).
     let broker = match &redis {
         Some(url) => {
             let config = RedisConfig::new(url).unwrap_or_else(|err| panic!("--redis {url}: {err}"));
-            let broker = RedisPubSub::start(config, TokioRuntime);
-            app = app.pubsub(broker.clone());
+            let broker = RedisPubSub::start(config.clone(), TokioRuntime);
+            let store = RedisSessionStore::start(config, StoreOptions::default(), TokioRuntime);
+            app = app.pubsub(broker.clone()).session_store(store);
             Some(broker)
         }
         None => None,
@@ -233,7 +240,7 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     if let (Some(url), Some(broker)) = (&redis, broker) {
-        println!("rooms shared with the other nodes through {url}");
+        println!("rooms and sessions shared with the other nodes through {url}");
         // Say when Redis comes and goes (the node serves its own clients meanwhile).
         tokio::spawn(async move {
             let mut connected = None;
@@ -255,6 +262,7 @@ async fn main() -> std::io::Result<()> {
     }
     // Not `axum::serve`: tether's server gives every request head the handshake
     // deadline and refuses bare-LF heads, as the standalone server does.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut server = serve_router(listener, router, &hub);
     let scheme = match &tls {
         Some((cert, key)) => {
@@ -265,12 +273,16 @@ async fn main() -> std::io::Result<()> {
     };
     println!("chat on {scheme}://{local}");
     server
-        .run_until(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .run_until(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
         })
         .await?;
-    // The page's HTTP server has stopped; now close the WebSockets (1001) and wait for
-    // them, a bounded while.
+    // The page's HTTP server has stopped; now close the WebSockets and wait for them, a
+    // bounded while: 1001 on a single node; with `--redis` the sessions are handed over
+    // (their journal written, then 4116: the pages resume on another node at once).
     let _ = tokio::time::timeout(Duration::from_secs(10), hub.handle().shutdown()).await;
     Ok(())
 }

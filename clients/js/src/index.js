@@ -520,7 +520,12 @@ export class TetherClient {
       return;
     }
     this._attempt += 1;
-    const delayMs = backoffDelay(this._attempt, this._opts.backoff, this._opts.random);
+    // 4116: the session is on another node now (taken over, or handed over by a
+    // stopping node): the first attempt after it resumes at once; failures after it
+    // back off as usual.
+    const delayMs = code === ErrorCode.SESSION_MOVED && this._attempt === 1
+      ? 0
+      : backoffDelay(this._attempt, this._opts.backoff, this._opts.random);
     this._setState(State.RECONNECTING, { attempt: this._attempt, delayMs, code, reason });
     this._reconnectTimer = setTimeout(() => {
       this._reconnectTimer = null;

@@ -576,6 +576,20 @@ for (const withEvent of [true, false]) {
     }));
 }
 
+test('close 4116 (session moved, node stopping): resumes at once, not after the backoff', () =>
+  withServer({}, async (server, mk) => {
+    const { client, log } = mk({ backoff: { initialMs: 5000, maxMs: 5000, jitter: 0 } });
+    await connected(client, log);
+    const id = client.sessionId;
+    server.session.conn.ws.close(4116, 'node stopping: resume elsewhere now');
+    await waitFor(() => server.got('sys.reconnect.request').length === 1, 'resumed at once', 1000);
+    const reconnecting = log.states.find((x) => x.s === State.RECONNECTING);
+    assert.equal(reconnecting.code, 4116);
+    assert.equal(reconnecting.delayMs, 0);
+    assert.equal(server.got('sys.reconnect.request')[0].p.sessionId, id);
+    client.close();
+  }));
+
 test('server requests: answered by the onRequest handler (value or promise), refused by a throw, 4150 without one', () =>
   withServer({}, async (server, mk) => {
     const { client, log } = mk();

@@ -260,3 +260,86 @@ describe('tether-client against the real chat server (adapter-tokio example)', (
     assert.equal(proxy.accepted, 1, 'no retry after an authentication failure');
   });
 });
+
+// ------------------------------------------------------------------ several nodes
+
+/** A redis-server of this test on a free port (fails saying how to install it). */
+async function startRedis() {
+  const { spawn } = await import('node:child_process');
+  const net = await import('node:net');
+  const port = await new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+  const proc = spawn(process.env.REDIS_SERVER || 'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: ['ignore', 'ignore', 'inherit'] });
+  await within(10000, 'redis-server to start (apt-get install redis-server if it is missing)', new Promise((resolve, reject) => {
+    proc.on('error', (e) => reject(new Error(`redis-server is needed (apt-get install redis-server): ${e.message}`)));
+    const probe = () => {
+      const s = net.connect(port, '127.0.0.1');
+      s.on('connect', () => { s.destroy(); resolve(); });
+      s.on('error', () => setTimeout(probe, 20));
+    };
+    probe();
+  }));
+  return { proc, url: `redis://127.0.0.1:${port}` };
+}
+
+describe('the chat on two nodes sharing rooms and sessions through Redis (--redis)', () => {
+  let redis;
+  const nodes = [];
+  before(async () => {
+    redis = await startRedis();
+    nodes.push(await startChat(['--redis', redis.url]));
+    nodes.push(await startChat(['--redis', redis.url]));
+  });
+  after(async () => {
+    for (const c of clients) c.close();
+    for (const p of proxies) await p.stop();
+    for (const n of nodes) await stopChat(n.proc);
+    redis.proc.kill('SIGKILL');
+  });
+
+  test('a page cut from node A resumes on node B: the messages it missed once, in order, then the room goes on', async () => {
+    const room = freshRoom();
+    const proxy = await new CutProxy(nodes[0].port).start();
+    proxies.push(proxy);
+    const alice = makeClient(proxy.url, 'alice');
+    const bob = makeClient(`ws://127.0.0.1:${nodes[1].port}/ws`, 'bob');
+    const first = await connected(alice);
+    await connected(bob);
+    await alice.client.request('chat.join', { room });
+    await bob.client.request('chat.join', { room });
+    // The room's Redis channel is subscribed asynchronously: until bob's first
+    // message reaches alice across nodes.
+    const deadline = Date.now() + WAIT_MS;
+    while (alice.texts(room).length === 0) {
+      assert.ok(Date.now() < deadline, 'a message from node B reaches node A');
+      await bob.client.request('chat.send', { room, text: 'hello?' });
+      await sleep(50);
+    }
+    await sleep(100);
+    const before = alice.texts(room).length;
+
+    proxy.cut();
+    proxy.target = nodes[1].port; // the next connection lands on node B
+    await waitFor(() => alice.client.state === State.RECONNECTING, 'alice to notice the cut');
+    const missed = ['missed 1', 'missed 2', 'missed 3'];
+    for (const text of missed) await bob.client.request('chat.send', { room, text });
+    await sleep(200); // node A journals them for alice's suspended session
+    proxy.restore();
+
+    await waitFor(() => alice.log.sessions.length === 2, 'alice to resume on node B', () => JSON.stringify(alice.log.states));
+    const resumed = alice.log.sessions[1];
+    assert.equal(resumed.restored, true, JSON.stringify(resumed));
+    assert.equal(resumed.sessionId, first.sessionId);
+    await waitFor(() => alice.texts(room).length === before + missed.length, 'the missed messages', () => JSON.stringify(alice.texts(room)));
+    assert.deepEqual(alice.texts(room).slice(before), missed.map((t) => `bob: ${t}`));
+    await bob.client.request('chat.send', { room, text: 'after' });
+    await waitFor(() => alice.texts(room).at(-1) === 'bob: after', 'the room to go on, now on node B');
+    await sleep(100);
+    assert.equal(alice.texts(room).length, before + missed.length + 1, 'each message once');
+    const seqs = alice.log.seqs;
+    assert.ok(seqs.every((s, i) => i === 0 || s > seqs[i - 1]), `s increasing: ${seqs}`);
+  });
+});

@@ -511,7 +511,15 @@ impl ClientEngine {
                 return;
             }
         }
-        let delay = self.config.backoff.delay(self.attempt, &mut *self.rng);
+        // 4116: the session is on another node now (taken over, or handed over by a
+        // stopping node): resuming at once is the point, so the first attempt after it
+        // does not wait. Failed attempts after it back off as usual.
+        let moved = info.code.is_some_and(|code| code.0 == ErrorCode::SESSION_MOVED.0);
+        let delay = if moved && self.attempt == 1 {
+            Duration::ZERO
+        } else {
+            self.config.backoff.delay(self.attempt, &mut *self.rng)
+        };
         self.reconnect_at = Some(now + delay);
         self.set_state(State::Reconnecting {
             attempt: self.attempt,

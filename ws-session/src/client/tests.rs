@@ -833,3 +833,60 @@ fn idle_connection_is_dropped() {
     let a = h.dropped();
     assert!(matches!(states(&a)[..], [State::Reconnecting { .. }]));
 }
+
+#[test]
+fn close_4116_resumes_at_once_then_backs_off_as_usual() {
+    let config = ClientConfig {
+        backoff: Arc::new(Constant {
+            delay: ms(500),
+            jitter: Jitter::None,
+        }),
+        ..ClientConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.online("s1");
+    // The session moved (taken over, or handed over by a stopping node): no wait.
+    h.client.handle_disconnected(
+        h.now,
+        Disconnect::closed(crate::ErrorCode::SESSION_MOVED.close_code(), "node stopping"),
+    );
+    let a = h.drain();
+    assert_eq!(
+        states(&a),
+        vec![State::Reconnecting {
+            attempt: 1,
+            delay: Duration::ZERO
+        }]
+    );
+    let a = h.advance(Duration::ZERO);
+    assert_eq!(count_connects(&a), 1, "{a:?}");
+    // That attempt fails: the usual backoff.
+    h.client.handle_disconnected(h.now, Disconnect::failed("refused"));
+    let a = h.drain();
+    assert_eq!(
+        states(&a),
+        vec![State::Reconnecting {
+            attempt: 2,
+            delay: ms(500)
+        }]
+    );
+    // Any other close waits as configured.
+    let mut h = Harness::new(ClientConfig {
+        backoff: Arc::new(Constant {
+            delay: ms(500),
+            jitter: Jitter::None,
+        }),
+        ..ClientConfig::default()
+    });
+    h.online("s1");
+    h.client
+        .handle_disconnected(h.now, Disconnect::closed(CloseCode::GOING_AWAY, "bye"));
+    let a = h.drain();
+    assert_eq!(
+        states(&a),
+        vec![State::Reconnecting {
+            attempt: 1,
+            delay: ms(500)
+        }]
+    );
+}

@@ -1,0 +1,357 @@
+//! How the Redis session store writes journal entries and records: hand-rolled bytes
+//! behind a version byte.
+//!
+//! Why not serde: the types are ws-session's Sans-IO core types, which stay free of a
+//! serialization framework; the store is the only reader of these bytes (a private
+//! format, versioned so that it can change); and message bytes (the bulk of a record)
+//! are stored as they are, not escaped into JSON or base64. Integers are big-endian,
+//! strings and byte strings are a `u32` length then the bytes.
+//!
+//! A *chunk* is one append of one session: the version byte, then its entries, each a
+//! tag byte and its fields. A *snapshot* is a folded [`SessionRecord`]: the version
+//! byte, then its fields in declaration order (an ended record is never stored).
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ws_session::{JournalEntry, SessionRecord, TokenVerifier, UserId};
+
+const VERSION: u8 = 1;
+
+const CREATED: u8 = 1;
+const TOKEN: u8 = 2;
+const CONFIRMED: u8 = 3;
+const JOINED: u8 = 4;
+const LEFT: u8 = 5;
+const MESSAGE: u8 = 6;
+const TRIMMED: u8 = 7;
+const ATTACHED: u8 = 8;
+const SUSPENDED: u8 = 9;
+const ENDED: u8 = 10;
+
+/// Bytes this version cannot read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Malformed;
+
+/// A kind of journal entry this version of the store does not know (ws-session is
+/// newer than broker-redis): the append is refused rather than stored without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnknownEntry(pub(crate) String);
+
+/// The chunk for `entries`.
+pub(crate) fn encode_chunk(entries: &[JournalEntry]) -> Result<Vec<u8>, UnknownEntry> {
+    let mut out = BytesMut::with_capacity(
+        1 + entries
+            .iter()
+            .map(|e| match e {
+                JournalEntry::Message { prefix, .. } => 13 + prefix.len(),
+                _ => 40,
+            })
+            .sum::<usize>(),
+    );
+    out.put_u8(VERSION);
+    for entry in entries {
+        match entry {
+            JournalEntry::Created {
+                user,
+                anonymous,
+                token,
+            } => {
+                out.put_u8(CREATED);
+                put_str(&mut out, user.as_str().as_bytes());
+                out.put_u8(u8::from(*anonymous));
+                out.put_slice(&token.0);
+            }
+            JournalEntry::Token { token, previous } => {
+                out.put_u8(TOKEN);
+                out.put_slice(&token.0);
+                put_verifier(&mut out, previous.as_ref());
+            }
+            JournalEntry::Confirmed => out.put_u8(CONFIRMED),
+            JournalEntry::Joined(room) => {
+                out.put_u8(JOINED);
+                put_str(&mut out, room.as_bytes());
+            }
+            JournalEntry::Left(room) => {
+                out.put_u8(LEFT);
+                put_str(&mut out, room.as_bytes());
+            }
+            JournalEntry::Message { seq, prefix } => {
+                out.put_u8(MESSAGE);
+                out.put_u64(*seq);
+                put_str(&mut out, prefix);
+            }
+            JournalEntry::Trimmed { first } => {
+                out.put_u8(TRIMMED);
+                out.put_u64(*first);
+            }
+            JournalEntry::Attached => out.put_u8(ATTACHED),
+            JournalEntry::Suspended => out.put_u8(SUSPENDED),
+            JournalEntry::Ended => out.put_u8(ENDED),
+            other => return Err(UnknownEntry(format!("{other:?}"))),
+        }
+    }
+    Ok(out.to_vec())
+}
+
+/// The entries of a chunk.
+pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<Vec<JournalEntry>, Malformed> {
+    let mut r = Reader::new(bytes)?;
+    let mut entries = Vec::new();
+    while !r.is_empty() {
+        entries.push(match r.u8()? {
+            CREATED => JournalEntry::Created {
+                user: UserId::new(r.string()?),
+                anonymous: r.bool()?,
+                token: r.verifier()?,
+            },
+            TOKEN => JournalEntry::Token {
+                token: r.verifier()?,
+                previous: r.optional_verifier()?,
+            },
+            CONFIRMED => JournalEntry::Confirmed,
+            JOINED => JournalEntry::Joined(Arc::from(r.string()?)),
+            LEFT => JournalEntry::Left(Arc::from(r.string()?)),
+            MESSAGE => JournalEntry::Message {
+                seq: r.u64()?,
+                prefix: Bytes::copy_from_slice(r.bytes()?),
+            },
+            TRIMMED => JournalEntry::Trimmed { first: r.u64()? },
+            ATTACHED => JournalEntry::Attached,
+            SUSPENDED => JournalEntry::Suspended,
+            ENDED => JournalEntry::Ended,
+            _ => return Err(Malformed),
+        });
+    }
+    Ok(entries)
+}
+
+/// The snapshot of `record`.
+pub(crate) fn encode_record(record: &SessionRecord) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(128 + record.replay_bytes() + 12 * record.replay.len());
+    out.put_u8(VERSION);
+    put_str(&mut out, record.user.as_str().as_bytes());
+    out.put_u8(u8::from(record.anonymous));
+    out.put_slice(&record.token.0);
+    put_verifier(&mut out, record.previous.as_ref());
+    out.put_u8(u8::from(record.confirmed));
+    out.put_u64(record.next_seq);
+    out.put_u32(len(record.rooms.len()));
+    for room in &record.rooms {
+        put_str(&mut out, room.as_bytes());
+    }
+    out.put_u32(len(record.replay.len()));
+    for (seq, prefix) in &record.replay {
+        out.put_u64(*seq);
+        put_str(&mut out, prefix);
+    }
+    out.put_u8(u8::from(record.attached));
+    out.to_vec()
+}
+
+/// The record of a snapshot.
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<SessionRecord, Malformed> {
+    let mut r = Reader::new(bytes)?;
+    let user = UserId::new(r.string()?);
+    let anonymous = r.bool()?;
+    let token = r.verifier()?;
+    // `start` is the only constructor outside ws-session; the fields are then set.
+    let mut record = SessionRecord::start(&JournalEntry::Created {
+        user,
+        anonymous,
+        token,
+    })
+    .ok_or(Malformed)?;
+    record.previous = r.optional_verifier()?;
+    record.confirmed = r.bool()?;
+    record.next_seq = r.u64()?;
+    for _ in 0..r.u32()? {
+        record.rooms.push(Arc::from(r.string()?));
+    }
+    for _ in 0..r.u32()? {
+        let seq = r.u64()?;
+        record.replay.push_back((seq, Bytes::copy_from_slice(r.bytes()?)));
+    }
+    record.attached = r.bool()?;
+    if !r.is_empty() {
+        return Err(Malformed);
+    }
+    Ok(record)
+}
+
+fn len(n: usize) -> u32 {
+    u32::try_from(n).expect("a record part under 4 GiB")
+}
+
+fn put_str(out: &mut BytesMut, bytes: &[u8]) {
+    out.put_u32(len(bytes.len()));
+    out.put_slice(bytes);
+}
+
+fn put_verifier(out: &mut BytesMut, verifier: Option<&TokenVerifier>) {
+    match verifier {
+        Some(v) => {
+            out.put_u8(1);
+            out.put_slice(&v.0);
+        }
+        None => out.put_u8(0),
+    }
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Result<Self, Malformed> {
+        match bytes.split_first() {
+            Some((&VERSION, rest)) => Ok(Self { rest }),
+            _ => Err(Malformed),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+        if self.rest.len() < n {
+            return Err(Malformed);
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn bool(&mut self) -> Result<bool, Malformed> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Malformed),
+        }
+    }
+
+    fn u32(&mut self) -> Result<u32, Malformed> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().map_err(|_| Malformed)?,
+        ))
+    }
+
+    fn u64(&mut self) -> Result<u64, Malformed> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().map_err(|_| Malformed)?,
+        ))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], Malformed> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Result<&'a str, Malformed> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| Malformed)
+    }
+
+    fn verifier(&mut self) -> Result<TokenVerifier, Malformed> {
+        Ok(TokenVerifier(self.take(32)?.try_into().map_err(|_| Malformed)?))
+    }
+
+    fn optional_verifier(&mut self) -> Result<Option<TokenVerifier>, Malformed> {
+        if self.bool()? {
+            Ok(Some(self.verifier()?))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(n: u8) -> TokenVerifier {
+        TokenVerifier([n; 32])
+    }
+
+    fn journal() -> Vec<JournalEntry> {
+        vec![
+            JournalEntry::Created {
+                user: UserId::new("alice é"),
+                anonymous: false,
+                token: v(1),
+            },
+            JournalEntry::Joined("lobby".into()),
+            JournalEntry::Joined("r2".into()),
+            JournalEntry::Left("lobby".into()),
+            JournalEntry::Message {
+                seq: 1,
+                prefix: Bytes::from_static(br#"{"v":"1.0","e":"x","p":1"#),
+            },
+            JournalEntry::Message {
+                seq: 2,
+                prefix: Bytes::new(),
+            },
+            JournalEntry::Trimmed { first: 2 },
+            JournalEntry::Suspended,
+            JournalEntry::Token {
+                token: v(2),
+                previous: Some(v(1)),
+            },
+            JournalEntry::Token {
+                token: v(3),
+                previous: None,
+            },
+            JournalEntry::Attached,
+            JournalEntry::Confirmed,
+            JournalEntry::Ended,
+        ]
+    }
+
+    #[test]
+    fn chunks_round_trip() {
+        let entries = journal();
+        assert_eq!(decode_chunk(&encode_chunk(&entries).unwrap()).unwrap(), entries);
+        assert_eq!(decode_chunk(&encode_chunk(&[]).unwrap()).unwrap(), []);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let entries = journal();
+        for n in 1..entries.len() {
+            let record = SessionRecord::fold(&entries[..n]).unwrap();
+            assert_eq!(
+                decode_record(&encode_record(&record)).unwrap(),
+                record,
+                "after {n} entries"
+            );
+        }
+    }
+
+    #[test]
+    fn what_this_version_cannot_read_is_refused() {
+        let chunk = encode_chunk(&journal()).unwrap();
+        let record = encode_record(&SessionRecord::fold(&journal()[..6]).unwrap());
+        for cut in 0..record.len() {
+            assert_eq!(decode_record(&record[..cut]), Err(Malformed), "cut at {cut}");
+        }
+        // A chunk cut between entries is a shorter chunk; cut inside one, it fails.
+        assert_eq!(decode_chunk(&chunk[..5]), Err(Malformed));
+        for cut in 0..chunk.len() {
+            let _ = decode_chunk(&chunk[..cut]);
+        }
+        for bytes in [&chunk, &record] {
+            let mut other = bytes.to_vec();
+            other[0] = 2;
+            assert_eq!(decode_chunk(&other), Err(Malformed));
+            assert_eq!(decode_record(&other), Err(Malformed));
+        }
+        assert_eq!(decode_chunk(&[VERSION, 99]), Err(Malformed));
+        let mut long = record.clone();
+        long.push(0);
+        assert_eq!(decode_record(&long), Err(Malformed));
+    }
+}
