@@ -38,7 +38,6 @@
 //!   user across tabs, only for real changes, volatile. A session that expires or is
 //!   closed has left its rooms.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,12 +56,6 @@ use serde_json::json;
 const PAGE: &str = include_str!("index.html");
 /// The browser client: the `clients/js` package, served as is (no build step).
 const CLIENT: &str = include_str!("../../../clients/js/src/index.js");
-
-/// The rooms this session is in, kept as the session's own data: `chat.send` checks it
-/// without asking the hub, and it survives reconnects with the session. (The engine's
-/// membership is the truth; this mirrors what this session's handlers did to it.)
-#[derive(Default, Clone)]
-struct MyRooms(BTreeSet<String>);
 
 #[derive(Deserialize)]
 struct RoomRequest {
@@ -122,9 +115,6 @@ fn app() -> App {
             check_room(&room)?;
             // `false`: the session was already in the room (nothing is announced).
             ctx.join(&room).await?;
-            let mut mine = ctx.data::<MyRooms>().map(|r| (*r).clone()).unwrap_or_default();
-            mine.0.insert(room.clone());
-            ctx.set_data(mine);
             let members = ctx.server().room_presence(&room).await;
             let names = |online: bool| -> Vec<&str> {
                 members
@@ -145,9 +135,6 @@ fn app() -> App {
             if !ctx.leave(&room).await? {
                 return Err(HandlerError::new(NOT_IN_ROOM, format!("you are not in `{room}`")));
             }
-            let mut mine = ctx.data::<MyRooms>().map(|r| (*r).clone()).unwrap_or_default();
-            mine.0.remove(&room);
-            ctx.set_data(mine);
             ctx.reply("chat.left", &json!({ "room": room }))
         })
         .on("chat.send", |ctx: Context| async move {
@@ -155,7 +142,14 @@ fn app() -> App {
             if text.trim().is_empty() || text.chars().count() > 2000 {
                 return Err(HandlerError::new(BAD_TEXT, "a message has 1 to 2000 characters"));
             }
-            if !ctx.data::<MyRooms>().is_some_and(|mine| mine.0.contains(&room)) {
+            // The engine's membership, not a copy in session data: it moves with the
+            // session to another node (session data stays on the node that set it).
+            let member = ctx
+                .server()
+                .session(ctx.session_id())
+                .await
+                .is_some_and(|me| me.rooms.iter().any(|r| **r == *room));
+            if !member {
                 return Err(HandlerError::new(NOT_IN_ROOM, format!("join `{room}` first")));
             }
             let message =
