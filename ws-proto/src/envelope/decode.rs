@@ -12,7 +12,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 use serde_json::value::RawValue;
 
 use super::depth::check_depth;
-use super::{validate_event_name, Envelope, EnvelopeError};
+use super::{check_correlation_id, check_seq, validate_event_name, Envelope, EnvelopeError};
 use crate::Config;
 
 /// Decodes `text` under the limits of `config`. See [`Envelope::decode`].
@@ -43,9 +43,7 @@ pub(crate) fn decode<'a>(text: &'a str, config: &Config) -> Result<Envelope<'a>,
     let correlation_id = correlation_id(text, config, fields.c)?;
     let timestamp = optional_u64("t", fields.t)?;
     let seq = optional_u64("s", fields.s)?;
-    if seq == Some(0) {
-        return Err(EnvelopeError::ZeroSeq);
-    }
+    check_seq(seq)?;
 
     Ok(Envelope {
         version,
@@ -89,14 +87,7 @@ fn correlation_id<'a>(
     raw: Option<&'a RawValue>,
 ) -> Result<Option<Cow<'a, str>>, EnvelopeError> {
     let c = optional_str(text, "c", raw)?;
-    if let Some(c) = &c {
-        if c.len() > config.max_correlation_id_len {
-            return Err(EnvelopeError::CorrelationIdTooLong {
-                len: c.len(),
-                max: config.max_correlation_id_len,
-            });
-        }
-    }
+    check_correlation_id(c.as_deref(), config)?;
     Ok(c)
 }
 

@@ -207,6 +207,26 @@ impl PartialEq for OwnedEnvelope {
 
 impl Eq for OwnedEnvelope {}
 
+/// The rule for `c`, whatever the codec: at most [`Config::max_correlation_id_len`]
+/// bytes.
+pub(crate) fn check_correlation_id(c: Option<&str>, config: &Config) -> Result<(), EnvelopeError> {
+    match c {
+        Some(c) if c.len() > config.max_correlation_id_len => Err(EnvelopeError::CorrelationIdTooLong {
+            len: c.len(),
+            max: config.max_correlation_id_len,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The rule for `s`, whatever the codec: sequence numbers start at 1.
+pub(crate) fn check_seq(seq: Option<u64>) -> Result<(), EnvelopeError> {
+    if seq == Some(0) {
+        return Err(EnvelopeError::ZeroSeq);
+    }
+    Ok(())
+}
+
 /// Checks an event name against the rules [`Envelope::decode`] applies to `e`: at most
 /// [`Config::max_event_name_len`] bytes, not empty, and only printable ASCII from `!`
 /// to `~` (no spaces, no control characters, no non-ASCII).

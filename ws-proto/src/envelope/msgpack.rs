@@ -22,7 +22,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_supported_version, validate_event_name, EnvelopeError, OutgoingEnvelope, WIRE_VERSION};
+use super::{
+    check_correlation_id, check_seq, is_supported_version, validate_event_name, EnvelopeError,
+    OutgoingEnvelope, WIRE_VERSION,
+};
 use crate::Config;
 
 /// The subprotocol of the JSON envelope (the default, also used when the client
@@ -156,19 +159,10 @@ impl<'a> MsgPackEnvelope<'a> {
             Some((_, start, end)) => Some(&bytes[start..end]),
         };
         let correlation_id = optional_str(bytes, "c", c)?;
-        if let Some(c) = correlation_id {
-            if c.len() > config.max_correlation_id_len {
-                return Err(EnvelopeError::CorrelationIdTooLong {
-                    len: c.len(),
-                    max: config.max_correlation_id_len,
-                });
-            }
-        }
+        check_correlation_id(correlation_id, config)?;
         let timestamp = optional_u64("t", t)?;
         let seq = optional_u64("s", s)?;
-        if seq == Some(0) {
-            return Err(EnvelopeError::ZeroSeq);
-        }
+        check_seq(seq)?;
         Ok(Self {
             version,
             event,
