@@ -11,7 +11,7 @@
 //!   sides; [`Client`] speaks `wss://` (feature `tls`, on by default);
 //! - [`serve_stream`]: serves one already-accepted stream (custom listeners, tests);
 //! - [`SmolRuntime`] and [`AsyncStdRuntime`]: the [`ws_driver::adapter::Runtime`] of each, for
-//!   [`App::start`] and [`ws_driver::serve_connection`].
+//!   [`App::start`] and [`ws_driver::adapter::serve_connection`].
 //!
 //! Only sockets, tasks and timers are this crate's; the upgrade, the drive loop, the
 //! accept loop and the graceful shutdown are `ws-driver`'s, the same code the tokio

@@ -2,7 +2,7 @@
 //!
 //! The Sans-IO core (`ws-proto`, `ws-session`) says *what* to do; this crate does it
 //! with nothing but `futures` traits, so that each runtime adapter only supplies
-//! sockets, task spawning and timers ([`Runtime`]):
+//! sockets, task spawning and timers ([`Runtime`](adapter::Runtime)):
 //!
 //! - [`App`]: handlers per event ([`App::on`]), middleware, an [`Authenticator`], a
 //!   [`PubSub`] backend for multi-node fan-out, lifecycle hooks and the limits.
@@ -10,9 +10,9 @@
 //!   typed), `reply`, `error`, rooms, broadcast, send.
 //! - the drive loop: one *hub* task owns the session engine; one task per connection
 //!   runs the WebSocket state machine over its socket, batching every frame queued
-//!   for it into one write ([`serve_connection`]);
+//!   for it into one write ([`serve_connection`](adapter::serve_connection));
 //! - the accept loop of a standalone server, with its graceful shutdown
-//!   ([`serve_until`]): an adapter hands it a stream of accepted sockets.
+//!   ([`serve_until`](adapter::serve_until)): an adapter hands it a stream of accepted sockets.
 //!
 //! Nothing the application supplies runs on the hub: handlers and session hooks run
 //! on their session's worker task, connection hooks on their connection's, the

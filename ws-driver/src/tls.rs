@@ -10,7 +10,7 @@
 //!   [`TlsAccepted`] stream whose TLS handshake runs *on the connection's own task*,
 //!   within the server's handshake timeout, never in the accept loop (so one slow or
 //!   silent peer does not hold up the others).
-//! - [`webpki_roots`] (the default of the connector) and, with the `native-roots`
+//! - [`webpki_roots()`] (the default of the connector) and, with the `native-roots`
 //!   feature, `native_roots` (the platform's store) give the roots to trust.
 //! - [`server_config`] and [`server_config_from_pem_files`] build a
 //!   `rustls::ServerConfig` from a PEM certificate chain and key.
@@ -161,7 +161,7 @@ impl<C> std::fmt::Debug for TlsConnector<C> {
 }
 
 impl<C: Connector> TlsConnector<C> {
-    /// TLS over `inner` trusting Mozilla's roots ([`webpki_roots`]).
+    /// TLS over `inner` trusting Mozilla's roots ([`webpki_roots()`]).
     pub fn new(inner: C) -> Self {
         Self::with_roots(inner, webpki_roots())
     }
