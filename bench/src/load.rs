@@ -119,6 +119,8 @@ const PHASE_MEASURE: u8 = 1;
 const PHASE_STOP: u8 = 2;
 /// How long the drain may take after the window before missing answers count as lost.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long opening every connection (and session, and join) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Handshakes in progress at once.
 const CONNECT_CONCURRENCY: usize = 64;
 
@@ -257,8 +259,12 @@ where
         }));
     }
     let mut conns = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
     for task in tasks {
-        conns.push(task.await.map_err(io::Error::other)??);
+        let opened = tokio::time::timeout_at(deadline, task)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connections not opened in time"))?;
+        conns.push(opened.map_err(io::Error::other)??);
     }
     Ok(conns)
 }
@@ -444,15 +450,19 @@ async fn loaded(spec: &Spec) -> io::Result<Outcome> {
 async fn read_or_stop(
     conn: &mut Conn,
     shared: &Shared,
-    on_frame: impl FnMut(u8, &[u8]),
+    mut on_frame: impl FnMut(u8, &[u8]),
 ) -> Option<io::Result<crate::wire::ReadOutcome>> {
-    if shared.phase() == PHASE_STOP {
-        tokio::time::timeout_at(shared.deadline(), conn.read_frames(on_frame))
-            .await
-            .ok()
-    } else {
-        Some(conn.read_frames(on_frame).await)
+    if shared.phase() != PHASE_STOP {
+        // A read waiting when the run stops is given up (reads are cancel-safe: nothing
+        // is consumed until the read returns) and retried under the drain deadline.
+        tokio::select! {
+            read = conn.read_frames(&mut on_frame) => return Some(read),
+            () = shared.stop.cancelled() => {}
+        }
     }
+    tokio::time::timeout_at(shared.deadline(), conn.read_frames(on_frame))
+        .await
+        .ok()
 }
 
 fn micros(since: Instant, now: Instant) -> u32 {

@@ -89,6 +89,8 @@ struct Options {
     out: PathBuf,
     only: Option<String>,
     root: PathBuf,
+    /// Seconds of warm-up and of the measured window per run.
+    timing: (f64, f64),
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -101,7 +103,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         out: root.join("docs/BENCHMARKS.md"),
         only: None,
         root,
+        timing: (0.0, 0.0),
     };
+    let mut timing = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -109,9 +113,16 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--rounds" => options.rounds = args.next().and_then(|n| n.parse().ok()).ok_or("--rounds N")?,
             "--out" => options.out = PathBuf::from(args.next().ok_or("--out FILE")?),
             "--only" => options.only = Some(args.next().ok_or("--only WORD")?.clone()),
+            "--secs" => {
+                let parse = |v: Option<&String>| v.and_then(|v| v.parse::<f64>().ok());
+                let warmup = parse(args.next()).ok_or("--secs WARMUP WINDOW")?;
+                let window = parse(args.next()).ok_or("--secs WARMUP WINDOW")?;
+                timing = Some((warmup, window));
+            }
             other => return Err(format!("unknown option {other:?}")),
         }
     }
+    options.timing = timing.unwrap_or(if options.quick { (1.0, 3.0) } else { (2.0, 10.0) });
     Ok(options)
 }
 
@@ -377,10 +388,9 @@ fn start(subject: &Subject, port: u16) -> io::Result<Server> {
 }
 
 /// One run: a fresh server, the load generator pinned to the other core.
-fn run_once(subject: &Subject, scenario: &Scenario, quick: bool) -> Result<Outcome, String> {
+fn run_once(subject: &Subject, scenario: &Scenario, (warmup, secs): (f64, f64)) -> Result<Outcome, String> {
     let port = free_port().map_err(|e| e.to_string())?;
     let server = start(subject, port).map_err(|e| e.to_string())?;
-    let (warmup, secs) = if quick { (1.0, 3.0) } else { (2.0, 10.0) };
     let spec = Spec {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         scenario: scenario.clone(),
@@ -389,14 +399,27 @@ fn run_once(subject: &Subject, scenario: &Scenario, quick: bool) -> Result<Outco
         server_pid: Some(server.0.id()),
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let output = Command::new("taskset")
+    let mut load = Command::new("taskset")
         .arg("-c")
         .arg(LOAD_CPU)
         .arg(exe)
         .arg("load")
         .arg(serde_json::to_string(&spec).map_err(|e| e.to_string())?)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| e.to_string())?;
+    // Connections (60 s at most), the run, the drain (10 s), and a margin.
+    let limit = Instant::now() + Duration::from_secs_f64(warmup + secs + 90.0);
+    while load.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if Instant::now() > limit {
+            let _ = load.kill();
+            let _ = load.wait();
+            return Err("the load generator did not finish in time".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = load.wait_with_output().map_err(|e| e.to_string())?;
     drop(server);
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
@@ -493,7 +516,7 @@ fn all(args: &[String]) -> Result<(), String> {
                     continue;
                 };
                 eprint!("round {} · {} · {} … ", round + 1, case.title, subject.name);
-                match run_once(subject, &scenario, options.quick) {
+                match run_once(subject, &scenario, options.timing) {
                     Ok(outcome) => {
                         eprintln!(
                             "{:.0} msg/s, {:.0} msg/CPU-s, p99 {:?} µs, rss/conn {:?}",
@@ -537,8 +560,8 @@ fn all(args: &[String]) -> Result<(), String> {
         } else {
             "the issue's sizes"
         },
-        if options.quick { 1 } else { 2 },
-        if options.quick { 3 } else { 10 },
+        options.timing.0,
+        options.timing.1,
         minutes,
     );
     let _ = writeln!(
@@ -563,6 +586,76 @@ fn all(args: &[String]) -> Result<(), String> {
          (`sys.ack`, as a real client must to keep the replay buffer small); Socket.IO has no such \
          acknowledgement. The Rust peers are in bench/peers (tokio single-threaded too), the Node \
          and Python ones in bench/node and bench/python.\n"
+    );
+    let _ = writeln!(
+        md,
+        "### Summary: tether on tokio against the best peer of each row\n"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | tether (tokio) | best peer | ratio | tether p99 / best peer's p99 (ms) |"
+    );
+    let _ = writeln!(md, "|---|---:|---|---:|---|");
+    for (c, case) in cases.iter().enumerate() {
+        let idle = matches!(case.scenario, Scenario::Idle { .. });
+        let value = |cell: &Cell| {
+            if idle {
+                cell.rss_per_conn
+            } else {
+                cell.msg_per_cpu_s
+            }
+        };
+        let Some(t) = subjects
+            .iter()
+            .position(|s| s.tether && s.name.contains("tokio") && for_subject(case, s).is_some())
+        else {
+            continue;
+        };
+        let ours = &cells[c][t];
+        // Best: the most messages per CPU second, or the least memory.
+        let best = subjects
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.tether && for_subject(case, s).is_some())
+            .filter_map(|(i, s)| value(&cells[c][i]).map(|v| (s, &cells[c][i], v)))
+            .max_by(|a, b| {
+                if idle {
+                    b.2.total_cmp(&a.2)
+                } else {
+                    a.2.total_cmp(&b.2)
+                }
+            });
+        let unit = |v: f64| {
+            if idle {
+                format!("{:.1} KB/conn", v / 1000.0)
+            } else {
+                format!("{:.0}k msg/CPU-s", v / 1000.0)
+            }
+        };
+        let (peer, ratio, tail) = match (best, value(ours)) {
+            (Some((s, cell, v)), Some(o)) => (
+                format!("{} {}", s.name, unit(v)),
+                // Ratio: above 1 is better for tether (throughput), below 1 for memory.
+                format!("{:.2}", o / v),
+                match (ours.p99_us, cell.p99_us) {
+                    (Some(a), Some(b)) => format!("{:.1} / {:.1} = {:.2}", a / 1000.0, b / 1000.0, a / b),
+                    _ => "–".to_owned(),
+                },
+            ),
+            (None, _) => ("–".to_owned(), "–".to_owned(), "–".to_owned()),
+            (Some((s, _, v)), None) => (format!("{} {}", s.name, unit(v)), "–".to_owned(), "–".to_owned()),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {peer} | {ratio} | {tail} |",
+            case.title,
+            value(ours).map_or("–".to_owned(), unit)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nRatios are tether / peer: above 1 is better for tether in throughput rows, below 1 \
+         in memory rows.\n"
     );
     for (c, case) in cases.iter().enumerate() {
         let idle = matches!(case.scenario, Scenario::Idle { .. });

@@ -111,8 +111,14 @@ impl Conn {
     pub async fn read_frames(&mut self, mut on_frame: impl FnMut(u8, &[u8])) -> io::Result<ReadOutcome> {
         let mut outcome = ReadOutcome::default();
         loop {
-            while let Some((opcode, range, next)) = parse(&self.buf[self.start..self.end]) {
+            while let Some((opcode, masked, range, next)) = parse(&self.buf[self.start..self.end]) {
                 let base = self.start;
+                if masked {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "masked frame from the server",
+                    ));
+                }
                 if opcode == CLOSE {
                     return Err(io::Error::new(
                         io::ErrorKind::ConnectionAborted,
@@ -150,14 +156,15 @@ impl Conn {
     }
 }
 
-/// One whole unmasked server frame at the start of `bytes`: its opcode, the payload's
-/// range and the length of the frame. Fragmented messages are not expected (every
+/// One whole server frame at the start of `bytes`: its opcode, whether it is masked
+/// (a fault: servers must not mask), the payload's range and the length of the frame. Fragmented messages are not expected (every
 /// subject sends small messages whole).
-fn parse(bytes: &[u8]) -> Option<(u8, (usize, usize), usize)> {
+fn parse(bytes: &[u8]) -> Option<(u8, bool, (usize, usize), usize)> {
     if bytes.len() < 2 {
         return None;
     }
     let opcode = bytes[0] & 0x0f;
+    let masked = bytes[1] & 0x80 != 0;
     let (len, header) = match bytes[1] & 0x7f {
         126 => {
             if bytes.len() < 4 {
@@ -175,10 +182,11 @@ fn parse(bytes: &[u8]) -> Option<(u8, (usize, usize), usize)> {
         }
         len => (len as usize, 2),
     };
+    let header = if masked { header + 4 } else { header };
     if bytes.len() < header + len {
         return None;
     }
-    Some((opcode, (header, header + len), header + len))
+    Some((opcode, masked, (header, header + len), header + len))
 }
 
 #[cfg(test)]
@@ -202,8 +210,13 @@ mod tests {
             };
             server.extend_from_slice(&frame[2..header]);
             server.extend_from_slice(&payload);
-            let (opcode, range, next) = parse(&server).expect("a whole frame");
-            assert_eq!((opcode, range.1 - range.0, next), (TEXT, len, server.len()));
+            let (opcode, masked, range, next) = parse(&server).expect("a whole frame");
+            assert_eq!(
+                (opcode, masked, range.1 - range.0, next),
+                (TEXT, false, len, server.len())
+            );
+            let (_, masked, _, next) = parse(&frame).expect("a whole masked frame");
+            assert_eq!((masked, next), (true, frame.len()));
             assert!(parse(&server[..server.len() - 1]).is_none() || len == 0);
         }
     }
