@@ -451,6 +451,8 @@ struct Cell {
     p99_us: Option<f64>,
     p999_us: Option<f64>,
     rss_per_conn: Option<f64>,
+    /// Share of its core the server used in the window (1.0: saturated).
+    busy: Option<f64>,
     runs: usize,
     counts: String,
     failures: Vec<String>,
@@ -475,6 +477,7 @@ fn summarise(outcomes: &[Outcome], failures: Vec<String>) -> Cell {
         p99_us: pick(&|o| o.p99_us.map(f64::from)),
         p999_us: pick(&|o| o.p999_us.map(f64::from)),
         rss_per_conn: pick(&|o| o.rss_per_conn),
+        busy: pick(&|o| o.server_cpu_s.map(|cpu| cpu / o.window_secs)),
         runs: outcomes.len(),
         counts: if bad.is_empty() {
             "ok".to_owned()
@@ -537,6 +540,26 @@ fn all(args: &[String]) -> Result<(), String> {
     }
     let load_after = loadavg();
     let minutes = started.elapsed().as_secs_f64() / 60.0;
+    // Every run's outcome, for whoever wants more than the medians.
+    let raw = options.root.join("target/tether-bench-results.json");
+    let dump: Vec<_> = cases
+        .iter()
+        .zip(&results)
+        .flat_map(|(case, row)| {
+            subjects
+                .iter()
+                .zip(row)
+                .map(move |(subject, (outcomes, failures))| {
+                    serde_json::json!({
+                        "case": case.title, "subject": subject.name,
+                        "outcomes": outcomes, "failures": failures,
+                    })
+                })
+        })
+        .collect();
+    if let Ok(text) = serde_json::to_string_pretty(&dump) {
+        let _ = std::fs::write(&raw, text);
+    }
     let cells: Vec<Vec<Cell>> = results
         .into_iter()
         .map(|row| row.into_iter().map(|(o, f)| summarise(&o, f)).collect())
@@ -673,9 +696,9 @@ fn all(args: &[String]) -> Result<(), String> {
         } else {
             let _ = writeln!(
                 md,
-                "| subject | msg/s | msg/CPU-s | p50 µs | p99 µs | p99.9 µs | tether (tokio) / subject: msg/CPU-s, p99 | counts | runs |"
+                "| subject | msg/s | server core busy | msg/CPU-s | p50 µs | p99 µs | p99.9 µs | tether (tokio) / subject: msg/CPU-s, p99 | counts | runs |"
             );
-            let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---|---:|");
+            let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
         }
         for (s, subject) in subjects.iter().enumerate() {
             if for_subject(case, subject).is_none() {
@@ -715,8 +738,9 @@ fn all(args: &[String]) -> Result<(), String> {
                 let t = tether_cell.as_ref();
                 let _ = writeln!(
                     md,
-                    "| {name} | {} | {} | {} | {} | {} | {} · {} | {} | {}{failed} |",
+                    "| {name} | {} | {} | {} | {} | {} | {} | {} · {} | {} | {}{failed} |",
                     num(cell.msg_per_s),
+                    cell.busy.map_or("–".to_owned(), |b| format!("{:.0}%", b * 100.0)),
                     num(cell.msg_per_cpu_s),
                     num(cell.p50_us),
                     num(cell.p99_us),
