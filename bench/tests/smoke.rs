@@ -27,7 +27,9 @@ fn assert_counts(what: &str, outcome: &Outcome) {
     assert_eq!(outcome.errors, 0, "{what}: {outcome:?}");
     assert_eq!(outcome.out_of_order, 0, "{what}: {outcome:?}");
     assert_eq!(outcome.received, outcome.expected, "{what}: {outcome:?}");
-    assert!(outcome.measured > 0, "{what}: nothing in the window: {outcome:?}");
+    // Not `measured`: whether anything fell in the 0.3 s window depends on the machine's
+    // load. Every run sends at once, and the drain waits for every answer.
+    assert!(outcome.received > 0, "{what}: nothing received: {outcome:?}");
 }
 
 fn every_scenario(runtime: Runtime) {
