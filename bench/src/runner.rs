@@ -1,0 +1,785 @@
+//! The command line and the runner: subjects, scenarios, interleaved rounds with a
+//! fresh server per run, medians, and the markdown written into docs/BENCHMARKS.md.
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::load::{self, Outcome, Scenario, Spec};
+use crate::proto::Proto;
+use crate::servers::{self, Kind, Runtime};
+
+/// The core the server is pinned to.
+const SERVER_CPU: &str = "0";
+/// The core the load generator is pinned to.
+const LOAD_CPU: &str = "1";
+/// Where the section begins and ends in docs/BENCHMARKS.md.
+const BEGIN: &str =
+    "<!-- tether-bench:begin (written by `bench/run.sh`; edit bench/src/runner.rs instead) -->";
+const END: &str = "<!-- tether-bench:end -->";
+
+/// What a subject speaks, so which scenarios it takes part in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Plain WebSocket echo.
+    Raw,
+    /// Sessions, rooms, correlated answers, in this protocol.
+    Session(Proto),
+}
+
+/// One server under test.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// Its name in the tables.
+    pub name: String,
+    /// What it speaks.
+    pub family: Family,
+    /// The command that starts it; `{port}` is replaced by the port.
+    pub command: Vec<String>,
+    /// Whether this is tether (ratios are tether / peer).
+    pub tether: bool,
+}
+
+/// A scenario with its name in the tables.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Row title.
+    pub title: String,
+    /// Raw or session.
+    pub raw: bool,
+    /// The scenario, for tether's protocol (the runner swaps the protocol per subject).
+    pub scenario: Scenario,
+}
+
+/// The command line: `serve`, `load` or `all`.
+pub fn main(args: &[String]) -> Result<(), String> {
+    match args.first().map(String::as_str) {
+        Some("serve") => {
+            let runtime: Runtime = args.get(1).ok_or("serve RUNTIME KIND ADDR")?.parse()?;
+            let kind: Kind = args.get(2).ok_or("serve RUNTIME KIND ADDR")?.parse()?;
+            let addr: SocketAddr = args
+                .get(3)
+                .map_or("127.0.0.1:9100", String::as_str)
+                .parse()
+                .map_err(|e| format!("address: {e}"))?;
+            let bound = servers::start(runtime, kind, addr).map_err(|e| e.to_string())?;
+            eprintln!("tether {runtime:?} {kind:?} on {bound}");
+            loop {
+                std::thread::park();
+            }
+        }
+        Some("load") => {
+            let spec: Spec =
+                serde_json::from_str(args.get(1).ok_or("load SPEC_JSON")?).map_err(|e| e.to_string())?;
+            let outcome = load::run(&spec).map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string(&outcome).map_err(|e| e.to_string())?);
+            Ok(())
+        }
+        Some("all") => all(&args[1..]),
+        _ => Err("usage: tether-bench serve|load|all (see bench/README.md)".to_owned()),
+    }
+}
+
+struct Options {
+    quick: bool,
+    rounds: usize,
+    out: PathBuf,
+    only: Option<String>,
+    root: PathBuf,
+    /// Seconds of warm-up and of the measured window per run.
+    timing: (f64, f64),
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let root = std::env::var("TETHER_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    let mut options = Options {
+        quick: false,
+        rounds: 3,
+        out: root.join("docs/BENCHMARKS.md"),
+        only: None,
+        root,
+        timing: (0.0, 0.0),
+    };
+    let mut timing = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--rounds" => options.rounds = args.next().and_then(|n| n.parse().ok()).ok_or("--rounds N")?,
+            "--out" => options.out = PathBuf::from(args.next().ok_or("--out FILE")?),
+            "--only" => options.only = Some(args.next().ok_or("--only WORD")?.clone()),
+            "--secs" => {
+                let parse = |v: Option<&String>| v.and_then(|v| v.parse::<f64>().ok());
+                let warmup = parse(args.next()).ok_or("--secs WARMUP WINDOW")?;
+                let window = parse(args.next()).ok_or("--secs WARMUP WINDOW")?;
+                timing = Some((warmup, window));
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    options.timing = timing.unwrap_or(if options.quick { (1.0, 3.0) } else { (2.0, 10.0) });
+    Ok(options)
+}
+
+/// The subjects whose programs are there (bench/run.sh builds and installs them).
+pub fn subjects(root: &Path) -> (Vec<Subject>, Vec<String>) {
+    let exe = std::env::current_exe().map_or_else(|_| "tether-bench".to_owned(), |p| p.display().to_string());
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for (runtime, label) in [
+        ("tokio", "tether (tokio)"),
+        ("smol", "tether (smol)"),
+        ("async-std", "tether (async-std)"),
+    ] {
+        for (kind, family) in [("raw", Family::Raw), ("session", Family::Session(Proto::Tether))] {
+            found.push(Subject {
+                name: label.to_owned(),
+                family,
+                command: vec![
+                    exe.clone(),
+                    "serve".into(),
+                    runtime.into(),
+                    kind.into(),
+                    "127.0.0.1:{port}".into(),
+                ],
+                tether: true,
+            });
+        }
+    }
+    let peers = root.join("bench/peers/target/release");
+    let node = root.join("bench/node");
+    let python = root.join("bench/python");
+    let venv_python = python.join(".venv/bin/python");
+    let candidates: Vec<(&str, Family, Vec<String>, PathBuf)> = vec![
+        (
+            "fastwebsockets",
+            Family::Raw,
+            vec![
+                peers.join("peer-fastwebsockets").display().to_string(),
+                "{port}".into(),
+            ],
+            peers.join("peer-fastwebsockets"),
+        ),
+        (
+            "tokio-tungstenite",
+            Family::Raw,
+            vec![
+                peers.join("peer-tungstenite").display().to_string(),
+                "{port}".into(),
+            ],
+            peers.join("peer-tungstenite"),
+        ),
+        (
+            "socketioxide",
+            Family::Session(Proto::SocketIo),
+            vec![
+                peers.join("peer-socketioxide").display().to_string(),
+                "{port}".into(),
+            ],
+            peers.join("peer-socketioxide"),
+        ),
+        (
+            "uWebSockets.js (Node)",
+            Family::Raw,
+            vec![
+                "node".into(),
+                node.join("uws_echo.js").display().to_string(),
+                "{port}".into(),
+            ],
+            node.join("node_modules/uWebSockets.js/package.json"),
+        ),
+        (
+            "ws (Node)",
+            Family::Raw,
+            vec![
+                "node".into(),
+                node.join("ws_echo.js").display().to_string(),
+                "{port}".into(),
+            ],
+            node.join("node_modules/ws/package.json"),
+        ),
+        (
+            "socket.io (Node)",
+            Family::Session(Proto::SocketIo),
+            vec![
+                "node".into(),
+                node.join("socketio.js").display().to_string(),
+                "{port}".into(),
+            ],
+            node.join("node_modules/socket.io/package.json"),
+        ),
+        (
+            "websockets (Python)",
+            Family::Raw,
+            vec![
+                venv_python.display().to_string(),
+                python.join("ws_echo.py").display().to_string(),
+                "{port}".into(),
+            ],
+            venv_python.clone(),
+        ),
+    ];
+    for (name, family, command, needs) in candidates {
+        if needs.exists() {
+            found.push(Subject {
+                name: name.to_owned(),
+                family,
+                command,
+                tether: false,
+            });
+        } else {
+            missing.push(format!("{name} (no {})", needs.display()));
+        }
+    }
+    (found, missing)
+}
+
+/// The scenarios, short (`quick`) or as the issue sizes them.
+pub fn cases(quick: bool) -> Vec<Case> {
+    let members = if quick { 1000 } else { 5000 };
+    let idle = if quick { 1000 } else { 5000 };
+    let raw = |conns, inflight, size| Scenario::RawEcho {
+        conns,
+        inflight,
+        size,
+    };
+    let echo = |inflight| Scenario::SessionEcho {
+        proto: Proto::Tether,
+        conns: 100,
+        inflight,
+        size: 20,
+        ack_every: 16,
+    };
+    let fanout = |ack_every| Scenario::Fanout {
+        proto: Proto::Tether,
+        members,
+        window: 4,
+        ack_every,
+    };
+    vec![
+        Case {
+            title: "raw echo, 100 conns × 20 B, 1 in flight".into(),
+            raw: true,
+            scenario: raw(100, 1, 20),
+        },
+        Case {
+            title: "raw echo, 100 conns × 20 B, 8 in flight".into(),
+            raw: true,
+            scenario: raw(100, 8, 20),
+        },
+        Case {
+            title: "raw echo, 500 conns × 1 KiB, 1 in flight".into(),
+            raw: true,
+            scenario: raw(500, 1, 1024),
+        },
+        Case {
+            title: "session echo, 100 sessions × 20 B, 1 in flight".into(),
+            raw: false,
+            scenario: echo(1),
+        },
+        Case {
+            title: "session echo, 100 sessions × 20 B, 8 in flight".into(),
+            raw: false,
+            scenario: echo(8),
+        },
+        Case {
+            title: format!("room fan-out, {members} members, 4 publications in flight (deliveries)"),
+            raw: false,
+            scenario: fanout(0),
+        },
+        Case {
+            title: format!("room fan-out, {members} members, acks every 16 (deliveries)"),
+            raw: false,
+            scenario: fanout(16),
+        },
+        Case {
+            title: format!("idle raw connections ({idle}), server RSS per connection"),
+            raw: true,
+            scenario: Scenario::Idle {
+                proto: None,
+                conns: idle,
+            },
+        },
+        Case {
+            title: format!("idle sessions in a room ({idle}), server RSS per session"),
+            raw: false,
+            scenario: Scenario::Idle {
+                proto: Some(Proto::Tether),
+                conns: idle,
+            },
+        },
+    ]
+}
+
+/// The scenario as `subject` speaks it, or None when it does not take part.
+fn for_subject(case: &Case, subject: &Subject) -> Option<Scenario> {
+    let proto = match (case.raw, subject.family) {
+        (true, Family::Raw) => return Some(case.scenario.clone()),
+        (false, Family::Session(proto)) => proto,
+        _ => return None,
+    };
+    let mut scenario = case.scenario.clone();
+    match &mut scenario {
+        Scenario::SessionEcho { proto: p, .. } | Scenario::Fanout { proto: p, .. } => *p = proto,
+        Scenario::Idle { proto: p, .. } => *p = Some(proto),
+        Scenario::RawEcho { .. } => {}
+    }
+    // Socket.IO has no acknowledgements of deliveries: the "acks" row is tether's only.
+    if let Scenario::Fanout { ack_every, .. } = scenario {
+        if proto == Proto::SocketIo && ack_every > 0 {
+            return None;
+        }
+    }
+    Some(scenario)
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(subject: &Subject, port: u16) -> io::Result<Server> {
+    let args: Vec<String> = subject
+        .command
+        .iter()
+        .map(|a| a.replace("{port}", &port.to_string()))
+        .collect();
+    let child = Command::new("taskset")
+        .arg("-c")
+        .arg(SERVER_CPU)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut server = Server(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            break;
+        }
+        if let Some(status) = server.0.try_wait()? {
+            return Err(io::Error::other(format!("{} exited: {status}", subject.name)));
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "{} did not listen within 20 s",
+                subject.name
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let a runtime that starts lazily (Node, Python) settle before loading it.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(server)
+}
+
+/// One run: a fresh server, the load generator pinned to the other core.
+fn run_once(subject: &Subject, scenario: &Scenario, (warmup, secs): (f64, f64)) -> Result<Outcome, String> {
+    let port = free_port().map_err(|e| e.to_string())?;
+    let server = start(subject, port).map_err(|e| e.to_string())?;
+    let spec = Spec {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        scenario: scenario.clone(),
+        warmup,
+        secs,
+        server_pid: Some(server.0.id()),
+    };
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut load = Command::new("taskset")
+        .arg("-c")
+        .arg(LOAD_CPU)
+        .arg(exe)
+        .arg("load")
+        .arg(serde_json::to_string(&spec).map_err(|e| e.to_string())?)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    // Connections (60 s at most), the run, the drain (10 s), and a margin.
+    let limit = Instant::now() + Duration::from_secs_f64(warmup + secs + 90.0);
+    while load.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if Instant::now() > limit {
+            let _ = load.kill();
+            let _ = load.wait();
+            return Err("the load generator did not finish in time".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = load.wait_with_output().map_err(|e| e.to_string())?;
+    drop(server);
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some(values[values.len() / 2])
+}
+
+/// The medians of one subject in one case, and whether every run's counts held.
+#[derive(Debug, Clone, Default)]
+struct Cell {
+    msg_per_s: Option<f64>,
+    msg_per_cpu_s: Option<f64>,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+    p999_us: Option<f64>,
+    rss_per_conn: Option<f64>,
+    /// Share of its core the server used in the window (1.0: saturated).
+    busy: Option<f64>,
+    runs: usize,
+    counts: String,
+    failures: Vec<String>,
+}
+
+fn summarise(outcomes: &[Outcome], failures: Vec<String>) -> Cell {
+    let pick = |f: &dyn Fn(&Outcome) -> Option<f64>| median(outcomes.iter().filter_map(f).collect());
+    let bad: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.received != o.expected || o.errors > 0 || o.out_of_order > 0)
+        .map(|o| {
+            format!(
+                "{}/{} received, {} errors, {} out of order",
+                o.received, o.expected, o.errors, o.out_of_order
+            )
+        })
+        .collect();
+    Cell {
+        msg_per_s: pick(&|o| Some(o.msg_per_s).filter(|v| *v > 0.0)),
+        msg_per_cpu_s: pick(&|o| o.msg_per_cpu_s),
+        p50_us: pick(&|o| o.p50_us.map(f64::from)),
+        p99_us: pick(&|o| o.p99_us.map(f64::from)),
+        p999_us: pick(&|o| o.p999_us.map(f64::from)),
+        rss_per_conn: pick(&|o| o.rss_per_conn),
+        busy: pick(&|o| o.server_cpu_s.map(|cpu| cpu / o.window_secs)),
+        runs: outcomes.len(),
+        counts: if bad.is_empty() {
+            "ok".to_owned()
+        } else {
+            bad.join("; ")
+        },
+        failures,
+    }
+}
+
+fn all(args: &[String]) -> Result<(), String> {
+    let options = parse_options(args)?;
+    let (mut subjects, missing) = subjects(&options.root);
+    if let Some(only) = &options.only {
+        subjects.retain(|s| s.name.contains(only.as_str()));
+    }
+    let cases = cases(options.quick);
+    let load_before = loadavg();
+    let started = Instant::now();
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    // results[case][subject] = outcomes of every round.
+    let mut results: Vec<Vec<(Vec<Outcome>, Vec<String>)>> = cases
+        .iter()
+        .map(|_| subjects.iter().map(|_| (Vec::new(), Vec::new())).collect())
+        .collect();
+    for round in 0..options.rounds {
+        for (c, case) in cases.iter().enumerate() {
+            // Interleaved: every subject once per round, the order rotated each round.
+            let n = subjects.len();
+            for k in 0..n {
+                let s = (k + round) % n;
+                let subject = &subjects[s];
+                let Some(scenario) = for_subject(case, subject) else {
+                    continue;
+                };
+                eprint!("round {} · {} · {} … ", round + 1, case.title, subject.name);
+                match run_once(subject, &scenario, options.timing) {
+                    Ok(outcome) => {
+                        eprintln!(
+                            "{:.0} msg/s, {:.0} msg/CPU-s, p99 {:?} µs, rss/conn {:?}",
+                            outcome.msg_per_s,
+                            outcome.msg_per_cpu_s.unwrap_or(0.0),
+                            outcome.p99_us,
+                            outcome.rss_per_conn.map(|b| b.round())
+                        );
+                        results[c][s].0.push(outcome);
+                    }
+                    Err(err) => {
+                        eprintln!("failed: {err}");
+                        results[c][s].1.push(err);
+                    }
+                }
+            }
+        }
+    }
+    let load_after = loadavg();
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    // Every run's outcome, for whoever wants more than the medians.
+    let raw = options.root.join("target/tether-bench-results.json");
+    let dump: Vec<_> = cases
+        .iter()
+        .zip(&results)
+        .flat_map(|(case, row)| {
+            subjects
+                .iter()
+                .zip(row)
+                .map(move |(subject, (outcomes, failures))| {
+                    serde_json::json!({
+                        "case": case.title, "subject": subject.name,
+                        "outcomes": outcomes, "failures": failures,
+                    })
+                })
+        })
+        .collect();
+    if let Ok(text) = serde_json::to_string_pretty(&dump) {
+        let _ = std::fs::write(&raw, text);
+    }
+    let cells: Vec<Vec<Cell>> = results
+        .into_iter()
+        .map(|row| row.into_iter().map(|(o, f)| summarise(&o, f)).collect())
+        .collect();
+    let mut md = String::new();
+    let _ = writeln!(md, "{BEGIN}");
+    let _ = writeln!(
+        md,
+        "## End to end through sockets: tether and its peers (bench/)\n"
+    );
+    let _ = writeln!(
+        md,
+        "`bench/run.sh{}` on {date}: {} round(s), {} (warm-up {} s, window {} s per run), \
+         {:.0} minutes. Load average before / after: {load_before} / {load_after} \
+         (the 2-vCPU machine was shared with other builds: treat ratios as the figures, \
+         absolute numbers as indications).\n",
+        if options.quick { " --quick" } else { "" },
+        options.rounds,
+        if options.quick {
+            "quick sizes"
+        } else {
+            "the issue's sizes"
+        },
+        options.timing.0,
+        options.timing.1,
+        minutes,
+    );
+    let _ = writeln!(
+        md,
+        "Method: each run starts a fresh server pinned to core {SERVER_CPU} (`taskset`) and the load \
+         generator (one single-threaded tokio runtime, pre-masked frames, one write per read batch) \
+         on core {LOAD_CPU}; warm-up, then the measured window; rounds interleave the subjects \
+         (order rotated each round); each cell is the median of the rounds. msg/CPU-s divides the \
+         messages of the window by the server's user+system CPU time over the same window \
+         (`/proc/<pid>/stat`). RSS per connection is the growth of the server's `VmRSS` over N idle \
+         connections, divided by N. Ratios are tether (tokio) / peer on msg/CPU-s (above 1: tether \
+         does more per CPU second), on p99 (below 1: tether's tail is shorter) and on RSS (below 1: \
+         tether uses less). \"counts\" says whether every echo was answered and every delivery \
+         arrived in order in every run.\n"
+    );
+    let _ = writeln!(
+        md,
+        "Subjects: tether's plain echo is `ws_driver::WebSocket` (bench/src/servers.rs); its \
+         session App answers `echo`, `join` and `pub` (to room `bench`), with the rate limit lifted; \
+         tokio runs single-threaded (the server has one core), smol on its global executor, \
+         async-std on its own. tether's session clients acknowledge every 16 answers \
+         (`sys.ack`, as a real client must to keep the replay buffer small); Socket.IO has no such \
+         acknowledgement. The Rust peers are in bench/peers (tokio single-threaded too), the Node \
+         and Python ones in bench/node and bench/python.\n"
+    );
+    let _ = writeln!(
+        md,
+        "### Summary: tether on tokio against the best peer of each row\n"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | tether (tokio) | best peer | ratio | tether p99 / best peer's p99 (ms) |"
+    );
+    let _ = writeln!(md, "|---|---:|---|---:|---|");
+    for (c, case) in cases.iter().enumerate() {
+        let idle = matches!(case.scenario, Scenario::Idle { .. });
+        let value = |cell: &Cell| {
+            if idle {
+                cell.rss_per_conn
+            } else {
+                cell.msg_per_cpu_s
+            }
+        };
+        let Some(t) = subjects
+            .iter()
+            .position(|s| s.tether && s.name.contains("tokio") && for_subject(case, s).is_some())
+        else {
+            continue;
+        };
+        let ours = &cells[c][t];
+        // Best: the most messages per CPU second, or the least memory.
+        let best = subjects
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.tether && for_subject(case, s).is_some())
+            .filter_map(|(i, s)| value(&cells[c][i]).map(|v| (s, &cells[c][i], v)))
+            .max_by(|a, b| {
+                if idle {
+                    b.2.total_cmp(&a.2)
+                } else {
+                    a.2.total_cmp(&b.2)
+                }
+            });
+        let unit = |v: f64| {
+            if idle {
+                format!("{:.1} KB/conn", v / 1000.0)
+            } else {
+                format!("{:.0}k msg/CPU-s", v / 1000.0)
+            }
+        };
+        let (peer, ratio, tail) = match (best, value(ours)) {
+            (Some((s, cell, v)), Some(o)) => (
+                format!("{} {}", s.name, unit(v)),
+                // Ratio: above 1 is better for tether (throughput), below 1 for memory.
+                format!("{:.2}", o / v),
+                match (ours.p99_us, cell.p99_us) {
+                    (Some(a), Some(b)) => format!("{:.1} / {:.1} = {:.2}", a / 1000.0, b / 1000.0, a / b),
+                    _ => "–".to_owned(),
+                },
+            ),
+            (None, _) => ("–".to_owned(), "–".to_owned(), "–".to_owned()),
+            (Some((s, _, v)), None) => (format!("{} {}", s.name, unit(v)), "–".to_owned(), "–".to_owned()),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {peer} | {ratio} | {tail} |",
+            case.title,
+            value(ours).map_or("–".to_owned(), unit)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nRatios are tether / peer: above 1 is better for tether in throughput rows, below 1 \
+         in memory rows.\n"
+    );
+    for (c, case) in cases.iter().enumerate() {
+        let idle = matches!(case.scenario, Scenario::Idle { .. });
+        let tether_cell = subjects
+            .iter()
+            .position(|s| s.tether && s.name.contains("tokio") && for_subject(case, s).is_some())
+            .map(|s| cells[c][s].clone());
+        let _ = writeln!(md, "### {}\n", case.title);
+        if idle {
+            let _ = writeln!(
+                md,
+                "| subject | KB per connection | tether (tokio) / subject | runs |"
+            );
+            let _ = writeln!(md, "|---|---:|---:|---:|");
+        } else {
+            let _ = writeln!(
+                md,
+                "| subject | msg/s | server core busy | msg/CPU-s | p50 µs | p99 µs | p99.9 µs | tether (tokio) / subject: msg/CPU-s, p99 | counts | runs |"
+            );
+            let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+        }
+        for (s, subject) in subjects.iter().enumerate() {
+            if for_subject(case, subject).is_none() {
+                continue;
+            }
+            let cell = &cells[c][s];
+            let name = if subject.tether {
+                format!("**{}**", subject.name)
+            } else {
+                subject.name.clone()
+            };
+            let ratio = |ours: Option<f64>, theirs: Option<f64>| match (ours, theirs) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "–".to_owned(),
+            };
+            let num = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{:.0}", v));
+            let failed = if cell.failures.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} failed: {})",
+                    cell.failures.len(),
+                    cell.failures[0].lines().next().unwrap_or("")
+                )
+            };
+            if idle {
+                let t = tether_cell.as_ref().and_then(|t| t.rss_per_conn);
+                let _ = writeln!(
+                    md,
+                    "| {name} | {} | {} | {}{failed} |",
+                    cell.rss_per_conn
+                        .map_or("–".to_owned(), |b| format!("{:.1}", b / 1000.0)),
+                    ratio(t, cell.rss_per_conn),
+                    cell.runs
+                );
+            } else {
+                let t = tether_cell.as_ref();
+                let _ = writeln!(
+                    md,
+                    "| {name} | {} | {} | {} | {} | {} | {} | {} · {} | {} | {}{failed} |",
+                    num(cell.msg_per_s),
+                    cell.busy.map_or("–".to_owned(), |b| format!("{:.0}%", b * 100.0)),
+                    num(cell.msg_per_cpu_s),
+                    num(cell.p50_us),
+                    num(cell.p99_us),
+                    num(cell.p999_us),
+                    ratio(t.and_then(|t| t.msg_per_cpu_s), cell.msg_per_cpu_s),
+                    ratio(t.and_then(|t| t.p99_us), cell.p99_us),
+                    cell.counts,
+                    cell.runs
+                );
+            }
+        }
+        let _ = writeln!(md);
+    }
+    if !missing.is_empty() {
+        let _ = writeln!(
+            md,
+            "Not built on this run (see bench/README.md): {}.\n",
+            missing.join(", ")
+        );
+    }
+    let _ = writeln!(md, "{END}");
+    write_section(&options.out, &md).map_err(|e| format!("{}: {e}", options.out.display()))?;
+    eprintln!("wrote {}", options.out.display());
+    Ok(())
+}
+
+/// Replaces the section between the markers in `path`, or appends it.
+pub fn write_section(path: &Path, section: &str) -> io::Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let updated = match (text.find(BEGIN), text.find(END)) {
+        (Some(begin), Some(end)) if end > begin => {
+            format!(
+                "{}{}{}",
+                &text[..begin],
+                section.trim_end(),
+                &text[end + END.len()..]
+            )
+        }
+        _ => format!("{}\n{}", text.trim_end_matches('\n').to_owned() + "\n", section),
+    };
+    std::fs::write(path, updated)
+}

@@ -1,0 +1,111 @@
+//! Every scenario for a moment against tether on every runtime: counts, never times.
+//! (The figures come from `bench/run.sh`; a test only checks that the harness and the
+//! subjects do what the tables claim: every echo answered, every delivery in order.)
+
+use std::net::SocketAddr;
+
+use tether_bench::load::{self, Outcome, Scenario, Spec};
+use tether_bench::proto::Proto;
+use tether_bench::servers::{self, Kind, Runtime};
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn run(addr: SocketAddr, scenario: Scenario) -> Outcome {
+    let spec = Spec {
+        addr,
+        scenario: scenario.clone(),
+        warmup: 0.1,
+        secs: 0.3,
+        server_pid: None,
+    };
+    load::run(&spec).unwrap_or_else(|err| panic!("{scenario:?}: {err}"))
+}
+
+fn assert_counts(what: &str, outcome: &Outcome) {
+    assert_eq!(outcome.errors, 0, "{what}: {outcome:?}");
+    assert_eq!(outcome.out_of_order, 0, "{what}: {outcome:?}");
+    assert_eq!(outcome.received, outcome.expected, "{what}: {outcome:?}");
+    // Not `measured`: whether anything fell in the 0.3 s window depends on the machine's
+    // load. Every run sends at once, and the drain waits for every answer.
+    assert!(outcome.received > 0, "{what}: nothing received: {outcome:?}");
+}
+
+fn every_scenario(runtime: Runtime) {
+    let raw = servers::start(runtime, Kind::Raw, any_port()).expect("raw server");
+    for (inflight, size) in [(1, 20), (8, 20), (2, 1024)] {
+        let outcome = run(
+            raw,
+            Scenario::RawEcho {
+                conns: 10,
+                inflight,
+                size,
+            },
+        );
+        assert_counts(&format!("{runtime:?} raw echo {inflight}×{size}"), &outcome);
+        assert_eq!(outcome.sent, outcome.received);
+    }
+    let idle = run(
+        raw,
+        Scenario::Idle {
+            proto: None,
+            conns: 20,
+        },
+    );
+    assert_eq!(idle.received, 20, "{runtime:?} idle raw: {idle:?}");
+
+    let session = servers::start(runtime, Kind::Session, any_port()).expect("session server");
+    for inflight in [1, 8] {
+        let outcome = run(
+            session,
+            Scenario::SessionEcho {
+                proto: Proto::Tether,
+                conns: 10,
+                inflight,
+                size: 20,
+                ack_every: 4,
+            },
+        );
+        assert_counts(&format!("{runtime:?} session echo ×{inflight}"), &outcome);
+    }
+    for ack_every in [0, 4] {
+        let outcome = run(
+            session,
+            Scenario::Fanout {
+                proto: Proto::Tether,
+                members: 20,
+                window: 4,
+                ack_every,
+            },
+        );
+        assert_counts(&format!("{runtime:?} fan-out, acks every {ack_every}"), &outcome);
+        assert!(
+            outcome.sent > 0 && outcome.received == outcome.sent * 20,
+            "{outcome:?}"
+        );
+    }
+    let idle = run(
+        session,
+        Scenario::Idle {
+            proto: Some(Proto::Tether),
+            conns: 20,
+        },
+    );
+    assert_eq!(idle.received, 20, "{runtime:?} idle sessions: {idle:?}");
+}
+
+#[test]
+fn tokio_subjects_answer_every_scenario() {
+    every_scenario(Runtime::Tokio);
+}
+
+#[test]
+fn smol_subjects_answer_every_scenario() {
+    every_scenario(Runtime::Smol);
+}
+
+#[test]
+fn async_std_subjects_answer_every_scenario() {
+    every_scenario(Runtime::AsyncStd);
+}
