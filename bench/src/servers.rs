@@ -174,8 +174,8 @@ where
     };
     while let Ok(Some(event)) = ws.recv().await {
         let sent = match event {
-            Event::Text(text) => ws.send_text(&text).await,
-            Event::Binary(data) => ws.send_binary(&data).await,
+            Event::Text(text) => ws.feed_text(&text),
+            Event::Binary(data) => ws.feed_binary(&data),
             _ => Ok(()),
         };
         if sent.is_err() {

@@ -20,9 +20,11 @@ use ws_proto::{CloseCode, Config, Connection, Event, SendError};
 ///     return Ok(()); // refused: the HTTP error was sent
 /// };
 /// while let Some(event) = ws.recv().await? {
+///     // `feed_*` queues; `recv` writes what is queued before it waits for the peer,
+///     // so the echoes of one read go out in one write.
 ///     match event {
-///         Event::Text(text) => ws.send_text(&text).await?,
-///         Event::Binary(data) => ws.send_binary(&data).await?,
+///         Event::Text(text) => ws.feed_text(&text)?,
+///         Event::Binary(data) => ws.feed_binary(&data)?,
 ///         _ => {}
 ///     }
 /// }
@@ -64,12 +66,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// The next event; `Ok(None)` once the connection is closed (close handshake
-    /// done, protocol failure answered, or end of stream). Pongs and close answers
-    /// are written before this returns.
+    /// done, protocol failure answered, or end of stream).
+    ///
+    /// Events already read are handed out without writing; everything queued (pongs,
+    /// close answers, what was fed with [`feed_text`](Self::feed_text) and
+    /// [`feed_binary`](Self::feed_binary)) is written in one write before this waits
+    /// for the peer, and before it returns `None`. So the answers to one read batch
+    /// leave together: one system call per batch, not per message.
     pub async fn recv(&mut self) -> io::Result<Option<Event>> {
         loop {
             if let Some(event) = self.conn.poll_event() {
-                self.flush().await?;
                 return Ok(Some(event));
             }
             self.flush().await?;
@@ -98,10 +104,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.flush().await
     }
 
+    /// Queues a text message without writing it: the next [`recv`](Self::recv) that
+    /// waits for the peer, [`flush`](Self::flush) or `send_*` writes it, together with
+    /// everything else queued. What is queued is not bounded here: feed what answers
+    /// what you read, and let `recv` write it.
+    pub fn feed_text(&mut self, text: &str) -> io::Result<()> {
+        self.conn.send_text(text).map_err(closed)
+    }
+
+    /// Queues a binary message without writing it, like [`feed_text`](Self::feed_text).
+    pub fn feed_binary(&mut self, data: &[u8]) -> io::Result<()> {
+        self.conn.send_binary(data).map_err(closed)
+    }
+
     /// Starts the closing handshake; keep calling [`WebSocket::recv`] until `None`.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> io::Result<()> {
         self.conn.close(code, reason).map_err(closed)?;
         self.flush().await
+    }
+
+    /// The stream, once done with the WebSocket (what is still queued is dropped).
+    pub fn into_inner(self) -> S {
+        self.stream
     }
 
     /// The state machine, for what this wrapper does not expose.
