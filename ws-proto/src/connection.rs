@@ -854,6 +854,13 @@ impl Connection {
         self.send_parts(OpCode::Text, body, tail)
     }
 
+    /// Sends a binary message made of a shared `body` followed by a short `tail`, as
+    /// [`send_text_parts`](Self::send_text_parts) does for text: the shape of a binary
+    /// envelope encoded once for many recipients, each adding its own `s`.
+    pub fn send_binary_parts(&mut self, body: &Bytes, tail: &[u8]) -> Result<(), SendError> {
+        self.send_parts(OpCode::Binary, body, tail)
+    }
+
     /// With permessage-deflate agreed and a message of [`Config::deflate_min_size`] or
     /// more, the two parts are compressed for this connection (fed to its compressor
     /// one after the other, never joined) and the compressed frame is copied.

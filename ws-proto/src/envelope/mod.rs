@@ -207,6 +207,72 @@ impl PartialEq for OwnedEnvelope {
 
 impl Eq for OwnedEnvelope {}
 
+/// A decoded envelope of either codec, for code that reads the fields whatever the
+/// connection speaks.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AnyEnvelope<'a> {
+    /// From a text frame ([`Envelope::decode`]).
+    Json(Envelope<'a>),
+    /// From a binary frame ([`MsgPackEnvelope::decode`]).
+    MsgPack(MsgPackEnvelope<'a>),
+}
+
+impl<'a> AnyEnvelope<'a> {
+    /// The event name `e`.
+    pub fn event(&self) -> &str {
+        match self {
+            Self::Json(env) => &env.event,
+            Self::MsgPack(env) => env.event,
+        }
+    }
+
+    /// The correlation id `c`.
+    pub fn correlation_id(&self) -> Option<&str> {
+        match self {
+            Self::Json(env) => env.correlation_id.as_deref(),
+            Self::MsgPack(env) => env.correlation_id,
+        }
+    }
+
+    /// The timestamp `t`.
+    pub fn timestamp(&self) -> Option<u64> {
+        match self {
+            Self::Json(env) => env.timestamp,
+            Self::MsgPack(env) => env.timestamp,
+        }
+    }
+
+    /// The payload deserialized as `T`, with the codec's deserializer; see
+    /// [`Envelope::payload_as`] and [`MsgPackEnvelope::payload_as`].
+    pub fn payload_as<T: Deserialize<'a>>(&self) -> Result<T, EnvelopeError> {
+        match self {
+            Self::Json(env) => env.payload_as(),
+            Self::MsgPack(env) => env.payload_as(),
+        }
+    }
+
+    /// The payload as JSON text (a binary payload transcoded), `None` when absent.
+    pub fn payload_json(&self) -> Result<Option<Cow<'a, str>>, EnvelopeError> {
+        match self {
+            Self::Json(env) => Ok(env.payload.map(|raw| Cow::Borrowed(raw.get()))),
+            Self::MsgPack(env) => env
+                .payload
+                .map(|p| {
+                    let mut out = Vec::new();
+                    msgpack::msgpack_to_json(p, &mut out)
+                        .ok()
+                        .and_then(|()| String::from_utf8(out).ok())
+                        .map(Cow::Owned)
+                        .ok_or_else(|| EnvelopeError::InvalidPayload {
+                            reason: "the payload has no JSON form".into(),
+                        })
+                })
+                .transpose(),
+        }
+    }
+}
+
 /// The rule for `c`, whatever the codec: at most [`Config::max_correlation_id_len`]
 /// bytes.
 pub(crate) fn check_correlation_id(c: Option<&str>, config: &Config) -> Result<(), EnvelopeError> {

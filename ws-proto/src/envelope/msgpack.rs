@@ -62,27 +62,27 @@ impl Codec {
         Self::ALL.into_iter().find(|codec| codec.protocol() == protocol)
     }
 
-    /// The server's choice for the subprotocols a client offered, in its order of
-    /// preference ([`Request::protocols`](crate::handshake::Request::protocols)),
-    /// among the codecs it `supports`: the first offer that names one of them, and
+    /// The server's choice among the subprotocols a client offered
+    /// ([`Request::protocols`](crate::handshake::Request::protocols)): the first codec
+    /// of `supports` (the server's order of preference) that the client offered, and
     /// the subprotocol to answer with
     /// ([`Accept::with_protocol`](crate::handshake::Accept::with_protocol)). A client
     /// that offers none of them (or no subprotocol at all) gets JSON and no
     /// subprotocol in the answer, as before subprotocols existed.
     pub fn negotiate(offered: &[String], supports: &[Self]) -> (Self, Option<&'static str>) {
-        match offered
+        match supports
             .iter()
-            .filter_map(|p| Self::from_protocol(p))
-            .find(|codec| supports.contains(codec))
+            .find(|codec| offered.iter().any(|p| p == codec.protocol()))
         {
-            Some(codec) => (codec, Some(codec.protocol())),
+            Some(&codec) => (codec, Some(codec.protocol())),
             None => (Self::Json, None),
         }
     }
 
-    /// The codecs tether's servers negotiate today: JSON only (the binary envelope is
-    /// not wired into the session engine yet; see `docs/PROTOCOL.md`).
-    pub const SERVED: [Self; 1] = [Self::Json];
+    /// The codecs tether's servers negotiate, in their order of preference:
+    /// MessagePack first (smaller, cheaper to decode, bytes as bytes), so a client
+    /// that offers both gets it whatever its own order; JSON otherwise.
+    pub const SERVED: [Self; 2] = [Self::MsgPack, Self::Json];
 }
 
 /// A decoded binary envelope, borrowing from the bytes it was decoded from.
@@ -555,6 +555,149 @@ pub fn write_msgpack_framed(body: &[u8], fields: u32, seq: Option<u64>, out: &mu
     let _ = rmp::encode::write_map_len(out, count);
     out.extend_from_slice(body);
     write_seq(seq, out);
+}
+
+/// Encodes every field of `env` but `s`, behind a map header that counts `s` when
+/// `with_seq`: the binary counterpart of
+/// [`OutgoingEnvelope::encode_prefix`], shared by every recipient of a broadcast and
+/// completed by [`write_msgpack_seq_suffix`] with the same `seq.is_some()`. On an
+/// error, `out` is left as it was.
+pub fn encode_msgpack_prefix(
+    env: &OutgoingEnvelope<'_>,
+    with_seq: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), MsgPackEncodeError> {
+    let payload = json_payload(env)?;
+    let _ = rmp::encode::write_map_len(out, field_count(env, payload.is_some()) + u32::from(with_seq));
+    write_head_fields(env, out);
+    if let Some(value) = payload {
+        write_str(out, "p");
+        // Cannot fail: a JSON value always has a MessagePack form.
+        let _ = rmp_serde::encode::write_named(out, &value);
+    }
+    write_tail_fields(env, out);
+    Ok(())
+}
+
+/// [`encode_msgpack_prefix`] with `payload` serialized by `rmp-serde` as `p` (structs
+/// as maps, byte buffers as `bin`), in place of `env`'s own payload. On an error,
+/// `out` is left as it was.
+pub fn encode_msgpack_prefix_serialize<T: Serialize + ?Sized>(
+    env: &OutgoingEnvelope<'_>,
+    payload: &T,
+    with_seq: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), MsgPackEncodeError> {
+    let start = out.len();
+    let _ = rmp::encode::write_map_len(out, field_count(env, true) + u32::from(with_seq));
+    write_head_fields(env, out);
+    write_str(out, "p");
+    if let Err(err) = rmp_serde::encode::write_named(out, payload) {
+        out.truncate(start);
+        return Err(MsgPackEncodeError(err.to_string()));
+    }
+    write_tail_fields(env, out);
+    Ok(())
+}
+
+/// Completes a prefix from [`encode_msgpack_prefix`]: `s` when `seq` is given, nothing
+/// otherwise (the map header already counted it).
+pub fn write_msgpack_seq_suffix(out: &mut Vec<u8>, seq: Option<u64>) {
+    write_seq(seq, out);
+}
+
+/// The length of what [`write_msgpack_seq_suffix`] writes.
+pub fn msgpack_seq_suffix_len(seq: Option<u64>) -> usize {
+    match seq {
+        None => 0,
+        // "s" (2 bytes) and the smallest uint encoding of the number.
+        Some(s) => {
+            2 + match s {
+                0..=0x7f => 1,
+                0x80..=0xff => 2,
+                0x100..=0xffff => 3,
+                0x1_0000..=0xffff_ffff => 5,
+                _ => 9,
+            }
+        }
+    }
+}
+
+/// Turns a JSON envelope prefix ([`OutgoingEnvelope::encode_prefix`]: everything up to
+/// `s` and the closing brace) into the binary prefix of the same envelope
+/// ([`encode_msgpack_prefix`]). The engine keeps JSON prefixes in its replay buffers
+/// and makes the binary form from them once per message when a binary connection
+/// needs it.
+pub fn json_prefix_to_msgpack(
+    prefix: &[u8],
+    with_seq: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), MsgPackEncodeError> {
+    #[derive(Deserialize)]
+    struct Parts<'a> {
+        #[serde(borrow)]
+        e: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        p: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        c: Option<std::borrow::Cow<'a, str>>,
+        t: Option<u64>,
+    }
+    let mut text = Vec::with_capacity(prefix.len() + 1);
+    text.extend_from_slice(prefix);
+    text.push(b'}');
+    let parts: Parts<'_> =
+        serde_json::from_slice(&text).map_err(|err| MsgPackEncodeError(err.to_string()))?;
+    let env = OutgoingEnvelope {
+        event: &parts.e,
+        payload: parts.p.into(),
+        correlation_id: parts.c.as_deref(),
+        timestamp: parts.t,
+        seq: None,
+    };
+    encode_msgpack_prefix(&env, with_seq, out)
+}
+
+/// Writes one MessagePack value as JSON text: `bin` becomes an array of numbers (what
+/// `serde_json` makes of bytes), map keys must be strings or numbers. For a binary
+/// payload that must reach a JSON API (a `sys.reply` answer, a handler reading the
+/// raw payload).
+pub fn msgpack_to_json(value: &[u8], out: &mut Vec<u8>) -> Result<(), MsgPackEncodeError> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(value);
+    let mut ser = serde_json::Serializer::new(out);
+    serde_transcode::transcode(&mut de, &mut ser).map_err(|err| MsgPackEncodeError(err.to_string()))
+}
+
+/// Writes one JSON value as MessagePack (maps keep their key order).
+pub fn json_to_msgpack(json: &[u8], out: &mut Vec<u8>) -> Result<(), MsgPackEncodeError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let mut ser = rmp_serde::Serializer::new(out);
+    serde_transcode::transcode(&mut de, &mut ser).map_err(|err| MsgPackEncodeError(err.to_string()))
+}
+
+impl MsgPackEnvelope<'_> {
+    /// The same envelope as JSON text (the payload through [`msgpack_to_json`]), for a
+    /// peer that speaks the binary envelope on the wire and JSON inside (the Rust
+    /// client engine).
+    pub fn to_json(&self) -> Result<String, MsgPackEncodeError> {
+        let mut payload = Vec::new();
+        if let Some(p) = self.payload {
+            msgpack_to_json(p, &mut payload)?;
+        }
+        let payload = std::str::from_utf8(&payload).map_err(|err| MsgPackEncodeError(err.to_string()))?;
+        let env = OutgoingEnvelope {
+            event: self.event,
+            payload: if self.payload.is_some() {
+                super::Payload::Trusted(payload)
+            } else {
+                super::Payload::None
+            },
+            correlation_id: self.correlation_id,
+            timestamp: self.timestamp,
+            seq: self.seq,
+        };
+        String::from_utf8(env.to_vec()).map_err(|err| MsgPackEncodeError(err.to_string()))
+    }
 }
 
 /// `v` and `e`.

@@ -262,29 +262,95 @@ fn byte_payloads_travel_as_bytes() {
 }
 
 #[test]
-fn negotiation_takes_the_clients_first_known_protocol() {
+fn negotiation_follows_the_servers_preference() {
     let offer = |names: &[&str]| names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let all = Codec::ALL;
-    assert_eq!(Codec::negotiate(&[], &all), (Codec::Json, None));
-    assert_eq!(Codec::negotiate(&offer(&["chat.v2"]), &all), (Codec::Json, None));
+    let served = Codec::SERVED;
+    assert_eq!(Codec::negotiate(&[], &served), (Codec::Json, None));
     assert_eq!(
-        Codec::negotiate(&offer(&["x", MSGPACK_PROTOCOL, JSON_PROTOCOL]), &all),
-        (Codec::MsgPack, Some(MSGPACK_PROTOCOL))
+        Codec::negotiate(&offer(&["chat.v2"]), &served),
+        (Codec::Json, None)
     );
+    // MessagePack whenever offered, whatever the client's order.
+    for order in [
+        [MSGPACK_PROTOCOL, JSON_PROTOCOL],
+        [JSON_PROTOCOL, MSGPACK_PROTOCOL],
+    ] {
+        assert_eq!(
+            Codec::negotiate(&offer(&order), &served),
+            (Codec::MsgPack, Some(MSGPACK_PROTOCOL))
+        );
+    }
     assert_eq!(
-        Codec::negotiate(&offer(&[JSON_PROTOCOL, MSGPACK_PROTOCOL]), &all),
+        Codec::negotiate(&offer(&["x", JSON_PROTOCOL]), &served),
         (Codec::Json, Some(JSON_PROTOCOL))
     );
-    // What the servers support today: JSON, named when offered.
+    // A server that supports JSON only never names MessagePack.
     assert_eq!(
-        Codec::negotiate(&offer(&[MSGPACK_PROTOCOL, JSON_PROTOCOL]), &Codec::SERVED),
-        (Codec::Json, Some(JSON_PROTOCOL))
-    );
-    assert_eq!(
-        Codec::negotiate(&offer(&[MSGPACK_PROTOCOL]), &Codec::SERVED),
+        Codec::negotiate(&offer(&[MSGPACK_PROTOCOL]), &[Codec::Json]),
         (Codec::Json, None)
     );
     assert_eq!(Codec::from_protocol("tether.v1.msgpack"), Some(Codec::MsgPack));
+}
+
+#[test]
+fn a_prefix_completed_per_recipient_equals_the_whole_envelope() {
+    let env = OutgoingEnvelope::new("news")
+        .with_payload(Payload::from_json(r#"{"headline":"hi","n":[1,2.5,-3]}"#).unwrap())
+        .with_correlation_id("c1");
+    for seq in [
+        None,
+        Some(1),
+        Some(127),
+        Some(128),
+        Some(300),
+        Some(70_000),
+        Some(1 << 40),
+    ] {
+        let mut prefix = Vec::new();
+        encode_msgpack_prefix(&env, seq.is_some(), &mut prefix).unwrap();
+        let mut framed = prefix.clone();
+        write_msgpack_seq_suffix(&mut framed, seq);
+        assert_eq!(framed.len(), prefix.len() + msgpack_seq_suffix_len(seq));
+        let mut whole = Vec::new();
+        encode_msgpack(&OutgoingEnvelope { seq, ..env }, &mut whole).unwrap();
+        assert_eq!(framed, whole);
+        // The same prefix made from the JSON prefix of the envelope.
+        let mut json = Vec::new();
+        env.encode_prefix(&mut json);
+        let mut converted = Vec::new();
+        json_prefix_to_msgpack(&json, seq.is_some(), &mut converted).unwrap();
+        assert_eq!(converted, prefix);
+    }
+    assert!(json_prefix_to_msgpack(b"{\"v\":\"1.0\",\"e\":", false, &mut Vec::new()).is_err());
+}
+
+#[test]
+fn transcoding_keeps_values_and_turns_bytes_into_numbers_for_json() {
+    let json = r#"{"a":[1,-2,3.5,"x",null,true],"b":{"c":{}}}"#;
+    let mut packed = Vec::new();
+    json_to_msgpack(json.as_bytes(), &mut packed).unwrap();
+    let mut back = Vec::new();
+    msgpack_to_json(&packed, &mut back).unwrap();
+    assert_eq!(std::str::from_utf8(&back).unwrap(), json);
+    // `bin` has no JSON form of its own: serde_json's, an array of numbers.
+    let mut bin = Vec::new();
+    rmp::encode::write_bin(&mut bin, &[0, 7, 255]).unwrap();
+    let mut text = Vec::new();
+    msgpack_to_json(&bin, &mut text).unwrap();
+    assert_eq!(text, b"[0,7,255]");
+    assert!(msgpack_to_json(&[0xc1], &mut Vec::new()).is_err());
+
+    // A whole envelope, for the client engine.
+    let mut bytes = Vec::new();
+    let env = OutgoingEnvelope::new("e")
+        .with_payload(Payload::from_json(r#"{"k":"v"}"#).unwrap())
+        .with_seq(9);
+    encode_msgpack(&env, &mut bytes).unwrap();
+    let decoded = MsgPackEnvelope::decode(&bytes, &config()).unwrap();
+    assert_eq!(
+        decoded.to_json().unwrap(),
+        r#"{"v":"1.0","e":"e","p":{"k":"v"},"s":9}"#
+    );
 }
 
 #[test]
