@@ -59,6 +59,7 @@ export declare const ErrorCode: {
   readonly ORIGIN_NOT_ALLOWED: 4114;
   readonly SESSION_ENDED: 4115;
   readonly SESSION_MOVED: 4116;
+  readonly TEXT_NOT_SUPPORTED: 4117;
   readonly UNKNOWN_EVENT: 4150;
   readonly INTERNAL: 4199;
 };

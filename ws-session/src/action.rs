@@ -4,6 +4,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use ws_proto::envelope::{Codec, EnvelopeError};
 use ws_proto::CloseCode;
 
 use crate::journal::JournalEntry;
@@ -16,7 +17,8 @@ use crate::{
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Action {
-    /// Send `message` as one text frame on `connection`, then report the bytes with
+    /// Send `message` as one frame on `connection` (text for JSON, binary for
+    /// MessagePack: [`OutboundMessage::codec`]), then report the bytes with
     /// [`Engine::handle_flushed`](crate::Engine::handle_flushed) once written.
     Transmit {
         /// The connection.
@@ -25,14 +27,17 @@ pub enum Action {
         message: OutboundMessage,
     },
     /// A broadcast: send the envelope `prefix`, completed with each recipient's own
-    /// sequence number, to each connection of `recipients` — for recipient `(c, s)` the
-    /// text of `OutboundMessage { prefix: prefix.clone(), seq: Some(s) }`. Serialized
-    /// once; each recipient costs a tail (`,"s":N}`). Report flushed bytes per
+    /// sequence number, to each connection of `recipients` — for recipient `(c, s)`
+    /// `OutboundMessage { prefix: prefix.clone(), seq: Some(s), codec }`. Serialized
+    /// once per codec (a broadcast to connections of both codecs is two of these);
+    /// each recipient costs a tail (`,"s":N}` or `s`). Report flushed bytes per
     /// connection as for `Transmit`; hand the list back with
     /// [`Engine::recycle`](crate::Engine::recycle) to spare an allocation.
     TransmitBroadcast {
-        /// The envelope up to `s` (shared).
+        /// The envelope up to `s` (shared), in `codec`.
         prefix: Bytes,
+        /// The codec of every recipient.
+        codec: Codec,
         /// Each connection and the `s` its copy carries.
         recipients: Vec<(ConnectionId, u64)>,
     },
@@ -234,7 +239,8 @@ pub struct Publication {
     pub target: PublishTarget,
     /// A session that must not receive it (the sender, typically).
     pub except: Option<SessionId>,
-    /// The envelope, encoded up to `s` ([`OutboundMessage::prefix`]).
+    /// The envelope as JSON, encoded up to `s` ([`OutboundMessage::prefix`] of a JSON
+    /// message; each node makes the binary form for its own binary connections).
     pub prefix: Bytes,
 }
 
@@ -249,7 +255,7 @@ impl Publication {
     }
 }
 
-/// Where a part of an inbound event lives: a range of its text, or a copy when the
+/// Where a part of an inbound event lives: a range of its body, or a copy when the
 /// text had JSON escapes there.
 #[derive(Debug, Clone)]
 pub(crate) enum Span {
@@ -257,8 +263,18 @@ pub(crate) enum Span {
     Owned(Box<str>),
 }
 
-/// An application event received from a client, owning the text it arrived in (moved,
-/// not copied) and pointing into it.
+/// The message an inbound event arrived in, kept whole.
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    /// A JSON envelope from a text frame.
+    Text(String),
+    /// A MessagePack envelope from a binary frame. A boxed slice, so that the enum is
+    /// no larger than the `String` alone (it fits beside the `String`'s niche).
+    Binary(Box<[u8]>),
+}
+
+/// An application event received from a client, owning the message it arrived in
+/// (moved, not copied) and pointing into it.
 #[derive(Debug, Clone)]
 pub struct InboundEvent {
     /// The session it came from.
@@ -270,7 +286,7 @@ pub struct InboundEvent {
     pub anonymous: bool,
     /// The connection it came on.
     pub connection: ConnectionId,
-    pub(crate) text: String,
+    pub(crate) body: Body,
     pub(crate) event: Span,
     pub(crate) payload: Option<Span>,
     pub(crate) correlation_id: Option<Span>,
@@ -279,9 +295,21 @@ pub struct InboundEvent {
 
 impl InboundEvent {
     fn span<'a>(&'a self, span: &'a Span) -> &'a str {
-        match span {
-            Span::In(range) => &self.text[range.clone()],
-            Span::Owned(text) => text,
+        match (span, &self.body) {
+            (Span::In(range), Body::Text(text)) => &text[range.clone()],
+            // Spans into a binary body are strings the decoder checked to be UTF-8.
+            (Span::In(range), Body::Binary(bytes)) => {
+                std::str::from_utf8(&bytes[range.clone()]).unwrap_or("")
+            }
+            (Span::Owned(text), _) => text,
+        }
+    }
+
+    /// The codec of the envelope: that of the connection it came on.
+    pub fn codec(&self) -> Codec {
+        match self.body {
+            Body::Text(_) => Codec::Json,
+            Body::Binary(_) => Codec::MsgPack,
         }
     }
 
@@ -290,9 +318,60 @@ impl InboundEvent {
         self.span(&self.event)
     }
 
-    /// The payload `p` as raw JSON text; `None` when absent or `null`.
+    /// The payload `p` as raw JSON text; `None` when absent or `null`, and for an
+    /// envelope that came in a binary frame (see [`payload_json`](Self::payload_json),
+    /// [`payload_msgpack`](Self::payload_msgpack) and [`payload_as`](Self::payload_as)).
     pub fn payload(&self) -> Option<&str> {
-        self.payload.as_ref().map(|s| self.span(s))
+        match &self.body {
+            Body::Text(_) => self.payload.as_ref().map(|s| self.span(s)),
+            Body::Binary(_) => None,
+        }
+    }
+
+    /// The payload `p` as JSON text whatever the codec: borrowed for a JSON envelope,
+    /// transcoded from MessagePack otherwise (binary data becomes an array of numbers,
+    /// as `serde_json` writes bytes). `Err` for a binary payload with no JSON form (a
+    /// map with array keys, say).
+    pub fn payload_json(&self) -> Result<Option<std::borrow::Cow<'_, str>>, EnvelopeError> {
+        match &self.body {
+            Body::Text(_) => Ok(self.payload().map(std::borrow::Cow::Borrowed)),
+            Body::Binary(_) => self
+                .payload_msgpack()
+                .map(|p| {
+                    let mut out = Vec::new();
+                    ws_proto::envelope::msgpack::msgpack_to_json(p, &mut out)
+                        .ok()
+                        .and_then(|()| String::from_utf8(out).ok())
+                        .map(std::borrow::Cow::Owned)
+                        .ok_or_else(|| EnvelopeError::InvalidPayload {
+                            reason: "the payload has no JSON form".into(),
+                        })
+                })
+                .transpose(),
+        }
+    }
+
+    /// The raw MessagePack bytes of the payload `p` of an envelope that came in a
+    /// binary frame; `None` when absent, `nil`, or for a JSON envelope.
+    pub fn payload_msgpack(&self) -> Option<&[u8]> {
+        match (&self.body, &self.payload) {
+            (Body::Binary(bytes), Some(Span::In(range))) => Some(&bytes[range.clone()]),
+            _ => None,
+        }
+    }
+
+    /// The payload deserialized as `T` with the codec it came in (`serde_json` or
+    /// `rmp-serde`); an absent payload deserializes from null / nil. Binary data in a
+    /// MessagePack payload deserializes into byte buffers (`serde_bytes`, `Vec<u8>`)
+    /// as it is.
+    pub fn payload_as<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, EnvelopeError> {
+        let invalid = |reason: String| EnvelopeError::InvalidPayload { reason };
+        match &self.body {
+            Body::Text(_) => serde_json::from_str(self.payload.as_ref().map_or("null", |s| self.span(s)))
+                .map_err(|e| invalid(e.to_string())),
+            Body::Binary(_) => rmp_serde::from_slice(self.payload_msgpack().unwrap_or(&[0xc0]))
+                .map_err(|e| invalid(e.to_string())),
+        }
     }
 
     /// The correlation id `c`, to answer with [`Engine::reply`](crate::Engine::reply).
@@ -305,14 +384,29 @@ impl InboundEvent {
         self.timestamp
     }
 
-    /// The whole envelope text as received.
+    /// The whole envelope text as received; empty for a binary envelope (see
+    /// [`bytes`](Self::bytes)).
     pub fn text(&self) -> &str {
-        &self.text
+        match &self.body {
+            Body::Text(text) => text,
+            Body::Binary(_) => "",
+        }
+    }
+
+    /// The whole envelope as received, text or MessagePack.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.body {
+            Body::Text(text) => text.as_bytes(),
+            Body::Binary(bytes) => bytes,
+        }
     }
 
     /// The text back, so a transport can reuse its buffer for the next message (no
-    /// allocation per inbound message in steady state).
+    /// allocation per inbound message in steady state); empty for a binary envelope.
     pub fn into_text(self) -> String {
-        self.text
+        match self.body {
+            Body::Text(text) => text,
+            Body::Binary(_) => String::new(),
+        }
     }
 }

@@ -433,11 +433,16 @@ impl Cluster {
             progressed = true;
             match action {
                 Action::Transmit { connection, message } => self.transmit(connection, message.to_text()),
-                Action::TransmitBroadcast { prefix, recipients } => {
+                Action::TransmitBroadcast {
+                    prefix,
+                    codec,
+                    recipients,
+                } => {
                     for &(connection, seq) in &recipients {
                         let message = crate::OutboundMessage {
                             prefix: prefix.clone(),
                             seq: Some(seq),
+                            codec,
                         };
                         self.transmit(connection, message.to_text());
                     }

@@ -5,6 +5,8 @@ use core::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ws_proto::envelope::Codec;
+
 use crate::rate_limit::RateLimiter;
 use crate::{AuthId, SessionId, UserId};
 
@@ -29,6 +31,10 @@ pub struct ConnectionInfo {
     /// The credential, when the request carried one (`Authorization: Bearer …` or
     /// `?token=…`). [`ConnectionInfo::new`] extracts it; set it yourself otherwise.
     pub token: Option<String>,
+    /// The envelope codec the upgrade agreed on (`Sec-WebSocket-Protocol`), fixed for
+    /// the connection: JSON in text frames (the default) or MessagePack in binary
+    /// frames.
+    pub codec: Codec,
 }
 
 impl std::fmt::Debug for ConnectionInfo {
@@ -48,6 +54,7 @@ impl std::fmt::Debug for ConnectionInfo {
             .field("headers", &headers)
             .field("origin", &self.origin)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("codec", &self.codec)
             .finish()
     }
 }
@@ -87,7 +94,14 @@ impl ConnectionInfo {
             headers,
             origin,
             token: bearer.or(from_query).filter(|t| !t.is_empty()),
+            codec: Codec::Json,
         }
+    }
+
+    /// The same metadata with `codec` as the connection's envelope codec.
+    pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
     }
 
     /// Metadata with only a credential, for tests and custom transports.
@@ -164,6 +178,8 @@ pub(crate) struct Conn {
     /// Over the outbound bound: no more transmits; closed once the current command ends.
     pub(crate) slow: bool,
     pub(crate) timer_at: Option<Instant>,
+    /// The envelope codec, from [`ConnectionInfo::codec`].
+    pub(crate) codec: Codec,
 }
 
 #[cfg(test)]

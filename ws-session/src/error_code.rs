@@ -52,7 +52,9 @@ impl ErrorCode {
     pub const TAKEN_OVER: Self = Self(4111);
     /// 4112: a second `sys.reconnect.request` while one waits for authentication.
     pub const RESUME_IN_PROGRESS: Self = Self(4112);
-    /// 4113: a binary message; protocol v1 carries envelopes in text frames only.
+    /// 4113: a binary message on a JSON connection (one that did not negotiate
+    /// `tether.v1.msgpack`): its envelopes travel in text frames only. The message is
+    /// dropped.
     pub const BINARY_NOT_SUPPORTED: Self = Self(4113);
     /// 4114: close code for an `Origin` outside the configured allow-list.
     pub const ORIGIN_NOT_ALLOWED: Self = Self(4114);
@@ -63,6 +65,10 @@ impl ErrorCode {
     /// resume there, through a shared session store). The client reconnects and
     /// resumes as after any drop.
     pub const SESSION_MOVED: Self = Self(4116);
+    /// 4117: a text message on a MessagePack connection (one that negotiated
+    /// `tether.v1.msgpack`): its envelopes travel in binary frames only. The message
+    /// is dropped.
+    pub const TEXT_NOT_SUPPORTED: Self = Self(4117);
     /// 4150: an application event no handler is registered for (the message names it).
     pub const UNKNOWN_EVENT: Self = Self(4150);
     /// 4199: a handler failed unexpectedly (it panicked, or the server could not
@@ -89,6 +95,7 @@ impl ErrorCode {
         (Self::ORIGIN_NOT_ALLOWED, "ORIGIN_NOT_ALLOWED"),
         (Self::SESSION_ENDED, "SESSION_ENDED"),
         (Self::SESSION_MOVED, "SESSION_MOVED"),
+        (Self::TEXT_NOT_SUPPORTED, "TEXT_NOT_SUPPORTED"),
         (Self::UNKNOWN_EVENT, "UNKNOWN_EVENT"),
         (Self::INTERNAL, "INTERNAL"),
     ];

@@ -488,11 +488,16 @@ impl Nodes {
                 Action::Transmit { connection, message } => {
                     self.transmit(index, connection, message.to_text())
                 }
-                Action::TransmitBroadcast { prefix, recipients } => {
+                Action::TransmitBroadcast {
+                    prefix,
+                    codec,
+                    recipients,
+                } => {
                     for &(connection, seq) in &recipients {
                         let message = crate::OutboundMessage {
                             prefix: prefix.clone(),
                             seq: Some(seq),
+                            codec,
                         };
                         self.transmit(index, connection, message.to_text());
                     }

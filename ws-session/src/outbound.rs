@@ -1,34 +1,43 @@
 //! Outbound messages: a shared encoded prefix plus the recipient's sequence number.
 
 use bytes::{Bytes, BytesMut};
-use ws_proto::envelope::{write_seq_suffix, OutgoingEnvelope};
+use ws_proto::envelope::msgpack::{
+    encode_msgpack_prefix, encode_msgpack_prefix_serialize, msgpack_seq_suffix_len, write_msgpack_seq_suffix,
+};
+use ws_proto::envelope::{write_seq_suffix, Codec, OutgoingEnvelope};
+use ws_proto::Message;
 
-/// One message for one connection: the envelope encoded up to (not including) `s` and
-/// the closing brace, shared by every recipient of a broadcast, and this recipient's
-/// sequence number (`None` for messages outside the session stream: `sys.*` control
-/// events). Cloning costs a refcount.
+/// One message for one connection: the envelope encoded up to (not including) `s`,
+/// shared by every recipient of a broadcast that speaks the same codec, and this
+/// recipient's sequence number (`None` for messages outside the session stream:
+/// `sys.*` control events). Cloning costs a refcount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundMessage {
-    /// `{"v":"1.0","e":…` up to the `s` field; see
-    /// [`OutgoingEnvelope::encode_prefix`].
+    /// The envelope without `s`, in `codec`: for JSON `{"v":"1.0","e":…` up to the `s`
+    /// field and the closing brace ([`OutgoingEnvelope::encode_prefix`]); for
+    /// MessagePack the map, its header already counting `s` when `seq` is set
+    /// ([`encode_msgpack_prefix`]).
     pub prefix: Bytes,
     /// The session sequence number `s` of this recipient's copy.
     pub seq: Option<u64>,
+    /// The connection's codec: JSON in a text frame, MessagePack in a binary frame.
+    pub codec: Codec,
 }
 
 impl OutboundMessage {
-    /// Appends the whole envelope text (prefix, `,"s":N`, `}`) to `out`; returns the
-    /// number of bytes written. This is the text of one WebSocket text frame.
+    /// Appends the whole envelope (prefix and the `s` ending of its codec) to `out`;
+    /// returns the number of bytes written. This is the payload of one WebSocket frame
+    /// (text for JSON, binary for MessagePack).
     pub fn write_to(&self, out: &mut Vec<u8>) -> usize {
         let start = out.len();
         out.extend_from_slice(&self.prefix);
-        write_seq_suffix(out, self.seq);
+        write_suffix(self.codec, out, self.seq);
         out.len() - start
     }
 
-    /// Length of the whole envelope text, in bytes.
+    /// Length of the whole envelope, in bytes.
     pub fn len(&self) -> usize {
-        Self::encoded_len(&self.prefix, self.seq)
+        Self::encoded_len(self.codec, &self.prefix, self.seq)
     }
 
     /// Always `false`: an envelope is never empty. (For clippy's `len_without_is_empty`.)
@@ -36,20 +45,62 @@ impl OutboundMessage {
         false
     }
 
-    /// The whole envelope as a `String`, for tests and logs.
+    /// The whole envelope as a WebSocket message of its codec's kind.
+    pub fn to_message(&self) -> Message {
+        let mut out = Vec::with_capacity(self.len());
+        self.write_to(&mut out);
+        match self.codec {
+            Codec::MsgPack => Message::Binary(out.into()),
+            _ => Message::Text(
+                String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+        }
+    }
+
+    /// The whole envelope as JSON text, for tests and logs (a binary envelope is
+    /// transcoded; one that cannot be shows as its bytes' lossy text).
     pub fn to_text(&self) -> String {
         let mut out = Vec::with_capacity(self.len());
         self.write_to(&mut out);
+        if self.codec == Codec::MsgPack {
+            let config = ws_proto::Config {
+                max_envelope_depth: usize::MAX,
+                ..ws_proto::Config::default()
+            };
+            if let Some(text) = ws_proto::envelope::MsgPackEnvelope::decode(&out, &config)
+                .ok()
+                .and_then(|env| env.to_json().ok())
+            {
+                return text;
+            }
+        }
         String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
-    pub(crate) fn encoded_len(prefix: &[u8], seq: Option<u64>) -> usize {
-        Self::encoded_len_parts(prefix.len(), seq)
+    pub(crate) fn encoded_len(codec: Codec, prefix: &[u8], seq: Option<u64>) -> usize {
+        prefix.len()
+            + match codec {
+                Codec::MsgPack => msgpack_seq_suffix_len(seq),
+                _ => json_suffix_len(seq),
+            }
     }
 
-    pub(crate) fn encoded_len_parts(prefix_len: usize, seq: Option<u64>) -> usize {
-        prefix_len + seq.map_or(1, |s| 6 + decimal_len(s))
+    /// The length of a JSON envelope from its prefix length: what replay buffers count.
+    pub(crate) fn json_len(prefix_len: usize, seq: Option<u64>) -> usize {
+        prefix_len + json_suffix_len(seq)
     }
+}
+
+/// Appends the end of a prefix in `codec`: `,"s":N}` / `}` for JSON, `s` for MessagePack.
+pub(crate) fn write_suffix(codec: Codec, out: &mut Vec<u8>, seq: Option<u64>) {
+    match codec {
+        Codec::MsgPack => write_msgpack_seq_suffix(out, seq),
+        _ => write_seq_suffix(out, seq),
+    }
+}
+
+fn json_suffix_len(seq: Option<u64>) -> usize {
+    seq.map_or(1, |s| 6 + decimal_len(s))
 }
 
 fn decimal_len(n: u64) -> usize {
@@ -68,12 +119,14 @@ pub(crate) struct Encoder {
 const BLOCK: usize = 64 * 1024;
 
 impl Encoder {
+    /// The JSON prefix of `env`: what the session streams and replay buffers hold.
     pub(crate) fn prefix(&mut self, env: &OutgoingEnvelope<'_>) -> Bytes {
         self.reserve(env.size_hint());
         env.encode_prefix(&mut self.buf);
         self.buf.split().freeze()
     }
 
+    /// The JSON prefix of `env` with `payload` serialized as `p`.
     pub(crate) fn prefix_with<T: serde::Serialize + ?Sized>(
         &mut self,
         env: &OutgoingEnvelope<'_>,
@@ -87,6 +140,40 @@ impl Encoder {
         self.buf.split().freeze()
     }
 
+    /// The prefix of `env` in `codec`, for a message outside the session stream (no
+    /// `s`), with `payload` serialized as `p` when given.
+    pub(crate) fn control<T: serde::Serialize + ?Sized>(
+        &mut self,
+        codec: Codec,
+        env: &OutgoingEnvelope<'_>,
+        payload: Option<&T>,
+    ) -> Bytes {
+        match codec {
+            Codec::MsgPack => {
+                let mut out = Vec::with_capacity(env.size_hint() + 64);
+                let encoded = match payload {
+                    Some(p) => encode_msgpack_prefix_serialize(env, p, false, &mut out),
+                    None => encode_msgpack_prefix(env, false, &mut out),
+                };
+                if encoded.is_err() {
+                    // A payload with no MessagePack form: the envelope without it, as
+                    // for JSON above.
+                    out.clear();
+                    let bare = OutgoingEnvelope {
+                        payload: Default::default(),
+                        ..*env
+                    };
+                    let _ = encode_msgpack_prefix(&bare, false, &mut out);
+                }
+                Bytes::from(out)
+            }
+            _ => match payload {
+                Some(p) => self.prefix_with(env, p),
+                None => self.prefix(env),
+            },
+        }
+    }
+
     fn reserve(&mut self, need: usize) {
         if self.buf.capacity() < need {
             self.buf.reserve(need.max(BLOCK));
@@ -94,26 +181,104 @@ impl Encoder {
     }
 }
 
+/// The binary prefix, with `s` counted, of a message held as the JSON `prefix`. A JSON
+/// prefix this engine did not make valid JSON (a [`Payload::Trusted`] text that is not
+/// JSON) has no binary form: it goes out without its payload, which a JSON peer would
+/// have refused anyway.
+///
+/// [`Payload::Trusted`]: ws_proto::envelope::Payload::Trusted
+pub(crate) fn msgpack_stream_prefix(json_prefix: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(json_prefix.len());
+    if ws_proto::envelope::msgpack::json_prefix_to_msgpack(json_prefix, true, &mut out).is_err() {
+        out.clear();
+        let _ =
+            ws_proto::envelope::msgpack::json_prefix_to_msgpack(&bare_prefix(json_prefix), true, &mut out);
+    }
+    Bytes::from(out)
+}
+
+/// `{"v":"1.0","e":…}` of a JSON prefix whose payload could not be read: the event
+/// name is the prefix's first string after `"e":`.
+fn bare_prefix(json_prefix: &[u8]) -> Vec<u8> {
+    #[derive(serde::Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        e: std::borrow::Cow<'a, str>,
+    }
+    // `{"v":"1.0","e":"name"` then `,"p":` …: cut at the first field after `e`.
+    let text = String::from_utf8_lossy(json_prefix);
+    let event = text
+        .find(",\"p\":")
+        .and_then(|end| {
+            let head = format!("{}}}", &text[..end]);
+            serde_json::from_str::<Event<'_>>(&head)
+                .ok()
+                .map(|e| e.e.into_owned())
+        })
+        .unwrap_or_else(|| "sys.error".to_owned());
+    let mut out = Vec::new();
+    OutgoingEnvelope::new(&event).encode_prefix(&mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn len_matches_written_text() {
+    fn len_matches_written_bytes_in_both_codecs() {
         let mut enc = Encoder::default();
-        let prefix = enc.prefix(&OutgoingEnvelope::new("chat"));
-        for seq in [None, Some(1), Some(9), Some(10), Some(12345), Some(u64::MAX)] {
-            let m = OutboundMessage {
-                prefix: prefix.clone(),
-                seq,
-            };
-            let mut out = Vec::new();
-            assert_eq!(m.write_to(&mut out), m.len());
-            assert_eq!(out.len(), m.len());
+        let env = OutgoingEnvelope::new("chat");
+        let json = enc.prefix(&env);
+        let msgpack = msgpack_stream_prefix(&json);
+        for seq in [
+            None,
+            Some(1),
+            Some(9),
+            Some(10),
+            Some(127),
+            Some(128),
+            Some(12345),
+            Some(u64::MAX),
+        ] {
+            for (codec, prefix) in [(Codec::Json, &json), (Codec::MsgPack, &msgpack)] {
+                let m = OutboundMessage {
+                    prefix: prefix.clone(),
+                    seq,
+                    codec,
+                };
+                let mut out = Vec::new();
+                assert_eq!(m.write_to(&mut out), m.len());
+                assert_eq!(out.len(), m.len());
+            }
         }
         assert_eq!(
-            OutboundMessage { prefix, seq: Some(3) }.to_text(),
+            OutboundMessage {
+                prefix: json,
+                seq: Some(3),
+                codec: Codec::Json
+            }
+            .to_text(),
             r#"{"v":"1.0","e":"chat","s":3}"#
         );
+        let binary = OutboundMessage {
+            prefix: msgpack,
+            seq: Some(3),
+            codec: Codec::MsgPack,
+        };
+        assert!(matches!(binary.to_message(), Message::Binary(_)));
+        assert_eq!(binary.to_text(), r#"{"v":"1.0","e":"chat","s":3}"#);
+    }
+
+    #[test]
+    fn a_trusted_payload_that_is_not_json_goes_out_binary_without_it() {
+        let env = OutgoingEnvelope::new("x").with_payload(ws_proto::envelope::Payload::Trusted("{nope"));
+        let json = Encoder::default().prefix(&env);
+        let m = OutboundMessage {
+            prefix: msgpack_stream_prefix(&json),
+            seq: Some(1),
+            codec: Codec::MsgPack,
+        };
+        assert_eq!(m.to_text(), r#"{"v":"1.0","e":"x","s":1}"#);
     }
 }

@@ -7,17 +7,25 @@
 //! `Bytes` and N slot numbers, and costs no atomic operation per recipient — an atomic
 //! increment per recipient (cloning a `Bytes`) would also stall on every cache-missing
 //! store before it, which measured as the largest part of a large room broadcast.
+//!
+//! A slot holds the message as JSON (the form journals and other nodes get) and, from
+//! the first binary connection that needs it, its MessagePack form too: made once per
+//! message, shared by every binary recipient and by replays on binary connections. The
+//! byte bound counts the JSON form, whatever the codecs of the connections.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use ws_proto::envelope::Codec;
 
-use crate::outbound::OutboundMessage;
+use crate::outbound::{msgpack_stream_prefix, OutboundMessage};
 
 /// A prefix shared by the replay buffers that hold it.
 #[derive(Debug)]
 struct Slot {
     prefix: Bytes,
+    /// The binary form (with `s` counted), made on first use.
+    msgpack: Option<Bytes>,
     /// Replay buffers holding this slot.
     refs: u32,
 }
@@ -35,18 +43,37 @@ impl PrefixSlab {
     pub(crate) fn insert(&mut self, prefix: Bytes) -> u32 {
         match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = Slot { prefix, refs: 1 };
+                self.slots[i as usize] = Slot {
+                    prefix,
+                    msgpack: None,
+                    refs: 1,
+                };
                 i
             }
             None => {
-                self.slots.push(Slot { prefix, refs: 1 });
+                self.slots.push(Slot {
+                    prefix,
+                    msgpack: None,
+                    refs: 1,
+                });
                 (self.slots.len() - 1) as u32
             }
         }
     }
 
+    /// The JSON prefix of `slot`.
     pub(crate) fn prefix(&self, slot: u32) -> &Bytes {
         &self.slots[slot as usize].prefix
+    }
+
+    /// The prefix of `slot` in `codec`, the binary form made the first time it is
+    /// asked for.
+    pub(crate) fn prefix_for(&mut self, slot: u32, codec: Codec) -> &Bytes {
+        let s = &mut self.slots[slot as usize];
+        match codec {
+            Codec::MsgPack => s.msgpack.get_or_insert_with(|| msgpack_stream_prefix(&s.prefix)),
+            _ => &s.prefix,
+        }
     }
 
     /// Drops the inserter's hold: the slot is freed unless a replay buffer holds it.
@@ -67,6 +94,7 @@ impl PrefixSlab {
         let len = s.prefix.len();
         if s.refs == 0 {
             s.prefix = Bytes::new();
+            s.msgpack = None;
             self.free.push(slot);
         }
         len
@@ -105,7 +133,7 @@ impl ReplayBuffer {
         }
         debug_assert_eq!(seq, self.front_seq + self.slots.len() as u64);
         let len = slab.hold(slot);
-        self.bytes += OutboundMessage::encoded_len_parts(len, Some(seq));
+        self.bytes += OutboundMessage::json_len(len, Some(seq));
         self.slots.push_back(slot);
         let mut dropped = false;
         while self.slots.len() > max_messages || self.bytes > max_bytes {
@@ -128,7 +156,7 @@ impl ReplayBuffer {
     fn pop_front(&mut self, slab: &mut PrefixSlab) {
         if let Some(slot) = self.slots.pop_front() {
             let len = slab.unhold(slot);
-            self.bytes -= OutboundMessage::encoded_len_parts(len, Some(self.front_seq));
+            self.bytes -= OutboundMessage::json_len(len, Some(self.front_seq));
             self.front_seq += 1;
         }
     }
@@ -195,7 +223,7 @@ mod tests {
         assert_eq!(buf.after(0).map(|e| e.0).collect::<Vec<_>>(), [7, 8, 9, 10]);
         buf.ack(&mut slab, 8);
         assert_eq!(buf.len(), 2);
-        let one = OutboundMessage::encoded_len(&p, Some(11));
+        let one = OutboundMessage::json_len(p.len(), Some(11));
         let slot = slab.insert(p.clone());
         buf.push(&mut slab, 11, slot, 100, one * 2);
         slab.release(slot);
@@ -221,5 +249,23 @@ mod tests {
         let unused = slab.insert(Bytes::from_static(b"{"));
         slab.release(unused);
         assert_eq!(slab.live(), 0);
+    }
+
+    #[test]
+    fn the_binary_form_is_made_once_and_dropped_with_the_slot() {
+        let mut slab = PrefixSlab::default();
+        let slot = slab.insert(Bytes::from_static(b"{\"v\":\"1.0\",\"e\":\"x\""));
+        let first = slab.prefix_for(slot, Codec::MsgPack).clone();
+        let again = slab.prefix_for(slot, Codec::MsgPack).clone();
+        // The same allocation: made once, shared.
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        assert_eq!(first[0], 0x83, "v, e and the s to come");
+        let json = slab.prefix(slot).clone();
+        assert_eq!(slab.prefix_for(slot, Codec::Json), &json);
+        slab.release(slot);
+        let reused = slab.insert(Bytes::from_static(b"{\"v\":\"1.0\",\"e\":\"y\""));
+        assert_eq!(reused, slot);
+        assert_ne!(slab.prefix_for(reused, Codec::MsgPack), &first);
+        slab.release(reused);
     }
 }

@@ -478,11 +478,16 @@ impl Sim {
                 Action::Transmit { connection, message } => {
                     self.deliver(connection, &message.to_text(), message.len())
                 }
-                Action::TransmitBroadcast { prefix, recipients } => {
+                Action::TransmitBroadcast {
+                    prefix,
+                    codec,
+                    recipients,
+                } => {
                     for &(cid, seq) in &recipients {
                         let message = crate::OutboundMessage {
                             prefix: prefix.clone(),
                             seq: Some(seq),
+                            codec,
                         };
                         self.deliver(cid, &message.to_text(), message.len());
                     }

@@ -56,15 +56,14 @@ impl Outbox<'_> {
     }
 
     /// Appends a session-stream message to `session` (sequence number, replay buffer)
-    /// and, when the session is attached, transmits it: on its own, or as one more
-    /// recipient in `batch` (a broadcast). Returns its `s`.
+    /// and, when the session is attached, transmits it in its connection's codec: on
+    /// its own, or as one more recipient in `batch` (a broadcast). Returns its `s`.
     pub(super) fn deliver(
         &mut self,
         sid: SessionId,
         session: &mut Session,
-        prefix: &Bytes,
         slot: u32,
-        batch: Option<&mut Vec<(ConnectionId, u64)>>,
+        batch: Option<&mut Batch>,
     ) -> u64 {
         let seq = session.next_seq;
         session.next_seq += 1;
@@ -77,37 +76,49 @@ impl Outbox<'_> {
         );
         if self.config.shared_sessions {
             // In the journal before it goes out: see "accepted" in docs/PROTOCOL.md.
-            self.journal(
-                sid,
-                JournalEntry::Message {
-                    seq,
-                    prefix: prefix.clone(),
-                },
-            );
+            let prefix = self.slab.prefix(slot).clone();
+            self.journal(sid, JournalEntry::Message { seq, prefix });
             if dropped {
                 let first = session.replay.first().unwrap_or(session.next_seq);
                 self.journal(sid, JournalEntry::Trimmed { first });
             }
         }
         if let Some(cid) = session.connection {
+            let codec = self.conns.get(&cid).map_or(Codec::Json, |c| c.codec);
+            let prefix = self.slab.prefix_for(slot, codec).clone();
             match batch {
                 Some(batch) => {
-                    if self.account(cid, OutboundMessage::encoded_len(prefix, Some(seq))) {
-                        batch.push((cid, seq));
+                    if self.account(cid, OutboundMessage::encoded_len(codec, &prefix, Some(seq))) {
+                        batch.of(codec).push((cid, seq));
                     }
                 }
                 None => {
-                    self.transmit(
-                        cid,
-                        OutboundMessage {
-                            prefix: prefix.clone(),
-                            seq: Some(seq),
-                        },
-                    );
+                    let message = OutboundMessage {
+                        prefix,
+                        seq: Some(seq),
+                        codec,
+                    };
+                    self.transmit(cid, message);
                 }
             }
         }
         seq
+    }
+}
+
+/// The recipients of one broadcast, by codec: one `TransmitBroadcast` each.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    json: Vec<(ConnectionId, u64)>,
+    msgpack: Vec<(ConnectionId, u64)>,
+}
+
+impl Batch {
+    fn of(&mut self, codec: Codec) -> &mut Vec<(ConnectionId, u64)> {
+        match codec {
+            Codec::MsgPack => &mut self.msgpack,
+            _ => &mut self.json,
+        }
     }
 }
 
@@ -141,36 +152,46 @@ impl Engine {
             self.slab.release(slot);
             return Err(ApiError::UnknownSession(sid));
         };
-        let seq = out.deliver(sid, session, prefix, slot, None);
+        let seq = out.deliver(sid, session, slot, None);
         self.slab.release(slot);
         self.finish(now);
         Ok(seq)
     }
 
-    /// Delivers `prefix` to every session `pick` chooses, as one broadcast action.
+    /// A recipient list by codec, reusing handed-back allocations.
+    fn batch(&mut self) -> Batch {
+        Batch {
+            json: self.recipients.pop().unwrap_or_default(),
+            msgpack: self.recipients.pop().unwrap_or_default(),
+        }
+    }
+
+    /// Delivers `prefix` to every session `pick` chooses, as one broadcast action per
+    /// codec in use.
     pub(super) fn fan_out_all(
         &mut self,
         prefix: &Bytes,
         mut pick: impl FnMut(SessionId, &UserId) -> bool,
     ) -> usize {
-        let mut batch = self.recipients.pop().unwrap_or_default();
+        let mut batch = self.batch();
         let slot = self.slab.insert(prefix.clone());
         let (mut out, sessions, _) = self.outbox();
         let mut n = 0;
         for (&sid, session) in sessions.iter_mut() {
             if pick(sid, &session.user) {
-                out.deliver(sid, session, prefix, slot, Some(&mut batch));
+                out.deliver(sid, session, slot, Some(&mut batch));
                 n += 1;
             }
         }
+        self.emit_batch(slot, batch);
         self.slab.release(slot);
-        self.emit_batch(prefix, batch);
         n
     }
 
-    /// Delivers `prefix` to the members of `room` but `except`, as one broadcast action.
+    /// Delivers `prefix` to the members of `room` but `except`, as one broadcast
+    /// action per codec in use.
     pub(super) fn fan_out_room(&mut self, room: &str, prefix: &Bytes, except: Option<SessionId>) -> usize {
-        let mut batch = self.recipients.pop().unwrap_or_default();
+        let mut batch = self.batch();
         let slot = self.slab.insert(prefix.clone());
         let (mut out, sessions, rooms) = self.outbox();
         let mut n = 0;
@@ -180,25 +201,29 @@ impl Engine {
                     continue;
                 }
                 if let Some(session) = sessions.get_mut(sid) {
-                    out.deliver(*sid, session, prefix, slot, Some(&mut batch));
+                    out.deliver(*sid, session, slot, Some(&mut batch));
                     n += 1;
                 }
             }
         }
+        self.emit_batch(slot, batch);
         self.slab.release(slot);
-        self.emit_batch(prefix, batch);
         n
     }
 
-    /// Queues a broadcast's transmit, or recycles its empty recipient list.
-    pub(super) fn emit_batch(&mut self, prefix: &Bytes, recipients: Vec<(ConnectionId, u64)>) {
-        if recipients.is_empty() {
-            self.recycle(recipients);
-        } else {
-            self.actions.push_back(Action::TransmitBroadcast {
-                prefix: prefix.clone(),
-                recipients,
-            });
+    /// Queues a broadcast's transmits, one per codec with recipients, and recycles
+    /// the empty recipient lists.
+    pub(super) fn emit_batch(&mut self, slot: u32, batch: Batch) {
+        for (codec, recipients) in [(Codec::Json, batch.json), (Codec::MsgPack, batch.msgpack)] {
+            if recipients.is_empty() {
+                self.recycle(recipients);
+            } else {
+                self.actions.push_back(Action::TransmitBroadcast {
+                    prefix: self.slab.prefix_for(slot, codec).clone(),
+                    codec,
+                    recipients,
+                });
+            }
         }
     }
 
@@ -228,12 +253,19 @@ impl Engine {
     ) {
         let mut env = OutgoingEnvelope::new(event);
         env.correlation_id = correlation_id;
-        let prefix = match payload {
-            Some(p) => self.encoder.prefix_with(&env, p),
-            None => self.encoder.prefix(&env),
+        let Some(codec) = self.conns.get(&cid).map(|c| c.codec) else {
+            return;
         };
+        let prefix = self.encoder.control(codec, &env, payload);
         let (mut out, _, _) = self.outbox();
-        out.transmit(cid, OutboundMessage { prefix, seq: None });
+        out.transmit(
+            cid,
+            OutboundMessage {
+                prefix,
+                seq: None,
+                codec,
+            },
+        );
     }
 
     /// A protocol `sys.error` (control, no `s`); counted in the metrics.

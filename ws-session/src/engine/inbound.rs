@@ -1,9 +1,11 @@
 //! Inbound: envelopes from clients, system events, authentication requests.
 
 use super::*;
+use crate::action::Body;
 
 impl Engine {
-    /// A text message: an envelope, dispatched as a system event or an application event.
+    /// A text message on a JSON connection: an envelope, dispatched as a system event
+    /// or an application event.
     pub(super) fn on_text(&mut self, now: Instant, cid: ConnectionId, text: String) {
         let envelope = match Envelope::decode(&text, &self.config.envelope) {
             Ok(envelope) => envelope,
@@ -14,34 +16,17 @@ impl Engine {
             }
         };
         if sys::is_system(&envelope.event) {
-            self.on_system(now, cid, &envelope);
+            self.on_system(now, cid, &AnyEnvelope::Json(envelope));
             return;
         }
-        let Some(conn) = self.conns.get_mut(&cid) else {
+        let Some(sid) = self.attached_for_event(cid, envelope.correlation_id.as_deref()) else {
             return;
-        };
-        let sid = match &mut conn.state {
-            ConnState::Attached { session, fresh } => {
-                *fresh = false;
-                *session
-            }
-            _ => {
-                let c = envelope.correlation_id.clone();
-                self.send_error(
-                    cid,
-                    ErrorCode::NOT_AUTHENTICATED.0,
-                    "not authenticated: wait for sys.session.created",
-                    None,
-                    c.as_deref(),
-                );
-                return;
-            }
         };
         let Some((user, anonymous)) = self.sessions.get(&sid).map(|s| (s.user.clone(), s.anonymous)) else {
             return;
         };
         // Point into the text instead of copying: the event owns the text it came in.
-        let span = |part: &str, owned: bool| match offset_in(&text, part) {
+        let span = |part: &str, owned: bool| match offset_in(text.as_bytes(), part) {
             Some(range) if !owned => Span::In(range),
             _ => Span::Owned(part.into()),
         };
@@ -56,7 +41,7 @@ impl Engine {
             user,
             anonymous,
             connection: cid,
-            text,
+            body: Body::Text(text),
             event,
             payload,
             correlation_id,
@@ -64,10 +49,72 @@ impl Engine {
         }));
     }
 
+    /// A binary message on a MessagePack connection: the same as [`on_text`](Self::on_text)
+    /// for a binary envelope.
+    pub(super) fn on_binary(&mut self, now: Instant, cid: ConnectionId, bytes: bytes::Bytes) {
+        let envelope = match MsgPackEnvelope::decode(&bytes, &self.config.envelope) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                return self.send_error(cid, err.code(), &err.to_string(), None, None);
+            }
+        };
+        if sys::is_system(envelope.event) {
+            self.on_system(now, cid, &AnyEnvelope::MsgPack(envelope));
+            return;
+        }
+        let Some(sid) = self.attached_for_event(cid, envelope.correlation_id) else {
+            return;
+        };
+        let Some((user, anonymous)) = self.sessions.get(&sid).map(|s| (s.user.clone(), s.anonymous)) else {
+            return;
+        };
+        // Strings of a binary envelope are never escaped: every part is a range.
+        let span = |part: &[u8]| offset_in(&bytes, part).map_or_else(|| Span::Owned("".into()), Span::In);
+        let event = span(envelope.event.as_bytes());
+        let correlation_id = envelope.correlation_id.map(|c| span(c.as_bytes()));
+        let payload = envelope.payload.map(span);
+        let timestamp = envelope.timestamp;
+        drop(envelope);
+        self.actions.push_back(Action::Event(InboundEvent {
+            session: sid,
+            user,
+            anonymous,
+            connection: cid,
+            body: Body::Binary(Vec::from(bytes).into_boxed_slice()),
+            event,
+            payload,
+            correlation_id,
+            timestamp,
+        }));
+    }
+
+    /// The session an application event on `cid` belongs to; `None` (and 4101 sent)
+    /// before the connection has one.
+    fn attached_for_event(&mut self, cid: ConnectionId, c: Option<&str>) -> Option<SessionId> {
+        let conn = self.conns.get_mut(&cid)?;
+        match &mut conn.state {
+            ConnState::Attached { session, fresh } => {
+                *fresh = false;
+                Some(*session)
+            }
+            _ => {
+                let c = c.map(str::to_owned);
+                self.send_error(
+                    cid,
+                    ErrorCode::NOT_AUTHENTICATED.0,
+                    "not authenticated: wait for sys.session.created",
+                    None,
+                    c.as_deref(),
+                );
+                None
+            }
+        }
+    }
+
     /// A `sys.*` event from a client.
-    pub(super) fn on_system(&mut self, now: Instant, cid: ConnectionId, envelope: &Envelope<'_>) {
-        let c = envelope.correlation_id.as_deref();
-        match &*envelope.event {
+    pub(super) fn on_system(&mut self, now: Instant, cid: ConnectionId, envelope: &AnyEnvelope<'_>) {
+        let c = envelope.correlation_id();
+        match envelope.event() {
             sys::PONG => {}
             sys::PING => self.send_system::<()>(cid, sys::PONG, None, c),
             sys::ACK => {
@@ -222,10 +269,11 @@ impl Engine {
     }
 }
 
-/// Where `part`, a slice of `text`, lies in it; `None` when it is not a slice of `text`
+/// Where `part`, a slice of `body`, lies in it; `None` when it is not a slice of `body`
 /// (then the caller copies it).
-fn offset_in(text: &str, part: &str) -> Option<std::ops::Range<usize>> {
-    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+fn offset_in<P: AsRef<[u8]> + ?Sized>(body: &[u8], part: &P) -> Option<std::ops::Range<usize>> {
+    let part = part.as_ref();
+    let start = (part.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
     let end = start.checked_add(part.len())?;
-    (text.get(start..end)? == part).then_some(start..end)
+    (body.get(start..end)? == part).then_some(start..end)
 }

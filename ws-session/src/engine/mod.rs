@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rand_core::CryptoRng;
-use ws_proto::envelope::{sys, Envelope, OutgoingEnvelope};
+use ws_proto::envelope::{sys, AnyEnvelope, Codec, Envelope, MsgPackEnvelope, OutgoingEnvelope};
 use ws_proto::{CloseCode, Message};
 
 use crate::action::Span;
@@ -135,6 +135,7 @@ impl Engine {
             return cid;
         }
         let token = info.token.clone();
+        let codec = info.codec;
         self.conns.insert(
             cid,
             Conn {
@@ -149,6 +150,7 @@ impl Engine {
                 queued: 0,
                 slow: false,
                 timer_at: None,
+                codec,
             },
         );
         if let Some(token) = token {
@@ -220,6 +222,7 @@ impl Engine {
         if data_len.is_none() {
             return;
         }
+        let codec = conn.codec;
         if let ConnState::Attached { session, .. } = conn.state {
             // Any envelope on the connection that carried `sys.session.restored` shows
             // the client holds the rotated token: the previous one is now spent.
@@ -230,12 +233,22 @@ impl Engine {
                 }
             }
         }
-        match message {
-            Message::Text(text) => self.on_text(now, connection, text),
-            _ => self.send_error(
+        // The codec was fixed at the upgrade: a frame of the other kind is refused,
+        // the connection stays.
+        match (message, codec) {
+            (Message::Text(text), Codec::Json) => self.on_text(now, connection, text),
+            (Message::Binary(data), Codec::MsgPack) => self.on_binary(now, connection, data),
+            (Message::Binary(_), _) => self.send_error(
                 connection,
                 ErrorCode::BINARY_NOT_SUPPORTED.0,
-                "binary messages are not supported; send envelopes as text",
+                "binary messages are not supported on a JSON connection; send envelopes as text",
+                None,
+                None,
+            ),
+            _ => self.send_error(
+                connection,
+                ErrorCode::TEXT_NOT_SUPPORTED.0,
+                "text messages are not supported on a MessagePack connection; send envelopes as binary",
                 None,
                 None,
             ),
@@ -523,9 +536,6 @@ impl Engine {
         envelope: &OutgoingEnvelope<'_>,
         mut pick: impl FnMut(SessionId, &UserId) -> bool,
     ) -> usize {
-        let prefix = self.encoder.prefix(envelope);
-        let message = OutboundMessage { prefix, seq: None };
-        let len = message.len();
         let mut connections = Vec::new();
         let mut consider = |sid: &SessionId, sessions: &IdMap<SessionId, Session>| {
             let Some(session) = sessions.get(sid) else {
@@ -543,26 +553,47 @@ impl Engine {
             }
             None => self.sessions.keys().for_each(|sid| consider(sid, &self.sessions)),
         }
-        connections.retain(|cid| {
-            let Some(conn) = self.conns.get_mut(cid) else {
-                return false;
-            };
-            if conn.slow || conn.queued + len > self.config.max_outbound_bytes {
-                if !conn.slow {
-                    conn.slow = true;
-                    self.slow.push(*cid);
-                }
-                return false;
+        // Encoded once per codec in use: one `TransmitMany` each.
+        let mut n = 0;
+        for codec in Codec::ALL {
+            let mut of_codec: Vec<ConnectionId> = connections
+                .iter()
+                .copied()
+                .filter(|cid| self.conns.get(cid).is_some_and(|c| c.codec == codec))
+                .collect();
+            if of_codec.is_empty() {
+                continue;
             }
-            conn.queued += len;
-            true
-        });
-        let n = connections.len();
-        if n > 0 {
-            self.metrics.messages_out += n as u64;
-            self.metrics.bytes_out += (n * len) as u64;
-            self.actions
-                .push_back(Action::TransmitMany { connections, message });
+            let prefix = self.encoder.control::<()>(codec, envelope, None);
+            let message = OutboundMessage {
+                prefix,
+                seq: None,
+                codec,
+            };
+            let len = message.len();
+            of_codec.retain(|cid| {
+                let Some(conn) = self.conns.get_mut(cid) else {
+                    return false;
+                };
+                if conn.slow || conn.queued + len > self.config.max_outbound_bytes {
+                    if !conn.slow {
+                        conn.slow = true;
+                        self.slow.push(*cid);
+                    }
+                    return false;
+                }
+                conn.queued += len;
+                true
+            });
+            if !of_codec.is_empty() {
+                n += of_codec.len();
+                self.metrics.messages_out += of_codec.len() as u64;
+                self.metrics.bytes_out += (of_codec.len() * len) as u64;
+                self.actions.push_back(Action::TransmitMany {
+                    connections: of_codec,
+                    message,
+                });
+            }
         }
         self.finish(now);
         n
@@ -788,6 +819,7 @@ mod size_tests {
         assert!(std::mem::size_of::<crate::session::Session>() <= 224);
         assert!(std::mem::size_of::<crate::connection::Conn>() <= 208);
         assert!(std::mem::size_of::<crate::Action>() <= 160);
-        assert_eq!(std::mem::size_of::<crate::OutboundMessage>(), 48);
+        // 48 until the codec joined the message (one byte, padded to eight).
+        assert_eq!(std::mem::size_of::<crate::OutboundMessage>(), 56);
     }
 }

@@ -120,14 +120,18 @@ impl Engine {
     }
 
     /// The answers of the application's own session to `sys.reply` / `sys.reply.error`.
-    pub(super) fn on_reply(&mut self, cid: ConnectionId, envelope: &Envelope<'_>) {
-        let c = envelope.correlation_id.as_deref();
+    pub(super) fn on_reply(&mut self, cid: ConnectionId, envelope: &AnyEnvelope<'_>) {
+        let c = envelope.correlation_id();
         let Some(sid) = self.session_of(cid) else {
             self.send_error(cid, ErrorCode::NOT_AUTHENTICATED.0, "not authenticated", None, c);
             return;
         };
-        let result = if &*envelope.event == sys::REPLY {
-            Ok(envelope.payload.map(|p| p.get().to_owned()))
+        let result = if envelope.event() == sys::REPLY {
+            // The answer reaches the application as JSON, whichever codec carried it.
+            match envelope.payload_json() {
+                Ok(json) => Ok(json.map(std::borrow::Cow::into_owned)),
+                Err(err) => return self.send_error(cid, err.code(), &err.to_string(), None, c),
+            }
         } else {
             match envelope.payload_as::<ReplyError<'_>>() {
                 Ok(refusal) => Err(RequestFailure::Refused {
@@ -141,13 +145,11 @@ impl Engine {
     }
 
     /// `sys.session.end`: the client ends its session now.
-    pub(super) fn on_session_end(&mut self, now: Instant, cid: ConnectionId, envelope: &Envelope<'_>) {
-        let c = envelope.correlation_id.as_deref();
+    pub(super) fn on_session_end(&mut self, now: Instant, cid: ConnectionId, envelope: &AnyEnvelope<'_>) {
+        let c = envelope.correlation_id();
         // The payload is optional (`{"reason": …}`); absent means no reason.
-        if envelope.payload.is_some() {
-            if let Err(err) = envelope.payload_as::<SessionEnd<'_>>() {
-                return self.send_error(cid, err.code(), &err.to_string(), None, c);
-            }
+        if let Err(err) = envelope.payload_as::<Option<SessionEnd<'_>>>() {
+            return self.send_error(cid, err.code(), &err.to_string(), None, c);
         }
         let Some(sid) = self.session_of(cid) else {
             self.send_error(cid, ErrorCode::NOT_AUTHENTICATED.0, "not authenticated", None, c);

@@ -389,15 +389,19 @@ impl Engine {
             }),
             request.correlation_id.as_deref(),
         );
+        // Replayed in the codec of the connection it resumes on, whichever codec the
+        // messages were first sent in: the slots hold what both need.
+        let codec = self.conns.get(&cid).map_or(Codec::Json, |c| c.codec);
         let (mut out, sessions, _) = self.outbox();
         if let Some(session) = sessions.get(&sid) {
             for (seq, slot) in session.replay.after(request.last_seq) {
-                let prefix = out.slab.prefix(slot).clone();
+                let prefix = out.slab.prefix_for(slot, codec).clone();
                 out.transmit(
                     cid,
                     OutboundMessage {
                         prefix,
                         seq: Some(seq),
+                        codec,
                     },
                 );
             }
