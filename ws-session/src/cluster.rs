@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
-use ws_proto::envelope::{OutgoingEnvelope, Payload};
+use ws_proto::envelope::{Codec, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 
-use crate::client::{AuthMode, ClientAction, ClientConfig, ClientEngine, Disconnect};
+use crate::client::{wire, AuthMode, ClientAction, ClientConfig, ClientEngine, Disconnect};
 use crate::{
     Action, ConnectionId, ConnectionInfo, Engine, EngineConfig, InboundEvent, RequestFailure, RequestId,
     SessionEvent, SessionId, UserId,
@@ -254,8 +254,8 @@ impl Cluster {
         let (Some(connection), Some((_, text))) = (peer.connection, peer.to_server.pop_front()) else {
             return false;
         };
-        self.server
-            .handle_message(self.now, connection, Message::Text(text));
+        let message = wire::to_wire(peer.engine.config().codec, text);
+        self.server.handle_message(self.now, connection, message);
         self.settle();
         true
     }
@@ -349,7 +349,8 @@ impl Cluster {
         if let (Some(connection), Some((sent, _))) = (peer.connection, peer.to_server.front()) {
             if Self::due(link, *sent, now) {
                 let (_, text) = peer.to_server.pop_front().expect("a message");
-                self.server.handle_message(now, connection, Message::Text(text));
+                let message = wire::to_wire(peer.engine.config().codec, text);
+                self.server.handle_message(now, connection, message);
                 return true;
             }
         }
@@ -369,7 +370,9 @@ impl Cluster {
         let info = match (config.auth_mode, &config.credential) {
             (AuthMode::Handshake, Some(credential)) => ConnectionInfo::with_token(credential.clone()),
             _ => ConnectionInfo::default(),
-        };
+        }
+        // The server speaks every codec: the client gets the one it asks for.
+        .with_codec(config.codec);
         peer.connection = Some(self.server.handle_connection_opened(now, info));
         peer.engine.handle_connected(now);
     }
@@ -410,9 +413,11 @@ impl Cluster {
                     // An orderly close: what the client wrote before its close frame
                     // arrives first (one TCP stream keeps the order).
                     if let Some(connection) = self.peers[index].connection {
+                        let codec = self.peers[index].engine.config().codec;
                         let written: Vec<_> = self.peers[index].to_server.drain(..).collect();
                         for (_, text) in written {
-                            self.server.handle_message(now, connection, Message::Text(text));
+                            self.server
+                                .handle_message(now, connection, wire::to_wire(codec, text));
                         }
                     }
                     self.drop_transport(index);
@@ -432,7 +437,7 @@ impl Cluster {
         while let Some(action) = self.server.poll_action() {
             progressed = true;
             match action {
-                Action::Transmit { connection, message } => self.transmit(connection, message.to_text()),
+                Action::Transmit { connection, message } => self.transmit(connection, &message),
                 Action::TransmitBroadcast {
                     prefix,
                     codec,
@@ -444,13 +449,13 @@ impl Cluster {
                             seq: Some(seq),
                             codec,
                         };
-                        self.transmit(connection, message.to_text());
+                        self.transmit(connection, &message);
                     }
                     self.server.recycle(recipients);
                 }
                 Action::TransmitMany { connections, message } => {
                     for connection in connections {
-                        self.transmit(connection, message.to_text());
+                        self.transmit(connection, &message);
                     }
                 }
                 Action::Close {
@@ -504,9 +509,20 @@ impl Cluster {
             .position(|peer| peer.connection == Some(connection))
     }
 
-    fn transmit(&mut self, connection: ConnectionId, text: String) {
+    /// Puts `message` on its way to the client of `connection`, as the frame its codec
+    /// makes, read back as that client's driver reads it.
+    fn transmit(&mut self, connection: ConnectionId, message: &crate::OutboundMessage) {
         if let Some(index) = self.peer_of(connection) {
-            self.peers[index].to_client.push_back((self.now, text));
+            let peer = &mut self.peers[index];
+            let text = match (message.to_message(), peer.engine.config().codec) {
+                (Message::Text(text), Codec::Json) => text,
+                (Message::Binary(bytes), Codec::MsgPack) => {
+                    wire::from_binary(&bytes, &peer.engine.config().proto)
+                        .expect("a binary envelope the client reads")
+                }
+                (frame, codec) => panic!("a {codec:?} client was sent {frame:?}"),
+            };
+            peer.to_client.push_back((self.now, text));
         }
     }
 }
@@ -519,7 +535,9 @@ pub fn echo_handler(engine: &mut Engine, now: Instant, event: &InboundEvent) {
     };
     match event.event() {
         "echo" => {
-            let payload = event.payload().map_or(Payload::None, Payload::Trusted);
+            // JSON whichever codec it came in: the engine makes the binary form.
+            let json = event.payload_json().ok().flatten();
+            let payload = json.as_deref().map_or(Payload::None, Payload::Trusted);
             let reply = OutgoingEnvelope::new("echo.reply").with_payload(payload);
             let _ = engine.reply(now, event.session, c, &reply);
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ws_proto::envelope::Payload;
+use ws_proto::envelope::{Codec, Payload};
 use ws_session::client::{ClientAction, ClientConfig, Constant, Jitter, QueryError, QueryId, SessionOutcome};
 use ws_session::cluster::{Cluster, Link};
 use ws_session::{EngineConfig, SessionId};
@@ -35,9 +35,10 @@ struct Net {
 const CLIENT: usize = 0;
 
 impl Net {
-    fn new(seed: u64) -> Self {
+    fn new(seed: u64, codec: Codec) -> Self {
         let mut cluster = Cluster::new(EngineConfig::default(), seed);
         let mut config = ClientConfig::with_credential("alice");
+        config.codec = codec;
         config.backoff = Arc::new(Constant {
             delay: Duration::from_millis(10),
             jitter: Jitter::None,
@@ -149,12 +150,23 @@ impl Net {
     }
 }
 
+/// The property with JSON envelopes.
 #[test]
 fn every_tick_arrives_once_in_order_or_the_loss_is_announced() {
+    every_tick_arrives_once_in_order(Codec::Json);
+}
+
+/// The same property on MessagePack connections: binary frames both ways.
+#[test]
+fn every_tick_arrives_once_in_order_over_msgpack() {
+    every_tick_arrives_once_in_order(Codec::MsgPack);
+}
+
+fn every_tick_arrives_once_in_order(codec: Codec) {
     let mut resumes = 0;
     let mut refusals = BTreeMap::<String, usize>::new();
     for seed in 0..300 {
-        let mut net = Net::new(seed);
+        let mut net = Net::new(seed, codec);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
         for _ in 0..80 {
             net.step(&mut rng);

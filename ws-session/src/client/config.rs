@@ -68,6 +68,10 @@ pub struct ClientConfig {
     pub idle_timeout: IdleTimeout,
     /// Limits for decoding the server's envelopes. Default: [`ws_proto::Config::default`].
     pub proto: ws_proto::Config,
+    /// The envelope codec to ask the server for (`Sec-WebSocket-Protocol`). A server
+    /// that does not answer with it gets JSON, as before subprotocols existed; see
+    /// [`wire`](super::wire). Default: [`Codec::Json`](ws_proto::envelope::Codec::Json).
+    pub codec: ws_proto::envelope::Codec,
 }
 
 impl Default for ClientConfig {
@@ -84,6 +88,7 @@ impl Default for ClientConfig {
             ack_delay: Self::DEFAULT_ACK_DELAY,
             idle_timeout: IdleTimeout::default(),
             proto: ws_proto::Config::default(),
+            codec: ws_proto::envelope::Codec::Json,
         }
     }
 }

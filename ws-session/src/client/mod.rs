@@ -59,6 +59,7 @@ mod engine;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 pub use action::{
     ClientAction, ClientError, IncomingRequest, QueryError, QueryId, ServerError, SessionDetails,
