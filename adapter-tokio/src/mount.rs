@@ -87,7 +87,8 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    // The tether subprotocol, when the client named one the server speaks (JSON today).
+    // The tether subprotocol, when the client named one (MessagePack preferred); the
+    // connection runs with the same codec (`connection_info`).
     let mut accept = Accept::new().with_deflate(deflate.as_ref());
     if let (_, Some(protocol)) =
         ws_proto::envelope::Codec::negotiate(parsed.protocols(), &ws_proto::envelope::Codec::SERVED)

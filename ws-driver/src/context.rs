@@ -5,6 +5,8 @@ use std::sync::Arc;
 use futures_channel::oneshot;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::borrow::Cow;
+use ws_proto::envelope::{Codec, EnvelopeError};
 use ws_session::{ApiError, ConnectionId, ConnectionInfo, InboundEvent, SessionId, UserId};
 
 use crate::error::HandlerError;
@@ -24,6 +26,8 @@ struct Inner {
     event: InboundEvent,
     session: Arc<SessionState>,
     info: Option<Arc<ConnectionInfo>>,
+    /// A binary payload as JSON, made on the first [`Context::payload_raw`].
+    json: std::sync::OnceLock<Option<String>>,
 }
 
 impl Context {
@@ -39,6 +43,7 @@ impl Context {
                 event,
                 session,
                 info,
+                json: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -140,15 +145,44 @@ impl Context {
         self.inner.event.event()
     }
 
-    /// The payload (`p`) as the raw JSON text the client sent, if any.
+    /// The payload (`p`) as JSON text, if any: the raw text the client sent on a JSON
+    /// connection; on a MessagePack connection the payload transcoded once, on the
+    /// first call (binary data shows as an array of numbers, as `serde_json` writes
+    /// bytes; a payload with no JSON form, such as a map with array keys, is `None`).
+    /// [`payload`](Self::payload) reads either codec directly.
     pub fn payload_raw(&self) -> Option<&str> {
-        self.inner.event.payload()
+        match self.inner.event.codec() {
+            Codec::MsgPack => self
+                .inner
+                .json
+                .get_or_init(|| {
+                    self.inner
+                        .event
+                        .payload_json()
+                        .ok()
+                        .flatten()
+                        .map(Cow::into_owned)
+                })
+                .as_deref(),
+            _ => self.inner.event.payload(),
+        }
     }
 
-    /// The payload parsed as `T`; a missing payload parses as JSON `null`. A payload
-    /// of the wrong shape is a `sys.error` 4013 for the client when returned with `?`.
+    /// The envelope codec of the connection the event came on (fixed at its upgrade).
+    pub fn codec(&self) -> Codec {
+        self.inner.event.codec()
+    }
+
+    /// The payload deserialized as `T` with the codec it came in: `serde_json` for a
+    /// JSON connection, `rmp-serde` for a MessagePack one, where binary data reaches
+    /// byte buffers (`serde_bytes::ByteBuf`, `#[serde(with = "serde_bytes")]`) as it
+    /// is, without base64. A missing payload parses as null. A payload of the wrong
+    /// shape is a `sys.error` 4013 for the client when returned with `?`.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
-        serde_json::from_str(self.payload_raw().unwrap_or("null")).map_err(HandlerError::invalid_payload)
+        self.inner.event.payload_as().map_err(|err| match err {
+            EnvelopeError::InvalidPayload { reason } => HandlerError::invalid_payload(reason),
+            other => HandlerError::invalid_payload(other),
+        })
     }
 
     /// The correlation id (`c`) of the request, if the client set one.

@@ -1037,11 +1037,16 @@ impl<R: Runtime> HubTask<R> {
         while let Some(action) = self.engine.poll_action() {
             match action {
                 Action::Transmit { connection, message } => self.transmit(connection, message),
-                Action::TransmitBroadcast { prefix, recipients } => {
+                Action::TransmitBroadcast {
+                    prefix,
+                    codec,
+                    recipients,
+                } => {
                     for &(connection, seq) in &recipients {
                         let message = OutboundMessage {
                             prefix: prefix.clone(),
                             seq: Some(seq),
+                            codec,
                         };
                         self.transmit(connection, message);
                     }

@@ -13,6 +13,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Fuse, FusedFuture, FutureExt};
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
+use ws_proto::envelope::msgpack::write_msgpack_seq_suffix;
 use ws_proto::envelope::{write_seq_suffix, Codec};
 use ws_proto::handshake::Request;
 use ws_proto::{CloseCode, Connection, ConnectionState, DeflateParams};
@@ -78,14 +79,18 @@ pub async fn serve_connection<R, S>(
     run_websocket(hub, runtime, stream, info, request.rest().clone(), deflate).await;
 }
 
-/// The engine's view of an upgrade request: path, query, headers, origin, credential.
+/// The engine's view of an upgrade request: path, query, headers, origin, credential,
+/// and the envelope codec the server picks among the subprotocols offered
+/// ([`Codec::SERVED`], MessagePack first).
 pub fn connection_info(request: &Request, peer: Option<SocketAddr>) -> ConnectionInfo {
     let headers = request
         .headers()
         .iter()
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();
-    ConnectionInfo::new(peer, request.path(), request.query().map(str::to_owned), headers)
+    // The codec the 101 names (`accept_upgrade`, axum's `mount`): the same choice.
+    let (codec, _) = Codec::negotiate(request.protocols(), &Codec::SERVED);
+    ConnectionInfo::new(peer, request.path(), request.query().map(str::to_owned), headers).with_codec(codec)
 }
 
 /// Runs an upgraded connection (the 101 already sent) until it closes: frames in from
@@ -256,8 +261,17 @@ impl Pump {
         match outbound {
             Outbound::Message(message) => {
                 self.tail.clear();
-                write_seq_suffix(&mut self.tail, message.seq);
-                if self.conn.send_text_parts(&message.prefix, &self.tail).is_ok() {
+                let sent = match message.codec {
+                    Codec::MsgPack => {
+                        write_msgpack_seq_suffix(&mut self.tail, message.seq);
+                        self.conn.send_binary_parts(&message.prefix, &self.tail)
+                    }
+                    _ => {
+                        write_seq_suffix(&mut self.tail, message.seq);
+                        self.conn.send_text_parts(&message.prefix, &self.tail)
+                    }
+                };
+                if sent.is_ok() {
                     self.unflushed += message.len();
                 }
             }

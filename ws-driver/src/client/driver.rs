@@ -11,11 +11,14 @@ use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadH
 use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use ws_proto::envelope::{OwnedEnvelope, Payload};
+use ws_proto::envelope::msgpack::{JSON_PROTOCOL, MSGPACK_PROTOCOL};
+use ws_proto::envelope::{Codec, OwnedEnvelope, Payload};
 use ws_proto::frame::SeededMasks;
 use ws_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError};
 use ws_proto::{CloseCode, Config, Connection, ConnectionState, DeflateParams, Event};
-use ws_session::client::{AuthMode, ClientAction, ClientEngine, Disconnect, IncomingRequest, QueryId, State};
+use ws_session::client::{
+    wire, AuthMode, ClientAction, ClientEngine, Disconnect, IncomingRequest, QueryId, State,
+};
 
 use super::{ClientError, ClientOptions, Command, Connector, Shared, Target};
 use crate::handler::BoxFuture;
@@ -33,11 +36,22 @@ const READ_BUFFER: usize = 16 * 1024;
 /// Unless `request.extensions` is set already, permessage-deflate is offered as
 /// `config` says ([`Config::deflate`], on by default), and the connection runs with
 /// whatever the server agreed to.
-pub async fn handshake<S>(
+pub async fn handshake<S>(stream: S, request: ClientRequest, config: &Config) -> io::Result<(S, Connection)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    upgrade(stream, request, config)
+        .await
+        .map(|(stream, conn, _)| (stream, conn))
+}
+
+/// [`handshake`], and the envelope codec the server answered with: the subprotocol it
+/// named, JSON when it named none (a server that predates subprotocols).
+async fn upgrade<S>(
     mut stream: S,
     mut request: ClientRequest,
     config: &Config,
-) -> io::Result<(S, Connection)>
+) -> io::Result<(S, Connection, Codec)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -62,7 +76,11 @@ where
     let mut conn = Connection::client(config.clone(), SeededMasks::new(rand::random()))
         .with_deflate(response.deflate().copied());
     conn.handle_bytes(response.rest());
-    Ok((stream, conn))
+    let codec = response
+        .protocol()
+        .and_then(Codec::from_protocol)
+        .unwrap_or(Codec::Json);
+    Ok((stream, conn, codec))
 }
 
 /// The open transport.
@@ -76,10 +94,12 @@ struct Link<S> {
     abandoned: bool,
     /// Past this, a closing transport is dropped.
     close_deadline: Option<Instant>,
+    /// The envelope codec the upgrade agreed on.
+    codec: Codec,
 }
 
 /// A transport attempt: the upgraded stream and its connection.
-type Opened<S> = io::Result<(S, Connection)>;
+type Opened<S> = io::Result<(S, Connection, Codec)>;
 /// Callers waiting for their queries' answers.
 type QueryWaiters = HashMap<QueryId, oneshot::Sender<Result<OwnedEnvelope, ClientError>>>;
 /// A server request and its handler's answer (`Err((code, message))` refuses).
@@ -122,13 +142,13 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                         let proto = proto.clone();
                         let open: BoxFuture<Opened<C::Stream>> = Box::pin(async move {
                             let stream = connector.connect(&target).await?;
-                            handshake(stream, request, &proto).await
+                            upgrade(stream, request, &proto).await
                         });
                         opening = open.fuse();
                     }
                     ClientAction::Transmit(text) => {
                         if let Some(link) = link.as_mut().filter(|l| !l.abandoned) {
-                            let _ = link.conn.send_text(&text);
+                            let _ = link.conn.send(&wire::to_wire(link.codec, text));
                         }
                     }
                     ClientAction::CloseTransport { code, reason } => {
@@ -197,6 +217,12 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                         Event::Text(text) if !l.abandoned => {
                             progressed = true;
                             engine.handle_message(Instant::now(), &text);
+                        }
+                        Event::Binary(bytes) if !l.abandoned && l.codec == Codec::MsgPack => {
+                            progressed = true;
+                            if let Some(text) = wire::from_binary(&bytes, &proto) {
+                                engine.handle_message(Instant::now(), &text);
+                            }
                         }
                         Event::Close(frame) => {
                             l.info.code = Some(frame.code.unwrap_or(CloseCode::NO_STATUS));
@@ -293,7 +319,7 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                 }
             },
             opened = opening => match opened {
-                Ok((stream, conn)) => {
+                Ok((stream, conn, codec)) => {
                     let (r, w) = stream.split();
                     drop(read);
                     reader = Some(r);
@@ -303,6 +329,7 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                         info: Disconnect::default(),
                         abandoned: false,
                         close_deadline: None,
+                        codec,
                     });
                     engine.handle_connected(Instant::now());
                 }
@@ -449,6 +476,10 @@ fn request_for(target: &Target, options: &ClientOptions, engine: &ClientEngine) 
     );
     request.origin.clone_from(&options.origin);
     request.headers.clone_from(&options.headers);
+    if engine.config().codec == Codec::MsgPack {
+        // JSON as well: a server that does not speak MessagePack then names JSON.
+        request.protocols = vec![MSGPACK_PROTOCOL.to_owned(), JSON_PROTOCOL.to_owned()];
+    }
     if let (AuthMode::Handshake, Some(credential)) = (engine.config().auth_mode, &engine.config().credential)
     {
         request

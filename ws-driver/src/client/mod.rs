@@ -75,6 +75,16 @@ impl ClientOptions {
             ..Self::default()
         }
     }
+
+    /// These options asking for the envelope codec `codec` (`engine.codec`):
+    /// [`Codec::MsgPack`](ws_proto::envelope::Codec::MsgPack) offers
+    /// `tether.v1.msgpack` (and `tether.v1.json` after it) in the upgrade and speaks
+    /// binary frames when the server picks it; a server that does not gets JSON.
+    /// The API does not change: payloads are still given and read as JSON values.
+    pub fn with_codec(mut self, codec: ws_proto::envelope::Codec) -> Self {
+        self.engine.codec = codec;
+        self
+    }
 }
 
 /// What a client call can fail with.
