@@ -9,19 +9,26 @@ pub mod raw;
 pub mod redis_server;
 pub mod suite;
 
+/// The envelope codecs, for [`runtime_suite!`]'s second argument.
+pub use ws_proto::envelope::Codec;
+
 /// Instantiates every body of [`suite`] as a `#[tokio::test]` against a server on
-/// `$runtime` (a [`harness::ServerRuntime`]). Use it once per runtime, in a module of
-/// its own:
+/// `$runtime` (a [`harness::ServerRuntime`]), its client connections speaking `$codec`
+/// (a [`Codec`]; JSON when left out). Use it once per runtime and codec, in a module
+/// of its own:
 ///
 /// ```text
-/// mod smol {
-///     tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::Smol);
+/// mod smol_msgpack {
+///     tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::Smol, tether_tests::Codec::MsgPack);
 /// }
 /// ```
 #[macro_export]
 macro_rules! runtime_suite {
     ($runtime:expr) => {
-        $crate::runtime_suite!(@each $runtime;
+        $crate::runtime_suite!($runtime, $crate::Codec::Json);
+    };
+    ($runtime:expr, $codec:expr) => {
+        $crate::runtime_suite!(@each $runtime, $codec;
             a_bearer_token_creates_a_session,
             a_refused_credential_gets_a_clear_error_and_a_close,
             replies_and_errors_carry_the_correlation_id,
@@ -49,11 +56,11 @@ macro_rules! runtime_suite {
             permessage_deflate_is_negotiated_unless_turned_off
         );
     };
-    (@each $runtime:expr; $($name:ident),* $(,)?) => {
+    (@each $runtime:expr, $codec:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $name() {
-                $crate::suite::$name($runtime).await;
+                $crate::client::with_codec($codec, $crate::suite::$name($runtime)).await;
             }
         )*
     };

@@ -15,8 +15,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use ws_session::EngineConfig;
 
-use crate::client::{closed_with, connect, recv, send, session, Ws, WAIT};
+use crate::client::{closed_with, connect, envelope_of, recv, send, session, Ws, WAIT};
 use crate::harness::{start, ServerRuntime};
+use ws_proto::envelope::Codec;
 
 /// The application under test: tokens `user:<name>` authenticate as `<name>`.
 pub fn app() -> App {
@@ -165,12 +166,25 @@ pub async fn a_bad_envelope_gets_a_sys_error_and_the_connection_stays(runtime: S
     let server = start(runtime, app()).await;
     let addr = server.addr;
     let (mut ws, _) = session(addr, "alice").await;
-    ws.send(Message::text("{not json")).await.unwrap();
+    // Not an envelope of the connection's codec: 4002 (not JSON) or 4014 (not
+    // MessagePack: the reserved marker 0xc1).
+    let (bad, code) = match ws.codec {
+        Codec::MsgPack => (Message::binary(vec![0x81, 0xc1]), 4014),
+        _ => (Message::text("{not json"), 4002),
+    };
+    ws.send(bad).await.unwrap();
     let error = recv(&mut ws).await;
     assert_eq!(
         (error["e"].as_str(), error["p"]["code"].as_u64()),
-        (Some("sys.error"), Some(4002))
+        (Some("sys.error"), Some(code))
     );
+    // A frame of the other kind: 4113 (binary on JSON) or 4117 (text on MessagePack).
+    let (other, code) = match ws.codec {
+        Codec::MsgPack => (Message::text(r#"{"v":"1","e":"echo"}"#), 4117),
+        _ => (Message::binary(vec![0x80]), 4113),
+    };
+    ws.send(other).await.unwrap();
+    assert_eq!(recv(&mut ws).await["p"]["code"], code);
     send(&mut ws, "echo", json!(1), Some("after")).await;
     assert_eq!(recv(&mut ws).await["c"], "after");
 }
@@ -226,9 +240,12 @@ pub async fn a_silent_client_is_closed_by_the_heartbeat(runtime: ServerRuntime) 
             .await
             .expect("closed in time")
         {
-            Some(Ok(Message::Text(text))) if text.contains("sys.ping") => pings += 1,
             Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
-            Some(Ok(_)) => {}
+            Some(Ok(message)) => {
+                if envelope_of(ws.codec, &message).is_some_and(|env| env["e"] == "sys.ping") {
+                    pings += 1;
+                }
+            }
             other => panic!("expected a close frame, got {other:?}"),
         }
     };
@@ -401,7 +418,8 @@ pub async fn an_origin_outside_the_allow_list_is_refused_with_403(runtime: Serve
             .headers_mut()
             .insert("authorization", "Bearer user:alice".parse().unwrap());
         match tokio_tungstenite::connect_async(request).await {
-            Ok((mut ws, _)) => {
+            Ok((ws, _)) => {
+                let mut ws = Ws::from(ws);
                 assert!(allowed, "{origin} was let in");
                 assert_eq!(recv(&mut ws).await["e"], "sys.session.created");
             }
@@ -639,7 +657,7 @@ pub async fn state_claims_and_session_data_reach_handlers(runtime: ServerRuntime
     let headers = request.headers_mut();
     headers.insert("authorization", "Bearer user:alice:admin".parse().unwrap());
     headers.insert("x-test", "hello".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut ws = Ws::from(tokio_tungstenite::connect_async(request).await.unwrap().0);
     let created = recv(&mut ws).await["p"].clone();
     let whoami = json!({"v": "1.0", "e": "whoami", "c": "w", "t": 1_700_000_000_000u64});
     ws.send(Message::text(whoami.to_string())).await.unwrap();
@@ -657,7 +675,7 @@ pub async fn state_claims_and_session_data_reach_handlers(runtime: ServerRuntime
     request
         .headers_mut()
         .insert("authorization", "Bearer user:alice:reader".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut ws = Ws::from(tokio_tungstenite::connect_async(request).await.unwrap().0);
     assert_eq!(recv(&mut ws).await["e"], "sys.session.created");
     let resume =
         json!({"sessionId": created["sessionId"], "resumeToken": created["resumeToken"], "lastSeq": 2});
