@@ -41,6 +41,10 @@ fn app() -> App {
         })
         // Never answers.
         .on("ignore", |_ctx: Context| async move { Ok(()) })
+        // The codec the connection agreed on.
+        .on("codec", |ctx: Context| async move {
+            ctx.reply("codec", &format!("{:?}", ctx.codec()))
+        })
 }
 
 async fn serve(addr: &str) -> (SocketAddr, ServerHandle, oneshot::Sender<()>, JoinHandle<()>) {
@@ -200,6 +204,7 @@ on_every_client_runtime!(
     closing_the_client_ends_its_server_session_at_once,
     server_requests_are_answered_by_the_clients_handlers,
     a_server_request_cut_off_by_a_drop_is_answered_after_the_resume,
+    a_msgpack_client_speaks_binary_and_resumes_with_every_message_once,
 );
 
 fn tick_number(envelope: &OwnedEnvelope) -> u64 {
@@ -253,6 +258,60 @@ async fn a_cut_connection_resumes_and_every_message_arrives_once_in_order(rt: Cl
     assert_eq!(reply.payload_as::<String>().unwrap(), "done");
     assert!(messages.try_recv().is_err(), "a message arrived twice");
     assert_eq!(proxy.accepted(), 6);
+    client.close(CloseCode::NORMAL, "bye").await.unwrap();
+}
+
+/// The client asking for MessagePack: the server picks it, both sides speak binary
+/// frames, and a cut connection resumes with the missed messages, once each.
+async fn a_msgpack_client_speaks_binary_and_resumes_with_every_message_once(rt: ClientRuntime) {
+    let (server_addr, handle, _stop, _task) = serve("127.0.0.1:0").await;
+    let proxy = Proxy::start(server_addr).await;
+    let options = options("user:mia").with_codec(ws_proto::envelope::Codec::MsgPack);
+    let client = start_client(rt, &format!("ws://{}/ws", proxy.addr), options).unwrap();
+    let mut sessions = client.sessions();
+    let mut messages = client.messages();
+    let mut states = client.states();
+    let session = SessionId::parse(&created_id(&next(&mut sessions).await)).unwrap();
+    until_state(&mut states, |s| *s == State::Connected).await;
+    let codec = client.query("codec", &(), None).await.unwrap();
+    assert_eq!(codec.payload_as::<String>().unwrap(), "MsgPack");
+    let reply = client
+        .query(
+            "echo",
+            &json!({"text": "héllo", "n": [1, -2, 3.5], "nested": {"ok": true}}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.payload_as::<Value>().unwrap(),
+        json!({"text": "héllo", "n": [1, -2, 3.5], "nested": {"ok": true}})
+    );
+    for n in 1..=5u64 {
+        handle.send(session, "tick", &n).unwrap();
+    }
+    for n in 1..=5 {
+        assert_eq!(tick_number(&next(&mut messages).await), n);
+    }
+    proxy.cut();
+    for n in 6..=15u64 {
+        handle.send(session, "tick", &n).unwrap();
+    }
+    until_state(&mut states, |s| *s == State::Reconnected).await;
+    match next(&mut sessions).await {
+        SessionOutcome::Restored { session_id, .. } => assert_eq!(session_id, session.to_string()),
+        other => panic!("expected a restored session, got {other:?}"),
+    }
+    for n in 6..=15 {
+        assert_eq!(tick_number(&next(&mut messages).await), n);
+    }
+    let codec = client.query("codec", &(), None).await.unwrap();
+    assert_eq!(
+        codec.payload_as::<String>().unwrap(),
+        "MsgPack",
+        "the new connection too"
+    );
+    assert!(messages.try_recv().is_err(), "a message arrived twice");
     client.close(CloseCode::NORMAL, "bye").await.unwrap();
 }
 

@@ -1,8 +1,10 @@
 //! The tether subprotocols in the upgrade (`docs/PROTOCOL.md`, "Binary envelope"):
-//! the servers name `tether.v1.json` in the 101 when the client offers it, whatever
-//! else it offers; they do not select `tether.v1.msgpack` yet, so a client offering
-//! only that gets no subprotocol (and JSON), as does a client offering none. Checked
-//! on the standalone server of each runtime and on the mounted endpoint.
+//! the servers prefer `tether.v1.msgpack` whenever it is offered, whatever the client's
+//! order, name `tether.v1.json` when only that is offered, and answer a client that
+//! offers neither with no subprotocol (and JSON). The connection then speaks the codec
+//! named: its first frame (`sys.session.created`) is binary for MessagePack, text
+//! otherwise. Checked on the standalone server of each runtime and on the mounted
+//! endpoint.
 
 use adapter_tokio::{mount, serve_router, TokioRuntime};
 use tether_tests::harness::{self, ServerRuntime};
@@ -11,13 +13,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The `Sec-WebSocket-Protocol` of the answer to an upgrade offering `offer` (none
-/// when `None`), after checking that the answer is a 101.
+/// when `None`), after checking that the answer is a 101 and that the first frame is
+/// of the kind that subprotocol says.
 async fn chosen(addr: std::net::SocketAddr, offer: Option<&str>) -> Option<String> {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let protocol = offer.map_or(String::new(), |p| format!("Sec-WebSocket-Protocol: {p}\r\n"));
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer user:ann\r\n{protocol}\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
@@ -28,10 +32,16 @@ async fn chosen(addr: std::net::SocketAddr, offer: Option<&str>) -> Option<Strin
     }
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    head.lines()
+    let protocol = head
+        .lines()
         .filter_map(|line| line.split_once(": "))
         .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-protocol"))
-        .map(|(_, value)| value.to_owned())
+        .map(|(_, value)| value.to_owned());
+    // The first frame's opcode: 0x2 binary, 0x1 text (FIN set, unfragmented).
+    stream.read_exact(&mut byte).await.unwrap();
+    let binary = protocol.as_deref() == Some("tether.v1.msgpack");
+    assert_eq!(byte[0], if binary { 0x82 } else { 0x81 }, "{protocol:?}");
+    protocol
 }
 
 async fn check(addr: std::net::SocketAddr) {
@@ -40,22 +50,25 @@ async fn check(addr: std::net::SocketAddr) {
         chosen(addr, Some("tether.v1.json")).await.as_deref(),
         Some("tether.v1.json")
     );
-    assert_eq!(
-        chosen(addr, Some("tether.v1.msgpack, tether.v1.json"))
-            .await
-            .as_deref(),
-        Some("tether.v1.json")
-    );
+    for offer in [
+        "tether.v1.msgpack, tether.v1.json",
+        "tether.v1.json, tether.v1.msgpack",
+        "tether.v1.msgpack",
+    ] {
+        assert_eq!(
+            chosen(addr, Some(offer)).await.as_deref(),
+            Some("tether.v1.msgpack")
+        );
+    }
     assert_eq!(
         chosen(addr, Some("chat.v2, tether.v1.json")).await.as_deref(),
         Some("tether.v1.json")
     );
-    assert_eq!(chosen(addr, Some("tether.v1.msgpack")).await, None);
     assert_eq!(chosen(addr, Some("chat.v2")).await, None);
 }
 
 #[tokio::test]
-async fn the_standalone_servers_name_the_json_subprotocol_when_offered() {
+async fn the_standalone_servers_prefer_msgpack_and_speak_what_they_named() {
     for runtime in [ServerRuntime::Tokio, ServerRuntime::AsyncStd, ServerRuntime::Smol] {
         let server = harness::start(runtime, app()).await;
         check(server.addr).await;
@@ -64,7 +77,7 @@ async fn the_standalone_servers_name_the_json_subprotocol_when_offered() {
 }
 
 #[tokio::test]
-async fn the_mounted_endpoint_names_the_json_subprotocol_when_offered() {
+async fn the_mounted_endpoint_prefers_msgpack_and_speaks_what_it_named() {
     let hub = app().start(TokioRuntime);
     let router = axum::Router::new().route("/ws", mount(hub.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
