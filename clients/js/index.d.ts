@@ -33,6 +33,10 @@ export declare const LocalError: Readonly<{
   QUEUE_FULL: 'QUEUE_FULL';
   /** The client was closed with `close()` before the request was answered. */
   CLOSED: 'CLOSED';
+  /** `codec: 'msgpack'` without a MessagePack module (none passed as `options.msgpack`,
+   * and `@msgpack/msgpack` could not be imported): the client stops, with this in the
+   * `disconnected` reason. */
+  NO_MSGPACK: 'NO_MSGPACK';
 }>;
 
 /** One of the values of {@link LocalError}. */
@@ -121,7 +125,11 @@ export declare function backoffDelay(attempt: number, backoff: Backoff, random?:
  * package's both fit. */
 export interface WebSocketLike {
   readonly readyState: number;
-  send(data: string): void;
+  /** The subprotocol the server picked ('' for none). */
+  readonly protocol?: string;
+  /** Set to 'arraybuffer' by the client. */
+  binaryType?: string;
+  send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
   onopen: ((this: any, ev: any) => any) | null;
   onmessage: ((this: any, ev: any) => any) | null;
@@ -129,8 +137,9 @@ export interface WebSocketLike {
   onclose: ((this: any, ev: any) => any) | null;
 }
 
-/** A WebSocket constructor (`new WebSocket(url)`). */
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
+/** A WebSocket constructor (`new WebSocket(url)`, with the subprotocols offered for
+ * `codec: 'msgpack'`). */
+export type WebSocketConstructor = new (url: string, protocols?: string[]) => WebSocketLike;
 
 export interface TetherOptions {
   /** The credential sent in `sys.auth` and again in every `sys.reconnect.request`
@@ -160,7 +169,29 @@ export interface TetherOptions {
   fatalCloseCodes?: number[];
   /** Randomness for jitter and correlation ids (tests); `Math.random` by default. */
   random?: () => number;
+  /** The envelope codec to ask for: `'json'` (default, text frames) or `'msgpack'`
+   * (offers `tether.v1.msgpack`, then `tether.v1.json`; binary frames when the server
+   * picks it, JSON otherwise). Byte payloads (`Uint8Array`) travel as MessagePack
+   * `bin` and arrive as `Uint8Array`. */
+  codec?: Codec;
+  /** The MessagePack encoder for `codec: 'msgpack'`; by default `@msgpack/msgpack`,
+   * imported when the client connects. */
+  msgpack?: MsgPackModule;
 }
+
+/** An envelope codec. */
+export type Codec = 'json' | 'msgpack';
+
+/** What the client needs of a MessagePack library (`@msgpack/msgpack` has both). */
+export interface MsgPackModule {
+  encode(value: unknown, options?: { ignoreUndefined?: boolean }): Uint8Array;
+  decode(data: Uint8Array): unknown;
+}
+
+/** The subprotocol of the JSON envelope. */
+export declare const JSON_PROTOCOL: 'tether.v1.json';
+/** The subprotocol of the binary (MessagePack) envelope. */
+export declare const MSGPACK_PROTOCOL: 'tether.v1.msgpack';
 
 /** The `session` event after a successful resume: the same stream continues. */
 export interface SessionRestored {
@@ -231,6 +262,8 @@ export declare class TetherClient {
   readonly queued: number;
   /** True when a session is up and messages go out at once. */
   readonly online: boolean;
+  /** The codec of the current (or last) connection: what the server picked. */
+  readonly codec: Codec;
 
   /** Start connecting; retries with backoff until `close()`. */
   connect(): this;

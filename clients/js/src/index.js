@@ -2,7 +2,10 @@
 //
 // One ES module, no dependencies, no build step. It runs in a browser as is and in
 // Node 20 when given a WebSocket constructor (for example the one of the npm package
-// `ws`): `new TetherClient(url, { WebSocket })`. Types: ../index.d.ts. The chat
+// `ws`): `new TetherClient(url, { WebSocket })`. The binary envelope
+// (`codec: 'msgpack'`) needs a MessagePack encoder: `@msgpack/msgpack`, imported when
+// the client connects, or any `{encode, decode}` passed as `options.msgpack` (a
+// browser without a bundler passes the module it loaded). Types: ../index.d.ts. The chat
 // example (adapter-tokio/examples/chat) embeds this file and serves it at
 // `/tether-client.js`.
 //
@@ -29,6 +32,11 @@
 /** Protocol version written on every envelope. */
 export const PROTOCOL_VERSION = '1.0';
 
+/** The subprotocol of the JSON envelope (text frames). */
+export const JSON_PROTOCOL = 'tether.v1.json';
+/** The subprotocol of the binary envelope (MessagePack in binary frames). */
+export const MSGPACK_PROTOCOL = 'tether.v1.msgpack';
+
 /** Connection states reported to {@link TetherClient#onState} listeners. */
 export const State = Object.freeze({
   /** Not started yet (before `connect()`). */
@@ -50,6 +58,9 @@ export const State = Object.freeze({
 export const LocalError = Object.freeze({
   /** A request got no reply within its `timeoutMs`. */
   TIMEOUT: 'TIMEOUT',
+  /** `codec: 'msgpack'` without a MessagePack module: none was passed as
+   * `options.msgpack` and `@msgpack/msgpack` could not be imported. */
+  NO_MSGPACK: 'NO_MSGPACK',
   /** The offline queue is full: the message was not accepted. */
   QUEUE_FULL: 'QUEUE_FULL',
   /** The client was closed with `close()` before the request was answered. */
@@ -224,7 +235,14 @@ export class TetherClient {
       gapTimeoutMs: options.gapTimeoutMs ?? 5000,
       fatalCloseCodes: options.fatalCloseCodes ?? [AUTH_FAILED],
       random: options.random ?? Math.random,
+      codec: options.codec ?? 'json',
     };
+    if (this._opts.codec !== 'json' && this._opts.codec !== 'msgpack') {
+      throw new TypeError(`unknown codec ${JSON.stringify(this._opts.codec)}: 'json' or 'msgpack'`);
+    }
+    /** @type {{encode: Function, decode: Function} | null} */
+    this._msgpack = options.msgpack || null;
+    this._connCodec = 'json'; // what the current socket agreed on
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
     if (typeof this._WebSocket !== 'function') {
       throw new TypeError('no WebSocket constructor: pass options.WebSocket');
@@ -280,6 +298,9 @@ export class TetherClient {
   get lastSeq() { return this._lastSeq; }
   /** How many messages wait in the offline queue. */
   get queued() { return this._queue.length; }
+  /** The envelope codec of the current (or last) connection: `'msgpack'` when the
+   * server picked `tether.v1.msgpack`, else `'json'`. */
+  get codec() { return this._connCodec; }
   /** True when a session is up and messages go out at once. */
   get online() { return this._established && this._ws !== null && this._ws.readyState === OPEN; }
 
@@ -291,6 +312,20 @@ export class TetherClient {
   connect() {
     if (this._state !== State.IDLE) return this;
     this._setState(State.CONNECTING);
+    if (this._opts.codec === 'msgpack' && !this._msgpack) {
+      // Loaded on first use, so that a JSON client (and a browser without a bundler)
+      // never needs the package.
+      import('@msgpack/msgpack').then((module) => {
+        this._msgpack = module;
+        if (!this._stopped) this._open();
+      }, (e) => {
+        if (this._stopped) return;
+        this._stopped = true;
+        const reason = `${LocalError.NO_MSGPACK}: codec 'msgpack' needs @msgpack/msgpack or options.msgpack (${e && e.message})`;
+        this._setState(State.DISCONNECTED, { code: 1006, reason, byClient: false, endedBy: null });
+      });
+      return this;
+    }
     this._open();
     return this;
   }
@@ -441,7 +476,13 @@ export class TetherClient {
     this._resumeRefusal = null;
     let ws;
     try {
-      ws = new this._WebSocket(this.url);
+      // Asking for MessagePack offers JSON after it: a server that does not speak it
+      // names JSON (or nothing) and the connection runs on JSON.
+      ws = this._opts.codec === 'msgpack'
+        ? new this._WebSocket(this.url, [MSGPACK_PROTOCOL, JSON_PROTOCOL])
+        : new this._WebSocket(this.url);
+      // Binary frames as ArrayBuffer, in browsers (default 'blob') and in `ws`.
+      try { ws.binaryType = 'arraybuffer'; } catch { /* a WebSocket without it */ }
     } catch (e) {
       this._onClose(1006, String(e && e.message || e));
       return;
@@ -455,6 +496,7 @@ export class TetherClient {
 
   async _onOpen() {
     const ws = this._ws;
+    this._connCodec = ws.protocol === MSGPACK_PROTOCOL && this._msgpack ? 'msgpack' : 'json';
     let token;
     try {
       token = typeof this._opts.token === 'function' ? await this._opts.token() : this._opts.token;
@@ -537,9 +579,15 @@ export class TetherClient {
   // ---------------------------------------------------------------- inbound
 
   _onMessage(data) {
-    if (typeof data !== 'string') return; // v1 is text only
+    // The codec is fixed for the connection: a frame of the other kind is ignored.
     let env;
-    try { env = JSON.parse(data); } catch { return; }
+    if (typeof data === 'string') {
+      if (this._connCodec !== 'json') return;
+      try { env = JSON.parse(data); } catch { return; }
+    } else {
+      if (this._connCodec !== 'msgpack') return;
+      try { env = this._msgpack.decode(bytesOf(data)); } catch { return; }
+    }
     if (!env || typeof env !== 'object' || typeof env.e !== 'string') return;
     this._armIdleTimer(); // any inbound message counts as liveness
 
@@ -785,7 +833,10 @@ export class TetherClient {
     const ws = this._ws;
     if (!ws || ws.readyState !== OPEN) return false;
     try {
-      ws.send(JSON.stringify(env));
+      // `undefined` left out in both codecs (JSON.stringify drops it).
+      ws.send(this._connCodec === 'msgpack'
+        ? this._msgpack.encode(env, { ignoreUndefined: true })
+        : JSON.stringify(env));
       return true;
     } catch {
       return false;
@@ -868,6 +919,14 @@ export class TetherClient {
       try { fn(...args); } catch (e) { reportListenerError(e); }
     }
   }
+}
+
+/** The bytes of a binary frame: an ArrayBuffer (browsers, `binaryType` 'arraybuffer'),
+ * a Buffer or another view (`ws`). */
+function bytesOf(data) {
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw new TypeError('not a binary frame');
 }
 
 function makeEnvelope(e, p, c) {

@@ -16,6 +16,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import WebSocket, { WebSocketServer } from 'ws';
+import * as msgpack from '@msgpack/msgpack';
 import * as pkg from 'tether-client';
 import {
   TetherClient, TetherError, backoffDelay, State, LocalError,
@@ -25,7 +26,9 @@ import {
 
 class FakeServer {
   constructor(opts = {}) {
-    this.opts = { replayFirst: false, duplicateReplay: false, heartbeatMs: 0, ...opts };
+    // `msgpack`: pick tether.v1.msgpack when offered.
+    this.opts = { replayFirst: false, duplicateReplay: false, heartbeatMs: 0, msgpack: false, ...opts };
+    this.frames = []; // the kind of every frame received: text or binary
     this.sessions = new Map();
     this.byToken = new Map();
     this.usedTokens = new Set();
@@ -47,7 +50,13 @@ class FakeServer {
   }
 
   async start() {
-    this.wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    // As tether servers: MessagePack when it speaks it and it is offered, else JSON
+    // when offered (servers before the binary envelope did that), else none.
+    const handleProtocols = (offered) => {
+      if (this.opts.msgpack && offered.has('tether.v1.msgpack')) return 'tether.v1.msgpack';
+      return offered.has('tether.v1.json') ? 'tether.v1.json' : false;
+    };
+    this.wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols });
     await once(this.wss, 'listening');
     this.url = `ws://127.0.0.1:${this.wss.address().port}/ws`;
     this.wss.on('connection', (ws) => this._accept(ws));
@@ -60,7 +69,9 @@ class FakeServer {
   }
 
   send(conn, env) {
-    if (conn && conn.ws.readyState === WebSocket.OPEN) conn.ws.send(JSON.stringify(env));
+    if (conn && conn.ws.readyState === WebSocket.OPEN) {
+      conn.ws.send(conn.ws.protocol === 'tether.v1.msgpack' ? msgpack.encode(env) : JSON.stringify(env));
+    }
   }
 
   /** All envelopes of a given event name received so far. */
@@ -95,8 +106,9 @@ class FakeServer {
     this.connections += 1;
     this.live.add(ws);
     const conn = { ws, session: null };
-    ws.on('message', (data) => {
-      const env = JSON.parse(data.toString());
+    ws.on('message', (data, isBinary) => {
+      this.frames.push(isBinary ? 'binary' : 'text');
+      const env = isBinary ? msgpack.decode(data) : JSON.parse(data.toString());
       this.received.push(env);
       this._handle(conn, env);
     });
@@ -713,6 +725,51 @@ test('backoff: live reconnect attempts against a dead port grow within bounds', 
   });
   assert.equal(log.sessions.length, 0);
 });
+
+test('codec msgpack: offered, picked, binary frames both ways, bytes stay bytes, resume', () =>
+  withServer({ msgpack: true }, async (server, mk) => {
+    const { client, log } = mk({ codec: 'msgpack' });
+    await connected(client, log);
+    assert.equal(client.codec, 'msgpack');
+    const bytes = new Uint8Array([0, 1, 254, 255]);
+    const reply = await client.request('echo', { name: 'pic', data: bytes, n: -3, f: 1.5 });
+    assert.ok(reply.data instanceof Uint8Array, 'bytes come back as a Uint8Array');
+    assert.deepEqual([...reply.data], [...bytes]);
+    assert.deepEqual({ ...reply, data: null }, { name: 'pic', data: null, n: -3, f: 1.5 });
+    // The server got binary frames only, `bin` for the bytes.
+    assert.ok(server.frames.length >= 2 && server.frames.every((k) => k === 'binary'), server.frames.join());
+    assert.ok(server.got('echo')[0].p.data instanceof Uint8Array);
+    server.session.push('tick', 1);
+    await waitFor(() => log.ticks.length === 1, 'a tick');
+    server.drop(server.session);
+    server.session.push('tick', 2);
+    await waitFor(() => log.sessions.length === 2, 'the resume');
+    assert.equal(log.sessions[1].restored, true);
+    await waitFor(() => log.ticks.length === 2, 'the replayed tick');
+    // Their `s`: the echo's reply was 1.
+    assert.deepEqual(log.ticks, [2, 3]);
+    assert.equal(client.codec, 'msgpack');
+  }));
+
+test('codec msgpack against a server that names JSON (one before the binary envelope): JSON, text frames', () =>
+  withServer({ msgpack: false }, async (server, mk) => {
+    const { client, log } = mk({ codec: 'msgpack' });
+    await connected(client, log);
+    assert.equal(client.codec, 'json');
+    assert.deepEqual(await client.request('echo', { a: 1 }), { a: 1 });
+    assert.ok(server.frames.every((k) => k === 'text'), server.frames.join());
+  }));
+
+test('codec: the MessagePack module may be passed in; an unknown codec is refused', () =>
+  withServer({ msgpack: true }, async (server, mk) => {
+    let encoded = 0;
+    const spy = { encode: (v, o) => { encoded += 1; return msgpack.encode(v, o); }, decode: msgpack.decode };
+    const { client, log } = mk({ codec: 'msgpack', msgpack: spy });
+    await connected(client, log);
+    await client.request('echo', 1);
+    assert.ok(encoded >= 2, `${encoded} envelopes through the given encoder`);
+    assert.throws(() => new TetherClient(server.url, { token: 'x', WebSocket, codec: 'cbor' }), TypeError);
+  }));
 
 test('index.d.ts declares every export of src/index.js and every public member of TetherClient', () => {
   const dts = readFileSync(new URL('../index.d.ts', import.meta.url), 'utf8');

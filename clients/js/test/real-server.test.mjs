@@ -172,6 +172,52 @@ describe('tether-client against the real chat server (adapter-tokio example)', (
     assert.deepEqual(await bob.client.request('chat.send', { room, text: 'after' }), { room });
   });
 
+  test('codec msgpack: binary frames both ways, a room shared with a JSON client, a cut resumes with the replay in MessagePack', async () => {
+    const room = freshRoom();
+    const proxy = await proxyToChat();
+    // Counts the kinds of frame the server sends to each socket.
+    const frames = { text: 0, binary: 0 };
+    class Counting extends WebSocket {
+      constructor(...args) {
+        super(...args);
+        this.on('message', (_data, isBinary) => { frames[isBinary ? 'binary' : 'text'] += 1; });
+      }
+    }
+    const packed = makeClient(proxy.url, 'carol', { codec: 'msgpack', WebSocket: Counting });
+    const plain = makeClient(`ws://127.0.0.1:${chat.port}/ws`, 'dave');
+    const first = await connected(packed);
+    await connected(plain);
+    assert.equal(packed.client.codec, 'msgpack');
+    assert.equal(plain.client.codec, 'json');
+    assert.deepEqual(await packed.client.request('chat.join', { room }), { room, members: ['carol'], away: [] });
+    await plain.client.request('chat.join', { room });
+    // One message from each: both reach both, whatever codec each side speaks.
+    await packed.client.request('chat.send', { room, text: 'héllo from msgpack' });
+    await plain.client.request('chat.send', { room, text: 'hi from json' });
+    const both = ['carol: héllo from msgpack', 'dave: hi from json'];
+    await waitFor(() => packed.texts(room).length === 2 && plain.texts(room).length === 2, 'both messages on both sides',
+      () => JSON.stringify([packed.texts(room), plain.texts(room)]));
+    assert.deepEqual(packed.texts(room), both);
+    assert.deepEqual(plain.texts(room), both);
+
+    proxy.cut();
+    await waitFor(() => packed.client.state === State.RECONNECTING, 'carol to notice the cut');
+    const missed = ['missed 1', 'missed 2', 'missed 3'];
+    for (const text of missed) await plain.client.request('chat.send', { room, text });
+    proxy.restore();
+    await waitFor(() => packed.log.sessions.length === 2, 'carol to resume', () => JSON.stringify(packed.log.states));
+    assert.deepEqual(packed.log.sessions[1],
+      { restored: true, replayed: missed.length, sessionId: first.sessionId, userId: 'carol' });
+    const expected = [...both, ...missed.map((t) => `dave: ${t}`)];
+    await waitFor(() => packed.texts(room).length >= expected.length, 'the replay',
+      () => JSON.stringify(packed.texts(room)));
+    await sleep(200); // anything delivered twice would show up by now
+    assert.deepEqual(packed.texts(room), expected);
+    assert.equal(packed.client.codec, 'msgpack');
+    assert.equal(frames.text, 0, 'no text frame on a MessagePack connection');
+    assert.ok(frames.binary >= 8, `${frames.binary} binary frames`);
+  });
+
   test('a resume the server refuses is reported, not hidden (another user: foreign), and a new session goes on', async () => {
     const room = freshRoom();
     const proxy = await proxyToChat();
