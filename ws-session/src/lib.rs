@@ -22,9 +22,12 @@
 //!
 //! Cost model: a message to a session is encoded once into a shared prefix
 //! ([`OutboundMessage`]: the envelope up to `s`, plus the recipient's `s`). A broadcast
-//! is one [`Action::TransmitBroadcast`]: one prefix and a `(connection, s)` pair per
-//! recipient; the replay buffers keep 4-byte references to the one stored prefix. No
-//! allocation per message in steady state (see `docs/BENCHMARKS.md`).
+//! is one [`Action::TransmitBroadcast`] per envelope codec in use (a connection's codec,
+//! JSON or MessagePack, is fixed at its upgrade: [`ConnectionInfo::codec`]): one prefix
+//! and a `(connection, s)` pair per recipient; the replay buffers keep 4-byte references
+//! to the one stored prefix, which holds the JSON form and, once a MessagePack
+//! connection needed it, the binary form. No allocation per message in steady state
+//! (see `docs/BENCHMARKS.md`).
 //!
 //! ## The drive loop
 //!
@@ -36,7 +39,7 @@
 //!
 //! # fn drive(now: Instant) {
 //! // `now` comes from the caller's clock with every input: the engine reads none.
-//! # fn write_text(_: ws_session::ConnectionId, _: &[u8]) -> usize { 0 }
+//! # fn write_frame(_: ws_session::ConnectionId, _: ws_proto::envelope::Codec, _: &[u8]) -> usize { 0 }
 //! # fn close(_: ws_session::ConnectionId, _: u16) {}
 //! # fn next_input() -> Option<ws_proto::Message> { None }
 //! // Production: an OS-seeded CSPRNG (e.g. `rand::rngs::StdRng::from_os_rng()`).
@@ -56,17 +59,18 @@
 //!     match action {
 //!         Action::Transmit { connection, message } => {
 //!             buf.clear();
-//!             message.write_to(&mut buf); // one text frame
-//!             let written = write_text(connection, &buf);
+//!             // One frame: text for JSON, binary for MessagePack.
+//!             message.write_to(&mut buf);
+//!             let written = write_frame(connection, message.codec, &buf);
 //!             engine.handle_flushed(now, connection, written);
 //!         }
-//!         Action::TransmitBroadcast { prefix, recipients } => {
-//!             // One serialization, a `,"s":N}` tail per recipient.
+//!         Action::TransmitBroadcast { prefix, codec, recipients } => {
+//!             // One serialization per codec, a tail with `s` per recipient.
 //!             for &(connection, seq) in &recipients {
-//!                 let message = OutboundMessage { prefix: prefix.clone(), seq: Some(seq) };
+//!                 let message = OutboundMessage { prefix: prefix.clone(), seq: Some(seq), codec };
 //!                 buf.clear();
 //!                 message.write_to(&mut buf);
-//!                 let written = write_text(connection, &buf);
+//!                 let written = write_frame(connection, codec, &buf);
 //!                 engine.handle_flushed(now, connection, written);
 //!             }
 //!             engine.recycle(recipients);

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::Deserialize;
-use ws_proto::envelope::{sys, Envelope, OwnedEnvelope};
+use ws_proto::envelope::{sys, Codec, Envelope, OwnedEnvelope};
 use ws_proto::{CloseCode, Message};
 
 use crate::{
@@ -108,6 +108,9 @@ pub struct Client {
     /// Whether it answers every `sys.ping` with a `sys.pong` at once
     /// ([`Sim::set_auto_pong`]).
     pub auto_pong: bool,
+    /// The envelope codec its connections negotiate ([`Sim::connect_with_codec`]):
+    /// what [`Sim::send`] encodes in, what the engine must send it.
+    pub codec: Codec,
 }
 
 impl Client {
@@ -308,8 +311,17 @@ impl Sim {
 
     /// A new client connects with credential `token` (as if from the handshake).
     pub fn connect(&mut self, token: Option<&str>) -> ClientId {
+        self.connect_with_codec(token, Codec::Json)
+    }
+
+    /// [`connect`](Self::connect) on connections of `codec`: its envelopes go out in
+    /// that codec's frames, and every frame the engine sends it must be of that kind.
+    pub fn connect_with_codec(&mut self, token: Option<&str>, codec: Codec) -> ClientId {
         let id = self.clients.len();
-        self.clients.push(Client::default());
+        self.clients.push(Client {
+            codec,
+            ..Client::default()
+        });
         self.open(id, token);
         id
     }
@@ -349,7 +361,8 @@ impl Sim {
         let info = ConnectionInfo {
             token: token.map(str::to_owned),
             ..ConnectionInfo::default()
-        };
+        }
+        .with_codec(self.clients[client].codec);
         let cid = self.engine.handle_connection_opened(self.now, info);
         self.clients[client].connection = Some(cid);
         self.clients[client].closed = None;
@@ -380,7 +393,8 @@ impl Sim {
         }
         env.correlation_id = c;
         let text = String::from_utf8(env.to_vec()).expect("utf-8");
-        self.send_text(client, &text);
+        let message = crate::client::wire::to_wire(self.clients[client].codec, text);
+        self.send_message(client, message);
     }
 
     /// The client asks to resume the session in [`Client::session`] from `last_seq`
@@ -476,6 +490,7 @@ impl Sim {
         while let Some(action) = self.engine.poll_action() {
             match action {
                 Action::Transmit { connection, message } => {
+                    self.check_codec(connection, message.codec);
                     self.deliver(connection, &message.to_text(), message.len())
                 }
                 Action::TransmitBroadcast {
@@ -484,6 +499,7 @@ impl Sim {
                     recipients,
                 } => {
                     for &(cid, seq) in &recipients {
+                        self.check_codec(cid, codec);
                         let message = crate::OutboundMessage {
                             prefix: prefix.clone(),
                             seq: Some(seq),
@@ -496,6 +512,7 @@ impl Sim {
                 Action::TransmitMany { connections, message } => {
                     let text = message.to_text();
                     for cid in connections {
+                        self.check_codec(cid, message.codec);
                         self.deliver(cid, &text, message.len());
                     }
                 }
@@ -551,6 +568,16 @@ impl Sim {
             None if self.closed.contains(&cid) => panic!("action addresses closed {cid}"),
             None => panic!("action addresses unknown {cid}"),
         }
+    }
+
+    /// Panics when the engine sends `cid` a message in another codec than its
+    /// client's.
+    fn check_codec(&self, cid: ConnectionId, codec: Codec) {
+        let client = self.live_client(cid);
+        assert_eq!(
+            codec, self.clients[client].codec,
+            "a message in the wrong codec for {cid:?}"
+        );
     }
 
     fn deliver(&mut self, cid: ConnectionId, text: &str, len: usize) {

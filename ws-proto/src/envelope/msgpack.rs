@@ -475,14 +475,7 @@ impl std::error::Error for MsgPackEncodeError {}
 /// Encodes `env` as a binary envelope (`v` is [`WIRE_VERSION`]; `s` last). A JSON
 /// payload is transcoded to the equivalent MessagePack value.
 pub fn encode_msgpack(env: &OutgoingEnvelope<'_>, out: &mut Vec<u8>) -> Result<(), MsgPackEncodeError> {
-    let payload = json_payload(env)?;
-    let _ = rmp::encode::write_map_len(out, field_count(env, payload.is_some()));
-    write_head_fields(env, out);
-    if let Some(value) = payload {
-        write_str(out, "p");
-        rmp_serde::encode::write_named(out, &value).map_err(|err| MsgPackEncodeError(err.to_string()))?;
-    }
-    write_tail_fields(env, out);
+    encode_msgpack_prefix(env, env.seq.is_some(), out)?;
     write_seq(env.seq, out);
     Ok(())
 }
@@ -495,14 +488,16 @@ fn field_count(env: &OutgoingEnvelope<'_>, payload: bool) -> u32 {
         + u32::from(env.seq.is_some())
 }
 
-/// `env`'s JSON payload as a value, `None` when absent or `null`.
-fn json_payload(env: &OutgoingEnvelope<'_>) -> Result<Option<serde_json::Value>, MsgPackEncodeError> {
-    let Some(json) = env.payload.as_json() else {
-        return Ok(None);
-    };
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|err| MsgPackEncodeError(err.to_string()))?;
-    Ok((!value.is_null()).then_some(value))
+/// `env`'s JSON payload, `None` when absent or `null`.
+fn json_payload<'a>(env: &OutgoingEnvelope<'a>) -> Option<&'a str> {
+    env.payload.as_json().filter(|json| json.trim() != "null")
+}
+
+/// `p` and the JSON payload `json` transcoded as it streams by: maps keep their key
+/// order, nothing is built in between.
+fn write_json_payload(json: &str, out: &mut Vec<u8>) -> Result<(), MsgPackEncodeError> {
+    write_str(out, "p");
+    json_to_msgpack(json.as_bytes(), out)
 }
 
 fn write_seq(seq: Option<u64>, out: &mut Vec<u8>) {
@@ -537,11 +532,13 @@ pub fn encode_msgpack_serialize<T: Serialize + ?Sized>(
 /// number of fields written. The body of a broadcast: encode it once, and complete it
 /// per recipient with [`write_msgpack_framed`].
 pub fn encode_msgpack_body(env: &OutgoingEnvelope<'_>, out: &mut Vec<u8>) -> Result<u32, MsgPackEncodeError> {
-    let payload = json_payload(env)?;
+    let start = out.len();
     let mut fields = write_head_fields(env, out);
-    if let Some(value) = payload {
-        write_str(out, "p");
-        rmp_serde::encode::write_named(out, &value).map_err(|err| MsgPackEncodeError(err.to_string()))?;
+    if let Some(json) = json_payload(env) {
+        if let Err(err) = write_json_payload(json, out) {
+            out.truncate(start);
+            return Err(err);
+        }
         fields += 1;
     }
     Ok(fields + write_tail_fields(env, out))
@@ -567,13 +564,17 @@ pub fn encode_msgpack_prefix(
     with_seq: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), MsgPackEncodeError> {
-    let payload = json_payload(env)?;
-    let _ = rmp::encode::write_map_len(out, field_count(env, payload.is_some()) + u32::from(with_seq));
+    let start = out.len();
+    let payload = json_payload(env);
+    // `s` is not `env`'s to write here: counted only when asked.
+    let fields = field_count(env, payload.is_some()) - u32::from(env.seq.is_some()) + u32::from(with_seq);
+    let _ = rmp::encode::write_map_len(out, fields);
     write_head_fields(env, out);
-    if let Some(value) = payload {
-        write_str(out, "p");
-        // Cannot fail: a JSON value always has a MessagePack form.
-        let _ = rmp_serde::encode::write_named(out, &value);
+    if let Some(json) = payload {
+        if let Err(err) = write_json_payload(json, out) {
+            out.truncate(start);
+            return Err(err);
+        }
     }
     write_tail_fields(env, out);
     Ok(())
@@ -589,7 +590,8 @@ pub fn encode_msgpack_prefix_serialize<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
 ) -> Result<(), MsgPackEncodeError> {
     let start = out.len();
-    let _ = rmp::encode::write_map_len(out, field_count(env, true) + u32::from(with_seq));
+    let fields = field_count(env, true) - u32::from(env.seq.is_some()) + u32::from(with_seq);
+    let _ = rmp::encode::write_map_len(out, fields);
     write_head_fields(env, out);
     write_str(out, "p");
     if let Err(err) = rmp_serde::encode::write_named(out, payload) {
@@ -670,9 +672,12 @@ pub fn msgpack_to_json(value: &[u8], out: &mut Vec<u8>) -> Result<(), MsgPackEnc
 
 /// Writes one JSON value as MessagePack (maps keep their key order).
 pub fn json_to_msgpack(json: &[u8], out: &mut Vec<u8>) -> Result<(), MsgPackEncodeError> {
+    let fail = |err: &dyn std::fmt::Display| MsgPackEncodeError(err.to_string());
     let mut de = serde_json::Deserializer::from_slice(json);
     let mut ser = rmp_serde::Serializer::new(out);
-    serde_transcode::transcode(&mut de, &mut ser).map_err(|err| MsgPackEncodeError(err.to_string()))
+    serde_transcode::transcode(&mut de, &mut ser).map_err(|e| fail(&e))?;
+    // One value and nothing after it (whitespace aside).
+    de.end().map_err(|e| fail(&e))
 }
 
 impl MsgPackEnvelope<'_> {

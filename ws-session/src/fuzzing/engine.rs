@@ -2,7 +2,9 @@
 //! harness (feature `sim`), decoded with `arbitrary`.
 //!
 //! The input is decoded as a configuration choice and a sequence of operations: clients
-//! connecting (with good, bad, pending or no credentials), raw text and binary messages,
+//! connecting (with good, bad, pending or no credentials, on JSON or MessagePack
+//! connections: the harness sends each client's envelopes in its codec and checks that
+//! every message the engine sends it is in that codec), raw text and binary messages,
 //! well-formed and malformed system events, drops, resumes with true or forged state,
 //! acks, stalls, application commands and clock jumps, up to the end of the data or
 //! `MAX_STEPS` operations. Checked: no panic and no action addressing a closed
@@ -15,7 +17,7 @@ use std::time::Duration;
 use crate::sim::Sim;
 use crate::EngineConfig;
 use arbitrary::{Arbitrary, Unstructured};
-use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
+use ws_proto::envelope::{sys, Codec, OutgoingEnvelope, Payload};
 use ws_proto::Message;
 
 #[derive(Arbitrary, Debug)]
@@ -40,6 +42,7 @@ impl Credential {
 #[derive(Arbitrary, Debug)]
 enum Op {
     Connect(Credential),
+    ConnectMsgPack(Credential),
     Text {
         client: u8,
         text: String,
@@ -186,6 +189,9 @@ fn apply(sim: &mut Sim, op: Op) {
         Op::Connect(cred) => {
             sim.connect(cred.text().as_deref());
         }
+        Op::ConnectMsgPack(cred) => {
+            sim.connect_with_codec(cred.text().as_deref(), Codec::MsgPack);
+        }
         Op::Text { client: c, text } => {
             if let Some(c) = client(sim, c) {
                 sim.send_text(c, &text);
@@ -207,6 +213,12 @@ fn apply(sim: &mut Sim, op: Op) {
         }
         Op::Binary { client: c, data } => {
             if let Some(c) = client(sim, c) {
+                // On a MessagePack connection, often a map: the envelope decoder's
+                // checks rather than its first byte.
+                let mut data = data;
+                if sim.client(c).codec == Codec::MsgPack && data.first().is_some_and(|b| b & 1 == 0) {
+                    data[0] = 0x80 | (data[0] >> 1 & 0x0f);
+                }
                 sim.send_message(c, Message::Binary(data.into()));
             }
         }
