@@ -19,7 +19,8 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rand_chacha::rand_core::SeedableRng;
-use ws_proto::envelope::{OutgoingEnvelope, Payload};
+use ws_proto::envelope::msgpack::encode_msgpack_serialize;
+use ws_proto::envelope::{Codec, OutgoingEnvelope, Payload};
 use ws_proto::Message;
 use ws_session::{Action, ConnectionInfo, Engine, UserId};
 
@@ -63,6 +64,118 @@ fn echo(c: &mut Criterion) {
             }
         })
     });
+    group.finish();
+}
+
+/// The chat line of the codec comparison: what a client sends and a handler reads.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Line {
+    room: String,
+    text: String,
+}
+
+/// One echo as the driver runs it, per codec: an envelope in (text or binary), its
+/// payload deserialized into a struct with the codec it came in (`payload_as`, as
+/// `Context::payload` does), the reply's payload serialized to JSON (as
+/// `Context::reply` does) and encoded by the engine in the connection's codec, written
+/// and flushed. Prints the bytes in and out once.
+fn echo_typed(c: &mut Criterion) {
+    let now = Instant::now();
+    let line = Line {
+        room: "lobby".into(),
+        text: "hello, world: a chat line of about forty-one c".into(),
+    };
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(1));
+    for codec in Codec::ALL {
+        let (mut engine, conns) = common::engine_with_codecs(common::config(), now, 1, None, |_| codec);
+        let (cid, _) = conns[0];
+        let env = OutgoingEnvelope::new("chat.send").with_correlation_id("r1");
+        let inbound = match codec {
+            Codec::MsgPack => {
+                let mut out = Vec::new();
+                encode_msgpack_serialize(&env, &line, &mut out).unwrap();
+                Message::Binary(out.into())
+            }
+            _ => {
+                let mut out = Vec::new();
+                env.encode_serialize(&line, &mut out).unwrap();
+                Message::Text(String::from_utf8(out).unwrap())
+            }
+        };
+        let mut out = Vec::with_capacity(256);
+        let run = |engine: &mut Engine, out: &mut Vec<u8>| {
+            engine.handle_message(now, cid, inbound.clone());
+            while let Some(action) = engine.poll_action() {
+                match action {
+                    Action::Event(event) => {
+                        let line: Line = event.payload_as().unwrap();
+                        let json = serde_json::to_string(&line).unwrap();
+                        let reply = OutgoingEnvelope::new("chat.sent").with_payload(Payload::Trusted(&json));
+                        let c = event.correlation_id().unwrap_or_default();
+                        engine.reply(now, event.session, c, &reply).unwrap();
+                    }
+                    Action::Transmit { connection, message } => {
+                        out.clear();
+                        let len = message.write_to(out);
+                        engine.handle_flushed(now, connection, len);
+                    }
+                    _ => {}
+                }
+            }
+        };
+        run(&mut engine, &mut out);
+        let inbound_len = match &inbound {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        };
+        eprintln!(
+            "echo_typed/{codec:?}: {inbound_len} bytes in, {} bytes out (s = 2)",
+            out.len()
+        );
+        group.bench_function(format!("echo_typed/{codec:?}"), |b| {
+            b.iter(|| {
+                run(&mut engine, &mut out);
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The 10,000-session room broadcast (encoded and flushed, as `with_encoding` below)
+/// with every connection on MessagePack, and with half of them: the binary prefix is
+/// made once per broadcast, then each recipient costs what a JSON one does.
+fn broadcast_codecs(c: &mut Criterion) {
+    const N: usize = 10_000;
+    let now = Instant::now();
+    let env = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(
+        r#"{"from":"alice","text":"hello, everyone in the room, this is a 100-byte-ish message!"}"#,
+    ));
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(N as u64));
+    group.sample_size(30);
+    let cases: [(&str, fn(usize) -> Codec); 2] = [
+        ("msgpack", |_| Codec::MsgPack),
+        ("half_msgpack", |i| {
+            if i % 2 == 0 {
+                Codec::MsgPack
+            } else {
+                Codec::Json
+            }
+        }),
+    ];
+    for (name, codec) in cases {
+        let (mut engine, _) = common::engine_with_codecs(common::config(), now, N, Some("room"), codec);
+        group.bench_function(format!("broadcast_room_10k/with_encoding/{name}"), |b| {
+            b.iter(|| {
+                let n = engine.broadcast_room(now, "room", &env, None);
+                black_box(common::drain(&mut engine, now));
+                black_box(n)
+            })
+        });
+    }
     group.finish();
 }
 
@@ -133,10 +246,18 @@ fn drain_unencoded(engine: &mut ws_session::Engine, now: Instant) {
             Action::Transmit { connection, message } => {
                 engine.handle_flushed(now, connection, message.len());
             }
-            Action::TransmitBroadcast { prefix, recipients } => {
+            Action::TransmitBroadcast {
+                prefix,
+                codec,
+                recipients,
+            } => {
                 for &(connection, seq) in &recipients {
-                    let len = prefix.len() + 6 + seq.checked_ilog10().unwrap_or(0) as usize + 1;
-                    engine.handle_flushed(now, connection, len);
+                    let message = ws_session::OutboundMessage {
+                        prefix: prefix.clone(),
+                        seq: Some(seq),
+                        codec,
+                    };
+                    engine.handle_flushed(now, connection, message.len());
                 }
                 engine.recycle(recipients);
             }
@@ -242,5 +363,13 @@ fn metrics_snapshot(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, echo, broadcast, resume_storm, metrics_snapshot);
+criterion_group!(
+    benches,
+    echo,
+    echo_typed,
+    broadcast,
+    broadcast_codecs,
+    resume_storm,
+    metrics_snapshot
+);
 criterion_main!(benches);

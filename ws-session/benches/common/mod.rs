@@ -3,7 +3,10 @@
 use std::time::Instant;
 
 use rand_chacha::rand_core::SeedableRng;
-use ws_session::{Action, ConnectionId, ConnectionInfo, Engine, EngineConfig, SessionId, UserId};
+use ws_proto::envelope::Codec;
+use ws_session::{
+    Action, ConnectionId, ConnectionInfo, Engine, EngineConfig, OutboundMessage, SessionId, UserId,
+};
 
 /// Limits out of the benchmarks' way: no rate limit, replay bounded as by default.
 pub(crate) fn config() -> EngineConfig {
@@ -31,10 +34,23 @@ pub(crate) fn engine_with_config(
     n: usize,
     room: Option<&str>,
 ) -> (Engine, Vec<(ConnectionId, SessionId)>) {
+    engine_with_codecs(config, now, n, room, |_| Codec::Json)
+}
+
+/// [`engine_with_config`] with connection `i` of codec `codec(i)`.
+#[allow(dead_code)] // not every bench binary uses it
+pub(crate) fn engine_with_codecs(
+    config: EngineConfig,
+    now: Instant,
+    n: usize,
+    room: Option<&str>,
+    codec: impl Fn(usize) -> Codec,
+) -> (Engine, Vec<(ConnectionId, SessionId)>) {
     let mut engine = Engine::new(config, rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let cid = engine.handle_connection_opened(now, ConnectionInfo::with_token(format!("t{i}")));
+        let info = ConnectionInfo::with_token(format!("t{i}")).with_codec(codec(i));
+        let cid = engine.handle_connection_opened(now, info);
         while let Some(action) = engine.poll_action() {
             if let Action::Authenticate(req) = action {
                 engine
@@ -69,12 +85,20 @@ pub(crate) fn drain_with(engine: &mut Engine, now: Instant, buf: &mut Vec<u8>) -
                 engine.handle_flushed(now, connection, len);
                 n += 1;
             }
-            Action::TransmitBroadcast { prefix, recipients } => {
+            Action::TransmitBroadcast {
+                prefix,
+                codec,
+                recipients,
+            } => {
                 // What a transport does: the shared body once, a tail per recipient.
                 for &(connection, seq) in &recipients {
                     buf.clear();
-                    buf.extend_from_slice(&prefix);
-                    ws_proto::envelope::write_seq_suffix(buf, Some(seq));
+                    let message = OutboundMessage {
+                        prefix: prefix.clone(),
+                        seq: Some(seq),
+                        codec,
+                    };
+                    message.write_to(buf);
                     engine.handle_flushed(now, connection, buf.len());
                     n += 1;
                 }
