@@ -252,12 +252,13 @@ fn drain_unencoded(engine: &mut ws_session::Engine, now: Instant) {
                 recipients,
             } => {
                 for &(connection, seq) in &recipients {
-                    let message = ws_session::OutboundMessage {
-                        prefix: prefix.clone(),
-                        seq: Some(seq),
-                        codec,
-                    };
-                    engine.handle_flushed(now, connection, message.len());
+                    let len = prefix.len()
+                        + match codec {
+                            Codec::MsgPack => ws_proto::envelope::msgpack::msgpack_seq_suffix_len(Some(seq)),
+                            // `,"s":N}`
+                            _ => 6 + seq.checked_ilog10().unwrap_or(0) as usize + 1,
+                        };
+                    engine.handle_flushed(now, connection, len);
                 }
                 engine.recycle(recipients);
             }

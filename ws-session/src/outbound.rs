@@ -29,9 +29,16 @@ impl OutboundMessage {
     /// returns the number of bytes written. This is the payload of one WebSocket frame
     /// (text for JSON, binary for MessagePack).
     pub fn write_to(&self, out: &mut Vec<u8>) -> usize {
+        Self::write_parts(self.codec, &self.prefix, self.seq, out)
+    }
+
+    /// [`write_to`](Self::write_to) from the parts, for a transport that has a
+    /// broadcast's shared prefix and each recipient's `s` (no message built, no
+    /// refcount taken per recipient).
+    pub fn write_parts(codec: Codec, prefix: &[u8], seq: Option<u64>, out: &mut Vec<u8>) -> usize {
         let start = out.len();
-        out.extend_from_slice(&self.prefix);
-        write_suffix(self.codec, out, self.seq);
+        out.extend_from_slice(prefix);
+        write_suffix(codec, out, seq);
         out.len() - start
     }
 

@@ -66,6 +66,15 @@ impl PrefixSlab {
         &self.slots[slot as usize].prefix
     }
 
+    /// Makes the binary form of `slot` from `envelope` (the one its JSON prefix was
+    /// encoded from), when it can; otherwise it is made from the JSON prefix on use.
+    pub(crate) fn set_msgpack(&mut self, slot: u32, envelope: &ws_proto::envelope::OutgoingEnvelope<'_>) {
+        let mut out = Vec::with_capacity(self.slots[slot as usize].prefix.len());
+        if ws_proto::envelope::msgpack::encode_msgpack_prefix(envelope, true, &mut out).is_ok() {
+            self.slots[slot as usize].msgpack = Some(Bytes::from(out));
+        }
+    }
+
     /// The prefix of `slot` in `codec`, the binary form made the first time it is
     /// asked for.
     pub(crate) fn prefix_for(&mut self, slot: u32, codec: Codec) -> &Bytes {

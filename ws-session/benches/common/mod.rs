@@ -93,12 +93,7 @@ pub(crate) fn drain_with(engine: &mut Engine, now: Instant, buf: &mut Vec<u8>) -
                 // What a transport does: the shared body once, a tail per recipient.
                 for &(connection, seq) in &recipients {
                     buf.clear();
-                    let message = OutboundMessage {
-                        prefix: prefix.clone(),
-                        seq: Some(seq),
-                        codec,
-                    };
-                    message.write_to(buf);
+                    OutboundMessage::write_parts(codec, &prefix, Some(seq), buf);
                     engine.handle_flushed(now, connection, buf.len());
                     n += 1;
                 }

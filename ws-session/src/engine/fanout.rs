@@ -22,18 +22,7 @@ impl Outbox<'_> {
         let Some(conn) = self.conns.get_mut(&cid) else {
             return false;
         };
-        if conn.slow {
-            return false;
-        }
-        if conn.queued + len > self.config.max_outbound_bytes {
-            conn.slow = true;
-            self.slow.push(cid);
-            return false;
-        }
-        conn.queued += len;
-        self.metrics.messages_out += 1;
-        self.metrics.bytes_out += len as u64;
-        true
+        charge(conn, cid, len, self.config, self.slow, self.metrics)
     }
 
     /// Appends `entry` to `sid`'s journal, when sessions are shared.
@@ -83,27 +72,62 @@ impl Outbox<'_> {
                 self.journal(sid, JournalEntry::Trimmed { first });
             }
         }
-        if let Some(cid) = session.connection {
-            let codec = self.conns.get(&cid).map_or(Codec::Json, |c| c.codec);
-            let prefix = self.slab.prefix_for(slot, codec).clone();
-            match batch {
-                Some(batch) => {
-                    if self.account(cid, OutboundMessage::encoded_len(codec, &prefix, Some(seq))) {
-                        batch.of(codec).push((cid, seq));
-                    }
-                }
-                None => {
-                    let message = OutboundMessage {
-                        prefix,
-                        seq: Some(seq),
-                        codec,
-                    };
-                    self.transmit(cid, message);
-                }
+        // One lookup of the connection gives its codec and takes the charge.
+        let Some((cid, conn)) = session
+            .connection
+            .and_then(|cid| Some((cid, self.conns.get_mut(&cid)?)))
+        else {
+            return seq;
+        };
+        let codec = conn.codec;
+        let prefix = self.slab.prefix_for(slot, codec);
+        let len = OutboundMessage::encoded_len(codec, prefix, Some(seq));
+        if !charge(conn, cid, len, self.config, self.slow, self.metrics) {
+            return seq;
+        }
+        match batch {
+            // No `Bytes` clone per recipient: its atomic increment is what a broadcast
+            // must not pay N times (see the module docs of `replay`).
+            Some(batch) => batch.of(codec).push((cid, seq)),
+            None => {
+                let message = OutboundMessage {
+                    prefix: prefix.clone(),
+                    seq: Some(seq),
+                    codec,
+                };
+                self.actions.push_back(Action::Transmit {
+                    connection: cid,
+                    message,
+                });
             }
         }
         seq
     }
+}
+
+/// Counts `len` more bytes handed to `conn`, unless that would put it over its outbound
+/// bound: then it is marked slow (closed when the input ends) and nothing more is sent
+/// to it. Returns whether the bytes may be sent.
+fn charge(
+    conn: &mut Conn,
+    cid: ConnectionId,
+    len: usize,
+    config: &EngineConfig,
+    slow: &mut Vec<ConnectionId>,
+    metrics: &mut Metrics,
+) -> bool {
+    if conn.slow {
+        return false;
+    }
+    if conn.queued + len > config.max_outbound_bytes {
+        conn.slow = true;
+        slow.push(cid);
+        return false;
+    }
+    conn.queued += len;
+    metrics.messages_out += 1;
+    metrics.bytes_out += len as u64;
+    true
 }
 
 /// The recipients of one broadcast, by codec: one `TransmitBroadcast` each.
@@ -147,13 +171,18 @@ impl Engine {
         prefix: &Bytes,
     ) -> Result<u64, ApiError> {
         let slot = self.slab.insert(prefix.clone());
+        let result = self.deliver_slot(now, sid, slot);
+        self.slab.release(slot);
+        result
+    }
+
+    /// Delivers the message in `slot` (held by the caller) to one session's stream.
+    pub(super) fn deliver_slot(&mut self, now: Instant, sid: SessionId, slot: u32) -> Result<u64, ApiError> {
         let (mut out, sessions, _) = self.outbox();
         let Some(session) = sessions.get_mut(&sid) else {
-            self.slab.release(slot);
             return Err(ApiError::UnknownSession(sid));
         };
         let seq = out.deliver(sid, session, slot, None);
-        self.slab.release(slot);
         self.finish(now);
         Ok(seq)
     }

@@ -375,11 +375,20 @@ impl Engine {
         session: SessionId,
         envelope: &OutgoingEnvelope<'_>,
     ) -> Result<u64, ApiError> {
-        if !self.sessions.contains_key(&session) {
+        let Some(s) = self.sessions.get(&session) else {
             return Err(ApiError::UnknownSession(session));
-        }
+        };
         let prefix = self.encoder.prefix(envelope);
-        self.deliver_prefix(now, session, &prefix)
+        let slot = self.slab.insert(prefix);
+        // Attached to a MessagePack connection: its binary form straight from the
+        // envelope, rather than from the JSON prefix just made.
+        let codec = s.connection.and_then(|cid| self.conns.get(&cid)).map(|c| c.codec);
+        if codec == Some(Codec::MsgPack) {
+            self.slab.set_msgpack(slot, envelope);
+        }
+        let result = self.deliver_slot(now, session, slot);
+        self.slab.release(slot);
+        result
     }
 
     /// Answers the request with correlation id `correlation_id` of `session`: sends
