@@ -218,11 +218,16 @@ fn drain(engine: &mut Engine, outboxes: &mut HashMap<ConnectionId, Sender<Vec<u8
     while let Some(action) = engine.poll_action() {
         match action {
             Action::Transmit { connection, message } => transmit(outboxes, connection, &message),
-            Action::TransmitBroadcast { prefix, recipients } => {
+            Action::TransmitBroadcast {
+                prefix,
+                codec,
+                recipients,
+            } => {
                 for &(connection, seq) in &recipients {
                     let message = OutboundMessage {
                         prefix: prefix.clone(),
                         seq: Some(seq),
+                        codec,
                     };
                     transmit(outboxes, connection, &message);
                 }

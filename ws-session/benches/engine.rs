@@ -156,7 +156,8 @@ fn broadcast_codecs(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(N as u64));
     group.sample_size(30);
-    let cases: [(&str, fn(usize) -> Codec); 2] = [
+    type CodecOf = fn(usize) -> Codec;
+    let cases: [(&str, CodecOf); 2] = [
         ("msgpack", |_| Codec::MsgPack),
         ("half_msgpack", |i| {
             if i % 2 == 0 {

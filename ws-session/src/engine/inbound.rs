@@ -74,7 +74,6 @@ impl Engine {
         let correlation_id = envelope.correlation_id.map(|c| span(c.as_bytes()));
         let payload = envelope.payload.map(span);
         let timestamp = envelope.timestamp;
-        drop(envelope);
         self.actions.push_back(Action::Event(InboundEvent {
             session: sid,
             user,
