@@ -1,6 +1,8 @@
 //! Byte payloads on a MessagePack connection reach a handler as bytes: `bin` on the
 //! wire, a byte buffer in `Context::payload`, no base64 and no array of numbers; the
-//! same type refuses a JSON array (4013). Against the real server on tokio.
+//! same type refuses a JSON array (4013). And back: a handler's reply with bytes is
+//! `bin` for a MessagePack client, an array of numbers for a JSON one. Against the
+//! real server on tokio.
 
 use adapter_tokio::{App, Context};
 use futures::SinkExt;
@@ -46,15 +48,60 @@ struct UploadOut<'a> {
     data: &'a [u8],
 }
 
+#[derive(Serialize)]
+struct Download {
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+}
+
 fn app() -> App {
-    tether_tests::suite::app().on("upload", |ctx: Context| async move {
-        let upload: Upload = ctx.payload()?;
-        let sum: u64 = upload.data.0.iter().map(|&b| u64::from(b)).sum();
-        ctx.reply(
-            "uploaded",
-            &json!({"name": upload.name, "len": upload.data.0.len(), "sum": sum}),
-        )
-    })
+    tether_tests::suite::app()
+        .on("upload", |ctx: Context| async move {
+            let upload: Upload = ctx.payload()?;
+            let sum: u64 = upload.data.0.iter().map(|&b| u64::from(b)).sum();
+            ctx.reply(
+                "uploaded",
+                &json!({"name": upload.name, "len": upload.data.0.len(), "sum": sum}),
+            )
+        })
+        .on("download", |ctx: Context| async move {
+            ctx.reply(
+                "file",
+                &Download {
+                    data: vec![1, 2, 250],
+                },
+            )?;
+            ctx.emit("file", &Download { data: vec![9] })
+        })
+}
+
+/// The `data` of the next `file` envelope, read from the raw frame with a type that
+/// takes binary data only.
+async fn next_file(ws: &mut tether_tests::client::Ws) -> Vec<u8> {
+    use futures::StreamExt;
+    #[derive(Deserialize)]
+    struct File {
+        data: OnlyBytes,
+    }
+    #[derive(Deserialize)]
+    struct Env {
+        e: String,
+        p: Option<File>,
+    }
+    loop {
+        let frame = tokio::time::timeout(tether_tests::client::WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("a frame");
+        let Message::Binary(bytes) = frame else {
+            panic!("a MessagePack connection got {frame:?}");
+        };
+        let env: Env = rmp_serde::from_slice(&bytes).unwrap();
+        if env.e == "file" {
+            return env.p.expect("a payload").data.0;
+        }
+    }
 }
 
 #[tokio::test]
@@ -104,6 +151,26 @@ async fn bytes_reach_the_handler_as_bytes_on_a_msgpack_connection() {
             (&error["e"], &error["p"]["code"]),
             (&json!("sys.error"), &json!(4013))
         );
+    })
+    .await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bytes_a_handler_sends_are_bin_for_a_msgpack_client_and_numbers_for_a_json_one() {
+    let server = harness::start(ServerRuntime::Tokio, app()).await;
+    with_codec(Codec::MsgPack, async {
+        let (mut ws, _) = session(server.addr, "ann").await;
+        send(&mut ws, "download", json!(null), Some("d")).await;
+        assert_eq!(next_file(&mut ws).await, [1, 2, 250], "the reply");
+        assert_eq!(next_file(&mut ws).await, [9], "the emit");
+    })
+    .await;
+    with_codec(Codec::Json, async {
+        let (mut ws, _) = session(server.addr, "ann").await;
+        send(&mut ws, "download", json!(null), Some("d")).await;
+        assert_eq!(recv(&mut ws).await["p"]["data"], json!([1, 2, 250]));
+        assert_eq!(recv(&mut ws).await["p"]["data"], json!([9]));
     })
     .await;
     server.stop().await.unwrap();

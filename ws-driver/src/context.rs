@@ -197,12 +197,31 @@ impl Context {
 
     /// Answers the request: `event` with `payload`, carrying the request's
     /// correlation id, in the session's stream (so it survives a reconnect).
+    ///
+    /// On a MessagePack connection the payload is serialized in both codecs, so that
+    /// binary data (`serde_bytes`) reaches the client as `bin`; the JSON form is for
+    /// JSON connections the session may resume on, and for other nodes.
     pub fn reply(&self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
+        self.send_own(event, payload, self.correlation_id().map(str::to_owned))
+    }
+
+    /// A message to this session, in its connection's codec as well as in JSON.
+    fn send_own(
+        &self,
+        event: &str,
+        payload: &impl Serialize,
+        correlation_id: Option<String>,
+    ) -> Result<(), HandlerError> {
+        let msgpack = match self.codec() {
+            Codec::MsgPack => Some(rmp_serde::to_vec_named(payload).map_err(HandlerError::internal)?),
+            _ => None,
+        };
         self.inner.handle.command(Command::Send {
             session: self.session_id(),
             event: event.to_owned(),
             payload: Some(serde_json::to_string(payload).map_err(HandlerError::internal)?),
-            correlation_id: self.correlation_id().map(str::to_owned),
+            correlation_id,
+            msgpack,
         });
         Ok(())
     }
@@ -217,9 +236,10 @@ impl Context {
         });
     }
 
-    /// Sends `event` to this session outside any request (no correlation id).
+    /// Sends `event` to this session outside any request (no correlation id); in both
+    /// codecs on a MessagePack connection, as [`reply`](Self::reply).
     pub fn emit(&self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
-        self.inner.handle.send(self.session_id(), event, payload)
+        self.send_own(event, payload, None)
     }
 
     /// Sends `event` to another session.

@@ -76,6 +76,9 @@ pub(crate) enum Command {
         event: String,
         payload: Option<String>,
         correlation_id: Option<String>,
+        /// The payload in MessagePack too (a handler's own session on a MessagePack
+        /// connection), so that its binary data stays `bin`.
+        msgpack: Option<Vec<u8>>,
     },
     Error {
         session: SessionId,
@@ -411,6 +414,7 @@ impl ServerHandle {
             event: event.to_owned(),
             payload: Some(serde_json::to_string(payload).map_err(HandlerError::internal)?),
             correlation_id: None,
+            msgpack: None,
         });
         Ok(())
     }
@@ -828,12 +832,15 @@ impl<R: Runtime> HubTask<R> {
                 event,
                 payload,
                 correlation_id,
+                msgpack,
             } => {
-                let envelope = envelope(&event, payload.as_deref());
-                let result = match correlation_id {
-                    Some(c) => self.engine.reply(now, session, &c, &envelope),
+                let mut envelope = envelope(&event, payload.as_deref());
+                envelope.correlation_id = correlation_id.as_deref();
+                let result = match (msgpack, correlation_id.is_some()) {
+                    (Some(msgpack), _) => self.engine.send_with_msgpack(now, session, &envelope, &msgpack),
+                    (None, true) => self.engine.send(now, session, &envelope),
                     // A session on another node gets it through the broker.
-                    None => self.engine.send_anywhere(now, session, &envelope).map(|_| 0),
+                    (None, false) => self.engine.send_anywhere(now, session, &envelope).map(|_| 0),
                 };
                 if let Err(err) = result {
                     tracing::debug!(%err, "send to a session that is gone");

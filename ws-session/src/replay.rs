@@ -68,9 +68,23 @@ impl PrefixSlab {
 
     /// Makes the binary form of `slot` from `envelope` (the one its JSON prefix was
     /// encoded from), when it can; otherwise it is made from the JSON prefix on use.
-    pub(crate) fn set_msgpack(&mut self, slot: u32, envelope: &ws_proto::envelope::OutgoingEnvelope<'_>) {
+    /// With `payload` (one MessagePack value), that payload is the binary form's `p`.
+    pub(crate) fn set_msgpack(
+        &mut self,
+        slot: u32,
+        envelope: &ws_proto::envelope::OutgoingEnvelope<'_>,
+        payload: Option<&[u8]>,
+    ) {
+        use ws_proto::envelope::msgpack::{encode_msgpack_prefix, encode_msgpack_prefix_raw};
         let mut out = Vec::with_capacity(self.slots[slot as usize].prefix.len());
-        if ws_proto::envelope::msgpack::encode_msgpack_prefix(envelope, true, &mut out).is_ok() {
+        let made = match payload {
+            Some(payload) => {
+                encode_msgpack_prefix_raw(envelope, payload, true, &mut out);
+                true
+            }
+            None => encode_msgpack_prefix(envelope, true, &mut out).is_ok(),
+        };
+        if made {
             self.slots[slot as usize].msgpack = Some(Bytes::from(out));
         }
     }

@@ -299,3 +299,35 @@ fn a_session_resumes_on_a_connection_of_the_other_codec_with_its_replay_converte
         assert_eq!(ticks, [(1, 2), (2, 3), (3, 4)], "{first:?} → {then:?}");
     }
 }
+
+#[test]
+fn a_payload_given_in_msgpack_keeps_its_bytes_and_json_connections_get_the_json_form() {
+    let mut server = Server::new();
+    let (cid, sid) = server.open(Codec::MsgPack);
+    let upload = Upload {
+        name: "pic".into(),
+        data: vec![7, 0, 255],
+    };
+    let packed = rmp_serde::to_vec_named(&upload).unwrap();
+    let json = serde_json::to_string(&upload).unwrap();
+    let env = OutgoingEnvelope::new("file").with_payload(Payload::Trusted(&json));
+    let now = server.now;
+    server.engine.send_with_msgpack(now, sid, &env, &packed).unwrap();
+    server.drain();
+    // The frame carries `bin`: the bytes-only field of `Upload` reads it.
+    let Some((_, Message::Binary(frame))) = server.sent.iter().rev().find(|(c, _)| *c == cid) else {
+        panic!("a binary frame");
+    };
+    let decoded = MsgPackEnvelope::decode(frame, &ws_proto::Config::default()).unwrap();
+    assert_eq!(decoded.payload_as::<Upload>().unwrap(), upload);
+    assert!(
+        frame.windows(5).any(|w| w == [0xc4, 3, 7, 0, 255]),
+        "bin 8 of 3 bytes"
+    );
+
+    // Resumed on a JSON connection: the JSON form, bytes as numbers.
+    let resumed = resume(&mut server, (cid, Codec::MsgPack), sid, 0, Codec::Json);
+    let got = server.received(resumed, Codec::Json);
+    let file = got.iter().find(|m| m["e"] == "file").expect("the replayed file");
+    assert_eq!(file["p"]["data"], serde_json::json!([7, 0, 255]));
+}

@@ -602,6 +602,24 @@ pub fn encode_msgpack_prefix_serialize<T: Serialize + ?Sized>(
     Ok(())
 }
 
+/// [`encode_msgpack_prefix`] with `payload`, the MessagePack bytes of one value (from
+/// `rmp-serde`, say), written as `p` as they are, in place of `env`'s own payload: for
+/// a payload made in MessagePack, whose binary data stays `bin`. The caller vouches
+/// that `payload` is one well-formed value.
+pub fn encode_msgpack_prefix_raw(
+    env: &OutgoingEnvelope<'_>,
+    payload: &[u8],
+    with_seq: bool,
+    out: &mut Vec<u8>,
+) {
+    let fields = field_count(env, true) - u32::from(env.seq.is_some()) + u32::from(with_seq);
+    let _ = rmp::encode::write_map_len(out, fields);
+    write_head_fields(env, out);
+    write_str(out, "p");
+    out.extend_from_slice(payload);
+    write_tail_fields(env, out);
+}
+
 /// Completes a prefix from [`encode_msgpack_prefix`]: `s` when `seq` is given, nothing
 /// otherwise (the map header already counted it).
 pub fn write_msgpack_seq_suffix(out: &mut Vec<u8>, seq: Option<u64>) {

@@ -375,16 +375,41 @@ impl Engine {
         session: SessionId,
         envelope: &OutgoingEnvelope<'_>,
     ) -> Result<u64, ApiError> {
+        self.send_in_codecs(now, session, envelope, None)
+    }
+
+    /// [`send`](Self::send) with the payload given in MessagePack too (`msgpack`: the
+    /// bytes of one value, e.g. from `rmp-serde`), so that binary data stays `bin` for
+    /// a session on a MessagePack connection. `envelope`'s JSON payload is what JSON
+    /// connections, the journal and other nodes get; the two must say the same thing.
+    pub fn send_with_msgpack(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        envelope: &OutgoingEnvelope<'_>,
+        msgpack: &[u8],
+    ) -> Result<u64, ApiError> {
+        self.send_in_codecs(now, session, envelope, Some(msgpack))
+    }
+
+    fn send_in_codecs(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        envelope: &OutgoingEnvelope<'_>,
+        msgpack: Option<&[u8]>,
+    ) -> Result<u64, ApiError> {
         let Some(s) = self.sessions.get(&session) else {
             return Err(ApiError::UnknownSession(session));
         };
         let prefix = self.encoder.prefix(envelope);
         let slot = self.slab.insert(prefix);
         // Attached to a MessagePack connection: its binary form straight from the
-        // envelope, rather than from the JSON prefix just made.
+        // envelope (or the payload given in MessagePack), rather than from the JSON
+        // prefix just made.
         let codec = s.connection.and_then(|cid| self.conns.get(&cid)).map(|c| c.codec);
-        if codec == Some(Codec::MsgPack) {
-            self.slab.set_msgpack(slot, envelope);
+        if codec == Some(Codec::MsgPack) || msgpack.is_some() {
+            self.slab.set_msgpack(slot, envelope, msgpack);
         }
         let result = self.deliver_slot(now, session, slot);
         self.slab.release(slot);
