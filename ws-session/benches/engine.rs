@@ -76,9 +76,9 @@ struct Line {
 
 /// One echo as the driver runs it, per codec: an envelope in (text or binary), its
 /// payload deserialized into a struct with the codec it came in (`payload_as`, as
-/// `Context::payload` does), the reply's payload serialized to JSON (as
-/// `Context::reply` does) and encoded by the engine in the connection's codec, written
-/// and flushed. Prints the bytes in and out once.
+/// `Context::payload` does), the reply's payload serialized as `Context::reply` does
+/// (JSON; on MessagePack, MessagePack too) and encoded by the engine in the
+/// connection's codec, written and flushed. Prints the bytes in and out once.
 fn echo_typed(c: &mut Criterion) {
     let now = Instant::now();
     let line = Line {
@@ -111,9 +111,20 @@ fn echo_typed(c: &mut Criterion) {
                     Action::Event(event) => {
                         let line: Line = event.payload_as().unwrap();
                         let json = serde_json::to_string(&line).unwrap();
-                        let reply = OutgoingEnvelope::new("chat.sent").with_payload(Payload::Trusted(&json));
                         let c = event.correlation_id().unwrap_or_default();
-                        engine.reply(now, event.session, c, &reply).unwrap();
+                        let reply = OutgoingEnvelope::new("chat.sent")
+                            .with_payload(Payload::Trusted(&json))
+                            .with_correlation_id(c);
+                        // As `Context::reply`: on MessagePack, the payload in both codecs.
+                        match event.codec() {
+                            Codec::MsgPack => {
+                                let packed = rmp_serde::to_vec_named(&line).unwrap();
+                                engine.send_with_msgpack(now, event.session, &reply, &packed).unwrap();
+                            }
+                            _ => {
+                                engine.send(now, event.session, &reply).unwrap();
+                            }
+                        }
                     }
                     Action::Transmit { connection, message } => {
                         out.clear();
