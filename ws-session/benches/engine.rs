@@ -119,7 +119,9 @@ fn echo_typed(c: &mut Criterion) {
                         match event.codec() {
                             Codec::MsgPack => {
                                 let packed = rmp_serde::to_vec_named(&line).unwrap();
-                                engine.send_with_msgpack(now, event.session, &reply, &packed).unwrap();
+                                engine
+                                    .send_with_msgpack(now, event.session, &reply, &packed)
+                                    .unwrap();
                             }
                             _ => {
                                 engine.send(now, event.session, &reply).unwrap();
