@@ -37,9 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ws_driver::adapter::{BoxFuture, Runtime};
-use ws_driver::{
-    Count, MemberChange, MemberState, MemberUpdate, Membership, MembershipError, RoomMember,
-};
+use ws_driver::{Count, MemberChange, MemberState, MemberUpdate, Membership, MembershipError, RoomMember};
 use ws_session::{SessionId, UserId};
 
 use crate::commands::Commands;

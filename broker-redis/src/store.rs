@@ -165,7 +165,6 @@ enum ToWriter {
     Reconcile,
 }
 
-
 struct Shared {
     config: RedisConfig,
     options: StoreOptions,

@@ -46,7 +46,11 @@ pub(crate) fn room_channel(prefix: &str, room: &str) -> String {
 /// The message for `publication` from `node`.
 pub(crate) fn encode(node: u64, publication: &Publication) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(HEADER + 16 + 16 + publication.prefix.len());
-    out.put_u8(if publication.volatile { VERSION_VOLATILE } else { VERSION });
+    out.put_u8(if publication.volatile {
+        VERSION_VOLATILE
+    } else {
+        VERSION
+    });
     out.put_u64(node);
     match publication.except {
         Some(session) => {
@@ -156,7 +160,11 @@ mod tests {
         let message = encode(1, &Publication::new(PublishTarget::All, None, Bytes::new()));
         assert_eq!(decode("t", "other:all", &message), None);
         assert_eq!(decode("t", "t:all", &[2, 0, 0]), None);
-        assert_eq!(decode("t", "t:all", &[3, 0, 0, 0, 0, 0, 0, 0, 1, 0]), None, "a later version");
+        assert_eq!(
+            decode("t", "t:all", &[3, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+            None,
+            "a later version"
+        );
         assert_eq!(decode("t", "t:all", &[]), None);
         let mut truncated = encode(
             1,

@@ -17,7 +17,8 @@ use tether_tests::harness::{start, Running, ServerRuntime};
 use tether_tests::redis_server::RedisServer;
 use tether_tests::suite::app;
 use ws_driver::{
-    transition, InMemoryMembership, MemberChange, MemberState, MemberUpdate, Membership, PresenceState, RoomMember,
+    transition, InMemoryMembership, MemberChange, MemberState, MemberUpdate, Membership, PresenceState,
+    RoomMember,
 };
 use ws_session::{SessionId, UserId};
 
@@ -88,7 +89,16 @@ async fn rules(m: &dyn Membership) {
     let c = update(m, 1, t, vec![up("r", 1, "alice", MemberState::Online)]).await;
     assert_eq!(per_user(&c), [("alice".into(), Joined)]);
     assert_eq!(per_session(&c), [(sid(1), Joined)]);
-    let c = update(m, 2, t, vec![up("r", 2, "alice", MemberState::Online), up("r", 3, "bob", MemberState::Away)]).await;
+    let c = update(
+        m,
+        2,
+        t,
+        vec![
+            up("r", 2, "alice", MemberState::Online),
+            up("r", 3, "bob", MemberState::Away),
+        ],
+    )
+    .await;
     assert_eq!(per_user(&c), [("bob".into(), Joined)], "alice was in already");
     assert_eq!(per_session(&c), [(sid(2), Joined), (sid(3), Joined)]);
     let c = update(m, 1, t, vec![up("r", 1, "alice", MemberState::Away)]).await;
@@ -100,18 +110,41 @@ async fn rules(m: &dyn Membership) {
     assert_eq!(
         members(m, "r").await,
         [
-            RoomMember { session: sid(1), user: UserId::new("alice"), online: false },
-            RoomMember { session: sid(2), user: UserId::new("alice"), online: true },
-            RoomMember { session: sid(3), user: UserId::new("bob"), online: false },
+            RoomMember {
+                session: sid(1),
+                user: UserId::new("alice"),
+                online: false
+            },
+            RoomMember {
+                session: sid(2),
+                user: UserId::new("alice"),
+                online: true
+            },
+            RoomMember {
+                session: sid(3),
+                user: UserId::new("bob"),
+                online: false
+            },
         ]
     );
     // Reporting what is already there changes nothing.
-    assert_eq!(update(m, 2, t, vec![up("r", 2, "alice", MemberState::Online)]).await, []);
+    assert_eq!(
+        update(m, 2, t, vec![up("r", 2, "alice", MemberState::Online)]).await,
+        []
+    );
     let c = update(m, 2, t, vec![up("r", 2, "alice", MemberState::Gone)]).await;
-    assert_eq!(per_user(&c), [("alice".into(), Away)], "the session left is the online one");
+    assert_eq!(
+        per_user(&c),
+        [("alice".into(), Away)],
+        "the session left is the online one"
+    );
     let c = update(m, 1, t, vec![up("r", 1, "alice", MemberState::Gone)]).await;
     assert_eq!(per_user(&c), [("alice".into(), Left)]);
-    assert_eq!(update(m, 1, t, vec![up("r", 1, "alice", MemberState::Gone)]).await, [], "gone already");
+    assert_eq!(
+        update(m, 1, t, vec![up("r", 1, "alice", MemberState::Gone)]).await,
+        [],
+        "gone already"
+    );
     let c = update(m, 2, t, vec![up("r", 3, "bob", MemberState::Gone)]).await;
     assert_eq!(per_user(&c), [("bob".into(), Left)]);
     assert!(members(m, "r").await.is_empty());
@@ -119,8 +152,16 @@ async fn rules(m: &dyn Membership) {
     // A session that moved to node 2 is node 2's: node 1's late "gone" does not
     // remove it.
     update(m, 1, t, vec![up("m", 5, "carol", MemberState::Online)]).await;
-    assert_eq!(update(m, 2, t, vec![up("m", 5, "carol", MemberState::Online)]).await, [], "the move changes nothing");
-    assert_eq!(update(m, 1, t, vec![up("m", 5, "carol", MemberState::Gone)]).await, [], "fenced");
+    assert_eq!(
+        update(m, 2, t, vec![up("m", 5, "carol", MemberState::Online)]).await,
+        [],
+        "the move changes nothing"
+    );
+    assert_eq!(
+        update(m, 1, t, vec![up("m", 5, "carol", MemberState::Gone)]).await,
+        [],
+        "fenced"
+    );
     assert_eq!(members(m, "m").await.len(), 1);
     let c = update(m, 2, t, vec![up("m", 5, "carol", MemberState::Gone)]).await;
     assert_eq!(per_user(&c), [("carol".into(), Left)]);
@@ -128,12 +169,25 @@ async fn rules(m: &dyn Membership) {
     // Entries expire unless reported again: a node that died leaves, swept by any
     // node's next call.
     let t0 = t + 1_000;
-    update(m, 3, t0, vec![up("x", 7, "dave", MemberState::Online), up("x", 8, "erin", MemberState::Online)]).await;
+    update(
+        m,
+        3,
+        t0,
+        vec![
+            up("x", 7, "dave", MemberState::Online),
+            up("x", 8, "erin", MemberState::Online),
+        ],
+    )
+    .await;
     let ttl = TTL.as_millis() as u64;
     update(m, 4, t0 + ttl / 2, vec![up("x", 8, "erin", MemberState::Online)]).await; // erin moved to node 4
     assert_eq!(update(m, 4, t0 + ttl - 1, vec![]).await, [], "not yet");
     let c = update(m, 4, t0 + ttl, vec![]).await;
-    assert_eq!(per_user(&c), [("dave".into(), Left)], "dave's node stopped reporting");
+    assert_eq!(
+        per_user(&c),
+        [("dave".into(), Left)],
+        "dave's node stopped reporting"
+    );
     assert_eq!(update(m, 4, t0 + ttl + 1, vec![]).await, [], "once");
     let erin = members(m, "x").await;
     assert_eq!(erin.len(), 1);
@@ -174,7 +228,12 @@ async fn an_outage_is_an_error_not_an_empty_list() {
     // Redis comes back empty (no persistence here): the node's next full report
     // writes its members again.
     redis.restart();
-    let report = || vec![up("r", 1, "alice", MemberState::Online), up("r", 2, "bob", MemberState::Online)];
+    let report = || {
+        vec![
+            up("r", 1, "alice", MemberState::Online),
+            up("r", 2, "bob", MemberState::Online),
+        ]
+    };
     let mut reported = false;
     for _ in 0..100 {
         if m.update(1, now_ms(), report()).await.is_ok() {
@@ -203,7 +262,11 @@ async fn node(redis: &RedisServer) -> Running {
         })
         .on("who", |ctx: Context| async move {
             let room: String = ctx.payload()?;
-            let members = ctx.server().room_presence(&room).await.map_err(ws_driver::HandlerError::internal)?;
+            let members = ctx
+                .server()
+                .room_presence(&room)
+                .await
+                .map_err(ws_driver::HandlerError::internal)?;
             ctx.reply("who", &members)
         });
     start(ServerRuntime::Tokio, app).await
@@ -233,7 +296,10 @@ async fn call(ws: &mut Ws, event: &str, payload: Value, reply: &str) -> Value {
 async fn marker(node: &Running, name: &str, watcher: &mut Ws) -> Ws {
     let (mut ws, _) = session(node.addr, name).await;
     call(&mut ws, "join", json!("r"), "joined").await;
-    assert_eq!(presence(watcher).await, json!({"room": "r", "user": name, "state": "joined"}));
+    assert_eq!(
+        presence(watcher).await,
+        json!({"room": "r", "user": name, "state": "joined"})
+    );
     ws
 }
 
@@ -247,7 +313,10 @@ async fn presence_and_members_span_the_nodes() {
     // Alice joins on A: bob, on B, hears it once.
     let (mut alice_a, _) = session(a.addr, "alice").await;
     call(&mut alice_a, "join", json!("r"), "joined").await;
-    assert_eq!(presence(&mut bob).await, json!({"room": "r", "user": "alice", "state": "joined"}));
+    assert_eq!(
+        presence(&mut bob).await,
+        json!({"room": "r", "user": "alice", "state": "joined"})
+    );
 
     // Her second tab, on B, is the same user in the room: nothing is announced.
     let (mut alice_b, _) = session(b.addr, "alice").await;
@@ -267,7 +336,10 @@ async fn presence_and_members_span_the_nodes() {
     call(&mut alice_a, "leave", json!("r"), "left").await;
     let _carol = marker(&a, "carol", &mut bob).await;
     call(&mut alice_b, "leave", json!("r"), "left").await;
-    assert_eq!(presence(&mut bob).await, json!({"room": "r", "user": "alice", "state": "left"}));
+    assert_eq!(
+        presence(&mut bob).await,
+        json!({"room": "r", "user": "alice", "state": "left"})
+    );
     assert_eq!(
         call(&mut alice_a, "who", json!("r"), "who").await,
         json!([

@@ -25,7 +25,8 @@ use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::{
     Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, ErrorCode, InboundEvent, JournalEntry,
-    Metrics, OutboundMessage, Publication, PublishTarget, RequestId, SessionEvent, SessionId, SessionRecord, UserId,
+    Metrics, OutboundMessage, Publication, PublishTarget, RequestId, SessionEvent, SessionId, SessionRecord,
+    UserId,
 };
 
 use crate::app::{App, ConnectionEvent, Hook};
@@ -322,7 +323,13 @@ impl Hub {
             announce: app.presence,
             local: MemberTable::new(Duration::MAX),
             cluster: app.membership.map(|backend| ClusterMembers {
-                reports: spawn_membership_reporter(&runtime, backend.clone(), node, app.store_timeout, &command_tx),
+                reports: spawn_membership_reporter(
+                    &runtime,
+                    backend.clone(),
+                    node,
+                    app.store_timeout,
+                    &command_tx,
+                ),
                 backend,
                 timeout: app.store_timeout,
             }),
@@ -992,7 +999,8 @@ impl<R: Runtime> HubTask<R> {
                     .and_then(|m| m.announce.as_ref())
                     .map_or(true, |p| p.per_user);
                 if let Some(cluster) = self.members.as_ref().and_then(|m| m.cluster.as_ref()) {
-                    let (backend, timeout, rt) = (cluster.backend.clone(), cluster.timeout, self.runtime.clone());
+                    let (backend, timeout, rt) =
+                        (cluster.backend.clone(), cluster.timeout, self.runtime.clone());
                     self.runtime.spawn(async move {
                         let result = match with_timeout(&rt, timeout, backend.members(&room)).await {
                             Some(Ok(list)) => Ok(presence::members(
@@ -1257,13 +1265,17 @@ impl<R: Runtime> HubTask<R> {
             SessionEvent::Created { session, user, .. } => {
                 self.track(now, |t, out| t.held(*session, user.clone(), true, [], out));
             }
-            SessionEvent::Suspended { session } => self.track(now, |t, out| t.connected(*session, false, out)),
+            SessionEvent::Suspended { session } => {
+                self.track(now, |t, out| t.connected(*session, false, out))
+            }
             SessionEvent::Resumed { session, .. } => {
                 // A session loaded from the store (it moved here) is new to presence:
                 // it comes with the rooms of its record.
                 let known = self.members.as_ref().is_some_and(|m| m.tracker.holds(*session));
                 match self.engine.session_info(*session).filter(|_| !known) {
-                    Some(info) => self.track(now, |t, out| t.held(*session, info.user, true, info.rooms, out)),
+                    Some(info) => {
+                        self.track(now, |t, out| t.held(*session, info.user, true, info.rooms, out))
+                    }
                     None => self.track(now, |t, out| t.connected(*session, true, out)),
                 }
             }

@@ -41,8 +41,14 @@ impl MemberState {
     /// The session's own count: one member, online or not; none when gone.
     fn count(self) -> Count {
         match self {
-            Self::Online => Count { members: 1, online: 1 },
-            Self::Away => Count { members: 1, online: 0 },
+            Self::Online => Count {
+                members: 1,
+                online: 1,
+            },
+            Self::Away => Count {
+                members: 1,
+                online: 0,
+            },
             Self::Gone => Count::default(),
         }
     }
@@ -177,8 +183,7 @@ impl MemberTable {
             return;
         }
         if let Some(old) = &old {
-            self.by_expiry
-                .remove(&(old.expires_ms, key.0.clone(), key.1));
+            self.by_expiry.remove(&(old.expires_ms, key.0.clone(), key.1));
         }
         let before = old.as_ref().map_or(MemberState::Gone, |e| state_of(e.online));
         if update.state == MemberState::Gone {
@@ -200,7 +205,13 @@ impl MemberTable {
         // leaves and the new one enters.
         if let Some(old) = old.filter(|e| e.user != update.user) {
             out.extend(self.count(&update.room, update.session, &old.user, before, MemberState::Gone));
-            out.extend(self.count(&update.room, update.session, &update.user, MemberState::Gone, update.state));
+            out.extend(self.count(
+                &update.room,
+                update.session,
+                &update.user,
+                MemberState::Gone,
+                update.state,
+            ));
         } else {
             out.extend(self.count(&update.room, update.session, &update.user, before, update.state));
         }

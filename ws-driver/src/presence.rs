@@ -165,7 +165,11 @@ impl Tracker {
         };
         if *online != now_online {
             *online = now_online;
-            out.extend(rooms.iter().map(|room| update(room, session, user, state(now_online))));
+            out.extend(
+                rooms
+                    .iter()
+                    .map(|room| update(room, session, user, state(now_online))),
+            );
         }
     }
 
@@ -173,7 +177,11 @@ impl Tracker {
     /// left every room as far as this node can say.
     pub(crate) fn gone(&mut self, session: SessionId, out: &mut Vec<MemberUpdate>) {
         if let Some((user, _, rooms)) = self.sessions.remove(&session) {
-            out.extend(rooms.iter().map(|room| update(room, session, &user, MemberState::Gone)));
+            out.extend(
+                rooms
+                    .iter()
+                    .map(|room| update(room, session, &user, MemberState::Gone)),
+            );
         }
     }
 
@@ -182,7 +190,9 @@ impl Tracker {
         self.sessions
             .iter()
             .flat_map(|(session, (user, online, rooms))| {
-                rooms.iter().map(|room| update(room, *session, user, state(*online)))
+                rooms
+                    .iter()
+                    .map(|room| update(room, *session, user, state(*online)))
             })
             .collect()
     }

@@ -218,7 +218,10 @@ async fn main() -> std::io::Result<()> {
             let broker = RedisPubSub::start(config.clone(), TokioRuntime);
             let store = RedisSessionStore::start(config.clone(), StoreOptions::default(), TokioRuntime);
             let members = RedisMembership::start(config, TokioRuntime);
-            app = app.pubsub(broker.clone()).session_store(store).membership(members);
+            app = app
+                .pubsub(broker.clone())
+                .session_store(store)
+                .membership(members);
             Some(broker)
         }
         None => None,

@@ -330,7 +330,11 @@ impl Engine {
     /// is delivered to the local sessions it targets and never published again.
     pub fn handle_remote_publish(&mut self, now: Instant, publication: &Publication) {
         if publication.volatile {
-            self.fan_out_volatile_to(&publication.target, publication.prefix.clone(), publication.except);
+            self.fan_out_volatile_to(
+                &publication.target,
+                publication.prefix.clone(),
+                publication.except,
+            );
             self.finish(now);
             return;
         }
@@ -557,7 +561,12 @@ impl Engine {
     }
 
     /// The local part of a volatile send to `target`.
-    fn fan_out_volatile_to(&mut self, target: &PublishTarget, prefix: Bytes, except: Option<SessionId>) -> usize {
+    fn fan_out_volatile_to(
+        &mut self,
+        target: &PublishTarget,
+        prefix: Bytes,
+        except: Option<SessionId>,
+    ) -> usize {
         let message = OutboundMessage { prefix, seq: None };
         let keep = |sid: SessionId| Some(sid) != except;
         match target {
