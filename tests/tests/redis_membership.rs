@@ -272,7 +272,7 @@ async fn node(redis: &RedisServer) -> Running {
     start(ServerRuntime::Tokio, app).await
 }
 
-/// The next `sys.presence` (skipping nothing else: the test knows what comes).
+/// The next envelope, which must be a `sys.presence` (the test knows what comes).
 async fn presence(ws: &mut Ws) -> Value {
     let next = recv(ws).await;
     assert_eq!(next["e"], "sys.presence", "{next}");
