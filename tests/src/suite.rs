@@ -826,7 +826,7 @@ pub async fn presence_is_announced_once_per_user_and_listed(runtime: ServerRunti
     drop_abruptly(tab1);
     let away = recv_event(&mut watcher, "sys.presence").await;
     assert_eq!(away["p"]["state"], "away", "{away}");
-    let members = handle.room_presence("r").await;
+    let members = handle.room_presence("r").await.unwrap();
     let listed: Vec<(String, bool)> = members.iter().map(|m| (m.user.to_string(), m.online)).collect();
     assert_eq!(
         listed,

@@ -87,6 +87,7 @@ pub struct App {
     pub(crate) presence: Option<crate::Presence>,
     pub(crate) store: Option<Arc<dyn SessionStore>>,
     pub(crate) store_timeout: Duration,
+    pub(crate) membership: Option<Arc<dyn crate::Membership>>,
 }
 
 impl Default for App {
@@ -120,6 +121,7 @@ impl App {
             presence: None,
             store: None,
             store_timeout: Self::DEFAULT_STORE_TIMEOUT,
+            membership: None,
         }
     }
 
@@ -225,8 +227,20 @@ impl App {
         self
     }
 
-    /// Bounds every session store call (a journal write, a load): a load that takes
-    /// longer is a refused resume ("unknown"), a write that does is logged. Default:
+    /// Shares room membership with the other nodes through `membership`: each node
+    /// reports its sessions' rooms there, [`ServerHandle::room_presence`] lists the
+    /// members of every node, and presence ([`App::presence`]) is decided for the
+    /// cluster (a user with sessions on two nodes joins and leaves a room once) and
+    /// announced on every node. Without it both are this node's. Calls are bounded by
+    /// [`App::store_timeout`]. See [`Membership`](crate::Membership).
+    pub fn membership(mut self, membership: impl crate::Membership) -> Self {
+        self.membership = Some(Arc::new(membership));
+        self
+    }
+
+    /// Bounds every session store call (a journal write, a load) and every membership
+    /// call: a load that takes longer is a refused resume ("unknown"), a write that
+    /// does is logged. Default:
     /// [`App::DEFAULT_STORE_TIMEOUT`] (5 s).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;

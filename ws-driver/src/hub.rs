@@ -25,7 +25,8 @@ use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::{
     Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, ErrorCode, InboundEvent, JournalEntry,
-    Metrics, OutboundMessage, Publication, RequestId, SessionEvent, SessionId, SessionRecord, UserId,
+    Metrics, OutboundMessage, Publication, PublishTarget, RequestId, SessionEvent, SessionId, SessionRecord,
+    UserId,
 };
 
 use crate::app::{App, ConnectionEvent, Hook};
@@ -33,7 +34,8 @@ use crate::auth::Authenticator;
 use crate::context::Context;
 use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
-use crate::presence::{self, Announcement, Member};
+use crate::membership::{MemberChange, MemberTable, MemberUpdate, Membership, MembershipError};
+use crate::presence::{self, Member, Presence, Tracker};
 use crate::reach::{Audience, SessionView};
 use crate::request::RequestError;
 use crate::runtime::Runtime;
@@ -111,8 +113,12 @@ pub(crate) enum Command {
     },
     RoomPresence {
         room: String,
-        reply: oneshot::Sender<Vec<Member>>,
+        reply: oneshot::Sender<Result<Vec<Member>, MembershipError>>,
     },
+    /// What the membership backend says this node's reports changed: to announce.
+    MemberChanges(Vec<MemberChange>),
+    /// Time to report every member again (to the membership task).
+    ReportMembers,
     Join {
         session: SessionId,
         room: String,
@@ -312,6 +318,22 @@ impl Hub {
                 index: HashMap::new(),
             }
         });
+        let members = (app.presence.is_some() || app.membership.is_some()).then(|| Members {
+            tracker: Tracker::default(),
+            announce: app.presence,
+            local: MemberTable::new(Duration::MAX),
+            cluster: app.membership.map(|backend| ClusterMembers {
+                reports: spawn_membership_reporter(
+                    &runtime,
+                    backend.clone(),
+                    node,
+                    app.store_timeout,
+                    &command_tx,
+                ),
+                backend,
+                timeout: app.store_timeout,
+            }),
+        });
         let task = HubTask {
             runtime: runtime.clone(),
             engine,
@@ -323,7 +345,7 @@ impl Hub {
             latency: HashMap::new(),
             listeners: HashMap::new(),
             sessions: HashMap::new(),
-            presence: app.presence.map(presence::Tracker::new),
+            members,
             claims: HashMap::new(),
             workers: HashMap::new(),
             middleware: app.middleware.into(),
@@ -549,6 +571,75 @@ enum ToBroker {
     Vacated(Arc<str>),
 }
 
+/// What the hub keeps for presence and room membership.
+struct Members {
+    tracker: Tracker,
+    /// How presence is announced, when it is.
+    announce: Option<Presence>,
+    /// The counts, when they are this node's alone (no membership backend).
+    local: MemberTable,
+    /// The backend, when membership is shared with other nodes.
+    cluster: Option<ClusterMembers>,
+}
+
+/// The hub's side of a shared [`Membership`].
+struct ClusterMembers {
+    backend: Arc<dyn Membership>,
+    /// The queue of the task that reports to the backend.
+    reports: mpsc::UnboundedSender<Vec<MemberUpdate>>,
+    timeout: Duration,
+}
+
+/// Starts the task that reports node `node`'s member updates to `backend`, one call
+/// at a time in the order they came (what piled up meanwhile goes in one), and asks the
+/// hub every [`Membership::refresh_interval`] for all of its members (which keeps them
+/// alive and sweeps other nodes' expired ones). What a call changed goes back to the
+/// hub to announce. A failed call is logged; the next full report puts it right.
+fn spawn_membership_reporter<R: Runtime>(
+    runtime: &R,
+    backend: Arc<dyn Membership>,
+    node: u64,
+    timeout: Duration,
+    commands: &mpsc::UnboundedSender<Command>,
+) -> mpsc::UnboundedSender<Vec<MemberUpdate>> {
+    let (tx, mut rx) = mpsc::unbounded::<Vec<MemberUpdate>>();
+    let (rt, commands) = (runtime.clone(), commands.clone());
+    runtime.spawn(async move {
+        let interval = backend.refresh_interval().max(Duration::from_millis(10));
+        // The first full report comes at once: a restarted node sweeps at start.
+        let _ = commands.unbounded_send(Command::ReportMembers);
+        let mut next = Instant::now() + interval;
+        loop {
+            let sleep = rt.sleep_until(next);
+            let mut updates = match futures_util::future::select(rx.next(), sleep).await {
+                futures_util::future::Either::Left((Some(updates), _)) => updates,
+                futures_util::future::Either::Left((None, _)) => break,
+                futures_util::future::Either::Right(_) => {
+                    next = Instant::now() + interval;
+                    if commands.unbounded_send(Command::ReportMembers).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            while let Ok(more) = rx.try_recv() {
+                updates.extend(more);
+            }
+            let n = updates.len();
+            let now_ms = crate::membership::unix_ms();
+            match with_timeout(&rt, timeout, backend.update(node, now_ms, updates)).await {
+                Some(Ok(changes)) if !changes.is_empty() => {
+                    let _ = commands.unbounded_send(Command::MemberChanges(changes));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => tracing::warn!(%err, updates = n, "membership report failed"),
+                None => tracing::warn!(updates = n, "membership report timed out"),
+            }
+        }
+    });
+    tx
+}
+
 /// What the hub hands the journal writer.
 enum ToWriter {
     Batch(JournalBatch),
@@ -677,8 +768,8 @@ struct HubTask<R: Runtime> {
     workers: HashMap<SessionId, mpsc::UnboundedSender<Job>>,
     /// What the driver keeps per session (claims, data), for its handlers' contexts.
     sessions: HashMap<SessionId, Arc<SessionState>>,
-    /// Presence bookkeeping, when the app turned it on.
-    presence: Option<presence::Tracker>,
+    /// Presence and room membership, when the app turned on either.
+    members: Option<Members>,
     /// The claims of a connection's latest authentication, until the session it
     /// creates or resumes takes them (and until the connection ends).
     claims: HashMap<ConnectionId, Option<Arc<dyn std::any::Any + Send + Sync>>>,
@@ -902,33 +993,57 @@ impl<R: Runtime> HubTask<R> {
                 let _ = reply.send(self.views(&audience));
             }
             Command::RoomPresence { room, reply } => {
-                let sessions: Vec<(SessionId, UserId, bool)> = self
-                    .engine
-                    .room_members(&room)
-                    .filter_map(|id| {
-                        self.engine
-                            .session_info(id)
-                            .map(|i| (id, i.user, i.connection.is_some()))
-                    })
-                    .collect();
-                let per_user = self.presence.as_ref().map_or(true, |p| p.options.per_user);
-                let _ = reply.send(presence::members(per_user, sessions));
+                let per_user = self
+                    .members
+                    .as_ref()
+                    .and_then(|m| m.announce.as_ref())
+                    .map_or(true, |p| p.per_user);
+                if let Some(cluster) = self.members.as_ref().and_then(|m| m.cluster.as_ref()) {
+                    let (backend, timeout, rt) =
+                        (cluster.backend.clone(), cluster.timeout, self.runtime.clone());
+                    self.runtime.spawn(async move {
+                        let result = match with_timeout(&rt, timeout, backend.members(&room)).await {
+                            Some(Ok(list)) => Ok(presence::members(
+                                per_user,
+                                list.into_iter().map(|m| (m.session, m.user, m.online)),
+                            )),
+                            Some(Err(err)) => Err(err),
+                            None => Err(MembershipError(format!("no answer within {timeout:?}"))),
+                        };
+                        let _ = reply.send(result);
+                    });
+                } else {
+                    let sessions: Vec<(SessionId, UserId, bool)> = self
+                        .engine
+                        .room_members(&room)
+                        .filter_map(|id| {
+                            self.engine
+                                .session_info(id)
+                                .map(|i| (id, i.user, i.connection.is_some()))
+                        })
+                        .collect();
+                    let _ = reply.send(Ok(presence::members(per_user, sessions)));
+                }
+            }
+            Command::MemberChanges(changes) => self.announce(now, changes),
+            Command::ReportMembers => {
+                if let Some(members) = &self.members {
+                    if let Some(cluster) = &members.cluster {
+                        let _ = cluster.reports.unbounded_send(members.tracker.all());
+                    }
+                }
             }
             Command::Join { session, room, reply } => {
                 let result = self.engine.join_room(now, session, &room);
-                if let (Ok(true), Some(tracker)) = (&result, &mut self.presence) {
-                    let mut out = Vec::new();
-                    tracker.joined(session, &room, &mut out);
-                    self.announce(now, out);
+                if let Ok(true) = result {
+                    self.track(now, |t, out| t.joined(session, &room, out));
                 }
                 let _ = reply.send(result);
             }
             Command::Leave { session, room, reply } => {
                 let result = self.engine.leave_room(now, session, &room);
-                if let (Ok(true), Some(tracker)) = (&result, &mut self.presence) {
-                    let mut out = Vec::new();
-                    tracker.left(session, &room, &mut out);
-                    self.announce(now, out);
+                if let Ok(true) = result {
+                    self.track(now, |t, out| t.left(session, &room, out));
                 }
                 let _ = reply.send(result);
             }
@@ -1146,18 +1261,28 @@ impl<R: Runtime> HubTask<R> {
     /// Hands a session's lifecycle event to its hooks, on the session's worker, and
     /// forgets an ended session's listeners and worker.
     fn on_session_event(&mut self, now: Instant, event: SessionEvent) {
-        if let Some(tracker) = &mut self.presence {
-            let mut out = Vec::new();
-            match &event {
-                SessionEvent::Created { session, user, .. } => tracker.created(*session, user.clone()),
-                SessionEvent::Suspended { session } => tracker.connected(*session, false, &mut out),
-                SessionEvent::Resumed { session, .. } => tracker.connected(*session, true, &mut out),
-                SessionEvent::Expired { session, .. } | SessionEvent::Closed { session, .. } => {
-                    tracker.ended(*session, &mut out)
-                }
-                _ => {}
+        match &event {
+            SessionEvent::Created { session, user, .. } => {
+                self.track(now, |t, out| t.held(*session, user.clone(), true, [], out));
             }
-            self.announce(now, out);
+            SessionEvent::Suspended { session } => {
+                self.track(now, |t, out| t.connected(*session, false, out))
+            }
+            SessionEvent::Resumed { session, .. } => {
+                // A session loaded from the store (it moved here) is new to presence:
+                // it comes with the rooms of its record.
+                let known = self.members.as_ref().is_some_and(|m| m.tracker.holds(*session));
+                match self.engine.session_info(*session).filter(|_| !known) {
+                    Some(info) => {
+                        self.track(now, |t, out| t.held(*session, info.user, true, info.rooms, out))
+                    }
+                    None => self.track(now, |t, out| t.connected(*session, true, out)),
+                }
+            }
+            SessionEvent::Expired { session, .. }
+            | SessionEvent::Closed { session, .. }
+            | SessionEvent::Moved { session } => self.track(now, |t, out| t.gone(*session, out)),
+            _ => {}
         }
         // A session moved to another node is gone from this one as if ended.
         let ended = match &event {
@@ -1204,22 +1329,52 @@ impl<R: Runtime> HubTask<R> {
         }
     }
 
-    /// Sends presence announcements: volatile, to the room's connected members but the
-    /// session whose change it is.
-    fn announce(&mut self, now: Instant, announcements: Vec<Announcement>) {
-        let Some(tracker) = &self.presence else {
+    /// Hands a change of what presence tracks (`change` says it to the tracker) to the
+    /// membership backend, or applies it to this node's counts and announces it.
+    fn track(&mut self, now: Instant, change: impl FnOnce(&mut Tracker, &mut Vec<MemberUpdate>)) {
+        let Some(members) = &mut self.members else {
             return;
         };
-        for a in announcements {
+        let mut updates = Vec::new();
+        change(&mut members.tracker, &mut updates);
+        if updates.is_empty() {
+            return;
+        }
+        if let Some(cluster) = &members.cluster {
+            let _ = cluster.reports.unbounded_send(updates);
+            return;
+        }
+        let mut changes = Vec::new();
+        for update in &updates {
+            members.local.apply(0, 0, update, &mut changes);
+        }
+        self.announce(now, changes);
+    }
+
+    /// Announces what `changes` change in presence, when presence is on: volatile, to
+    /// the room's connected members on every node but the session whose change it is.
+    fn announce(&mut self, now: Instant, changes: Vec<MemberChange>) {
+        let Some(options) = self.members.as_ref().and_then(|m| m.announce.as_ref()) else {
+            return;
+        };
+        let (event, per_user) = (options.event.clone(), options.per_user);
+        for change in changes {
+            let state = match per_user {
+                true => presence::transition(change.user_before, change.user_after),
+                false => presence::transition(change.session_before, change.session_after),
+            };
+            let Some(state) = state else {
+                continue;
+            };
             let mut payload =
-                serde_json::json!({ "room": &*a.room, "user": a.user.as_str(), "state": a.state });
-            if let Some(session) = a.session {
-                payload["session"] = serde_json::Value::String(session.to_string());
+                serde_json::json!({ "room": &*change.room, "user": change.user.as_str(), "state": state });
+            if !per_user {
+                payload["session"] = serde_json::Value::String(change.session.to_string());
             }
             let payload = payload.to_string();
-            let env = envelope(&tracker.options.event, Some(&payload));
+            let env = envelope(&event, Some(&payload));
             self.engine
-                .broadcast_volatile_filter(now, Some(&a.room), &env, |sid, _| sid != a.except);
+                .send_volatile(now, PublishTarget::Room(change.room), &env, Some(change.session));
         }
     }
 
@@ -1253,16 +1408,16 @@ impl<R: Runtime> HubTask<R> {
                 }
             }
             (Audience::All, true) => {
-                engine.broadcast_volatile_filter(now, None, env, |sid, _| keep(sid));
+                engine.send_volatile(now, PublishTarget::All, env, except);
             }
             (Audience::Room(room), true) => {
-                engine.broadcast_volatile_filter(now, Some(&room), env, |sid, _| keep(sid));
+                engine.send_volatile(now, PublishTarget::Room(Arc::from(room)), env, except);
             }
             (Audience::User(user), true) => {
-                engine.broadcast_volatile_filter(now, None, env, |sid, u| *u == user && keep(sid));
+                engine.send_volatile(now, PublishTarget::User(user), env, except);
             }
             (Audience::Session(session), true) => {
-                engine.broadcast_volatile_filter(now, None, env, |sid, _| sid == session && keep(sid));
+                engine.send_volatile(now, PublishTarget::Session(session), env, except);
             }
         }
     }

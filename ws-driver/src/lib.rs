@@ -32,6 +32,7 @@ mod context;
 mod error;
 mod handler;
 mod hub;
+mod membership;
 mod presence;
 pub mod prometheus;
 mod pubsub;
@@ -54,7 +55,11 @@ pub use context::{Context, SessionHandle};
 pub use error::HandlerError;
 pub use handler::{Handler, HandlerResult, Middleware, Next};
 pub use hub::{Hub, ServerHandle};
-pub use presence::{Member, Presence, PresenceState};
+pub use membership::{
+    InMemoryMembership, MemberChange, MemberState, MemberTable, MemberUpdate, Membership, MembershipError,
+    RoomMember,
+};
+pub use presence::{transition, Count, Member, Presence, PresenceState};
 pub use pubsub::{InMemoryPubSub, PubSub};
 pub use pump::ConnectionOptions;
 pub use raw::WebSocket;

@@ -205,12 +205,60 @@ impl Engine {
     /// Hands a broadcast to the cross-node seam, when configured.
     pub(super) fn publish(&mut self, target: PublishTarget, except: Option<SessionId>, prefix: Bytes) {
         if self.config.publish_broadcasts {
-            self.actions.push_back(Action::Publish(Publication {
-                target,
-                except,
-                prefix,
-            }));
+            self.actions
+                .push_back(Action::Publish(Publication::new(target, except, prefix)));
         }
+    }
+
+    /// Sends `message` (volatile: no `s`) to the attached sessions `pick` chooses
+    /// among `room`'s members (or all), as one [`Action::TransmitMany`]; a connection
+    /// that cannot take it is marked slow and skipped. Returns the recipients.
+    pub(super) fn fan_out_volatile(
+        &mut self,
+        room: Option<&str>,
+        message: OutboundMessage,
+        mut pick: impl FnMut(SessionId, &UserId) -> bool,
+    ) -> usize {
+        let len = message.len();
+        let mut connections = Vec::new();
+        let mut consider = |sid: &SessionId, sessions: &IdMap<SessionId, Session>| {
+            let Some(session) = sessions.get(sid) else {
+                return;
+            };
+            if let Some(cid) = session.connection.filter(|_| pick(*sid, &session.user)) {
+                connections.push(cid);
+            }
+        };
+        match room {
+            Some(room) => {
+                if let Some(members) = self.rooms.members(room) {
+                    members.iter().for_each(|sid| consider(sid, &self.sessions));
+                }
+            }
+            None => self.sessions.keys().for_each(|sid| consider(sid, &self.sessions)),
+        }
+        connections.retain(|cid| {
+            let Some(conn) = self.conns.get_mut(cid) else {
+                return false;
+            };
+            if conn.slow || conn.queued + len > self.config.max_outbound_bytes {
+                if !conn.slow {
+                    conn.slow = true;
+                    self.slow.push(*cid);
+                }
+                return false;
+            }
+            conn.queued += len;
+            true
+        });
+        let n = connections.len();
+        if n > 0 {
+            self.metrics.messages_out += n as u64;
+            self.metrics.bytes_out += (n * len) as u64;
+            self.actions
+                .push_back(Action::TransmitMany { connections, message });
+        }
+        n
     }
 
     /// Appends `entry` to `sid`'s journal, when sessions are shared.

@@ -329,6 +329,15 @@ impl Engine {
     /// Call with a broadcast another node published (from the cross-node backend): it
     /// is delivered to the local sessions it targets and never published again.
     pub fn handle_remote_publish(&mut self, now: Instant, publication: &Publication) {
+        if publication.volatile {
+            self.fan_out_volatile_to(
+                &publication.target,
+                publication.prefix.clone(),
+                publication.except,
+            );
+            self.finish(now);
+            return;
+        }
         match &publication.target {
             PublishTarget::All => {
                 self.fan_out_all(&publication.prefix, |sid, _| Some(sid) != publication.except);
@@ -504,68 +513,72 @@ impl Engine {
     /// Sends `envelope` once, outside the session streams (no `s`, not replayed), to the
     /// attached members of `room`, or to every attached session when `room` is `None`:
     /// for volatile messages (presence, typing) that are worthless after a reconnect.
-    /// One [`Action::TransmitMany`]. Returns the recipients.
+    /// One [`Action::TransmitMany`]; published to other nodes (as a volatile
+    /// [`Publication`]) when configured. Returns the local recipients.
     pub fn broadcast_volatile(
         &mut self,
         now: Instant,
         room: Option<&str>,
         envelope: &OutgoingEnvelope<'_>,
     ) -> usize {
-        self.broadcast_volatile_filter(now, room, envelope, |_, _| true)
+        let target = room.map_or(PublishTarget::All, |room| PublishTarget::Room(Arc::from(room)));
+        self.send_volatile(now, target, envelope, None)
+    }
+
+    /// Sends `envelope` outside the session streams to the attached sessions of
+    /// `target` but `except`, on this node and (published as a volatile
+    /// [`Publication`], when configured) on the others. Returns the local recipients.
+    pub fn send_volatile(
+        &mut self,
+        now: Instant,
+        target: PublishTarget,
+        envelope: &OutgoingEnvelope<'_>,
+        except: Option<SessionId>,
+    ) -> usize {
+        let prefix = self.encoder.prefix(envelope);
+        let n = self.fan_out_volatile_to(&target, prefix.clone(), except);
+        if self.config.publish_broadcasts {
+            self.actions
+                .push_back(Action::Publish(Publication::new_volatile(target, except, prefix)));
+        }
+        self.finish(now);
+        n
     }
 
     /// [`broadcast_volatile`](Self::broadcast_volatile) to the sessions of `room` (or
-    /// all) that `pick` chooses: to leave one out, or to reach one user's sessions.
+    /// all) that `pick` chooses, on this node only (a filter does not travel).
     pub fn broadcast_volatile_filter(
         &mut self,
         now: Instant,
         room: Option<&str>,
         envelope: &OutgoingEnvelope<'_>,
-        mut pick: impl FnMut(SessionId, &UserId) -> bool,
+        pick: impl FnMut(SessionId, &UserId) -> bool,
     ) -> usize {
         let prefix = self.encoder.prefix(envelope);
-        let message = OutboundMessage { prefix, seq: None };
-        let len = message.len();
-        let mut connections = Vec::new();
-        let mut consider = |sid: &SessionId, sessions: &IdMap<SessionId, Session>| {
-            let Some(session) = sessions.get(sid) else {
-                return;
-            };
-            if let Some(cid) = session.connection.filter(|_| pick(*sid, &session.user)) {
-                connections.push(cid);
-            }
-        };
-        match room {
-            Some(room) => {
-                if let Some(members) = self.rooms.members(room) {
-                    members.iter().for_each(|sid| consider(sid, &self.sessions));
-                }
-            }
-            None => self.sessions.keys().for_each(|sid| consider(sid, &self.sessions)),
-        }
-        connections.retain(|cid| {
-            let Some(conn) = self.conns.get_mut(cid) else {
-                return false;
-            };
-            if conn.slow || conn.queued + len > self.config.max_outbound_bytes {
-                if !conn.slow {
-                    conn.slow = true;
-                    self.slow.push(*cid);
-                }
-                return false;
-            }
-            conn.queued += len;
-            true
-        });
-        let n = connections.len();
-        if n > 0 {
-            self.metrics.messages_out += n as u64;
-            self.metrics.bytes_out += (n * len) as u64;
-            self.actions
-                .push_back(Action::TransmitMany { connections, message });
-        }
+        let n = self.fan_out_volatile(room, OutboundMessage { prefix, seq: None }, pick);
         self.finish(now);
         n
+    }
+
+    /// The local part of a volatile send to `target`.
+    fn fan_out_volatile_to(
+        &mut self,
+        target: &PublishTarget,
+        prefix: Bytes,
+        except: Option<SessionId>,
+    ) -> usize {
+        let message = OutboundMessage { prefix, seq: None };
+        let keep = |sid: SessionId| Some(sid) != except;
+        match target {
+            PublishTarget::All => self.fan_out_volatile(None, message, |sid, _| keep(sid)),
+            PublishTarget::Room(room) => self.fan_out_volatile(Some(room), message, |sid, _| keep(sid)),
+            PublishTarget::User(user) => {
+                self.fan_out_volatile(None, message, |sid, u| u == user && keep(sid))
+            }
+            PublishTarget::Session(session) => {
+                self.fan_out_volatile(None, message, |sid, _| sid == *session && keep(sid))
+            }
+        }
     }
 
     /// Adds `session` to `room`. Returns whether it was not a member yet. Refused over
