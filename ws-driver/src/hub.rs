@@ -1012,7 +1012,13 @@ impl<R: Runtime> HubTask<R> {
                     let (backend, timeout, rt) =
                         (cluster.backend.clone(), cluster.timeout, self.runtime.clone());
                     self.runtime.spawn(async move {
-                        let result = match with_timeout(&rt, timeout, backend.members(&room)).await {
+                        let result = match with_timeout(
+                            &rt,
+                            timeout,
+                            backend.members(&room, crate::membership::unix_ms()),
+                        )
+                        .await
+                        {
                             Some(Ok(list)) => Ok(presence::members(
                                 per_user,
                                 list.into_iter().map(|m| (m.session, m.user, m.online)),
