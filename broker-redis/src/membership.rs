@@ -147,6 +147,17 @@ struct Shared {
     members: redis::Script,
 }
 
+impl Shared {
+    /// Runs a script invocation; its answer as strings (the scripts return only those).
+    async fn run(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<Vec<String>, MembershipError> {
+        let mut connection = self.commands.connection().await.map_err(MembershipError)?;
+        self.commands
+            .timed(invocation.invoke_async(&mut connection))
+            .await
+            .map_err(MembershipError)
+    }
+}
+
 impl RedisMembership {
     /// How long an entry lives unless its node reports it again: 30 s.
     pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
@@ -198,34 +209,22 @@ impl Membership for RedisMembership {
                     .arg(update.user.as_str())
                     .arg(state);
             }
-            let mut connection = shared.commands.connection().await.map_err(MembershipError)?;
-            let flat: Vec<String> = shared
-                .commands
-                .timed(invocation.invoke_async(&mut connection))
-                .await
-                .map_err(MembershipError)?;
-            flat.chunks(11).map(change).collect()
+            shared.run(&invocation).await?.chunks(11).map(change).collect()
         })
     }
 
-    fn members(&self, room: &str) -> BoxFuture<Result<Vec<RoomMember>, MembershipError>> {
+    fn members(&self, room: &str, now_ms: u64) -> BoxFuture<Result<Vec<RoomMember>, MembershipError>> {
         let (shared, room) = (self.shared.clone(), room.to_owned());
         Box::pin(async move {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
             let mut invocation = shared.members.prepare_invoke();
             invocation
                 .arg(&shared.commands.config.prefix)
                 .arg(&room)
                 .arg(now_ms);
-            let mut connection = shared.commands.connection().await.map_err(MembershipError)?;
-            let flat: Vec<String> = shared
-                .commands
-                .timed(invocation.invoke_async(&mut connection))
-                .await
-                .map_err(MembershipError)?;
-            flat.chunks(3)
+            shared
+                .run(&invocation)
+                .await?
+                .chunks(3)
                 .map(|m| match m {
                     [session, online, user] => Ok(RoomMember {
                         session: session_id(session)?,

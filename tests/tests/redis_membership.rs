@@ -73,7 +73,7 @@ async fn update(m: &dyn Membership, node: u64, now: u64, updates: Vec<MemberUpda
 }
 
 async fn members(m: &dyn Membership, room: &str) -> Vec<RoomMember> {
-    let mut list = m.members(room).await.expect("the members");
+    let mut list = m.members(room, now_ms()).await.expect("the members");
     list.sort_by_key(|m| m.session);
     list
 }
@@ -218,7 +218,7 @@ async fn an_outage_is_an_error_not_an_empty_list() {
     let m = RedisMembership::with_ttl(config(&redis), TTL, TokioRuntime);
     update(&m, 1, now_ms(), vec![up("r", 1, "alice", MemberState::Online)]).await;
     redis.stop();
-    let err = m.members("r").await.expect_err("no Redis, no list");
+    let err = m.members("r", now_ms()).await.expect_err("no Redis, no list");
     assert!(!err.0.is_empty());
     let err = m
         .update(1, now_ms(), vec![up("r", 2, "bob", MemberState::Online)])

@@ -159,9 +159,13 @@ pub(crate) enum Command {
     },
     /// Another node took the session: let it go.
     Release(SessionId),
-    /// Shutting down with a session store, once the journal is written: close every
-    /// connection with 4116, so that clients resume on another node at once.
+    /// The handlers of the messages taken before a handover began are done (or their
+    /// grace passed): write the journal, then tell the clients.
+    HandlersDone,
+    /// The journal is written: tell the clients `sys.handover`.
     HandOver,
+    /// The clients' grace passed: close the connections still open with 4116.
+    CloseForHandover,
     Metrics(oneshot::Sender<Metrics>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -356,6 +360,8 @@ impl Hub {
             shutdown: None,
             requests: HashMap::new(),
             store,
+            handing_over: false,
+            handover_grace: app.handover_grace,
         };
         runtime.spawn(task.run());
         Self {
@@ -785,6 +791,10 @@ struct HubTask<R: Runtime> {
     requests: HashMap<RequestId, oneshot::Sender<Result<Option<String>, RequestError>>>,
     /// The shared session store, when the app has one.
     store: Option<StoreLink>,
+    /// Set once a handover began (a graceful stop with a store): messages arriving from
+    /// then on are refused with 4116, not dispatched.
+    handing_over: bool,
+    handover_grace: Duration,
 }
 
 enum Wake {
@@ -1002,7 +1012,13 @@ impl<R: Runtime> HubTask<R> {
                     let (backend, timeout, rt) =
                         (cluster.backend.clone(), cluster.timeout, self.runtime.clone());
                     self.runtime.spawn(async move {
-                        let result = match with_timeout(&rt, timeout, backend.members(&room)).await {
+                        let result = match with_timeout(
+                            &rt,
+                            timeout,
+                            backend.members(&room, crate::membership::unix_ms()),
+                        )
+                        .await
+                        {
                             Some(Ok(list)) => Ok(presence::members(
                                 per_user,
                                 list.into_iter().map(|m| (m.session, m.user, m.online)),
@@ -1115,13 +1131,30 @@ impl<R: Runtime> HubTask<R> {
             Command::Shutdown(done) => {
                 if self.shutdown.is_none() {
                     match &mut self.store {
-                        // Hand the sessions over: their journal first, then the close.
-                        Some(store) => {
-                            let written = store.barrier();
-                            let handle = self.handle.clone();
+                        // Hand the sessions over: no new message is taken; those taken
+                        // are answered; the journal is written; then the clients are
+                        // told, and close (see docs/PROTOCOL.md).
+                        Some(_) => {
+                            let grace = self.handover_grace;
+                            self.handing_over = true;
+                            let done: Vec<oneshot::Receiver<()>> = self
+                                .workers
+                                .values()
+                                .map(|worker| {
+                                    let (tx, rx) = oneshot::channel();
+                                    let _ = worker.unbounded_send(Box::pin(async move {
+                                        let _ = tx.send(());
+                                    }));
+                                    rx
+                                })
+                                .collect();
+                            let (handle, runtime) = (self.handle.clone(), self.runtime.clone());
                             self.runtime.spawn(async move {
-                                let _ = written.await;
-                                handle.command(Command::HandOver);
+                                let all = Box::pin(futures_util::future::join_all(done).map(|_| ()));
+                                if with_timeout(&runtime, grace, all).await.is_none() {
+                                    tracing::warn!(?grace, "handlers still running at the handover");
+                                }
+                                handle.command(Command::HandlersDone);
                             });
                         }
                         None => {
@@ -1136,7 +1169,28 @@ impl<R: Runtime> HubTask<R> {
                 }
                 self.shutdown.get_or_insert_with(Vec::new).push(done);
             }
+            Command::HandlersDone => {
+                // What those handlers answered went through the hub before this
+                // command: it is in the journal batch this barrier waits for.
+                if let Some(store) = &mut self.store {
+                    let written = store.barrier();
+                    let handle = self.handle.clone();
+                    self.runtime.spawn(async move {
+                        let _ = written.await;
+                        handle.command(Command::HandOver);
+                    });
+                }
+            }
             Command::HandOver => {
+                self.engine.begin_handover(now);
+                let (handle, runtime) = (self.handle.clone(), self.runtime.clone());
+                let grace = self.handover_grace;
+                self.runtime.spawn(async move {
+                    runtime.sleep_until(Instant::now() + grace).await;
+                    handle.command(Command::CloseForHandover);
+                });
+            }
+            Command::CloseForHandover => {
                 let code = ErrorCode::SESSION_MOVED.close_code();
                 for entry in self.conns.values() {
                     let _ = entry
@@ -1473,6 +1527,18 @@ impl<R: Runtime> HubTask<R> {
     /// behind the middleware chain, on the session's worker.
     fn dispatch(&mut self, event: InboundEvent) {
         let session = event.session;
+        if self.handing_over {
+            // Not taken: the client sends it again once resumed elsewhere.
+            self.handle.command(Command::Error {
+                session,
+                correlation_id: event.correlation_id().map(str::to_owned),
+                error: HandlerError::with_code(
+                    ws_session::ErrorCode::SESSION_MOVED,
+                    "not processed: this node is handing its sessions over; send it again after resuming",
+                ),
+            });
+            return;
+        }
         let handler = self
             .listeners
             .get(&session)

@@ -130,8 +130,8 @@ pub trait Membership: Send + Sync + 'static {
         updates: Vec<MemberUpdate>,
     ) -> BoxFuture<Result<Vec<MemberChange>, MembershipError>>;
 
-    /// The members of `room` on every node.
-    fn members(&self, room: &str) -> BoxFuture<Result<Vec<RoomMember>, MembershipError>>;
+    /// The members of `room` on every node whose entries have not expired by `now_ms`.
+    fn members(&self, room: &str, now_ms: u64) -> BoxFuture<Result<Vec<RoomMember>, MembershipError>>;
 
     /// How often each node reports all of its members again (their entries expire
     /// unless reported within a few of these).
@@ -342,12 +342,12 @@ impl Membership for InMemoryMembership {
         Box::pin(std::future::ready(Ok(changes)))
     }
 
-    fn members(&self, room: &str) -> BoxFuture<Result<Vec<RoomMember>, MembershipError>> {
+    fn members(&self, room: &str, now_ms: u64) -> BoxFuture<Result<Vec<RoomMember>, MembershipError>> {
         let members = self
             .table
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .members(room, unix_ms());
+            .members(room, now_ms);
         Box::pin(std::future::ready(Ok(members)))
     }
 

@@ -679,6 +679,19 @@ impl Engine {
         self.finish(now);
     }
 
+    /// Tells every attached client that this node hands its sessions over
+    /// (`sys.handover`): clients that know it stop sending, close with 4116 and resume
+    /// elsewhere at once. Call when a graceful stop with a session store begins, once
+    /// the messages this node took are answered (the driver refuses later ones with
+    /// 4116); close the connections that have not closed after a grace period.
+    pub fn begin_handover(&mut self, now: Instant) {
+        let attached: Vec<ConnectionId> = self.sessions.values().filter_map(|s| s.connection).collect();
+        for cid in attached {
+            self.send_system::<()>(cid, sys::HANDOVER, None, None);
+        }
+        self.finish(now);
+    }
+
     /// Call when another node took `session` over through the shared store: this
     /// engine lets it go without ending it. An attached connection is closed with 4116
     /// ([`ErrorCode::SESSION_MOVED`]; its client reconnects and resumes, on whichever
