@@ -71,6 +71,17 @@ pub enum Scenario {
         /// tether: each member acknowledges every this many deliveries (0: never).
         ack_every: u64,
     },
+    /// The resume storm (tether only): `sessions` sessions in a room are cut at once
+    /// (TCP dropped, no close), `missed` messages are published to the room meanwhile,
+    /// then every session reconnects at once and resumes with its last `s`. Measures
+    /// resumes per second (and per server-CPU-second) from the first reconnect to the
+    /// last session that has all it missed; counts every missed message once, in order.
+    ResumeStorm {
+        /// Sessions cut and resumed.
+        sessions: usize,
+        /// Messages each one misses.
+        missed: u64,
+    },
     /// Server memory per idle connection: `conns` upgraded connections (with
     /// `proto`: authenticated sessions that joined a room), nothing sent after.
     Idle {
@@ -178,11 +189,12 @@ pub fn run(spec: &Spec) -> io::Result<Outcome> {
 async fn run_async(spec: &Spec) -> io::Result<Outcome> {
     match &spec.scenario {
         Scenario::Idle { proto, conns } => idle(spec, *proto, *conns).await,
+        Scenario::ResumeStorm { sessions, missed } => crate::storm::run(spec, *sessions, *missed).await,
         _ => loaded(spec).await,
     }
 }
 
-async fn connect_session(addr: SocketAddr, proto: Proto, user: usize) -> io::Result<Conn> {
+pub(crate) async fn connect_session(addr: SocketAddr, proto: Proto, user: usize) -> io::Result<Conn> {
     let bearer = format!("Bearer u{user}");
     let headers: &[(&str, &str)] = match proto {
         Proto::Tether => &[("Authorization", bearer.as_str())],
@@ -243,7 +255,7 @@ async fn answer_pings(conn: &mut Conn, pings: usize) -> io::Result<()> {
 }
 
 /// Opens `count` connections with `open`, at most [`CONNECT_CONCURRENCY`] at once.
-async fn open_all<F, Fut>(count: usize, open: F) -> io::Result<Vec<Conn>>
+pub(crate) async fn open_all<F, Fut>(count: usize, open: F) -> io::Result<Vec<Conn>>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = io::Result<Conn>> + 'static,
@@ -393,7 +405,9 @@ async fn loaded(spec: &Spec) -> io::Result<Outcome> {
                         fan,
                     )));
                 }
-                Scenario::Idle { .. } => unreachable!("handled by idle()"),
+                Scenario::Idle { .. } | Scenario::ResumeStorm { .. } => {
+                    unreachable!("handled by idle() and storm::run()")
+                }
             }
             tokio::time::sleep(Duration::from_secs_f64(spec.warmup)).await;
             let cpu_before = spec.server_pid.and_then(proc_stat::cpu_seconds);

@@ -93,6 +93,20 @@ fn every_scenario(runtime: Runtime) {
         },
     );
     assert_eq!(idle.received, 20, "{runtime:?} idle sessions: {idle:?}");
+    // The resume storm: every session back, every missed message once and in order.
+    let storm = run(
+        session,
+        Scenario::ResumeStorm {
+            sessions: 30,
+            missed: 3,
+        },
+    );
+    assert_counts(&format!("{runtime:?} resume storm"), &storm);
+    assert_eq!(
+        (storm.measured, storm.expected),
+        (30, 90),
+        "{runtime:?} resume storm: {storm:?}"
+    );
 }
 
 #[test]
