@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapter_tokio::{App, Context, Presence, TokioRuntime};
-use broker_redis::{RedisConfig, RedisMembership, RedisPubSub};
+use broker_redis::{RedisConfig, RedisMembership, RedisPubSub, RedisSessionStore, StoreOptions};
 use serde_json::{json, Value};
 use tether_tests::client::{recv, send, session, Ws};
 use tether_tests::harness::{start, Running, ServerRuntime};
 use tether_tests::redis_server::RedisServer;
-use tether_tests::suite::app;
+use tether_tests::suite::{app, resume};
 use ws_driver::{
     transition, InMemoryMembership, MemberChange, MemberState, MemberUpdate, Membership, PresenceState,
     RoomMember,
@@ -251,7 +251,13 @@ async fn an_outage_is_an_error_not_an_empty_list() {
 /// The suite's app with presence, membership in Redis, a `leave` and a `who` that
 /// lists the room's members as the server handle sees them.
 async fn node(redis: &RedisServer) -> Running {
+    let store = RedisSessionStore::start(
+        config(redis),
+        StoreOptions::new(Duration::from_secs(60)),
+        TokioRuntime,
+    );
     let app: App = app()
+        .session_store(store)
         .presence(Presence::default())
         .pubsub(RedisPubSub::start(config(redis), TokioRuntime))
         .membership(RedisMembership::with_ttl(config(redis), TTL, TokioRuntime))
@@ -291,6 +297,19 @@ async fn call(ws: &mut Ws, event: &str, payload: Value, reply: &str) -> Value {
     }
 }
 
+/// Waits until the node of the room's first member is subscribed to the room's channel
+/// (a node receives a room's publications from then on: docs/GUIDE.md, "Several nodes").
+async fn subscribed(redis: &RedisServer, room: &str) {
+    let channel = format!("{PREFIX}:room:{room}");
+    for _ in 0..500 {
+        if redis.subscribers(&channel) >= 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no node subscribed to {channel} within 5 s");
+}
+
 /// `name` joins `room` on `node`, and `watcher` hears it as its next presence: what
 /// `node` announced before (it announces in order) was not about anyone else.
 async fn marker(node: &Running, name: &str, watcher: &mut Ws) -> Ws {
@@ -309,6 +328,7 @@ async fn presence_and_members_span_the_nodes() {
     let (a, b) = (node(&redis).await, node(&redis).await);
     let (mut bob, _) = session(b.addr, "bob").await;
     call(&mut bob, "join", json!("r"), "joined").await;
+    subscribed(&redis, "r").await;
 
     // Alice joins on A: bob, on B, hears it once.
     let (mut alice_a, _) = session(a.addr, "alice").await;
@@ -346,6 +366,44 @@ async fn presence_and_members_span_the_nodes() {
             {"user": "bob", "online": true},
             {"user": "carol", "online": true},
             {"user": "dave", "online": true},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_session_that_moves_to_another_node_stays_in_the_room_without_a_word() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (mut bob, _) = session(b.addr, "bob").await;
+    call(&mut bob, "join", json!("r"), "joined").await;
+    subscribed(&redis, "r").await;
+    let (mut alice, created) = session(a.addr, "alice").await;
+    call(&mut alice, "join", json!("r"), "joined").await;
+    assert_eq!(
+        presence(&mut bob).await,
+        json!({"room": "r", "user": "alice", "state": "joined"})
+    );
+
+    // Her connection to A drops: away. She resumes on B: online again, and nothing
+    // else — node A, which let the session go, does not announce her gone.
+    drop(alice);
+    assert_eq!(
+        presence(&mut bob).await,
+        json!({"room": "r", "user": "alice", "state": "away"})
+    );
+    let (mut alice, answer) = resume(b.addr, "alice", &created, 1).await;
+    assert_eq!(answer["e"], "sys.session.restored", "{answer}");
+    assert_eq!(
+        presence(&mut bob).await,
+        json!({"room": "r", "user": "alice", "state": "online"})
+    );
+    let _carol = marker(&a, "carol", &mut bob).await;
+    assert_eq!(
+        call(&mut alice, "who", json!("r"), "who").await,
+        json!([
+            {"user": "alice", "online": true},
+            {"user": "bob", "online": true},
+            {"user": "carol", "online": true},
         ])
     );
 }

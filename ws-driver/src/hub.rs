@@ -1333,9 +1333,19 @@ impl<R: Runtime> HubTask<R> {
                     None => self.track(now, |t, out| t.connected(*session, true, out)),
                 }
             }
-            SessionEvent::Expired { session, .. }
-            | SessionEvent::Closed { session, .. }
-            | SessionEvent::Moved { session } => self.track(now, |t, out| t.gone(*session, out)),
+            SessionEvent::Expired { session, .. } | SessionEvent::Closed { session, .. } => {
+                self.track(now, |t, out| t.gone(*session, out));
+            }
+            // Moved to another node: with shared membership its entries are that node's
+            // now (it reports them; reporting them gone here could race it and flicker
+            // `left` then `joined`); alone, it left this node's rooms.
+            SessionEvent::Moved { session } => {
+                let shared = self.members.as_ref().is_some_and(|m| m.cluster.is_some());
+                match shared {
+                    true => self.track(now, |t, _| t.forget(*session)),
+                    false => self.track(now, |t, out| t.gone(*session, out)),
+                }
+            }
             _ => {}
         }
         // A session moved to another node is gone from this one as if ended.

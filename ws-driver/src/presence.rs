@@ -173,6 +173,12 @@ impl Tracker {
         }
     }
 
+    /// `session` is no longer this node's to report (it moved to a node that reports it
+    /// now): forgotten without an update.
+    pub(crate) fn forget(&mut self, session: SessionId) {
+        self.sessions.remove(&session);
+    }
+
     /// `session` is gone from this node (ended, expired, moved to another node): it
     /// left every room as far as this node can say.
     pub(crate) fn gone(&mut self, session: SessionId, out: &mut Vec<MemberUpdate>) {
