@@ -12,6 +12,8 @@
 //! - [`deflate`]: permessage-deflate (RFC 7692), negotiated in the handshake and run
 //!   by the connection.
 //! - [`envelope`]: the JSON envelope `{v,e,p,c,t,s}` of tether's protocol v1.
+//! - [`prefixed`]: length-prefixed framing, the same messages over a plain byte stream
+//!   (raw TCP) instead of WebSocket.
 //!
 //! A panic in this crate is a bug in it, never the consequence of bad input.
 //!
@@ -85,6 +87,7 @@ pub mod frame;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod handshake;
+pub mod prefixed;
 mod message;
 mod utf8;
 
