@@ -35,6 +35,7 @@ mod hub;
 mod presence;
 pub mod prometheus;
 mod pubsub;
+mod prefixed;
 mod pump;
 mod raw;
 mod reach;
@@ -45,6 +46,7 @@ mod state;
 mod store;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod transport;
 mod upgrade;
 mod write;
 
@@ -76,7 +78,7 @@ pub use ws_session::{
 /// or [`run_websocket`](adapter::run_websocket).
 pub mod adapter {
     pub use crate::handler::BoxFuture;
-    pub use crate::pump::{connection_info, run_websocket, serve_connection};
+    pub use crate::pump::{connection_info, run_transport, run_websocket, serve_connection, serve_prefixed};
     pub use crate::runtime::Runtime;
     pub use crate::serve::{serve_until, Accepting, Bind, Listener};
 }

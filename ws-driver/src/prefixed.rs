@@ -1,0 +1,64 @@
+//! The raw TCP transport's preamble on a byte stream, both sides: ws-proto's
+//! [`PreambleReader`] decides, this moves the bytes (through the same loop as the
+//! WebSocket upgrade, [`read_head`]).
+
+use std::io;
+
+use bytes::Bytes;
+use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use ws_proto::prefixed::{refusal_response, PreambleError, PreambleReader, PREAMBLE};
+
+use crate::upgrade::read_head;
+
+/// The server side: reads the client's preamble and answers with ours. `Ok(None)`
+/// when the peer left or was refused (the refusal written, the stream closed):
+/// bytes that are not the magic get an HTTP 400 naming what the port speaks, another
+/// version gets our preamble, so the client can say which version we speak. On
+/// success, the bytes that followed the preamble.
+///
+/// No deadline here: the caller races this against its runtime's timer.
+pub(crate) async fn accept_preamble<S>(stream: &mut S) -> io::Result<Option<Bytes>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut reader = PreambleReader::new();
+    let refusal = match read_head(stream, |bytes| reader.handle_bytes(bytes)).await? {
+        None => return Ok(None),
+        Some(Ok(rest)) => {
+            stream.write_all(&PREAMBLE).await?;
+            return Ok(Some(rest));
+        }
+        Some(Err(PreambleError::Version { version })) => {
+            tracing::debug!(version, "a preamble of another framing version");
+            PREAMBLE.to_vec()
+        }
+        Some(Err(err)) => {
+            tracing::debug!(%err, "not tether's framing: refused");
+            refusal_response()
+        }
+    };
+    let _ = stream.write_all(&refusal).await;
+    let _ = stream.close().await;
+    Ok(None)
+}
+
+/// The client side: writes our preamble, reads the server's; returns the bytes that
+/// followed it. A server that answers with something else (an HTTP response: a
+/// WebSocket port) or another version fails with `InvalidData` carrying the
+/// [`PreambleError`].
+pub(crate) async fn connect_preamble<S>(stream: &mut S) -> io::Result<Bytes>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    stream.write_all(&PREAMBLE).await?;
+    stream.flush().await?;
+    let mut reader = PreambleReader::new();
+    match read_head(stream, |bytes| reader.handle_bytes(bytes)).await? {
+        Some(Ok(rest)) => Ok(rest),
+        Some(Err(err)) => Err(io::Error::new(io::ErrorKind::InvalidData, err)),
+        None => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection before its preamble",
+        )),
+    }
+}

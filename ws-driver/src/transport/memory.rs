@@ -1,0 +1,170 @@
+//! An in-memory transport: two ends joined by channels, no socket. For an
+//! application's own tests: serve one end with the hub
+//! ([`Hub::serve_transport`](crate::Hub::serve_transport)), run a [`Client`](crate::client::Client)
+//! on the other ([`MemoryConnector`](crate::client::MemoryConnector) does both).
+//!
+//! Each end holds at most [`CHANNEL_MESSAGES`] messages the other has not taken, so
+//! a peer that stops reading meets backpressure here as it would on a socket.
+
+use std::collections::VecDeque;
+use std::io;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use futures_channel::mpsc;
+use futures_util::{Sink, Stream};
+use ws_proto::{CloseCode, CloseFrame, ConnectionState, Event, SendError};
+
+use super::Transport;
+
+/// Messages in flight from one end to the other before the sender waits.
+pub const CHANNEL_MESSAGES: usize = 64;
+
+/// What travels between the ends.
+#[derive(Debug)]
+enum Frame {
+    Text(String),
+    Binary(Bytes),
+    Close(CloseFrame),
+}
+
+/// One end of an in-memory pair.
+pub struct MemoryTransport {
+    tx: mpsc::Sender<Frame>,
+    rx: mpsc::Receiver<Frame>,
+    /// Fed, not yet handed to the channel, with the message bytes of each.
+    queue: VecDeque<(Frame, usize)>,
+    queued_bytes: usize,
+    written: usize,
+    state: ConnectionState,
+    close_sent: bool,
+    /// The peer's close arrived: our answer is queued with the event.
+    ended: bool,
+}
+
+/// Two joined ends: what one feeds, the other receives.
+pub fn pair() -> (MemoryTransport, MemoryTransport) {
+    let (a_tx, b_rx) = mpsc::channel(CHANNEL_MESSAGES);
+    let (b_tx, a_rx) = mpsc::channel(CHANNEL_MESSAGES);
+    (MemoryTransport::new(a_tx, a_rx), MemoryTransport::new(b_tx, b_rx))
+}
+
+impl MemoryTransport {
+    fn new(tx: mpsc::Sender<Frame>, rx: mpsc::Receiver<Frame>) -> Self {
+        Self {
+            tx,
+            rx,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            written: 0,
+            state: ConnectionState::Open,
+            close_sent: false,
+            ended: false,
+        }
+    }
+
+    fn push(&mut self, frame: Frame, len: usize) -> Result<(), SendError> {
+        if self.close_sent || self.state == ConnectionState::Closed {
+            return Err(SendError::Closed);
+        }
+        self.queued_bytes += len;
+        self.queue.push_back((frame, len));
+        Ok(())
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn feed_text(&mut self, body: &Bytes, tail: &[u8]) -> Result<(), SendError> {
+        let mut text = Vec::with_capacity(body.len() + tail.len());
+        text.extend_from_slice(body);
+        text.extend_from_slice(tail);
+        let len = text.len();
+        // The caller guarantees UTF-8; a lossy copy keeps a broken caller from panicking.
+        let text = String::from_utf8(text).unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned());
+        self.push(Frame::Text(text), len)
+    }
+
+    fn feed_binary(&mut self, data: &Bytes) -> Result<(), SendError> {
+        self.push(Frame::Binary(data.clone()), data.len())
+    }
+
+    fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        if !code.is_sendable() {
+            return Err(SendError::InvalidCloseCode { code: code.0 });
+        }
+        self.push(Frame::Close(CloseFrame::new(code, reason)), 0)?;
+        self.close_sent = true;
+        self.state = ConnectionState::Closing;
+        Ok(())
+    }
+
+    fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let frame = ready!(std::pin::Pin::new(&mut self.rx).poll_next(cx));
+        Poll::Ready(Some(match frame {
+            Some(Frame::Text(text)) => Event::Text(text),
+            Some(Frame::Binary(data)) => Event::Binary(data),
+            Some(Frame::Close(frame)) => {
+                if !self.close_sent {
+                    let answer = CloseFrame {
+                        code: frame.code,
+                        reason: String::new(),
+                    };
+                    self.queue.push_back((Frame::Close(answer), 0));
+                    self.close_sent = true;
+                }
+                self.ended = true;
+                self.state = ConnectionState::Closed;
+                Event::Close(frame)
+            }
+            // The other end was dropped without a close.
+            None => {
+                self.ended = true;
+                self.state = ConnectionState::Closed;
+                Event::Close(CloseFrame::new(CloseCode::ABNORMAL, String::new()))
+            }
+        }))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.queue.is_empty() {
+            if ready!(self.tx.poll_ready(cx)).is_err() {
+                // The other end is gone: nothing of this will be read.
+                self.queue.clear();
+                self.queued_bytes = 0;
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            let Some((frame, len)) = self.queue.pop_front() else { break };
+            self.queued_bytes -= len;
+            self.written += len;
+            if std::pin::Pin::new(&mut self.tx).start_send(frame).is_err() {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn wants_flush(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    fn unwritten(&self) -> usize {
+        self.queued_bytes
+    }
+
+    fn take_written(&mut self) -> usize {
+        std::mem::take(&mut self.written)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_flush(cx))?;
+        self.tx.close_channel();
+        Poll::Ready(Ok(()))
+    }
+}
