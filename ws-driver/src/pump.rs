@@ -81,7 +81,8 @@ where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(rest) = within_handshake_timeout(&hub, &runtime, peer, accept_preamble(&mut stream)).await else {
+    let Some(rest) = within_handshake_timeout(&hub, &runtime, peer, accept_preamble(&mut stream)).await
+    else {
         return;
     };
     let info = ConnectionInfo::new(peer, "/", None, Vec::new());
@@ -197,7 +198,8 @@ where
         if hub_gone && transport.state() == ConnectionState::Open {
             let _ = transport.close(CloseCode::GOING_AWAY, "server stopped");
         }
-        if transport.state() == ConnectionState::Closed && !transport.wants_flush() {
+        // Closed, every event handed on (those before the close too), everything written.
+        if received_all && transport.state() == ConnectionState::Closed && !transport.wants_flush() {
             let _ = poll_fn(|cx| transport.poll_shutdown(cx)).await;
             break;
         }
@@ -247,13 +249,23 @@ where
                     tracing::debug!(connection = id.0, %err, "peer broke the protocol");
                 }
                 if let Some(message) = event.into_message() {
-                    hub_gone |= !hub.send(ConnInput::Message { connection: id, message }).await;
+                    hub_gone |= !hub
+                        .send(ConnInput::Message {
+                            connection: id,
+                            message,
+                        })
+                        .await;
                 }
             }
         }
         let bytes = transport.take_written();
         if bytes > 0 {
-            let _ = hub.send(ConnInput::Flushed { connection: id, bytes }).await;
+            let _ = hub
+                .send(ConnInput::Flushed {
+                    connection: id,
+                    bytes,
+                })
+                .await;
         }
     }
     let _ = hub.send(ConnInput::Closed { connection: id }).await;

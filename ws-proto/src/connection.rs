@@ -1149,4 +1149,3 @@ fn unmask_onto(buf: &mut Vec<u8>, chunk: &[u8], mask: Option<[u8; 4]>, offset: u
         apply_mask(&mut buf[start..], mask, offset);
     }
 }
-

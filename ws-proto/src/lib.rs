@@ -87,8 +87,8 @@ pub mod frame;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod handshake;
-pub mod prefixed;
 mod message;
+pub mod prefixed;
 mod utf8;
 
 pub use close::{CloseCode, CloseFrame};

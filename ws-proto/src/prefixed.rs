@@ -75,7 +75,10 @@ impl std::fmt::Display for PreambleError {
                 String::from_utf8_lossy(seen)
             ),
             Self::Version { version } => {
-                write!(f, "the peer speaks framing version {version}, this side {VERSION}")
+                write!(
+                    f,
+                    "the peer speaks framing version {version}, this side {VERSION}"
+                )
             }
         }
     }
@@ -420,7 +423,10 @@ mod tests {
             (frame(KIND_TEXT, &[0xff]), CloseCode::INVALID_PAYLOAD),
             (frame(3, b"x"), CloseCode::PROTOCOL_ERROR),
             (frame(KIND_CLOSE, &[3]), CloseCode::PROTOCOL_ERROR),
-            (frame(KIND_CLOSE, &1005u16.to_be_bytes()), CloseCode::PROTOCOL_ERROR),
+            (
+                frame(KIND_CLOSE, &1005u16.to_be_bytes()),
+                CloseCode::PROTOCOL_ERROR,
+            ),
         ] {
             let mut conn = small();
             conn.handle_bytes(&wire);

@@ -1,7 +1,7 @@
 //! An in-memory transport: two ends joined by channels, no socket. For an
-//! application's own tests: serve one end with the hub
-//! ([`Hub::serve_transport`](crate::Hub::serve_transport)), run a [`Client`](crate::client::Client)
-//! on the other ([`MemoryConnector`](crate::client::MemoryConnector) does both).
+//! application's own tests: serve one end as a connection of the hub
+//! ([`run_transport`](crate::adapter::run_transport)), run a
+//! [`Client`](crate::client::Client) on the other; [`MemoryDialer`] does both.
 //!
 //! Each end holds at most [`CHANNEL_MESSAGES`] messages the other has not taken, so
 //! a peer that stops reading meets backpressure here as it would on a socket.
@@ -15,7 +15,14 @@ use futures_channel::mpsc;
 use futures_util::{Sink, Stream};
 use ws_proto::{CloseCode, CloseFrame, ConnectionState, Event, SendError};
 
-use super::Transport;
+use ws_session::ConnectionInfo;
+
+use super::{BoxTransport, Transport};
+use crate::client::{DialRequest, Dialer};
+use crate::handler::BoxFuture;
+use crate::hub::Hub;
+use crate::pump::run_transport;
+use crate::runtime::Runtime;
 
 /// Messages in flight from one end to the other before the sender waits.
 pub const CHANNEL_MESSAGES: usize = 64;
@@ -80,7 +87,8 @@ impl Transport for MemoryTransport {
         text.extend_from_slice(tail);
         let len = text.len();
         // The caller guarantees UTF-8; a lossy copy keeps a broken caller from panicking.
-        let text = String::from_utf8(text).unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned());
+        let text = String::from_utf8(text)
+            .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned());
         self.push(Frame::Text(text), len)
     }
 
@@ -140,7 +148,9 @@ impl Transport for MemoryTransport {
                 self.queued_bytes = 0;
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
-            let Some((frame, len)) = self.queue.pop_front() else { break };
+            let Some((frame, len)) = self.queue.pop_front() else {
+                break;
+            };
             self.queued_bytes -= len;
             self.written += len;
             if std::pin::Pin::new(&mut self.tx).start_send(frame).is_err() {
@@ -166,5 +176,46 @@ impl Transport for MemoryTransport {
         ready!(self.poll_flush(cx))?;
         self.tx.close_channel();
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A [`Dialer`] that serves every attempt on a hub in memory: the server's end runs
+/// as a connection of `hub` (a task on `runtime`, the same drive loop as a socket's),
+/// the client gets the other. Headers of the [`DialRequest`] reach the engine as a
+/// WebSocket upgrade's would (`Authorization: Bearer` included).
+///
+/// For an application's tests: its `App` and a real [`Client`](crate::client::Client),
+/// no socket, no port.
+#[derive(Clone)]
+pub struct MemoryDialer<R> {
+    hub: Hub,
+    runtime: R,
+}
+
+impl<R: Runtime> MemoryDialer<R> {
+    /// Serves attempts on `hub`, connection tasks on `runtime`.
+    pub fn new(hub: &Hub, runtime: R) -> Self {
+        Self {
+            hub: hub.clone(),
+            runtime,
+        }
+    }
+}
+
+impl<R: Runtime> Dialer for MemoryDialer<R> {
+    fn dial(&self, request: DialRequest) -> BoxFuture<io::Result<BoxTransport>> {
+        let (client, server) = pair();
+        let mut headers = request.headers;
+        if let Some(origin) = request.origin {
+            headers.push(("Origin".to_owned(), origin));
+        }
+        let info = ConnectionInfo::new(None, "/", None, headers);
+        self.runtime.spawn(run_transport(
+            self.hub.clone(),
+            self.runtime.clone(),
+            server,
+            info,
+        ));
+        Box::pin(std::future::ready(Ok(Box::new(client) as BoxTransport)))
     }
 }
