@@ -57,7 +57,7 @@ pub use handler::{Handler, HandlerResult, Middleware, Next};
 pub use hub::{Hub, ServerHandle};
 pub use presence::{Member, Presence, PresenceState};
 pub use pubsub::{InMemoryPubSub, PubSub};
-pub use pump::ConnectionOptions;
+pub use pump::{ConnectionOptions, Wire};
 pub use raw::WebSocket;
 pub use reach::{Audience, Emit, SessionView};
 pub use request::RequestError;

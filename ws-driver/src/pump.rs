@@ -29,12 +29,27 @@ use crate::runtime::Runtime;
 use crate::transport::{StreamTransport, Transport};
 use crate::upgrade::accept_upgrade;
 
-/// Where a connection may upgrade.
+/// How a listener's connections are served: the wire they speak and, for WebSocket,
+/// where they may upgrade.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionOptions {
     /// The one path that upgrades (`/ws`); other paths get 404. `None` (the default)
-    /// accepts any.
+    /// accepts any. WebSocket only.
     pub path: Option<String>,
+    /// The wire. Default: [`Wire::WebSocket`].
+    pub wire: Wire,
+}
+
+/// What a listener's connections speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wire {
+    /// WebSocket: an HTTP/1.1 upgrade, then RFC 6455 frames ([`serve_connection`]).
+    #[default]
+    WebSocket,
+    /// Raw TCP: a `TETHER` preamble, then length-prefixed frames
+    /// ([`ws_proto::prefixed`], [`serve_prefixed`]).
+    Tcp,
 }
 
 /// Serves one accepted byte stream: reads the upgrade request (within the handshake

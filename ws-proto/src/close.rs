@@ -133,13 +133,12 @@ pub(crate) fn close_body(code: CloseCode, reason: &str) -> Result<Vec<u8>, SendE
     Ok(body)
 }
 
-/// The body of the close frame that answers a peer's fault: its close code and the
-/// error's text, cut to fit.
+/// The body of the close frame that answers a peer's fault.
 pub(crate) fn failure_close_body(err: &ProtocolError) -> Vec<u8> {
-    let text = err.to_string();
-    let reason = truncate_reason(&text);
-    let mut body = Vec::with_capacity(2 + reason.len());
-    body.extend_from_slice(&err.close_code().0.to_be_bytes());
-    body.extend_from_slice(reason.as_bytes());
+    let frame = err.close_frame();
+    let code = frame.code.unwrap_or(CloseCode::PROTOCOL_ERROR);
+    let mut body = Vec::with_capacity(2 + frame.reason.len());
+    body.extend_from_slice(&code.0.to_be_bytes());
+    body.extend_from_slice(frame.reason.as_bytes());
     body
 }

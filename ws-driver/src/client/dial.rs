@@ -17,7 +17,6 @@ use crate::transport::{BoxTransport, StreamTransport};
 /// What the client asks of one connection attempt. Transports with a handshake that
 /// carries headers (WebSocket, the in-memory pair) send them; raw TCP has none.
 #[derive(Debug, Clone, Default)]
-#[non_exhaustive]
 pub struct DialRequest {
     /// The `Origin` header, if any.
     pub origin: Option<String>,

@@ -4,7 +4,9 @@
 //! [`Client`](crate::client::Client) on the other; [`MemoryDialer`] does both.
 //!
 //! Each end holds at most [`CHANNEL_MESSAGES`] messages the other has not taken, so
-//! a peer that stops reading meets backpressure here as it would on a socket.
+//! a peer that stops reading meets backpressure here as it would on a socket; and
+//! each refuses a message over [`Config::max_message_size`] with 1009, as the socket
+//! transports do.
 
 use std::collections::VecDeque;
 use std::io;
@@ -13,7 +15,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_util::{Sink, Stream};
-use ws_proto::{CloseCode, CloseFrame, ConnectionState, Event, SendError};
+use ws_proto::{CloseCode, CloseFrame, Config, ConnectionState, Event, ProtocolError, SendError};
 
 use ws_session::ConnectionInfo;
 
@@ -47,18 +49,26 @@ pub struct MemoryTransport {
     close_sent: bool,
     /// The peer's close arrived: our answer is queued with the event.
     ended: bool,
+    /// The largest message taken from the peer.
+    max_message_size: usize,
 }
 
-/// Two joined ends: what one feeds, the other receives.
-pub fn pair() -> (MemoryTransport, MemoryTransport) {
+/// Two joined ends: what one feeds, the other receives; each takes messages of at
+/// most `config.max_message_size` bytes.
+pub fn pair(config: &Config) -> (MemoryTransport, MemoryTransport) {
     let (a_tx, b_rx) = mpsc::channel(CHANNEL_MESSAGES);
     let (b_tx, a_rx) = mpsc::channel(CHANNEL_MESSAGES);
-    (MemoryTransport::new(a_tx, a_rx), MemoryTransport::new(b_tx, b_rx))
+    let max = config.max_message_size;
+    (
+        MemoryTransport::new(a_tx, a_rx, max),
+        MemoryTransport::new(b_tx, b_rx, max),
+    )
 }
 
 impl MemoryTransport {
-    fn new(tx: mpsc::Sender<Frame>, rx: mpsc::Receiver<Frame>) -> Self {
+    fn new(tx: mpsc::Sender<Frame>, rx: mpsc::Receiver<Frame>, max_message_size: usize) -> Self {
         Self {
+            max_message_size,
             tx,
             rx,
             queue: VecDeque::new(),
@@ -115,6 +125,24 @@ impl Transport for MemoryTransport {
             return Poll::Ready(None);
         }
         let frame = ready!(std::pin::Pin::new(&mut self.rx).poll_next(cx));
+        let len = match &frame {
+            Some(Frame::Text(text)) => text.len(),
+            Some(Frame::Binary(data)) => data.len(),
+            _ => 0,
+        };
+        if len > self.max_message_size {
+            let err = ProtocolError::MessageTooLarge {
+                len: len as u64,
+                max: self.max_message_size,
+            };
+            if !self.close_sent {
+                self.queue.push_back((Frame::Close(err.close_frame()), 0));
+                self.close_sent = true;
+            }
+            self.ended = true;
+            self.state = ConnectionState::Closed;
+            return Poll::Ready(Some(Event::Failed(err)));
+        }
         Poll::Ready(Some(match frame {
             Some(Frame::Text(text)) => Event::Text(text),
             Some(Frame::Binary(data)) => Event::Binary(data),
@@ -204,7 +232,7 @@ impl<R: Runtime> MemoryDialer<R> {
 
 impl<R: Runtime> Dialer for MemoryDialer<R> {
     fn dial(&self, request: DialRequest) -> BoxFuture<io::Result<BoxTransport>> {
-        let (client, server) = pair();
+        let (client, server) = pair(self.hub.proto_config());
         let mut headers = request.headers;
         if let Some(origin) = request.origin {
             headers.push(("Origin".to_owned(), origin));
