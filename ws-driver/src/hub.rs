@@ -598,7 +598,7 @@ impl StoreLink {
 
 /// `future`, or `None` once `timeout` has passed.
 async fn with_timeout<R: Runtime, T>(runtime: &R, timeout: Duration, future: BoxFuture<T>) -> Option<T> {
-    let sleep = runtime.sleep_until(Instant::now() + timeout);
+    let sleep = runtime.sleep_until(runtime.now() + timeout);
     match futures_util::future::select(future, sleep).await {
         futures_util::future::Either::Left((value, _)) => Some(value),
         futures_util::future::Either::Right(_) => None,
@@ -722,7 +722,7 @@ impl<R: Runtime> HubTask<R> {
                 input = self.inputs.next() => Wake::Conn(input),
                 () = timer => Wake::Timer,
             };
-            let now = Instant::now();
+            let now = self.runtime.now();
             match wake {
                 Wake::Conn(Some(input)) => self.on_conn_input(now, input),
                 Wake::Command(Some(command)) => self.on_command(now, command),

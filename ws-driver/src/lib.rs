@@ -44,6 +44,7 @@ mod runtime;
 mod serve;
 mod state;
 mod store;
+pub mod test_runtime;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;

@@ -6,8 +6,10 @@ use std::io;
 
 use bytes::Bytes;
 use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use ws_proto::prefixed::{refusal_response, PreambleError, PreambleReader, PREAMBLE};
+use ws_proto::prefixed::{refusal_response, PreambleError, PreambleReader, PrefixedConnection, PREAMBLE};
+use ws_proto::Config;
 
+use crate::transport::StreamTransport;
 use crate::upgrade::read_head;
 
 /// The server side: reads the client's preamble and answers with ours. `Ok(None)`
@@ -42,11 +44,20 @@ where
     Ok(None)
 }
 
-/// The client side: writes our preamble, reads the server's; returns the bytes that
-/// followed it. A server that answers with something else (an HTTP response: a
-/// WebSocket port) or another version fails with `InvalidData` carrying the
-/// [`PreambleError`].
-pub(crate) async fn connect_preamble<S>(stream: &mut S) -> io::Result<Bytes>
+/// The client side of the raw TCP transport on any byte stream (TCP, a Unix socket):
+/// exchanges preambles, then frames messages of at most `config.max_message_size`.
+/// A server that answers with something else (an HTTP response: a WebSocket port) or
+/// another version fails with `InvalidData` carrying the [`PreambleError`].
+pub async fn dial_prefixed<S>(mut stream: S, config: &Config) -> io::Result<StreamTransport<S, PrefixedConnection>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let rest = connect_preamble(&mut stream).await?;
+    Ok(StreamTransport::new(stream, PrefixedConnection::new(config), &rest))
+}
+
+/// Writes our preamble, reads the server's; returns the bytes that followed it.
+async fn connect_preamble<S>(stream: &mut S) -> io::Result<Bytes>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::task::Poll;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
@@ -117,7 +116,7 @@ where
     R: Runtime,
 {
     let mut timeout = runtime
-        .sleep_until(Instant::now() + hub.settings.handshake_timeout)
+        .sleep_until(runtime.now() + hub.settings.handshake_timeout)
         .fuse();
     let handshake = handshake.fuse();
     futures_util::pin_mut!(handshake);
@@ -221,7 +220,7 @@ where
         if transport.state() != ConnectionState::Open && close_timer.is_terminated() {
             // Closing: the peer's answer, or a stalled write, gets the close timeout.
             close_timer = runtime
-                .sleep_until(Instant::now() + hub.settings.close_timeout)
+                .sleep_until(runtime.now() + hub.settings.close_timeout)
                 .fuse();
         }
         // Once closed nothing more is read (an EOF would wake us again and again); nor

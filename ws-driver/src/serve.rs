@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_channel::mpsc;
 use futures_util::future::FutureExt;
@@ -73,7 +73,7 @@ pub async fn serve_until<R, S, I, F>(
             }
             Some(Err(err)) => {
                 tracing::warn!(%err, "accept failed");
-                let mut pause = runtime.sleep_until(Instant::now() + ACCEPT_BACKOFF).fuse();
+                let mut pause = runtime.sleep_until(runtime.now() + ACCEPT_BACKOFF).fuse();
                 futures_util::select_biased! {
                     () = signal => break,
                     () = pause => {},
@@ -89,7 +89,7 @@ pub async fn serve_until<R, S, I, F>(
         // last writes too.
         while all_done.next().await.is_some() {}
     };
-    let mut deadline = runtime.sleep_until(Instant::now() + shutdown_timeout).fuse();
+    let mut deadline = runtime.sleep_until(runtime.now() + shutdown_timeout).fuse();
     futures_util::select_biased! {
         () = drained.fuse() => {},
         () = deadline => tracing::warn!("shutdown timeout: connections still open were dropped"),

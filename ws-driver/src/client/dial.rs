@@ -5,13 +5,12 @@
 use std::io;
 
 use ws_proto::handshake::ClientRequest;
-use ws_proto::prefixed::PrefixedConnection;
 use ws_proto::Config;
 
 use super::driver::handshake;
 use super::{Connector, Scheme, Target};
 use crate::handler::BoxFuture;
-use crate::prefixed::connect_preamble;
+use crate::prefixed::dial_prefixed;
 use crate::transport::{BoxTransport, StreamTransport};
 
 /// What the client asks of one connection attempt. Transports with a handshake that
@@ -56,10 +55,8 @@ impl<C: Connector> Dialer for UrlDialer<C> {
                 })
             }
             Scheme::Tcp => Box::pin(async move {
-                let mut stream = opening.await?;
-                let rest = connect_preamble(&mut stream).await?;
-                let framing = PrefixedConnection::new(&proto);
-                Ok(Box::new(StreamTransport::new(stream, framing, &rest)) as BoxTransport)
+                let transport = dial_prefixed(opening.await?, &proto).await?;
+                Ok(Box::new(transport) as BoxTransport)
             }),
         }
     }

@@ -133,7 +133,7 @@ pub(super) async fn run<R: Runtime, D: Dialer>(
     shared: Arc<Shared>,
 ) {
     let dialer = Arc::new(dialer);
-    let mut engine = ClientEngine::new(Instant::now(), options.engine.clone(), StdRng::from_os_rng());
+    let mut engine = ClientEngine::new(runtime.now(), options.engine.clone(), StdRng::from_os_rng());
     let mut link: Option<Link> = None;
     let mut opening: Fuse<BoxFuture<Opened>> = Fuse::terminated();
     let mut queries = QueryWaiters::new();
@@ -160,11 +160,11 @@ pub(super) async fn run<R: Runtime, D: Dialer>(
                         opening = Fuse::terminated();
                         let info = Disconnect::failed(format!("connection attempt abandoned: {reason}"));
                         shared.note_disconnect(&info);
-                        engine.handle_disconnected(Instant::now(), info);
+                        engine.handle_disconnected(runtime.now(), info);
                     } else if let Some(link) = &mut link {
                         link.abandoned = true;
                         let _ = link.transport.close(code, &reason);
-                        link.close_deadline = Some(Instant::now() + options.close_timeout);
+                        link.close_deadline = Some(runtime.now() + options.close_timeout);
                     }
                 }
                 ClientAction::Event(envelope) => shared.dispatch(&envelope),
@@ -206,7 +206,7 @@ pub(super) async fn run<R: Runtime, D: Dialer>(
                         None => {
                             let message = format!("no handler for request `{}` on the client", request.event);
                             let refusal = Err((ws_session::ErrorCode::UNKNOWN_EVENT.0, message.as_str()));
-                            let _ = engine.answer(Instant::now(), &request, refusal);
+                            let _ = engine.answer(runtime.now(), &request, refusal);
                         }
                     }
                 }
@@ -220,11 +220,11 @@ pub(super) async fn run<R: Runtime, D: Dialer>(
             if l.received_all && l.transport.state() == ConnectionState::Closed && !l.transport.wants_flush()
             {
                 let _ = poll_fn(|cx| l.transport.poll_shutdown(cx)).await;
-                end_link(&mut engine, &mut link, None);
+                end_link(runtime.now(), &mut engine, &mut link, None);
                 continue;
             }
             if l.transport.state() != ConnectionState::Open && l.close_deadline.is_none() {
-                l.close_deadline = Some(Instant::now() + options.close_timeout);
+                l.close_deadline = Some(runtime.now() + options.close_timeout);
             }
         }
 
@@ -275,11 +275,11 @@ pub(super) async fn run<R: Runtime, D: Dialer>(
                 let Some(l) = link.as_mut() else { continue };
                 match wake {
                     LinkWake::Flushed(Ok(())) => {}
-                    LinkWake::Flushed(Err(err)) => end_link(&mut engine, &mut link, Some(err.to_string())),
+                    LinkWake::Flushed(Err(err)) => end_link(runtime.now(), &mut engine, &mut link, Some(err.to_string())),
                     LinkWake::Received(None) => l.received_all = true,
                     LinkWake::Received(event) => {
                         if let Some(text) = l.take_event(event) {
-                            engine.handle_message(Instant::now(), &text);
+                            engine.handle_message(runtime.now(), &text);
                         }
                     }
                 }
@@ -294,7 +294,7 @@ pub(super) async fn run<R: Runtime, D: Dialer>(
                         close_deadline: None,
                         received_all: false,
                     });
-                    engine.handle_connected(Instant::now());
+                    engine.handle_connected(runtime.now());
                 }
                 Err(err) => {
                     tracing::debug!(%err, "connection attempt failed");
@@ -303,20 +303,20 @@ pub(super) async fn run<R: Runtime, D: Dialer>(
                         None => Disconnect::failed(err.to_string()),
                     };
                     shared.note_disconnect(&info);
-                    engine.handle_disconnected(Instant::now(), info);
+                    engine.handle_disconnected(runtime.now(), info);
                 }
             },
             command = next_command => match command {
-                Some(command) => handle_command(&mut engine, command, &mut queries, &mut close_waiters),
+                Some(command) => handle_command(runtime.now(), &mut engine, command, &mut queries, &mut close_waiters),
                 None => {
                     // Every handle is gone: close and end.
                     commands_open = false;
-                    let _ = engine.close(Instant::now(), CloseCode::NORMAL, "");
+                    let _ = engine.close(runtime.now(), CloseCode::NORMAL, "");
                 }
             },
             () = timer => {
                 timer_at = None;
-                engine.handle_timeout(Instant::now());
+                engine.handle_timeout(runtime.now());
             },
             answer = answers.next() => {
                 if let Some((request, result)) = answer {
@@ -325,13 +325,13 @@ pub(super) async fn run<R: Runtime, D: Dialer>(
                         Err((code, message)) => Err((*code, message.as_str())),
                     };
                     // Err only once closed: the answer has nowhere to go.
-                    let _ = engine.answer(Instant::now(), &request, result);
+                    let _ = engine.answer(runtime.now(), &request, result);
                 }
             },
             () = close_timer => {
                 close_at = None;
                 drop(link_io);
-                end_link(&mut engine, &mut link, Some("close timeout".to_owned()));
+                end_link(runtime.now(), &mut engine, &mut link, Some("close timeout".to_owned()));
             },
         }
     }
@@ -346,7 +346,7 @@ fn refused_status(err: &io::Error) -> Option<u16> {
 }
 
 /// Drops the transport and tells the engine how it ended.
-fn end_link(engine: &mut ClientEngine, link: &mut Option<Link>, error: Option<String>) {
+fn end_link(now: Instant, engine: &mut ClientEngine, link: &mut Option<Link>, error: Option<String>) {
     if let Some(l) = link.take() {
         let mut info = l.info;
         if info.error.is_none() {
@@ -355,17 +355,17 @@ fn end_link(engine: &mut ClientEngine, link: &mut Option<Link>, error: Option<St
         if info.code.is_none() && info.error.is_some() {
             info.code = Some(CloseCode::ABNORMAL);
         }
-        engine.handle_disconnected(Instant::now(), info);
+        engine.handle_disconnected(now, info);
     }
 }
 
 fn handle_command(
+    now: Instant,
     engine: &mut ClientEngine,
     command: Command,
     queries: &mut QueryWaiters,
     close_waiters: &mut Vec<oneshot::Sender<Result<(), ClientError>>>,
 ) {
-    let now = Instant::now();
     match command {
         Command::Send { event, payload, done } => {
             let payload = payload.as_deref().map_or(Payload::None, Payload::Trusted);

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use ws_proto::{CloseCode, ConnectionState, Event, SendError};
 
+pub use crate::prefixed::dial_prefixed;
 pub use stream::{Framing, StreamTransport};
 
 /// A message-oriented duplex that tether's server and client run over.
