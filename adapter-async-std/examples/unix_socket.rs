@@ -56,7 +56,9 @@ pub(crate) async fn run(app: App, path: PathBuf) -> io::Result<String> {
         client.connected().await?;
         let reply = client.query("echo", "over a Unix socket", None).await?;
         client.close(ws_driver::CloseCode::NORMAL, "done").await?;
-        reply.payload_as::<String>().map_err(ws_driver::client::ClientError::from)
+        reply
+            .payload_as::<String>()
+            .map_err(ws_driver::client::ClientError::from)
     };
     reply.await.map_err(io::Error::other)
 }

@@ -108,14 +108,23 @@ fn authenticates_creates_a_session_and_answers_events() {
     assert_eq!(created["c"], "a1");
     assert_eq!(created["p"]["userId"], "alice");
 
-    send(&mut client, json!({"v": "1.0", "e": "echo", "p": {"n": 7}, "c": "e1"}));
+    send(
+        &mut client,
+        json!({"v": "1.0", "e": "echo", "p": {"n": 7}, "c": "e1"}),
+    );
     let reply = envelope(recv(&mut client));
-    assert_eq!((reply["e"].as_str(), reply["c"].as_str()), (Some("echo.reply"), Some("e1")));
+    assert_eq!(
+        (reply["e"].as_str(), reply["c"].as_str()),
+        (Some("echo.reply"), Some("e1"))
+    );
     assert_eq!(reply["p"], json!({"n": 7}));
 
     send(&mut client, json!({"v": "1.0", "e": "nope", "c": "e2"}));
     let error = envelope(recv(&mut client));
-    assert_eq!((error["e"].as_str(), error["p"]["code"].as_u64()), (Some("sys.error"), Some(4150)));
+    assert_eq!(
+        (error["e"].as_str(), error["p"]["code"].as_u64()),
+        (Some("sys.error"), Some(4150))
+    );
 
     // A close is answered with a close, then the stream ends.
     write_frame(&mut client, CLOSE, &1000u16.to_be_bytes());
@@ -128,7 +137,10 @@ fn a_refused_credential_gets_an_error_then_a_close() {
     let addr = start();
     let mut client = connect(addr);
     let error = authenticate(&mut client, "nobody");
-    assert_eq!((error["e"].as_str(), error["p"]["code"].as_u64()), (Some("sys.error"), Some(4102)));
+    assert_eq!(
+        (error["e"].as_str(), error["p"]["code"].as_u64()),
+        (Some("sys.error"), Some(4102))
+    );
     assert!(matches!(recv(&mut client), Next::Close(4102, _)));
 }
 

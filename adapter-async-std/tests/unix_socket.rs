@@ -23,5 +23,8 @@ fn the_guide_quotes_the_example() {
         .and_then(|rest| rest.split("// guide:end").next())
         .expect("the markers");
     let guide = include_str!("../../docs/GUIDE.md");
-    assert!(guide.contains(block), "docs/GUIDE.md no longer shows examples/unix_socket.rs");
+    assert!(
+        guide.contains(block),
+        "docs/GUIDE.md no longer shows examples/unix_socket.rs"
+    );
 }

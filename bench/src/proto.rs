@@ -54,7 +54,9 @@ impl Proto {
     /// The request for echo `id` carrying `payload` (ASCII, no quotes or escapes).
     pub fn echo(self, id: u64, payload: &str) -> String {
         match self {
-            Proto::Tether | Proto::TetherTcp => format!(r#"{{"v":"1.0","e":"echo","p":"{payload}","c":"{id}"}}"#),
+            Proto::Tether | Proto::TetherTcp => {
+                format!(r#"{{"v":"1.0","e":"echo","p":"{payload}","c":"{id}"}}"#)
+            }
             Proto::SocketIo => format!(r#"42{id}["echo","{payload}"]"#),
         }
     }
@@ -62,7 +64,9 @@ impl Proto {
     /// The request to join `room`, answered as [`Incoming::Reply`] with `id`.
     pub fn join(self, id: u64, room: &str) -> String {
         match self {
-            Proto::Tether | Proto::TetherTcp => format!(r#"{{"v":"1.0","e":"join","p":"{room}","c":"{id}"}}"#),
+            Proto::Tether | Proto::TetherTcp => {
+                format!(r#"{{"v":"1.0","e":"join","p":"{room}","c":"{id}"}}"#)
+            }
             Proto::SocketIo => format!(r#"42{id}["join","{room}"]"#),
         }
     }
@@ -78,7 +82,9 @@ impl Proto {
     /// tether's acknowledgement of every message up to `seq` (Socket.IO has none).
     pub fn ack(self, seq: u64) -> Option<String> {
         match self {
-            Proto::Tether | Proto::TetherTcp => Some(format!(r#"{{"v":"1.0","e":"sys.ack","p":{{"seq":{seq}}}}}"#)),
+            Proto::Tether | Proto::TetherTcp => {
+                Some(format!(r#"{{"v":"1.0","e":"sys.ack","p":{{"seq":{seq}}}}}"#))
+            }
             Proto::SocketIo => None,
         }
     }

@@ -1,7 +1,10 @@
 //! The integration suite every server adapter runs: each body takes the runtime to
-//! start its server on ([`ServerRuntime`]), and drives it with a client no tether code
-//! wrote (tokio-tungstenite). Each test states one behaviour a user relies on.
-//! [`runtime_suite!`](crate::runtime_suite) instantiates every body for one runtime.
+//! start its server on and the transport its client connects over ([`Setup`]), and
+//! drives it with a client no tether code wrote (tokio-tungstenite for WebSocket; for
+//! raw TCP, framing written from docs/PROTOCOL.md; ws-driver's in-memory pair). Each
+//! test states one behaviour a user relies on. [`runtime_suite!`](crate::runtime_suite)
+//! instantiates every body for one runtime and transport, and says which bodies are
+//! one transport's only.
 
 use std::time::Duration;
 

@@ -57,5 +57,8 @@ fn the_guide_quotes_this_test() {
         .and_then(|rest| rest.split("// guide:end").next())
         .expect("the markers");
     let guide = include_str!("../../docs/GUIDE.md");
-    assert!(guide.contains(block), "docs/GUIDE.md no longer shows tests/tests/in_memory_app.rs");
+    assert!(
+        guide.contains(block),
+        "docs/GUIDE.md no longer shows tests/tests/in_memory_app.rs"
+    );
 }

@@ -48,12 +48,19 @@ where
 /// exchanges preambles, then frames messages of at most `config.max_message_size`.
 /// A server that answers with something else (an HTTP response: a WebSocket port) or
 /// another version fails with `InvalidData` carrying the [`PreambleError`].
-pub async fn dial_prefixed<S>(mut stream: S, config: &Config) -> io::Result<StreamTransport<S, PrefixedConnection>>
+pub async fn dial_prefixed<S>(
+    mut stream: S,
+    config: &Config,
+) -> io::Result<StreamTransport<S, PrefixedConnection>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let rest = connect_preamble(&mut stream).await?;
-    Ok(StreamTransport::new(stream, PrefixedConnection::new(config), &rest))
+    Ok(StreamTransport::new(
+        stream,
+        PrefixedConnection::new(config),
+        &rest,
+    ))
 }
 
 /// Writes our preamble, reads the server's; returns the bytes that followed it.

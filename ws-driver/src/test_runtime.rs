@@ -268,7 +268,10 @@ mod tests {
             }
             rt.now() - start
         });
-        assert_eq!((elapsed, ticks.load(Ordering::SeqCst)), (Duration::from_secs(600), 10));
+        assert_eq!(
+            (elapsed, ticks.load(Ordering::SeqCst)),
+            (Duration::from_secs(600), 10)
+        );
         let stuck = std::panic::catch_unwind(|| runtime.block_on(std::future::pending::<()>()));
         assert!(stuck.is_err());
     }

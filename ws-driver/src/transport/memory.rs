@@ -1,6 +1,6 @@
 //! An in-memory transport: two ends joined by channels, no socket. For an
 //! application's own tests: serve one end as a connection of the hub
-//! ([`run_transport`](crate::adapter::run_transport)), run a
+//! ([`crate::adapter::run_transport`]), run a
 //! [`Client`](crate::client::Client) on the other; [`MemoryDialer`] does both.
 //!
 //! Each end holds at most [`CHANNEL_MESSAGES`] messages the other has not taken, so

@@ -57,7 +57,10 @@ fn drive(input: &[u8], cut: usize) -> (Vec<Event>, Vec<u8>) {
     if let Some(at) = events.iter().position(|e| matches!(e, Event::Failed(_))) {
         assert_eq!(at, events.len() - 1, "a failure is the last event: {events:?}");
     }
-    let closes = events.iter().filter(|e| matches!(e, Event::Close(_) | Event::Failed(_))).count();
+    let closes = events
+        .iter()
+        .filter(|e| matches!(e, Event::Close(_) | Event::Failed(_)))
+        .count();
     assert_eq!(closes, 1, "one end: {events:?}");
     for event in &events {
         match event {
@@ -81,7 +84,11 @@ pub fn prefixed(data: &[u8]) {
     let cut = usize::from(control & 0x3f).max(1);
     let frames = if control & 0x80 != 0 {
         let whole = read_preamble(input, input.len().max(1));
-        assert_eq!(whole, read_preamble(input, cut), "preamble split into pieces of {cut}");
+        assert_eq!(
+            whole,
+            read_preamble(input, cut),
+            "preamble split into pieces of {cut}"
+        );
         match whole {
             Preamble::Accepted(rest) => rest,
             _ => return,
