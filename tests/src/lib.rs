@@ -43,6 +43,7 @@ macro_rules! runtime_suite {
         $crate::runtime_suite!(@common $runtime, Tcp);
         $crate::runtime_suite!(@each $runtime, Tcp;
             a_websocket_client_on_the_tcp_port_is_refused_with_400,
+            a_silent_tcp_peer_is_dropped_at_the_handshake_timeout,
             a_message_flood_from_a_client_that_never_reads_is_closed_with_1008
         );
     };
@@ -58,6 +59,7 @@ macro_rules! runtime_suite {
             middleware_can_stop_a_message,
             a_bad_envelope_gets_a_sys_error_and_the_connection_stays,
             an_oversized_message_is_closed_with_1009,
+            a_connection_that_never_authenticates_is_closed_at_the_auth_deadline,
             graceful_shutdown_closes_connections_with_1001,
             a_silent_client_is_closed_by_the_heartbeat,
             a_dropped_session_resumes_with_exactly_the_missed_messages,

@@ -186,6 +186,22 @@ pub async fn an_oversized_message_is_closed_with_1009(setup: Setup) {
     assert_eq!(closed_with(&mut ws).await, 1009);
 }
 
+/// A connection that never authenticates is closed with 4103 at the authentication
+/// deadline, whatever carries it.
+pub async fn a_connection_that_never_authenticates_is_closed_at_the_auth_deadline(setup: Setup) {
+    let config = EngineConfig {
+        auth_timeout: Duration::from_millis(200),
+        ..EngineConfig::default()
+    };
+    let server = start(setup, app().config(config)).await;
+    let mut silent = connect(&server.endpoint, None).await;
+    assert_eq!(closed_with(&mut silent).await, 4103);
+    // The deadline is that connection's: a session opened now is served.
+    let (mut ws, _) = session(&server.endpoint, "alice").await;
+    send(&mut ws, "echo", json!("after"), Some("a")).await;
+    assert_eq!(recv(&mut ws).await["c"], "a");
+}
+
 /// Graceful shutdown closes connections with 1001.
 pub async fn graceful_shutdown_closes_connections_with_1001(setup: Setup) {
     let server = start(setup, app()).await;
@@ -1261,4 +1277,28 @@ pub async fn a_message_flood_from_a_client_that_never_reads_is_closed_with_1008(
     assert!(metrics.rate_limited >= 20, "{metrics:?}");
     send(&mut bystander, "echo", json!("still here"), Some("b")).await;
     assert_eq!(recv(&mut bystander).await["p"], "still here");
+}
+
+/// A peer that connects to the raw TCP port and never completes its preamble is
+/// dropped without an answer at the handshake timeout, as a WebSocket client that never
+/// completes its upgrade request is.
+pub async fn a_silent_tcp_peer_is_dropped_at_the_handshake_timeout(setup: Setup) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    assert_eq!(setup.transport, TransportKind::Tcp);
+    let app = app().handshake_timeout(Duration::from_millis(200));
+    let server = start(setup, app).await;
+    let tcp = server.endpoint.socket().expect("a TCP port");
+    for start_of_preamble in [&b""[..], b"TET"] {
+        let mut stream = TcpStream::connect(tcp).await.unwrap();
+        stream.write_all(start_of_preamble).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+            .await
+            .expect("dropped in time")
+            .unwrap();
+        assert!(answer.is_empty(), "no answer: {answer:?}");
+    }
+    let (_conn, created) = session(&server.endpoint, "alice").await;
+    assert_eq!(created["userId"], "alice");
 }
