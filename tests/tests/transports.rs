@@ -140,10 +140,11 @@ async fn the_rust_client_of_each_runtime_speaks_raw_tcp() {
     }
 }
 
-/// Pointed at the wrong port, the client says so: `ws://` at the raw TCP port is
-/// refused with the server's 400 (final: no retry), `tcp://` at the WebSocket port
-/// fails on the preamble; `tcp://` with the credential in the handshake is refused
-/// at once (raw TCP has no headers).
+/// Pointed at the wrong port, the client says so and stops (a 4xx is final, no
+/// retry): `ws://` at the raw TCP port is refused with that port's 400, `tcp://` at the
+/// WebSocket port with the 400 the WebSocket server answers the preamble with;
+/// `tcp://` with the credential in the handshake is refused at once (raw TCP has no
+/// headers).
 #[tokio::test]
 async fn a_client_on_the_wrong_port_is_told_why() {
     let (_server, ws, tcp) = both_ports(ServerRuntime::Tokio).await;
@@ -160,10 +161,11 @@ async fn a_client_on_the_wrong_port_is_told_why() {
     let err = adapter_tokio::Client::connect(&format!("tcp://{ws_addr}"), options("user:x"))
         .await
         .unwrap_err();
-    let ClientError::Unreachable { last, .. } = &err else {
+    let ClientError::Closed(why) = &err else {
         panic!("{err:?}")
     };
-    let error = last.error.as_deref().unwrap_or_default();
+    assert_eq!(why.status, Some(400), "{why:?}");
+    let error = why.error.as_deref().unwrap_or_default();
     assert!(error.contains("length-prefixed"), "{error}");
 
     let mut handshake = options("user:x");

@@ -5,8 +5,10 @@
 use std::io;
 
 use bytes::Bytes;
-use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use ws_proto::prefixed::{refusal_response, PreambleError, PreambleReader, PrefixedConnection, PREAMBLE};
+use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use ws_proto::prefixed::{
+    http_status, refusal_response, PreambleError, PreambleReader, PrefixedConnection, PREAMBLE,
+};
 use ws_proto::Config;
 
 use crate::transport::StreamTransport;
@@ -63,7 +65,10 @@ where
     ))
 }
 
-/// Writes our preamble, reads the server's; returns the bytes that followed it.
+/// Writes our preamble, reads the server's; returns the bytes that followed it. An
+/// HTTP response instead (a WebSocket port) is read up to its status, which the error
+/// carries ([`PreambleError::Http`]): the client takes it as a refusal, as it does
+/// a refused upgrade.
 async fn connect_preamble<S>(stream: &mut S) -> io::Result<Bytes>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -71,12 +76,40 @@ where
     stream.write_all(&PREAMBLE).await?;
     stream.flush().await?;
     let mut reader = PreambleReader::new();
-    match read_head(stream, |bytes| reader.handle_bytes(bytes)).await? {
-        Some(Ok(rest)) => Ok(rest),
-        Some(Err(err)) => Err(io::Error::new(io::ErrorKind::InvalidData, err)),
-        None => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the server closed the connection before its preamble",
-        )),
-    }
+    // The start of what the server said, for the status of an HTTP answer.
+    let mut answer = Vec::new();
+    let outcome = read_head(stream, |bytes| {
+        let room = STATUS_LINE.saturating_sub(answer.len());
+        answer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        reader.handle_bytes(bytes)
+    })
+    .await?;
+    let err = match outcome {
+        Some(Ok(rest)) => return Ok(rest),
+        Some(Err(PreambleError::NotTether { .. })) => {
+            let mut more = [0; STATUS_LINE];
+            while http_status(&answer).is_none() && answer.len() < STATUS_LINE && answer.starts_with(b"H") {
+                let n = stream.read(&mut more[..STATUS_LINE - answer.len()]).await?;
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&more[..n]);
+            }
+            match http_status(&answer) {
+                Some(status) => PreambleError::Http { status },
+                None => PreambleError::NotTether { seen: answer },
+            }
+        }
+        Some(Err(err)) => err,
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection before its preamble",
+            ))
+        }
+    };
+    Err(io::Error::new(io::ErrorKind::InvalidData, err))
 }
+
+/// Enough of an answer for an HTTP status line's start (`HTTP/1.1 400 `).
+const STATUS_LINE: usize = 16;

@@ -64,6 +64,12 @@ pub enum PreambleError {
         /// The version the peer announced.
         version: u8,
     },
+    /// The server answered with an HTTP response ([`http_status`] read its status):
+    /// an HTTP server, most likely a WebSocket port.
+    Http {
+        /// The response's status.
+        status: u16,
+    },
 }
 
 impl std::fmt::Display for PreambleError {
@@ -80,6 +86,10 @@ impl std::fmt::Display for PreambleError {
                     "the peer speaks framing version {version}, this side {VERSION}"
                 )
             }
+            Self::Http { status } => write!(
+                f,
+                "the server answered HTTP {status}: it does not speak tether's length-prefixed framing (a WebSocket port?)"
+            ),
         }
     }
 }
@@ -134,6 +144,18 @@ pub fn refusal_response() -> Vec<u8> {
         BODY.len()
     )
     .into_bytes()
+}
+
+/// The status of the HTTP response line `bytes` start with (`HTTP/1.1 400 …`), once
+/// its status code is whole: what a WebSocket port answers a client's preamble with.
+/// `None` while it may still come, or when `bytes` are not one.
+pub fn http_status(bytes: &[u8]) -> Option<u16> {
+    let rest = bytes.strip_prefix(b"HTTP/1.")?;
+    let (code, after) = rest.get(2..5).zip(rest.get(5))?;
+    if rest[1] != b' ' || *after != b' ' || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(code).ok()?.parse().ok()
 }
 
 /// One length-prefixed connection, either role (the framing is symmetric): bytes in,
@@ -503,5 +525,14 @@ mod tests {
             Err(PreambleError::Version { version: 2 })
         );
         assert!(refusal_response().starts_with(b"HTTP/1.1 400 "));
+        assert_eq!(http_status(&refusal_response()), Some(400));
+        for not_yet in [
+            &b"HTTP/1.1 40"[..],
+            b"HTTP/1.1 400",
+            b"HTTP/2 200 ",
+            b"TETHER\x01",
+        ] {
+            assert_eq!(http_status(not_yet), None, "{not_yet:?}");
+        }
     }
 }

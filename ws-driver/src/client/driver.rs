@@ -16,6 +16,7 @@ use rand::SeedableRng;
 use ws_proto::envelope::{OwnedEnvelope, Payload};
 use ws_proto::frame::SeededMasks;
 use ws_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError};
+use ws_proto::prefixed::PreambleError;
 use ws_proto::{CloseCode, Config, Connection, ConnectionState, DeflateParams, Event};
 use ws_session::client::{AuthMode, ClientAction, ClientEngine, Disconnect, IncomingRequest, QueryId, State};
 
@@ -337,10 +338,17 @@ pub(super) async fn run<R: Runtime, D: Dialer>(
     }
 }
 
-/// The HTTP status of an upgrade the server refused, from [`handshake`]'s error.
+/// The HTTP status of an attempt the server refused: an upgrade answered with
+/// something else than 101 ([`handshake`]'s error), or raw TCP's preamble answered with
+/// an HTTP response (a WebSocket port).
 fn refused_status(err: &io::Error) -> Option<u16> {
-    match err.get_ref()?.downcast_ref::<HandshakeError>()? {
-        HandshakeError::NotSwitchingProtocols { status } => Some(*status),
+    let inner = err.get_ref()?;
+    match (
+        inner.downcast_ref::<HandshakeError>(),
+        inner.downcast_ref::<PreambleError>(),
+    ) {
+        (Some(HandshakeError::NotSwitchingProtocols { status }), _) => Some(*status),
+        (_, Some(PreambleError::Http { status })) => Some(*status),
         _ => None,
     }
 }

@@ -37,6 +37,7 @@ fn read_preamble(input: &[u8], cut: usize) -> Preamble {
             // What was seen depends on the split; that it is not tether's does not.
             Err(PreambleError::NotTether { .. }) => return Preamble::NotTether,
             Err(PreambleError::Version { version }) => return Preamble::Version(version),
+            Err(err @ PreambleError::Http { .. }) => panic!("the reader reads no HTTP status: {err}"),
         }
     }
     Preamble::Incomplete
