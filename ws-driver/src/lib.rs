@@ -9,8 +9,14 @@
 //! - [`Context`]: what a handler gets — the session, the user, the payload (raw or
 //!   typed), `reply`, `error`, rooms, broadcast, send.
 //! - the drive loop: one *hub* task owns the session engine; one task per connection
-//!   runs the WebSocket state machine over its socket, batching every frame queued
-//!   for it into one write ([`serve_connection`](adapter::serve_connection));
+//!   runs its [`Transport`](transport::Transport) — WebSocket
+//!   ([`serve_connection`](adapter::serve_connection)), raw TCP
+//!   ([`serve_prefixed`](adapter::serve_prefixed)), the in-memory pair, or one of
+//!   yours ([`run_transport`](adapter::run_transport)) — batching every frame queued
+//!   for it into one write;
+//! - the client ([`client::Client`]) over the same transports, and
+//!   [`TestRuntime`](test_runtime::TestRuntime), a runtime whose clock moves only when
+//!   a test moves it;
 //! - the accept loop of a standalone server, with its graceful shutdown
 //!   ([`serve_until`](adapter::serve_until)): an adapter hands it a stream of accepted sockets.
 //!
