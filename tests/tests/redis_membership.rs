@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use adapter_tokio::{App, Context, Presence, TokioRuntime};
 use broker_redis::{RedisConfig, RedisMembership, RedisPubSub, RedisSessionStore, StoreOptions};
 use serde_json::{json, Value};
-use tether_tests::client::{recv, send, session, Ws};
+use tether_tests::client::{recv, send, session, Conn};
 use tether_tests::harness::{start, Running, ServerRuntime};
 use tether_tests::redis_server::RedisServer;
 use tether_tests::suite::{app, resume};
@@ -279,14 +279,14 @@ async fn node(redis: &RedisServer) -> Running {
 }
 
 /// The next envelope, which must be a `sys.presence` (the test knows what comes).
-async fn presence(ws: &mut Ws) -> Value {
+async fn presence(ws: &mut Conn) -> Value {
     let next = recv(ws).await;
     assert_eq!(next["e"], "sys.presence", "{next}");
     assert!(next.get("s").is_none(), "volatile: {next}");
     next["p"].clone()
 }
 
-async fn call(ws: &mut Ws, event: &str, payload: Value, reply: &str) -> Value {
+async fn call(ws: &mut Conn, event: &str, payload: Value, reply: &str) -> Value {
     send(ws, event, payload, Some("c")).await;
     loop {
         let next = recv(ws).await;
@@ -312,7 +312,7 @@ async fn subscribed(redis: &RedisServer, room: &str) {
 
 /// `name` joins `room` on `node`, and `watcher` hears it as its next presence: what
 /// `node` announced before (it announces in order) was not about anyone else.
-async fn marker(node: &Running, name: &str, watcher: &mut Ws) -> Ws {
+async fn marker(node: &Running, name: &str, watcher: &mut Conn) -> Conn {
     let (mut ws, _) = session(node.addr, name).await;
     call(&mut ws, "join", json!("r"), "joined").await;
     assert_eq!(

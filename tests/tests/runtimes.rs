@@ -1,5 +1,5 @@
-//! The integration suite ([`tether_tests::suite`]) against a server on each runtime:
-//! the same test bodies, three servers.
+//! The integration suite ([`tether_tests::suite`]) against a server on each runtime,
+//! reached over each transport: the same test bodies, nine servers.
 
 mod tokio_server {
     tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::Tokio);
@@ -11,4 +11,28 @@ mod async_std_server {
 
 mod smol_server {
     tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::Smol);
+}
+
+mod tokio_tcp {
+    tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::Tokio, Tcp);
+}
+
+mod async_std_tcp {
+    tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::AsyncStd, Tcp);
+}
+
+mod smol_tcp {
+    tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::Smol, Tcp);
+}
+
+mod tokio_memory {
+    tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::Tokio, Memory);
+}
+
+mod async_std_memory {
+    tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::AsyncStd, Memory);
+}
+
+mod smol_memory {
+    tether_tests::runtime_suite!(tether_tests::harness::ServerRuntime::Smol, Memory);
 }

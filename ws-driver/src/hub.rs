@@ -614,14 +614,14 @@ fn spawn_membership_reporter<R: Runtime>(
         let interval = backend.refresh_interval().max(Duration::from_millis(10));
         // The first full report comes at once: a restarted node sweeps at start.
         let _ = commands.unbounded_send(Command::ReportMembers);
-        let mut next = Instant::now() + interval;
+        let mut next = rt.now() + interval;
         loop {
             let sleep = rt.sleep_until(next);
             let mut updates = match futures_util::future::select(rx.next(), sleep).await {
                 futures_util::future::Either::Left((Some(updates), _)) => updates,
                 futures_util::future::Either::Left((None, _)) => break,
                 futures_util::future::Either::Right(_) => {
-                    next = Instant::now() + interval;
+                    next = rt.now() + interval;
                     if commands.unbounded_send(Command::ReportMembers).is_err() {
                         break;
                     }
@@ -695,7 +695,7 @@ impl StoreLink {
 
 /// `future`, or `None` once `timeout` has passed.
 async fn with_timeout<R: Runtime, T>(runtime: &R, timeout: Duration, future: BoxFuture<T>) -> Option<T> {
-    let sleep = runtime.sleep_until(Instant::now() + timeout);
+    let sleep = runtime.sleep_until(runtime.now() + timeout);
     match futures_util::future::select(future, sleep).await {
         futures_util::future::Either::Left((value, _)) => Some(value),
         futures_util::future::Either::Right(_) => None,
@@ -823,7 +823,7 @@ impl<R: Runtime> HubTask<R> {
                 input = self.inputs.next() => Wake::Conn(input),
                 () = timer => Wake::Timer,
             };
-            let now = Instant::now();
+            let now = self.runtime.now();
             match wake {
                 Wake::Conn(Some(input)) => self.on_conn_input(now, input),
                 Wake::Command(Some(command)) => self.on_command(now, command),
@@ -1186,7 +1186,7 @@ impl<R: Runtime> HubTask<R> {
                 let (handle, runtime) = (self.handle.clone(), self.runtime.clone());
                 let grace = self.handover_grace;
                 self.runtime.spawn(async move {
-                    runtime.sleep_until(Instant::now() + grace).await;
+                    runtime.sleep_until(runtime.now() + grace).await;
                     handle.command(Command::CloseForHandover);
                 });
             }
