@@ -78,7 +78,7 @@ where
 ///
 /// # async fn run(app: App) -> std::io::Result<()> {
 /// let hub = app.start(AsyncStdRuntime);
-/// let options = ConnectionOptions { path: Some("/ws".into()) };
+/// let options = ConnectionOptions { path: Some("/ws".into()), ..ConnectionOptions::default() };
 /// let listener = async_std::net::TcpListener::bind("127.0.0.1:8080").await?;
 /// let (stream, peer) = listener.accept().await?;
 /// adapter_async_std::serve_stream(AsyncStdRuntime, hub, stream, Some(peer), &options).await;

@@ -122,6 +122,6 @@ pub use ws_driver::{
     ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EngineConfig, ErrorCode, FnAuthenticator,
     Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub, InMemorySessionStore, Member,
     Metrics, Middleware, Next, Presence, PresenceState, PubSub, ServerHandle, SessionEvent, SessionHandle,
-    SessionId, SessionStore, SessionView, UserId, WebSocket, DEFAULT_SHUTDOWN_TIMEOUT,
+    SessionId, SessionStore, SessionView, UserId, WebSocket, Wire, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use ws_driver::{CloseReason, RequestError};

@@ -9,6 +9,7 @@
 //! - [`proto`]: tether's envelope and Socket.IO v4, as far as the scenarios go;
 //! - [`load`]: the scenarios and what they measure and count;
 //! - [`servers`]: tether as the subject, on tokio, smol and async-std;
+//! - `storm`: the resume storm ([`load::Scenario::ResumeStorm`]);
 //! - [`runner`]: subjects, rounds, medians, markdown.
 
 pub mod load;
@@ -16,4 +17,5 @@ pub mod proc_stat;
 pub mod proto;
 pub mod runner;
 pub mod servers;
+mod storm;
 pub mod wire;

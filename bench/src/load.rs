@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proc_stat;
 use crate::proto::{Incoming, Proto};
-use crate::wire::{push_frame, Conn, PING, PONG, TEXT};
+use crate::wire::{Conn, PING, PONG, TEXT};
 
 /// What to run against one server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +70,17 @@ pub enum Scenario {
         window: u64,
         /// tether: each member acknowledges every this many deliveries (0: never).
         ack_every: u64,
+    },
+    /// The resume storm (tether only): `sessions` sessions in a room are cut at once
+    /// (TCP dropped, no close), `missed` messages are published to the room meanwhile,
+    /// then every session reconnects at once and resumes with its last `s`. Measures
+    /// resumes per second (and per server-CPU-second) from the first reconnect to the
+    /// last session that has all it missed; counts every missed message once, in order.
+    ResumeStorm {
+        /// Sessions cut and resumed.
+        sessions: usize,
+        /// Messages each one misses.
+        missed: u64,
     },
     /// Server memory per idle connection: `conns` upgraded connections (with
     /// `proto`: authenticated sessions that joined a room), nothing sent after.
@@ -178,20 +189,24 @@ pub fn run(spec: &Spec) -> io::Result<Outcome> {
 async fn run_async(spec: &Spec) -> io::Result<Outcome> {
     match &spec.scenario {
         Scenario::Idle { proto, conns } => idle(spec, *proto, *conns).await,
+        Scenario::ResumeStorm { sessions, missed } => crate::storm::run(spec, *sessions, *missed).await,
         _ => loaded(spec).await,
     }
 }
 
-async fn connect_session(addr: SocketAddr, proto: Proto, user: usize) -> io::Result<Conn> {
+pub(crate) async fn connect_session(addr: SocketAddr, proto: Proto, user: usize) -> io::Result<Conn> {
     let bearer = format!("Bearer u{user}");
     let headers: &[(&str, &str)] = match proto {
         Proto::Tether => &[("Authorization", bearer.as_str())],
-        Proto::SocketIo => &[],
+        Proto::SocketIo | Proto::TetherTcp => &[],
     };
-    let mut conn = Conn::connect(addr, proto.path(), headers).await?;
+    let mut conn = match proto {
+        Proto::TetherTcp => Conn::connect_tcp(addr).await?,
+        Proto::Tether | Proto::SocketIo => Conn::connect(addr, proto.path(), headers).await?,
+    };
     if let Some(hello) = proto.hello() {
         let mut frame = Vec::new();
-        push_frame(&mut frame, TEXT, hello.as_bytes());
+        conn.frame(&mut frame, TEXT, hello.as_bytes());
         conn.write(&frame).await?;
     }
     wait_for(&mut conn, proto, |incoming| incoming == &Incoming::Ready).await?;
@@ -200,7 +215,7 @@ async fn connect_session(addr: SocketAddr, proto: Proto, user: usize) -> io::Res
 
 async fn join(conn: &mut Conn, proto: Proto) -> io::Result<()> {
     let mut frame = Vec::new();
-    push_frame(&mut frame, TEXT, proto.join(0, "bench").as_bytes());
+    conn.frame(&mut frame, TEXT, proto.join(0, "bench").as_bytes());
     conn.write(&frame).await?;
     wait_for(conn, proto, |incoming| incoming == &Incoming::Reply(0)).await
 }
@@ -237,13 +252,13 @@ async fn answer_pings(conn: &mut Conn, pings: usize) -> io::Result<()> {
     }
     let mut frame = Vec::new();
     for _ in 0..pings {
-        push_frame(&mut frame, TEXT, b"3");
+        conn.frame(&mut frame, TEXT, b"3");
     }
     conn.write(&frame).await
 }
 
 /// Opens `count` connections with `open`, at most [`CONNECT_CONCURRENCY`] at once.
-async fn open_all<F, Fut>(count: usize, open: F) -> io::Result<Vec<Conn>>
+pub(crate) async fn open_all<F, Fut>(count: usize, open: F) -> io::Result<Vec<Conn>>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = io::Result<Conn>> + 'static,
@@ -393,7 +408,9 @@ async fn loaded(spec: &Spec) -> io::Result<Outcome> {
                         fan,
                     )));
                 }
-                Scenario::Idle { .. } => unreachable!("handled by idle()"),
+                Scenario::Idle { .. } | Scenario::ResumeStorm { .. } => {
+                    unreachable!("handled by idle() and storm::run()")
+                }
             }
             tokio::time::sleep(Duration::from_secs_f64(spec.warmup)).await;
             let cpu_before = spec.server_pid.and_then(proc_stat::cpu_seconds);
@@ -474,7 +491,7 @@ async fn raw_echo(mut conn: Conn, inflight: usize, size: usize, shared: Arc<Shar
     let payload = vec![b'x'; size];
     let mut batch = Vec::new();
     for _ in 0..inflight {
-        push_frame(&mut batch, TEXT, &payload);
+        conn.frame(&mut batch, TEXT, &payload);
     }
     let frame_len = batch.len() / inflight.max(1);
     let mut sent_at = VecDeque::with_capacity(inflight);
@@ -552,7 +569,7 @@ async fn session_echo(
     let mut out = Vec::new();
     let now = Instant::now();
     for _ in 0..inflight {
-        push_frame(&mut out, TEXT, proto.echo(next_id, &payload).as_bytes());
+        conn.frame(&mut out, TEXT, proto.echo(next_id, &payload).as_bytes());
         pending.push((next_id, now));
         next_id += 1;
     }
@@ -610,19 +627,19 @@ async fn session_echo(
         }
         out.clear();
         for _ in 0..pings {
-            push_frame(&mut out, TEXT, b"3");
+            conn.frame(&mut out, TEXT, b"3");
         }
         unacked += answered.len() as u64;
         if ack_every > 0 && unacked >= ack_every {
             if let Some(ack) = proto.ack(last_seq) {
-                push_frame(&mut out, TEXT, ack.as_bytes());
+                conn.frame(&mut out, TEXT, ack.as_bytes());
             }
             unacked = 0;
         }
         let stopping = shared.phase() == PHASE_STOP;
         if !stopping {
             for _ in 0..answered.len().min(inflight) {
-                push_frame(&mut out, TEXT, proto.echo(next_id, &payload).as_bytes());
+                conn.frame(&mut out, TEXT, proto.echo(next_id, &payload).as_bytes());
                 pending.push((next_id, now));
                 next_id += 1;
                 tally.sent += 1;
@@ -680,7 +697,7 @@ async fn publish(
         out.clear();
         for _ in 0..room {
             n += 1;
-            push_frame(&mut out, TEXT, proto.publish(n).as_bytes());
+            conn.frame(&mut out, TEXT, proto.publish(n).as_bytes());
         }
         if conn.write(&out).await.is_err() {
             errors += 1;
@@ -759,12 +776,12 @@ async fn member(mut conn: Conn, proto: Proto, ack_every: u64, shared: Arc<Shared
         }
         out.clear();
         for _ in 0..pings {
-            push_frame(&mut out, TEXT, b"3");
+            conn.frame(&mut out, TEXT, b"3");
         }
         unacked += got;
         if ack_every > 0 && unacked >= ack_every {
             if let Some(ack) = proto.ack(last_seq) {
-                push_frame(&mut out, TEXT, ack.as_bytes());
+                conn.frame(&mut out, TEXT, ack.as_bytes());
             }
             unacked = 0;
         }

@@ -15,6 +15,9 @@ pub enum Proto {
     Tether,
     /// Socket.IO v4: `echo` and `join` with acks, `pub` fanned out as `msg`.
     SocketIo,
+    /// tether's envelope over raw TCP (the length-prefixed framing): auth by
+    /// `sys.auth`, the rest as [`Proto::Tether`].
+    TetherTcp,
 }
 
 /// A frame the server sent, as a scenario sees it.
@@ -43,7 +46,7 @@ impl Proto {
     /// The upgrade path of the subject's session endpoint.
     pub fn path(self) -> &'static str {
         match self {
-            Proto::Tether => "/ws",
+            Proto::Tether | Proto::TetherTcp => "/ws",
             Proto::SocketIo => "/socket.io/?EIO=4&transport=websocket",
         }
     }
@@ -51,7 +54,9 @@ impl Proto {
     /// The request for echo `id` carrying `payload` (ASCII, no quotes or escapes).
     pub fn echo(self, id: u64, payload: &str) -> String {
         match self {
-            Proto::Tether => format!(r#"{{"v":"1.0","e":"echo","p":"{payload}","c":"{id}"}}"#),
+            Proto::Tether | Proto::TetherTcp => {
+                format!(r#"{{"v":"1.0","e":"echo","p":"{payload}","c":"{id}"}}"#)
+            }
             Proto::SocketIo => format!(r#"42{id}["echo","{payload}"]"#),
         }
     }
@@ -59,7 +64,9 @@ impl Proto {
     /// The request to join `room`, answered as [`Incoming::Reply`] with `id`.
     pub fn join(self, id: u64, room: &str) -> String {
         match self {
-            Proto::Tether => format!(r#"{{"v":"1.0","e":"join","p":"{room}","c":"{id}"}}"#),
+            Proto::Tether | Proto::TetherTcp => {
+                format!(r#"{{"v":"1.0","e":"join","p":"{room}","c":"{id}"}}"#)
+            }
             Proto::SocketIo => format!(r#"42{id}["join","{room}"]"#),
         }
     }
@@ -67,7 +74,7 @@ impl Proto {
     /// The publisher's message `n` to the room (delivered to every member as `msg`).
     pub fn publish(self, n: u64) -> String {
         match self {
-            Proto::Tether => format!(r#"{{"v":"1.0","e":"pub","p":{n}}}"#),
+            Proto::Tether | Proto::TetherTcp => format!(r#"{{"v":"1.0","e":"pub","p":{n}}}"#),
             Proto::SocketIo => format!(r#"42["pub",{n}]"#),
         }
     }
@@ -75,7 +82,9 @@ impl Proto {
     /// tether's acknowledgement of every message up to `seq` (Socket.IO has none).
     pub fn ack(self, seq: u64) -> Option<String> {
         match self {
-            Proto::Tether => Some(format!(r#"{{"v":"1.0","e":"sys.ack","p":{{"seq":{seq}}}}}"#)),
+            Proto::Tether | Proto::TetherTcp => {
+                Some(format!(r#"{{"v":"1.0","e":"sys.ack","p":{{"seq":{seq}}}}}"#))
+            }
             Proto::SocketIo => None,
         }
     }
@@ -85,6 +94,7 @@ impl Proto {
     pub fn hello(self) -> Option<&'static str> {
         match self {
             Proto::Tether => None,
+            Proto::TetherTcp => Some(r#"{"v":"1.0","e":"sys.auth","p":{"token":"bench"}}"#),
             Proto::SocketIo => Some("40"),
         }
     }
@@ -92,7 +102,7 @@ impl Proto {
     /// Classifies one text frame from the server.
     pub fn classify(self, text: &[u8]) -> Incoming {
         match self {
-            Proto::Tether => classify_tether(text),
+            Proto::Tether | Proto::TetherTcp => classify_tether(text),
             Proto::SocketIo => classify_sio(text),
         }
     }

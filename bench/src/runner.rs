@@ -243,6 +243,7 @@ pub fn subjects(root: &Path) -> (Vec<Subject>, Vec<String>) {
 pub fn cases(quick: bool) -> Vec<Case> {
     let members = if quick { 1000 } else { 5000 };
     let idle = if quick { 1000 } else { 5000 };
+    let storm = if quick { 1000 } else { 10_000 };
     let raw = |conns, inflight, size| Scenario::RawEcho {
         conns,
         inflight,
@@ -298,6 +299,14 @@ pub fn cases(quick: bool) -> Vec<Case> {
             scenario: fanout(16),
         },
         Case {
+            title: format!("resume storm: {storm} sessions cut at once, 4 messages missed each (resumes)"),
+            raw: false,
+            scenario: Scenario::ResumeStorm {
+                sessions: storm,
+                missed: 4,
+            },
+        },
+        Case {
             title: format!("idle raw connections ({idle}), server RSS per connection"),
             raw: true,
             scenario: Scenario::Idle {
@@ -328,6 +337,9 @@ fn for_subject(case: &Case, subject: &Subject) -> Option<Scenario> {
         Scenario::SessionEcho { proto: p, .. } | Scenario::Fanout { proto: p, .. } => *p = proto,
         Scenario::Idle { proto: p, .. } => *p = Some(proto),
         Scenario::RawEcho { .. } => {}
+        // Only tether resumes a session with what it missed.
+        Scenario::ResumeStorm { .. } if !subject.tether => return None,
+        Scenario::ResumeStorm { .. } => {}
     }
     // Socket.IO has no acknowledgements of deliveries: the "acks" row is tether's only.
     if let Scenario::Fanout { ack_every, .. } = scenario {

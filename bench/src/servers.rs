@@ -30,6 +30,8 @@ pub enum Kind {
     Raw,
     /// The session App on `/ws`.
     Session,
+    /// The session App on raw TCP (the length-prefixed framing).
+    SessionTcp,
 }
 
 impl FromStr for Runtime {
@@ -52,7 +54,8 @@ impl FromStr for Kind {
         match s {
             "raw" => Ok(Self::Raw),
             "session" => Ok(Self::Session),
-            other => Err(format!("unknown kind {other:?}: raw or session")),
+            "session-tcp" => Ok(Self::SessionTcp),
+            other => Err(format!("unknown kind {other:?}: raw, session or session-tcp")),
         }
     }
 }
@@ -137,6 +140,11 @@ async fn serve_tokio(
             let _ = bound.send(server.local_addr());
             server.run().await
         }
+        Kind::SessionTcp => {
+            let server = adapter_tokio::Server::bind_tcp(addr, app()).await?;
+            let _ = bound.send(server.local_addr());
+            server.run().await
+        }
     }
 }
 
@@ -158,6 +166,11 @@ async fn serve_async_net<R: ws_driver::adapter::Runtime + Default>(
         }
         Kind::Session => {
             let server = adapter_async_std::Server::<R>::bind(addr, "/ws", app()).await?;
+            let _ = bound.send(server.local_addr());
+            server.run().await
+        }
+        Kind::SessionTcp => {
+            let server = adapter_async_std::Server::<R>::bind_tcp(addr, app()).await?;
             let _ = bound.send(server.local_addr());
             server.run().await
         }

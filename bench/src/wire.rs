@@ -1,5 +1,6 @@
 //! The load generator's side of the wire: an HTTP upgrade written by hand, masked
-//! client frames built once, server frames parsed in place. Nothing here validates
+//! client frames built once, server frames parsed in place; or tether's raw TCP
+//! framing (a preamble, then length-prefixed frames: docs/PROTOCOL.md). Nothing here validates
 //! more than a benchmark needs (the servers under test are not the subject of
 //! conformance here: docs/CONFORMANCE.md is).
 
@@ -39,10 +40,21 @@ pub fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i & 3]));
 }
 
-/// A client WebSocket connection as the load generator drives it: one task reads
-/// and writes it in turns.
+/// How a connection frames messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// RFC 6455, masked client frames.
+    WebSocket,
+    /// tether's raw TCP framing: `length: u32 BE | kind: u8 | payload` (kinds are
+    /// WebSocket's opcodes: 1 text, 8 close).
+    Prefixed,
+}
+
+/// A client connection as the load generator drives it: one task reads and writes
+/// it in turns.
 pub struct Conn {
     stream: TcpStream,
+    framing: Framing,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -94,10 +106,43 @@ impl Conn {
         }
         Ok(Self {
             stream,
+            framing: Framing::WebSocket,
             buf,
             start: head_end,
             end,
         })
+    }
+
+    /// Connects to a raw TCP port and exchanges preambles (`TETHER`, version 1).
+    pub async fn connect_tcp(addr: SocketAddr) -> io::Result<Self> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        stream.write_all(b"TETHER\x01").await?;
+        let mut preamble = [0; 7];
+        stream.read_exact(&mut preamble).await?;
+        if &preamble != b"TETHER\x01" {
+            return Err(io::Error::other("not tether's raw TCP framing"));
+        }
+        Ok(Self {
+            stream,
+            framing: Framing::Prefixed,
+            buf: vec![0u8; 16 * 1024],
+            start: 0,
+            end: 0,
+        })
+    }
+
+    /// Appends one frame of `opcode` carrying `payload`, framed as this connection
+    /// frames: [`push_frame`] for WebSocket, a length and a kind for raw TCP.
+    pub fn frame(&self, out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+        match self.framing {
+            Framing::WebSocket => push_frame(out, opcode, payload),
+            Framing::Prefixed => {
+                out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+                out.push(opcode);
+                out.extend_from_slice(payload);
+            }
+        }
     }
 
     /// Writes `bytes` (frames built with [`push_frame`]) at once.
@@ -111,7 +156,11 @@ impl Conn {
     pub async fn read_frames(&mut self, mut on_frame: impl FnMut(u8, &[u8])) -> io::Result<ReadOutcome> {
         let mut outcome = ReadOutcome::default();
         loop {
-            while let Some((opcode, masked, range, next)) = parse(&self.buf[self.start..self.end]) {
+            let parsed = match self.framing {
+                Framing::WebSocket => parse,
+                Framing::Prefixed => parse_prefixed,
+            };
+            while let Some((opcode, masked, range, next)) = parsed(&self.buf[self.start..self.end]) {
                 let base = self.start;
                 if masked {
                     return Err(io::Error::new(
@@ -187,6 +236,16 @@ fn parse(bytes: &[u8]) -> Option<(u8, bool, (usize, usize), usize)> {
         return None;
     }
     Some((opcode, masked, (header, header + len), header + len))
+}
+
+/// One whole raw TCP frame at the start of `bytes`, in [`parse`]'s terms (never masked).
+fn parse_prefixed(bytes: &[u8]) -> Option<(u8, bool, (usize, usize), usize)> {
+    let header = bytes.get(..5)?;
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if bytes.len() < 5 + len {
+        return None;
+    }
+    Some((header[4], false, (5, 5 + len), 5 + len))
 }
 
 #[cfg(test)]

@@ -93,6 +93,46 @@ fn every_scenario(runtime: Runtime) {
         },
     );
     assert_eq!(idle.received, 20, "{runtime:?} idle sessions: {idle:?}");
+    // The resume storm: every session back, every missed message once and in order.
+    let storm = run(
+        session,
+        Scenario::ResumeStorm {
+            sessions: 30,
+            missed: 3,
+        },
+    );
+    assert_counts(&format!("{runtime:?} resume storm"), &storm);
+    assert_eq!(
+        (storm.measured, storm.expected),
+        (30, 90),
+        "{runtime:?} resume storm: {storm:?}"
+    );
+
+    // The same App over raw TCP (the length-prefixed framing).
+    let tcp = servers::start(runtime, Kind::SessionTcp, any_port()).expect("raw TCP server");
+    for inflight in [1, 8] {
+        let outcome = run(
+            tcp,
+            Scenario::SessionEcho {
+                proto: Proto::TetherTcp,
+                conns: 10,
+                inflight,
+                size: 20,
+                ack_every: 4,
+            },
+        );
+        assert_counts(&format!("{runtime:?} raw TCP session echo ×{inflight}"), &outcome);
+    }
+    let fanout = run(
+        tcp,
+        Scenario::Fanout {
+            proto: Proto::TetherTcp,
+            members: 20,
+            window: 4,
+            ack_every: 4,
+        },
+    );
+    assert_counts(&format!("{runtime:?} raw TCP fan-out"), &fanout);
 }
 
 #[test]

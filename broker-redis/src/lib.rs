@@ -41,9 +41,12 @@
 #![deny(missing_docs)]
 
 mod codec;
+mod commands;
+pub mod membership;
 pub mod store;
 mod wire;
 
+pub use membership::RedisMembership;
 pub use store::{RedisSessionStore, StoreOptions, StoreStatus};
 
 use std::collections::{HashMap, HashSet, VecDeque};

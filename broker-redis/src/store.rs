@@ -77,6 +77,7 @@ use ws_driver::adapter::{BoxFuture, Runtime};
 use ws_driver::{JournalBatch, SessionStore, StoreError};
 use ws_session::{JournalEntry, SessionId, SessionRecord, TokenVerifier};
 
+use crate::commands::Commands;
 use crate::{codec, RedisConfig};
 
 /// How the session store behaves, beyond how to reach Redis.
@@ -164,13 +165,10 @@ enum ToWriter {
     Reconcile,
 }
 
-type Sleep = Arc<dyn Fn(Instant) -> BoxFuture<()> + Send + Sync>;
-
 struct Shared {
     config: RedisConfig,
     options: StoreOptions,
-    sleep: Sleep,
-    connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    commands: Commands,
     status: Mutex<StoreStatus>,
     /// Where each local node's moved sessions go.
     nodes: Mutex<Vec<(u64, mpsc::UnboundedSender<SessionId>)>>,
@@ -299,12 +297,10 @@ impl RedisSessionStore {
     /// Starts the store's tasks on `runtime` (the journal writer, the moved-notice
     /// subscriber); they connect at once, and again whenever the connection is lost.
     pub fn start<R: Runtime>(config: RedisConfig, options: StoreOptions, runtime: R) -> Self {
-        let sleeper = runtime.clone();
         let shared = Arc::new(Shared {
+            commands: Commands::new(config.clone(), runtime.clone()),
             config,
             options,
-            sleep: Arc::new(move |deadline| sleeper.sleep_until(deadline)),
-            connection: Mutex::new(None),
             status: Mutex::new(StoreStatus::default()),
             nodes: Mutex::new(Vec::new()),
             append: redis::Script::new(APPEND),
@@ -404,10 +400,6 @@ struct Fields {
     chunks: usize,
 }
 
-fn store_error(err: impl std::fmt::Display) -> StoreError {
-    StoreError(err.to_string())
-}
-
 impl Shared {
     fn key(&self, session: SessionId) -> String {
         format!("{}:session:{session}", self.config.prefix)
@@ -437,45 +429,29 @@ impl Shared {
             .retain(|(id, tx)| *id != node || tx.unbounded_send(session).is_ok());
     }
 
-    /// `future` within the command timeout.
+    /// `future` within the command timeout, its outcome kept in the status.
     async fn timed<T>(
         &self,
         future: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        let deadline = (self.sleep)(Instant::now() + self.config.command_timeout).fuse();
-        let future = future.fuse();
-        futures_util::pin_mut!(future, deadline);
-        let result = futures_util::select_biased! {
-            result = future => result.map_err(store_error),
-            () = deadline => Err(StoreError("Redis command timed out".into())),
-        };
-        if let Err(err) = &result {
-            // The connection may be broken: the next command makes a new one.
-            *self.connection.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            let mut status = self.lock_status();
-            status.connected = false;
-            status.last_error = Some(err.0.clone());
-        } else {
-            self.lock_status().connected = true;
-        }
+        let result = self.commands.timed(future).await.map_err(StoreError);
+        self.record(&result);
         result
     }
 
     /// The shared (multiplexed) connection, made if there is none.
     async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
-        if let Some(connection) = self
-            .connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-        {
-            return Ok(connection);
+        let result = self.commands.connection().await.map_err(StoreError);
+        self.record(&result);
+        result
+    }
+
+    fn record<T>(&self, result: &Result<T, StoreError>) {
+        let mut status = self.lock_status();
+        status.connected = result.is_ok();
+        if let Err(err) = result {
+            status.last_error = Some(err.0.clone());
         }
-        let connection = self
-            .timed(self.config.client.get_multiplexed_async_connection())
-            .await?;
-        *self.connection.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
-        Ok(connection)
     }
 
     /// Reads and folds `session`'s record.
@@ -651,7 +627,7 @@ impl Writer {
         let retry_every = shared.config.reconnect_backoff.0;
         loop {
             if self.queue.is_empty() {
-                let mut refresh = (shared.sleep)(next_refresh).fuse();
+                let mut refresh = (shared.commands.sleep)(next_refresh).fuse();
                 futures_util::select_biased! {
                     write = writes.next() => match write {
                         Some(op) => self.take(op, &mut next_refresh),
@@ -683,7 +659,7 @@ impl Writer {
                     shared.lock_status().write_retries += 1;
                     tracing::warn!(%err, retry_in = ?retry_every, buffered = self.buffered, "journal write failed; retrying");
                     // Wait before trying again, taking (and bounding) new writes meanwhile.
-                    let mut retry = (shared.sleep)(Instant::now() + retry_every).fuse();
+                    let mut retry = (shared.commands.sleep)(Instant::now() + retry_every).fuse();
                     loop {
                         futures_util::select_biased! {
                             write = writes.next() => match write {
@@ -945,7 +921,7 @@ async fn subscriber(
                     tracing::warn!(%err, retry_every = ?retry_every, "session store: moved notices unavailable; reconnecting");
                 }
                 lost = true;
-                (shared.sleep)(Instant::now() + retry_every).await;
+                (shared.commands.sleep)(Instant::now() + retry_every).await;
             }
         }
     }

@@ -3,7 +3,9 @@
 //!
 //! Channels: `{prefix}:all`, `{prefix}:room:{room}` (subscribed only by nodes with
 //! members in the room) and `{prefix}:direct` (to a user or a session: every node
-//! subscribes, the nodes that hold them deliver). Message: a version byte (1), the
+//! subscribes, the nodes that hold them deliver). Message: a version byte (1; 2 for a
+//! volatile publication, laid out the same, so that a node too old to know volatile
+//! publications drops them rather than putting them in session streams), the
 //! publishing node (8 bytes, big-endian), the session to leave out (a flag byte, then
 //! 16 bytes when set); on `direct`, the target (0, the user id's length in 2 bytes and
 //! its UTF-8; or 1 and the session id in 16 bytes); then the envelope prefix as the
@@ -15,6 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use ws_session::{Publication, PublishTarget, SessionId, UserId};
 
 const VERSION: u8 = 1;
+const VERSION_VOLATILE: u8 = 2;
 const HEADER: usize = 1 + 8 + 1;
 
 /// The channel of a target.
@@ -43,7 +46,11 @@ pub(crate) fn room_channel(prefix: &str, room: &str) -> String {
 /// The message for `publication` from `node`.
 pub(crate) fn encode(node: u64, publication: &Publication) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(HEADER + 16 + 16 + publication.prefix.len());
-    out.put_u8(VERSION);
+    out.put_u8(if publication.volatile {
+        VERSION_VOLATILE
+    } else {
+        VERSION
+    });
     out.put_u64(node);
     match publication.except {
         Some(session) => {
@@ -82,7 +89,7 @@ pub(crate) fn decode(prefix: &str, channel: &str, message: &[u8]) -> Option<(u64
         PublishTarget::Room(Arc::from(room))
     };
     let (&version, rest) = message.split_first()?;
-    if version != VERSION || rest.len() < HEADER - 1 {
+    if !(version == VERSION || version == VERSION_VOLATILE) || rest.len() < HEADER - 1 {
         return None;
     }
     let node = u64::from_be_bytes(rest[..8].try_into().ok()?);
@@ -110,9 +117,13 @@ pub(crate) fn decode(prefix: &str, channel: &str, message: &[u8]) -> Option<(u64
             _ => return None,
         }
     }
+    let body = Bytes::copy_from_slice(body);
     Some((
         node,
-        Publication::new(target, except, Bytes::copy_from_slice(body)),
+        match version {
+            VERSION_VOLATILE => Publication::new_volatile(target, except, body),
+            _ => Publication::new(target, except, body),
+        },
     ))
 }
 
@@ -132,14 +143,15 @@ mod tests {
             (PublishTarget::User(UserId::new("")), None),
             (PublishTarget::Session(SessionId(u128::MAX - 1)), None),
         ] {
-            let publication = Publication::new(
-                target.clone(),
-                except,
-                Bytes::from_static(br#"{"v":"1.0","e":"x""#),
-            );
+            let prefix = Bytes::from_static(br#"{"v":"1.0","e":"x""#);
             let channel = channel("t", &target).unwrap();
-            let message = encode(42, &publication);
-            assert_eq!(decode("t", &channel, &message), Some((42, publication)));
+            for publication in [
+                Publication::new(target.clone(), except, prefix.clone()),
+                Publication::new_volatile(target.clone(), except, prefix.clone()),
+            ] {
+                let message = encode(42, &publication);
+                assert_eq!(decode("t", &channel, &message), Some((42, publication)));
+            }
         }
     }
 
@@ -148,6 +160,11 @@ mod tests {
         let message = encode(1, &Publication::new(PublishTarget::All, None, Bytes::new()));
         assert_eq!(decode("t", "other:all", &message), None);
         assert_eq!(decode("t", "t:all", &[2, 0, 0]), None);
+        assert_eq!(
+            decode("t", "t:all", &[3, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+            None,
+            "a later version"
+        );
         assert_eq!(decode("t", "t:all", &[]), None);
         let mut truncated = encode(
             1,

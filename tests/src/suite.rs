@@ -1,23 +1,22 @@
 //! The integration suite every server adapter runs: each body takes the runtime to
-//! start its server on ([`ServerRuntime`]), and drives it with a client no tether code
-//! wrote (tokio-tungstenite). Each test states one behaviour a user relies on.
-//! [`runtime_suite!`](crate::runtime_suite) instantiates every body for one runtime.
+//! start its server on and the transport its client connects over ([`Setup`]), and
+//! drives it with a client no tether code wrote (tokio-tungstenite for WebSocket; for
+//! raw TCP, framing written from docs/PROTOCOL.md; ws-driver's in-memory pair). Each
+//! test states one behaviour a user relies on. [`runtime_suite!`](crate::runtime_suite)
+//! instantiates every body for one runtime and transport, and says which bodies are
+//! one transport's only.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use adapter_tokio::{App, Context, HandlerError, Next};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
 use ws_session::EngineConfig;
 
-use crate::client::{closed_with, connect, envelope_of, recv, send, session, Ws, WAIT};
-use crate::harness::{start, ServerRuntime};
-use ws_proto::envelope::Codec;
+use crate::client::{closed_with, connect, recv, send, session, Conn, Endpoint, Received, WAIT};
+use crate::harness::{start, Setup, TransportKind};
 
 /// The application under test: tokens `user:<name>` authenticate as `<name>`.
 pub fn app() -> App {
@@ -56,9 +55,9 @@ pub fn app() -> App {
 }
 
 /// A bearer token creates a session.
-pub async fn a_bearer_token_creates_a_session(runtime: ServerRuntime) {
-    let server = start(runtime, app()).await;
-    let addr = server.addr;
+pub async fn a_bearer_token_creates_a_session(setup: Setup) {
+    let server = start(setup, app()).await;
+    let addr = &server.endpoint;
     let (_ws, created) = session(addr, "alice").await;
     assert_eq!(created["userId"], "alice");
     assert!(created["sessionId"].as_str().is_some_and(|s| !s.is_empty()));
@@ -68,9 +67,9 @@ pub async fn a_bearer_token_creates_a_session(runtime: ServerRuntime) {
 }
 
 /// A refused credential gets a clear error and a close.
-pub async fn a_refused_credential_gets_a_clear_error_and_a_close(runtime: ServerRuntime) {
-    let server = start(runtime, app()).await;
-    let addr = server.addr;
+pub async fn a_refused_credential_gets_a_clear_error_and_a_close(setup: Setup) {
+    let server = start(setup, app()).await;
+    let addr = &server.endpoint;
     let mut ws = connect(addr, Some("nobody")).await;
     let error = recv(&mut ws).await;
     assert_eq!(error["e"], "sys.error");
@@ -83,9 +82,9 @@ pub async fn a_refused_credential_gets_a_clear_error_and_a_close(runtime: Server
 }
 
 /// Replies and errors carry the correlation id.
-pub async fn replies_and_errors_carry_the_correlation_id(runtime: ServerRuntime) {
-    let server = start(runtime, app()).await;
-    let addr = server.addr;
+pub async fn replies_and_errors_carry_the_correlation_id(setup: Setup) {
+    let server = start(setup, app()).await;
+    let addr = &server.endpoint;
     let (mut ws, _) = session(addr, "alice").await;
     send(&mut ws, "echo", json!({"n": 1}), Some("c-1")).await;
     let reply = recv(&mut ws).await;
@@ -120,9 +119,9 @@ pub async fn replies_and_errors_carry_the_correlation_id(runtime: ServerRuntime)
 }
 
 /// A room broadcast reaches the others but not the sender.
-pub async fn a_room_broadcast_reaches_the_others_but_not_the_sender(runtime: ServerRuntime) {
-    let server = start(runtime, app()).await;
-    let addr = server.addr;
+pub async fn a_room_broadcast_reaches_the_others_but_not_the_sender(setup: Setup) {
+    let server = start(setup, app()).await;
+    let addr = &server.endpoint;
     let (mut alice, _) = session(addr, "alice").await;
     let (mut bob, _) = session(addr, "bob").await;
     for ws in [&mut alice, &mut bob] {
@@ -141,15 +140,15 @@ pub async fn a_room_broadcast_reaches_the_others_but_not_the_sender(runtime: Ser
 }
 
 /// Middleware can stop a message.
-pub async fn middleware_can_stop_a_message(runtime: ServerRuntime) {
+pub async fn middleware_can_stop_a_message(setup: Setup) {
     let app = app().middleware(|ctx: Context, next: Next| async move {
         if ctx.event() == "echo" && ctx.payload_raw() == Some("\"forbidden\"") {
             return Err(HandlerError::new(4403, "stopped by middleware"));
         }
         next.run(ctx).await
     });
-    let server = start(runtime, app).await;
-    let addr = server.addr;
+    let server = start(setup, app).await;
+    let addr = &server.endpoint;
     let (mut ws, _) = session(addr, "alice").await;
     send(&mut ws, "echo", json!("forbidden"), Some("m1")).await;
     let stopped = recv(&mut ws).await;
@@ -162,56 +161,70 @@ pub async fn middleware_can_stop_a_message(runtime: ServerRuntime) {
 }
 
 /// A bad envelope gets a sys error and the connection stays.
-pub async fn a_bad_envelope_gets_a_sys_error_and_the_connection_stays(runtime: ServerRuntime) {
-    let server = start(runtime, app()).await;
-    let addr = server.addr;
+pub async fn a_bad_envelope_gets_a_sys_error_and_the_connection_stays(setup: Setup) {
+    let server = start(setup, app()).await;
+    let addr = &server.endpoint;
     let (mut ws, _) = session(addr, "alice").await;
-    // Not an envelope of the connection's codec: 4002 (not JSON) or 4014 (not
-    // MessagePack: the reserved marker 0xc1).
-    let (bad, code) = match ws.codec {
-        Codec::MsgPack => (Message::binary(vec![0x81, 0xc1]), 4014),
-        _ => (Message::text("{not json"), 4002),
-    };
-    ws.send(bad).await.unwrap();
+    ws.send_text("{not json".to_owned()).await;
     let error = recv(&mut ws).await;
+    // Not JSON: 4002; on a MessagePack connection it went as a text frame: 4117.
+    let code = match ws.codec() {
+        ws_proto::envelope::Codec::MsgPack => 4117,
+        _ => 4002,
+    };
     assert_eq!(
         (error["e"].as_str(), error["p"]["code"].as_u64()),
         (Some("sys.error"), Some(code))
     );
-    // A frame of the other kind: 4113 (binary on JSON) or 4117 (text on MessagePack).
-    let (other, code) = match ws.codec {
-        Codec::MsgPack => (Message::text(r#"{"v":"1","e":"echo"}"#), 4117),
-        _ => (Message::binary(vec![0x80]), 4113),
-    };
-    ws.send(other).await.unwrap();
-    assert_eq!(recv(&mut ws).await["p"]["code"], code);
     send(&mut ws, "echo", json!(1), Some("after")).await;
     assert_eq!(recv(&mut ws).await["c"], "after");
 }
 
 /// An oversized message is closed with 1009.
-pub async fn an_oversized_message_is_closed_with_1009(runtime: ServerRuntime) {
+pub async fn an_oversized_message_is_closed_with_1009(setup: Setup) {
     let mut config = EngineConfig::default();
     config.envelope = config.envelope.with_max_message_size(1024);
-    let server = start(runtime, app().config(config)).await;
-    let addr = server.addr;
+    let server = start(setup, app().config(config)).await;
+    let addr = &server.endpoint;
     let (mut ws, _) = session(addr, "alice").await;
-    ws.send(Message::text("x".repeat(2048))).await.unwrap();
+    ws.send_text("x".repeat(2048)).await;
     assert_eq!(closed_with(&mut ws).await, 1009);
 }
 
+/// A connection that never authenticates is closed with 4103 at the authentication
+/// deadline, whatever carries it.
+pub async fn a_connection_that_never_authenticates_is_closed_at_the_auth_deadline(setup: Setup) {
+    let config = EngineConfig {
+        auth_timeout: Duration::from_millis(200),
+        ..EngineConfig::default()
+    };
+    let server = start(setup, app().config(config)).await;
+    let mut silent = connect(&server.endpoint, None).await;
+    assert_eq!(closed_with(&mut silent).await, 4103);
+    // The deadline is that connection's: a session opened now is served.
+    let (mut ws, _) = session(&server.endpoint, "alice").await;
+    send(&mut ws, "echo", json!("after"), Some("a")).await;
+    assert_eq!(recv(&mut ws).await["c"], "a");
+}
+
 /// Graceful shutdown closes connections with 1001.
-pub async fn graceful_shutdown_closes_connections_with_1001(runtime: ServerRuntime) {
-    let server = start(runtime, app()).await;
-    let addr = server.addr;
+pub async fn graceful_shutdown_closes_connections_with_1001(setup: Setup) {
+    let server = start(setup, app()).await;
+    let addr = &server.endpoint;
     let (mut ws, _) = session(addr, "alice").await;
+    let listening: Vec<_> = [Some(server.addr), addr.socket()].into_iter().flatten().collect();
     let stopped = server.stop();
-    assert_eq!(closed_with(&mut ws).await, u16::from(CloseCode::Away));
+    assert_eq!(closed_with(&mut ws).await, 1001);
     tokio::time::timeout(WAIT, stopped)
         .await
         .expect("run_until returns")
         .expect("run_until ends without an error");
-    assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    for addr in listening {
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "{addr} no longer accepting"
+        );
+    }
 }
 
 /// Heartbeat and resume timers short enough for a test.
@@ -225,28 +238,26 @@ pub fn fast_timers() -> EngineConfig {
 }
 
 /// A silent client is closed by the heartbeat.
-pub async fn a_silent_client_is_closed_by_the_heartbeat(runtime: ServerRuntime) {
-    let server = start(runtime, app().config(fast_timers())).await;
-    let addr = server.addr;
+pub async fn a_silent_client_is_closed_by_the_heartbeat(setup: Setup) {
+    let server = start(setup, app().config(fast_timers())).await;
+    let addr = &server.endpoint;
     // The server counts from the connection's opening: start the clock before it, so
     // that a timer firing exactly on time (async-io's do; tokio's round up to the next
     // millisecond) still passes the lower bound.
     let started = std::time::Instant::now();
     let (mut ws, _) = session(addr, "alice").await;
-    // tungstenite answers WebSocket pings but never `sys.ping`: read without replying.
+    // Read without ever answering `sys.ping` (tungstenite answers WebSocket pings,
+    // the other transports have none).
     let mut pings = 0;
     let code = loop {
         match tokio::time::timeout(WAIT, ws.next())
             .await
             .expect("closed in time")
         {
-            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
-            Some(Ok(message)) => {
-                if envelope_of(ws.codec, &message).is_some_and(|env| env["e"] == "sys.ping") {
-                    pings += 1;
-                }
-            }
-            other => panic!("expected a close frame, got {other:?}"),
+            Some(Received::Text(text)) if text.contains("sys.ping") => pings += 1,
+            Some(Received::Close(code)) => break code,
+            Some(_) => {}
+            None => panic!("expected a close, the connection ended"),
         }
     };
     assert_eq!(code, 4104, "idle timeout");
@@ -258,13 +269,13 @@ pub async fn a_silent_client_is_closed_by_the_heartbeat(runtime: ServerRuntime) 
 }
 
 /// Drops `ws` without a closing handshake, as a lost network does.
-pub fn drop_abruptly(ws: Ws) {
+pub fn drop_abruptly(ws: Conn) {
     drop(ws);
 }
 
 /// Opens a new session as `name` and asks it to resume `created` from `last_seq`;
 /// returns the connection and the answer.
-pub async fn resume(addr: SocketAddr, name: &str, created: &Value, last_seq: u64) -> (Ws, Value) {
+pub async fn resume(addr: impl Into<Endpoint>, name: &str, created: &Value, last_seq: u64) -> (Conn, Value) {
     let (mut ws, _fresh) = session(addr, name).await;
     let request = json!({
         "sessionId": created["sessionId"],
@@ -277,9 +288,9 @@ pub async fn resume(addr: SocketAddr, name: &str, created: &Value, last_seq: u64
 }
 
 /// A dropped session resumes with exactly the missed messages.
-pub async fn a_dropped_session_resumes_with_exactly_the_missed_messages(runtime: ServerRuntime) {
-    let server = start(runtime, app()).await;
-    let addr = server.addr;
+pub async fn a_dropped_session_resumes_with_exactly_the_missed_messages(setup: Setup) {
+    let server = start(setup, app()).await;
+    let addr = &server.endpoint;
     let (mut alice, created) = session(addr, "alice").await;
     let (mut bob, _) = session(addr, "bob").await;
     for ws in [&mut alice, &mut bob] {
@@ -319,9 +330,9 @@ pub async fn a_dropped_session_resumes_with_exactly_the_missed_messages(runtime:
 }
 
 /// Resumes with used stolen or expired tokens are refused.
-pub async fn resumes_with_used_stolen_or_expired_tokens_are_refused(runtime: ServerRuntime) {
-    let server = start(runtime, app().config(fast_timers())).await;
-    let addr = server.addr;
+pub async fn resumes_with_used_stolen_or_expired_tokens_are_refused(setup: Setup) {
+    let server = start(setup, app().config(fast_timers())).await;
+    let addr = &server.endpoint;
     let (alice, created) = session(addr, "alice").await;
     drop_abruptly(alice);
 
@@ -355,15 +366,15 @@ pub async fn resumes_with_used_stolen_or_expired_tokens_are_refused(runtime: Ser
 }
 
 /// A slow consumer is cut off while others keep their latency.
-pub async fn a_slow_consumer_is_cut_off_while_others_keep_their_latency(runtime: ServerRuntime) {
+pub async fn a_slow_consumer_is_cut_off_while_others_keep_their_latency(setup: Setup) {
     let config = EngineConfig {
         max_outbound_bytes: 256 * 1024,
         rate_limit_per_second: 1_000_000,
         rate_limit_burst: 1_000_000,
         ..EngineConfig::default()
     };
-    let server = start(runtime, app().config(config)).await;
-    let addr = server.addr;
+    let server = start(setup, app().config(config)).await;
+    let addr = &server.endpoint;
     let handle = server.handle.clone();
     let (mut slow, _) = session(addr, "slow").await;
     let (mut fast, _) = session(addr, "fast").await;
@@ -382,15 +393,15 @@ pub async fn a_slow_consumer_is_cut_off_while_others_keep_their_latency(runtime:
     let metrics = handle.metrics().await.unwrap();
     assert!(metrics.slow_consumer_drops >= 1, "{metrics:?}");
     let mut closed = false;
-    while let Ok(Some(msg)) = tokio::time::timeout(WAIT, slow.next()).await {
-        match msg {
-            Ok(Message::Close(Some(frame))) => {
-                assert_eq!(u16::from(frame.code), 4110);
+    while let Ok(received) = tokio::time::timeout(WAIT, slow.next()).await {
+        match received {
+            Some(Received::Close(code)) => {
+                assert_eq!(code, 4110);
                 closed = true;
                 break;
             }
-            Ok(_) => continue,
-            Err(_) => {
+            Some(_) => continue,
+            None => {
                 closed = true;
                 break;
             }
@@ -404,12 +415,12 @@ pub async fn a_slow_consumer_is_cut_off_while_others_keep_their_latency(runtime:
 }
 
 /// An origin outside the allow list is refused with 403.
-pub async fn an_origin_outside_the_allow_list_is_refused_with_403(runtime: ServerRuntime) {
+pub async fn an_origin_outside_the_allow_list_is_refused_with_403(setup: Setup) {
     let config = EngineConfig {
         allowed_origins: Some(vec!["https://chat.example".to_owned()]),
         ..EngineConfig::default()
     };
-    let server = start(runtime, app().config(config)).await;
+    let server = start(setup, app().config(config)).await;
     let addr = server.addr;
     for (origin, allowed) in [("https://chat.example", true), ("https://evil.example", false)] {
         let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
@@ -419,8 +430,8 @@ pub async fn an_origin_outside_the_allow_list_is_refused_with_403(runtime: Serve
             .insert("authorization", "Bearer user:alice".parse().unwrap());
         match tokio_tungstenite::connect_async(request).await {
             Ok((ws, _)) => {
-                let mut ws = Ws::from(ws);
                 assert!(allowed, "{origin} was let in");
+                let mut ws = Conn::WebSocket(Box::new(ws));
                 assert_eq!(recv(&mut ws).await["e"], "sys.session.created");
             }
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -435,12 +446,12 @@ pub async fn an_origin_outside_the_allow_list_is_refused_with_403(runtime: Serve
 /// A client that floods pings and never reads is rate-limited like any other sender
 /// and closed with 1008; the server neither answers every ping nor stops serving the
 /// others.
-pub async fn a_ping_flood_from_a_client_that_never_reads_is_closed_with_1008(runtime: ServerRuntime) {
+pub async fn a_ping_flood_from_a_client_that_never_reads_is_closed_with_1008(setup: Setup) {
     use tokio::io::AsyncWriteExt;
     use ws_proto::frame::OpCode;
     use ws_proto::Event;
 
-    let server = start(runtime, app()).await;
+    let server = start(setup, app()).await;
     let addr = server.addr;
     let (mut bystander, _) = session(addr, "bystander").await;
     let mut flooder = crate::raw::RawClient::connect(addr, "user:flood", 4096).await;
@@ -485,7 +496,7 @@ pub const ENDING_TOGETHER: usize = 1000;
 pub const BYSTANDER_BOUND: Duration = Duration::from_millis(50);
 
 /// Sends `sys.ping` with correlation id `c` and returns how long the `sys.pong` took.
-pub async fn ping_round_trip(ws: &mut Ws, c: &str) -> Duration {
+pub async fn ping_round_trip(ws: &mut Conn, c: &str) -> Duration {
     let sent = std::time::Instant::now();
     send(ws, "sys.ping", json!(null), Some(c)).await;
     loop {
@@ -500,7 +511,7 @@ pub async fn ping_round_trip(ws: &mut Ws, c: &str) -> Duration {
 /// async sleep of the server's runtime) for each of 1000 sessions whose resume window
 /// runs out together, another client's `sys.ping` is answered within 50 ms, and the
 /// hooks run side by side (all done in seconds, not 1000 s one after the other).
-pub async fn a_slow_session_hook_does_not_hold_up_other_clients(runtime: ServerRuntime) {
+pub async fn a_slow_session_hook_does_not_hold_up_other_clients(setup: Setup) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use ws_session::SessionEvent;
@@ -534,17 +545,17 @@ pub async fn a_slow_session_hook_does_not_hold_up_other_clients(runtime: ServerR
                     }
                     SessionEvent::Expired { .. } | SessionEvent::Closed { .. } => {
                         counts.started.fetch_add(1, Ordering::SeqCst);
-                        runtime.sleep(Duration::from_secs(1)).await;
+                        setup.runtime.sleep(Duration::from_secs(1)).await;
                         counts.finished.fetch_add(1, Ordering::SeqCst);
                     }
                     _ => {}
                 }
             }
         });
-    let server = start(runtime, app).await;
-    let addr = server.addr;
+    let server = start(setup, app).await;
+    let addr = &server.endpoint;
     let (mut bystander, _) = session(addr, "bystander").await;
-    let sessions: Vec<Ws> = futures::stream::iter(0..ENDING_TOGETHER)
+    let sessions: Vec<Conn> = futures::stream::iter(0..ENDING_TOGETHER)
         .map(|i| async move { session(addr, &format!("s{i}")).await.0 })
         .buffer_unordered(32)
         .collect()
@@ -598,7 +609,7 @@ pub async fn a_slow_session_hook_does_not_hold_up_other_clients(runtime: ServerR
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("{runtime:?}: worst bystander round trip {worst:?} over {pings} pings");
+    println!("{setup:?}: worst bystander round trip {worst:?} over {pings} pings");
 }
 
 /// Claims an authenticator attaches to a session, as the suite's richer app reads them.
@@ -613,7 +624,7 @@ pub struct Seen(pub u64);
 
 /// Application state, the authenticator's claims, per-session data and the connection's
 /// request reach every handler without clones, and survive a resume.
-pub async fn state_claims_and_session_data_reach_handlers(runtime: ServerRuntime) {
+pub async fn state_claims_and_session_data_reach_handlers(setup: Setup) {
     use std::sync::atomic::Ordering;
     let app = App::new()
         .with_state(Calls(std::sync::atomic::AtomicU64::new(0)))
@@ -651,23 +662,24 @@ pub async fn state_claims_and_session_data_reach_handlers(runtime: ServerRuntime
                 }),
             )
         });
-    let server = start(runtime, app.config(fast_timers())).await;
+    let server = start(setup, app.config(fast_timers())).await;
     let addr = server.addr;
     let mut request = format!("ws://{addr}/ws?room=blue").into_client_request().unwrap();
     let headers = request.headers_mut();
     headers.insert("authorization", "Bearer user:alice:admin".parse().unwrap());
     headers.insert("x-test", "hello".parse().unwrap());
-    let mut ws = Ws::from(tokio_tungstenite::connect_async(request).await.unwrap().0);
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut ws = Conn::WebSocket(Box::new(ws));
     let created = recv(&mut ws).await["p"].clone();
     let whoami = json!({"v": "1.0", "e": "whoami", "c": "w", "t": 1_700_000_000_000u64});
-    ws.send(Message::text(whoami.to_string())).await.unwrap();
+    ws.send_text(whoami.to_string()).await;
     let you = recv(&mut ws).await;
     assert_eq!(
         you["p"],
         json!({"user": "alice", "role": "admin", "seen": 1, "calls": 1, "header": "hello",
                "query": "room=blue", "peer": true, "t": 1_700_000_000_000u64, "missing": false})
     );
-    ws.send(Message::text(whoami.to_string())).await.unwrap();
+    ws.send_text(whoami.to_string()).await;
     assert_eq!(recv(&mut ws).await["p"]["seen"], 2);
     // A resume keeps the session's data; the claims are the new authentication's.
     drop_abruptly(ws);
@@ -675,13 +687,14 @@ pub async fn state_claims_and_session_data_reach_handlers(runtime: ServerRuntime
     request
         .headers_mut()
         .insert("authorization", "Bearer user:alice:reader".parse().unwrap());
-    let mut ws = Ws::from(tokio_tungstenite::connect_async(request).await.unwrap().0);
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut ws = Conn::WebSocket(Box::new(ws));
     assert_eq!(recv(&mut ws).await["e"], "sys.session.created");
     let resume =
         json!({"sessionId": created["sessionId"], "resumeToken": created["resumeToken"], "lastSeq": 2});
     send(&mut ws, "sys.reconnect.request", resume, Some("r")).await;
     assert_eq!(recv(&mut ws).await["e"], "sys.session.restored");
-    ws.send(Message::text(whoami.to_string())).await.unwrap();
+    ws.send_text(whoami.to_string()).await;
     let you = recv(&mut ws).await;
     assert_eq!(
         (
@@ -701,15 +714,15 @@ fn sid(created: &Value) -> ws_session::SessionId {
 /// for it, a user's every session, rooms with an exception, volatile messages, a
 /// filter over session data, and the lists of sessions and room members with who is
 /// online.
-pub async fn the_server_handle_reaches_sessions_users_and_rooms(runtime: ServerRuntime) {
+pub async fn the_server_handle_reaches_sessions_users_and_rooms(setup: Setup) {
     use ws_driver::Audience;
     let app = app().on("tag", |ctx: Context| async move {
         let tag: String = ctx.payload()?;
         ctx.set_data(tag);
         ctx.reply("tagged", &())
     });
-    let server = start(runtime, app).await;
-    let (addr, handle) = (server.addr, server.handle.clone());
+    let server = start(setup, app).await;
+    let (addr, handle) = (&server.endpoint, server.handle.clone());
     let (mut tab1, a1) = session(addr, "alice").await;
     let (mut tab2, a2) = session(addr, "alice").await;
     let (mut bob, b) = session(addr, "bob").await;
@@ -801,7 +814,7 @@ pub async fn the_server_handle_reaches_sessions_users_and_rooms(runtime: ServerR
 }
 
 /// The next envelope named `event`, skipping others.
-async fn recv_event(ws: &mut Ws, event: &str) -> Value {
+async fn recv_event(ws: &mut Conn, event: &str) -> Value {
     loop {
         let env = recv(ws).await;
         if env["e"] == event {
@@ -812,7 +825,7 @@ async fn recv_event(ws: &mut Ws, event: &str) -> Value {
 
 /// Presence: joins, leaves, drops and resumes are announced to the room once per user
 /// (two tabs count once), volatile; the member list says who is online.
-pub async fn presence_is_announced_once_per_user_and_listed(runtime: ServerRuntime) {
+pub async fn presence_is_announced_once_per_user_and_listed(setup: Setup) {
     let app = app()
         .presence(ws_driver::Presence::default())
         .on("leave", |ctx: Context| async move {
@@ -820,8 +833,8 @@ pub async fn presence_is_announced_once_per_user_and_listed(runtime: ServerRunti
             ctx.leave(&room).await?;
             ctx.reply("left", &room)
         });
-    let server = start(runtime, app.config(fast_timers())).await;
-    let (addr, handle) = (server.addr, server.handle.clone());
+    let server = start(setup, app.config(fast_timers())).await;
+    let (addr, handle) = (&server.endpoint, server.handle.clone());
     let (mut watcher, _) = session(addr, "watcher").await;
     send(&mut watcher, "join", json!("r"), Some("j")).await;
     assert_eq!(recv(&mut watcher).await["e"], "joined");
@@ -844,7 +857,7 @@ pub async fn presence_is_announced_once_per_user_and_listed(runtime: ServerRunti
     drop_abruptly(tab1);
     let away = recv_event(&mut watcher, "sys.presence").await;
     assert_eq!(away["p"]["state"], "away", "{away}");
-    let members = handle.room_presence("r").await;
+    let members = handle.room_presence("r").await.unwrap();
     let listed: Vec<(String, bool)> = members.iter().map(|m| (m.user.to_string(), m.online)).collect();
     assert_eq!(
         listed,
@@ -872,11 +885,11 @@ pub async fn presence_is_announced_once_per_user_and_listed(runtime: ServerRunti
 
 /// `ServerHandle::request`: answered (`sys.reply`), refused (`sys.reply.error`),
 /// timed out, and refused at once for an unknown session.
-pub async fn server_requests_are_answered_refused_or_timed_out(runtime: ServerRuntime) {
+pub async fn server_requests_are_answered_refused_or_timed_out(setup: Setup) {
     use adapter_tokio::RequestError;
-    let server = start(runtime, app()).await;
+    let server = start(setup, app()).await;
     let handle = server.handle.clone();
-    let (mut ws, created) = session(server.addr, "alice").await;
+    let (mut ws, created) = session(&server.endpoint, "alice").await;
     let session = session_id_of(&created);
 
     let asked = tokio::spawn({
@@ -936,11 +949,11 @@ pub async fn server_requests_are_answered_refused_or_timed_out(runtime: ServerRu
 
 /// A request waiting when its session is ended fails with `SessionEnded`, and so does
 /// one made afterwards.
-pub async fn a_request_to_an_ended_session_fails(runtime: ServerRuntime) {
+pub async fn a_request_to_an_ended_session_fails(setup: Setup) {
     use adapter_tokio::RequestError;
-    let server = start(runtime, app()).await;
+    let server = start(setup, app()).await;
     let handle = server.handle.clone();
-    let (mut ws, created) = session(server.addr, "alice").await;
+    let (mut ws, created) = session(&server.endpoint, "alice").await;
     let session = session_id_of(&created);
     let waiting = tokio::spawn({
         let handle = handle.clone();
@@ -960,10 +973,10 @@ pub async fn a_request_to_an_ended_session_fails(runtime: ServerRuntime) {
 
 /// A request made while the session is suspended is delivered on resume (replayed, in
 /// the stream) and its answer, made then, resolves it within its timeout.
-pub async fn a_request_made_during_a_drop_is_answered_after_the_resume(runtime: ServerRuntime) {
-    let server = start(runtime, app()).await;
+pub async fn a_request_made_during_a_drop_is_answered_after_the_resume(setup: Setup) {
+    let server = start(setup, app()).await;
     let handle = server.handle.clone();
-    let (ws, created) = session(server.addr, "alice").await;
+    let (ws, created) = session(&server.endpoint, "alice").await;
     let session = session_id_of(&created);
     drop_abruptly(ws);
     // Wait until the server has seen the drop, so the request is made while suspended.
@@ -979,7 +992,7 @@ pub async fn a_request_made_during_a_drop_is_answered_after_the_resume(runtime: 
         async move { handle.request(session, "client.time", &(), WAIT).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (mut ws, restored) = resume(server.addr, "alice", &created, 0).await;
+    let (mut ws, restored) = resume(&server.endpoint, "alice", &created, 0).await;
     assert_eq!(restored["e"], "sys.session.restored", "{restored}");
     assert_eq!(restored["p"]["replayed"], 1);
     let request = next_request(&mut ws).await;
@@ -1031,11 +1044,11 @@ fn session_id_of(created: &Value) -> adapter_tokio::SessionId {
 /// `ServerHandle::end_session`: the client gets `sys.session.ended` with the reason,
 /// then close 4115 (its signal not to resume or reconnect), the hook `Closed` by the
 /// server, and a resume with its token is refused as `ended`.
-pub async fn end_session_tells_the_client_why_and_closes_with_4115(runtime: ServerRuntime) {
+pub async fn end_session_tells_the_client_why_and_closes_with_4115(setup: Setup) {
     use ws_session::{CloseReason, SessionEvent};
     let (app, log) = app_with_hook_log(EngineConfig::default());
-    let server = start(runtime, app).await;
-    let (mut ws, created) = session(server.addr, "alice").await;
+    let server = start(setup, app).await;
+    let (mut ws, created) = session(&server.endpoint, "alice").await;
     let session = session_id_of(&created);
     server.handle.end_session(session, "kicked by a moderator");
     let ended = recv(&mut ws).await;
@@ -1048,7 +1061,7 @@ pub async fn end_session_tells_the_client_why_and_closes_with_4115(runtime: Serv
         matches!(e, SessionEvent::Closed { session: s, reason: CloseReason::ByServer, .. } if *s == session)
     })
     .await;
-    let (_again, refused) = resume(server.addr, "alice", &created, 0).await;
+    let (_again, refused) = resume(&server.endpoint, "alice", &created, 0).await;
     assert_eq!(
         (refused["p"]["code"].as_u64(), refused["p"]["reason"].as_str()),
         (Some(4106), Some("ended"))
@@ -1058,11 +1071,11 @@ pub async fn end_session_tells_the_client_why_and_closes_with_4115(runtime: Serv
 /// `sys.session.end` from the client ends its session at once: the hook sees `Closed`
 /// by the client well inside the resume window (2 min), the server closes with 1000,
 /// and the old token no longer resumes anything.
-pub async fn a_client_ending_its_session_is_seen_at_once_and_its_token_is_dead(runtime: ServerRuntime) {
+pub async fn a_client_ending_its_session_is_seen_at_once_and_its_token_is_dead(setup: Setup) {
     use ws_session::{CloseReason, SessionEvent};
     let (app, log) = app_with_hook_log(EngineConfig::default());
-    let server = start(runtime, app).await;
-    let (mut ws, created) = session(server.addr, "alice").await;
+    let server = start(setup, app).await;
+    let (mut ws, created) = session(&server.endpoint, "alice").await;
     let session = session_id_of(&created);
     let sent = std::time::Instant::now();
     send(&mut ws, "sys.session.end", json!({"reason": "logout"}), None).await;
@@ -1083,7 +1096,7 @@ pub async fn a_client_ending_its_session_is_seen_at_once_and_its_token_is_dead(r
             .any(|(_, e)| matches!(e, SessionEvent::Suspended { .. })),
         "ended, never suspended"
     );
-    let (_again, refused) = resume(server.addr, "alice", &created, 0).await;
+    let (_again, refused) = resume(&server.endpoint, "alice", &created, 0).await;
     assert_eq!(
         (refused["p"]["code"].as_u64(), refused["p"]["reason"].as_str()),
         (Some(4106), Some("ended"))
@@ -1091,11 +1104,11 @@ pub async fn a_client_ending_its_session_is_seen_at_once_and_its_token_is_dead(r
 }
 
 /// A network drop is not an end: the session is suspended (no `Closed`), and resumes.
-pub async fn a_network_drop_suspends_the_session_and_does_not_end_it(runtime: ServerRuntime) {
+pub async fn a_network_drop_suspends_the_session_and_does_not_end_it(setup: Setup) {
     use ws_session::SessionEvent;
     let (app, log) = app_with_hook_log(EngineConfig::default());
-    let server = start(runtime, app).await;
-    let (ws, created) = session(server.addr, "alice").await;
+    let server = start(setup, app).await;
+    let (ws, created) = session(&server.endpoint, "alice").await;
     let session = session_id_of(&created);
     drop_abruptly(ws);
     hook_fired(
@@ -1103,7 +1116,7 @@ pub async fn a_network_drop_suspends_the_session_and_does_not_end_it(runtime: Se
         |e| matches!(e, SessionEvent::Suspended { session: s } if *s == session),
     )
     .await;
-    let (_ws, restored) = resume(server.addr, "alice", &created, 0).await;
+    let (_ws, restored) = resume(&server.endpoint, "alice", &created, 0).await;
     assert_eq!(restored["e"], "sys.session.restored", "{restored}");
     assert!(!log.lock().unwrap().iter().any(|(_, e)| matches!(
         e,
@@ -1112,7 +1125,7 @@ pub async fn a_network_drop_suspends_the_session_and_does_not_end_it(runtime: Se
 }
 
 /// Reads envelopes until a `sys.request`.
-async fn next_request(ws: &mut Ws) -> Value {
+async fn next_request(ws: &mut Conn) -> Value {
     loop {
         let env = recv(ws).await;
         if env["e"] == "sys.request" {
@@ -1125,11 +1138,11 @@ async fn next_request(ws: &mut Ws) -> Value {
 /// from a server with compression on (the default), and a repetitive envelope makes the
 /// round trip through the compressed path both ways; a server configured without
 /// compression declines the offer and serves the same session uncompressed.
-pub async fn permessage_deflate_is_negotiated_unless_turned_off(runtime: ServerRuntime) {
+pub async fn permessage_deflate_is_negotiated_unless_turned_off(setup: Setup) {
     for enabled in [true, false] {
         let mut config = EngineConfig::default();
         config.envelope.deflate = enabled;
-        let server = start(runtime, app().config(config)).await;
+        let server = start(setup, app().config(config)).await;
         let addr = server.addr;
         // A futures-io socket (async-io's reactor works under any executor).
         let stream = async_std::net::TcpStream::connect(addr).await.expect("connect");
@@ -1178,4 +1191,119 @@ async fn next_envelope(ws: &mut ws_driver::WebSocket<async_std::net::TcpStream>)
     tokio::time::timeout(WAIT, read)
         .await
         .expect("an envelope in time")
+}
+
+/// A WebSocket client on the raw TCP port is refused with an HTTP 400 that says what
+/// the port speaks (it never waits for the handshake timeout), a preamble of another
+/// version gets the server's own preamble and the end of the stream, and the
+/// server's WebSocket port serves on.
+pub async fn a_websocket_client_on_the_tcp_port_is_refused_with_400(setup: Setup) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    assert_eq!(setup.transport, TransportKind::Tcp);
+    let server = start(setup, app()).await;
+    let tcp = server.endpoint.socket().expect("a TCP port");
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(format!("ws://{tcp}/ws")))
+        .await
+        .expect("refused at once")
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400);
+            if let Some(body) = response.body() {
+                let body = String::from_utf8_lossy(body);
+                assert!(body.contains("length-prefixed"), "{body}");
+            }
+        }
+        other => panic!("a WebSocket upgrade on the TCP port: {other:?}"),
+    }
+    let mut stream = TcpStream::connect(tcp).await.unwrap();
+    stream.write_all(b"TETHER\x02").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    assert_eq!(
+        answer, b"TETHER\x01",
+        "the version the server speaks, then the end"
+    );
+    let (_ws, created) = session(server.addr, "alice").await;
+    assert_eq!(created["userId"], "alice");
+}
+
+/// The raw TCP version of the ping flood: a client that sends messages without ever
+/// reading is rate-limited like any sender and closed with 1008, and the others are
+/// served throughout.
+pub async fn a_message_flood_from_a_client_that_never_reads_is_closed_with_1008(setup: Setup) {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpSocket;
+
+    assert_eq!(setup.transport, TransportKind::Tcp);
+    let server = start(setup, app()).await;
+    let addr = &server.endpoint;
+    let (mut bystander, _) = session(addr, "bystander").await;
+    // A small receive buffer: the server's writes to it stall early.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket
+        .connect(addr.socket().expect("a TCP port"))
+        .await
+        .expect("connect");
+    let mut flooder = crate::client::TcpConn::over(stream).await;
+    let auth = json!({"v": "1.0", "e": "sys.auth", "p": {"token": "user:flood"}}).to_string();
+    flooder
+        .stream
+        .write_all(&crate::client::tcp_text(&auth))
+        .await
+        .unwrap();
+    // 100,000 `sys.ping`s, written without reading a byte.
+    let ping = crate::client::tcp_text(r#"{"v":"1.0","e":"sys.ping","c":"p"}"#);
+    let batch: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 1000).collect();
+    for _ in 0..100 {
+        // Once the server has closed, the rest of the flood has nowhere to go.
+        if flooder.stream.write_all(&batch).await.is_err() {
+            break;
+        }
+    }
+    let read_to_close = async {
+        loop {
+            match flooder.next().await {
+                Some(Received::Close(code)) => return Some(code),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    };
+    let code = tokio::time::timeout(Duration::from_secs(30), read_to_close)
+        .await
+        .expect("the flooding connection ends");
+    assert_eq!(code, Some(1008));
+    let metrics = server.handle.metrics().await.unwrap();
+    assert!(metrics.rate_limited >= 20, "{metrics:?}");
+    send(&mut bystander, "echo", json!("still here"), Some("b")).await;
+    assert_eq!(recv(&mut bystander).await["p"], "still here");
+}
+
+/// A peer that connects to the raw TCP port and never completes its preamble is
+/// dropped without an answer at the handshake timeout, as a WebSocket client that never
+/// completes its upgrade request is.
+pub async fn a_silent_tcp_peer_is_dropped_at_the_handshake_timeout(setup: Setup) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    assert_eq!(setup.transport, TransportKind::Tcp);
+    let app = app().handshake_timeout(Duration::from_millis(200));
+    let server = start(setup, app).await;
+    let tcp = server.endpoint.socket().expect("a TCP port");
+    for start_of_preamble in [&b""[..], b"TET"] {
+        let mut stream = TcpStream::connect(tcp).await.unwrap();
+        stream.write_all(start_of_preamble).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+            .await
+            .expect("dropped in time")
+            .unwrap();
+        assert!(answer.is_empty(), "no answer: {answer:?}");
+    }
+    let (_conn, created) = session(&server.endpoint, "alice").await;
+    assert_eq!(created["userId"], "alice");
 }

@@ -5,7 +5,7 @@
 //! real server on tokio.
 
 use adapter_tokio::{App, Context};
-use futures::SinkExt;
+
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -77,7 +77,10 @@ fn app() -> App {
 
 /// The `data` of the next `file` envelope, read from the raw frame with a type that
 /// takes binary data only.
-async fn next_file(ws: &mut tether_tests::client::Ws) -> Vec<u8> {
+async fn next_file(conn: &mut tether_tests::client::Conn) -> Vec<u8> {
+    let tether_tests::client::Conn::WebSocketMsgPack(ws) = conn else {
+        panic!("a MessagePack connection");
+    };
     use futures::StreamExt;
     #[derive(Deserialize)]
     struct File {
@@ -130,7 +133,12 @@ async fn bytes_reach_the_handler_as_bytes_on_a_msgpack_connection() {
         .unwrap();
         // 256 bytes do not fit `bin 8`: `bin 16` (0xc5), length 0x0100, then the bytes.
         assert!(frame.windows(3).any(|w| w == [0xc5, 0x01, 0x00]));
-        ws.send(Message::binary(frame)).await.unwrap();
+        let tether_tests::client::Conn::WebSocketMsgPack(socket) = &mut ws else {
+            panic!("a MessagePack connection");
+        };
+        futures::SinkExt::send(socket, Message::binary(frame))
+            .await
+            .unwrap();
         let reply = recv(&mut ws).await;
         assert_eq!(reply["e"], "uploaded", "{reply}");
         assert_eq!(reply["p"], json!({"name": "all", "len": 256, "sum": 255 * 128}));

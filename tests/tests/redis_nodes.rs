@@ -11,7 +11,7 @@ use adapter_async_std::{AsyncStdRuntime, SmolRuntime};
 use adapter_tokio::{App, Context, TokioRuntime};
 use broker_redis::{BrokerStatus, RedisConfig, RedisPubSub};
 use serde_json::{json, Value};
-use tether_tests::client::{recv, send, session, Ws};
+use tether_tests::client::{recv, send, session, Conn};
 use tether_tests::harness::{start, Running, ServerRuntime};
 use tether_tests::redis_server::RedisServer;
 use tether_tests::suite::app;
@@ -59,18 +59,18 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-async fn join(ws: &mut Ws, room: &str) {
+async fn join(ws: &mut Conn, room: &str) {
     send(ws, "join", json!(room), Some("j")).await;
     assert_eq!(recv(ws).await["e"], "joined");
 }
 
-async fn say(ws: &mut Ws, room: &str, text: &str) {
+async fn say(ws: &mut Conn, room: &str, text: &str) {
     send(ws, "say", json!([room, text]), Some("s")).await;
     assert_eq!(recv(ws).await["e"], "said.ok");
 }
 
 /// The next envelope is the answer to a fresh echo: nothing else was waiting.
-async fn nothing_more(ws: &mut Ws) {
+async fn nothing_more(ws: &mut Conn) {
     send(ws, "echo", json!("last"), Some("last")).await;
     let next = recv(ws).await;
     assert_eq!(next["c"], "last", "nothing else was delivered: {next}");
@@ -78,7 +78,7 @@ async fn nothing_more(ws: &mut Ws) {
 
 /// `count` messages said in `room` by `from` arrive at `to` in order, once, with
 /// consecutive `s`.
-async fn receives_in_order(to: &mut Ws, from: &str, texts: &[String]) {
+async fn receives_in_order(to: &mut Conn, from: &str, texts: &[String]) {
     let mut last_s = None;
     for text in texts {
         let said: Value = recv(to).await;

@@ -562,17 +562,15 @@ async fn a_rolling_restart_loses_no_session_and_no_message() {
         failed_total += failed;
     }
     assert!(moves >= 6, "every client was moved at least once ({moves})");
-    // The one thing a handover may cost (PROTOCOL.md, "A node that stops"): the answer
-    // to a request the client wrote just before it read the 4116 close, when its resume
-    // elsewhere claims the session before that answer is stored; the request then fails
-    // by its timeout, explicitly. Each client has one request in flight, so at most one
-    // per handover; messages and sessions are never lost (asserted above).
-    assert!(
-        failed_total <= moves,
-        "{failed_total} requests failed in {moves} handovers: more than the documented race allows"
+    // A handover answers every request it took and refuses the others with 4116
+    // before it closes; the client sends the refused ones again after its resume. So
+    // no request fails, and each tick is confirmed once (asserted above).
+    assert_eq!(
+        failed_total, 0,
+        "{failed_total} requests failed in {moves} handovers"
     );
     println!(
-        "rolling restart of 3 node processes under traffic: 6 sessions, {moves} handovers, 0 lost; {seen} ticks once in order, {confirmed_total} confirmed, {failed_total} failed (the documented handover race); SIGTERM to exit: {stops:?}"
+        "rolling restart of 3 node processes under traffic: 6 sessions, {moves} handovers, 0 lost; {seen} ticks once in order, {confirmed_total} confirmed, 0 failed; SIGTERM to exit: {stops:?}"
     );
 }
 

@@ -19,6 +19,7 @@ async fn serve_one<R: Runtime + Default>() -> std::net::SocketAddr {
         let (stream, peer) = listener.accept().await.unwrap();
         let options = ConnectionOptions {
             path: Some("/ws".to_owned()),
+            ..ConnectionOptions::default()
         };
         adapter_async_std::serve_stream(task_runtime, hub, stream, Some(peer), &options).await;
     });

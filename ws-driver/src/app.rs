@@ -87,6 +87,8 @@ pub struct App {
     pub(crate) presence: Option<crate::Presence>,
     pub(crate) store: Option<Arc<dyn SessionStore>>,
     pub(crate) store_timeout: Duration,
+    pub(crate) membership: Option<Arc<dyn crate::Membership>>,
+    pub(crate) handover_grace: Duration,
 }
 
 impl Default for App {
@@ -101,6 +103,8 @@ impl App {
     /// Default time the closing handshake (or a stalled write of a connection being
     /// closed) may take before the socket is dropped: 10 s.
     pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default bound on each wait of a handover (handlers finishing, clients closing): 2 s.
+    pub const DEFAULT_HANDOVER_GRACE: Duration = Duration::from_secs(2);
     /// Default bound on every call to the session store: 5 s.
     pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -120,6 +124,8 @@ impl App {
             presence: None,
             store: None,
             store_timeout: Self::DEFAULT_STORE_TIMEOUT,
+            membership: None,
+            handover_grace: Self::DEFAULT_HANDOVER_GRACE,
         }
     }
 
@@ -225,8 +231,20 @@ impl App {
         self
     }
 
-    /// Bounds every session store call (a journal write, a load): a load that takes
-    /// longer is a refused resume ("unknown"), a write that does is logged. Default:
+    /// Shares room membership with the other nodes through `membership`: each node
+    /// reports its sessions' rooms there, [`ServerHandle::room_presence`] lists the
+    /// members of every node, and presence ([`App::presence`]) is decided for the
+    /// cluster (a user with sessions on two nodes joins and leaves a room once) and
+    /// announced on every node. Without it both are this node's. Calls are bounded by
+    /// [`App::store_timeout`]. See [`Membership`](crate::Membership).
+    pub fn membership(mut self, membership: impl crate::Membership) -> Self {
+        self.membership = Some(Arc::new(membership));
+        self
+    }
+
+    /// Bounds every session store call (a journal write, a load) and every membership
+    /// call: a load that takes longer is a refused resume ("unknown"), a write that
+    /// does is logged. Default:
     /// [`App::DEFAULT_STORE_TIMEOUT`] (5 s).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;
@@ -289,6 +307,15 @@ impl App {
     /// [`App::DEFAULT_HANDSHAKE_TIMEOUT`] (10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Bounds each wait of a handover (a graceful stop with a session store, see
+    /// docs/PROTOCOL.md): for the handlers of the messages this node took to finish,
+    /// then for clients told `sys.handover` to close (those that have not are closed
+    /// with 4116). Default: [`App::DEFAULT_HANDOVER_GRACE`] (2 s).
+    pub fn handover_grace(mut self, grace: Duration) -> Self {
+        self.handover_grace = grace;
         self
     }
 

@@ -25,7 +25,8 @@ use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::{
     Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, ErrorCode, InboundEvent, JournalEntry,
-    Metrics, OutboundMessage, Publication, RequestId, SessionEvent, SessionId, SessionRecord, UserId,
+    Metrics, OutboundMessage, Publication, PublishTarget, RequestId, SessionEvent, SessionId, SessionRecord,
+    UserId,
 };
 
 use crate::app::{App, ConnectionEvent, Hook};
@@ -33,7 +34,8 @@ use crate::auth::Authenticator;
 use crate::context::Context;
 use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
-use crate::presence::{self, Announcement, Member};
+use crate::membership::{MemberChange, MemberTable, MemberUpdate, Membership, MembershipError};
+use crate::presence::{self, Member, Presence, Tracker};
 use crate::reach::{Audience, SessionView};
 use crate::request::RequestError;
 use crate::runtime::Runtime;
@@ -114,8 +116,12 @@ pub(crate) enum Command {
     },
     RoomPresence {
         room: String,
-        reply: oneshot::Sender<Vec<Member>>,
+        reply: oneshot::Sender<Result<Vec<Member>, MembershipError>>,
     },
+    /// What the membership backend says this node's reports changed: to announce.
+    MemberChanges(Vec<MemberChange>),
+    /// Time to report every member again (to the membership task).
+    ReportMembers,
     Join {
         session: SessionId,
         room: String,
@@ -156,9 +162,13 @@ pub(crate) enum Command {
     },
     /// Another node took the session: let it go.
     Release(SessionId),
-    /// Shutting down with a session store, once the journal is written: close every
-    /// connection with 4116, so that clients resume on another node at once.
+    /// The handlers of the messages taken before a handover began are done (or their
+    /// grace passed): write the journal, then tell the clients.
+    HandlersDone,
+    /// The journal is written: tell the clients `sys.handover`.
     HandOver,
+    /// The clients' grace passed: close the connections still open with 4116.
+    CloseForHandover,
     Metrics(oneshot::Sender<Metrics>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -315,6 +325,22 @@ impl Hub {
                 index: HashMap::new(),
             }
         });
+        let members = (app.presence.is_some() || app.membership.is_some()).then(|| Members {
+            tracker: Tracker::default(),
+            announce: app.presence,
+            local: MemberTable::new(Duration::MAX),
+            cluster: app.membership.map(|backend| ClusterMembers {
+                reports: spawn_membership_reporter(
+                    &runtime,
+                    backend.clone(),
+                    node,
+                    app.store_timeout,
+                    &command_tx,
+                ),
+                backend,
+                timeout: app.store_timeout,
+            }),
+        });
         let task = HubTask {
             runtime: runtime.clone(),
             engine,
@@ -326,7 +352,7 @@ impl Hub {
             latency: HashMap::new(),
             listeners: HashMap::new(),
             sessions: HashMap::new(),
-            presence: app.presence.map(presence::Tracker::new),
+            members,
             claims: HashMap::new(),
             workers: HashMap::new(),
             middleware: app.middleware.into(),
@@ -337,6 +363,8 @@ impl Hub {
             shutdown: None,
             requests: HashMap::new(),
             store,
+            handing_over: false,
+            handover_grace: app.handover_grace,
         };
         runtime.spawn(task.run());
         Self {
@@ -553,6 +581,75 @@ enum ToBroker {
     Vacated(Arc<str>),
 }
 
+/// What the hub keeps for presence and room membership.
+struct Members {
+    tracker: Tracker,
+    /// How presence is announced, when it is.
+    announce: Option<Presence>,
+    /// The counts, when they are this node's alone (no membership backend).
+    local: MemberTable,
+    /// The backend, when membership is shared with other nodes.
+    cluster: Option<ClusterMembers>,
+}
+
+/// The hub's side of a shared [`Membership`].
+struct ClusterMembers {
+    backend: Arc<dyn Membership>,
+    /// The queue of the task that reports to the backend.
+    reports: mpsc::UnboundedSender<Vec<MemberUpdate>>,
+    timeout: Duration,
+}
+
+/// Starts the task that reports node `node`'s member updates to `backend`, one call
+/// at a time in the order they came (what piled up meanwhile goes in one), and asks the
+/// hub every [`Membership::refresh_interval`] for all of its members (which keeps them
+/// alive and sweeps other nodes' expired ones). What a call changed goes back to the
+/// hub to announce. A failed call is logged; the next full report puts it right.
+fn spawn_membership_reporter<R: Runtime>(
+    runtime: &R,
+    backend: Arc<dyn Membership>,
+    node: u64,
+    timeout: Duration,
+    commands: &mpsc::UnboundedSender<Command>,
+) -> mpsc::UnboundedSender<Vec<MemberUpdate>> {
+    let (tx, mut rx) = mpsc::unbounded::<Vec<MemberUpdate>>();
+    let (rt, commands) = (runtime.clone(), commands.clone());
+    runtime.spawn(async move {
+        let interval = backend.refresh_interval().max(Duration::from_millis(10));
+        // The first full report comes at once: a restarted node sweeps at start.
+        let _ = commands.unbounded_send(Command::ReportMembers);
+        let mut next = rt.now() + interval;
+        loop {
+            let sleep = rt.sleep_until(next);
+            let mut updates = match futures_util::future::select(rx.next(), sleep).await {
+                futures_util::future::Either::Left((Some(updates), _)) => updates,
+                futures_util::future::Either::Left((None, _)) => break,
+                futures_util::future::Either::Right(_) => {
+                    next = rt.now() + interval;
+                    if commands.unbounded_send(Command::ReportMembers).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            while let Ok(more) = rx.try_recv() {
+                updates.extend(more);
+            }
+            let n = updates.len();
+            let now_ms = crate::membership::unix_ms();
+            match with_timeout(&rt, timeout, backend.update(node, now_ms, updates)).await {
+                Some(Ok(changes)) if !changes.is_empty() => {
+                    let _ = commands.unbounded_send(Command::MemberChanges(changes));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => tracing::warn!(%err, updates = n, "membership report failed"),
+                None => tracing::warn!(updates = n, "membership report timed out"),
+            }
+        }
+    });
+    tx
+}
+
 /// What the hub hands the journal writer.
 enum ToWriter {
     Batch(JournalBatch),
@@ -602,7 +699,7 @@ impl StoreLink {
 
 /// `future`, or `None` once `timeout` has passed.
 async fn with_timeout<R: Runtime, T>(runtime: &R, timeout: Duration, future: BoxFuture<T>) -> Option<T> {
-    let sleep = runtime.sleep_until(Instant::now() + timeout);
+    let sleep = runtime.sleep_until(runtime.now() + timeout);
     match futures_util::future::select(future, sleep).await {
         futures_util::future::Either::Left((value, _)) => Some(value),
         futures_util::future::Either::Right(_) => None,
@@ -681,8 +778,8 @@ struct HubTask<R: Runtime> {
     workers: HashMap<SessionId, mpsc::UnboundedSender<Job>>,
     /// What the driver keeps per session (claims, data), for its handlers' contexts.
     sessions: HashMap<SessionId, Arc<SessionState>>,
-    /// Presence bookkeeping, when the app turned it on.
-    presence: Option<presence::Tracker>,
+    /// Presence and room membership, when the app turned on either.
+    members: Option<Members>,
     /// The claims of a connection's latest authentication, until the session it
     /// creates or resumes takes them (and until the connection ends).
     claims: HashMap<ConnectionId, Option<Arc<dyn std::any::Any + Send + Sync>>>,
@@ -698,6 +795,10 @@ struct HubTask<R: Runtime> {
     requests: HashMap<RequestId, oneshot::Sender<Result<Option<String>, RequestError>>>,
     /// The shared session store, when the app has one.
     store: Option<StoreLink>,
+    /// Set once a handover began (a graceful stop with a store): messages arriving from
+    /// then on are refused with 4116, not dispatched.
+    handing_over: bool,
+    handover_grace: Duration,
 }
 
 enum Wake {
@@ -726,7 +827,7 @@ impl<R: Runtime> HubTask<R> {
                 input = self.inputs.next() => Wake::Conn(input),
                 () = timer => Wake::Timer,
             };
-            let now = Instant::now();
+            let now = self.runtime.now();
             match wake {
                 Wake::Conn(Some(input)) => self.on_conn_input(now, input),
                 Wake::Command(Some(command)) => self.on_command(now, command),
@@ -909,33 +1010,63 @@ impl<R: Runtime> HubTask<R> {
                 let _ = reply.send(self.views(&audience));
             }
             Command::RoomPresence { room, reply } => {
-                let sessions: Vec<(SessionId, UserId, bool)> = self
-                    .engine
-                    .room_members(&room)
-                    .filter_map(|id| {
-                        self.engine
-                            .session_info(id)
-                            .map(|i| (id, i.user, i.connection.is_some()))
-                    })
-                    .collect();
-                let per_user = self.presence.as_ref().map_or(true, |p| p.options.per_user);
-                let _ = reply.send(presence::members(per_user, sessions));
+                let per_user = self
+                    .members
+                    .as_ref()
+                    .and_then(|m| m.announce.as_ref())
+                    .map_or(true, |p| p.per_user);
+                if let Some(cluster) = self.members.as_ref().and_then(|m| m.cluster.as_ref()) {
+                    let (backend, timeout, rt) =
+                        (cluster.backend.clone(), cluster.timeout, self.runtime.clone());
+                    self.runtime.spawn(async move {
+                        let result = match with_timeout(
+                            &rt,
+                            timeout,
+                            backend.members(&room, crate::membership::unix_ms()),
+                        )
+                        .await
+                        {
+                            Some(Ok(list)) => Ok(presence::members(
+                                per_user,
+                                list.into_iter().map(|m| (m.session, m.user, m.online)),
+                            )),
+                            Some(Err(err)) => Err(err),
+                            None => Err(MembershipError(format!("no answer within {timeout:?}"))),
+                        };
+                        let _ = reply.send(result);
+                    });
+                } else {
+                    let sessions: Vec<(SessionId, UserId, bool)> = self
+                        .engine
+                        .room_members(&room)
+                        .filter_map(|id| {
+                            self.engine
+                                .session_info(id)
+                                .map(|i| (id, i.user, i.connection.is_some()))
+                        })
+                        .collect();
+                    let _ = reply.send(Ok(presence::members(per_user, sessions)));
+                }
+            }
+            Command::MemberChanges(changes) => self.announce(now, changes),
+            Command::ReportMembers => {
+                if let Some(members) = &self.members {
+                    if let Some(cluster) = &members.cluster {
+                        let _ = cluster.reports.unbounded_send(members.tracker.all());
+                    }
+                }
             }
             Command::Join { session, room, reply } => {
                 let result = self.engine.join_room(now, session, &room);
-                if let (Ok(true), Some(tracker)) = (&result, &mut self.presence) {
-                    let mut out = Vec::new();
-                    tracker.joined(session, &room, &mut out);
-                    self.announce(now, out);
+                if let Ok(true) = result {
+                    self.track(now, |t, out| t.joined(session, &room, out));
                 }
                 let _ = reply.send(result);
             }
             Command::Leave { session, room, reply } => {
                 let result = self.engine.leave_room(now, session, &room);
-                if let (Ok(true), Some(tracker)) = (&result, &mut self.presence) {
-                    let mut out = Vec::new();
-                    tracker.left(session, &room, &mut out);
-                    self.announce(now, out);
+                if let Ok(true) = result {
+                    self.track(now, |t, out| t.left(session, &room, out));
                 }
                 let _ = reply.send(result);
             }
@@ -1007,13 +1138,30 @@ impl<R: Runtime> HubTask<R> {
             Command::Shutdown(done) => {
                 if self.shutdown.is_none() {
                     match &mut self.store {
-                        // Hand the sessions over: their journal first, then the close.
-                        Some(store) => {
-                            let written = store.barrier();
-                            let handle = self.handle.clone();
+                        // Hand the sessions over: no new message is taken; those taken
+                        // are answered; the journal is written; then the clients are
+                        // told, and close (see docs/PROTOCOL.md).
+                        Some(_) => {
+                            let grace = self.handover_grace;
+                            self.handing_over = true;
+                            let done: Vec<oneshot::Receiver<()>> = self
+                                .workers
+                                .values()
+                                .map(|worker| {
+                                    let (tx, rx) = oneshot::channel();
+                                    let _ = worker.unbounded_send(Box::pin(async move {
+                                        let _ = tx.send(());
+                                    }));
+                                    rx
+                                })
+                                .collect();
+                            let (handle, runtime) = (self.handle.clone(), self.runtime.clone());
                             self.runtime.spawn(async move {
-                                let _ = written.await;
-                                handle.command(Command::HandOver);
+                                let all = Box::pin(futures_util::future::join_all(done).map(|_| ()));
+                                if with_timeout(&runtime, grace, all).await.is_none() {
+                                    tracing::warn!(?grace, "handlers still running at the handover");
+                                }
+                                handle.command(Command::HandlersDone);
                             });
                         }
                         None => {
@@ -1028,7 +1176,28 @@ impl<R: Runtime> HubTask<R> {
                 }
                 self.shutdown.get_or_insert_with(Vec::new).push(done);
             }
+            Command::HandlersDone => {
+                // What those handlers answered went through the hub before this
+                // command: it is in the journal batch this barrier waits for.
+                if let Some(store) = &mut self.store {
+                    let written = store.barrier();
+                    let handle = self.handle.clone();
+                    self.runtime.spawn(async move {
+                        let _ = written.await;
+                        handle.command(Command::HandOver);
+                    });
+                }
+            }
             Command::HandOver => {
+                self.engine.begin_handover(now);
+                let (handle, runtime) = (self.handle.clone(), self.runtime.clone());
+                let grace = self.handover_grace;
+                self.runtime.spawn(async move {
+                    runtime.sleep_until(runtime.now() + grace).await;
+                    handle.command(Command::CloseForHandover);
+                });
+            }
+            Command::CloseForHandover => {
                 let code = ErrorCode::SESSION_MOVED.close_code();
                 for entry in self.conns.values() {
                     let _ = entry
@@ -1158,18 +1327,38 @@ impl<R: Runtime> HubTask<R> {
     /// Hands a session's lifecycle event to its hooks, on the session's worker, and
     /// forgets an ended session's listeners and worker.
     fn on_session_event(&mut self, now: Instant, event: SessionEvent) {
-        if let Some(tracker) = &mut self.presence {
-            let mut out = Vec::new();
-            match &event {
-                SessionEvent::Created { session, user, .. } => tracker.created(*session, user.clone()),
-                SessionEvent::Suspended { session } => tracker.connected(*session, false, &mut out),
-                SessionEvent::Resumed { session, .. } => tracker.connected(*session, true, &mut out),
-                SessionEvent::Expired { session, .. } | SessionEvent::Closed { session, .. } => {
-                    tracker.ended(*session, &mut out)
-                }
-                _ => {}
+        match &event {
+            SessionEvent::Created { session, user, .. } => {
+                self.track(now, |t, out| t.held(*session, user.clone(), true, [], out));
             }
-            self.announce(now, out);
+            SessionEvent::Suspended { session } => {
+                self.track(now, |t, out| t.connected(*session, false, out))
+            }
+            SessionEvent::Resumed { session, .. } => {
+                // A session loaded from the store (it moved here) is new to presence:
+                // it comes with the rooms of its record.
+                let known = self.members.as_ref().is_some_and(|m| m.tracker.holds(*session));
+                match self.engine.session_info(*session).filter(|_| !known) {
+                    Some(info) => {
+                        self.track(now, |t, out| t.held(*session, info.user, true, info.rooms, out))
+                    }
+                    None => self.track(now, |t, out| t.connected(*session, true, out)),
+                }
+            }
+            SessionEvent::Expired { session, .. } | SessionEvent::Closed { session, .. } => {
+                self.track(now, |t, out| t.gone(*session, out));
+            }
+            // Moved to another node: with shared membership its entries are that node's
+            // now (it reports them; reporting them gone here could race it and flicker
+            // `left` then `joined`); alone, it left this node's rooms.
+            SessionEvent::Moved { session } => {
+                let shared = self.members.as_ref().is_some_and(|m| m.cluster.is_some());
+                match shared {
+                    true => self.track(now, |t, _| t.forget(*session)),
+                    false => self.track(now, |t, out| t.gone(*session, out)),
+                }
+            }
+            _ => {}
         }
         // A session moved to another node is gone from this one as if ended.
         let ended = match &event {
@@ -1216,22 +1405,52 @@ impl<R: Runtime> HubTask<R> {
         }
     }
 
-    /// Sends presence announcements: volatile, to the room's connected members but the
-    /// session whose change it is.
-    fn announce(&mut self, now: Instant, announcements: Vec<Announcement>) {
-        let Some(tracker) = &self.presence else {
+    /// Hands a change of what presence tracks (`change` says it to the tracker) to the
+    /// membership backend, or applies it to this node's counts and announces it.
+    fn track(&mut self, now: Instant, change: impl FnOnce(&mut Tracker, &mut Vec<MemberUpdate>)) {
+        let Some(members) = &mut self.members else {
             return;
         };
-        for a in announcements {
+        let mut updates = Vec::new();
+        change(&mut members.tracker, &mut updates);
+        if updates.is_empty() {
+            return;
+        }
+        if let Some(cluster) = &members.cluster {
+            let _ = cluster.reports.unbounded_send(updates);
+            return;
+        }
+        let mut changes = Vec::new();
+        for update in &updates {
+            members.local.apply(0, 0, update, &mut changes);
+        }
+        self.announce(now, changes);
+    }
+
+    /// Announces what `changes` change in presence, when presence is on: volatile, to
+    /// the room's connected members on every node but the session whose change it is.
+    fn announce(&mut self, now: Instant, changes: Vec<MemberChange>) {
+        let Some(options) = self.members.as_ref().and_then(|m| m.announce.as_ref()) else {
+            return;
+        };
+        let (event, per_user) = (options.event.clone(), options.per_user);
+        for change in changes {
+            let state = match per_user {
+                true => presence::transition(change.user_before, change.user_after),
+                false => presence::transition(change.session_before, change.session_after),
+            };
+            let Some(state) = state else {
+                continue;
+            };
             let mut payload =
-                serde_json::json!({ "room": &*a.room, "user": a.user.as_str(), "state": a.state });
-            if let Some(session) = a.session {
-                payload["session"] = serde_json::Value::String(session.to_string());
+                serde_json::json!({ "room": &*change.room, "user": change.user.as_str(), "state": state });
+            if !per_user {
+                payload["session"] = serde_json::Value::String(change.session.to_string());
             }
             let payload = payload.to_string();
-            let env = envelope(&tracker.options.event, Some(&payload));
+            let env = envelope(&event, Some(&payload));
             self.engine
-                .broadcast_volatile_filter(now, Some(&a.room), &env, |sid, _| sid != a.except);
+                .send_volatile(now, PublishTarget::Room(change.room), &env, Some(change.session));
         }
     }
 
@@ -1265,16 +1484,16 @@ impl<R: Runtime> HubTask<R> {
                 }
             }
             (Audience::All, true) => {
-                engine.broadcast_volatile_filter(now, None, env, |sid, _| keep(sid));
+                engine.send_volatile(now, PublishTarget::All, env, except);
             }
             (Audience::Room(room), true) => {
-                engine.broadcast_volatile_filter(now, Some(&room), env, |sid, _| keep(sid));
+                engine.send_volatile(now, PublishTarget::Room(Arc::from(room)), env, except);
             }
             (Audience::User(user), true) => {
-                engine.broadcast_volatile_filter(now, None, env, |sid, u| *u == user && keep(sid));
+                engine.send_volatile(now, PublishTarget::User(user), env, except);
             }
             (Audience::Session(session), true) => {
-                engine.broadcast_volatile_filter(now, None, env, |sid, _| sid == session && keep(sid));
+                engine.send_volatile(now, PublishTarget::Session(session), env, except);
             }
         }
     }
@@ -1330,6 +1549,18 @@ impl<R: Runtime> HubTask<R> {
     /// behind the middleware chain, on the session's worker.
     fn dispatch(&mut self, event: InboundEvent) {
         let session = event.session;
+        if self.handing_over {
+            // Not taken: the client sends it again once resumed elsewhere.
+            self.handle.command(Command::Error {
+                session,
+                correlation_id: event.correlation_id().map(str::to_owned),
+                error: HandlerError::with_code(
+                    ws_session::ErrorCode::SESSION_MOVED,
+                    "not processed: this node is handing its sessions over; send it again after resuming",
+                ),
+            });
+            return;
+        }
         let handler = self
             .listeners
             .get(&session)

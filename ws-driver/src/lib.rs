@@ -9,8 +9,14 @@
 //! - [`Context`]: what a handler gets — the session, the user, the payload (raw or
 //!   typed), `reply`, `error`, rooms, broadcast, send.
 //! - the drive loop: one *hub* task owns the session engine; one task per connection
-//!   runs the WebSocket state machine over its socket, batching every frame queued
-//!   for it into one write ([`serve_connection`](adapter::serve_connection));
+//!   runs its [`Transport`](transport::Transport) — WebSocket
+//!   ([`serve_connection`](adapter::serve_connection)), raw TCP
+//!   ([`serve_prefixed`](adapter::serve_prefixed)), the in-memory pair, or one of
+//!   yours ([`run_transport`](adapter::run_transport)) — batching every frame queued
+//!   for it into one write;
+//! - the client ([`client::Client`]) over the same transports, and
+//!   [`TestRuntime`](test_runtime::TestRuntime), a runtime whose clock moves only when
+//!   a test moves it;
 //! - the accept loop of a standalone server, with its graceful shutdown
 //!   ([`serve_until`](adapter::serve_until)): an adapter hands it a stream of accepted sockets.
 //!
@@ -32,6 +38,8 @@ mod context;
 mod error;
 mod handler;
 mod hub;
+mod membership;
+mod prefixed;
 mod presence;
 pub mod prometheus;
 mod pubsub;
@@ -43,10 +51,11 @@ mod runtime;
 mod serve;
 mod state;
 mod store;
+pub mod test_runtime;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod transport;
 mod upgrade;
-mod write;
 
 pub use app::{App, ConnectionEvent};
 pub use auth::{AuthFuture, Authenticator, FnAuthenticator};
@@ -54,9 +63,13 @@ pub use context::{Context, SessionHandle};
 pub use error::HandlerError;
 pub use handler::{Handler, HandlerResult, Middleware, Next};
 pub use hub::{Hub, ServerHandle};
-pub use presence::{Member, Presence, PresenceState};
+pub use membership::{
+    InMemoryMembership, MemberChange, MemberState, MemberTable, MemberUpdate, Membership, MembershipError,
+    RoomMember,
+};
+pub use presence::{transition, Count, Member, Presence, PresenceState};
 pub use pubsub::{InMemoryPubSub, PubSub};
-pub use pump::ConnectionOptions;
+pub use pump::{ConnectionOptions, Wire};
 pub use raw::WebSocket;
 pub use reach::{Audience, Emit, SessionView};
 pub use request::RequestError;
@@ -76,7 +89,7 @@ pub use ws_session::{
 /// or [`run_websocket`](adapter::run_websocket).
 pub mod adapter {
     pub use crate::handler::BoxFuture;
-    pub use crate::pump::{connection_info, run_websocket, serve_connection};
+    pub use crate::pump::{connection_info, run_transport, run_websocket, serve_connection, serve_prefixed};
     pub use crate::runtime::Runtime;
     pub use crate::serve::{serve_until, Accepting, Bind, Listener};
 }

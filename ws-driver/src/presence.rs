@@ -2,19 +2,21 @@
 //! changes ([`App::presence`](crate::App::presence)).
 //!
 //! The hub sees every change of membership (joins and leaves it carries out) and of
-//! connectivity (sessions suspended, resumed, ended), so it keeps the counts here and
-//! announces a change as one volatile room broadcast: encoded once, sent to the members
-//! connected now, not replayed (a client that comes back asks for the list again, in
-//! its join reply or with `ServerHandle::room_presence`).
-//!
-//! Across nodes: announcements are room broadcasts and travel like them; the counts
-//! here are this node's. A broker that shares membership gives the cluster-wide list.
+//! connectivity (sessions suspended, resumed, ended); the [`Tracker`] turns them into
+//! [`MemberUpdate`]s, a [`MemberTable`] — this node's, or the cluster's behind a
+//! [`Membership`](crate::Membership) backend — counts each user's sessions per room,
+//! and a change of those counts is announced ([`transition`]) as one volatile room
+//! broadcast: encoded once, sent to the members connected now, on every node, not
+//! replayed (a client that comes back asks for the list again, in its join reply or
+//! with `ServerHandle::room_presence`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
 use ws_session::{SessionId, UserId};
+
+use crate::membership::{MemberState, MemberUpdate};
 
 /// How presence is announced. `App::presence(Presence::default())` turns it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,120 +82,142 @@ impl Serialize for Member {
     }
 }
 
-/// An announcement to make: to `room`, about `user` (and `session`), leaving `except`
-/// out (the session whose change it is knows it).
-#[derive(Debug)]
-pub(crate) struct Announcement {
-    pub(crate) room: Arc<str>,
-    pub(crate) user: UserId,
-    pub(crate) session: Option<SessionId>,
-    pub(crate) state: PresenceState,
-    pub(crate) except: SessionId,
+/// Sessions in a room (of one user, or one session's own), and how many of them are
+/// connected.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    /// Sessions in the room.
+    pub members: usize,
+    /// Of those, connected.
+    pub online: usize,
 }
 
-/// Sessions of one user in one room.
-#[derive(Debug, Default, Clone, Copy)]
-struct Count {
-    members: usize,
-    online: usize,
+/// The presence change that a count going from `before` to `after` announces: `joined`
+/// when the first session entered, `left` when the last one went, `away` when none is
+/// connected any more, `online` when one is again; nothing otherwise. Applied to a
+/// user's counts (presence per user) or to a session's own (per session): one rule for
+/// both, and for one node or the cluster.
+pub fn transition(before: Count, after: Count) -> Option<PresenceState> {
+    match (before.members, after.members) {
+        (0, 0) => None,
+        (0, _) => Some(PresenceState::Joined),
+        (_, 0) => Some(PresenceState::Left),
+        _ if before.online == 0 && after.online > 0 => Some(PresenceState::Online),
+        _ if before.online > 0 && after.online == 0 => Some(PresenceState::Away),
+        _ => None,
+    }
 }
 
-/// The hub's presence bookkeeping.
+/// What the hub knows of each session for presence: its user, whether it is
+/// connected, its rooms. Each change comes out as the [`MemberUpdate`]s it implies.
+#[derive(Default)]
 pub(crate) struct Tracker {
-    pub(crate) options: Presence,
-    /// Each session's user, whether it is connected, and its rooms.
     sessions: HashMap<SessionId, (UserId, bool, HashSet<Arc<str>>)>,
-    /// Per room and user: sessions in the room, and how many are connected.
-    counts: HashMap<(Arc<str>, UserId), Count>,
 }
 
 impl Tracker {
-    pub(crate) fn new(options: Presence) -> Self {
-        Self {
-            options,
-            sessions: HashMap::new(),
-            counts: HashMap::new(),
-        }
+    /// A session this node now holds, connected or not, in `rooms` (created: none;
+    /// loaded from the session store on a resume: those of its record).
+    pub(crate) fn held(
+        &mut self,
+        session: SessionId,
+        user: UserId,
+        online: bool,
+        rooms: impl IntoIterator<Item = Arc<str>>,
+        out: &mut Vec<MemberUpdate>,
+    ) {
+        let rooms: HashSet<Arc<str>> = rooms.into_iter().collect();
+        let state = state(online);
+        out.extend(rooms.iter().map(|room| update(room, session, &user, state)));
+        self.sessions.insert(session, (user, online, rooms));
     }
 
-    /// A session was created (connected).
-    pub(crate) fn created(&mut self, session: SessionId, user: UserId) {
-        self.sessions.insert(session, (user, true, HashSet::new()));
+    /// Whether this node holds `session` (as far as presence knows).
+    pub(crate) fn holds(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
     }
 
     /// `session` entered `room`.
-    pub(crate) fn joined(&mut self, session: SessionId, room: &str, out: &mut Vec<Announcement>) {
+    pub(crate) fn joined(&mut self, session: SessionId, room: &str, out: &mut Vec<MemberUpdate>) {
         let Some((user, online, rooms)) = self.sessions.get_mut(&session) else {
             return;
         };
         let room: Arc<str> = Arc::from(room);
-        if !rooms.insert(room.clone()) {
-            return;
+        if rooms.insert(room.clone()) {
+            out.push(update(&room, session, user, state(*online)));
         }
-        let (user, online) = (user.clone(), *online);
-        let count = self.counts.entry((room.clone(), user.clone())).or_default();
-        let before = *count;
-        count.members += 1;
-        count.online += usize::from(online);
-        let state = if !self.options.per_user || before.members == 0 {
-            Some(PresenceState::Joined)
-        } else if before.online == 0 && online {
-            Some(PresenceState::Online)
-        } else {
-            None
-        };
-        self.announce(out, room, user, session, state);
     }
 
     /// `session` left `room`.
-    pub(crate) fn left(&mut self, session: SessionId, room: &str, out: &mut Vec<Announcement>) {
-        let Some((user, online, rooms)) = self.sessions.get_mut(&session) else {
+    pub(crate) fn left(&mut self, session: SessionId, room: &str, out: &mut Vec<MemberUpdate>) {
+        let Some((user, _, rooms)) = self.sessions.get_mut(&session) else {
             return;
         };
-        let Some(room) = rooms.take(room) else {
-            return;
-        };
-        let (user, online) = (user.clone(), *online);
-        self.leave_one(session, room, user, online, out);
+        if let Some(room) = rooms.take(room) {
+            out.push(update(&room, session, user, MemberState::Gone));
+        }
     }
 
     /// `session` lost its connection (`false`) or got one again (`true`).
-    pub(crate) fn connected(&mut self, session: SessionId, now_online: bool, out: &mut Vec<Announcement>) {
+    pub(crate) fn connected(&mut self, session: SessionId, now_online: bool, out: &mut Vec<MemberUpdate>) {
         let Some((user, online, rooms)) = self.sessions.get_mut(&session) else {
             return;
         };
-        if *online == now_online {
-            return;
-        }
-        *online = now_online;
-        let (user, rooms) = (user.clone(), rooms.clone());
-        for room in rooms {
-            let count = self.counts.entry((room.clone(), user.clone())).or_default();
-            let before = count.online;
-            if now_online {
-                count.online += 1;
-            } else {
-                count.online = count.online.saturating_sub(1);
-            }
-            let state = match (now_online, self.options.per_user) {
-                (true, false) => Some(PresenceState::Online),
-                (false, false) => Some(PresenceState::Away),
-                (true, true) if before == 0 => Some(PresenceState::Online),
-                (false, true) if count.online == 0 => Some(PresenceState::Away),
-                _ => None,
-            };
-            self.announce(out, room, user.clone(), session, state);
+        if *online != now_online {
+            *online = now_online;
+            out.extend(
+                rooms
+                    .iter()
+                    .map(|room| update(room, session, user, state(now_online))),
+            );
         }
     }
 
-    /// `session` ended: it left every room.
-    pub(crate) fn ended(&mut self, session: SessionId, out: &mut Vec<Announcement>) {
-        let Some((user, online, rooms)) = self.sessions.remove(&session) else {
-            return;
-        };
-        for room in rooms {
-            self.leave_one(session, room, user.clone(), online, out);
+    /// `session` is no longer this node's to report (it moved to a node that reports it
+    /// now): forgotten without an update.
+    pub(crate) fn forget(&mut self, session: SessionId) {
+        self.sessions.remove(&session);
+    }
+
+    /// `session` is gone from this node (ended, expired, moved to another node): it
+    /// left every room as far as this node can say.
+    pub(crate) fn gone(&mut self, session: SessionId, out: &mut Vec<MemberUpdate>) {
+        if let Some((user, _, rooms)) = self.sessions.remove(&session) {
+            out.extend(
+                rooms
+                    .iter()
+                    .map(|room| update(room, session, &user, MemberState::Gone)),
+            );
         }
+    }
+
+    /// Every member this node holds, as updates (to report them all again).
+    pub(crate) fn all(&self) -> Vec<MemberUpdate> {
+        self.sessions
+            .iter()
+            .flat_map(|(session, (user, online, rooms))| {
+                rooms
+                    .iter()
+                    .map(|room| update(room, *session, user, state(*online)))
+            })
+            .collect()
+    }
+}
+
+fn state(online: bool) -> MemberState {
+    if online {
+        MemberState::Online
+    } else {
+        MemberState::Away
+    }
+}
+
+fn update(room: &Arc<str>, session: SessionId, user: &UserId, state: MemberState) -> MemberUpdate {
+    MemberUpdate {
+        room: room.clone(),
+        session,
+        user: user.clone(),
+        state,
     }
 }
 
@@ -203,141 +227,130 @@ pub(crate) fn members(
     per_user: bool,
     sessions: impl IntoIterator<Item = (SessionId, UserId, bool)>,
 ) -> Vec<Member> {
-    {
-        if !per_user {
-            return sessions
-                .into_iter()
-                .map(|(session, user, online)| Member {
-                    user,
-                    session: Some(session),
-                    online,
-                })
-                .collect();
-        }
-        let mut by_user: HashMap<UserId, bool> = HashMap::new();
-        for (_, user, online) in sessions {
-            *by_user.entry(user).or_default() |= online;
-        }
-        let mut members: Vec<Member> = by_user
+    if !per_user {
+        let mut members: Vec<Member> = sessions
             .into_iter()
-            .map(|(user, online)| Member {
+            .map(|(session, user, online)| Member {
                 user,
-                session: None,
+                session: Some(session),
                 online,
             })
             .collect();
-        members.sort_by(|a, b| a.user.as_str().cmp(b.user.as_str()));
-        members
+        members.sort_by(|a, b| (a.user.as_str(), a.session).cmp(&(b.user.as_str(), b.session)));
+        return members;
     }
-}
-
-impl Tracker {
-    fn leave_one(
-        &mut self,
-        session: SessionId,
-        room: Arc<str>,
-        user: UserId,
-        online: bool,
-        out: &mut Vec<Announcement>,
-    ) {
-        let key = (room.clone(), user.clone());
-        let Some(count) = self.counts.get_mut(&key) else {
-            return;
-        };
-        let before = *count;
-        count.members = count.members.saturating_sub(1);
-        count.online = count.online.saturating_sub(usize::from(online));
-        let after = *count;
-        if after.members == 0 {
-            self.counts.remove(&key);
-        }
-        let state = if !self.options.per_user || after.members == 0 {
-            Some(PresenceState::Left)
-        } else if before.online > 0 && after.online == 0 {
-            Some(PresenceState::Away)
-        } else {
-            None
-        };
-        self.announce(out, room, user, session, state);
+    let mut by_user: HashMap<UserId, bool> = HashMap::new();
+    for (_, user, online) in sessions {
+        *by_user.entry(user).or_default() |= online;
     }
-
-    fn announce(
-        &self,
-        out: &mut Vec<Announcement>,
-        room: Arc<str>,
-        user: UserId,
-        session: SessionId,
-        state: Option<PresenceState>,
-    ) {
-        if let Some(state) = state {
-            out.push(Announcement {
-                room,
-                user,
-                session: (!self.options.per_user).then_some(session),
-                state,
-                except: session,
-            });
-        }
-    }
+    let mut members: Vec<Member> = by_user
+        .into_iter()
+        .map(|(user, online)| Member {
+            user,
+            session: None,
+            online,
+        })
+        .collect();
+    members.sort_by(|a, b| a.user.as_str().cmp(b.user.as_str()));
+    members
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::membership::{MemberChange, MemberTable};
 
     fn sid(n: u8) -> SessionId {
         SessionId::parse(&format!("{n:032x}")).unwrap()
     }
 
-    fn states(out: &mut Vec<Announcement>) -> Vec<(String, PresenceState)> {
-        out.drain(..).map(|a| (a.user.to_string(), a.state)).collect()
+    /// Runs the tracker's updates through a table, as one node does, and names what
+    /// presence announces (per user or per session).
+    struct Node {
+        tracker: Tracker,
+        table: MemberTable,
+        per_user: bool,
+    }
+
+    impl Node {
+        fn new(per_user: bool) -> Self {
+            Self {
+                tracker: Tracker::default(),
+                table: MemberTable::new(Duration::from_secs(30)),
+                per_user,
+            }
+        }
+
+        fn announced(&mut self, f: impl FnOnce(&mut Tracker, &mut Vec<MemberUpdate>)) -> Vec<PresenceState> {
+            let mut updates = Vec::new();
+            f(&mut self.tracker, &mut updates);
+            let mut changes: Vec<MemberChange> = Vec::new();
+            for update in &updates {
+                self.table.apply(1, 0, update, &mut changes);
+            }
+            changes
+                .iter()
+                .filter_map(|c| match self.per_user {
+                    true => transition(c.user_before, c.user_after),
+                    false => transition(c.session_before, c.session_after),
+                })
+                .collect()
+        }
     }
 
     #[test]
     fn per_user_presence_counts_tabs_once() {
-        let mut t = Tracker::new(Presence::default());
-        let mut out = Vec::new();
+        use PresenceState::*;
+        let mut n = Node::new(true);
         let (tab1, tab2) = (sid(1), sid(2));
-        t.created(tab1, UserId::new("alice"));
-        t.created(tab2, UserId::new("alice"));
-        t.joined(tab1, "r", &mut out);
-        t.joined(tab1, "r", &mut out); // no change
-        t.joined(tab2, "r", &mut out); // the user was already there
-        assert_eq!(states(&mut out), [("alice".into(), PresenceState::Joined)]);
-        t.connected(tab1, false, &mut out); // tab2 still online
-        assert_eq!(states(&mut out), []);
-        t.connected(tab2, false, &mut out);
-        assert_eq!(states(&mut out), [("alice".into(), PresenceState::Away)]);
-        t.connected(tab2, true, &mut out);
-        assert_eq!(states(&mut out), [("alice".into(), PresenceState::Online)]);
-        t.left(tab2, "r", &mut out); // tab1 (away) is still in
-        assert_eq!(states(&mut out), [("alice".into(), PresenceState::Away)]);
-        t.ended(tab1, &mut out);
-        assert_eq!(states(&mut out), [("alice".into(), PresenceState::Left)]);
-        assert!(t.counts.is_empty());
+        let alice = || UserId::new("alice");
+        assert_eq!(n.announced(|t, o| t.held(tab1, alice(), true, [], o)), []);
+        assert_eq!(n.announced(|t, o| t.held(tab2, alice(), true, [], o)), []);
+        assert_eq!(n.announced(|t, o| t.joined(tab1, "r", o)), [Joined]);
+        assert_eq!(n.announced(|t, o| t.joined(tab1, "r", o)), []); // no change
+        assert_eq!(n.announced(|t, o| t.joined(tab2, "r", o)), []); // the user was there
+        assert_eq!(n.announced(|t, o| t.connected(tab1, false, o)), []); // tab2 online
+        assert_eq!(n.announced(|t, o| t.connected(tab2, false, o)), [Away]);
+        assert_eq!(n.announced(|t, o| t.connected(tab2, true, o)), [Online]);
+        assert_eq!(n.announced(|t, o| t.left(tab2, "r", o)), [Away]); // tab1 (away) is in
+        assert_eq!(n.announced(|t, o| t.gone(tab1, o)), [Left]);
+        assert!(n.table.members("r", 0).is_empty());
+        assert!(n.tracker.all().is_empty());
     }
 
     #[test]
     fn per_session_presence_announces_every_change() {
-        let mut t = Tracker::new(Presence {
-            per_user: false,
-            ..Presence::default()
-        });
-        let mut out = Vec::new();
-        t.created(sid(1), UserId::new("bob"));
-        t.joined(sid(1), "r", &mut out);
-        t.connected(sid(1), false, &mut out);
-        t.connected(sid(1), true, &mut out);
-        t.left(sid(1), "r", &mut out);
-        t.left(sid(1), "r", &mut out); // not in it any more
-        assert_eq!(
-            states(&mut out),
-            [
-                ("bob".into(), PresenceState::Joined),
-                ("bob".into(), PresenceState::Away),
-                ("bob".into(), PresenceState::Online),
-                ("bob".into(), PresenceState::Left),
-            ]
-        );
+        use PresenceState::*;
+        let mut n = Node::new(false);
+        let bob = UserId::new("bob");
+        assert_eq!(n.announced(|t, o| t.held(sid(1), bob, true, [], o)), []);
+        assert_eq!(n.announced(|t, o| t.joined(sid(1), "r", o)), [Joined]);
+        assert_eq!(n.announced(|t, o| t.connected(sid(1), false, o)), [Away]);
+        assert_eq!(n.announced(|t, o| t.connected(sid(1), true, o)), [Online]);
+        assert_eq!(n.announced(|t, o| t.left(sid(1), "r", o)), [Left]);
+        assert_eq!(n.announced(|t, o| t.left(sid(1), "r", o)), []); // not in it any more
+    }
+
+    #[test]
+    fn a_session_loaded_with_its_rooms_is_in_them() {
+        let mut n = Node::new(true);
+        let rooms = [Arc::from("a"), Arc::from("b")];
+        let announced = n.announced(|t, o| t.held(sid(7), UserId::new("carol"), true, rooms, o));
+        assert_eq!(announced, [PresenceState::Joined, PresenceState::Joined]);
+        assert_eq!(n.tracker.all().len(), 2);
+        assert!(n.tracker.holds(sid(7)));
+    }
+
+    #[test]
+    fn the_transition_rule() {
+        let c = |members, online| Count { members, online };
+        assert_eq!(transition(c(0, 0), c(1, 0)), Some(PresenceState::Joined));
+        assert_eq!(transition(c(2, 1), c(0, 0)), Some(PresenceState::Left));
+        assert_eq!(transition(c(2, 0), c(2, 1)), Some(PresenceState::Online));
+        assert_eq!(transition(c(2, 1), c(1, 0)), Some(PresenceState::Away));
+        assert_eq!(transition(c(2, 1), c(3, 2)), None);
+        assert_eq!(transition(c(0, 0), c(0, 0)), None);
     }
 }

@@ -1,39 +1,55 @@
-//! One task per connection: the upgrade handshake, then the WebSocket state machine
-//! between the socket and the hub.
+//! One task per connection: its handshake (the WebSocket upgrade, or the raw TCP
+//! preamble) within the handshake timeout, then the drive loop between its
+//! [`Transport`] and the hub, the same for every transport.
 //!
 //! Everything queued for a connection while it was busy goes out in one write: the
 //! outbox is drained completely before writing (corking), and the frames are written
 //! together.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
-use futures_util::future::{Fuse, FusedFuture, FutureExt};
-use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::future::{poll_fn, Fuse, FusedFuture, FutureExt};
+use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::StreamExt;
 use ws_proto::envelope::msgpack::write_msgpack_seq_suffix;
 use ws_proto::envelope::{write_seq_suffix, Codec};
 use ws_proto::handshake::Request;
-use ws_proto::{CloseCode, Connection, ConnectionState, DeflateParams};
-use ws_session::{ConnectionId, ConnectionInfo};
+use ws_proto::prefixed::PrefixedConnection;
+use ws_proto::{CloseCode, Connection, ConnectionState, DeflateParams, Event};
+use ws_session::ConnectionInfo;
 
 use crate::handler::BoxFuture;
 use crate::hub::{ConnInput, Hub, Outbound};
+use crate::prefixed::accept_preamble;
 use crate::runtime::Runtime;
+use crate::transport::{StreamTransport, Transport};
 use crate::upgrade::accept_upgrade;
-use crate::write::{take_pending, write_batch, WriteDone};
 
-/// Bytes read from the socket at a time.
-const READ_BUFFER: usize = 16 * 1024;
-
-/// Where a connection may upgrade.
+/// How a listener's connections are served: the wire they speak and, for WebSocket,
+/// where they may upgrade.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionOptions {
     /// The one path that upgrades (`/ws`); other paths get 404. `None` (the default)
-    /// accepts any.
+    /// accepts any. WebSocket only.
     pub path: Option<String>,
+    /// The wire. Default: [`Wire::WebSocket`].
+    pub wire: Wire,
+}
+
+/// What a listener's connections speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wire {
+    /// WebSocket: an HTTP/1.1 upgrade, then RFC 6455 frames ([`serve_connection`]).
+    #[default]
+    WebSocket,
+    /// Raw TCP: a `TETHER` preamble, then length-prefixed frames
+    /// ([`ws_proto::prefixed`], [`serve_prefixed`]).
+    Tcp,
 }
 
 /// Serves one accepted byte stream: reads the upgrade request (within the handshake
@@ -49,8 +65,6 @@ pub async fn serve_connection<R, S>(
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let deadline = Instant::now() + hub.settings.handshake_timeout;
-    let mut timeout = runtime.sleep_until(deadline).fuse();
     let admit = |request: &Request| {
         if options.path.as_ref().is_some_and(|path| request.path() != path) {
             return request.reject(404, "no WebSocket endpoint at this path").ok();
@@ -60,23 +74,60 @@ pub async fn serve_connection<R, S>(
         }
         None
     };
-    let (request, deflate) = {
-        let upgrade =
-            accept_upgrade(&mut stream, &hub.settings.config.envelope, &Codec::SERVED, admit).fuse();
-        futures_util::pin_mut!(upgrade);
-        futures_util::select_biased! {
-            upgraded = upgrade => match upgraded {
-                Ok(Some(upgraded)) => upgraded,
-                Ok(None) | Err(_) => return,
-            },
-            () = timeout => {
-                tracing::debug!(?peer, "no upgrade request within the handshake timeout");
-                return;
-            }
-        }
+    let upgrade = accept_upgrade(&mut stream, &hub.settings.config.envelope, &Codec::SERVED, admit);
+    let Some((request, deflate)) = within_handshake_timeout(&hub, &runtime, peer, upgrade).await else {
+        return;
     };
     let info = connection_info(&request, peer);
     run_websocket(hub, runtime, stream, info, request.rest().clone(), deflate).await;
+}
+
+/// Serves one accepted byte stream with the raw TCP framing
+/// ([`ws_proto::prefixed`]): reads the client's preamble (within the handshake
+/// timeout), answers with the server's, then runs the connection until it closes. A
+/// peer that is not speaking it (an HTTP request: a WebSocket client on the wrong
+/// port) gets an HTTP 400 that says what the port speaks; another version gets the
+/// server's preamble; then the stream is closed.
+///
+/// There are no headers: the peer's address is all the engine learns, and the client
+/// authenticates with `sys.auth`.
+pub async fn serve_prefixed<R, S>(hub: Hub, runtime: R, mut stream: S, peer: Option<SocketAddr>)
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(rest) = within_handshake_timeout(&hub, &runtime, peer, accept_preamble(&mut stream)).await
+    else {
+        return;
+    };
+    let info = ConnectionInfo::new(peer, "/", None, Vec::new());
+    let framing = PrefixedConnection::new(&hub.settings.config.envelope);
+    run_transport(hub, runtime, StreamTransport::new(stream, framing, &rest), info).await;
+}
+
+/// Runs a connection's handshake against the hub's handshake timeout: its outcome, or
+/// `None` when it failed, was refused or took too long.
+async fn within_handshake_timeout<R, T>(
+    hub: &Hub,
+    runtime: &R,
+    peer: Option<SocketAddr>,
+    handshake: impl Future<Output = std::io::Result<Option<T>>>,
+) -> Option<T>
+where
+    R: Runtime,
+{
+    let mut timeout = runtime
+        .sleep_until(runtime.now() + hub.settings.handshake_timeout)
+        .fuse();
+    let handshake = handshake.fuse();
+    futures_util::pin_mut!(handshake);
+    futures_util::select_biased! {
+        done = handshake => done.ok().flatten(),
+        () = timeout => {
+            tracing::debug!(?peer, "no handshake within the handshake timeout");
+            None
+        }
+    }
 }
 
 /// The engine's view of an upgrade request: path, query, headers, origin, credential,
@@ -93,21 +144,13 @@ pub fn connection_info(request: &Request, peer: Option<SocketAddr>) -> Connectio
     ConnectionInfo::new(peer, request.path(), request.query().map(str::to_owned), headers).with_codec(codec)
 }
 
-/// Runs an upgraded connection (the 101 already sent) until it closes: frames in from
-/// the socket to the hub, the hub's messages out in batches. `rest` holds bytes that
-/// arrived after the upgrade request; `deflate` is what the 101 agreed to
-/// (`Request::negotiate_deflate`, answered with `Accept::with_deflate`). Used by [`serve_connection`] and by adapters
-/// that let an HTTP server do the upgrade (mounting on axum/hyper).
-///
-/// Reading, the hub's messages and the write in progress are served together: a peer
-/// that stops reading stalls only its own write. While more than
-/// `max_outbound_bytes` wait for a stalled write (the hub's messages, pongs, the close
-/// frame), the connection stops reading too, so that a peer which sends without
-/// reading meets TCP backpressure instead of growing our queues. When the hub closes
-/// a connection whose write is stalled (the slow-consumer policy), the write gets the
-/// close timeout to finish; then the socket is dropped.
+/// Runs an upgraded WebSocket connection (the 101 already sent) until it closes.
+/// `rest` holds bytes that arrived after the upgrade request; `deflate` is what the
+/// 101 agreed to (`Request::negotiate_deflate`, answered with `Accept::with_deflate`).
+/// Used by [`serve_connection`] and by adapters that let an HTTP server do the upgrade
+/// (mounting on axum/hyper); the drive loop is [`run_transport`]'s.
 pub async fn run_websocket<R, S>(
-    mut hub: Hub,
+    hub: Hub,
     runtime: R,
     stream: S,
     info: ConnectionInfo,
@@ -116,6 +159,34 @@ pub async fn run_websocket<R, S>(
 ) where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Connection::server(hub.settings.config.envelope.clone()).with_deflate(deflate);
+    run_transport(hub, runtime, StreamTransport::new(stream, conn, &rest), info).await;
+}
+
+/// What woke the drive loop.
+enum Wake {
+    Flushed(std::io::Result<()>),
+    Outbound(Option<Outbound>),
+    Received(Option<Event>),
+    CloseTimeout,
+}
+
+/// Runs a connection whose handshake is done until it closes: messages in from the
+/// transport to the hub, the hub's messages out in batches. `info` is what the engine
+/// learns of the peer.
+///
+/// Reading, the hub's messages and the write in progress are served together: a peer
+/// that stops reading stalls only its own write. While more than
+/// `max_outbound_bytes` wait for a stalled write (the hub's messages, pongs, the close
+/// frame), the connection stops reading too, so that a peer which sends without
+/// reading meets backpressure instead of growing our queues. When the hub closes a
+/// connection whose write is stalled (the slow-consumer policy), the write gets the
+/// close timeout to finish; then the transport is dropped.
+pub async fn run_transport<R, T>(mut hub: Hub, runtime: R, mut transport: T, info: ConnectionInfo)
+where
+    R: Runtime,
+    T: Transport,
 {
     let (outbox_tx, mut outbox) = mpsc::unbounded();
     let (reply_tx, reply_rx) = oneshot::channel();
@@ -126,158 +197,118 @@ pub async fn run_websocket<R, S>(
             reply: reply_tx,
         })
         .await;
-    let mut conn = Connection::server(hub.settings.config.envelope.clone()).with_deflate(deflate);
-    let (mut reader, writer) = stream.split();
     let Some(id) = (if opened {
         reply_rx.await.ok().flatten()
     } else {
         None
     }) else {
         // The hub is shutting down: say so and leave.
-        let _ = conn.close(CloseCode::GOING_AWAY, "server shutting down");
-        let (mut writer, mut scratch) = (writer, Vec::new());
-        take_pending(&mut conn, &mut scratch);
-        let _ = writer.write_all(&scratch).await;
-        let _ = writer.close().await;
+        let _ = transport.close(CloseCode::GOING_AWAY, "server shutting down");
+        let _ = poll_fn(|cx| transport.poll_shutdown(cx)).await;
         return;
     };
     let span = tracing::debug_span!("connection", id = id.0);
     let _entered = span.enter();
-    let mut pump = Pump {
-        hub,
-        id,
-        conn,
-        tail: Vec::with_capacity(32),
-        unflushed: 0,
-    };
-    pump.conn.handle_bytes(&rest);
-    let mut buf = vec![0; READ_BUFFER];
+    let mut tail = Vec::with_capacity(32);
     let mut close_timer: Fuse<BoxFuture<()>> = Fuse::terminated();
-    // The writer and its buffer travel into each write and come back with its result.
-    let mut idle_writer = Some((writer, Vec::new()));
-    let mut writing: Fuse<BoxFuture<WriteDone<S>>> = Fuse::terminated();
-    let mut in_flight = 0;
-    let mut writing_len = 0;
+    let mut received_all = false;
     let mut hub_gone = false;
     loop {
-        if !pump.deliver_events().await {
-            hub_gone = true;
+        if hub_gone && transport.state() == ConnectionState::Open {
+            let _ = transport.close(CloseCode::GOING_AWAY, "server stopped");
         }
-        if hub_gone && pump.conn.state() == ConnectionState::Open {
-            let _ = pump.conn.close(CloseCode::GOING_AWAY, "server stopped");
+        // Closed, every event handed on (those before the close too), everything written.
+        if received_all && transport.state() == ConnectionState::Closed && !transport.wants_flush() {
+            let _ = poll_fn(|cx| transport.poll_shutdown(cx)).await;
+            break;
         }
-        if let Some((mut writer, mut out)) = idle_writer.take() {
-            if pump.conn.pending_transmit_len() > 0 {
-                take_pending(&mut pump.conn, &mut out);
-                in_flight = std::mem::take(&mut pump.unflushed);
-                writing_len = out.len();
-                writing = write_batch(writer, out);
-            } else if pump.conn.is_closed() {
-                let _ = writer.close().await;
-                break;
-            } else {
-                idle_writer = Some((writer, out));
-            }
-        }
-        if pump.conn.state() != ConnectionState::Open && close_timer.is_terminated() {
+        if transport.state() != ConnectionState::Open && close_timer.is_terminated() {
             // Closing: the peer's answer, or a stalled write, gets the close timeout.
             close_timer = runtime
-                .sleep_until(Instant::now() + pump.hub.settings.close_timeout)
+                .sleep_until(runtime.now() + hub.settings.close_timeout)
                 .fuse();
         }
         // Once closed nothing more is read (an EOF would wake us again and again); nor
         // while the write is stalled past the outbound limit (backpressure).
-        let unwritten = if writing.is_terminated() { 0 } else { writing_len };
-        let backlogged = unwritten + pump.conn.pending_transmit_len() > pump.hub.settings.max_unwritten_bytes;
-        let mut read = if pump.conn.is_closed() || backlogged {
-            Fuse::terminated()
-        } else {
-            reader.read(&mut buf).fuse()
-        };
-        futures_util::select_biased! {
-            (writer, out, result) = writing => {
-                if result.is_err() {
-                    break;
+        let reading = !received_all && transport.unwritten() <= hub.settings.max_unwritten_bytes;
+        let wake = poll_fn(|cx| {
+            if transport.wants_flush() {
+                if let Poll::Ready(result) = transport.poll_flush(cx) {
+                    return Poll::Ready(Wake::Flushed(result));
                 }
-                idle_writer = Some((writer, out));
-                if in_flight > 0 {
-                    let bytes = std::mem::take(&mut in_flight);
-                    let _ = pump.hub.send(ConnInput::Flushed { connection: pump.id, bytes }).await;
-                }
-            },
-            outbound = outbox.next() => match outbound {
-                Some(outbound) => {
-                    pump.apply(outbound);
-                    // Corking: take everything queued so far; it goes out in one write.
-                    while let Ok(outbound) = outbox.try_recv() {
-                        pump.apply(outbound);
-                    }
-                }
-                None => hub_gone = true,
-            },
-            read = read => match read {
-                Ok(0) | Err(_) => pump.conn.handle_eof(),
-                Ok(n) => pump.conn.handle_bytes(&buf[..n]),
-            },
-            () = close_timer => break,
-        }
-    }
-    let _ = pump.hub.send(ConnInput::Closed { connection: pump.id }).await;
-}
-
-struct Pump {
-    hub: Hub,
-    id: ConnectionId,
-    conn: Connection,
-    /// The per-recipient end of an envelope (`,"s":N}`).
-    tail: Vec<u8>,
-    /// Bytes of the hub's messages queued in `conn` but not yet handed to a write;
-    /// reported to the engine once written, for its slow-consumer accounting.
-    unflushed: usize,
-}
-
-impl Pump {
-    /// Hands every event to the hub. Returns `false` once the hub is gone.
-    async fn deliver_events(&mut self) -> bool {
-        let mut alive = true;
-        while let Some(event) = self.conn.poll_event() {
-            if let ws_proto::Event::Failed(err) = &event {
-                tracing::debug!(connection = self.id.0, %err, "peer broke the protocol");
             }
-            if let Some(message) = event.into_message() {
-                alive &= self
-                    .hub
-                    .send(ConnInput::Message {
-                        connection: self.id,
-                        message,
-                    })
-                    .await;
+            if let Poll::Ready(outbound) = outbox.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Outbound(outbound));
+            }
+            if reading {
+                if let Poll::Ready(event) = transport.poll_recv(cx) {
+                    return Poll::Ready(Wake::Received(event));
+                }
+            }
+            if !close_timer.is_terminated() && close_timer.poll_unpin(cx).is_ready() {
+                return Poll::Ready(Wake::CloseTimeout);
+            }
+            Poll::Pending
+        })
+        .await;
+        match wake {
+            Wake::Flushed(Err(_)) | Wake::CloseTimeout => break,
+            Wake::Flushed(Ok(())) => {}
+            Wake::Outbound(Some(outbound)) => {
+                apply(&mut transport, &mut tail, outbound);
+                // Corking: take everything queued so far; it goes out in one write.
+                while let Ok(outbound) = outbox.try_recv() {
+                    apply(&mut transport, &mut tail, outbound);
+                }
+            }
+            Wake::Outbound(None) => hub_gone = true,
+            Wake::Received(None) => received_all = true,
+            Wake::Received(Some(event)) => {
+                if let Event::Failed(err) = &event {
+                    tracing::debug!(connection = id.0, %err, "peer broke the protocol");
+                }
+                if let Some(message) = event.into_message() {
+                    hub_gone |= !hub
+                        .send(ConnInput::Message {
+                            connection: id,
+                            message,
+                        })
+                        .await;
+                }
             }
         }
-        alive
+        let bytes = transport.take_written();
+        if bytes > 0 {
+            let _ = hub
+                .send(ConnInput::Flushed {
+                    connection: id,
+                    bytes,
+                })
+                .await;
+        }
     }
+    let _ = hub.send(ConnInput::Closed { connection: id }).await;
+}
 
-    fn apply(&mut self, outbound: Outbound) {
-        match outbound {
-            Outbound::Message(message) => {
-                self.tail.clear();
-                let sent = match message.codec {
-                    Codec::MsgPack => {
-                        write_msgpack_seq_suffix(&mut self.tail, message.seq);
-                        self.conn.send_binary_parts(&message.prefix, &self.tail)
-                    }
-                    _ => {
-                        write_seq_suffix(&mut self.tail, message.seq);
-                        self.conn.send_text_parts(&message.prefix, &self.tail)
-                    }
-                };
-                if sent.is_ok() {
-                    self.unflushed += message.len();
+/// Queues what the hub sent: an envelope (its shared prefix, then this connection's
+/// `,"s":N}`), or the close.
+fn apply<T: Transport>(transport: &mut T, tail: &mut Vec<u8>, outbound: Outbound) {
+    match outbound {
+        Outbound::Message(message) => {
+            tail.clear();
+            let _ = match message.codec {
+                Codec::MsgPack => {
+                    write_msgpack_seq_suffix(tail, message.seq);
+                    transport.feed_binary_parts(&message.prefix, tail)
                 }
-            }
-            Outbound::Close(code, reason) => {
-                let _ = self.conn.close(code, reason);
-            }
+                _ => {
+                    write_seq_suffix(tail, message.seq);
+                    transport.feed_text(&message.prefix, tail)
+                }
+            };
+        }
+        Outbound::Close(code, reason) => {
+            let _ = transport.close(code, reason);
         }
     }
 }

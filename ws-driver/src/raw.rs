@@ -37,7 +37,14 @@ pub struct WebSocket<S> {
     out: Vec<u8>,
 }
 
-const READ_BUFFER: usize = 64 * 1024;
+/// The read buffer follows the traffic: it starts at [`READ_MIN`], doubles after a
+/// read that filled it, up to [`READ_MAX`], and halves after reads that used less
+/// than an eighth of it. An idle connection keeps [`READ_MIN`]; a busy one reads up to
+/// 64 KiB per system call.
+const READ_MIN: usize = 2 * 1024;
+const READ_MAX: usize = 64 * 1024;
+/// What the write buffer keeps between flushes; a larger one (a burst) is given back.
+const WRITE_KEEP: usize = 16 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Reads the upgrade request from `stream` and accepts it. `Ok(None)` when the
@@ -60,7 +67,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Self {
             stream,
             conn,
-            buf: vec![0; READ_BUFFER],
+            buf: vec![0; READ_MIN],
             out: Vec::new(),
         }
     }
@@ -85,7 +92,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             match self.stream.read(&mut self.buf).await {
                 Ok(0) => self.conn.handle_eof(),
-                Ok(n) => self.conn.handle_bytes(&self.buf[..n]),
+                Ok(n) => {
+                    self.conn.handle_bytes(&self.buf[..n]);
+                    self.fit_read_buffer(n);
+                }
                 Err(err) if err.kind() == io::ErrorKind::ConnectionReset => self.conn.handle_eof(),
                 Err(err) => return Err(err),
             }
@@ -143,7 +153,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.out.extend_from_slice(&chunk);
         }
         self.stream.write_all(&self.out).await?;
+        if self.out.capacity() > WRITE_KEEP {
+            self.out = Vec::new();
+        }
         self.stream.flush().await
+    }
+
+    /// Grows the read buffer after a read of `n` bytes that filled it, shrinks it after
+    /// one that used little of it (see [`READ_MIN`]).
+    fn fit_read_buffer(&mut self, n: usize) {
+        let len = self.buf.len();
+        if n == len && len < READ_MAX {
+            self.buf.resize(len * 2, 0);
+        } else if n < len / 8 && len > READ_MIN {
+            self.buf.truncate(len / 2);
+            self.buf.shrink_to_fit();
+        }
     }
 }
 

@@ -209,15 +209,17 @@ impl ServerHandle {
 
     /// Who is in `room` and whether they are connected: per user (online when one of
     /// their sessions is) unless presence is configured per session
-    /// ([`Presence::per_user`](crate::Presence::per_user)), sorted by user. This node's
-    /// members.
-    pub async fn room_presence(&self, room: &str) -> Vec<Member> {
+    /// ([`Presence::per_user`](crate::Presence::per_user)), sorted by user. With a
+    /// [`Membership`](crate::Membership) backend ([`App::membership`](crate::App::membership)),
+    /// the members of every node, and an error when the backend does not answer; else
+    /// this node's.
+    pub async fn room_presence(&self, room: &str) -> Result<Vec<Member>, crate::MembershipError> {
         let (reply, answer) = oneshot::channel();
         self.command(Command::RoomPresence {
             room: room.to_owned(),
             reply,
         });
-        answer.await.unwrap_or_default()
+        answer.await.unwrap_or(Ok(Vec::new()))
     }
 
     /// The session `session`, if it exists.

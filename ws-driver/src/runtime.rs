@@ -16,4 +16,12 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// A future that completes at `deadline` (at once if it has passed).
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
+
+    /// The time now, on this runtime's clock: every time the drive loops hand the
+    /// engines, and every deadline they sleep until, is read here. The process's
+    /// clock by default; a test runtime moves its own
+    /// ([`TestRuntime`](crate::test_runtime::TestRuntime)).
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }

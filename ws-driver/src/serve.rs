@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_channel::mpsc;
 use futures_util::future::FutureExt;
@@ -15,7 +15,7 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{Stream, StreamExt};
 
 use crate::hub::Hub;
-use crate::pump::{serve_connection, ConnectionOptions};
+use crate::pump::{serve_connection, serve_prefixed, ConnectionOptions, Wire};
 use crate::runtime::Runtime;
 
 /// How long a graceful shutdown waits for connection tasks by default, in every
@@ -27,7 +27,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves every stream `incoming` yields, each as a task of its own on `runtime`
-/// ([`serve_connection`]), until `signal` completes or `incoming` ends. Then it shuts
+/// ([`serve_connection`] or [`serve_prefixed`], as `options.wire` says), until `signal` completes or `incoming` ends. Then it shuts
 /// down gracefully: drops `incoming` (so a listener inside it stops accepting), closes
 /// every connection with 1001 (going away) after what was queued for it, and waits for
 /// the connection tasks up to `shutdown_timeout`.
@@ -64,13 +64,16 @@ pub async fn serve_until<R, S, I, F>(
                 let (hub, task_runtime, options) = (hub.clone(), runtime.clone(), options.clone());
                 let guard = tracker.clone();
                 runtime.spawn(async move {
-                    serve_connection(hub, task_runtime, stream, peer, &options).await;
+                    match options.wire {
+                        Wire::WebSocket => serve_connection(hub, task_runtime, stream, peer, &options).await,
+                        Wire::Tcp => serve_prefixed(hub, task_runtime, stream, peer).await,
+                    }
                     drop(guard);
                 });
             }
             Some(Err(err)) => {
                 tracing::warn!(%err, "accept failed");
-                let mut pause = runtime.sleep_until(Instant::now() + ACCEPT_BACKOFF).fuse();
+                let mut pause = runtime.sleep_until(runtime.now() + ACCEPT_BACKOFF).fuse();
                 futures_util::select_biased! {
                     () = signal => break,
                     () = pause => {},
@@ -86,7 +89,7 @@ pub async fn serve_until<R, S, I, F>(
         // last writes too.
         while all_done.next().await.is_some() {}
     };
-    let mut deadline = runtime.sleep_until(Instant::now() + shutdown_timeout).fuse();
+    let mut deadline = runtime.sleep_until(runtime.now() + shutdown_timeout).fuse();
     futures_util::select_biased! {
         () = drained.fuse() => {},
         () = deadline => tracing::warn!("shutdown timeout: connections still open were dropped"),
@@ -120,7 +123,8 @@ pub trait Bind<A>: Listener {
         A: 'a;
 }
 
-/// A WebSocket server on one address and path: the standalone server of every adapter
+/// A server on one address: WebSocket on one path ([`Server::bind`]) or raw TCP
+/// ([`Server::bind_tcp`]); the standalone server of every adapter
 /// (`adapter_tokio::Server`, `adapter_async_std::SmolServer`, …), generic over the
 /// [`Listener`] that brings its sockets and runtime.
 pub struct Server<L: Listener> {
@@ -146,19 +150,57 @@ impl<L: Listener> Server<L> {
 
     /// Serves `listener`, already bound; see [`Server::bind`].
     pub fn new(listener: L, path: &str, app: crate::App) -> io::Result<Self> {
+        let options = ConnectionOptions {
+            path: Some(path.to_owned()),
+            wire: Wire::WebSocket,
+        };
+        Self::started(listener, app, options)
+    }
+
+    /// Binds `addr` for the raw TCP transport (a `TETHER` preamble, then
+    /// length-prefixed frames: docs/PROTOCOL.md) and starts `app`. A WebSocket client
+    /// that connects there gets an HTTP 400 that says what the port speaks.
+    pub async fn bind_tcp<A>(addr: A, app: crate::App) -> io::Result<Self>
+    where
+        L: Bind<A>,
+    {
+        let listener = L::bind(addr).await?;
+        let options = ConnectionOptions {
+            path: None,
+            wire: Wire::Tcp,
+        };
+        Self::started(listener, app, options)
+    }
+
+    fn started(listener: L, app: crate::App, options: ConnectionOptions) -> io::Result<Self> {
         let runtime = L::Runtime::default();
         let hub = app
             .try_start(runtime.clone())
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
-        Ok(Self {
+        Ok(Self::with_hub(listener, &hub, options))
+    }
+
+    /// Binds `addr` for one more listener of a running hub (another server's
+    /// [`hub`](Self::hub)): the same application and the same sessions on another port
+    /// and wire, e.g. raw TCP beside WebSocket. A session may move between them (a
+    /// resume over either finds it). Stopping either server shuts the hub down, and
+    /// with it the connections of both.
+    pub async fn bind_on<A>(addr: A, hub: &Hub, options: ConnectionOptions) -> io::Result<Self>
+    where
+        L: Bind<A>,
+    {
+        Ok(Self::with_hub(L::bind(addr).await?, hub, options))
+    }
+
+    /// Serves `listener`, already bound, on a running hub; see [`Server::bind_on`].
+    pub fn with_hub(listener: L, hub: &Hub, options: ConnectionOptions) -> Self {
+        Self {
             listener,
-            runtime,
-            hub,
-            options: Arc::new(ConnectionOptions {
-                path: Some(path.to_owned()),
-            }),
+            runtime: L::Runtime::default(),
+            hub: hub.clone(),
+            options: Arc::new(options),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-        })
+        }
     }
 
     /// The address the server listens on (the real port when bound to port 0).

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::{ProtocolError, SendError};
+
 /// A WebSocket close status code (RFC 6455 §7.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CloseCode(pub u16);
@@ -74,4 +76,69 @@ impl CloseFrame {
             reason: reason.into(),
         }
     }
+}
+
+/// Parses and validates a close frame body (RFC 6455 §5.5.1, §7.4).
+pub(crate) fn parse_close_body(body: &[u8]) -> Result<CloseFrame, ProtocolError> {
+    match body {
+        [] => Ok(CloseFrame {
+            code: None,
+            reason: String::new(),
+        }),
+        [_] => Err(ProtocolError::CloseBodyTooShort),
+        [hi, lo, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+            if !code.is_sendable() {
+                return Err(ProtocolError::InvalidCloseCode { code: code.0 });
+            }
+            let reason = std::str::from_utf8(reason)
+                .map_err(|e| ProtocolError::InvalidUtf8 {
+                    valid_up_to: e.valid_up_to(),
+                })?
+                .to_owned();
+            Ok(CloseFrame {
+                code: Some(code),
+                reason,
+            })
+        }
+    }
+}
+
+/// Cuts a reason to what fits a close frame, on a character boundary.
+pub(crate) fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= CloseFrame::MAX_REASON_LEN {
+        return reason;
+    }
+    let mut end = CloseFrame::MAX_REASON_LEN;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// The body of a close frame we send: the code, then the reason. Refuses a code that
+/// may not be sent and a reason longer than [`CloseFrame::MAX_REASON_LEN`].
+pub(crate) fn close_body(code: CloseCode, reason: &str) -> Result<Vec<u8>, SendError> {
+    if !code.is_sendable() {
+        return Err(SendError::InvalidCloseCode { code: code.0 });
+    }
+    if reason.len() > CloseFrame::MAX_REASON_LEN {
+        return Err(SendError::ControlPayloadTooLarge {
+            len: 2 + reason.len(),
+        });
+    }
+    let mut body = Vec::with_capacity(2 + reason.len());
+    body.extend_from_slice(&code.0.to_be_bytes());
+    body.extend_from_slice(reason.as_bytes());
+    Ok(body)
+}
+
+/// The body of the close frame that answers a peer's fault.
+pub(crate) fn failure_close_body(err: &ProtocolError) -> Vec<u8> {
+    let frame = err.close_frame();
+    let code = frame.code.unwrap_or(CloseCode::PROTOCOL_ERROR);
+    let mut body = Vec::with_capacity(2 + frame.reason.len());
+    body.extend_from_slice(&code.0.to_be_bytes());
+    body.extend_from_slice(frame.reason.as_bytes());
+    body
 }

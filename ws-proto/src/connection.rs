@@ -18,7 +18,7 @@ use std::mem;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::close::{CloseCode, CloseFrame};
+use crate::close::{close_body, failure_close_body, parse_close_body, CloseCode, CloseFrame};
 use crate::config::Config;
 use crate::deflate::{DeflateParams, Deflater, Inflater, Precompressed, TAIL};
 use crate::error::{ProtocolError, SendError};
@@ -809,12 +809,7 @@ impl Connection {
     /// caller polls the [`Event::Failed`].
     fn fail(&mut self, err: ProtocolError) {
         if !self.close_sent {
-            let text = err.to_string();
-            let reason = truncate_reason(&text);
-            let mut body = Vec::with_capacity(2 + reason.len());
-            body.extend_from_slice(&err.close_code().0.to_be_bytes());
-            body.extend_from_slice(reason.as_bytes());
-            self.pending_close = Some(body);
+            self.pending_close = Some(failure_close_body(&err));
         }
         self.state = ConnectionState::Closed;
         self.frame = None;
@@ -1006,17 +1001,7 @@ impl Connection {
             // Closed, or a close answering the peer is already owed.
             return Err(SendError::Closed);
         }
-        if !code.is_sendable() {
-            return Err(SendError::InvalidCloseCode { code: code.0 });
-        }
-        if reason.len() > CloseFrame::MAX_REASON_LEN {
-            return Err(SendError::ControlPayloadTooLarge {
-                len: 2 + reason.len(),
-            });
-        }
-        let mut body = Vec::with_capacity(2 + reason.len());
-        body.extend_from_slice(&code.0.to_be_bytes());
-        body.extend_from_slice(reason.as_bytes());
+        let body = close_body(code, reason)?;
         self.write_frame(OpCode::Close, &body);
         self.close_sent = true;
         self.state = ConnectionState::Closing;
@@ -1170,42 +1155,4 @@ fn unmask_onto(buf: &mut Vec<u8>, chunk: &[u8], mask: Option<[u8; 4]>, offset: u
     if let Some(mask) = mask {
         apply_mask(&mut buf[start..], mask, offset);
     }
-}
-
-/// Parses and validates a close frame body (RFC 6455 §5.5.1, §7.4).
-fn parse_close_body(body: &[u8]) -> Result<CloseFrame, ProtocolError> {
-    match body {
-        [] => Ok(CloseFrame {
-            code: None,
-            reason: String::new(),
-        }),
-        [_] => Err(ProtocolError::CloseBodyTooShort),
-        [hi, lo, reason @ ..] => {
-            let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
-            if !code.is_sendable() {
-                return Err(ProtocolError::InvalidCloseCode { code: code.0 });
-            }
-            let reason = std::str::from_utf8(reason)
-                .map_err(|e| ProtocolError::InvalidUtf8 {
-                    valid_up_to: e.valid_up_to(),
-                })?
-                .to_owned();
-            Ok(CloseFrame {
-                code: Some(code),
-                reason,
-            })
-        }
-    }
-}
-
-/// Cuts a reason to what fits a close frame, on a character boundary.
-fn truncate_reason(reason: &str) -> &str {
-    if reason.len() <= CloseFrame::MAX_REASON_LEN {
-        return reason;
-    }
-    let mut end = CloseFrame::MAX_REASON_LEN;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
 }

@@ -95,6 +95,13 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
+    /// The close this error is answered with: its [`close_code`](Self::close_code)
+    /// and its text, cut to what fits a close frame.
+    pub fn close_frame(&self) -> crate::CloseFrame {
+        let text = self.to_string();
+        crate::CloseFrame::new(self.close_code(), crate::close::truncate_reason(&text))
+    }
+
     /// The close code this error is answered with.
     pub fn close_code(&self) -> CloseCode {
         match self {

@@ -12,6 +12,8 @@
 //! - [`deflate`]: permessage-deflate (RFC 7692), negotiated in the handshake and run
 //!   by the connection.
 //! - [`envelope`]: the JSON envelope `{v,e,p,c,t,s}` of tether's protocol v1.
+//! - [`prefixed`]: length-prefixed framing, the same messages over a plain byte stream
+//!   (raw TCP) instead of WebSocket.
 //!
 //! A panic in this crate is a bug in it, never the consequence of bad input.
 //!
@@ -86,6 +88,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod handshake;
 mod message;
+pub mod prefixed;
 mod utf8;
 
 pub use close::{CloseCode, CloseFrame};

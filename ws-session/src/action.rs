@@ -242,15 +242,29 @@ pub struct Publication {
     /// The envelope as JSON, encoded up to `s` ([`OutboundMessage::prefix`] of a JSON
     /// message; each node makes the binary form for its own binary connections).
     pub prefix: Bytes,
+    /// Outside the session streams: delivered to the recipients connected when it
+    /// arrives, without `s`, never replayed (presence, typing). A backend may drop a
+    /// volatile publication it cannot carry; it must not drop a stream one.
+    pub volatile: bool,
 }
 
 impl Publication {
-    /// A publication (for backends that rebuild one from their wire format).
+    /// A publication in the recipients' streams (for backends that rebuild one from
+    /// their wire format).
     pub fn new(target: PublishTarget, except: Option<SessionId>, prefix: Bytes) -> Self {
         Self {
             target,
             except,
             prefix,
+            volatile: false,
+        }
+    }
+
+    /// A volatile publication ([`Publication::volatile`]).
+    pub fn new_volatile(target: PublishTarget, except: Option<SessionId>, prefix: Bytes) -> Self {
+        Self {
+            volatile: true,
+            ..Self::new(target, except, prefix)
         }
     }
 }

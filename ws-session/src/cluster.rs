@@ -117,9 +117,7 @@ impl Cluster {
     /// A server with `config` whose authenticator accepts every credential as the user
     /// of that name; the engines' generators are seeded from `seed`.
     pub fn new(config: EngineConfig, seed: u64) -> Self {
-        // The fake clock starts from a real instant: `Instant` cannot be built otherwise.
-        #[allow(clippy::disallowed_methods)]
-        let now = Instant::now();
+        let now = crate::sim::origin();
         let server = Engine::new(config, ChaCha20Rng::seed_from_u64(seed)).expect("a valid EngineConfig");
         Self {
             now,

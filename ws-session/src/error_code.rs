@@ -62,8 +62,10 @@ impl ErrorCode {
     /// purpose. The client must neither resume nor reconnect.
     pub const SESSION_ENDED: Self = Self(4115);
     /// 4116: close code for a connection whose session another node took over (a
-    /// resume there, through a shared session store). The client reconnects and
-    /// resumes as after any drop.
+    /// resume there, through a shared session store) or that a stopping node handed
+    /// over; the client reconnects at once and resumes. As a `sys.error` (with the
+    /// message's `c`): a stopping node did not process that message; the client sends
+    /// it again after the resume.
     pub const SESSION_MOVED: Self = Self(4116);
     /// 4117: a text message on a MessagePack connection (one that negotiated
     /// `tether.v1.msgpack`): its envelopes travel in binary frames only. The message

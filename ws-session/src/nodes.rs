@@ -138,9 +138,7 @@ impl Nodes {
     /// `count` nodes running `config` with shared sessions on, whose authenticators
     /// accept every credential as the user of that name; generators seeded from `seed`.
     pub fn new(config: EngineConfig, count: usize, seed: u64) -> Self {
-        // The fake clock starts from a real instant: `Instant` cannot be built otherwise.
-        #[allow(clippy::disallowed_methods)]
-        let now = Instant::now();
+        let now = crate::sim::origin();
         let config = EngineConfig {
             shared_sessions: true,
             ..config

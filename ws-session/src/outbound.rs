@@ -195,11 +195,17 @@ impl Encoder {
 ///
 /// [`Payload::Trusted`]: ws_proto::envelope::Payload::Trusted
 pub(crate) fn msgpack_stream_prefix(json_prefix: &[u8]) -> Bytes {
+    msgpack_prefix_of(json_prefix, true)
+}
+
+/// [`msgpack_stream_prefix`], its map counting `s` only `with_seq` (a volatile message
+/// has none).
+pub(crate) fn msgpack_prefix_of(json_prefix: &[u8], with_seq: bool) -> Bytes {
     let mut out = Vec::with_capacity(json_prefix.len());
-    if ws_proto::envelope::msgpack::json_prefix_to_msgpack(json_prefix, true, &mut out).is_err() {
+    let convert = ws_proto::envelope::msgpack::json_prefix_to_msgpack;
+    if convert(json_prefix, with_seq, &mut out).is_err() {
         out.clear();
-        let _ =
-            ws_proto::envelope::msgpack::json_prefix_to_msgpack(&bare_prefix(json_prefix), true, &mut out);
+        let _ = convert(&bare_prefix(json_prefix), with_seq, &mut out);
     }
     Bytes::from(out)
 }

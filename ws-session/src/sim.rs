@@ -47,6 +47,14 @@ use crate::{
 /// its log) across reconnects.
 pub type ClientId = usize;
 
+/// The fake clock's origin for every harness of this crate (`Sim`, `Cluster`, `Nodes`,
+/// the fuzz harnesses): the one real clock read, since an `Instant` cannot be made
+/// otherwise. From there only the harnesses' `advance` moves their clocks.
+pub fn origin() -> Instant {
+    #[allow(clippy::disallowed_methods)]
+    Instant::now()
+}
+
 /// One envelope a client received.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -228,10 +236,7 @@ impl Sim {
     /// A harness whose engine draws from `ChaCha20Rng::seed_from_u64(seed)`.
     pub fn with_seed(config: EngineConfig, seed: u64) -> Self {
         let engine = Engine::new(config, ChaCha20Rng::seed_from_u64(seed)).expect("valid config");
-        // The fake clock's origin, the harness's one real clock read (the only way to
-        // make an `Instant`); from here on only `advance` moves it.
-        #[allow(clippy::disallowed_methods)]
-        let now = Instant::now();
+        let now = origin();
         Self {
             engine,
             now,

@@ -1140,3 +1140,30 @@ fn room_occupancy_is_announced_for_cross_node_backends() {
     sim.engine.end_session(now, sb, "test").unwrap();
     assert_eq!(occupancy(&mut sim), ["-r"]);
 }
+
+#[test]
+fn a_handover_notice_is_answered_by_the_client_and_its_connection_closes_with_4116() {
+    let mut sim = sim();
+    let a = sim.connect(Some("user:alice"));
+    let b = sim.connect(Some("user:bob"));
+    let s = sid(&sim, a);
+    let now = sim.now();
+    sim.engine.begin_handover(now);
+    sim.drain();
+    // Every attached client is told, outside the stream.
+    for client in [a, b] {
+        let notice = sim.client(client).last_of(sys::HANDOVER).expect("the notice");
+        assert!(notice.envelope.seq.is_none());
+    }
+    // Alice answers that she sends nothing more: her connection closes with 4116 and
+    // her session is suspended (resumable), not ended.
+    sim.send(a, sys::HANDOVER, None, None);
+    assert_eq!(
+        sim.client(a).closed.map(|(code, _)| code),
+        Some(ErrorCode::SESSION_MOVED.close_code())
+    );
+    assert!(matches!(sim.lifecycle.last(), Some(SessionEvent::Suspended { session }) if *session == s));
+    assert!(sim.engine.session_info(s).is_some());
+    // Bob has not answered: his connection stays until the driver's grace ends it.
+    assert!(sim.client(b).closed.is_none());
+}

@@ -49,7 +49,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use broker_redis::{RedisConfig, RedisPubSub, RedisSessionStore, StoreOptions};
+use broker_redis::{RedisConfig, RedisMembership, RedisPubSub, RedisSessionStore, StoreOptions};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -115,7 +115,13 @@ fn app() -> App {
             check_room(&room)?;
             // `false`: the session was already in the room (nothing is announced).
             ctx.join(&room).await?;
-            let members = ctx.server().room_presence(&room).await;
+            // Across nodes (with `--redis`) the list comes from Redis: when it cannot be
+            // read, the join stands and the client is told the list failed (4199).
+            let members = ctx
+                .server()
+                .room_presence(&room)
+                .await
+                .map_err(HandlerError::internal)?;
             let names = |online: bool| -> Vec<&str> {
                 members
                     .iter()
@@ -203,15 +209,19 @@ async fn main() -> std::io::Result<()> {
     let Args { addr, redis, tls } = args();
     let mut app = app();
     // With `--redis`, this process is one node of several: rooms and broadcasts reach
-    // the members on every node through Redis (presence stays per node), and any node
-    // resumes any session (its journal is kept in Redis, with the resume window as
-    // time to live).
+    // the members on every node through Redis, room members and presence are the
+    // cluster's (a user on two nodes joins once), and any node resumes any session
+    // (its journal is kept in Redis, with the resume window as time to live).
     let broker = match &redis {
         Some(url) => {
             let config = RedisConfig::new(url).unwrap_or_else(|err| panic!("--redis {url}: {err}"));
             let broker = RedisPubSub::start(config.clone(), TokioRuntime);
-            let store = RedisSessionStore::start(config, StoreOptions::default(), TokioRuntime);
-            app = app.pubsub(broker.clone()).session_store(store);
+            let store = RedisSessionStore::start(config.clone(), StoreOptions::default(), TokioRuntime);
+            let members = RedisMembership::start(config, TokioRuntime);
+            app = app
+                .pubsub(broker.clone())
+                .session_store(store)
+                .membership(members);
             Some(broker)
         }
         None => None,

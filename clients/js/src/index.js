@@ -449,8 +449,9 @@ export class TetherClient {
     const c = `${this._cPrefix}-${++this._cCounter}`;
     const env = makeEnvelope(event, payload, c);
     return new Promise((resolve, reject) => {
-      const pending = { resolve, reject, timer: null, sent: false, sessionId: null, event };
+      const pending = { resolve, reject, timer: null, sent: false, sessionId: null, event, item: null };
       const item = { env, pending };
+      pending.item = item; // sent again as it is if a stopping node refuses it (4116)
       pending.timer = setTimeout(() => {
         this._pending.delete(c);
         const i = this._queue.indexOf(item);
@@ -667,6 +668,16 @@ export class TetherClient {
       case 'sys.error':
         this._onError(env, p);
         break;
+      case 'sys.handover':
+        // The node stops and hands its sessions over: what is sent from now on waits
+        // for the resume; tell it we send nothing more here, and it closes with 4116
+        // once its answers and refusals are out (refused requests go again).
+        if (this._established) {
+          this._established = false;
+          if (this._ackTimer) { clearTimeout(this._ackTimer); this._ackTimer = null; }
+          this._rawSend(makeEnvelope('sys.handover'));
+        }
+        break;
       case 'sys.session.ended':
         if (this._session && p.sessionId === this._session.sessionId) {
           this._endedBy = { reason: typeof p.reason === 'string' ? p.reason : '' };
@@ -691,6 +702,17 @@ export class TetherClient {
     }
     if (typeof env.c === 'string' && this._pending.has(env.c)) {
       const pend = this._pending.get(env.c);
+      if (p.code === ErrorCode.SESSION_MOVED && pend.item) {
+        // Not processed by a stopping node: it goes out again after the resume,
+        // after the other refused ones and before anything queued since.
+        pend.sent = false;
+        pend.sessionId = null;
+        pend.item.resend = true;
+        let at = 0;
+        while (at < this._queue.length && this._queue[at].resend) at += 1;
+        this._queue.splice(at, 0, pend.item);
+        return;
+      }
       this._pending.delete(env.c);
       clearTimeout(pend.timer);
       pend.reject(err);

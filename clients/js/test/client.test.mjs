@@ -602,6 +602,37 @@ test('close 4116 (session moved, node stopping): resumes at once, not after the 
     client.close();
   }));
 
+test('handover: answered with sys.handover; requests the node refuses (4116) go again after the resume, first and in order', () =>
+  withServer({}, async (server, mk) => {
+    const { client, log } = mk({ backoff: { initialMs: 5000, maxMs: 5000, jitter: 0 } });
+    await connected(client, log);
+    // Three requests the fake server does not answer; then the node hands over.
+    server.handlers.hold = () => {};
+    const replies = [client.request('hold', 1), client.request('hold', 2), client.request('hold', 3)];
+    await waitFor(() => server.got('hold').length === 3, 'the three requests');
+    const conn = server.session.conn;
+    server.send(conn, { v: '1.0', e: 'sys.handover' });
+    await waitFor(() => server.got('sys.handover').length === 1, 'the client says it sends nothing more');
+    assert.equal(client.online, false, 'what is sent now waits for the resume');
+    const later = client.request('echo', 'later');
+    // The node answered the first before the notice; it refuses the other two.
+    const [first, second, third] = server.got('hold');
+    server.session.push('hold.reply', 'one', first.c);
+    for (const env of [second, third]) {
+      server.send(conn, { v: '1.0', e: 'sys.error', c: env.c, p: { code: 4116, message: 'not processed' } });
+    }
+    assert.equal(await replies[0], 'one');
+    conn.ws.close(4116, 'handed over: resume elsewhere now');
+    await waitFor(() => server.got('sys.reconnect.request').length === 1, 'resumed at once', 1000);
+    // Sent again on the resumed session, in order, before the one queued since.
+    await waitFor(() => server.got('hold').length === 5, 'the refused two again');
+    const order = server.received.filter((e) => e.e === 'hold' || e.e === 'echo').slice(3).map((e) => e.c);
+    assert.deepEqual(order, [second.c, third.c, server.got('echo')[0].c]);
+    server.session.push('hold.reply', 'two', second.c);
+    server.session.push('hold.reply', 'three', third.c);
+    assert.deepEqual(await Promise.all([replies[1], replies[2], later]), ['two', 'three', 'later']);
+  }));
+
 test('server requests: answered by the onRequest handler (value or promise), refused by a throw, 4150 without one', () =>
   withServer({}, async (server, mk) => {
     const { client, log } = mk();

@@ -21,11 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tether_tests::client::{recv, send, session};
+use tether_tests::client::{recv, send, session, Received};
 use tether_tests::redis_server::RedisServer;
-use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Setup {
@@ -81,8 +79,8 @@ async fn run(setup: Setup, sessions: usize, messages: u64, every: Duration) {
             let mut mine = Vec::with_capacity(messages as usize);
             let mut acked = 0;
             while (mine.len() as u64) < messages {
-                let Some(Ok(frame)) = ws.next().await else { break };
-                let Message::Text(text) = frame else { continue };
+                let Some(received) = ws.next().await else { break };
+                let Received::Text(text) = received else { continue };
                 let env: Value = serde_json::from_str(&text).unwrap();
                 if env["e"] != "said" {
                     continue;
@@ -97,7 +95,7 @@ async fn run(setup: Setup, sessions: usize, messages: u64, every: Duration) {
                     acked = mine.len();
                     let seq = env["s"].as_u64().unwrap();
                     let ack = json!({"v": "1.0", "e": "sys.ack", "p": {"seq": seq}});
-                    let _ = ws.send(Message::text(ack.to_string())).await;
+                    ws.send_text(ack.to_string()).await;
                 }
             }
             latencies.lock().unwrap().extend(mine);

@@ -3,30 +3,30 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
-use futures_util::future::{Fuse, FusedFuture, FutureExt};
-use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures_util::future::{poll_fn, Fuse, FusedFuture, FutureExt};
+use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use ws_proto::envelope::msgpack::{JSON_PROTOCOL, MSGPACK_PROTOCOL};
 use ws_proto::envelope::{Codec, OwnedEnvelope, Payload};
 use ws_proto::frame::SeededMasks;
 use ws_proto::handshake::{ClientHandshake, ClientRequest, HandshakeError};
+use ws_proto::prefixed::PreambleError;
 use ws_proto::{CloseCode, Config, Connection, ConnectionState, DeflateParams, Event};
 use ws_session::client::{
     wire, AuthMode, ClientAction, ClientEngine, Disconnect, IncomingRequest, QueryId, State,
 };
 
-use super::{ClientError, ClientOptions, Command, Connector, Shared, Target};
+use super::{ClientError, ClientOptions, Command, DialRequest, Dialer, Shared};
 use crate::handler::BoxFuture;
 use crate::runtime::Runtime;
+use crate::transport::BoxTransport;
 use crate::upgrade::read_head;
-use crate::write::{take_pending, write_batch, WriteDone};
-
-const READ_BUFFER: usize = 16 * 1024;
 
 /// Performs the client side of the upgrade on `stream`: writes `request`, reads and
 /// validates the response, and returns the stream with a client [`Connection`]
@@ -47,7 +47,7 @@ where
 
 /// [`handshake`], and the envelope codec the server answered with: the subprotocol it
 /// named, JSON when it named none (a server that predates subprotocols).
-async fn upgrade<S>(
+pub(super) async fn upgrade<S>(
     mut stream: S,
     mut request: ClientRequest,
     config: &Config,
@@ -84,43 +84,82 @@ where
 }
 
 /// The open transport.
-struct Link<S> {
-    conn: Connection,
-    /// The write half when no write is in flight, with its reusable buffer.
-    idle_writer: Option<(WriteHalf<S>, Vec<u8>)>,
+struct Link {
+    transport: BoxTransport,
     /// What ended it, as far as we know.
     info: Disconnect,
     /// The engine abandoned it (`CloseTransport`): its messages are not reported.
     abandoned: bool,
     /// Past this, a closing transport is dropped.
     close_deadline: Option<Instant>,
-    /// The envelope codec the upgrade agreed on.
+    /// The transport reported its end: nothing more is read.
+    received_all: bool,
+    /// The envelope codec its handshake agreed on.
     codec: Codec,
 }
 
-/// A transport attempt: the upgraded stream and its connection.
-type Opened<S> = io::Result<(S, Connection, Codec)>;
+/// What the open transport woke the task for.
+enum LinkWake {
+    Flushed(io::Result<()>),
+    Received(Option<Event>),
+}
+
+impl Link {
+    /// Writes what is queued, and reads, until either has something to report.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<LinkWake> {
+        if self.transport.wants_flush() {
+            if let Poll::Ready(result) = self.transport.poll_flush(cx) {
+                return Poll::Ready(LinkWake::Flushed(result));
+            }
+        }
+        if !self.received_all {
+            if let Poll::Ready(event) = self.transport.poll_recv(cx) {
+                return Poll::Ready(LinkWake::Received(event));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Notes what the peer sent; returns the text for the engine (a binary envelope
+    /// converted to JSON, within `proto`'s limits).
+    fn take_event(&mut self, event: Option<Event>, proto: &Config) -> Option<String> {
+        match event? {
+            Event::Text(text) if !self.abandoned => return Some(text),
+            Event::Binary(bytes) if !self.abandoned && self.codec == Codec::MsgPack => {
+                return wire::from_binary(&bytes, proto);
+            }
+            Event::Close(frame) => {
+                self.info.code = Some(frame.code.unwrap_or(CloseCode::NO_STATUS));
+                self.info.reason = frame.reason;
+            }
+            Event::Failed(err) => {
+                self.info.code = Some(err.close_code());
+                self.info.error = Some(err.to_string());
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+/// A transport attempt.
+type Opened = io::Result<BoxTransport>;
 /// Callers waiting for their queries' answers.
 type QueryWaiters = HashMap<QueryId, oneshot::Sender<Result<OwnedEnvelope, ClientError>>>;
 /// A server request and its handler's answer (`Err((code, message))` refuses).
 type Answer = (IncomingRequest, Result<String, (u16, String)>);
 
-pub(super) async fn run<R: Runtime, C: Connector>(
+pub(super) async fn run<R: Runtime, D: Dialer>(
     runtime: R,
-    connector: C,
-    target: Target,
+    dialer: D,
     options: ClientOptions,
     mut commands: mpsc::UnboundedReceiver<Command>,
     shared: Arc<Shared>,
 ) {
-    let connector = Arc::new(connector);
-    let proto = options.engine.proto.clone();
-    let mut engine = ClientEngine::new(Instant::now(), options.engine.clone(), StdRng::from_os_rng());
-    let mut link: Option<Link<C::Stream>> = None;
-    let mut reader: Option<ReadHalf<C::Stream>> = None;
-    let mut buf = vec![0; READ_BUFFER];
-    let mut writing: Fuse<BoxFuture<WriteDone<C::Stream>>> = Fuse::terminated();
-    let mut opening: Fuse<BoxFuture<Opened<C::Stream>>> = Fuse::terminated();
+    let dialer = Arc::new(dialer);
+    let mut engine = ClientEngine::new(runtime.now(), options.engine.clone(), StdRng::from_os_rng());
+    let mut link: Option<Link> = None;
+    let mut opening: Fuse<BoxFuture<Opened>> = Fuse::terminated();
     let mut queries = QueryWaiters::new();
     let mut close_waiters: Vec<oneshot::Sender<Result<(), ClientError>>> = Vec::new();
     let mut commands_open = true;
@@ -129,139 +168,94 @@ pub(super) async fn run<R: Runtime, C: Connector>(
     let (mut timer_at, mut timer): (Option<Instant>, Fuse<BoxFuture<()>>) = (None, Fuse::terminated());
     let (mut close_at, mut close_timer): (Option<Instant>, Fuse<BoxFuture<()>>) = (None, Fuse::terminated());
     loop {
-        // 1. Drain the engine, and feed it what the transport delivered, until quiet.
-        loop {
-            let mut progressed = false;
-            while let Some(action) = engine.poll_action() {
-                progressed = true;
-                match action {
-                    ClientAction::Connect => {
-                        let request = request_for(&target, &options, &engine);
-                        let connector = connector.clone();
-                        let target = target.clone();
-                        let proto = proto.clone();
-                        let open: BoxFuture<Opened<C::Stream>> = Box::pin(async move {
-                            let stream = connector.connect(&target).await?;
-                            upgrade(stream, request, &proto).await
-                        });
-                        opening = open.fuse();
-                    }
-                    ClientAction::Transmit(text) => {
-                        if let Some(link) = link.as_mut().filter(|l| !l.abandoned) {
-                            let _ = link.conn.send(&wire::to_wire(link.codec, text));
-                        }
-                    }
-                    ClientAction::CloseTransport { code, reason } => {
-                        if !opening.is_terminated() {
-                            opening = Fuse::terminated();
-                            let info = Disconnect::failed(format!("connection attempt abandoned: {reason}"));
-                            shared.note_disconnect(&info);
-                            engine.handle_disconnected(Instant::now(), info);
-                        } else if let Some(link) = &mut link {
-                            link.abandoned = true;
-                            let _ = link.conn.close(code, &reason);
-                            link.close_deadline = Some(Instant::now() + options.close_timeout);
-                        }
-                    }
-                    ClientAction::Event(envelope) => shared.dispatch(&envelope),
-                    ClientAction::StateChanged(state) => {
-                        tracing::debug!(?state, "client state");
-                        shared.set_state(state);
-                    }
-                    ClientAction::QueryResult { id, result } => {
-                        if let Some(tx) = queries.remove(&id) {
-                            let _ = tx.send(result.map_err(ClientError::Query));
-                        }
-                    }
-                    ClientAction::Session(outcome) => shared.sessions.publish(&outcome),
-                    ClientAction::ServerError(error) => shared.errors.publish(&error),
-                    ClientAction::Request(request) => {
-                        let handler = super::lock(&shared.request_handlers).get(&request.event).cloned();
-                        match handler {
-                            Some(handler) => {
-                                let payload = request
-                                    .payload
-                                    .as_deref()
-                                    .map_or(Ok(serde_json::Value::Null), serde_json::from_str)
-                                    .unwrap_or(serde_json::Value::Null);
-                                let answers = answers_tx.clone();
-                                runtime.spawn(async move {
-                                    let run = std::panic::AssertUnwindSafe(handler(payload)).catch_unwind();
-                                    let result = match run.await {
-                                        Ok(Ok(value)) => serde_json::to_string(&value).map_err(|e| {
-                                            (ws_session::ErrorCode::INTERNAL.0, e.to_string())
-                                        }),
-                                        Ok(Err(refusal)) => Err(refusal),
-                                        Err(_) => {
-                                            tracing::error!(event = %request.event, "a request handler panicked");
-                                            Err((ws_session::ErrorCode::INTERNAL.0, "internal error".to_owned()))
-                                        }
-                                    };
-                                    let _ = answers.unbounded_send((request, result));
-                                });
-                            }
-                            None => {
-                                let message =
-                                    format!("no handler for request `{}` on the client", request.event);
-                                let refusal = Err((ws_session::ErrorCode::UNKNOWN_EVENT.0, message.as_str()));
-                                let _ = engine.answer(Instant::now(), &request, refusal);
-                            }
-                        }
-                    }
-                    _ => {}
+        // 1. Drain the engine.
+        while let Some(action) = engine.poll_action() {
+            match action {
+                ClientAction::Connect => {
+                    opening = dialer.dial(request_for(&options, &engine)).fuse();
                 }
-            }
-            if let Some(l) = &mut link {
-                while let Some(event) = l.conn.poll_event() {
-                    match event {
-                        Event::Text(text) if !l.abandoned => {
-                            progressed = true;
-                            engine.handle_message(Instant::now(), &text);
-                        }
-                        Event::Binary(bytes) if !l.abandoned && l.codec == Codec::MsgPack => {
-                            progressed = true;
-                            if let Some(text) = wire::from_binary(&bytes, &proto) {
-                                engine.handle_message(Instant::now(), &text);
+                ClientAction::Transmit(text) => {
+                    if let Some(link) = link.as_mut().filter(|l| !l.abandoned) {
+                        let _ = match wire::to_wire(link.codec, text) {
+                            ws_proto::Message::Binary(bytes) => link.transport.feed_binary(&bytes),
+                            ws_proto::Message::Text(text) => {
+                                link.transport.feed_text(&Bytes::from(text), &[])
                             }
-                        }
-                        Event::Close(frame) => {
-                            l.info.code = Some(frame.code.unwrap_or(CloseCode::NO_STATUS));
-                            l.info.reason = frame.reason;
-                        }
-                        Event::Failed(err) => {
-                            l.info.code = Some(err.close_code());
-                            l.info.error = Some(err.to_string());
-                        }
-                        _ => {}
+                            _ => Ok(()),
+                        };
                     }
                 }
-            }
-            if !progressed {
-                break;
+                ClientAction::CloseTransport { code, reason } => {
+                    if !opening.is_terminated() {
+                        opening = Fuse::terminated();
+                        let info = Disconnect::failed(format!("connection attempt abandoned: {reason}"));
+                        shared.note_disconnect(&info);
+                        engine.handle_disconnected(runtime.now(), info);
+                    } else if let Some(link) = &mut link {
+                        link.abandoned = true;
+                        let _ = link.transport.close(code, &reason);
+                        link.close_deadline = Some(runtime.now() + options.close_timeout);
+                    }
+                }
+                ClientAction::Event(envelope) => shared.dispatch(&envelope),
+                ClientAction::StateChanged(state) => {
+                    tracing::debug!(?state, "client state");
+                    shared.set_state(state);
+                }
+                ClientAction::QueryResult { id, result } => {
+                    if let Some(tx) = queries.remove(&id) {
+                        let _ = tx.send(result.map_err(ClientError::Query));
+                    }
+                }
+                ClientAction::Session(outcome) => shared.sessions.publish(&outcome),
+                ClientAction::ServerError(error) => shared.errors.publish(&error),
+                ClientAction::Request(request) => {
+                    let handler = super::lock(&shared.request_handlers).get(&request.event).cloned();
+                    match handler {
+                        Some(handler) => {
+                            let payload = request
+                                .payload
+                                .as_deref()
+                                .map_or(Ok(serde_json::Value::Null), serde_json::from_str)
+                                .unwrap_or(serde_json::Value::Null);
+                            let answers = answers_tx.clone();
+                            runtime.spawn(async move {
+                                let run = std::panic::AssertUnwindSafe(handler(payload)).catch_unwind();
+                                let result = match run.await {
+                                    Ok(Ok(value)) => serde_json::to_string(&value)
+                                        .map_err(|e| (ws_session::ErrorCode::INTERNAL.0, e.to_string())),
+                                    Ok(Err(refusal)) => Err(refusal),
+                                    Err(_) => {
+                                        tracing::error!(event = %request.event, "a request handler panicked");
+                                        Err((ws_session::ErrorCode::INTERNAL.0, "internal error".to_owned()))
+                                    }
+                                };
+                                let _ = answers.unbounded_send((request, result));
+                            });
+                        }
+                        None => {
+                            let message = format!("no handler for request `{}` on the client", request.event);
+                            let refusal = Err((ws_session::ErrorCode::UNKNOWN_EVENT.0, message.as_str()));
+                            let _ = engine.answer(runtime.now(), &request, refusal);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
 
-        // 2. The transport: start a write; retire it once closed and flushed.
-        let mut retire = false;
+        // 2. The transport: retire it once closed and flushed.
         if let Some(l) = &mut link {
-            if let Some((mut writer, mut out)) = l.idle_writer.take() {
-                if l.conn.pending_transmit_len() > 0 {
-                    take_pending(&mut l.conn, &mut out);
-                    writing = write_batch(writer, out);
-                } else if l.conn.is_closed() {
-                    let _ = writer.close().await;
-                    retire = true;
-                } else {
-                    l.idle_writer = Some((writer, out));
-                }
+            // Closed, every event taken (the close is among them), everything written.
+            if l.received_all && l.transport.state() == ConnectionState::Closed && !l.transport.wants_flush()
+            {
+                let _ = poll_fn(|cx| l.transport.poll_shutdown(cx)).await;
+                end_link(runtime.now(), &mut engine, &mut link, None);
+                continue;
             }
-            if l.conn.state() != ConnectionState::Open && l.close_deadline.is_none() {
-                l.close_deadline = Some(Instant::now() + options.close_timeout);
+            if l.transport.state() != ConnectionState::Open && l.close_deadline.is_none() {
+                l.close_deadline = Some(runtime.now() + options.close_timeout);
             }
-        }
-        if retire {
-            end_link(&mut engine, &mut link, &mut reader, &mut writing, None);
-            continue;
         }
 
         // 3. Stopped for good: answer the waiters and end.
@@ -295,43 +289,43 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                 None => Fuse::terminated(),
             };
         }
-        let reading = link.as_ref().is_some_and(|l| !l.conn.is_closed());
-        let mut read = match (&mut reader, reading) {
-            (Some(reader), true) => reader.read(&mut buf).fuse(),
-            _ => Fuse::terminated(),
-        };
+        let mut link_io = poll_fn(|cx| match link.as_mut() {
+            Some(l) => l.poll_io(cx),
+            None => Poll::Pending,
+        })
+        .fuse();
         let mut next_command = if commands_open {
             commands.next().fuse()
         } else {
             Fuse::terminated()
         };
         futures_util::select_biased! {
-            (writer, out, result) = writing => {
-                if let Some(l) = &mut link {
-                    match result {
-                        Ok(()) => l.idle_writer = Some((writer, out)),
-                        Err(err) => {
-                            let error = err.to_string();
-                            drop(read);
-                            end_link(&mut engine, &mut link, &mut reader, &mut writing, Some(error));
+            wake = link_io => {
+                drop(link_io);
+                let Some(l) = link.as_mut() else { continue };
+                match wake {
+                    LinkWake::Flushed(Ok(())) => {}
+                    LinkWake::Flushed(Err(err)) => end_link(runtime.now(), &mut engine, &mut link, Some(err.to_string())),
+                    LinkWake::Received(None) => l.received_all = true,
+                    LinkWake::Received(event) => {
+                        if let Some(text) = l.take_event(event, &options.engine.proto) {
+                            engine.handle_message(runtime.now(), &text);
                         }
                     }
                 }
             },
             opened = opening => match opened {
-                Ok((stream, conn, codec)) => {
-                    let (r, w) = stream.split();
-                    drop(read);
-                    reader = Some(r);
+                Ok(transport) => {
+                    drop(link_io);
                     link = Some(Link {
-                        conn,
-                        idle_writer: Some((w, Vec::new())),
+                        codec: transport.codec(),
+                        transport,
                         info: Disconnect::default(),
                         abandoned: false,
                         close_deadline: None,
-                        codec,
+                        received_all: false,
                     });
-                    engine.handle_connected(Instant::now());
+                    engine.handle_connected(runtime.now());
                 }
                 Err(err) => {
                     tracing::debug!(%err, "connection attempt failed");
@@ -340,32 +334,20 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                         None => Disconnect::failed(err.to_string()),
                     };
                     shared.note_disconnect(&info);
-                    engine.handle_disconnected(Instant::now(), info);
-                }
-            },
-            read_result = read => {
-                if let Some(l) = link.as_mut() {
-                    match read_result {
-                        Ok(0) => l.conn.handle_eof(),
-                        Ok(n) => l.conn.handle_bytes(&buf[..n]),
-                        Err(err) => {
-                            l.info.error = Some(err.to_string());
-                            l.conn.handle_eof();
-                        }
-                    }
+                    engine.handle_disconnected(runtime.now(), info);
                 }
             },
             command = next_command => match command {
-                Some(command) => handle_command(&mut engine, command, &mut queries, &mut close_waiters),
+                Some(command) => handle_command(runtime.now(), &mut engine, command, &mut queries, &mut close_waiters),
                 None => {
                     // Every handle is gone: close and end.
                     commands_open = false;
-                    let _ = engine.close(Instant::now(), CloseCode::NORMAL, "");
+                    let _ = engine.close(runtime.now(), CloseCode::NORMAL, "");
                 }
             },
             () = timer => {
                 timer_at = None;
-                engine.handle_timeout(Instant::now());
+                engine.handle_timeout(runtime.now());
             },
             answer = answers.next() => {
                 if let Some((request, result)) = answer {
@@ -374,36 +356,35 @@ pub(super) async fn run<R: Runtime, C: Connector>(
                         Err((code, message)) => Err((*code, message.as_str())),
                     };
                     // Err only once closed: the answer has nowhere to go.
-                    let _ = engine.answer(Instant::now(), &request, result);
+                    let _ = engine.answer(runtime.now(), &request, result);
                 }
             },
             () = close_timer => {
                 close_at = None;
-                drop(read);
-                end_link(&mut engine, &mut link, &mut reader, &mut writing, Some("close timeout".to_owned()));
+                drop(link_io);
+                end_link(runtime.now(), &mut engine, &mut link, Some("close timeout".to_owned()));
             },
         }
     }
 }
 
-/// The HTTP status of an upgrade the server refused, from [`handshake`]'s error.
+/// The HTTP status of an attempt the server refused: an upgrade answered with
+/// something else than 101 ([`handshake`]'s error), or raw TCP's preamble answered with
+/// an HTTP response (a WebSocket port).
 fn refused_status(err: &io::Error) -> Option<u16> {
-    match err.get_ref()?.downcast_ref::<HandshakeError>()? {
-        HandshakeError::NotSwitchingProtocols { status } => Some(*status),
+    let inner = err.get_ref()?;
+    match (
+        inner.downcast_ref::<HandshakeError>(),
+        inner.downcast_ref::<PreambleError>(),
+    ) {
+        (Some(HandshakeError::NotSwitchingProtocols { status }), _) => Some(*status),
+        (_, Some(PreambleError::Http { status })) => Some(*status),
         _ => None,
     }
 }
 
 /// Drops the transport and tells the engine how it ended.
-fn end_link<S>(
-    engine: &mut ClientEngine,
-    link: &mut Option<Link<S>>,
-    reader: &mut Option<ReadHalf<S>>,
-    writing: &mut Fuse<BoxFuture<WriteDone<S>>>,
-    error: Option<String>,
-) {
-    *reader = None;
-    *writing = Fuse::terminated();
+fn end_link(now: Instant, engine: &mut ClientEngine, link: &mut Option<Link>, error: Option<String>) {
     if let Some(l) = link.take() {
         let mut info = l.info;
         if info.error.is_none() {
@@ -412,17 +393,17 @@ fn end_link<S>(
         if info.code.is_none() && info.error.is_some() {
             info.code = Some(CloseCode::ABNORMAL);
         }
-        engine.handle_disconnected(Instant::now(), info);
+        engine.handle_disconnected(now, info);
     }
 }
 
 fn handle_command(
+    now: Instant,
     engine: &mut ClientEngine,
     command: Command,
     queries: &mut QueryWaiters,
     close_waiters: &mut Vec<oneshot::Sender<Result<(), ClientError>>>,
 ) {
-    let now = Instant::now();
     match command {
         Command::Send { event, payload, done } => {
             let payload = payload.as_deref().map_or(Payload::None, Payload::Trusted);
@@ -467,19 +448,14 @@ fn refused(err: ws_session::client::ClientError, engine: &ClientEngine) -> Clien
     }
 }
 
-/// The upgrade request of the next attempt (a fresh key each time).
-fn request_for(target: &Target, options: &ClientOptions, engine: &ClientEngine) -> ClientRequest {
-    let mut request = ClientRequest::new(
-        target.host_header(),
-        target.path_and_query.clone(),
-        rand::random(),
-    );
-    request.origin.clone_from(&options.origin);
-    request.headers.clone_from(&options.headers);
-    if engine.config().codec == Codec::MsgPack {
-        // JSON as well: a server that does not speak MessagePack then names JSON.
-        request.protocols = vec![MSGPACK_PROTOCOL.to_owned(), JSON_PROTOCOL.to_owned()];
-    }
+/// What the next attempt asks for: origin and headers, with the credential as
+/// `Authorization: Bearer` when it travels in the handshake.
+fn request_for(options: &ClientOptions, engine: &ClientEngine) -> DialRequest {
+    let mut request = DialRequest {
+        origin: options.origin.clone(),
+        headers: options.headers.clone(),
+        codec: engine.config().codec,
+    };
     if let (AuthMode::Handshake, Some(credential)) = (engine.config().auth_mode, &engine.config().credential)
     {
         request

@@ -6,6 +6,7 @@
 //! [`Client`] handle (cheap to clone) sends it commands. When every handle is
 //! dropped the task closes the connection (1000) and ends.
 
+mod dial;
 mod driver;
 mod target;
 
@@ -19,8 +20,9 @@ use ws_proto::CloseCode;
 
 use crate::runtime::Runtime;
 
+pub use dial::{DialRequest, Dialer};
 pub use driver::handshake;
-pub use target::{Connector, InvalidUrl, Target};
+pub use target::{Connector, InvalidUrl, Scheme, Target};
 pub use ws_proto::envelope::OwnedEnvelope;
 pub use ws_session::client::{
     AuthMode, Backoff, ClientConfig, Constant, Disconnect, Exponential, IdleTimeout, IncomingRequest, Jitter,
@@ -301,9 +303,10 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Starts a client for `url` (`ws://host[:port]/path?query`): spawns its task on
-    /// `runtime`, which starts connecting at once through `connector`. Fails only on
-    /// a URL it cannot use.
+    /// Starts a client for `url` (`ws://host[:port]/path?query`, or `tcp://host:port`
+    /// for the raw TCP transport): spawns its task on `runtime`, which starts
+    /// connecting at once through `connector`. Fails only on a URL it cannot use (and
+    /// on `tcp://` with [`AuthMode::Handshake`]: raw TCP carries no headers).
     pub fn start<R: Runtime, C: Connector>(
         url: &str,
         options: ClientOptions,
@@ -311,6 +314,22 @@ impl Client {
         connector: C,
     ) -> Result<Self, ClientError> {
         let target = Target::parse(url).map_err(ClientError::InvalidUrl)?;
+        if target.scheme == Scheme::Tcp && options.engine.auth_mode == AuthMode::Handshake {
+            return Err(ClientError::InvalidUrl(InvalidUrl(format!(
+                "{url}: raw TCP has no handshake headers: use AuthMode::Message"
+            ))));
+        }
+        let dialer = dial::UrlDialer {
+            connector,
+            target,
+            proto: options.engine.proto.clone(),
+        };
+        Ok(Self::start_with(dialer, options, runtime))
+    }
+
+    /// Starts a client over the transports `dialer` opens (an in-memory pair, a
+    /// transport of the application's): like [`start`](Self::start) without a URL.
+    pub fn start_with<R: Runtime, D: Dialer>(dialer: D, options: ClientOptions, runtime: R) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new((State::Connecting, Vec::new())),
             messages: Subscribers::new(),
@@ -323,9 +342,9 @@ impl Client {
             request_handlers: Mutex::new(std::collections::HashMap::new()),
         });
         let (commands, rx) = mpsc::unbounded();
-        let task = driver::run(runtime.clone(), connector, target, options, rx, shared.clone());
+        let task = driver::run(runtime.clone(), dialer, options, rx, shared.clone());
         runtime.spawn(task);
-        Ok(Self { commands, shared })
+        Self { commands, shared }
     }
 
     /// The current state.

@@ -1,4 +1,4 @@
-//! Where a client connects: `ws://host[:port]/path?query`, and how.
+//! Where a client connects: `ws://host[:port]/path?query` or `tcp://host:port`, and how.
 
 use std::fmt;
 use std::io;
@@ -8,9 +8,21 @@ use ws_proto::handshake::ClientRequest;
 
 use crate::handler::BoxFuture;
 
-/// A parsed WebSocket URL.
+/// Which transport a URL asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scheme {
+    /// `ws://` or `wss://`: WebSocket.
+    WebSocket,
+    /// `tcp://`: tether's length-prefixed framing on raw TCP (`ws_proto::prefixed`).
+    Tcp,
+}
+
+/// A parsed client URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// The transport.
+    pub scheme: Scheme,
     /// `wss` (TLS, the connector's business) rather than `ws`.
     pub secure: bool,
     /// The host name or address, without brackets for IPv6.
@@ -21,29 +33,32 @@ pub struct Target {
     pub path_and_query: String,
 }
 
-/// A URL that is not `ws://…` or `wss://…` with a host.
+/// A URL that is not `ws://…`, `wss://…` or `tcp://…` with a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidUrl(pub String);
 
 impl fmt::Display for InvalidUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid WebSocket URL: {}", self.0)
+        write!(f, "invalid URL: {}", self.0)
     }
 }
 
 impl std::error::Error for InvalidUrl {}
 
 impl Target {
-    /// Parses `ws://host[:port][/path][?query]` (or `wss://`). No user info, no
-    /// fragment; the path must already be percent-encoded.
+    /// Parses `ws://host[:port][/path][?query]` (or `wss://`), or `tcp://host:port`
+    /// (no path: the raw TCP transport has no request). No user info, no fragment;
+    /// the path must already be percent-encoded.
     pub fn parse(url: &str) -> Result<Self, InvalidUrl> {
         let bad = |why: &str| InvalidUrl(format!("{url}: {why}"));
-        let (secure, rest) = if let Some(rest) = url.strip_prefix("ws://") {
-            (false, rest)
+        let (scheme, secure, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+            (Scheme::WebSocket, false, rest)
         } else if let Some(rest) = url.strip_prefix("wss://") {
-            (true, rest)
+            (Scheme::WebSocket, true, rest)
+        } else if let Some(rest) = url.strip_prefix("tcp://") {
+            (Scheme::Tcp, false, rest)
         } else {
-            return Err(bad("the scheme must be ws:// or wss://"));
+            return Err(bad("the scheme must be ws://, wss:// or tcp://"));
         };
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(split);
@@ -71,12 +86,20 @@ impl Target {
         if host.is_empty() {
             return Err(bad("no host"));
         }
+        let explicit_port = authority
+            .rsplit_once(']')
+            .map_or(authority, |(_, after)| after)
+            .contains(':');
+        if scheme == Scheme::Tcp && !(explicit_port && matches!(path, "" | "/")) {
+            return Err(bad("tcp:// takes a host and a port, and no path"));
+        }
         let path_and_query = match path {
             "" => "/".to_owned(),
             p if p.starts_with('?') => format!("/{p}"),
             p => p.to_owned(),
         };
         Ok(Self {
+            scheme,
             secure,
             host: host.to_owned(),
             port,
@@ -132,6 +155,8 @@ mod tests {
         let t = Target::parse("wss://127.0.0.1:9000").unwrap();
         assert_eq!((t.secure, t.port, t.path_and_query.as_str()), (true, 9000, "/"));
         assert_eq!(t.host_header(), "127.0.0.1:9000");
+        let t = Target::parse("tcp://127.0.0.1:9000").unwrap();
+        assert_eq!((t.scheme, t.port, t.secure), (Scheme::Tcp, 9000, false));
         let t = Target::parse("ws://[::1]:8080?x=1").unwrap();
         assert_eq!(
             (t.host.as_str(), t.port, t.path_and_query.as_str()),
@@ -146,6 +171,8 @@ mod tests {
             "ws://u@h/",
             "ws://h/#f",
             "ws://[::1/",
+            "tcp://host",
+            "tcp://host:9000/path",
         ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }

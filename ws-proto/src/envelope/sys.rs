@@ -45,6 +45,16 @@ pub const SESSION_END: &str = "sys.session.end";
 /// reconnect.
 pub const SESSION_ENDED: &str = "sys.session.ended";
 
+/// S→C: this node is stopping and hands its sessions over (no payload, outside the
+/// stream). The client stops sending application messages on this connection and
+/// answers with C→S `sys.handover` (no payload: "I send nothing more here"); the
+/// server then closes with 4116 and the client resumes at once, on whichever node its
+/// new connection lands. Every message the server no longer processes is answered
+/// with an [`ERROR`] 4116 carrying its `c` before that close, so each request is
+/// either answered or refused, and a refused one was not processed: the client sends
+/// it again after the resume.
+pub const HANDOVER: &str = "sys.handover";
+
 /// S→C: a request from the server to the client's application, in the session stream
 /// (payload: the application `event` and its `payload`; `c` is the server's request
 /// id). The client answers with [`REPLY`] or [`REPLY_ERROR`] carrying the same `c`.

@@ -10,12 +10,14 @@ mod frames;
 mod handshake;
 mod inflate;
 mod msgpack_envelope;
+mod prefixed;
 
 pub use envelope::envelope;
 pub use frames::frames;
 pub use handshake::{client_handshake_response, server_handshake};
 pub use inflate::inflate;
 pub use msgpack_envelope::msgpack_envelope;
+pub use prefixed::prefixed;
 
 #[cfg(test)]
 mod corpus {
@@ -39,6 +41,11 @@ mod corpus {
     #[test]
     fn msgpack_envelope_corpus() {
         replay("msgpack_envelope", super::msgpack_envelope);
+    }
+
+    #[test]
+    fn prefixed_corpus() {
+        replay("prefixed", super::prefixed);
     }
 
     #[test]

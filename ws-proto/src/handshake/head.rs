@@ -3,7 +3,9 @@
 //! A line feed not preceded by a carriage return is refused as soon as it arrives:
 //! heads ending lines with a bare LF are answered 400 at once rather than waiting for
 //! a CRLF CRLF that never comes (and parsers that disagree on bare LF are how request
-//! smuggling starts).
+//! smuggling starts). So is a control character other than CR, LF and HTAB, which no
+//! HTTP head holds (RFC 9110 §5.5): a peer speaking another protocol (binary, or
+//! tether's raw TCP preamble) is answered at once, not at the handshake timeout.
 //!
 //! Every byte received is examined exactly once, whatever the split of the input: the
 //! reader keeps how much of the terminator the buffered bytes already end with, so a
@@ -70,6 +72,11 @@ impl HeadReader {
             if byte == b'\n' && self.matched != 1 && self.matched != 3 {
                 return Err(HandshakeError::MalformedHttp {
                     reason: "bare LF line ending (lines must end with CRLF)",
+                });
+            }
+            if (byte < 0x20 && !matches!(byte, b'\r' | b'\n' | b'\t')) || byte == 0x7f {
+                return Err(HandshakeError::MalformedHttp {
+                    reason: "a control character in the head",
                 });
             }
             self.matched = next_state(self.matched, byte);
@@ -161,6 +168,20 @@ mod tests {
         assert_eq!(
             reader.feed(b"T").unwrap_err(),
             HandshakeError::HeadTooLarge { len: 8, max: 8 }
+        );
+    }
+
+    #[test]
+    fn a_control_character_is_refused_as_soon_as_it_arrives() {
+        for input in [&b"TETHER\x01"[..], b"GET /\x00", b"GET / HTTP/1.1\r\nX: a\x7f"] {
+            let mut reader = HeadReader::new(8192);
+            let err = reader.feed(input).unwrap_err();
+            assert!(matches!(err, HandshakeError::MalformedHttp { .. }), "{err:?}");
+        }
+        let mut tab = HeadReader::new(8192);
+        assert!(
+            tab.feed(b"GET / HTTP/1.1\r\nX:\ta\r\n\r\n").unwrap().is_some(),
+            "HTAB is allowed"
         );
     }
 

@@ -58,6 +58,8 @@ struct Pending {
     deadline: Instant,
     /// The session it was written on; `None` while it waits in the queue.
     sent_on: Option<String>,
+    /// The envelope, to send again if a stopping node refuses it (4116, not processed).
+    text: String,
 }
 
 #[derive(Debug)]
@@ -66,6 +68,8 @@ struct Queued {
     query: Option<QueryId>,
     /// An answer to a server request: written only on this session.
     for_session: Option<String>,
+    /// A query a stopping node refused: it goes out again first, in the order refused.
+    resend: bool,
 }
 
 /// The Sans-IO client engine of tether protocol v1.
@@ -249,6 +253,7 @@ impl ClientEngine {
             text,
             query: None,
             for_session: None,
+            resend: false,
         })
     }
 
@@ -288,6 +293,7 @@ impl ClientEngine {
             text,
             query: None,
             for_session: Some(request.session_id.clone()),
+            resend: false,
         })
     }
 
@@ -312,9 +318,10 @@ impl ClientEngine {
                 .with_correlation_id(&correlation_id),
         );
         self.submit(Queued {
-            text,
+            text: text.clone(),
             query: Some(id),
             for_session: None,
+            resend: false,
         })?;
         let deadline = now + timeout.unwrap_or(self.config.query_timeout);
         let sent_on = self.pending_sent_on(id);
@@ -324,6 +331,7 @@ impl ClientEngine {
                 correlation_id,
                 deadline,
                 sent_on,
+                text,
             },
         );
         self.query_deadlines.insert((deadline, id));
@@ -689,6 +697,23 @@ impl ClientEngine {
         }
     }
 
+    /// Queues query `id` to go out again: after the other refused ones, before
+    /// anything queued since.
+    fn resend(&mut self, id: QueryId) {
+        let Some(pending) = self.pending.get_mut(&id) else {
+            return;
+        };
+        pending.sent_on = None;
+        let item = Queued {
+            text: pending.text.clone(),
+            query: Some(id),
+            for_session: None,
+            resend: true,
+        };
+        let at = self.queue.iter().take_while(|q| q.resend).count();
+        self.queue.insert(at, item);
+    }
+
     fn fail_all(&mut self, error: QueryError) {
         let ids: Vec<QueryId> = self.pending.keys().copied().collect();
         for id in ids {
@@ -734,10 +759,27 @@ impl ClientEngine {
                 if error.code == ErrorCode::AUTH_FAILED.0 && !self.established {
                     self.fatal = Some(format!("authentication failed: {}", error.message));
                 }
+                // 4116 on a query: a stopping node did not take it; it goes out again
+                // after the resume instead of failing.
+                if error.code == ErrorCode::SESSION_MOVED.0 {
+                    if let Some(id) = self.query_for(c) {
+                        self.resend(id);
+                        return;
+                    }
+                }
                 match self.query_for(c) {
                     Some(id) => self.resolve(id, Err(QueryError::Server(error))),
                     None => self.actions.push_back(ClientAction::ServerError(error)),
                 }
+            }
+            // The node stops: what is sent from now on waits for the resume; tell it we
+            // send nothing more here, and it closes with 4116 once its answers and
+            // refusals are out (refused queries go again).
+            sys::HANDOVER if self.established => {
+                self.established = false;
+                self.ack_at = None;
+                let done = encode(OutgoingEnvelope::new(sys::HANDOVER));
+                self.actions.push_back(ClientAction::Transmit(done));
             }
             sys::SESSION_ENDED => {
                 let Ok(payload) = envelope.payload_as::<SessionEnded<'_>>() else {

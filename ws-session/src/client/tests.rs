@@ -890,3 +890,62 @@ fn close_4116_resumes_at_once_then_backs_off_as_usual() {
         }]
     );
 }
+
+#[test]
+fn a_handover_is_acknowledged_and_the_refused_queries_go_again_first_in_order() {
+    let mut h = Harness::new(ClientConfig::with_credential("secret"));
+    h.online("s1");
+    for _ in 0..3 {
+        h.client.query(h.now, "q", Payload::None, None).unwrap();
+    }
+    h.drain();
+    // The node answers the first and says it hands over: the client says it sends
+    // nothing more here.
+    h.recv(r#"{"v":"1.0","e":"a","c":"q1","s":1}"#);
+    let a = h.recv(r#"{"v":"1.0","e":"sys.handover"}"#);
+    assert_eq!(transmits(&a), [r#"{"v":"1.0","e":"sys.handover"}"#]);
+    // Sent after the notice: queued, not written on this connection.
+    h.client.query(h.now, "later", Payload::None, None).unwrap();
+    assert!(transmits(&h.drain()).is_empty());
+    // The node refuses the other two (as they arrived) before its close.
+    let refusal = |c: &str| {
+        format!(r#"{{"v":"1.0","e":"sys.error","c":"{c}","p":{{"code":4116,"message":"not processed"}}}}"#)
+    };
+    let a = h.recv(&refusal("q2"));
+    let b = h.recv(&refusal("q3"));
+    assert!(
+        !a.iter()
+            .chain(&b)
+            .any(|x| matches!(x, ClientAction::QueryResult { .. })),
+        "a refused query does not fail: {a:?} {b:?}"
+    );
+    h.client.handle_disconnected(
+        h.now,
+        Disconnect::closed(crate::ErrorCode::SESSION_MOVED.close_code(), "handed over"),
+    );
+    let a = h.drain();
+    assert_eq!(
+        states(&a),
+        vec![State::Reconnecting {
+            attempt: 1,
+            delay: Duration::ZERO
+        }]
+    );
+    h.advance(Duration::ZERO);
+    h.connected();
+    let a = h.recv(&restored("s1", "t2", 0));
+    let sent = transmits(&a);
+    let correlations: Vec<&str> = sent
+        .iter()
+        .filter_map(|t| t.split(r#""c":""#).nth(1).and_then(|r| r.split('"').next()))
+        .collect();
+    // The refused ones again, in their order, then what was queued since.
+    assert_eq!(correlations, ["q2", "q3", "q4"], "{sent:?}");
+    // Their answers resolve them.
+    let a = h.recv(r#"{"v":"1.0","e":"a","c":"q2","s":2}"#);
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, ClientAction::QueryResult { result: Ok(_), .. })),
+        "{a:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! (sequence numbers, replay buffers), broadcasts and control events.
 
 use super::*;
+use crate::outbound::msgpack_prefix_of;
 
 /// The parts of the engine a transmit touches, borrowed apart from the sessions and
 /// rooms so that a broadcast can walk a room while sending.
@@ -259,12 +260,83 @@ impl Engine {
     /// Hands a broadcast to the cross-node seam, when configured.
     pub(super) fn publish(&mut self, target: PublishTarget, except: Option<SessionId>, prefix: Bytes) {
         if self.config.publish_broadcasts {
-            self.actions.push_back(Action::Publish(Publication {
-                target,
-                except,
-                prefix,
-            }));
+            self.actions
+                .push_back(Action::Publish(Publication::new(target, except, prefix)));
         }
+    }
+
+    /// Sends `message` (volatile: no `s`) to the attached sessions `pick` chooses
+    /// among `room`'s members (or all), as one [`Action::TransmitMany`]; a connection
+    /// that cannot take it is marked slow and skipped. Returns the recipients.
+    pub(super) fn fan_out_volatile(
+        &mut self,
+        room: Option<&str>,
+        prefix: &Bytes,
+        mut pick: impl FnMut(SessionId, &UserId) -> bool,
+    ) -> usize {
+        let mut connections = Vec::new();
+        let mut consider = |sid: &SessionId, sessions: &IdMap<SessionId, Session>| {
+            let Some(session) = sessions.get(sid) else {
+                return;
+            };
+            if let Some(cid) = session.connection.filter(|_| pick(*sid, &session.user)) {
+                connections.push(cid);
+            }
+        };
+        match room {
+            Some(room) => {
+                if let Some(members) = self.rooms.members(room) {
+                    members.iter().for_each(|sid| consider(sid, &self.sessions));
+                }
+            }
+            None => self.sessions.keys().for_each(|sid| consider(sid, &self.sessions)),
+        }
+        // Encoded once per codec in use: one `TransmitMany` each.
+        let mut n = 0;
+        for codec in Codec::ALL {
+            let mut of_codec: Vec<ConnectionId> = connections
+                .iter()
+                .copied()
+                .filter(|cid| self.conns.get(cid).is_some_and(|c| c.codec == codec))
+                .collect();
+            if of_codec.is_empty() {
+                continue;
+            }
+            let prefix = match codec {
+                Codec::MsgPack => msgpack_prefix_of(prefix, false),
+                _ => prefix.clone(),
+            };
+            let message = OutboundMessage {
+                prefix,
+                seq: None,
+                codec,
+            };
+            let len = message.len();
+            of_codec.retain(|cid| {
+                let Some(conn) = self.conns.get_mut(cid) else {
+                    return false;
+                };
+                if conn.slow || conn.queued + len > self.config.max_outbound_bytes {
+                    if !conn.slow {
+                        conn.slow = true;
+                        self.slow.push(*cid);
+                    }
+                    return false;
+                }
+                conn.queued += len;
+                true
+            });
+            if !of_codec.is_empty() {
+                n += of_codec.len();
+                self.metrics.messages_out += of_codec.len() as u64;
+                self.metrics.bytes_out += (of_codec.len() * len) as u64;
+                self.actions.push_back(Action::TransmitMany {
+                    connections: of_codec,
+                    message,
+                });
+            }
+        }
+        n
     }
 
     /// Appends `entry` to `sid`'s journal, when sessions are shared.

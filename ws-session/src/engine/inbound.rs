@@ -163,6 +163,14 @@ impl Engine {
                 self.on_reconnect(now, cid, request, payload.token.map(std::borrow::Cow::into_owned));
             }
             sys::SESSION_END => self.on_session_end(now, cid, envelope),
+            // The client sends nothing more on this connection (it answers our
+            // `sys.handover`): close it now, with 4116, and it resumes elsewhere.
+            sys::HANDOVER => self.close_connection(
+                now,
+                cid,
+                ErrorCode::SESSION_MOVED.close_code(),
+                "handed over: resume elsewhere now",
+            ),
             sys::REPLY | sys::REPLY_ERROR => self.on_reply(cid, envelope),
             _ => self.send_error(
                 cid,

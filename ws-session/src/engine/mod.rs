@@ -342,6 +342,15 @@ impl Engine {
     /// Call with a broadcast another node published (from the cross-node backend): it
     /// is delivered to the local sessions it targets and never published again.
     pub fn handle_remote_publish(&mut self, now: Instant, publication: &Publication) {
+        if publication.volatile {
+            self.fan_out_volatile_to(
+                &publication.target,
+                publication.prefix.clone(),
+                publication.except,
+            );
+            self.finish(now);
+            return;
+        }
         match &publication.target {
             PublishTarget::All => {
                 self.fan_out_all(&publication.prefix, |sid, _| Some(sid) != publication.except);
@@ -551,86 +560,70 @@ impl Engine {
     /// Sends `envelope` once, outside the session streams (no `s`, not replayed), to the
     /// attached members of `room`, or to every attached session when `room` is `None`:
     /// for volatile messages (presence, typing) that are worthless after a reconnect.
-    /// One [`Action::TransmitMany`]. Returns the recipients.
+    /// One [`Action::TransmitMany`]; published to other nodes (as a volatile
+    /// [`Publication`]) when configured. Returns the local recipients.
     pub fn broadcast_volatile(
         &mut self,
         now: Instant,
         room: Option<&str>,
         envelope: &OutgoingEnvelope<'_>,
     ) -> usize {
-        self.broadcast_volatile_filter(now, room, envelope, |_, _| true)
+        let target = room.map_or(PublishTarget::All, |room| PublishTarget::Room(Arc::from(room)));
+        self.send_volatile(now, target, envelope, None)
+    }
+
+    /// Sends `envelope` outside the session streams to the attached sessions of
+    /// `target` but `except`, on this node and (published as a volatile
+    /// [`Publication`], when configured) on the others. Returns the local recipients.
+    pub fn send_volatile(
+        &mut self,
+        now: Instant,
+        target: PublishTarget,
+        envelope: &OutgoingEnvelope<'_>,
+        except: Option<SessionId>,
+    ) -> usize {
+        let prefix = self.encoder.prefix(envelope);
+        let n = self.fan_out_volatile_to(&target, prefix.clone(), except);
+        if self.config.publish_broadcasts {
+            self.actions
+                .push_back(Action::Publish(Publication::new_volatile(target, except, prefix)));
+        }
+        self.finish(now);
+        n
     }
 
     /// [`broadcast_volatile`](Self::broadcast_volatile) to the sessions of `room` (or
-    /// all) that `pick` chooses: to leave one out, or to reach one user's sessions.
+    /// all) that `pick` chooses, on this node only (a filter does not travel).
     pub fn broadcast_volatile_filter(
         &mut self,
         now: Instant,
         room: Option<&str>,
         envelope: &OutgoingEnvelope<'_>,
-        mut pick: impl FnMut(SessionId, &UserId) -> bool,
+        pick: impl FnMut(SessionId, &UserId) -> bool,
     ) -> usize {
-        let mut connections = Vec::new();
-        let mut consider = |sid: &SessionId, sessions: &IdMap<SessionId, Session>| {
-            let Some(session) = sessions.get(sid) else {
-                return;
-            };
-            if let Some(cid) = session.connection.filter(|_| pick(*sid, &session.user)) {
-                connections.push(cid);
-            }
-        };
-        match room {
-            Some(room) => {
-                if let Some(members) = self.rooms.members(room) {
-                    members.iter().for_each(|sid| consider(sid, &self.sessions));
-                }
-            }
-            None => self.sessions.keys().for_each(|sid| consider(sid, &self.sessions)),
-        }
-        // Encoded once per codec in use: one `TransmitMany` each.
-        let mut n = 0;
-        for codec in Codec::ALL {
-            let mut of_codec: Vec<ConnectionId> = connections
-                .iter()
-                .copied()
-                .filter(|cid| self.conns.get(cid).is_some_and(|c| c.codec == codec))
-                .collect();
-            if of_codec.is_empty() {
-                continue;
-            }
-            let prefix = self.encoder.control::<()>(codec, envelope, None);
-            let message = OutboundMessage {
-                prefix,
-                seq: None,
-                codec,
-            };
-            let len = message.len();
-            of_codec.retain(|cid| {
-                let Some(conn) = self.conns.get_mut(cid) else {
-                    return false;
-                };
-                if conn.slow || conn.queued + len > self.config.max_outbound_bytes {
-                    if !conn.slow {
-                        conn.slow = true;
-                        self.slow.push(*cid);
-                    }
-                    return false;
-                }
-                conn.queued += len;
-                true
-            });
-            if !of_codec.is_empty() {
-                n += of_codec.len();
-                self.metrics.messages_out += of_codec.len() as u64;
-                self.metrics.bytes_out += (of_codec.len() * len) as u64;
-                self.actions.push_back(Action::TransmitMany {
-                    connections: of_codec,
-                    message,
-                });
-            }
-        }
+        let prefix = self.encoder.prefix(envelope);
+        let n = self.fan_out_volatile(room, &prefix, pick);
         self.finish(now);
         n
+    }
+
+    /// The local part of a volatile send to `target`.
+    fn fan_out_volatile_to(
+        &mut self,
+        target: &PublishTarget,
+        prefix: Bytes,
+        except: Option<SessionId>,
+    ) -> usize {
+        let prefix = &prefix;
+        let keep = |sid: SessionId| Some(sid) != except;
+        match target {
+            PublishTarget::All => self.fan_out_volatile(None, prefix, |sid, _| keep(sid)),
+            PublishTarget::Room(room) => self.fan_out_volatile(Some(room), prefix, |sid, _| keep(sid)),
+            PublishTarget::User(user) => self.fan_out_volatile(None, prefix, |sid, u| u == user && keep(sid)),
+            PublishTarget::Session(session) => {
+                self.fan_out_volatile(None, prefix, |sid, _| sid == *session && keep(sid))
+            }
+        }
     }
 
     /// Adds `session` to `room`. Returns whether it was not a member yet. Refused over
@@ -728,6 +721,19 @@ impl Engine {
         record: Option<SessionRecord>,
     ) {
         self.on_session_loaded(now, connection, session, record);
+        self.finish(now);
+    }
+
+    /// Tells every attached client that this node hands its sessions over
+    /// (`sys.handover`): clients that know it stop sending, close with 4116 and resume
+    /// elsewhere at once. Call when a graceful stop with a session store begins, once
+    /// the messages this node took are answered (the driver refuses later ones with
+    /// 4116); close the connections that have not closed after a grace period.
+    pub fn begin_handover(&mut self, now: Instant) {
+        let attached: Vec<ConnectionId> = self.sessions.values().filter_map(|s| s.connection).collect();
+        for cid in attached {
+            self.send_system::<()>(cid, sys::HANDOVER, None, None);
+        }
         self.finish(now);
     }
 

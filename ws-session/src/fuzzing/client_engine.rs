@@ -104,9 +104,7 @@ pub fn client_engine(data: &[u8]) {
         config.auth_mode = AuthMode::Handshake;
     }
     config.queue_limit = 8;
-    // The fake clock's origin: the only way to make an `Instant`.
-    #[allow(clippy::disallowed_methods)]
-    let start = Instant::now();
+    let start = crate::sim::origin();
     let mut now = start;
     let mut client = ClientEngine::new(now, config, Counter(7));
     let mut model = Model::default();
