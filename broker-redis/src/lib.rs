@@ -34,9 +34,12 @@
 //! published again after the reconnect (twice, if Redis had taken it).
 //!
 //! Sends to a user or a session travel on one `{prefix}:direct` channel that every node
-//! subscribes to (the nodes that hold them deliver). Volatile sends and presence stay on
-//! their node. Sessions any node can resume: [`RedisSessionStore`] (a
-//! [`SessionStore`](ws_driver::SessionStore), see its module `store`).
+//! subscribes to (the nodes that hold them deliver). Volatile sends (presence
+//! announcements among them) travel as volatile publications, which a node delivers to
+//! who is connected and never journals. Sessions any node can resume:
+//! [`RedisSessionStore`] (a [`SessionStore`](ws_driver::SessionStore), see its module
+//! `store`). Room members and presence counted for the whole cluster:
+//! [`RedisMembership`] (a [`Membership`](ws_driver::Membership)).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
