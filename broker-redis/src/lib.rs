@@ -89,7 +89,8 @@ pub struct RedisConfig {
     /// beyond it the oldest are dropped and counted. Default: 1000.
     pub outage_buffer: usize,
     /// Room history: the least number of publications kept per room (a Redis stream,
-    /// `{prefix}:history:{room}`, trimmed with `MAXLEN ~`), so that a session that
+    /// `{prefix}:history:{room}`, trimmed back to this length when it reaches twice
+    /// it; the newest id trimmed is kept in `{prefix}:history:{room}:trimmed`), so that a session that
     /// moves to another node gets what its rooms published while nobody held it (see
     /// [`PubSub::room_history`]). `0` turns room history off. Default: 1000.
     pub history_len: usize,
@@ -178,24 +179,29 @@ struct Pending {
 }
 
 /// Adds to a room's history and publishes the entry, its id in front: one order per
-/// room, for every node. KEYS[1] the stream; ARGV channel, message, least length, ttl
-/// in ms.
+/// room, for every node. Past twice the length asked for, the oldest entries are trimmed
+/// down to it and the newest id trimmed is kept beside the stream, so that a reader
+/// knows exactly whether what it asks for is still there. KEYS: the stream, its trim
+/// mark; ARGV: channel, message, least length, time to live in ms.
 const PUBLISH_WITH_HISTORY: &str = r"
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
+local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+local keep = tonumber(ARGV[3])
+local len = redis.call('XLEN', KEYS[1])
+if len >= 2 * keep then
+  local cut = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - keep)
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', keep)
+  redis.call('SET', KEYS[2], cut[#cut][1])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
 return id
 ";
 
 /// A room's history after an offset, and the newest id trimmed from it (`0-0`: none),
-/// read together. KEYS[1] the stream; ARGV the offset, the most entries.
+/// read together. KEYS: the stream, its trim mark; ARGV: the offset, the most entries.
 const READ_HISTORY: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local trimmed = '0-0'
-for i = 1, #info, 2 do
-  if info[i] == 'max-deleted-entry-id' then trimmed = info[i + 1] end
-end
+local trimmed = redis.call('GET', KEYS[2]) or '0-0'
 return {trimmed, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
 ";
 
@@ -581,7 +587,11 @@ impl<R: Runtime> Task<R> {
     ) -> Result<Vec<Publication>, HistoryError> {
         let key = wire::history_key(&self.config.prefix, room);
         let mut invocation = self.read_script.prepare_invoke();
-        invocation.key(key).arg(after.to_string()).arg(HISTORY_READ_MAX);
+        invocation
+            .key(&key)
+            .key(wire::trim_key(&key))
+            .arg(after.to_string())
+            .arg(HISTORY_READ_MAX);
         let value: redis::Value = self
             .timed(invocation.invoke_async(&mut link.publisher))
             .await
@@ -649,10 +659,12 @@ impl<R: Runtime> Task<R> {
                 let message = wire::encode(pending.node, publication);
                 match &publication.target {
                     ws_session::PublishTarget::Room(room) if pending.history => {
+                        let key = wire::history_key(&self.config.prefix, room);
                         pipe.cmd("EVALSHA")
                             .arg(self.publish_script.get_hash())
-                            .arg(1)
-                            .arg(wire::history_key(&self.config.prefix, room))
+                            .arg(2)
+                            .arg(&key)
+                            .arg(wire::trim_key(&key))
                             .arg(channel)
                             .arg(message)
                             .arg(self.config.history_len)

@@ -49,6 +49,11 @@ pub(crate) fn history_key(prefix: &str, room: &str) -> String {
     format!("{prefix}:history:{room}")
 }
 
+/// Beside a room's history stream: the newest id trimmed from it.
+pub(crate) fn trim_key(history_key: &str) -> String {
+    format!("{history_key}:trimmed")
+}
+
 /// A stream entry id, `ms-seq`, as an offset.
 pub(crate) fn parse_offset(id: &str) -> Option<RoomOffset> {
     let (ms, seq) = id.split_once('-')?;

@@ -38,6 +38,10 @@ async fn main() {
     };
     let mut config = RedisConfig::new(&url).expect("a Redis URL");
     config.prefix = prefix;
+    // Tests that need a short room history set it here.
+    if let Ok(len) = std::env::var("REDIS_NODE_HISTORY_LEN") {
+        config.history_len = len.parse().expect("REDIS_NODE_HISTORY_LEN: a number");
+    }
     let broker = RedisPubSub::start(config.clone(), TokioRuntime);
     let mut app = tether_tests::suite::app().on("shout", |ctx: Context| async move {
         let text: String = ctx.payload()?;
@@ -55,6 +59,16 @@ async fn main() {
                 let n: u64 = ctx.payload()?;
                 ctx.session().send("tick", &n)?;
                 ctx.reply("tick.ok", &n)
+            })
+            .on("flood", |ctx: Context| async move {
+                // Many room messages from one request (a client may send only 50 a
+                // second): `said` texts m{from}.. to the room's others.
+                let (room, from, count): (String, u64, u64) = ctx.payload()?;
+                for i in from..from + count {
+                    let said = serde_json::json!({ "user": ctx.user_id().as_str(), "text": format!("m{i}") });
+                    ctx.to_room_others(&room, "said", &said)?;
+                }
+                ctx.reply("flood.ok", &count)
             })
             .on("stream", |ctx: Context| async move {
                 let (count, every): (u64, u64) = ctx.payload()?;
