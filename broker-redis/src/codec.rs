@@ -14,9 +14,11 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ws_session::{JournalEntry, SessionRecord, TokenVerifier, UserId};
+use ws_session::{JournalEntry, RoomOffset, SessionRecord, TokenVerifier, UserId};
 
 const VERSION: u8 = 1;
+/// Snapshots: 2 adds the rooms' history positions after `attached`; 1 is still read.
+const RECORD_VERSION: u8 = 2;
 
 const CREATED: u8 = 1;
 const TOKEN: u8 = 2;
@@ -28,6 +30,7 @@ const TRIMMED: u8 = 7;
 const ATTACHED: u8 = 8;
 const SUSPENDED: u8 = 9;
 const ENDED: u8 = 10;
+const ROOM_POSITION: u8 = 11;
 
 /// Bytes this version cannot read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +91,12 @@ pub(crate) fn encode_chunk(entries: &[JournalEntry]) -> Result<Vec<u8>, UnknownE
             JournalEntry::Attached => out.put_u8(ATTACHED),
             JournalEntry::Suspended => out.put_u8(SUSPENDED),
             JournalEntry::Ended => out.put_u8(ENDED),
+            JournalEntry::RoomPosition { room, offset } => {
+                out.put_u8(ROOM_POSITION);
+                put_str(&mut out, room.as_bytes());
+                out.put_u64(offset.0);
+                out.put_u64(offset.1);
+            }
             other => return Err(UnknownEntry(format!("{other:?}"))),
         }
     }
@@ -120,6 +129,10 @@ pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<Vec<JournalEntry>, Malformed>
             ATTACHED => JournalEntry::Attached,
             SUSPENDED => JournalEntry::Suspended,
             ENDED => JournalEntry::Ended,
+            ROOM_POSITION => JournalEntry::RoomPosition {
+                room: Arc::from(r.string()?),
+                offset: RoomOffset(r.u64()?, r.u64()?),
+            },
             _ => return Err(Malformed),
         });
     }
@@ -129,7 +142,7 @@ pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<Vec<JournalEntry>, Malformed>
 /// The snapshot of `record`.
 pub(crate) fn encode_record(record: &SessionRecord) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(128 + record.replay_bytes() + 12 * record.replay.len());
-    out.put_u8(VERSION);
+    out.put_u8(RECORD_VERSION);
     put_str(&mut out, record.user.as_str().as_bytes());
     out.put_u8(u8::from(record.anonymous));
     out.put_slice(&record.token.0);
@@ -146,12 +159,22 @@ pub(crate) fn encode_record(record: &SessionRecord) -> Vec<u8> {
         put_str(&mut out, prefix);
     }
     out.put_u8(u8::from(record.attached));
+    out.put_u32(len(record.room_offsets.len()));
+    for (room, offset) in &record.room_offsets {
+        put_str(&mut out, room.as_bytes());
+        out.put_u64(offset.0);
+        out.put_u64(offset.1);
+    }
     out.to_vec()
 }
 
 /// The record of a snapshot.
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<SessionRecord, Malformed> {
-    let mut r = Reader::new(bytes)?;
+    let (version, rest) = bytes.split_first().ok_or(Malformed)?;
+    if !(*version == 1 || *version == RECORD_VERSION) {
+        return Err(Malformed);
+    }
+    let mut r = Reader { rest };
     let user = UserId::new(r.string()?);
     let anonymous = r.bool()?;
     let token = r.verifier()?;
@@ -173,6 +196,12 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<SessionRecord, Malformed> {
         record.replay.push_back((seq, Bytes::copy_from_slice(r.bytes()?)));
     }
     record.attached = r.bool()?;
+    if *version == RECORD_VERSION {
+        for _ in 0..r.u32()? {
+            let room = Arc::from(r.string()?);
+            record.room_offsets.push((room, RoomOffset(r.u64()?, r.u64()?)));
+        }
+    }
     if !r.is_empty() {
         return Err(Malformed);
     }
@@ -286,6 +315,10 @@ mod tests {
             },
             JournalEntry::Joined("lobby".into()),
             JournalEntry::Joined("r2".into()),
+            JournalEntry::RoomPosition {
+                room: "r2".into(),
+                offset: RoomOffset(1_733_270_400_123, 4),
+            },
             JournalEntry::Left("lobby".into()),
             JournalEntry::Message {
                 seq: 1,
@@ -345,7 +378,7 @@ mod tests {
         }
         for bytes in [&chunk, &record] {
             let mut other = bytes.to_vec();
-            other[0] = 2;
+            other[0] = 3;
             assert_eq!(decode_chunk(&other), Err(Malformed));
             assert_eq!(decode_record(&other), Err(Malformed));
         }

@@ -23,8 +23,8 @@
 //! runs on tokio when the broker's task runs inside a tokio runtime, on smol's reactor
 //! (which async-std shares) otherwise.
 //!
-//! **Outages.** When Redis is unreachable the node keeps serving its own clients (local
-//! delivery does not go through Redis), reconnects with backoff, resubscribes to its
+//! **Outages.** When Redis is unreachable the node keeps serving its own clients (room
+//! publications reach its own members at once then, without history), reconnects with backoff, resubscribes to its
 //! rooms, and reports the state ([`RedisPubSub::status`], `tracing` events). Publications
 //! made meanwhile wait in a bounded buffer ([`RedisConfig::outage_buffer`], oldest
 //! dropped first) and are published once Redis is back, to the nodes subscribed then;
@@ -32,6 +32,12 @@
 //! Pub/sub itself does not store: a node that was disconnected misses what others
 //! published meanwhile. A `PUBLISH` whose connection broke before Redis answered is
 //! published again after the reconnect (twice, if Redis had taken it).
+//!
+//! **Room history** ([`RedisConfig::history_len`], on by default): a room publication is
+//! added to the room's stream `{prefix}:history:{room}` and published, its entry id in
+//! front, by one script; every node (the publisher too) delivers it from Redis, in the
+//! room's one order, and a node that takes a session over reads the room's stream after
+//! the session's position ([`PubSub::history`]). See docs/PROTOCOL.md, "Room history".
 //!
 //! Sends to a user or a session travel on one `{prefix}:direct` channel that every node
 //! subscribes to (the nodes that hold them deliver). Volatile sends (presence
@@ -56,12 +62,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures_channel::mpsc;
+use futures_channel::{mpsc, oneshot};
 use futures_util::future::FutureExt;
 use futures_util::StreamExt;
-use ws_driver::adapter::Runtime;
-use ws_driver::PubSub;
-use ws_session::Publication;
+use ws_driver::adapter::{BoxFuture, Runtime};
+use ws_driver::{HistoryError, PubSub};
+use ws_session::{Publication, RoomOffset};
 
 /// How to reach Redis and how to behave when it is not there.
 #[derive(Debug, Clone)]
@@ -82,6 +88,15 @@ pub struct RedisConfig {
     /// Most publications kept while Redis is unreachable, published when it is back;
     /// beyond it the oldest are dropped and counted. Default: 1000.
     pub outage_buffer: usize,
+    /// Room history: the least number of publications kept per room (a Redis stream,
+    /// `{prefix}:history:{room}`, trimmed with `MAXLEN ~`), so that a session that
+    /// moves to another node gets what its rooms published while nobody held it (see
+    /// [`PubSub::room_history`]). `0` turns room history off. Default: 1000.
+    pub history_len: usize,
+    /// How long a room's history lives after its last publication. Keep it above the
+    /// sessions' resume window: a position older than the history is read as "nothing
+    /// was published since". Default: 10 minutes.
+    pub history_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -91,6 +106,10 @@ impl RedisConfig {
     pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
     /// Default outage buffer: 1000 publications.
     pub const DEFAULT_OUTAGE_BUFFER: usize = 1000;
+    /// Default room history: 1000 publications per room.
+    pub const DEFAULT_HISTORY_LEN: usize = 1000;
+    /// Default life of a room's history after its last publication: 10 minutes.
+    pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(600);
 
     /// The defaults for the Redis at `url`; fails if the URL cannot be used.
     pub fn new(url: &str) -> Result<Self, redis::RedisError> {
@@ -100,6 +119,8 @@ impl RedisConfig {
             command_timeout: Self::DEFAULT_COMMAND_TIMEOUT,
             reconnect_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
             outage_buffer: Self::DEFAULT_OUTAGE_BUFFER,
+            history_len: Self::DEFAULT_HISTORY_LEN,
+            history_ttl: Self::DEFAULT_HISTORY_TTL,
         })
     }
 }
@@ -131,6 +152,7 @@ pub struct BrokerStatus {
 pub struct RedisPubSub {
     ops: mpsc::UnboundedSender<Op>,
     status: Arc<Mutex<BrokerStatus>>,
+    history: bool,
 }
 
 enum Op {
@@ -138,7 +160,51 @@ enum Op {
     Publish(u64, Publication),
     Occupied(u64, String),
     Vacated(u64, String),
+    History(
+        u64,
+        String,
+        RoomOffset,
+        oneshot::Sender<Result<Vec<Publication>, HistoryError>>,
+    ),
 }
+
+/// A publication waiting for Redis.
+struct Pending {
+    node: u64,
+    publication: Publication,
+    /// Goes into the room's history, and reaches the local nodes from Redis (else it
+    /// was delivered to them already).
+    history: bool,
+}
+
+/// Adds to a room's history and publishes the entry, its id in front: one order per
+/// room, for every node. KEYS[1] the stream; ARGV channel, message, least length, ttl
+/// in ms.
+const PUBLISH_WITH_HISTORY: &str = r"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
+return id
+";
+
+/// A room's history after an offset, and the newest id trimmed from it (`0-0`: none),
+/// read together. KEYS[1] the stream; ARGV the offset, the most entries.
+const READ_HISTORY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local trimmed = '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'max-deleted-entry-id' then trimmed = info[i + 1] end
+end
+return {trimmed, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
+";
+
+/// A stream entry as `XRANGE` gives it: its id, its fields and values.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// Most entries one history read returns; more means the room published too much
+/// for the session to catch up (read as trimmed).
+const HISTORY_READ_MAX: usize = 100_000;
 
 impl RedisPubSub {
     /// Starts the broker's task on `runtime`; it connects at once (and again whenever
@@ -146,7 +212,11 @@ impl RedisPubSub {
     pub fn start<R: Runtime>(config: RedisConfig, runtime: R) -> Self {
         let (ops, rx) = mpsc::unbounded();
         let status = Arc::new(Mutex::new(BrokerStatus::default()));
+        let history = config.history_len > 0;
         let task = Task {
+            publish_script: redis::Script::new(PUBLISH_WITH_HISTORY),
+            read_script: redis::Script::new(READ_HISTORY),
+            connected: false,
             config,
             runtime: runtime.clone(),
             status: status.clone(),
@@ -155,7 +225,7 @@ impl RedisPubSub {
             buffer: VecDeque::new(),
         };
         runtime.spawn(task.run(rx));
-        Self { ops, status }
+        Self { ops, status, history }
     }
 
     /// What the broker has done so far.
@@ -187,6 +257,24 @@ impl PubSub for RedisPubSub {
     fn room_vacated(&self, node: u64, room: &str) {
         self.send(Op::Vacated(node, room.to_owned()));
     }
+
+    fn room_history(&self) -> bool {
+        self.history
+    }
+
+    fn history(
+        &self,
+        node: u64,
+        room: &str,
+        after: RoomOffset,
+    ) -> BoxFuture<Result<Vec<Publication>, HistoryError>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::History(node, room.to_owned(), after, tx));
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(HistoryError::Unavailable("Redis unreachable".to_owned())))
+        })
+    }
 }
 
 /// A local node: its id, where its deliveries go, its rooms.
@@ -209,7 +297,11 @@ struct Task<R> {
     rooms: HashMap<String, usize>,
     /// Publications not yet accepted by Redis, oldest first: made while it was away,
     /// or whose `PUBLISH` failed.
-    buffer: VecDeque<(u64, Publication)>,
+    buffer: VecDeque<Pending>,
+    publish_script: redis::Script,
+    read_script: redis::Script,
+    /// Whether the link is up (room publications then reach local nodes from Redis).
+    connected: bool,
 }
 
 /// The two connections while Redis is up.
@@ -231,6 +323,13 @@ enum Command {
     Publish,
     Subscribe(String),
     Unsubscribe(String),
+    /// Read a room's history, subscribed first when `subscribe`.
+    History {
+        subscribe: bool,
+        room: String,
+        after: RoomOffset,
+        reply: oneshot::Sender<Result<Vec<Publication>, HistoryError>>,
+    },
 }
 
 impl<R: Runtime> Task<R> {
@@ -259,6 +358,7 @@ impl<R: Runtime> Task<R> {
                 }
             };
             backoff = self.config.reconnect_backoff.0;
+            self.connected = true;
             let connects = {
                 let mut status = self.lock();
                 status.connected = true;
@@ -280,6 +380,8 @@ impl<R: Runtime> Task<R> {
                 Err(err) => {
                     self.note_error(&err);
                     self.lock().connected = false;
+                    self.connected = false;
+                    self.deliver_held_locally();
                     tracing::warn!(%err, "lost the connection to Redis; local delivery goes on, reconnecting");
                 }
             }
@@ -311,6 +413,26 @@ impl<R: Runtime> Task<R> {
                     for op in batch {
                         match self.apply(op) {
                             Command::None | Command::Publish => {}
+                            Command::History {
+                                subscribe,
+                                room,
+                                after,
+                                reply,
+                            } => {
+                                self.flush(link).await?;
+                                if subscribe {
+                                    self.resubscribe(link, Command::Subscribe(room.clone())).await?;
+                                }
+                                let read = self.read_history(link, &room, after).await;
+                                let broken = matches!(read, Err(HistoryError::Unavailable(_)));
+                                let _ = reply.send(read);
+                                if broken {
+                                    return Err(redis::RedisError::from((
+                                        redis::ErrorKind::Io,
+                                        "a room history read failed",
+                                    )));
+                                }
+                            }
                             command => {
                                 // Publications before a subscription change go first.
                                 self.flush(link).await?;
@@ -334,7 +456,7 @@ impl<R: Runtime> Task<R> {
     /// Opens both connections and subscribes to what the local nodes need.
     async fn connect(&mut self) -> redis::RedisResult<Link> {
         let client = self.config.client.clone();
-        let publisher = self.timed(client.get_multiplexed_async_connection()).await?;
+        let mut publisher = self.timed(client.get_multiplexed_async_connection()).await?;
         let (mut subscriber, messages) = self.timed(client.get_async_pubsub()).await?.split();
         let mut channels = vec![
             wire::all_channel(&self.config.prefix),
@@ -346,6 +468,11 @@ impl<R: Runtime> Task<R> {
                 .map(|room| wire::room_channel(&self.config.prefix, room)),
         );
         self.timed(subscriber.subscribe(&channels)).await?;
+        let mut load = redis::pipe();
+        for script in [&self.publish_script, &self.read_script] {
+            load.load_script(script).ignore();
+        }
+        self.timed(load.query_async::<()>(&mut publisher)).await?;
         Ok(Link {
             publisher,
             subscriber,
@@ -368,33 +495,37 @@ impl<R: Runtime> Task<R> {
                 Command::None
             }
             Op::Publish(node, publication) => {
-                // Other nodes in this process get it without a round trip (and
-                // `deliver` leaves out its echo from Redis).
-                self.deliver_local(node, &publication);
+                let history = self.config.history_len > 0
+                    && !publication.volatile
+                    && matches!(publication.target, ws_session::PublishTarget::Room(_));
+                if history && !self.connected {
+                    // Redis is away: this node's members get it now, without history.
+                    self.deliver_local(None, &publication);
+                } else if !history {
+                    // Other nodes in this process get it without a round trip (and
+                    // `deliver` leaves out its echo from Redis).
+                    self.deliver_local(Some(node), &publication);
+                }
                 if wire::channel(&self.config.prefix, &publication.target).is_none() {
                     return Command::None;
                 }
-                self.keep(node, publication);
+                let history = history && self.connected;
+                self.keep(node, publication, history);
                 Command::Publish
             }
             Op::Occupied(node, room) => {
-                let Some(n) = self.nodes.iter_mut().find(|n| n.id == node) else {
-                    return Command::None;
-                };
-                if !n.rooms.insert(room.clone()) {
-                    return Command::None;
-                }
-                let count = self.rooms.entry(room.clone()).or_default();
-                *count += 1;
-                let first = *count == 1;
-                let rooms = self.rooms.len();
-                self.lock().rooms = rooms;
-                if first {
+                if self.occupy(node, &room) {
                     Command::Subscribe(room)
                 } else {
                     Command::None
                 }
             }
+            Op::History(node, room, after, reply) => Command::History {
+                subscribe: self.occupy(node, &room),
+                room,
+                after,
+                reply,
+            },
             Op::Vacated(node, room) => {
                 let Some(n) = self.nodes.iter_mut().find(|n| n.id == node) else {
                     return Command::None;
@@ -423,6 +554,73 @@ impl<R: Runtime> Task<R> {
         }
     }
 
+    /// Counts `room` as occupied by local node `node`; whether it is the first (then
+    /// the channel must be subscribed).
+    fn occupy(&mut self, node: u64, room: &str) -> bool {
+        let Some(n) = self.nodes.iter_mut().find(|n| n.id == node) else {
+            return false;
+        };
+        if !n.rooms.insert(room.to_owned()) {
+            return false;
+        }
+        let count = self.rooms.entry(room.to_owned()).or_default();
+        *count += 1;
+        let first = *count == 1;
+        let rooms = self.rooms.len();
+        self.lock().rooms = rooms;
+        first
+    }
+
+    /// What `room` published after `after`, with the check that nothing after it was
+    /// trimmed.
+    async fn read_history(
+        &self,
+        link: &mut Link,
+        room: &str,
+        after: RoomOffset,
+    ) -> Result<Vec<Publication>, HistoryError> {
+        let key = wire::history_key(&self.config.prefix, room);
+        let mut invocation = self.read_script.prepare_invoke();
+        invocation.key(key).arg(after.to_string()).arg(HISTORY_READ_MAX);
+        let value: redis::Value = self
+            .timed(invocation.invoke_async(&mut link.publisher))
+            .await
+            .map_err(|err| HistoryError::Unavailable(err.to_string()))?;
+        let malformed = || HistoryError::Unavailable("a history reply this version cannot read".to_owned());
+        let redis::Value::Array(parts) = value else {
+            return Err(malformed());
+        };
+        let [trimmed, entries] = parts.as_slice() else {
+            // No stream: nothing was published for the history's life.
+            return if parts.is_empty() {
+                Ok(Vec::new())
+            } else {
+                Err(malformed())
+            };
+        };
+        let trimmed: String = redis::from_redis_value_ref(trimmed).map_err(|_| malformed())?;
+        if wire::parse_offset(&trimmed).is_some_and(|t| t > after) {
+            return Err(HistoryError::Trimmed { after });
+        }
+        let entries: Vec<StreamEntry> = redis::from_redis_value_ref(entries).map_err(|_| malformed())?;
+        if entries.len() >= HISTORY_READ_MAX {
+            return Err(HistoryError::Trimmed { after });
+        }
+        let channel = wire::room_channel(&self.config.prefix, room);
+        let mut out = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            let offset = wire::parse_offset(&id).ok_or_else(malformed)?;
+            let Some((_, message)) = fields.iter().find(|(f, _)| f == "m") else {
+                continue;
+            };
+            // A message this version cannot read is skipped, as on the channel.
+            if let Some((_, publication)) = wire::decode(&self.config.prefix, &channel, message) {
+                out.push(publication.at(offset));
+            }
+        }
+        Ok(out)
+    }
+
     async fn resubscribe(&mut self, link: &mut Link, command: Command) -> redis::RedisResult<()> {
         match command {
             Command::Subscribe(room) => {
@@ -433,7 +631,7 @@ impl<R: Runtime> Task<R> {
                 let channel = wire::room_channel(&self.config.prefix, &room);
                 self.timed(link.subscriber.unsubscribe(channel)).await
             }
-            Command::None | Command::Publish => Ok(()),
+            Command::None | Command::Publish | Command::History { .. } => Ok(()),
         }
     }
 
@@ -443,12 +641,27 @@ impl<R: Runtime> Task<R> {
         while !self.buffer.is_empty() {
             let n = self.buffer.len().min(BATCH);
             let mut pipe = redis::pipe();
-            for (node, publication) in self.buffer.iter().take(n) {
-                if let Some(channel) = wire::channel(&self.config.prefix, &publication.target) {
-                    pipe.cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(wire::encode(*node, publication))
-                        .ignore();
+            for pending in self.buffer.iter().take(n) {
+                let publication = &pending.publication;
+                let Some(channel) = wire::channel(&self.config.prefix, &publication.target) else {
+                    continue;
+                };
+                let message = wire::encode(pending.node, publication);
+                match &publication.target {
+                    ws_session::PublishTarget::Room(room) if pending.history => {
+                        pipe.cmd("EVALSHA")
+                            .arg(self.publish_script.get_hash())
+                            .arg(1)
+                            .arg(wire::history_key(&self.config.prefix, room))
+                            .arg(channel)
+                            .arg(message)
+                            .arg(self.config.history_len)
+                            .arg(self.config.history_ttl.as_millis() as u64)
+                            .ignore();
+                    }
+                    _ => {
+                        pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+                    }
                 }
             }
             self.timed(pipe.query_async::<()>(&mut link.publisher)).await?;
@@ -462,7 +675,7 @@ impl<R: Runtime> Task<R> {
     }
 
     /// Keeps a publication until Redis accepts it, within the outage buffer.
-    fn keep(&mut self, node: u64, publication: Publication) {
+    fn keep(&mut self, node: u64, publication: Publication, history: bool) {
         let mut dropped = 0;
         if self.config.outage_buffer == 0 {
             dropped = 1;
@@ -471,7 +684,11 @@ impl<R: Runtime> Task<R> {
                 self.buffer.pop_front();
                 dropped = 1;
             }
-            self.buffer.push_back((node, publication));
+            self.buffer.push_back(Pending {
+                node,
+                publication,
+                history,
+            });
         }
         if dropped > 0 {
             tracing::warn!(
@@ -499,17 +716,36 @@ impl<R: Runtime> Task<R> {
             );
             return;
         };
-        if self.nodes.iter().any(|n| n.id == node) {
-            return;
+        // With history every node, the publisher too, takes a room's publications
+        // from Redis, in the room's one order.
+        let ours = self.nodes.iter().any(|n| n.id == node);
+        if publication.offset.is_some() {
+            self.deliver_local(None, &publication);
+        } else if !ours {
+            self.deliver_local(Some(node), &publication);
         }
-        self.deliver_local(node, &publication);
-        self.lock().received += 1;
+        if !ours {
+            self.lock().received += 1;
+        }
     }
 
-    /// Hands `publication` from `node` to the other local nodes that want it.
-    fn deliver_local(&mut self, from: u64, publication: &Publication) {
+    /// The link broke: room publications held for history reach this process's nodes
+    /// now, and go to Redis later as plain publications (a `PUBLISH` whose answer was
+    /// lost may have been taken: those are published again, as always).
+    fn deliver_held_locally(&mut self) {
+        let mut held = std::mem::take(&mut self.buffer);
+        for pending in held.iter_mut().filter(|p| p.history) {
+            self.deliver_local(None, &pending.publication);
+            pending.history = false;
+        }
+        self.buffer = held;
+    }
+
+    /// Hands `publication` to the local nodes that want it, but `from` (its publisher,
+    /// which had it at once).
+    fn deliver_local(&mut self, from: Option<u64>, publication: &Publication) {
         self.nodes.retain(|n| {
-            let wanted = n.id != from
+            let wanted = Some(n.id) != from
                 && match &publication.target {
                     ws_session::PublishTarget::Room(room) => n.rooms.contains(&**room),
                     _ => true,

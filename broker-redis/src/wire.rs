@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ws_session::{Publication, PublishTarget, SessionId, UserId};
+use ws_session::{Publication, PublishTarget, RoomOffset, SessionId, UserId};
 
 const VERSION: u8 = 1;
 const VERSION_VOLATILE: u8 = 2;
@@ -41,6 +41,29 @@ pub(crate) fn direct_channel(prefix: &str) -> String {
 
 pub(crate) fn room_channel(prefix: &str, room: &str) -> String {
     format!("{prefix}:room:{room}")
+}
+
+/// The stream that keeps a room's history: each entry is one publication's message
+/// (field `m`), its id the publication's offset.
+pub(crate) fn history_key(prefix: &str, room: &str) -> String {
+    format!("{prefix}:history:{room}")
+}
+
+/// A stream entry id, `ms-seq`, as an offset.
+pub(crate) fn parse_offset(id: &str) -> Option<RoomOffset> {
+    let (ms, seq) = id.split_once('-')?;
+    Some(RoomOffset(ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// A message on a room channel published with history: `{offset} ` then the
+/// message. Returns the offset and the message; `None` for a message without one.
+pub(crate) fn split_offset(message: &[u8]) -> Option<(RoomOffset, &[u8])> {
+    if !message.first()?.is_ascii_digit() {
+        return None;
+    }
+    let space = message.iter().position(|b| *b == b' ')?;
+    let offset = parse_offset(std::str::from_utf8(&message[..space]).ok()?)?;
+    Some((offset, &message[space + 1..]))
 }
 
 /// The message for `publication` from `node`.
@@ -79,8 +102,18 @@ pub(crate) fn encode(node: u64, publication: &Publication) -> Vec<u8> {
 }
 
 /// A message read back: the publishing node and the publication, or `None` for a
-/// message this version cannot read (another version, or not ours).
+/// message this version cannot read (another version, or not ours). A room message
+/// published with history carries its offset in front (see [`split_offset`]).
 pub(crate) fn decode(prefix: &str, channel: &str, message: &[u8]) -> Option<(u64, Publication)> {
+    match split_offset(message) {
+        Some((offset, message)) if channel.starts_with(&room_channel(prefix, "")) => {
+            decode_plain(prefix, channel, message).map(|(node, p)| (node, p.at(offset)))
+        }
+        _ => decode_plain(prefix, channel, message),
+    }
+}
+
+fn decode_plain(prefix: &str, channel: &str, message: &[u8]) -> Option<(u64, Publication)> {
     let direct = channel == direct_channel(prefix);
     let mut target = if direct || channel == all_channel(prefix) {
         PublishTarget::All
@@ -153,6 +186,22 @@ mod tests {
                 assert_eq!(decode("t", &channel, &message), Some((42, publication)));
             }
         }
+    }
+
+    #[test]
+    fn a_room_message_with_history_carries_its_offset() {
+        let room = Publication::new(
+            PublishTarget::Room(Arc::from("r")),
+            None,
+            Bytes::from_static(b"{}"),
+        );
+        let mut message = b"1733270400123-7 ".to_vec();
+        message.extend(encode(5, &room));
+        let (node, got) = decode("t", "t:room:r", &message).unwrap();
+        assert_eq!((node, got.offset), (5, Some(RoomOffset(1_733_270_400_123, 7))));
+        assert_eq!(got.prefix, room.prefix);
+        assert_eq!(parse_offset("12-x"), None);
+        assert_eq!(split_offset(b"12-3"), None, "no space: not an offset");
     }
 
     #[test]

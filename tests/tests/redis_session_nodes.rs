@@ -686,3 +686,86 @@ async fn a_redis_outage_with_persistence_keeps_every_session() {
 async fn a_redis_outage_without_persistence_loses_the_sessions_it_held_visibly() {
     a_redis_outage(false).await;
 }
+
+/// The texts of the `said` room messages seen, in arrival order.
+fn said(c: &Tracked) -> Vec<String> {
+    c.seen
+        .iter()
+        .filter(|(e, _, _)| e == "said")
+        .map(|(_, _, p)| p["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until `c` has seen `n` `said` room messages.
+async fn wait_for_said(c: &mut Tracked, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        c.take();
+        if said(c).len() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} room messages: {:?}",
+            said(c).len(),
+            said(c)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Room history: a session whose node was SIGKILLed gets, on another node, the room
+/// messages published while nobody held it — and the new node had no member of the
+/// room before (the window between the claim and its subscription). Without room
+/// history those messages never entered its stream.
+#[tokio::test]
+async fn room_messages_published_while_nobody_holds_a_session_reach_it_on_resume() {
+    let redis = RedisServer::start();
+    let mut nodes = start_nodes(&redis, 3).await;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let mut watcher = Tracked::start("watcher", &addrs, 0).await;
+    let talker = Tracked::start("talker", &addrs, 1).await;
+    for c in [&watcher, &talker] {
+        let joined = c.client.query("join", &"h", Some(WAIT)).await.unwrap();
+        assert_eq!(&*joined.event, "joined");
+    }
+    let say = |i: usize| {
+        let client = talker.client.clone();
+        async move {
+            let ok = client
+                .query("say", &("h", format!("m{i}")), Some(WAIT))
+                .await
+                .unwrap();
+            assert_eq!(&*ok.event, "said.ok");
+        }
+    };
+    for i in 0..5 {
+        say(i).await;
+    }
+    wait_for_said(&mut watcher, 5).await;
+    // The watcher's next connection goes to node 2, which has no member of the room.
+    watcher.balancer.hold(true);
+    watcher.balancer.set(0, None);
+    watcher.balancer.set(1, None);
+    watcher.balancer.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nodes[0].kill();
+    // Nobody holds the watcher's session while these are published.
+    for i in 5..15 {
+        say(i).await;
+    }
+    watcher.balancer.hold(false);
+    watcher.restored(1).await;
+    assert!(watcher.refused.is_empty(), "refused: {:?}", watcher.refused);
+    for i in 15..20 {
+        say(i).await;
+    }
+    wait_for_said(&mut watcher, 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    watcher.take();
+    let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(said(&watcher), expected, "every room message once, in order");
+    let seqs: Vec<u64> = watcher.seen.iter().map(|m| m.1).collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "s increasing: {seqs:?}");
+    assert_eq!(watcher.balancer.landed(), [0, 2]);
+}

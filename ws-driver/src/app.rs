@@ -215,8 +215,12 @@ impl App {
         self.authenticator(crate::auth::FnAuthenticator::new(f))
     }
 
-    /// Fans room and global broadcasts out to other nodes through `pubsub`.
+    /// Fans room and global broadcasts out to other nodes through `pubsub`. A backend
+    /// that keeps room history ([`PubSub::room_history`]) also orders each room's
+    /// publications for every node and lets a session that moves get what its rooms
+    /// published meanwhile (see [`EngineConfig::room_history`]).
     pub fn pubsub(mut self, pubsub: impl PubSub) -> Self {
+        self.config.room_history = pubsub.room_history();
         self.pubsub = Some(Arc::new(pubsub));
         self.config.publish_broadcasts = true;
         self
@@ -298,10 +302,15 @@ impl App {
     /// rate limits, frame and message sizes in `config.envelope`). Default:
     /// [`EngineConfig::default`].
     pub fn config(mut self, config: EngineConfig) -> Self {
-        let (publish, shared) = (self.config.publish_broadcasts, self.config.shared_sessions);
+        let (publish, shared, history) = (
+            self.config.publish_broadcasts,
+            self.config.shared_sessions,
+            self.config.room_history,
+        );
         self.config = config;
         self.config.publish_broadcasts |= publish;
         self.config.shared_sessions |= shared;
+        self.config.room_history |= history;
         self
     }
 

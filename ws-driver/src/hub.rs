@@ -25,8 +25,8 @@ use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::{
     Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, ErrorCode, InboundEvent, JournalEntry,
-    Metrics, OutboundMessage, Publication, PublishTarget, RequestId, SessionEvent, SessionId, SessionRecord,
-    UserId,
+    Metrics, OutboundMessage, Publication, PublishTarget, RequestId, RoomOffset, SessionEvent, SessionId,
+    SessionRecord, UserId,
 };
 
 use crate::app::{App, ConnectionEvent, Hook};
@@ -36,6 +36,7 @@ use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
 use crate::membership::{MemberChange, MemberTable, MemberUpdate, Membership, MembershipError};
 use crate::presence::{self, Member, Pending, Presence, Tracker};
+use crate::pubsub::PubSub;
 use crate::reach::{Audience, SessionView};
 use crate::request::RequestError;
 use crate::runtime::Runtime;
@@ -154,11 +155,18 @@ pub(crate) enum Command {
         result: Result<Identity, String>,
     },
     Remote(Publication),
-    /// The store's answer to a `LoadSession` (`None`: none, failed or timed out).
+    /// A session load will read the history of `rooms` (room history): keep their
+    /// publications that arrive from now until the load is answered.
+    CatchUp(Vec<Arc<str>>),
+    /// The store's answer to a `LoadSession` (`None`: none, failed or timed out), and
+    /// with room history what the record's rooms published after its positions
+    /// (`None`: it could not be read in full), read after `catch_up` began.
     Loaded {
         connection: ConnectionId,
         session: SessionId,
         record: Option<SessionRecord>,
+        history: Option<Vec<Publication>>,
+        catch_up: Vec<Arc<str>>,
     },
     /// Another node took the session: let it go.
     Release(SessionId),
@@ -229,6 +237,10 @@ impl Hub {
         let node = rand::RngCore::next_u64(&mut rng);
         let engine = Engine::new(app.config, rng).expect("invalid EngineConfig");
         let mut publisher = None;
+        let history = app
+            .pubsub
+            .clone()
+            .filter(|_| engine.config().room_history && engine.config().shared_sessions);
         if let Some(pubsub) = app.pubsub {
             let mut remote = pubsub.subscribe(node);
             let commands = command_tx.clone();
@@ -360,6 +372,10 @@ impl Hub {
             middleware: app.middleware.into(),
             authenticator: app.authenticator,
             publisher,
+            history: history.map(|pubsub| HistoryLink {
+                pubsub,
+                rooms: HashMap::new(),
+            }),
             session_hooks: app.hooks.session.into(),
             connection_hooks: app.hooks.connection.into(),
             shutdown: None,
@@ -769,6 +785,14 @@ fn session_of(event: &SessionEvent) -> Option<SessionId> {
     }
 }
 
+/// The backend's room history, for sessions that move here.
+struct HistoryLink {
+    pubsub: Arc<dyn PubSub>,
+    /// Rooms whose history loads are reading: how many, and the publications
+    /// received since the first began.
+    rooms: HashMap<Arc<str>, (usize, Vec<Publication>)>,
+}
+
 struct HubTask<R: Runtime> {
     runtime: R,
     engine: Engine,
@@ -794,6 +818,8 @@ struct HubTask<R: Runtime> {
     /// The queue of the task that calls [`PubSub::publish`](crate::PubSub::publish),
     /// when there is a backend.
     publisher: Option<mpsc::UnboundedSender<ToBroker>>,
+    /// The backend's room history, when it keeps one and sessions are shared.
+    history: Option<HistoryLink>,
     session_hooks: Arc<[Hook<SessionEvent>]>,
     connection_hooks: Arc<[Hook<ConnectionEvent>]>,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
@@ -1133,14 +1159,56 @@ impl<R: Runtime> HubTask<R> {
                     tracing::warn!(%err, "authentication answer the engine did not ask for");
                 }
             }
-            Command::Remote(publication) => self.engine.handle_remote_publish(now, &publication),
+            Command::Remote(publication) => {
+                if let (Some(history), PublishTarget::Room(room), Some(_)) =
+                    (&mut self.history, &publication.target, publication.offset)
+                {
+                    if let Some((_, kept)) = history.rooms.get_mut(room) {
+                        kept.push(publication.clone());
+                    }
+                }
+                self.engine.handle_remote_publish(now, &publication)
+            }
+            Command::CatchUp(rooms) => {
+                if let Some(history) = &mut self.history {
+                    for room in rooms {
+                        history.rooms.entry(room).or_default().0 += 1;
+                    }
+                }
+            }
             Command::Loaded {
                 connection,
                 session,
                 record,
-            } => self
-                .engine
-                .handle_session_loaded(now, connection, session, record),
+                mut history,
+                catch_up,
+            } => {
+                // What arrived while the history was read joins it (the engine keeps
+                // each publication once, after the session's position).
+                if let Some(link) = &mut self.history {
+                    for room in &catch_up {
+                        let Some((loads, kept)) = link.rooms.get_mut(room) else {
+                            continue;
+                        };
+                        if let Some(history) = &mut history {
+                            history.extend(kept.iter().cloned());
+                        }
+                        *loads -= 1;
+                        if *loads == 0 {
+                            link.rooms.remove(room);
+                        }
+                    }
+                }
+                self.engine
+                    .handle_session_loaded(now, connection, session, record, history);
+                // The read subscribed this node to the rooms; a refused resume left
+                // nobody there.
+                for room in catch_up {
+                    if self.engine.room_len(&room) == 0 {
+                        self.to_broker(ToBroker::Vacated(room));
+                    }
+                }
+            }
             Command::Release(session) => {
                 self.engine.release_session(now, session);
             }
@@ -1298,7 +1366,8 @@ impl<R: Runtime> HubTask<R> {
     }
 
     /// Asks the store for a session a resume wants, off the hub, bounded by the
-    /// timeout; the answer (or `None`) comes back as a command.
+    /// timeout; with room history, then reads what the record's rooms published after
+    /// its positions. The answer (or `None`) comes back as a command.
     fn load_session(
         &mut self,
         connection: ConnectionId,
@@ -1311,10 +1380,13 @@ impl<R: Runtime> HubTask<R> {
                 connection,
                 session,
                 record: None,
+                history: Some(Vec::new()),
+                catch_up: Vec::new(),
             });
             return;
         };
         let (link, node, timeout) = (store.store.clone(), store.node, store.timeout);
+        let pubsub = self.history.as_ref().map(|h| h.pubsub.clone());
         let runtime = self.runtime.clone();
         self.runtime.spawn(async move {
             let record = match with_timeout(&runtime, timeout, link.load(node, session, token)).await {
@@ -1328,10 +1400,41 @@ impl<R: Runtime> HubTask<R> {
                     None
                 }
             };
+            let positions: Vec<(Arc<str>, RoomOffset)> = match (&pubsub, &record) {
+                (Some(_), Some(record)) => record.room_offsets.clone(),
+                _ => Vec::new(),
+            };
+            let catch_up: Vec<Arc<str>> = positions.iter().map(|(room, _)| room.clone()).collect();
+            let mut history = Some(Vec::new());
+            if let (Some(pubsub), false) = (pubsub, positions.is_empty()) {
+                // The hub keeps what arrives from here on, so that a publication that
+                // lands between the read and the answer is not lost.
+                handle.command(Command::CatchUp(catch_up.clone()));
+                for (room, after) in positions {
+                    let read = with_timeout(&runtime, timeout, pubsub.history(node, &room, after)).await;
+                    match read {
+                        Some(Ok(publications)) => {
+                            if let Some(history) = &mut history {
+                                history.extend(publications);
+                            }
+                        }
+                        Some(Err(err)) => {
+                            tracing::error!(%err, %session, %room, "room history unreadable; the resume is refused as a gap");
+                            history = None;
+                        }
+                        None => {
+                            tracing::error!(%session, %room, "room history read timed out; the resume is refused as a gap");
+                            history = None;
+                        }
+                    }
+                }
+            }
             handle.command(Command::Loaded {
                 connection,
                 session,
                 record,
+                history,
+                catch_up,
             });
         });
     }

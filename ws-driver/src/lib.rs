@@ -68,7 +68,7 @@ pub use membership::{
     RoomMember,
 };
 pub use presence::{transition, Count, Member, Presence, PresenceChange, PresenceDiff, PresenceState};
-pub use pubsub::{InMemoryPubSub, PubSub};
+pub use pubsub::{HistoryError, InMemoryPubSub, PubSub};
 pub use pump::{ConnectionOptions, Wire};
 pub use raw::WebSocket;
 pub use reach::{Audience, Emit, SessionView};

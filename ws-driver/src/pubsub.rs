@@ -1,10 +1,12 @@
 //! The seam for fan-out across server nodes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_channel::mpsc;
-use ws_session::{Publication, PublishTarget};
+use ws_session::{Publication, PublishTarget, RoomOffset};
+
+use crate::handler::BoxFuture;
 
 /// Carries room and global broadcasts, and sends to a user or to a session this node
 /// does not hold, between nodes. Each node publishes what its engine hands it
@@ -41,7 +43,58 @@ pub trait PubSub: Send + Sync + 'static {
     fn room_vacated(&self, node: u64, room: &str) {
         let _ = (node, room);
     }
+
+    /// Whether this backend keeps each room's history: then it gives every room
+    /// publication (not volatile) an offset ([`Publication::offset`]), delivers it in
+    /// that order to every node with members in the room — **the publishing node
+    /// included**, which does not deliver room broadcasts to its own members at once —
+    /// and answers [`history`](Self::history). Asked once, by
+    /// [`App::pubsub`](crate::App::pubsub). The default: `false`.
+    fn room_history(&self) -> bool {
+        false
+    }
+
+    /// The publications of `room` after `after`, oldest first, for a session node
+    /// `node` takes over. Node `node` receives the room's publications from before the
+    /// read on (as after [`room_occupied`](Self::room_occupied), which it implies), so
+    /// that nothing published after the read is missed. An error when the history
+    /// cannot be read, or no longer reaches back to `after`. The default (no history):
+    /// nothing.
+    fn history(
+        &self,
+        node: u64,
+        room: &str,
+        after: RoomOffset,
+    ) -> BoxFuture<Result<Vec<Publication>, HistoryError>> {
+        let _ = (node, room, after);
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
+
+/// Why a room's history could not be read ([`PubSub::history`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HistoryError {
+    /// The history no longer reaches back to the offset asked for: publications after
+    /// it were dropped (the backend keeps a bounded number per room).
+    Trimmed {
+        /// The offset asked for.
+        after: RoomOffset,
+    },
+    /// The backend could not answer (unreachable, timed out, refused).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for HistoryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Trimmed { after } => write!(f, "room history trimmed past {after}"),
+            Self::Unavailable(why) => write!(f, "room history unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for HistoryError {}
 
 /// A node on the bus: its id, where its publications go, the rooms it has members in.
 struct Node {
@@ -50,10 +103,20 @@ struct Node {
     rooms: HashSet<Arc<str>>,
 }
 
-/// A bus inside one process, with per-room delivery like a broker's.
+/// A bus inside one process, with per-room delivery like a broker's, and, when made
+/// with [`with_room_history`](Self::with_room_history), room history like a broker's.
 #[derive(Clone, Default)]
 pub struct InMemoryPubSub {
     nodes: Arc<Mutex<Vec<Node>>>,
+    history: Option<Arc<Mutex<History>>>,
+}
+
+/// The rooms' recent publications, each room numbered from 1.
+#[derive(Default)]
+struct History {
+    max_len: usize,
+    rooms: HashMap<Arc<str>, VecDeque<Publication>>,
+    next: HashMap<Arc<str>, u64>,
 }
 
 impl InMemoryPubSub {
@@ -62,11 +125,43 @@ impl InMemoryPubSub {
         Self::default()
     }
 
+    /// An empty bus that keeps the last `max_len` publications of each room
+    /// ([`PubSub::room_history`]).
+    pub fn with_room_history(max_len: usize) -> Self {
+        Self {
+            nodes: Arc::default(),
+            history: Some(Arc::new(Mutex::new(History {
+                max_len: max_len.max(1),
+                ..History::default()
+            }))),
+        }
+    }
+
     fn with_node(&self, node: u64, f: impl FnOnce(&mut Node)) {
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = nodes.iter_mut().find(|n| n.id == node) {
             f(entry);
         }
+    }
+
+    /// Numbers a room publication and keeps it, when this bus keeps history.
+    fn record(&self, publication: Publication) -> Publication {
+        let (Some(history), PublishTarget::Room(room), false) =
+            (&self.history, &publication.target, publication.volatile)
+        else {
+            return publication;
+        };
+        let mut history = history.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = history.next.entry(room.clone()).or_insert(1);
+        let publication = publication.clone().at(RoomOffset(0, *next));
+        *next += 1;
+        let max_len = history.max_len;
+        let kept = history.rooms.entry(room.clone()).or_default();
+        if kept.len() == max_len {
+            kept.pop_front();
+        }
+        kept.push_back(publication.clone());
+        publication
     }
 }
 
@@ -83,6 +178,9 @@ impl PubSub for InMemoryPubSub {
     }
 
     fn publish(&self, node: u64, publication: Publication) {
+        let publication = self.record(publication);
+        // A room publication with an offset goes to its publisher's members too.
+        let echo = publication.offset.is_some();
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         // Nodes that went away are dropped from the bus as they are found.
         nodes.retain(|n| {
@@ -92,7 +190,7 @@ impl PubSub for InMemoryPubSub {
                 // Users and sessions: every node, each delivers to those it holds.
                 _ => true,
             };
-            n.id == node || !wanted || n.tx.unbounded_send(publication.clone()).is_ok()
+            (n.id == node && !echo) || !wanted || n.tx.unbounded_send(publication.clone()).is_ok()
         });
     }
 
@@ -107,6 +205,37 @@ impl PubSub for InMemoryPubSub {
             n.rooms.remove(room);
         });
     }
+
+    fn room_history(&self) -> bool {
+        self.history.is_some()
+    }
+
+    fn history(
+        &self,
+        node: u64,
+        room: &str,
+        after: RoomOffset,
+    ) -> BoxFuture<Result<Vec<Publication>, HistoryError>> {
+        self.room_occupied(node, room);
+        let result = match &self.history {
+            None => Ok(Vec::new()),
+            Some(history) => {
+                let history = history.lock().unwrap_or_else(PoisonError::into_inner);
+                let kept = history.rooms.get(room);
+                match kept.and_then(|k| k.front()).and_then(|p| p.offset) {
+                    // Numbered from 1 without holes: `after + 1` must still be there.
+                    Some(first) if first.1 > after.1 + 1 => Err(HistoryError::Trimmed { after }),
+                    _ => Ok(kept
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| p.offset.is_some_and(|o| o > after))
+                        .cloned()
+                        .collect()),
+                }
+            }
+        };
+        Box::pin(async move { result })
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +248,46 @@ mod tests {
             None,
             bytes::Bytes::from_static(b"{}"),
         )
+    }
+
+    /// With room history every node with members gets a room publication with its
+    /// offset, its publisher too; the history answers after an offset, and says when it
+    /// no longer reaches back that far.
+    #[test]
+    fn room_history_orders_echoes_and_answers_after_an_offset() {
+        let bus = InMemoryPubSub::with_room_history(3);
+        assert!(bus.room_history());
+        let (mut one, mut two) = (bus.subscribe(1), bus.subscribe(2));
+        bus.room_occupied(1, "r");
+        bus.room_occupied(2, "r");
+        for _ in 0..4 {
+            bus.publish(1, room("r"));
+        }
+        for rx in [&mut one, &mut two] {
+            let offsets: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|p| p.offset.unwrap().1)
+                .collect();
+            assert_eq!(offsets, [1, 2, 3, 4], "the publisher gets its own, in order");
+        }
+        let read =
+            |after| futures_util::FutureExt::now_or_never(bus.history(2, "r", RoomOffset(0, after))).unwrap();
+        let after_2: Vec<u64> = read(2).unwrap().iter().map(|p| p.offset.unwrap().1).collect();
+        assert_eq!(after_2, [3, 4]);
+        assert_eq!(read(1).unwrap().len(), 3, "2, 3, 4 are kept");
+        assert_eq!(
+            read(0),
+            Err(HistoryError::Trimmed {
+                after: RoomOffset(0, 0)
+            }),
+            "1 was dropped"
+        );
+        // Volatile publications and other targets stay outside the history.
+        bus.publish(
+            1,
+            Publication::new_volatile(PublishTarget::Room(Arc::from("r")), None, bytes::Bytes::new()),
+        );
+        assert_eq!(two.try_recv().unwrap().offset, None);
+        assert!(one.try_recv().is_err(), "no echo of a volatile one");
     }
 
     /// A node gets a room's publications only while it has members there; broadcasts

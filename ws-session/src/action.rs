@@ -246,6 +246,23 @@ pub struct Publication {
     /// arrives, without `s`, never replayed (presence, typing). A backend may drop a
     /// volatile publication it cannot carry; it must not drop a stream one.
     pub volatile: bool,
+    /// Its place in the room's history, when a backend that keeps room history
+    /// ([`EngineConfig::room_history`](crate::EngineConfig::room_history)) delivers a
+    /// room publication: every node receives the room's publications in this order,
+    /// and a session that moves resumes the room after the last offset it has.
+    pub offset: Option<RoomOffset>,
+}
+
+/// A position in a room's history, assigned by the backend that keeps it (Redis: the
+/// stream entry id, `ms-seq`). Offsets of one room grow in the order its publications
+/// are delivered; offsets of different rooms are not comparable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RoomOffset(pub u64, pub u64);
+
+impl std::fmt::Display for RoomOffset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
 }
 
 impl Publication {
@@ -257,6 +274,15 @@ impl Publication {
             except,
             prefix,
             volatile: false,
+            offset: None,
+        }
+    }
+
+    /// This publication at `offset` of its room's history.
+    pub fn at(self, offset: RoomOffset) -> Self {
+        Self {
+            offset: Some(offset),
+            ..self
         }
     }
 

@@ -495,7 +495,9 @@ impl Cluster {
                 Action::Journal { .. } => {}
                 Action::LoadSession {
                     connection, session, ..
-                } => self.server.handle_session_loaded(now, connection, session, None),
+                } => self
+                    .server
+                    .handle_session_loaded(now, connection, session, None, Some(Vec::new())),
             }
         }
         progressed

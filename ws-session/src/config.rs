@@ -58,6 +58,18 @@ pub struct EngineConfig {
     /// Emit [`Action::Publish`](crate::Action::Publish) for every broadcast, for a
     /// cross-node backend to forward. Default: `false`.
     pub publish_broadcasts: bool,
+    /// Room broadcasts are ordered and kept by the backend (with
+    /// `publish_broadcasts`): a room broadcast is not delivered to this node's members
+    /// at once, the backend hands it back ([`Engine::handle_remote_publish`]) with its
+    /// [`RoomOffset`](crate::RoomOffset), to every node in the same order; each session
+    /// remembers the offset it has per room (journaled as
+    /// [`JournalEntry::RoomPosition`](crate::JournalEntry::RoomPosition)), skips what
+    /// it already has, and a node that takes a session over replays the room's history
+    /// after it ([`Engine::handle_session_loaded`]). Default: `false`.
+    ///
+    /// [`Engine::handle_remote_publish`]: crate::Engine::handle_remote_publish
+    /// [`Engine::handle_session_loaded`]: crate::Engine::handle_session_loaded
+    pub room_history: bool,
     /// How many expired session ids the engine remembers, so that a late resume is
     /// refused as "expired" rather than "unknown". Default: 4096.
     pub expired_memory: usize,
@@ -169,6 +181,7 @@ impl Default for EngineConfig {
             allow_anonymous: false,
             allowed_origins: None,
             publish_broadcasts: false,
+            room_history: false,
             expired_memory: Self::DEFAULT_EXPIRED_MEMORY,
             max_pending_requests: Self::DEFAULT_MAX_PENDING_REQUESTS,
             shared_sessions: false,

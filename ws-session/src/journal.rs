@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::token::TokenVerifier;
-use crate::{SessionId, UserId};
+use crate::{RoomOffset, SessionId, UserId};
 
 /// One change of a session, in the order the engine made them. The resume token
 /// appears only as its [`TokenVerifier`].
@@ -47,6 +47,15 @@ pub enum JournalEntry {
     Joined(Arc<str>),
     /// The session left a room.
     Left(Arc<str>),
+    /// The session has every message of `room` up to `offset` of the room's history
+    /// (with [`EngineConfig::room_history`](crate::EngineConfig::room_history)): a
+    /// node that takes the session over reads the room's history after it.
+    RoomPosition {
+        /// The room.
+        room: Arc<str>,
+        /// The offset of the last of its publications handled for the session.
+        offset: RoomOffset,
+    },
     /// A message of the session stream: its `s` and its encoded envelope up to `s`
     /// (the frame is `prefix` followed by `,"s":N}`; see
     /// [`OutboundMessage`](crate::OutboundMessage)).
@@ -90,6 +99,10 @@ pub struct SessionRecord {
     pub next_seq: u64,
     /// The rooms it is in, in the order joined.
     pub rooms: Vec<Arc<str>>,
+    /// For rooms with history: the offset up to which the session has the room's
+    /// messages ([`JournalEntry::RoomPosition`]). A room without one has no known
+    /// position (nothing of it was delivered since the join).
+    pub room_offsets: Vec<(Arc<str>, RoomOffset)>,
     /// The unacknowledged messages, `(s, prefix)`, consecutive and in order.
     pub replay: VecDeque<(u64, Bytes)>,
     /// Whether a connection carries it (else it is suspended).
@@ -116,6 +129,7 @@ impl SessionRecord {
                 confirmed: true,
                 next_seq: 1,
                 rooms: Vec::new(),
+                room_offsets: Vec::new(),
                 replay: VecDeque::new(),
                 attached: true,
                 ended: false,
@@ -155,9 +169,23 @@ impl SessionRecord {
             JournalEntry::Joined(room) => {
                 if !self.rooms.iter().any(|r| r == room) {
                     self.rooms.push(room.clone());
+                    // A fresh membership: a position from an earlier one does not hold.
+                    self.room_offsets.retain(|(r, _)| r != room);
                 }
             }
-            JournalEntry::Left(room) => self.rooms.retain(|r| r != room),
+            JournalEntry::Left(room) => {
+                self.rooms.retain(|r| r != room);
+                self.room_offsets.retain(|(r, _)| r != room);
+            }
+            JournalEntry::RoomPosition { room, offset } => {
+                if !self.rooms.iter().any(|r| r == room) {
+                    return;
+                }
+                match self.room_offsets.iter_mut().find(|(r, _)| r == room) {
+                    Some((_, at)) => *at = (*at).max(*offset),
+                    None => self.room_offsets.push((room.clone(), *offset)),
+                }
+            }
             JournalEntry::Message { seq, prefix } => {
                 if *seq != self.next_seq {
                     self.replay.clear();
@@ -182,6 +210,14 @@ impl SessionRecord {
     pub fn admits(&self, presented: &TokenVerifier) -> bool {
         !self.ended
             && TokenVerifier::check(presented, &self.token, self.previous.as_ref(), self.confirmed).is_ok()
+    }
+
+    /// The offset up to which the session has `room`'s history, if known.
+    pub fn room_offset(&self, room: &str) -> Option<RoomOffset> {
+        self.room_offsets
+            .iter()
+            .find(|(r, _)| &**r == room)
+            .map(|(_, o)| *o)
     }
 
     /// Bytes of encoded messages held (prefixes), for a store's accounting.

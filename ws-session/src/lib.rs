@@ -139,7 +139,9 @@ pub mod sim;
 mod timer;
 mod token;
 
-pub use action::{Action, AuthRequest, CloseReason, InboundEvent, Publication, PublishTarget, SessionEvent};
+pub use action::{
+    Action, AuthRequest, CloseReason, InboundEvent, Publication, PublishTarget, RoomOffset, SessionEvent,
+};
 pub use config::EngineConfig;
 pub use connection::ConnectionInfo;
 pub use engine::Engine;

@@ -53,6 +53,10 @@ pub struct Metrics {
     /// ([`Engine::handle_session_loaded`](crate::Engine::handle_session_loaded)) that
     /// then resumed.
     pub sessions_loaded: u64,
+    /// Room messages a session that moved here got from the room's history (published
+    /// while nobody held it, or while it moved), with
+    /// [`EngineConfig::room_history`](crate::EngineConfig::room_history).
+    pub history_replayed: u64,
     /// Sessions let go because another node took them
     /// ([`Engine::release_session`](crate::Engine::release_session)).
     pub sessions_moved: u64,

@@ -384,7 +384,7 @@ impl Nodes {
         };
         if let Some(node) = self.nodes[load.node].as_mut() {
             node.engine
-                .handle_session_loaded(now, load.connection, load.session, record);
+                .handle_session_loaded(now, load.connection, load.session, record, Some(Vec::new()));
         }
     }
 

@@ -7,7 +7,10 @@ use std::time::Instant;
 
 use crate::id::IdMap;
 use crate::replay::ReplayBuffer;
-use crate::{ConnectionId, ResumeToken, SessionId, TokenVerifier, UserId};
+use crate::{ConnectionId, ResumeToken, RoomOffset, SessionId, TokenVerifier, UserId};
+
+/// Per room, the offset up to which a session has the room's history.
+pub(crate) type RoomPositions = Vec<(Arc<str>, RoomOffset)>;
 
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -32,6 +35,10 @@ pub(crate) struct Session {
     pub(crate) next_seq: u64,
     pub(crate) replay: ReplayBuffer,
     pub(crate) rooms: Vec<Arc<str>>,
+    /// With room history: per room, the offset of the last publication handled for
+    /// it (delivered, or published before it joined). Boxed, and `None` without room
+    /// history, so that it costs a session one word.
+    pub(crate) room_offsets: Option<Box<RoomPositions>>,
     /// When suspended: the end of the resume window.
     pub(crate) expires_at: Option<Instant>,
     pub(crate) timer_at: Option<Instant>,
@@ -43,6 +50,31 @@ pub(crate) struct Session {
 impl Session {
     pub(crate) fn last_sent(&self) -> u64 {
         self.next_seq - 1
+    }
+
+    /// The offset up to which the session has `room`'s history.
+    pub(crate) fn room_offset(&self, room: &str) -> Option<RoomOffset> {
+        self.room_offsets
+            .as_ref()?
+            .iter()
+            .find(|(r, _)| &**r == room)
+            .map(|(_, o)| *o)
+    }
+
+    /// Records that the session has `room`'s history up to `offset`.
+    pub(crate) fn set_room_offset(&mut self, room: &Arc<str>, offset: RoomOffset) {
+        let offsets = self.room_offsets.get_or_insert_with(Box::default);
+        match offsets.iter_mut().find(|(r, _)| r == room) {
+            Some((_, at)) => *at = (*at).max(offset),
+            None => offsets.push((room.clone(), offset)),
+        }
+    }
+
+    /// Forgets the session's position in `room` (it left).
+    pub(crate) fn forget_room_offset(&mut self, room: &str) {
+        if let Some(offsets) = &mut self.room_offsets {
+            offsets.retain(|(r, _)| &**r != room);
+        }
     }
 }
 

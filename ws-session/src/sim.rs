@@ -562,7 +562,7 @@ impl Sim {
                     connection, session, ..
                 } => self
                     .engine
-                    .handle_session_loaded(self.now, connection, session, None),
+                    .handle_session_loaded(self.now, connection, session, None, Some(Vec::new())),
             }
         }
     }

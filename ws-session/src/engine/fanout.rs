@@ -220,21 +220,56 @@ impl Engine {
 
     /// Delivers `prefix` to the members of `room` but `except`, as one broadcast
     /// action per codec in use.
-    pub(super) fn fan_out_room(&mut self, room: &str, prefix: &Bytes, except: Option<SessionId>) -> usize {
+    pub(super) fn fan_out_room(
+        &mut self,
+        room: &str,
+        prefix: &Bytes,
+        except: Option<SessionId>,
+        offset: Option<RoomOffset>,
+    ) -> usize {
         let mut batch = self.batch();
         let slot = self.slab.insert(prefix.clone());
         let (mut out, sessions, rooms) = self.outbox();
         let mut n = 0;
+        let mut name: Option<Option<Arc<str>>> = None;
         if let Some(members) = rooms.members(room) {
             for sid in members {
+                let Some(session) = sessions.get_mut(sid) else {
+                    continue;
+                };
+                if let Some(offset) = offset {
+                    // Room history: skip what the session already has (replayed from
+                    // the history when it moved here), and remember where it is —
+                    // also for the sender left out, whose position moves on too.
+                    if session.room_offset(room).is_some_and(|at| at >= offset) {
+                        continue;
+                    }
+                    let Some(name) = name.get_or_insert_with(|| rooms.name(room)) else {
+                        continue;
+                    };
+                    session.set_room_offset(name, offset);
+                    if Some(*sid) != except {
+                        out.deliver(*sid, session, slot, Some(&mut batch));
+                        n += 1;
+                    }
+                    out.journal(
+                        *sid,
+                        JournalEntry::RoomPosition {
+                            room: name.clone(),
+                            offset,
+                        },
+                    );
+                    continue;
+                }
                 if Some(*sid) == except {
                     continue;
                 }
-                if let Some(session) = sessions.get_mut(sid) {
-                    out.deliver(*sid, session, slot, Some(&mut batch));
-                    n += 1;
-                }
+                out.deliver(*sid, session, slot, Some(&mut batch));
+                n += 1;
             }
+        }
+        if let Some(offset) = offset {
+            self.rooms.advance(room, offset);
         }
         self.emit_batch(slot, batch);
         self.slab.release(slot);

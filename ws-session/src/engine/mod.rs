@@ -36,7 +36,8 @@ use crate::timer::{TimerKey, Timers};
 use crate::{
     Action, ApiError, AuthId, AuthRequest, CloseReason, ConfigError, ConnectionId, ConnectionInfo,
     EngineConfig, ErrorCode, InboundEvent, Metrics, NotRecoverable, OutboundMessage, Publication,
-    PublishTarget, RequestFailure, RequestId, ResumeToken, SessionEvent, SessionId, TokenVerifier, UserId,
+    PublishTarget, RequestFailure, RequestId, ResumeToken, RoomOffset, SessionEvent, SessionId,
+    TokenVerifier, UserId,
 };
 use lifecycle::Ending;
 
@@ -356,7 +357,7 @@ impl Engine {
                 self.fan_out_all(&publication.prefix, |sid, _| Some(sid) != publication.except);
             }
             PublishTarget::Room(room) => {
-                self.fan_out_room(room, &publication.prefix, publication.except);
+                self.fan_out_room(room, &publication.prefix, publication.except, publication.offset);
             }
             PublishTarget::User(user) => {
                 self.fan_out_all(&publication.prefix, |sid, u| {
@@ -549,7 +550,15 @@ impl Engine {
         except: Option<SessionId>,
     ) -> usize {
         let prefix = self.encoder.prefix(envelope);
-        let n = self.fan_out_room(room, &prefix, except);
+        let n = if self.config.publish_broadcasts && self.config.room_history {
+            // The backend orders it among the room's publications and hands it back to
+            // this node too, with its offset: members here get it then.
+            self.rooms
+                .members(room)
+                .map_or(0, |m| m.iter().filter(|sid| Some(**sid) != except).count())
+        } else {
+            self.fan_out_room(room, &prefix, except, None)
+        };
         if self.config.publish_broadcasts {
             self.publish(PublishTarget::Room(Arc::from(room)), except, prefix);
         }
@@ -654,7 +663,16 @@ impl Engine {
         if occupied && self.config.publish_broadcasts {
             self.actions.push_back(Action::RoomOccupied(name.clone()));
         }
-        self.journal(session, JournalEntry::Joined(name));
+        // What the room published before the join is not the session's: it starts
+        // after the last offset handled here (none known: from the first that comes).
+        let cursor = self.rooms.cursor(&name);
+        if let Some(offset) = cursor {
+            s.set_room_offset(&name, offset);
+        }
+        self.journal(session, JournalEntry::Joined(name.clone()));
+        if let Some(offset) = cursor {
+            self.journal(session, JournalEntry::RoomPosition { room: name, offset });
+        }
         Ok(true)
     }
 
@@ -668,6 +686,7 @@ impl Engine {
             return Ok(false);
         };
         let name = s.rooms.swap_remove(at);
+        s.forget_room_offset(&name);
         self.journal(session, JournalEntry::Left(name));
         Ok(self.leave_room_of(room, session))
     }
@@ -713,14 +732,25 @@ impl Engine {
     /// 4106, then a new session) and the rebuilt session is dropped without a trace.
     /// Answers for a connection that is gone or no longer waits for `session` are
     /// ignored.
+    ///
+    /// `history` (with [`EngineConfig::room_history`]): the publications of the
+    /// record's rooms after the offsets in
+    /// [`SessionRecord::room_offsets`](crate::SessionRecord::room_offsets) — what the
+    /// rooms published while nobody held the session, or while it moved. Each one the
+    /// session does not have yet is appended to its stream (in offset order) before the
+    /// resume is decided, so the replay carries it. `None` means the history could not
+    /// be read in full (the backend failed, or no longer reaches back that far): a
+    /// session with a room position is then refused as `gap`, as a session that missed
+    /// more than its replay buffer holds. Without room history pass `Some(vec![])`.
     pub fn handle_session_loaded(
         &mut self,
         now: Instant,
         connection: ConnectionId,
         session: SessionId,
         record: Option<SessionRecord>,
+        history: Option<Vec<Publication>>,
     ) {
-        self.on_session_loaded(now, connection, session, record);
+        self.on_session_loaded(now, connection, session, record, history);
         self.finish(now);
     }
 
@@ -856,7 +886,8 @@ mod size_tests {
     /// (docs/BENCHMARKS.md); growing these types should be a decision.
     #[test]
     fn type_sizes_stay_in_budget() {
-        assert!(std::mem::size_of::<crate::session::Session>() <= 224);
+        // 224 until room history: one word for the (boxed) room positions.
+        assert!(std::mem::size_of::<crate::session::Session>() <= 232);
         assert!(std::mem::size_of::<crate::connection::Conn>() <= 208);
         assert!(std::mem::size_of::<crate::Action>() <= 160);
         // 48 until the codec joined the message (one byte, padded to eight).

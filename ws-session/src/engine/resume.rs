@@ -45,6 +45,7 @@ impl Engine {
                 next_seq: 1,
                 replay: Default::default(),
                 rooms: Vec::new(),
+                room_offsets: None,
                 expires_at: None,
                 timer_at: None,
                 pending_requests: 0,
@@ -166,6 +167,7 @@ impl Engine {
         cid: ConnectionId,
         sid: SessionId,
         record: Option<SessionRecord>,
+        history: Option<Vec<Publication>>,
     ) {
         let Some(conn) = self.conns.get_mut(&cid) else {
             return;
@@ -194,13 +196,30 @@ impl Engine {
             ..
         } = *loading;
         let mut adopted = false;
+        let mut missed_history = false;
         if !self.sessions.contains_key(&sid) {
             if let Some(record) = record.filter(|r| !r.ended) {
-                self.adopt(now, sid, record, request.last_seq);
-                adopted = true;
+                match history {
+                    Some(history) => {
+                        self.adopt(now, sid, record, request.last_seq, history);
+                        adopted = true;
+                    }
+                    // Its rooms published what it can no longer get.
+                    None if self.config.room_history && !record.room_offsets.is_empty() => {
+                        missed_history = true;
+                    }
+                    None => {
+                        self.adopt(now, sid, record, request.last_seq, Vec::new());
+                        adopted = true;
+                    }
+                }
             }
         }
-        let outcome = self.try_resume(now, cid, &user, anonymous, &request, replacing, false);
+        let outcome = if missed_history {
+            Err(NotRecoverable::Gap)
+        } else {
+            self.try_resume(now, cid, &user, anonymous, &request, replacing, false)
+        };
         match outcome {
             Ok(_) if adopted => self.metrics.sessions_loaded += 1,
             Ok(_) => {}
@@ -216,8 +235,16 @@ impl Engine {
     }
 
     /// Rebuilds session `sid` from a shared store's `record`, suspended, for the resume
-    /// that asked for it (which reported `last_seq`).
-    fn adopt(&mut self, now: Instant, sid: SessionId, record: SessionRecord, last_seq: u64) {
+    /// that asked for it (which reported `last_seq`), and appends what its rooms
+    /// published after its positions (`history`).
+    fn adopt(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        record: SessionRecord,
+        last_seq: u64,
+        mut history: Vec<Publication>,
+    ) {
         let mut replay = ReplayBuffer::default();
         for (seq, prefix) in record.replay {
             if replay.next().is_some_and(|next| next != seq) {
@@ -254,20 +281,73 @@ impl Engine {
                 next_seq,
                 replay,
                 rooms: Vec::new(),
+                room_offsets: None,
                 expires_at: Some(now + self.config.resume_window),
                 timer_at: None,
                 pending_requests: 0,
             },
         );
+        let record_offsets = record.room_offsets;
         for room in record.rooms.iter().take(self.config.max_rooms_per_session) {
             let occupied = self.rooms.members(room).is_none();
             let (name, _) = self.rooms.join(room, sid);
+            // Where the session is in the room's history: the record's position, or
+            // (none known) where this node is, from now on.
+            let recorded = record_offsets.iter().find(|(r, _)| r == room).map(|(_, o)| *o);
+            let position = recorded.or_else(|| {
+                let cursor = self.rooms.cursor(room)?;
+                self.journal(
+                    sid,
+                    JournalEntry::RoomPosition {
+                        room: name.clone(),
+                        offset: cursor,
+                    },
+                );
+                Some(cursor)
+            });
             if let Some(session) = self.sessions.get_mut(&sid) {
                 session.rooms.push(name.clone());
+                if let Some(offset) = position.filter(|_| self.config.room_history) {
+                    session.set_room_offset(&name, offset);
+                }
             }
             if occupied && self.config.publish_broadcasts {
                 self.actions.push_back(Action::RoomOccupied(name));
             }
+        }
+        if !self.config.room_history {
+            return;
+        }
+        // Offsets of different rooms are not comparable, but the backend's grow with
+        // time (Redis: milliseconds first): their order is close to the publishing one.
+        history.sort_by_key(|p| p.offset);
+        history.dedup_by_key(|p| (p.offset, p.target.clone()));
+        for publication in history {
+            let (PublishTarget::Room(room), Some(offset)) = (&publication.target, publication.offset) else {
+                continue;
+            };
+            let Some(session) = self.sessions.get_mut(&sid) else {
+                return;
+            };
+            // Only after a known position: before it the session has them, or was
+            // not in the room.
+            if !session.room_offset(room).is_some_and(|at| at < offset) {
+                continue;
+            }
+            let Some(name) = session.rooms.iter().find(|r| ***r == **room).cloned() else {
+                continue;
+            };
+            session.set_room_offset(&name, offset);
+            if publication.except != Some(sid) && !publication.volatile {
+                let slot = self.slab.insert(publication.prefix.clone());
+                let (mut out, sessions, _) = self.outbox();
+                if let Some(session) = sessions.get_mut(&sid) {
+                    out.deliver(sid, session, slot, None);
+                }
+                self.slab.release(slot);
+                self.metrics.history_replayed += 1;
+            }
+            self.journal(sid, JournalEntry::RoomPosition { room: name, offset });
         }
     }
 
