@@ -9,8 +9,9 @@ Speaks tether protocol v1 (docs/PROTOCOL.md) and the chat example's events with 
 Python `websockets` library, as two users:
 
 1. alice and bob authenticate (`sys.auth`) and get `sys.session.created`;
-2. both join room `lobby` (`chat.join` -> `chat.joined`; alice sees bob's
-   `chat.presence`);
+2. both join room `lobby` (`chat.join` -> `chat.joined`; alice sees bob joined in a
+   `chat.presence {room, changes: [{user, state}, ...]}`: presence comes coalesced,
+   the changes of a room within 50 ms in one announcement);
 3. they exchange messages both ways: each sees every `chat.message`, in the order
    sent, and on each connection the session stream numbers `s` go up by exactly 1;
 4. alice's TCP connection is aborted (no close handshake); bob sends 5 messages;
@@ -24,7 +25,10 @@ Python `websockets` library, as two users:
    dave's `chat.leave` of `porch` before joining it is answered with `sys.error`
    4201 (not in room) and carol is told nothing; dave's join is announced once, his
    repeated join is answered (`chat.joined`) but not announced again; his leave is
-   announced once, and a second leave is again a 4201 that nobody hears of.
+   announced once, and a second leave is again a 4201 that nobody hears of. Presence
+   is waited for with a marker user who joins and leaves the room: the server
+   announces a room's changes in order, so what carol has not heard of by the
+   marker's announcements was never announced.
 
 Every wait has a 5 s timeout. Each check prints a line; the last line is
 `N passed, M failed`; the exit status is 1 when anything failed.
@@ -241,11 +245,10 @@ async def scenario(url, r):
         # 2. join the lobby
         await join(r, alice, [])
         await join(r, bob, ["alice"])
-        pres = await alice.take(
-            lambda e: e.get("e") == "chat.presence" and (e.get("p") or {}).get("user") == "bob",
-            "chat.presence for bob")
-        r.check("alice: chat.presence {room: lobby, user: bob, state: joined}",
-                pres.get("p") == {"room": ROOM, "user": "bob", "state": "joined"}, json.dumps(pres.get("p")))
+        pres = await alice.take(lambda e: presence_entries(e, ROOM, "bob"), "chat.presence for bob")
+        r.check("alice: chat.presence {room: lobby, changes: [{user: bob, state: joined}]}",
+                presence_entries(pres, ROOM, "bob") == [{"user": "bob", "state": "joined"}],
+                json.dumps(pres.get("p")))
 
         # 3. messages both ways, in order
         sent = [("alice", "hi bob, alice here"), ("bob", "hello alice"),
@@ -349,24 +352,32 @@ async def scenario(url, r):
             await peer.close()
 
 
-async def barrier(peer, room, label):
-    """Send a message to `room` as `peer` and wait until it comes back: every room
-    broadcast the server made before it is then in peer's inbox (one session stream,
-    in order), so what has not arrived was never sent."""
-    text = f"barrier {label} {uuid.uuid4().hex[:8]}"
-    env = await peer.request("chat.send", {"room": room, "text": text})
-    if env.get("e") != "chat.sent":
-        raise ConnectionError(f"{peer.name}: barrier message refused: {json.dumps(env)}")
-    await peer.take(lambda e: e.get("e") == "chat.message" and (e.get("p") or {}).get("text") == text,
-                    f"{label} barrier message")
+def presence_entries(env, room, user):
+    """The entries about `user` of `env` when it is a chat.presence of `room`
+    (`{room, changes: [{user, state}, ...]}`), else []."""
+    p = env.get("p") or {}
+    if env.get("e") != "chat.presence" or p.get("room") != room:
+        return []
+    return [c for c in p.get("changes") or [] if c.get("user") == user]
 
 
 def presence_of(peer, user):
-    """The `state` of every chat.presence about `user` in PRESENCE_ROOM that `peer`
+    """The `state` of every presence entry about `user` in PRESENCE_ROOM that `peer`
     has received so far, in order."""
-    return [(e.get("p") or {}).get("state") for e in peer.seen
-            if e.get("e") == "chat.presence" and (e.get("p") or {}).get("user") == user
-            and (e.get("p") or {}).get("room") == PRESENCE_ROOM]
+    return [c.get("state") for e in peer.seen for c in presence_entries(e, PRESENCE_ROOM, user)]
+
+
+async def presence_barrier(watcher, marker, r, label):
+    """`marker` joins PRESENCE_ROOM and leaves it again, and `watcher` hears both: the
+    server announces a room's changes in order (a batch in one announcement), so every
+    presence of the room made before is then in watcher's inbox."""
+    for event, state in (("chat.join", "joined"), ("chat.leave", "left")):
+        env = await marker.request(event, {"room": PRESENCE_ROOM})
+        r.require(f"{marker.name}: {event} {PRESENCE_ROOM} ({label})",
+                  env.get("e") in ("chat.joined", "chat.left"), json.dumps(env))
+        await watcher.take(
+            lambda e: {"user": marker.name, "state": state} in presence_entries(e, PRESENCE_ROOM, marker.name),
+            f"{label}: presence {state} of {marker.name}")
 
 
 async def presence_scenario(url, r):
@@ -377,6 +388,8 @@ async def presence_scenario(url, r):
         peers.append(carol)
         dave = await login(r, "dave", url)
         peers.append(dave)
+        marker = await login(r, "marker", url)
+        peers.append(marker)
         env = await carol.request("chat.join", {"room": PRESENCE_ROOM})
         r.require(f"carol: chat.join {PRESENCE_ROOM} -> chat.joined", env.get("e") == "chat.joined", json.dumps(env))
 
@@ -387,7 +400,7 @@ async def presence_scenario(url, r):
                     env.get("e") == "sys.error" and p.get("code") == NOT_IN_ROOM, json.dumps(env))
 
         await leave_not_member("before joining it")
-        await barrier(carol, PRESENCE_ROOM, "after dave's leave of a room he is not in")
+        await presence_barrier(carol, marker, r, "after dave's leave of a room he is not in")
         r.check("carol: no presence for dave's leave of a room he was not in",
                 presence_of(carol, "dave") == [], repr(presence_of(carol, "dave")))
 
@@ -399,7 +412,7 @@ async def presence_scenario(url, r):
             members = (env.get("p") or {}).get("members") or []
             r.check(f"dave: {label} of {PRESENCE_ROOM} -> chat.joined with carol and dave",
                     env.get("e") == "chat.joined" and {"carol", "dave"} <= set(members), json.dumps(env))
-        await barrier(carol, PRESENCE_ROOM, "after dave's two joins")
+        await presence_barrier(carol, marker, r, "after dave's two joins")
         joins = presence_of(carol, "dave")[before:]
         r.check("carol: exactly one presence {state: joined} for dave's join and repeated join",
                 joins == ["joined"], repr(joins))
@@ -411,7 +424,7 @@ async def presence_scenario(url, r):
                 env.get("e") == "chat.left" and (env.get("p") or {}).get("room") == PRESENCE_ROOM,
                 json.dumps(env))
         await leave_not_member("a second time")
-        await barrier(carol, PRESENCE_ROOM, "after dave's two leaves")
+        await presence_barrier(carol, marker, r, "after dave's two leaves")
         leaves = presence_of(carol, "dave")[before:]
         r.check("carol: exactly one presence {state: left} for dave's leave and second leave",
                 leaves == ["left"], repr(leaves))

@@ -112,8 +112,9 @@ pub use ws_driver::{
     ApiError, App, Audience, AuthFuture, Authenticator, CloseCode, ConfigError, ConnectionEvent,
     ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EngineConfig, ErrorCode, FnAuthenticator,
     Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub, InMemorySessionStore, Member,
-    Metrics, Middleware, Next, Presence, PresenceState, PubSub, ServerHandle, SessionEvent, SessionHandle,
-    SessionId, SessionStore, SessionView, UserId, WebSocket, Wire, DEFAULT_SHUTDOWN_TIMEOUT,
+    Metrics, Middleware, Next, Presence, PresenceChange, PresenceDiff, PresenceState, PubSub, ServerHandle,
+    SessionEvent, SessionHandle, SessionId, SessionStore, SessionView, UserId, WebSocket, Wire,
+    DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use ws_driver::{CloseReason, RequestError};
 

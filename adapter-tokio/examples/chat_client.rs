@@ -14,7 +14,7 @@
 
 use std::io::BufRead;
 
-use adapter_tokio::{Client, ClientError, ClientOptions, SessionOutcome, State};
+use adapter_tokio::{Client, ClientError, ClientOptions, PresenceDiff, SessionOutcome, State};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use ws_proto::CloseCode;
@@ -43,17 +43,16 @@ async fn main() -> Result<(), ClientError> {
         }
     });
     client.on("chat.presence", |msg| {
-        if let Ok(m) = msg.payload_as::<Value>() {
-            let verb = if m["joined"] == json!(true) {
-                "joined"
-            } else {
-                "left"
-            };
-            println!(
-                "[{}] * {} {verb}",
-                m["room"].as_str().unwrap_or("?"),
-                m["user"].as_str().unwrap_or("?")
-            );
+        if let Ok(diff) = msg.payload_as::<PresenceDiff>() {
+            for change in &diff.changes {
+                let state = serde_json::to_value(change.state).unwrap_or_default();
+                println!(
+                    "[{}] * {} {}",
+                    diff.room,
+                    change.user,
+                    state.as_str().unwrap_or("?")
+                );
+            }
         }
     });
     let mut states = client.states();

@@ -12,6 +12,7 @@
 //! - `storm`: the resume storm ([`load::Scenario::ResumeStorm`]);
 //! - [`runner`]: subjects, rounds, medians, markdown.
 
+mod join;
 pub mod load;
 pub mod proc_stat;
 pub mod proto;

@@ -82,6 +82,14 @@ pub enum Scenario {
         /// Messages each one misses.
         missed: u64,
     },
+    /// The join storm with presence (tether only, against `serve … session-presence`):
+    /// `sessions` authenticated sessions join one room at once; measures the time
+    /// until every member knows every other (join reply list and `sys.presence`), the
+    /// presence messages and bytes received, and the server RSS per session.
+    Join {
+        /// Sessions that join.
+        sessions: usize,
+    },
     /// Server memory per idle connection: `conns` upgraded connections (with
     /// `proto`: authenticated sessions that joined a room), nothing sent after.
     Idle {
@@ -121,8 +129,17 @@ pub struct Outcome {
     pub out_of_order: u64,
     /// Unexpected frames, refusals, wrong sizes, connection errors.
     pub errors: u64,
-    /// Server RSS growth per connection, bytes (idle scenario).
+    /// Server RSS growth per connection, bytes (idle and join scenarios).
     pub rss_per_conn: Option<f64>,
+    /// Presence announcements received by all members (join scenario).
+    #[serde(default)]
+    pub presence_msgs: Option<u64>,
+    /// Their bytes (WebSocket payloads).
+    #[serde(default)]
+    pub presence_bytes: Option<u64>,
+    /// Bytes of the join replies (their member lists).
+    #[serde(default)]
+    pub reply_bytes: Option<u64>,
 }
 
 const PHASE_WARMUP: u8 = 0;
@@ -190,6 +207,7 @@ async fn run_async(spec: &Spec) -> io::Result<Outcome> {
     match &spec.scenario {
         Scenario::Idle { proto, conns } => idle(spec, *proto, *conns).await,
         Scenario::ResumeStorm { sessions, missed } => crate::storm::run(spec, *sessions, *missed).await,
+        Scenario::Join { sessions } => crate::join::run(spec, *sessions).await,
         _ => loaded(spec).await,
     }
 }
@@ -408,8 +426,8 @@ async fn loaded(spec: &Spec) -> io::Result<Outcome> {
                         fan,
                     )));
                 }
-                Scenario::Idle { .. } | Scenario::ResumeStorm { .. } => {
-                    unreachable!("handled by idle() and storm::run()")
+                Scenario::Idle { .. } | Scenario::ResumeStorm { .. } | Scenario::Join { .. } => {
+                    unreachable!("handled by idle(), storm::run() and join::run()")
                 }
             }
             tokio::time::sleep(Duration::from_secs_f64(spec.warmup)).await;
@@ -457,7 +475,7 @@ async fn loaded(spec: &Spec) -> io::Result<Outcome> {
                 expected: tally.expected,
                 out_of_order: tally.out_of_order,
                 errors: tally.errors,
-                rss_per_conn: None,
+                ..Outcome::default()
             })
         })
         .await

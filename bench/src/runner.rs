@@ -340,6 +340,8 @@ fn for_subject(case: &Case, subject: &Subject) -> Option<Scenario> {
         // Only tether resumes a session with what it missed.
         Scenario::ResumeStorm { .. } if !subject.tether => return None,
         Scenario::ResumeStorm { .. } => {}
+        // Needs a server with presence (`serve … session-presence`): run by hand.
+        Scenario::Join { .. } => return None,
     }
     // Socket.IO has no acknowledgements of deliveries: the "acks" row is tether's only.
     if let Scenario::Fanout { ack_every, .. } = scenario {

@@ -32,6 +32,8 @@ pub enum Kind {
     Session,
     /// The session App on raw TCP (the length-prefixed framing).
     SessionTcp,
+    /// The session App with presence on ([`presence_app`]), on `/ws`.
+    SessionPresence,
 }
 
 impl FromStr for Runtime {
@@ -55,7 +57,10 @@ impl FromStr for Kind {
             "raw" => Ok(Self::Raw),
             "session" => Ok(Self::Session),
             "session-tcp" => Ok(Self::SessionTcp),
-            other => Err(format!("unknown kind {other:?}: raw, session or session-tcp")),
+            "session-presence" => Ok(Self::SessionPresence),
+            other => Err(format!(
+                "unknown kind {other:?}: raw, session, session-tcp or session-presence"
+            )),
         }
     }
 }
@@ -84,6 +89,34 @@ pub fn app() -> App {
         .on("pub", |ctx: Context| async move {
             let payload: Box<RawValue> = ctx.payload()?;
             ctx.to_room("bench", "msg", &payload)
+        })
+}
+
+/// The session App with presence on (`Presence::default()`, announcements as
+/// `sys.presence`) for the join storm: `join` is answered with the room's members
+/// (`joined {room, members: [user, …]}`, as the chat example does), and heartbeats are
+/// an hour apart (the generator's clients do not answer them).
+pub fn presence_app() -> App {
+    App::new()
+        .config(EngineConfig {
+            rate_limit_per_second: 100_000_000,
+            rate_limit_burst: 100_000_000,
+            heartbeat_interval: std::time::Duration::from_secs(3600),
+            idle_timeout: std::time::Duration::from_secs(3600),
+            ..EngineConfig::default()
+        })
+        .presence(adapter_tokio::Presence::default())
+        .authenticate(|token: String, _info| async move { Ok::<_, String>(token) })
+        .on("join", |ctx: Context| async move {
+            let room: String = ctx.payload()?;
+            ctx.join(&room).await?;
+            let members = ctx
+                .server()
+                .room_presence(&room)
+                .await
+                .map_err(adapter_tokio::HandlerError::internal)?;
+            let users: Vec<&str> = members.iter().map(|m| m.user.as_str()).collect();
+            ctx.reply("joined", &serde_json::json!({ "room": room, "members": users }))
         })
 }
 
@@ -140,6 +173,11 @@ async fn serve_tokio(
             let _ = bound.send(server.local_addr());
             server.run().await
         }
+        Kind::SessionPresence => {
+            let server = adapter_tokio::Server::bind(addr, "/ws", presence_app()).await?;
+            let _ = bound.send(server.local_addr());
+            server.run().await
+        }
         Kind::SessionTcp => {
             let server = adapter_tokio::Server::bind_tcp(addr, app()).await?;
             let _ = bound.send(server.local_addr());
@@ -166,6 +204,11 @@ async fn serve_async_net<R: ws_driver::adapter::Runtime + Default>(
         }
         Kind::Session => {
             let server = adapter_async_std::Server::<R>::bind(addr, "/ws", app()).await?;
+            let _ = bound.send(server.local_addr());
+            server.run().await
+        }
+        Kind::SessionPresence => {
+            let server = adapter_async_std::Server::<R>::bind(addr, "/ws", presence_app()).await?;
             let _ = bound.send(server.local_addr());
             server.run().await
         }

@@ -108,6 +108,18 @@ fn every_scenario(runtime: Runtime) {
         "{runtime:?} resume storm: {storm:?}"
     );
 
+    // The join storm with presence: every member learns every other (its join reply's
+    // list and the `sys.presence` announcements; in a room this small the replies
+    // often list everyone before the first announcement, so none is required).
+    let presence = servers::start(runtime, Kind::SessionPresence, any_port()).expect("presence server");
+    let join = run(presence, Scenario::Join { sessions: 50 });
+    assert_counts(&format!("{runtime:?} join storm"), &join);
+    assert_eq!(join.measured, 50, "{runtime:?} join storm: {join:?}");
+    assert!(
+        join.presence_msgs.is_some() && join.reply_bytes.is_some_and(|n| n > 0),
+        "{runtime:?} join storm: {join:?}"
+    );
+
     // The same App over raw TCP (the length-prefixed framing).
     let tcp = servers::start(runtime, Kind::SessionTcp, any_port()).expect("raw TCP server");
     for inflight in [1, 8] {

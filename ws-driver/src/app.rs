@@ -129,10 +129,12 @@ impl App {
         }
     }
 
-    /// Announces presence in rooms as it changes: a volatile room broadcast of
-    /// `presence.event` (`sys.presence` by default) with `{room, user, state}` when a
-    /// user joins or leaves a room, and when all their sessions are suspended (`away`)
-    /// or one comes back (`online`); per user across tabs by default. The list of
+    /// Announces presence in rooms as it changes: volatile room broadcasts of
+    /// `presence.event` (`sys.presence` by default) with a [`PresenceDiff`](crate::PresenceDiff),
+    /// `{room, changes: [{user, state}, …]}`, coalesced per room every
+    /// [`Presence::flush_interval`](crate::Presence::flush_interval): a user joins or
+    /// leaves a room, all their sessions are suspended (`away`) or one comes back
+    /// (`online`); per user across tabs by default. The list of
     /// members with who is online: [`ServerHandle::room_presence`]. Off by default.
     pub fn presence(mut self, presence: crate::Presence) -> Self {
         self.presence = Some(presence);

@@ -35,7 +35,7 @@ use crate::context::Context;
 use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
 use crate::membership::{MemberChange, MemberTable, MemberUpdate, Membership, MembershipError};
-use crate::presence::{self, Member, Presence, Tracker};
+use crate::presence::{self, Member, Pending, Presence, Tracker};
 use crate::pubsub::PubSub;
 use crate::reach::{Audience, SessionView};
 use crate::request::RequestError;
@@ -340,6 +340,8 @@ impl Hub {
         let members = (app.presence.is_some() || app.membership.is_some()).then(|| Members {
             tracker: Tracker::default(),
             announce: app.presence,
+            pending: Pending::default(),
+            due: None,
             local: MemberTable::new(Duration::MAX),
             cluster: app.membership.map(|backend| ClusterMembers {
                 reports: spawn_membership_reporter(
@@ -602,6 +604,10 @@ struct Members {
     tracker: Tracker,
     /// How presence is announced, when it is.
     announce: Option<Presence>,
+    /// The changes gathered for the next announcements.
+    pending: Pending,
+    /// When they are announced (set by the first change after the last announcement).
+    due: Option<Instant>,
     /// The counts, when they are this node's alone (no membership backend).
     local: MemberTable,
     /// The backend, when membership is shared with other nodes.
@@ -840,7 +846,10 @@ impl<R: Runtime> HubTask<R> {
         let mut armed: Option<Instant> = None;
         let mut timer: Fuse<BoxFuture<()>> = Fuse::terminated();
         loop {
-            let deadline = self.engine.poll_timeout();
+            let deadline = match (self.engine.poll_timeout(), self.presence_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if deadline != armed {
                 armed = deadline;
                 timer = match deadline {
@@ -876,6 +885,9 @@ impl<R: Runtime> HubTask<R> {
                 } else {
                     break;
                 }
+            }
+            if self.presence_due().is_some_and(|due| due <= now) {
+                self.flush_presence(now);
             }
             self.drain(now);
             if self.shutdown.is_some() && self.conns.is_empty() {
@@ -1530,30 +1542,59 @@ impl<R: Runtime> HubTask<R> {
         self.announce(now, changes);
     }
 
-    /// Announces what `changes` change in presence, when presence is on: volatile, to
-    /// the room's connected members on every node but the session whose change it is.
+    /// Gathers what `changes` change in presence, when presence is on, for the next
+    /// announcements ([`flush_presence`](Self::flush_presence), due one
+    /// [`Presence::flush_interval`] after the first change gathered).
     fn announce(&mut self, now: Instant, changes: Vec<MemberChange>) {
-        let Some(options) = self.members.as_ref().and_then(|m| m.announce.as_ref()) else {
+        let Some(members) = &mut self.members else {
             return;
         };
-        let (event, per_user) = (options.event.clone(), options.per_user);
-        for change in changes {
-            let state = match per_user {
-                true => presence::transition(change.user_before, change.user_after),
-                false => presence::transition(change.session_before, change.session_after),
+        let Some(options) = &members.announce else {
+            return;
+        };
+        if changes.is_empty() {
+            return;
+        }
+        for change in &changes {
+            members.pending.add(options.per_user, change);
+        }
+        if members.due.is_none() {
+            members.due = Some(now + options.flush_interval);
+        }
+    }
+
+    /// When the gathered presence changes are due to be announced.
+    fn presence_due(&self) -> Option<Instant> {
+        self.members.as_ref().and_then(|m| m.due)
+    }
+
+    /// Announces the gathered presence changes: per room, one [`presence::PresenceDiff`]
+    /// (or several, of [`Presence::max_changes`] entries at most), each volatile, to
+    /// the room's connected members on every node.
+    fn flush_presence(&mut self, now: Instant) {
+        let Some(members) = &mut self.members else {
+            return;
+        };
+        members.due = None;
+        let Some(options) = &members.announce else {
+            return;
+        };
+        if members.pending.is_empty() {
+            return;
+        }
+        let diffs = members.pending.take(options.max_changes);
+        let event = options.event.clone();
+        for diff in diffs {
+            let payload = match serde_json::to_string(&diff) {
+                Ok(payload) => payload,
+                Err(err) => {
+                    tracing::error!(%err, "a presence announcement did not serialize");
+                    continue;
+                }
             };
-            let Some(state) = state else {
-                continue;
-            };
-            let mut payload =
-                serde_json::json!({ "room": &*change.room, "user": change.user.as_str(), "state": state });
-            if !per_user {
-                payload["session"] = serde_json::Value::String(change.session.to_string());
-            }
-            let payload = payload.to_string();
             let env = envelope(&event, Some(&payload));
             self.engine
-                .send_volatile(now, PublishTarget::Room(change.room), &env, Some(change.session));
+                .send_volatile(now, PublishTarget::Room(Arc::from(diff.room)), &env, None);
         }
     }
 

@@ -67,7 +67,7 @@ pub use membership::{
     InMemoryMembership, MemberChange, MemberState, MemberTable, MemberUpdate, Membership, MembershipError,
     RoomMember,
 };
-pub use presence::{transition, Count, Member, Presence, PresenceState};
+pub use presence::{transition, Count, Member, Presence, PresenceChange, PresenceDiff, PresenceState};
 pub use pubsub::{HistoryError, InMemoryPubSub, PubSub};
 pub use pump::{ConnectionOptions, Wire};
 pub use raw::WebSocket;

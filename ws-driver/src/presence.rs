@@ -5,24 +5,28 @@
 //! connectivity (sessions suspended, resumed, ended); the [`Tracker`] turns them into
 //! [`MemberUpdate`]s, a [`MemberTable`] — this node's, or the cluster's behind a
 //! [`Membership`](crate::Membership) backend — counts each user's sessions per room,
-//! and a change of those counts is announced ([`transition`]) as one volatile room
-//! broadcast: encoded once, sent to the members connected now, on every node, not
+//! and the changes of those counts are announced ([`transition`]) coalesced: what
+//! changed in a room within one [`Presence::flush_interval`] goes out as one
+//! [`PresenceDiff`] (split every [`Presence::max_changes`] entries), one volatile room
+//! broadcast each: encoded once, sent to the members connected now, on every node, not
 //! replayed (a client that comes back asks for the list again, in its join reply or
 //! with `ServerHandle::room_presence`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use ws_session::{SessionId, UserId};
 
-use crate::membership::{MemberState, MemberUpdate};
+use crate::membership::{MemberChange, MemberState, MemberUpdate};
 
 /// How presence is announced. `App::presence(Presence::default())` turns it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presence {
-    /// The event the announcements carry, payload `{room, user, state}` with `state`
-    /// one of [`PresenceState`]'s names (`session` too when `per_user` is off).
+    /// The event the announcements carry, payload a [`PresenceDiff`]:
+    /// `{room, changes: [{user, state}, …]}` with `state` one of [`PresenceState`]'s
+    /// names (`session` too in each entry when `per_user` is off).
     /// Default: `sys.presence`.
     pub event: String,
     /// One entry per user across their sessions (tabs, devices): `joined` when the
@@ -30,6 +34,25 @@ pub struct Presence {
     /// when none of them is connected, `online` when one is again. Off: the same per
     /// session. Default: on.
     pub per_user: bool,
+    /// How long the changes of a room are gathered before they are announced: the
+    /// first change starts the interval, and everything that changed in the room by its
+    /// end goes out together, each user (session, per session) once, with the state it
+    /// ended in (a join and a leave within one interval cancel out: nothing is
+    /// announced). Zero: what one pass of the hub over its inputs changed (up to a few
+    /// hundred inputs). A join storm of `n` members costs `n` × (number of intervals)
+    /// messages instead of `n²`. Default: 50 ms.
+    pub flush_interval: Duration,
+    /// The most entries one announcement carries: a larger batch is sent as several,
+    /// in order (a user's entry is in one of them). At least 1. Default: 500 (about
+    /// 20 KB with short user names).
+    pub max_changes: usize,
+}
+
+impl Presence {
+    /// The default [`flush_interval`](Self::flush_interval).
+    pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+    /// The default [`max_changes`](Self::max_changes).
+    pub const DEFAULT_MAX_CHANGES: usize = 500;
 }
 
 impl Default for Presence {
@@ -37,12 +60,41 @@ impl Default for Presence {
         Self {
             event: "sys.presence".to_owned(),
             per_user: true,
+            flush_interval: Self::DEFAULT_FLUSH_INTERVAL,
+            max_changes: Self::DEFAULT_MAX_CHANGES,
         }
     }
 }
 
+/// The payload of a presence announcement ([`Presence::event`], `sys.presence` by
+/// default): what changed in `room` since the previous announcement, at most one entry
+/// per user (per session when presence is per session), in the order of each one's
+/// first change. A client applies each entry as "this user is now in this state"
+/// (`left`: remove), which also makes entries it already knows from the member list
+/// of its join reply harmless. Volatile: not replayed after a resume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceDiff {
+    /// The room.
+    pub room: String,
+    /// The changes, one per user (or session), at most [`Presence::max_changes`].
+    pub changes: Vec<PresenceChange>,
+}
+
+/// One entry of a [`PresenceDiff`]: `{"user": …, "state": …}`, with `"session"` when
+/// presence is per session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceChange {
+    /// The user.
+    pub user: String,
+    /// The session, when presence is per session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Where the user (session) stands now.
+    pub state: PresenceState,
+}
+
 /// A change of presence in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum PresenceState {
@@ -105,6 +157,97 @@ pub fn transition(before: Count, after: Count) -> Option<PresenceState> {
         _ if before.online == 0 && after.online > 0 => Some(PresenceState::Online),
         _ if before.online > 0 && after.online == 0 => Some(PresenceState::Away),
         _ => None,
+    }
+}
+
+/// Presence changes gathered for the next announcements, per room: per user (or
+/// session) the count before its first change and after its last, so that the batch
+/// announces what [`transition`] says of the whole interval.
+#[derive(Default)]
+pub(crate) struct Pending {
+    rooms: Vec<RoomBatch>,
+    index: HashMap<Arc<str>, usize>,
+}
+
+/// Whose presence an entry is: the user, and the session when per session.
+type Key = (UserId, Option<SessionId>);
+
+struct RoomBatch {
+    room: Arc<str>,
+    /// Keys in the order of their first change.
+    order: Vec<Key>,
+    /// Per key: the count before its first change, after its last.
+    folded: HashMap<Key, (Count, Count)>,
+}
+
+impl Pending {
+    /// Whether nothing waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// Adds a change of membership, folded into what is pending for its user (per
+    /// user) or session.
+    pub(crate) fn add(&mut self, per_user: bool, change: &MemberChange) {
+        let (key, before, after) = match per_user {
+            true => ((change.user.clone(), None), change.user_before, change.user_after),
+            false => (
+                (change.user.clone(), Some(change.session)),
+                change.session_before,
+                change.session_after,
+            ),
+        };
+        let at = *self.index.entry(change.room.clone()).or_insert_with(|| {
+            self.rooms.push(RoomBatch {
+                room: change.room.clone(),
+                order: Vec::new(),
+                folded: HashMap::new(),
+            });
+            self.rooms.len() - 1
+        });
+        let batch = &mut self.rooms[at];
+        match batch.folded.get_mut(&key) {
+            Some((_, last)) => *last = after,
+            None => {
+                batch.order.push(key.clone());
+                batch.folded.insert(key, (before, after));
+            }
+        }
+    }
+
+    /// Takes everything pending as announcements: per room, the entries whose folded
+    /// change [`transition`] announces, at most `max_changes` per announcement.
+    pub(crate) fn take(&mut self, max_changes: usize) -> Vec<PresenceDiff> {
+        self.index.clear();
+        let mut out = Vec::new();
+        for batch in std::mem::take(&mut self.rooms) {
+            let mut changes = Vec::new();
+            for key in batch.order {
+                let Some(&(before, after)) = batch.folded.get(&key) else {
+                    continue;
+                };
+                let state = match transition(before, after) {
+                    None => continue,
+                    // Joined and gone away within the interval: in the room, away.
+                    Some(PresenceState::Joined) if after.online == 0 => PresenceState::Away,
+                    Some(state) => state,
+                };
+                let (user, session) = key;
+                changes.push(PresenceChange {
+                    user: user.as_str().to_owned(),
+                    session: session.map(|s| s.to_string()),
+                    state,
+                });
+            }
+            let mut rest = changes.into_iter().peekable();
+            while rest.peek().is_some() {
+                out.push(PresenceDiff {
+                    room: batch.room.to_string(),
+                    changes: rest.by_ref().take(max_changes.max(1)).collect(),
+                });
+            }
+        }
+        out
     }
 }
 
@@ -341,6 +484,86 @@ mod tests {
         assert_eq!(announced, [PresenceState::Joined, PresenceState::Joined]);
         assert_eq!(n.tracker.all().len(), 2);
         assert!(n.tracker.holds(sid(7)));
+    }
+
+    /// A change of `user`'s counts in `room` (one session, per user).
+    fn change(room: &str, user: &str, before: (usize, usize), after: (usize, usize)) -> MemberChange {
+        let c = |(members, online)| Count { members, online };
+        MemberChange {
+            room: Arc::from(room),
+            session: sid(1),
+            user: UserId::new(user),
+            session_before: c(before),
+            session_after: c(after),
+            user_before: c(before),
+            user_after: c(after),
+        }
+    }
+
+    fn taken(pending: &mut Pending, max: usize) -> Vec<(String, Vec<(String, PresenceState)>)> {
+        pending
+            .take(max)
+            .into_iter()
+            .map(|d| (d.room, d.changes.into_iter().map(|c| (c.user, c.state)).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn pending_changes_fold_per_user_and_room() {
+        use PresenceState::*;
+        let mut p = Pending::default();
+        p.add(true, &change("r", "a", (0, 0), (1, 1))); // a joins …
+        p.add(true, &change("r", "b", (0, 0), (1, 1))); // b joins …
+        p.add(true, &change("s", "a", (1, 1), (1, 0))); // (a is away in s)
+        p.add(true, &change("r", "a", (1, 1), (0, 0))); // … a leaves: nothing
+        p.add(true, &change("r", "b", (1, 1), (1, 0))); // … b goes away: in, away
+        p.add(true, &change("r", "c", (1, 0), (1, 1))); // c back online …
+        p.add(true, &change("r", "c", (1, 1), (1, 0))); // … and away again: nothing
+        p.add(true, &change("r", "d", (2, 1), (0, 0))); // d's two tabs leave
+        assert!(!p.is_empty());
+        assert_eq!(
+            taken(&mut p, 10),
+            [
+                (
+                    "r".to_owned(),
+                    vec![("b".to_owned(), Away), ("d".to_owned(), Left)]
+                ),
+                ("s".to_owned(), vec![("a".to_owned(), Away)]),
+            ]
+        );
+        assert!(p.is_empty());
+        assert!(p.take(10).is_empty());
+        // The bound splits, in order; a bound of 0 counts as 1.
+        for user in ["x", "y", "z"] {
+            p.add(true, &change("r", user, (0, 0), (1, 1)));
+        }
+        let sizes: Vec<usize> = p.take(0).iter().map(|d| d.changes.len()).collect();
+        assert_eq!(sizes, [1, 1, 1]);
+    }
+
+    #[test]
+    fn the_payload_is_room_and_changes() {
+        let diff = PresenceDiff {
+            room: "r".to_owned(),
+            changes: vec![
+                PresenceChange {
+                    user: "a".to_owned(),
+                    session: None,
+                    state: PresenceState::Joined,
+                },
+                PresenceChange {
+                    user: "b".to_owned(),
+                    session: Some("0f".to_owned()),
+                    state: PresenceState::Left,
+                },
+            ],
+        };
+        let text = serde_json::to_string(&diff).unwrap();
+        assert_eq!(
+            text,
+            r#"{"room":"r","changes":[{"user":"a","state":"joined"},{"user":"b","session":"0f","state":"left"}]}"#
+        );
+        assert_eq!(serde_json::from_str::<PresenceDiff>(&text).unwrap(), diff);
     }
 
     #[test]

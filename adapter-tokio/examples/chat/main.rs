@@ -32,11 +32,12 @@
 //!   room) and nobody is told anything;
 //! - `chat.send {room, text}` → reply `chat.sent {room}`; every member, the sender too,
 //!   gets `chat.message {room, user, text, ts}`;
-//! - presence is tether's (`App::presence`): the others in a room get
-//!   `chat.presence {room, user, state}` with `state` `joined`, `left`, `away` (every
-//!   session of the user lost its connection; it may come back) or `online`; once per
-//!   user across tabs, only for real changes, volatile. A session that expires or is
-//!   closed has left its rooms.
+//! - presence is tether's (`App::presence`): the members of a room get
+//!   `chat.presence {room, changes: [{user, state}, …]}`, what changed in the room
+//!   within 50 ms in one announcement (`Presence::flush_interval`), each user once
+//!   with `state` `joined`, `left`, `away` (every session of the user lost its
+//!   connection; it may come back) or `online`; once per user across tabs, only for
+//!   real changes, volatile. A session that expires or is closed has left its rooms.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,9 +104,10 @@ fn authenticate(token: &str) -> Result<String, String> {
 fn app() -> App {
     App::new()
         .authenticate(|token: String, _info| async move { authenticate(&token) })
-        // Presence is the library's: `chat.presence {room, user, state}` (joined, left,
-        // away, online), once per user across tabs, volatile, announced only when
-        // membership or connectivity really changes.
+        // Presence is the library's: `chat.presence {room, changes: [{user, state}]}`
+        // (joined, left, away, online), coalesced per room every 50 ms, once per user
+        // across tabs, volatile, announced only when membership or connectivity really
+        // changes.
         .presence(Presence {
             event: "chat.presence".to_owned(),
             ..Presence::default()

@@ -1,0 +1,169 @@
+//! The join storm with presence: `sessions` sessions authenticate, then all join one
+//! room of a server with presence on (`serve … session-presence`) at once. Each join is
+//! answered with the room's member list (as the chat example does); everything else a
+//! member learns of the others comes in `sys.presence` announcements. A member is
+//! done when it knows every user of the room (its reply's list and the announcements'
+//! entries, counted once each); the run ends when the last one is. Measured: the time
+//! from the first join to then, the presence messages and bytes the members received,
+//! and the server's RSS growth per session. The scan for user names is the format's
+//! common ground: the generator counts both the per-change and the coalesced format.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::load::{connect_session, open_all, Outcome, Spec};
+use crate::proc_stat;
+use crate::proto::Proto;
+use crate::wire::{push_frame, TEXT};
+
+/// How long the last member may take to know everyone.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// The prefix of a presence announcement (any format).
+const PRESENCE: &[u8] = br#"{"v":"1.0","e":"sys.presence""#;
+/// The prefix of the join reply.
+const JOINED: &[u8] = br#"{"v":"1.0","e":"joined""#;
+
+/// What one member counted.
+#[derive(Default)]
+struct Member {
+    presence_msgs: u64,
+    presence_bytes: u64,
+    reply_bytes: u64,
+    done_at: Option<Instant>,
+    errors: u64,
+}
+
+pub(crate) async fn run(spec: &Spec, sessions: usize) -> io::Result<Outcome> {
+    let local = tokio::task::LocalSet::new();
+    let (addr, pid) = (spec.addr, spec.server_pid);
+    local
+        .run_until(async move {
+            let rss_before = pid.and_then(proc_stat::rss_bytes);
+            let conns = open_all(sessions, move |user| connect_session(addr, Proto::Tether, user)).await?;
+            let cpu_before = pid.and_then(proc_stat::cpu_seconds);
+            let started = Instant::now();
+            let tasks: Vec<_> = conns
+                .into_iter()
+                .map(|mut conn| {
+                    tokio::task::spawn_local(async move {
+                        let mut member = Member::default();
+                        let mut frame = Vec::new();
+                        push_frame(&mut frame, TEXT, Proto::Tether.join(0, "bench").as_bytes());
+                        if conn.write(&frame).await.is_err() {
+                            member.errors += 1;
+                            return member;
+                        }
+                        let mut known = vec![false; sessions];
+                        let mut missing = sessions;
+                        let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+                        while missing > 0 {
+                            let read = tokio::time::timeout_at(
+                                deadline,
+                                conn.read_frames(|opcode, data| {
+                                    if opcode != TEXT {
+                                        return;
+                                    }
+                                    if data.starts_with(PRESENCE) {
+                                        member.presence_msgs += 1;
+                                        member.presence_bytes += data.len() as u64;
+                                    } else if data.starts_with(JOINED) {
+                                        member.reply_bytes += data.len() as u64;
+                                    } else {
+                                        return;
+                                    }
+                                    for user in users(data) {
+                                        if let Some(seen) = known.get_mut(user) {
+                                            if !*seen {
+                                                *seen = true;
+                                                missing -= 1;
+                                            }
+                                        }
+                                    }
+                                }),
+                            )
+                            .await;
+                            if !matches!(read, Ok(Ok(_))) {
+                                member.errors += 1;
+                                return member;
+                            }
+                        }
+                        member.done_at = Some(Instant::now());
+                        member
+                    })
+                })
+                .collect();
+            let mut members = Vec::with_capacity(sessions);
+            for task in tasks {
+                members.push(task.await.map_err(io::Error::other)?);
+            }
+            let cpu_after = pid.and_then(proc_stat::cpu_seconds);
+            let rss_after = pid.and_then(proc_stat::rss_bytes);
+            let done = members.iter().filter(|m| m.done_at.is_some()).count() as u64;
+            let last = members.iter().filter_map(|m| m.done_at).max();
+            let window_secs = last.map_or(0.0, |at| at.duration_since(started).as_secs_f64());
+            let server_cpu_s = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+            let presence_msgs: u64 = members.iter().map(|m| m.presence_msgs).sum();
+            Ok(Outcome {
+                measured: done,
+                window_secs,
+                msg_per_s: if window_secs > 0.0 {
+                    done as f64 / window_secs
+                } else {
+                    0.0
+                },
+                server_cpu_s,
+                msg_per_cpu_s: server_cpu_s.filter(|s| *s > 0.0).map(|s| done as f64 / s),
+                sent: sessions as u64,
+                received: done,
+                expected: sessions as u64,
+                errors: members.iter().map(|m| m.errors).sum::<u64>(),
+                rss_per_conn: rss_before
+                    .zip(rss_after)
+                    .map(|(b, a)| (a.saturating_sub(b)) as f64 / sessions as f64),
+                presence_msgs: Some(presence_msgs),
+                presence_bytes: Some(members.iter().map(|m| m.presence_bytes).sum()),
+                reply_bytes: Some(members.iter().map(|m| m.reply_bytes).sum()),
+                ..Outcome::default()
+            })
+        })
+        .await
+}
+
+/// The user numbers named in `text`: every JSON string `"u<digits>"` (the load
+/// generator's users are `u0`, `u1`, …; no other string of tether's looks like one).
+fn users(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while let Some(offset) = memchr_quote_u(&text[at..]) {
+            let start = at + offset + 2;
+            let len = text[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+            at = start + len;
+            if len > 0 && text.get(at) == Some(&b'"') {
+                return std::str::from_utf8(&text[start..at]).ok()?.parse().ok();
+            }
+        }
+        None
+    })
+}
+
+/// Where `"u` is next in `text`.
+fn memchr_quote_u(text: &[u8]) -> Option<usize> {
+    text.windows(2).position(|w| w == b"\"u")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::users;
+
+    #[test]
+    fn user_numbers_in_either_presence_format_and_in_replies() {
+        let one = br#"{"v":"1.0","e":"sys.presence","p":{"room":"bench","user":"u12","state":"joined"}}"#;
+        assert_eq!(users(one).collect::<Vec<_>>(), [12]);
+        let diff = br#"{"v":"1.0","e":"sys.presence","p":{"room":"bench","changes":[{"user":"u3","state":"joined"},{"user":"u40","state":"joined"}]}}"#;
+        assert_eq!(users(diff).collect::<Vec<_>>(), [3, 40]);
+        let reply =
+            br#"{"v":"1.0","e":"joined","p":{"room":"bench","members":["u0","u1","u7"]},"c":"0","s":1}"#;
+        assert_eq!(users(reply).collect::<Vec<_>>(), [0, 1, 7]);
+        assert_eq!(users(br#"{"user":"ux","u":"u5x"}"#).count(), 0);
+    }
+}
