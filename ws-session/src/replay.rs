@@ -67,26 +67,22 @@ impl PrefixSlab {
     }
 
     /// Makes the binary form of `slot` from `envelope` (the one its JSON prefix was
-    /// encoded from), when it can; otherwise it is made from the JSON prefix on use.
-    /// With `payload` (one MessagePack value), that payload is the binary form's `p`.
-    pub(crate) fn set_msgpack(
-        &mut self,
-        slot: u32,
-        envelope: &ws_proto::envelope::OutgoingEnvelope<'_>,
-        payload: Option<&[u8]>,
-    ) {
-        use ws_proto::envelope::msgpack::{encode_msgpack_prefix, encode_msgpack_prefix_raw};
+    /// encoded from, its payload's own MessagePack form included when it has one),
+    /// when it can; otherwise it is made from the JSON prefix on use.
+    pub(crate) fn set_msgpack(&mut self, slot: u32, envelope: &ws_proto::envelope::OutgoingEnvelope<'_>) {
         let mut out = Vec::with_capacity(self.slots[slot as usize].prefix.len());
-        let made = match payload {
-            Some(payload) => {
-                encode_msgpack_prefix_raw(envelope, payload, true, &mut out);
-                true
-            }
-            None => encode_msgpack_prefix(envelope, true, &mut out).is_ok(),
-        };
-        if made {
+        if ws_proto::envelope::msgpack::encode_msgpack_prefix(envelope, true, &mut out).is_ok() {
             self.slots[slot as usize].msgpack = Some(Bytes::from(out));
         }
+    }
+
+    /// Stores `prefix` (JSON) with `msgpack`, its binary form with `s` counted, when
+    /// there is one already (made from the payload's own MessagePack form, here or on
+    /// the node that published it); held as [`insert`](Self::insert).
+    pub(crate) fn insert_with(&mut self, prefix: Bytes, msgpack: Option<&Bytes>) -> u32 {
+        let slot = self.insert(prefix);
+        self.slots[slot as usize].msgpack = msgpack.cloned();
+        slot
     }
 
     /// The prefix of `slot` in `codec`, the binary form made the first time it is
