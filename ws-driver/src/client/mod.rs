@@ -203,6 +203,8 @@ struct Shared {
     /// A session was up once (the first connection is over).
     up: std::sync::atomic::AtomicBool,
     request_handlers: Mutex<std::collections::HashMap<String, RequestHandler>>,
+    /// MessagePack was asked for: payloads are serialized in it too.
+    msgpack: bool,
 }
 
 impl Shared {
@@ -260,11 +262,14 @@ enum Command {
     Send {
         event: String,
         payload: Option<String>,
+        /// The payload as MessagePack too, when the client asked for MessagePack.
+        msgpack: Option<Vec<u8>>,
         done: oneshot::Sender<Result<(), ClientError>>,
     },
     Query {
         event: String,
         payload: Option<String>,
+        msgpack: Option<Vec<u8>>,
         timeout: Option<Duration>,
         result: oneshot::Sender<Result<OwnedEnvelope, ClientError>>,
     },
@@ -340,6 +345,7 @@ impl Client {
             connect_attempts: options.connect_attempts,
             up: std::sync::atomic::AtomicBool::new(false),
             request_handlers: Mutex::new(std::collections::HashMap::new()),
+            msgpack: options.engine.codec == ws_proto::envelope::Codec::MsgPack,
         });
         let (commands, rx) = mpsc::unbounded();
         let task = driver::run(runtime.clone(), dialer, options, rx, shared.clone());
@@ -454,15 +460,19 @@ impl Client {
         Err(self.shared.closed())
     }
 
-    /// Sends `event` with `payload` serialized as JSON (`()` sends no payload). Online
-    /// it is written at once; otherwise it waits in the offline queue and is written
-    /// once when a session is up (`Refused(QueueFull)` when the queue is full).
+    /// Sends `event` with `payload` serialized as JSON (`()` sends no payload), and as
+    /// MessagePack too when the client asked for it ([`ClientOptions::with_codec`]):
+    /// on a MessagePack connection that form goes, so binary data (`serde_bytes`) is
+    /// `bin`. Online it is written at once; otherwise it waits in the offline queue and
+    /// is written once when a session is up (`Refused(QueueFull)` when the queue is
+    /// full).
     pub async fn send<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<(), ClientError> {
-        let payload = to_json(payload)?;
+        let (payload, msgpack) = self.serialize(payload)?;
         let (done, rx) = oneshot::channel();
         self.command(Command::Send {
             event: event.to_owned(),
             payload,
+            msgpack,
             done,
         })?;
         rx.await.unwrap_or_else(|_| Err(self.shared.closed()))
@@ -478,11 +488,12 @@ impl Client {
         payload: &T,
         timeout: Option<Duration>,
     ) -> Result<OwnedEnvelope, ClientError> {
-        let payload = to_json(payload)?;
+        let (payload, msgpack) = self.serialize(payload)?;
         let (result, rx) = oneshot::channel();
         self.command(Command::Query {
             event: event.to_owned(),
             payload,
+            msgpack,
             timeout,
             result,
         })?;
@@ -525,6 +536,22 @@ impl Client {
             return Ok(()); // already stopped
         }
         rx.await.unwrap_or(Ok(()))
+    }
+
+    /// `payload` as JSON (`None` for null) and, when the client asked for MessagePack,
+    /// as MessagePack too.
+    fn serialize<T: Serialize + ?Sized>(
+        &self,
+        payload: &T,
+    ) -> Result<(Option<String>, Option<Vec<u8>>), ClientError> {
+        let json = to_json(payload)?;
+        let msgpack = match (&json, self.shared.msgpack) {
+            (Some(_), true) => Some(
+                rmp_serde::to_vec_named(payload).map_err(|e| ClientError::InvalidPayload(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        Ok((json, msgpack))
     }
 
     fn command(&self, command: Command) -> Result<(), ClientError> {
