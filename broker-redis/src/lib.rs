@@ -34,7 +34,11 @@
 //! published again after the reconnect (twice, if Redis had taken it).
 //!
 //! Sends to a user or a session travel on one `{prefix}:direct` channel that every node
-//! subscribes to (the nodes that hold them deliver). Volatile sends (presence
+//! subscribes to (the nodes that hold them deliver). A publication carries its
+//! MessagePack form next to the JSON one when its node made it (binary data stays `bin`
+//! for the other nodes' MessagePack clients); which nodes have MessagePack connections
+//! travels on `{prefix}:codecs` ([`PubSub::msgpack_elsewhere`]), so a cluster whose
+//! clients all speak JSON publishes JSON only. Volatile sends (presence
 //! announcements among them) travel as volatile publications, which a node delivers to
 //! who is connected and never journals. Sessions any node can resume:
 //! [`RedisSessionStore`] (a [`SessionStore`](ws_driver::SessionStore), see its module

@@ -8,10 +8,12 @@
 //! increment per recipient (cloning a `Bytes`) would also stall on every cache-missing
 //! store before it, which measured as the largest part of a large room broadcast.
 //!
-//! A slot holds the message as JSON (the form journals and other nodes get) and, from
-//! the first binary connection that needs it, its MessagePack form too: made once per
-//! message, shared by every binary recipient and by replays on binary connections. The
-//! byte bound counts the JSON form, whatever the codecs of the connections.
+//! A slot holds the message as JSON (the form journals get) and its MessagePack form:
+//! made from the payload's own MessagePack form when the application gave one (then
+//! at once, and published with the JSON form), else from the JSON form for the first
+//! binary connection that needs it; once per message either way, shared by every
+//! binary recipient and by replays on binary connections. The byte bound counts the
+//! JSON form, whatever the codecs of the connections.
 
 use std::collections::VecDeque;
 

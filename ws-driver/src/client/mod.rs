@@ -82,7 +82,9 @@ impl ClientOptions {
     /// [`Codec::MsgPack`](ws_proto::envelope::Codec::MsgPack) offers
     /// `tether.v1.msgpack` (and `tether.v1.json` after it) in the upgrade and speaks
     /// binary frames when the server picks it; a server that does not gets JSON.
-    /// The API does not change: payloads are still given and read as JSON values.
+    /// The API does not change. Payloads given are serialized in both codecs, so
+    /// binary data (`serde_bytes`) goes as `bin` on a MessagePack connection; payloads
+    /// received are read as JSON values (`bin` shows as an array of numbers there).
     pub fn with_codec(mut self, codec: ws_proto::envelope::Codec) -> Self {
         self.engine.codec = codec;
         self
