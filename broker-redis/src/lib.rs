@@ -40,7 +40,11 @@
 //! the session's position ([`PubSub::history`]). See docs/PROTOCOL.md, "Room history".
 //!
 //! Sends to a user or a session travel on one `{prefix}:direct` channel that every node
-//! subscribes to (the nodes that hold them deliver). Volatile sends (presence
+//! subscribes to (the nodes that hold them deliver). A publication carries its
+//! MessagePack form next to the JSON one when its node made it (binary data stays `bin`
+//! for the other nodes' MessagePack clients); which nodes have MessagePack connections
+//! travels on `{prefix}:codecs` ([`PubSub::msgpack_elsewhere`]), so a cluster whose
+//! clients all speak JSON publishes JSON only. Volatile sends (presence
 //! announcements among them) travel as volatile publications, which a node delivers to
 //! who is connected and never journals. Sessions any node can resume:
 //! [`RedisSessionStore`] (a [`SessionStore`](ws_driver::SessionStore), see its module
@@ -144,6 +148,10 @@ pub struct BrokerStatus {
     pub dropped: u64,
     /// Rooms this node is subscribed to.
     pub rooms: usize,
+    /// Nodes known to have MessagePack connections (this process's and others'): while
+    /// there are any, publications carry their payload's MessagePack form too
+    /// ([`PubSub::msgpack_elsewhere`]).
+    pub msgpack_nodes: usize,
     /// The last error, if any.
     pub last_error: Option<String>,
 }
@@ -154,6 +162,8 @@ pub struct RedisPubSub {
     ops: mpsc::UnboundedSender<Op>,
     status: Arc<Mutex<BrokerStatus>>,
     history: bool,
+    /// The nodes known to have MessagePack connections, here and elsewhere.
+    msgpack: Arc<Mutex<HashSet<u64>>>,
 }
 
 enum Op {
@@ -167,6 +177,7 @@ enum Op {
         RoomOffset,
         oneshot::Sender<Result<Vec<Publication>, HistoryError>>,
     ),
+    MsgPack(u64, bool),
 }
 
 /// A publication waiting for Redis.
@@ -219,6 +230,7 @@ impl RedisPubSub {
         let (ops, rx) = mpsc::unbounded();
         let status = Arc::new(Mutex::new(BrokerStatus::default()));
         let history = config.history_len > 0;
+        let msgpack = Arc::new(Mutex::new(HashSet::new()));
         let task = Task {
             publish_script: redis::Script::new(PUBLISH_WITH_HISTORY),
             read_script: redis::Script::new(READ_HISTORY),
@@ -229,9 +241,16 @@ impl RedisPubSub {
             nodes: Vec::new(),
             rooms: HashMap::new(),
             buffer: VecDeque::new(),
+            msgpack: msgpack.clone(),
+            notices: Vec::new(),
         };
         runtime.spawn(task.run(rx));
-        Self { ops, status, history }
+        Self {
+            ops,
+            status,
+            history,
+            msgpack,
+        }
     }
 
     /// What the broker has done so far.
@@ -281,13 +300,29 @@ impl PubSub for RedisPubSub {
                 .unwrap_or_else(|_| Err(HistoryError::Unavailable("Redis unreachable".to_owned())))
         })
     }
+
+    /// Told to the other processes' brokers on `{prefix}:codecs`; a broker that
+    /// (re)connects asks every node to say again, so a node started later learns it at
+    /// once. A node that dies without saying it has none left is still counted until
+    /// the broker reconnects: its publications carry a MessagePack form nobody needs,
+    /// which costs bytes, not correctness.
+    fn msgpack_connections(&self, node: u64, present: bool) {
+        self.send(Op::MsgPack(node, present));
+    }
+
+    fn msgpack_elsewhere(&self, node: u64) -> bool {
+        let nodes = self.msgpack.lock().unwrap_or_else(PoisonError::into_inner);
+        nodes.iter().any(|&n| n != node)
+    }
 }
 
-/// A local node: its id, where its deliveries go, its rooms.
+/// A local node: its id, where its deliveries go, its rooms, whether it has
+/// MessagePack connections.
 struct Node {
     id: u64,
     tx: mpsc::UnboundedSender<Publication>,
     rooms: HashSet<String>,
+    msgpack: bool,
 }
 
 /// Most operations taken from the queue at once: the publications among them go to
@@ -308,6 +343,11 @@ struct Task<R> {
     read_script: redis::Script,
     /// Whether the link is up (room publications then reach local nodes from Redis).
     connected: bool,
+    /// The nodes known to have MessagePack connections (shared with the handles).
+    msgpack: Arc<Mutex<HashSet<u64>>>,
+    /// Notices for `{prefix}:codecs` not yet published (dropped on a reconnect, which
+    /// says everything again).
+    notices: Vec<wire::CodecNotice>,
 }
 
 /// The two connections while Redis is up.
@@ -365,6 +405,7 @@ impl<R: Runtime> Task<R> {
             };
             backoff = self.config.reconnect_backoff.0;
             self.connected = true;
+            self.greet();
             let connects = {
                 let mut status = self.lock();
                 status.connected = true;
@@ -448,7 +489,12 @@ impl<R: Runtime> Task<R> {
                     }
                     self.flush(link).await?;
                 }
-                Event::Message(Some(message)) => self.deliver(&message),
+                Event::Message(Some(message)) => {
+                    self.deliver(&message);
+                    if !self.notices.is_empty() {
+                        self.flush(link).await?;
+                    }
+                }
                 Event::Message(None) => {
                     return Err(redis::RedisError::from((
                         redis::ErrorKind::Io,
@@ -467,6 +513,7 @@ impl<R: Runtime> Task<R> {
         let mut channels = vec![
             wire::all_channel(&self.config.prefix),
             wire::direct_channel(&self.config.prefix),
+            wire::codecs_channel(&self.config.prefix),
         ];
         channels.extend(
             self.rooms
@@ -497,8 +544,22 @@ impl<R: Runtime> Task<R> {
                     id,
                     tx,
                     rooms: HashSet::new(),
+                    msgpack: false,
                 });
                 Command::None
+            }
+            Op::MsgPack(node, present) => {
+                let Some(n) = self.nodes.iter_mut().find(|n| n.id == node) else {
+                    return Command::None;
+                };
+                n.msgpack = present;
+                self.note_msgpack(node, present);
+                self.notices.push(wire::CodecNotice {
+                    node,
+                    msgpack: present,
+                    ask: false,
+                });
+                Command::Publish
             }
             Op::Publish(node, publication) => {
                 let history = self.config.history_len > 0
@@ -648,6 +709,15 @@ impl<R: Runtime> Task<R> {
     /// Publishes what waits in the buffer, oldest first, in pipelines of at most
     /// [`BATCH`] commands. What Redis did not confirm stays in the buffer.
     async fn flush(&mut self, link: &mut Link) -> redis::RedisResult<()> {
+        if !self.notices.is_empty() {
+            let channel = wire::codecs_channel(&self.config.prefix);
+            let mut pipe = redis::pipe();
+            for notice in &self.notices {
+                pipe.cmd("PUBLISH").arg(&channel).arg(notice.encode()).ignore();
+            }
+            self.timed(pipe.query_async::<()>(&mut link.publisher)).await?;
+            self.notices.clear();
+        }
         while !self.buffer.is_empty() {
             let n = self.buffer.len().min(BATCH);
             let mut pipe = redis::pipe();
@@ -717,6 +787,9 @@ impl<R: Runtime> Task<R> {
     /// A message from Redis: to every local node that wants it, unless a local node
     /// published it (those had it at once).
     fn deliver(&mut self, message: &redis::Msg) {
+        if message.get_channel_name() == wire::codecs_channel(&self.config.prefix) {
+            return self.heed(message.get_payload_bytes());
+        }
         let Some((node, publication)) = wire::decode(
             &self.config.prefix,
             message.get_channel_name(),
@@ -764,6 +837,67 @@ impl<R: Runtime> Task<R> {
                 };
             !wanted || n.tx.unbounded_send(publication.clone()).is_ok()
         });
+    }
+
+    /// Just connected: forgets what other processes' nodes said (they say it again)
+    /// and asks them, saying what this process's nodes have.
+    fn greet(&mut self) {
+        let local: HashSet<u64> = self.nodes.iter().filter(|n| n.msgpack).map(|n| n.id).collect();
+        self.msgpack
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|n| local.contains(n));
+        self.lock().msgpack_nodes = local.len();
+        self.notices.clear();
+        // Node 0 when there is none yet: the question alone.
+        let first = self.nodes.first().map_or(0, |n| n.id);
+        for node in std::iter::once(first).chain(local.iter().copied().filter(|&n| n != first)) {
+            self.notices.push(wire::CodecNotice {
+                node,
+                msgpack: local.contains(&node),
+                ask: node == first,
+            });
+        }
+    }
+
+    /// A notice from `{prefix}:codecs`: remembers another process's node, and answers
+    /// a question with this process's nodes that have MessagePack connections.
+    fn heed(&mut self, message: &[u8]) {
+        let Some(notice) = wire::CodecNotice::decode(message) else {
+            tracing::debug!("a codecs notice this broker cannot read");
+            return;
+        };
+        if self.nodes.iter().any(|n| n.id == notice.node) {
+            return;
+        }
+        if notice.node != 0 || notice.msgpack {
+            self.note_msgpack(notice.node, notice.msgpack);
+        }
+        if notice.ask {
+            let answers = self
+                .nodes
+                .iter()
+                .filter(|n| n.msgpack)
+                .map(|n| wire::CodecNotice {
+                    node: n.id,
+                    msgpack: true,
+                    ask: false,
+                });
+            self.notices.extend(answers);
+        }
+    }
+
+    /// Records whether `node` has MessagePack connections.
+    fn note_msgpack(&mut self, node: u64, present: bool) {
+        let count = {
+            let mut nodes = self.msgpack.lock().unwrap_or_else(PoisonError::into_inner);
+            match present {
+                true => nodes.insert(node),
+                false => nodes.remove(&node),
+            };
+            nodes.len()
+        };
+        self.lock().msgpack_nodes = count;
     }
 
     fn note_error(&self, err: &redis::RedisError) {

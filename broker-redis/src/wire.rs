@@ -10,6 +10,17 @@
 //! 16 bytes when set); on `direct`, the target (0, the user id's length in 2 bytes and
 //! its UTF-8; or 1 and the session id in 16 bytes); then the envelope prefix as the
 //! engine encoded it.
+//!
+//! A publication that carries its MessagePack form too ([`Publication::msgpack`]) is
+//! version 3 (4 when volatile), laid out as 1 (2) up to the target, then the JSON
+//! prefix's length (4 bytes, big-endian), the JSON prefix, and the MessagePack prefix
+//! to the end. A node that reads only versions 1 and 2 drops those; a publication
+//! without the MessagePack form is still written as 1 or 2, so that such nodes read
+//! everything until MessagePack clients appear.
+//!
+//! `{prefix}:codecs` carries which nodes have MessagePack connections: version 1, the
+//! node (8 bytes), a flag byte (bit 0: it has MessagePack connections; bit 1: every
+//! node that has some is asked to say so, sent by a broker that has just connected).
 
 use std::sync::Arc;
 
@@ -18,7 +29,12 @@ use ws_session::{Publication, PublishTarget, RoomOffset, SessionId, UserId};
 
 const VERSION: u8 = 1;
 const VERSION_VOLATILE: u8 = 2;
+const VERSION_MSGPACK: u8 = 3;
+const VERSION_VOLATILE_MSGPACK: u8 = 4;
 const HEADER: usize = 1 + 8 + 1;
+const CODECS_VERSION: u8 = 1;
+const HAS_MSGPACK: u8 = 1;
+const ASK: u8 = 2;
 
 /// The channel of a target.
 pub(crate) fn channel(prefix: &str, target: &PublishTarget) -> Option<String> {
@@ -71,13 +87,53 @@ pub(crate) fn split_offset(message: &[u8]) -> Option<(RoomOffset, &[u8])> {
     Some((offset, &message[space + 1..]))
 }
 
+pub(crate) fn codecs_channel(prefix: &str) -> String {
+    format!("{prefix}:codecs")
+}
+
+/// What a node says on the codecs channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CodecNotice {
+    /// The node it is about.
+    pub(crate) node: u64,
+    /// Whether it has MessagePack connections.
+    pub(crate) msgpack: bool,
+    /// Whether every node with MessagePack connections should say so.
+    pub(crate) ask: bool,
+}
+
+impl CodecNotice {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10);
+        out.push(CODECS_VERSION);
+        out.extend_from_slice(&self.node.to_be_bytes());
+        out.push(if self.msgpack { HAS_MSGPACK } else { 0 } | if self.ask { ASK } else { 0 });
+        out
+    }
+
+    /// `None` for a message this version cannot read.
+    pub(crate) fn decode(message: &[u8]) -> Option<Self> {
+        match message {
+            [CODECS_VERSION, node @ .., flags] if node.len() == 8 => Some(Self {
+                node: u64::from_be_bytes(node.try_into().ok()?),
+                msgpack: flags & HAS_MSGPACK != 0,
+                ask: flags & ASK != 0,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The message for `publication` from `node`.
 pub(crate) fn encode(node: u64, publication: &Publication) -> Vec<u8> {
-    let mut out = BytesMut::with_capacity(HEADER + 16 + 16 + publication.prefix.len());
-    out.put_u8(if publication.volatile {
-        VERSION_VOLATILE
-    } else {
-        VERSION
+    let msgpack = publication.msgpack.as_deref();
+    let len = HEADER + 16 + 16 + 4 + publication.prefix.len() + msgpack.map_or(0, <[u8]>::len);
+    let mut out = BytesMut::with_capacity(len);
+    out.put_u8(match (publication.volatile, msgpack.is_some()) {
+        (false, false) => VERSION,
+        (true, false) => VERSION_VOLATILE,
+        (false, true) => VERSION_MSGPACK,
+        (true, true) => VERSION_VOLATILE_MSGPACK,
     });
     out.put_u64(node);
     match publication.except {
@@ -102,7 +158,14 @@ pub(crate) fn encode(node: u64, publication: &Publication) -> Vec<u8> {
         }
         _ => {}
     }
-    out.put_slice(&publication.prefix);
+    if let Some(msgpack) = msgpack {
+        // A prefix over 4 GiB cannot be published anyway (Redis refuses 512 MiB).
+        out.put_u32(u32::try_from(publication.prefix.len()).unwrap_or(u32::MAX));
+        out.put_slice(&publication.prefix);
+        out.put_slice(msgpack);
+    } else {
+        out.put_slice(&publication.prefix);
+    }
     out.to_vec()
 }
 
@@ -127,7 +190,7 @@ fn decode_plain(prefix: &str, channel: &str, message: &[u8]) -> Option<(u64, Pub
         PublishTarget::Room(Arc::from(room))
     };
     let (&version, rest) = message.split_first()?;
-    if !(version == VERSION || version == VERSION_VOLATILE) || rest.len() < HEADER - 1 {
+    if !(VERSION..=VERSION_VOLATILE_MSGPACK).contains(&version) || rest.len() < HEADER - 1 {
         return None;
     }
     let node = u64::from_be_bytes(rest[..8].try_into().ok()?);
@@ -155,14 +218,20 @@ fn decode_plain(prefix: &str, channel: &str, message: &[u8]) -> Option<(u64, Pub
             _ => return None,
         }
     }
-    let body = Bytes::copy_from_slice(body);
-    Some((
-        node,
-        match version {
-            VERSION_VOLATILE => Publication::new_volatile(target, except, body),
-            _ => Publication::new(target, except, body),
-        },
-    ))
+    let (json, msgpack) = match version {
+        VERSION_MSGPACK | VERSION_VOLATILE_MSGPACK => {
+            let len = u32::from_be_bytes(body.get(..4)?.try_into().ok()?) as usize;
+            let json = body.get(4..4 + len)?;
+            (json, Some(Bytes::copy_from_slice(&body[4 + len..])))
+        }
+        _ => (body, None),
+    };
+    let json = Bytes::copy_from_slice(json);
+    let publication = match version {
+        VERSION_VOLATILE | VERSION_VOLATILE_MSGPACK => Publication::new_volatile(target, except, json),
+        _ => Publication::new(target, except, json),
+    };
+    Some((node, publication.with_msgpack(msgpack)))
 }
 
 #[cfg(test)]
@@ -183,9 +252,13 @@ mod tests {
         ] {
             let prefix = Bytes::from_static(br#"{"v":"1.0","e":"x""#);
             let channel = channel("t", &target).unwrap();
+            let msgpack = Some(Bytes::from_static(&[0x83, 0xa1, 0x76, 0xa3, 0x31, 0x2e, 0x30]));
             for publication in [
                 Publication::new(target.clone(), except, prefix.clone()),
                 Publication::new_volatile(target.clone(), except, prefix.clone()),
+                Publication::new(target.clone(), except, prefix.clone()).with_msgpack(msgpack.clone()),
+                Publication::new_volatile(target.clone(), except, prefix.clone())
+                    .with_msgpack(msgpack.clone()),
             ] {
                 let message = encode(42, &publication);
                 assert_eq!(decode("t", &channel, &message), Some((42, publication)));
@@ -215,9 +288,14 @@ mod tests {
         assert_eq!(decode("t", "other:all", &message), None);
         assert_eq!(decode("t", "t:all", &[2, 0, 0]), None);
         assert_eq!(
-            decode("t", "t:all", &[3, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+            decode("t", "t:all", &[5, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
             None,
             "a later version"
+        );
+        // Version 3 whose JSON length runs past the end.
+        assert_eq!(
+            decode("t", "t:all", &[3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 9, b'{']),
+            None
         );
         assert_eq!(decode("t", "t:all", &[]), None);
         let mut truncated = encode(
@@ -237,5 +315,37 @@ mod tests {
             "a session id cut short"
         );
         assert_eq!(decode("t", "t:direct", &[1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 9]), None);
+    }
+
+    /// Versions 1 and 2 read as before (no MessagePack form); a publication without
+    /// the form is still written as them, one with it as 3 or 4.
+    #[test]
+    fn older_versions_stay_readable_and_are_still_written() {
+        let prefix = Bytes::from_static(br#"{"v":"1.0","e":"x""#);
+        let mut v1 = vec![1, 0, 0, 0, 0, 0, 0, 0, 9, 0];
+        v1.extend_from_slice(&prefix);
+        let (node, read) = decode("t", "t:all", &v1).unwrap();
+        assert_eq!((node, read.msgpack.clone(), read.volatile), (9, None, false));
+        assert_eq!(read.prefix, prefix);
+        assert_eq!(encode(9, &read), v1);
+        let packed = read.clone().with_msgpack(Some(Bytes::from_static(&[0x80])));
+        assert_eq!(encode(9, &packed)[0], 3);
+        let volatile = Publication::new_volatile(PublishTarget::All, None, prefix);
+        assert_eq!(encode(9, &volatile)[0], 2);
+        assert_eq!(encode(9, &volatile.with_msgpack(Some(Bytes::new())))[0], 4);
+    }
+
+    #[test]
+    fn codec_notices_round_trip() {
+        for (msgpack, ask) in [(false, false), (true, false), (false, true), (true, true)] {
+            let notice = CodecNotice {
+                node: 0x0102_0304_0506_0708,
+                msgpack,
+                ask,
+            };
+            assert_eq!(CodecNotice::decode(&notice.encode()), Some(notice));
+        }
+        assert_eq!(CodecNotice::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 1, 1]), None);
+        assert_eq!(CodecNotice::decode(&[1, 0, 0, 1]), None);
     }
 }

@@ -1,10 +1,17 @@
 //! Byte payloads on a MessagePack connection reach a handler as bytes: `bin` on the
 //! wire, a byte buffer in `Context::payload`, no base64 and no array of numbers; the
-//! same type refuses a JSON array (4013). And back: a handler's reply with bytes is
-//! `bin` for a MessagePack client, an array of numbers for a JSON one. Against the
-//! real server on tokio.
+//! same type refuses a JSON array (4013). And back: bytes the server sends are `bin`
+//! for a MessagePack client and an array of numbers for a JSON one, on every path: a
+//! handler's reply and emit, room broadcasts, broadcasts to all but one, the server
+//! handle's sends to a session and to a user, publications from another node (in
+//! memory and over a real `redis-server`). The Rust client sends bytes as `bin` on
+//! MessagePack. Against the real server on tokio.
 
-use adapter_tokio::{App, Context};
+use std::time::{Duration, Instant};
+
+use adapter_tokio::{App, Context, InMemoryPubSub};
+use ws_driver::Audience;
+use ws_session::SessionId;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
@@ -181,5 +188,241 @@ async fn bytes_a_handler_sends_are_bin_for_a_msgpack_client_and_numbers_for_a_js
         assert_eq!(recv(&mut ws).await["p"]["data"], json!([9]));
     })
     .await;
+    server.stop().await.unwrap();
+}
+
+/// The suite's app with sends of bytes to a room and to all but the sender.
+fn sharing_app() -> App {
+    app()
+        .on("share", |ctx: Context| async move {
+            let room: String = ctx.payload()?;
+            ctx.to_room(&room, "file", &Download { data: vec![3, 4, 5] })?;
+            ctx.reply("shared", &())
+        })
+        .on("share.all", |ctx: Context| async move {
+            ctx.server()
+                .to(Audience::All)
+                .except(ctx.session_id())
+                .emit("file", &Download { data: vec![6, 7] })?;
+            ctx.reply("shared", &())
+        })
+}
+
+/// The `data` of the next `file` envelope on a JSON connection.
+async fn next_json_file(conn: &mut tether_tests::client::Conn) -> serde_json::Value {
+    loop {
+        let env = recv(conn).await;
+        if env["e"] == "file" {
+            return env["p"]["data"].clone();
+        }
+    }
+}
+
+/// A session of `name` speaking `codec`, and its id.
+async fn session_in(
+    codec: Codec,
+    addr: std::net::SocketAddr,
+    name: &str,
+) -> (tether_tests::client::Conn, SessionId) {
+    let (conn, created) = with_codec(codec, session(addr, name)).await;
+    let id = SessionId::parse(created["sessionId"].as_str().unwrap()).unwrap();
+    (conn, id)
+}
+
+async fn join(conn: &mut tether_tests::client::Conn, room: &str) {
+    send(conn, "join", json!(room), Some("j")).await;
+    assert_eq!(recv(conn).await["e"], "joined");
+}
+
+#[tokio::test]
+async fn broadcasts_and_handle_sends_carry_bytes_as_bin_to_msgpack_clients() {
+    let server = harness::start(ServerRuntime::Tokio, sharing_app()).await;
+    let (mut packed, packed_id) = session_in(Codec::MsgPack, server.addr, "ann").await;
+    let (mut json, _) = session_in(Codec::Json, server.addr, "bob").await;
+    let (mut other, _) = session_in(Codec::MsgPack, server.addr, "cy").await;
+    join(&mut packed, "r").await;
+    join(&mut json, "r").await;
+
+    // A room broadcast: bin for the MessagePack member, numbers for the JSON one (the
+    // sender), in the same broadcast.
+    send(&mut json, "share", json!("r"), Some("s")).await;
+    assert_eq!(next_file(&mut packed).await, [3, 4, 5], "room broadcast");
+    assert_eq!(next_json_file(&mut json).await, json!([3, 4, 5]));
+
+    // To all but the sender.
+    send(&mut packed, "share.all", json!(null), Some("a")).await;
+    assert_eq!(next_file(&mut other).await, [6, 7], "broadcast to all but one");
+    assert_eq!(next_json_file(&mut json).await, json!([6, 7]));
+
+    // The server handle, to a session and to a user. The sender of `share.all` was
+    // left out: its next file is the handle's.
+    let handle = &server.handle;
+    handle
+        .send(packed_id, "file", &Download { data: vec![8] })
+        .unwrap();
+    assert_eq!(next_file(&mut packed).await, [8], "ServerHandle::send");
+    handle
+        .send_to_user("cy", "file", &Download { data: vec![10, 11] })
+        .unwrap();
+    assert_eq!(
+        next_file(&mut other).await,
+        [10, 11],
+        "ServerHandle::send_to_user"
+    );
+    handle
+        .send_to_user("bob", "file", &Download { data: vec![12] })
+        .unwrap();
+    assert_eq!(next_json_file(&mut json).await, json!([12]));
+    server.stop().await.unwrap();
+}
+
+/// Waits (10 s at most) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Node A has no MessagePack client; node B has one and a JSON one in the room. What
+/// A's application sends reaches B's MessagePack client as `bin`: A serializes it in
+/// MessagePack too because the bus says another node has MessagePack connections.
+async fn publications_from_another_node_keep_bytes(
+    a: &tether_tests::harness::Running,
+    b: &tether_tests::harness::Running,
+) {
+    let (mut packed, packed_id) = session_in(Codec::MsgPack, b.addr, "dee").await;
+    let (mut json, _) = session_in(Codec::Json, b.addr, "eve").await;
+    join(&mut packed, "far").await;
+    join(&mut json, "far").await;
+    a.handle
+        .broadcast_room("far", "file", &Download { data: vec![20, 21] }, None)
+        .unwrap();
+    assert_eq!(next_file(&mut packed).await, [20, 21], "a room broadcast from A");
+    assert_eq!(next_json_file(&mut json).await, json!([20, 21]));
+    a.handle
+        .send_to_user("dee", "file", &Download { data: vec![22] })
+        .unwrap();
+    assert_eq!(next_file(&mut packed).await, [22], "a send to a user from A");
+    a.handle
+        .send(packed_id, "file", &Download { data: vec![23] })
+        .unwrap();
+    assert_eq!(next_file(&mut packed).await, [23], "a send to a session from A");
+    a.handle.broadcast("file", &Download { data: vec![24] }).unwrap();
+    assert_eq!(next_file(&mut packed).await, [24], "a broadcast from A");
+    assert_eq!(next_json_file(&mut json).await, json!([24]));
+}
+
+#[tokio::test]
+async fn publications_from_another_node_in_memory_carry_bytes_as_bin() {
+    let bus = InMemoryPubSub::new();
+    let a = harness::start(ServerRuntime::Tokio, sharing_app().pubsub(bus.clone())).await;
+    let b = harness::start(ServerRuntime::Tokio, sharing_app().pubsub(bus.clone())).await;
+    let (_first, _) = session_in(Codec::MsgPack, b.addr, "early").await;
+    // Node 0 is no node: true once any node said it has MessagePack connections.
+    until("B tells the bus", || {
+        ws_driver::PubSub::msgpack_elsewhere(&bus, 0)
+    })
+    .await;
+    publications_from_another_node_keep_bytes(&a, &b).await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn publications_from_another_node_over_redis_carry_bytes_as_bin() {
+    use broker_redis::{RedisConfig, RedisPubSub};
+    let redis = tether_tests::redis_server::RedisServer::start();
+    let broker = || {
+        let mut config = RedisConfig::new(&redis.url()).expect("a Redis URL");
+        config.prefix = "bin".to_owned();
+        RedisPubSub::start(config, adapter_tokio::TokioRuntime)
+    };
+    let (broker_a, broker_b) = (broker(), broker());
+    let a = harness::start(ServerRuntime::Tokio, sharing_app().pubsub(broker_a.clone())).await;
+    let b = harness::start(ServerRuntime::Tokio, sharing_app().pubsub(broker_b.clone())).await;
+    until("the brokers connect", || {
+        broker_a.status().connected && broker_b.status().connected
+    })
+    .await;
+    let (_first, _) = session_in(Codec::MsgPack, b.addr, "early").await;
+    until("A learns that B has MessagePack connections", || {
+        broker_a.status().msgpack_nodes == 1
+    })
+    .await;
+    // The room broadcast needs B subscribed to the room: join first, then wait.
+    let (mut packed, _) = session_in(Codec::MsgPack, b.addr, "dee").await;
+    join(&mut packed, "far").await;
+    until("B subscribes to the room", || {
+        redis.subscribers("bin:room:far") == 1
+    })
+    .await;
+    drop(packed);
+    publications_from_another_node_keep_bytes(&a, &b).await;
+    // A node that connects later is told at once (B's answer to its question).
+    let late = broker();
+    until("a later broker learns it", || late.status().msgpack_nodes == 1).await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+/// The Rust client asking for MessagePack sends bytes as `bin`: the handler's
+/// bytes-only type takes them (it refuses the array of numbers a JSON serialization
+/// makes, as the JSON case shows), in a query and in a plain send.
+#[tokio::test]
+async fn the_rust_client_sends_bytes_as_bin_on_msgpack() {
+    use adapter_tokio::{Client, ClientOptions};
+    let (uploaded_tx, mut uploaded) = futures::channel::mpsc::unbounded::<usize>();
+    let app = app().on("upload.quiet", move |ctx: Context| {
+        let uploaded_tx = uploaded_tx.clone();
+        async move {
+            let upload: Upload = ctx.payload()?;
+            let _ = uploaded_tx.unbounded_send(upload.data.0.len());
+            Ok(())
+        }
+    });
+    let server = harness::start(ServerRuntime::Tokio, app).await;
+    let url = format!("ws://{}/ws", server.addr);
+    let data: Vec<u8> = (0..=255).collect();
+    let upload = UploadOut {
+        name: "all",
+        data: &data,
+    };
+    let options = ClientOptions::with_credential("user:ann").with_codec(Codec::MsgPack);
+    let client = Client::start(&url, options).unwrap();
+    let reply = client.inner().query("upload", &upload, None).await.unwrap();
+    assert_eq!(&*reply.event, "uploaded", "{reply:?}");
+    assert_eq!(
+        reply.payload_as::<serde_json::Value>().unwrap(),
+        json!({"name": "all", "len": 256, "sum": 255 * 128})
+    );
+    client.inner().send("upload.quiet", &upload).await.unwrap();
+    let len = tokio::time::timeout(
+        tether_tests::client::WAIT,
+        futures::StreamExt::next(&mut uploaded),
+    )
+    .await
+    .expect("in time");
+    assert_eq!(len, Some(256));
+    client
+        .inner()
+        .close(ws_proto::CloseCode::NORMAL, "bye")
+        .await
+        .unwrap();
+
+    // The same client on JSON: bytes are numbers there, which the type refuses.
+    let options = ClientOptions::with_credential("user:ann").with_codec(Codec::Json);
+    let client = Client::start(&url, options).unwrap();
+    let refused = client.inner().query("upload", &upload, None).await;
+    assert!(
+        matches!(&refused, Err(adapter_tokio::ClientError::Query(_))),
+        "{refused:?}"
+    );
+    client
+        .inner()
+        .close(ws_proto::CloseCode::NORMAL, "bye")
+        .await
+        .unwrap();
     server.stop().await.unwrap();
 }

@@ -12,6 +12,7 @@ use ws_session::{ApiError, ConnectionId, ConnectionInfo, InboundEvent, SessionId
 use crate::error::HandlerError;
 use crate::handler::Handler;
 use crate::hub::{Command, ServerHandle};
+use crate::payloads::Payloads;
 use crate::state::SessionState;
 
 /// One application event and its sender. Cheap to clone; every method that sends
@@ -212,16 +213,11 @@ impl Context {
         payload: &impl Serialize,
         correlation_id: Option<String>,
     ) -> Result<(), HandlerError> {
-        let msgpack = match self.codec() {
-            Codec::MsgPack => Some(rmp_serde::to_vec_named(payload).map_err(HandlerError::internal)?),
-            _ => None,
-        };
         self.inner.handle.command(Command::Send {
             session: self.session_id(),
             event: event.to_owned(),
-            payload: Some(serde_json::to_string(payload).map_err(HandlerError::internal)?),
+            payload: Some(Payloads::of(payload, self.codec() == Codec::MsgPack)?),
             correlation_id,
-            msgpack,
         });
         Ok(())
     }

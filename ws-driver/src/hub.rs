@@ -21,7 +21,7 @@ use futures_util::future::{Fuse, FutureExt};
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use ws_proto::envelope::{sys, OutgoingEnvelope, Payload};
+use ws_proto::envelope::{sys, Codec, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::{
     Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, ErrorCode, InboundEvent, JournalEntry,
@@ -35,6 +35,7 @@ use crate::context::Context;
 use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
 use crate::membership::{MemberChange, MemberTable, MemberUpdate, Membership, MembershipError};
+use crate::payloads::{envelope, Demand, Payloads};
 use crate::presence::{self, Member, Pending, Presence, Tracker};
 use crate::pubsub::PubSub;
 use crate::reach::{Audience, SessionView};
@@ -77,11 +78,8 @@ pub(crate) enum Command {
     Send {
         session: SessionId,
         event: String,
-        payload: Option<String>,
+        payload: Option<Payloads>,
         correlation_id: Option<String>,
-        /// The payload in MessagePack too (a handler's own session on a MessagePack
-        /// connection), so that its binary data stays `bin`.
-        msgpack: Option<Vec<u8>>,
     },
     Error {
         session: SessionId,
@@ -90,12 +88,12 @@ pub(crate) enum Command {
     },
     Broadcast {
         event: String,
-        payload: Option<String>,
+        payload: Option<Payloads>,
     },
     BroadcastRoom {
         room: String,
         event: String,
-        payload: Option<String>,
+        payload: Option<Payloads>,
         except: Option<SessionId>,
     },
     Emit {
@@ -103,13 +101,13 @@ pub(crate) enum Command {
         except: Option<SessionId>,
         volatile: bool,
         event: String,
-        payload: Option<String>,
+        payload: Option<Payloads>,
     },
     EmitTo {
         sessions: std::collections::HashSet<SessionId>,
         volatile: bool,
         event: String,
-        payload: Option<String>,
+        payload: Option<Payloads>,
     },
     Sessions {
         audience: Audience,
@@ -199,6 +197,8 @@ pub(crate) struct Settings {
 pub struct ServerHandle {
     commands: mpsc::UnboundedSender<Command>,
     state: Arc<TypeMap>,
+    /// Whether payloads are wanted in MessagePack too.
+    demand: Arc<Demand>,
     /// Measured by the session workers around each handler.
     pub(crate) handler_latency: crate::prometheus::HandlerLatency,
 }
@@ -222,9 +222,13 @@ impl Hub {
     pub(crate) fn start<R: Runtime>(app: App, runtime: R) -> Self {
         let (input_tx, input_rx) = mpsc::channel(CONN_INPUT_BUFFER);
         let (command_tx, command_rx) = mpsc::unbounded();
+        let mut rng = StdRng::from_os_rng();
+        let node = rand::RngCore::next_u64(&mut rng);
+        let demand = Arc::new(Demand::new(app.pubsub.clone().map(|pubsub| (pubsub, node))));
         let handle = ServerHandle {
             commands: command_tx.clone(),
             state: Arc::new(app.state),
+            demand: demand.clone(),
             handler_latency: crate::prometheus::HandlerLatency::default(),
         };
         let settings = Arc::new(Settings {
@@ -233,8 +237,6 @@ impl Hub {
             close_timeout: app.close_timeout,
             max_unwritten_bytes: app.config.max_outbound_bytes,
         });
-        let mut rng = StdRng::from_os_rng();
-        let node = rand::RngCore::next_u64(&mut rng);
         let engine = Engine::new(app.config, rng).expect("invalid EngineConfig");
         let mut publisher = None;
         let history = app
@@ -261,6 +263,7 @@ impl Hub {
                         ToBroker::Publish(publication) => pubsub.publish(node, publication),
                         ToBroker::Occupied(room) => pubsub.room_occupied(node, &room),
                         ToBroker::Vacated(room) => pubsub.room_vacated(node, &room),
+                        ToBroker::MsgPack(present) => pubsub.msgpack_connections(node, present),
                     });
                     if std::panic::catch_unwind(call).is_err() {
                         tracing::error!("the PubSub backend panicked; one call is lost");
@@ -447,8 +450,19 @@ impl ServerHandle {
         let _ = self.commands.unbounded_send(command);
     }
 
+    /// `payload` serialized for the hub: as JSON, and as MessagePack too when a
+    /// MessagePack connection may receive it (here, or on another node).
+    pub(crate) fn payloads(&self, payload: &impl serde::Serialize) -> Result<Payloads, HandlerError> {
+        Payloads::of(payload, self.demand.msgpack())
+    }
+
     /// Sends `event` with `payload` to `session`, in its stream (replayed after a
     /// reconnect).
+    ///
+    /// Every send of the handle serializes `payload` once as JSON and, while a
+    /// MessagePack connection is open on this node or (per the [`PubSub`](crate::PubSub)
+    /// backend) on another, once as MessagePack too: binary data (`serde_bytes`) then
+    /// reaches MessagePack clients as `bin` and JSON clients as an array of numbers.
     pub fn send(
         &self,
         session: SessionId,
@@ -458,23 +472,24 @@ impl ServerHandle {
         self.command(Command::Send {
             session,
             event: event.to_owned(),
-            payload: Some(serde_json::to_string(payload).map_err(HandlerError::internal)?),
+            payload: Some(self.payloads(payload)?),
             correlation_id: None,
-            msgpack: None,
         });
         Ok(())
     }
 
-    /// Sends `event` with `payload` to every session.
+    /// Sends `event` with `payload` to every session (serialized as for
+    /// [`send`](Self::send)).
     pub fn broadcast(&self, event: &str, payload: &impl serde::Serialize) -> Result<(), HandlerError> {
         self.command(Command::Broadcast {
             event: event.to_owned(),
-            payload: Some(serde_json::to_string(payload).map_err(HandlerError::internal)?),
+            payload: Some(self.payloads(payload)?),
         });
         Ok(())
     }
 
-    /// Sends `event` with `payload` to every member of `room` but `except`.
+    /// Sends `event` with `payload` to every member of `room` but `except` (serialized
+    /// as for [`send`](Self::send)).
     pub fn broadcast_room(
         &self,
         room: &str,
@@ -485,7 +500,7 @@ impl ServerHandle {
         self.command(Command::BroadcastRoom {
             room: room.to_owned(),
             event: event.to_owned(),
-            payload: Some(serde_json::to_string(payload).map_err(HandlerError::internal)?),
+            payload: Some(self.payloads(payload)?),
             except,
         });
         Ok(())
@@ -597,6 +612,8 @@ enum ToBroker {
     Publish(Publication),
     Occupied(Arc<str>),
     Vacated(Arc<str>),
+    /// This node now has MessagePack connections, or none any more.
+    MsgPack(bool),
 }
 
 /// What the hub keeps for presence and room membership.
@@ -734,6 +751,8 @@ struct ConnEntry {
     /// The connection's hook worker, when there are connection hooks: `Disconnected`
     /// is queued behind `Connected`, then the sender is dropped and the worker exits.
     hooks: Option<mpsc::UnboundedSender<Job>>,
+    /// Whether it speaks MessagePack (counted in the [`Demand`]).
+    msgpack: bool,
 }
 
 /// Handlers of one session run one after the other, in arrival order, on a worker
@@ -922,6 +941,10 @@ impl<R: Runtime> HubTask<R> {
                     return;
                 }
                 let peer = info.peer_addr;
+                let msgpack = info.codec == Codec::MsgPack;
+                if msgpack && self.handle.demand.opened() {
+                    self.to_broker(ToBroker::MsgPack(true));
+                }
                 let connection = self.engine.handle_connection_opened(now, info);
                 let _ = reply.send(Some(connection));
                 let hooks = (!self.connection_hooks.is_empty()).then(|| {
@@ -936,7 +959,14 @@ impl<R: Runtime> HubTask<R> {
                     let _ = worker.unbounded_send(job);
                     worker
                 });
-                self.conns.insert(connection, ConnEntry { outbox, hooks });
+                self.conns.insert(
+                    connection,
+                    ConnEntry {
+                        outbox,
+                        hooks,
+                        msgpack,
+                    },
+                );
             }
             ConnInput::Message { connection, message } => {
                 self.engine.handle_message(now, connection, message);
@@ -946,6 +976,9 @@ impl<R: Runtime> HubTask<R> {
             }
             ConnInput::Closed { connection } => {
                 let entry = self.conns.remove(&connection);
+                if entry.as_ref().is_some_and(|e| e.msgpack) && self.handle.demand.closed() {
+                    self.to_broker(ToBroker::MsgPack(false));
+                }
                 self.claims.remove(&connection);
                 self.engine.handle_connection_closed(now, connection);
                 // Queued behind `Connected`; dropping the sender lets the worker exit
@@ -971,15 +1004,13 @@ impl<R: Runtime> HubTask<R> {
                 event,
                 payload,
                 correlation_id,
-                msgpack,
             } => {
-                let mut envelope = envelope(&event, payload.as_deref());
+                let mut envelope = envelope(&event, payload.as_ref());
                 envelope.correlation_id = correlation_id.as_deref();
-                let result = match (msgpack, correlation_id.is_some()) {
-                    (Some(msgpack), _) => self.engine.send_with_msgpack(now, session, &envelope, &msgpack),
-                    (None, true) => self.engine.send(now, session, &envelope),
+                let result = match correlation_id {
+                    Some(_) => self.engine.send(now, session, &envelope),
                     // A session on another node gets it through the broker.
-                    (None, false) => self.engine.send_anywhere(now, session, &envelope).map(|_| 0),
+                    None => self.engine.send_anywhere(now, session, &envelope).map(|_| 0),
                 };
                 if let Err(err) = result {
                     tracing::debug!(%err, "send to a session that is gone");
@@ -998,7 +1029,7 @@ impl<R: Runtime> HubTask<R> {
                         let payload = serde_json::json!({ "code": error.code, "message": error.message });
                         let payload = payload.to_string();
                         self.engine
-                            .send(now, session, &envelope(sys::ERROR, Some(&payload)))
+                            .send(now, session, &json_envelope(sys::ERROR, &payload))
                     }
                 };
                 if let Err(err) = result {
@@ -1006,7 +1037,7 @@ impl<R: Runtime> HubTask<R> {
                 }
             }
             Command::Broadcast { event, payload } => {
-                self.engine.broadcast(now, &envelope(&event, payload.as_deref()));
+                self.engine.broadcast(now, &envelope(&event, payload.as_ref()));
             }
             Command::BroadcastRoom {
                 room,
@@ -1015,7 +1046,7 @@ impl<R: Runtime> HubTask<R> {
                 except,
             } => {
                 self.engine
-                    .broadcast_room(now, &room, &envelope(&event, payload.as_deref()), except);
+                    .broadcast_room(now, &room, &envelope(&event, payload.as_ref()), except);
             }
             Command::Emit {
                 audience,
@@ -1028,7 +1059,7 @@ impl<R: Runtime> HubTask<R> {
                 audience,
                 except,
                 volatile,
-                &envelope(&event, payload.as_deref()),
+                &envelope(&event, payload.as_ref()),
             ),
             Command::EmitTo {
                 sessions,
@@ -1036,7 +1067,7 @@ impl<R: Runtime> HubTask<R> {
                 event,
                 payload,
             } => {
-                let env = envelope(&event, payload.as_deref());
+                let env = envelope(&event, payload.as_ref());
                 let pick = |sid: SessionId, _: &UserId| sessions.contains(&sid);
                 if volatile {
                     self.engine.broadcast_volatile_filter(now, None, &env, pick);
@@ -1592,7 +1623,7 @@ impl<R: Runtime> HubTask<R> {
                     continue;
                 }
             };
-            let env = envelope(&event, Some(&payload));
+            let env = json_envelope(&event, &payload);
             self.engine
                 .send_volatile(now, PublishTarget::Room(Arc::from(diff.room)), &env, None);
         }
@@ -1772,10 +1803,7 @@ impl<R: Runtime> HubTask<R> {
 }
 
 /// An envelope for `event` with an already-serialized JSON payload.
-fn envelope<'a>(event: &'a str, payload: Option<&'a str>) -> OutgoingEnvelope<'a> {
-    let envelope = OutgoingEnvelope::new(event);
-    match payload {
-        Some(json) => envelope.with_payload(Payload::Trusted(json)),
-        None => envelope,
-    }
+/// The envelope of `event` with a payload this process made as JSON only.
+fn json_envelope<'a>(event: &'a str, json: &'a str) -> OutgoingEnvelope<'a> {
+    OutgoingEnvelope::new(event).with_payload(Payload::Trusted(json))
 }

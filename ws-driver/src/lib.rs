@@ -39,6 +39,7 @@ mod error;
 mod handler;
 mod hub;
 mod membership;
+mod payloads;
 mod prefixed;
 mod presence;
 pub mod prometheus;

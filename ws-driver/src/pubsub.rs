@@ -69,6 +69,29 @@ pub trait PubSub: Send + Sync + 'static {
         let _ = (node, room, after);
         Box::pin(async { Ok(Vec::new()) })
     }
+
+    /// Node `node` now has MessagePack connections (`true`: its first opened) or none
+    /// any more (`false`). Called like [`room_occupied`](Self::room_occupied), in order.
+    /// A backend shares it with the other nodes, for their
+    /// [`msgpack_elsewhere`](Self::msgpack_elsewhere). The default does nothing.
+    fn msgpack_connections(&self, node: u64, present: bool) {
+        let _ = (node, present);
+    }
+
+    /// Whether a node other than `node` has MessagePack connections, as far as the
+    /// backend knows. When it does, node `node` serializes the payloads the
+    /// application gives it in MessagePack too, and its publications carry that form
+    /// ([`Publication::msgpack`]), so that binary data reaches the other node's
+    /// MessagePack clients as `bin`. Called on the application's tasks whenever a
+    /// payload is serialized (a send, a broadcast): it must answer at once, from what
+    /// the backend holds (no I/O). A wrong `true` costs a serialization and bytes on
+    /// the wire; a wrong `false` gives another node's MessagePack clients the array of
+    /// numbers JSON makes of bytes. The default, for backends that do not track it:
+    /// `true`.
+    fn msgpack_elsewhere(&self, node: u64) -> bool {
+        let _ = node;
+        true
+    }
 }
 
 /// Why a room's history could not be read ([`PubSub::history`]).
@@ -96,11 +119,13 @@ impl std::fmt::Display for HistoryError {
 
 impl std::error::Error for HistoryError {}
 
-/// A node on the bus: its id, where its publications go, the rooms it has members in.
+/// A node on the bus: its id, where its publications go, the rooms it has members in,
+/// whether it has MessagePack connections.
 struct Node {
     id: u64,
     tx: mpsc::UnboundedSender<Publication>,
     rooms: HashSet<Arc<str>>,
+    msgpack: bool,
 }
 
 /// A bus inside one process, with per-room delivery like a broker's, and, when made
@@ -173,6 +198,7 @@ impl PubSub for InMemoryPubSub {
             id: node,
             tx,
             rooms: HashSet::new(),
+            msgpack: false,
         });
         rx
     }
@@ -235,6 +261,15 @@ impl PubSub for InMemoryPubSub {
             }
         };
         Box::pin(async move { result })
+    }
+
+    fn msgpack_connections(&self, node: u64, present: bool) {
+        self.with_node(node, |n| n.msgpack = present);
+    }
+
+    fn msgpack_elsewhere(&self, node: u64) -> bool {
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        nodes.iter().any(|n| n.id != node && n.msgpack)
     }
 }
 
@@ -307,5 +342,18 @@ mod tests {
         assert!(two.try_recv().is_err(), "vacated");
         bus.publish(1, Publication::new(PublishTarget::All, None, bytes::Bytes::new()));
         assert!(two.try_recv().is_ok() && three.try_recv().is_ok());
+    }
+
+    /// A node learns whether another has MessagePack connections, never from itself.
+    #[test]
+    fn msgpack_connections_are_known_to_the_other_nodes() {
+        let bus = InMemoryPubSub::new();
+        let (_one, _two) = (bus.subscribe(1), bus.subscribe(2));
+        assert!(!bus.msgpack_elsewhere(1) && !bus.msgpack_elsewhere(2));
+        bus.msgpack_connections(2, true);
+        assert!(bus.msgpack_elsewhere(1));
+        assert!(!bus.msgpack_elsewhere(2), "its own do not count");
+        bus.msgpack_connections(2, false);
+        assert!(!bus.msgpack_elsewhere(1));
     }
 }

@@ -107,10 +107,11 @@ impl Emit<'_> {
         self
     }
 
-    /// Sends `event` with `payload` to the audience. Serialized once here; fails only
+    /// Sends `event` with `payload` to the audience. Serialized once here per codec in
+    /// use ([`ServerHandle::send`]); fails only
     /// if `payload` cannot be serialized (a local error, 4199 when a handler returns it).
     pub fn emit(self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
-        let payload = serde_json::to_string(payload).map_err(HandlerError::internal)?;
+        let payload = self.handle.payloads(payload)?;
         self.handle.command(Command::Emit {
             audience: self.audience,
             except: self.except,
@@ -131,7 +132,7 @@ impl Emit<'_> {
         payload: &impl Serialize,
         filter: impl Fn(&SessionView) -> bool,
     ) -> Result<usize, HandlerError> {
-        let payload = serde_json::to_string(payload).map_err(HandlerError::internal)?;
+        let payload = self.handle.payloads(payload)?;
         let views = self.handle.snapshot(self.audience.clone()).await;
         let chosen: HashSet<SessionId> = views
             .iter()

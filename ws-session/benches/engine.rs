@@ -159,13 +159,21 @@ fn echo_typed(c: &mut Criterion) {
 
 /// The 10,000-session room broadcast (encoded and flushed, as `with_encoding` below)
 /// with every connection on MessagePack, and with half of them: the binary prefix is
-/// made once per broadcast, then each recipient costs what a JSON one does.
+/// made once per broadcast, then each recipient costs what a JSON one does. `/both`:
+/// the payload given in both codecs (`Payload::Both`, what the server API gives while
+/// a MessagePack connection may receive it), the binary prefix made from its own
+/// MessagePack form rather than transcoded from JSON.
 fn broadcast_codecs(c: &mut Criterion) {
     const N: usize = 10_000;
     let now = Instant::now();
-    let env = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(
-        r#"{"from":"alice","text":"hello, everyone in the room, this is a 100-byte-ish message!"}"#,
-    ));
+    let json = r#"{"from":"alice","text":"hello, everyone in the room, this is a 100-byte-ish message!"}"#;
+    let value: serde_json::Value = serde_json::from_str(json).unwrap();
+    let packed = rmp_serde::to_vec_named(&value).unwrap();
+    let trusted = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(json));
+    let both = OutgoingEnvelope::new("chat.message").with_payload(Payload::Both {
+        json,
+        msgpack: &packed,
+    });
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(N as u64));
     group.sample_size(30);
@@ -180,9 +188,12 @@ fn broadcast_codecs(c: &mut Criterion) {
             }
         }),
     ];
-    for (name, codec) in cases {
+    for ((name, codec), (form, env)) in cases
+        .into_iter()
+        .flat_map(|case| [(case, ("", trusted)), (case, ("/both", both))])
+    {
         let (mut engine, _) = common::engine_with_codecs(common::config(), now, N, Some("room"), codec);
-        group.bench_function(format!("broadcast_room_10k/with_encoding/{name}"), |b| {
+        group.bench_function(format!("broadcast_room_10k/with_encoding/{name}{form}"), |b| {
             b.iter(|| {
                 let n = engine.broadcast_room(now, "room", &env, None);
                 black_box(common::drain(&mut engine, now));

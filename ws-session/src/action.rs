@@ -240,8 +240,15 @@ pub struct Publication {
     /// A session that must not receive it (the sender, typically).
     pub except: Option<SessionId>,
     /// The envelope as JSON, encoded up to `s` ([`OutboundMessage::prefix`] of a JSON
-    /// message; each node makes the binary form for its own binary connections).
+    /// message): what JSON connections, journals and stores get.
     pub prefix: Bytes,
+    /// The envelope as MessagePack, encoded up to `s` (the map counting `s` unless the
+    /// publication is volatile), when the application gave the payload in MessagePack
+    /// too ([`Payload::Both`](ws_proto::envelope::Payload::Both)): receivers send it as
+    /// it is to their MessagePack connections, so binary data stays `bin`. `None`: each
+    /// receiver makes the binary form from `prefix` (binary data then shows as the
+    /// array of numbers JSON made of it).
+    pub msgpack: Option<Bytes>,
     /// Outside the session streams: delivered to the recipients connected when it
     /// arrives, without `s`, never replayed (presence, typing). A backend may drop a
     /// volatile publication it cannot carry; it must not drop a stream one.
@@ -273,6 +280,7 @@ impl Publication {
             target,
             except,
             prefix,
+            msgpack: None,
             volatile: false,
             offset: None,
         }
@@ -284,6 +292,12 @@ impl Publication {
             offset: Some(offset),
             ..self
         }
+    }
+
+    /// The same publication with `msgpack` as its [`msgpack`](Self::msgpack) form.
+    pub fn with_msgpack(mut self, msgpack: Option<Bytes>) -> Self {
+        self.msgpack = msgpack;
+        self
     }
 
     /// A volatile publication ([`Publication::volatile`]).

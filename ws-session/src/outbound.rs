@@ -188,6 +188,18 @@ impl Encoder {
     }
 }
 
+/// The binary prefix of `env`, its map counting `s` when `with_seq`, when its payload
+/// was given in MessagePack too ([`Payload::Both`](ws_proto::envelope::Payload::Both)):
+/// made once per message, for every MessagePack recipient and for other nodes. `None`
+/// for a payload given as JSON only: then the binary form, when some connection needs
+/// it, is made from the JSON prefix ([`msgpack_prefix_of`]).
+pub(crate) fn own_msgpack_prefix(env: &OutgoingEnvelope<'_>, with_seq: bool) -> Option<Bytes> {
+    env.payload.as_msgpack()?;
+    let mut out = Vec::with_capacity(env.size_hint());
+    encode_msgpack_prefix(env, with_seq, &mut out).ok()?;
+    Some(Bytes::from(out))
+}
+
 /// The binary prefix, with `s` counted, of a message held as the JSON `prefix`. A JSON
 /// prefix this engine did not make valid JSON (a [`Payload::Trusted`] text that is not
 /// JSON) has no binary form: it goes out without its payload, which a JSON peer would

@@ -8,10 +8,12 @@
 //! increment per recipient (cloning a `Bytes`) would also stall on every cache-missing
 //! store before it, which measured as the largest part of a large room broadcast.
 //!
-//! A slot holds the message as JSON (the form journals and other nodes get) and, from
-//! the first binary connection that needs it, its MessagePack form too: made once per
-//! message, shared by every binary recipient and by replays on binary connections. The
-//! byte bound counts the JSON form, whatever the codecs of the connections.
+//! A slot holds the message as JSON (the form journals get) and its MessagePack form:
+//! made from the payload's own MessagePack form when the application gave one (then
+//! at once, and published with the JSON form), else from the JSON form for the first
+//! binary connection that needs it; once per message either way, shared by every
+//! binary recipient and by replays on binary connections. The byte bound counts the
+//! JSON form, whatever the codecs of the connections.
 
 use std::collections::VecDeque;
 
@@ -67,26 +69,22 @@ impl PrefixSlab {
     }
 
     /// Makes the binary form of `slot` from `envelope` (the one its JSON prefix was
-    /// encoded from), when it can; otherwise it is made from the JSON prefix on use.
-    /// With `payload` (one MessagePack value), that payload is the binary form's `p`.
-    pub(crate) fn set_msgpack(
-        &mut self,
-        slot: u32,
-        envelope: &ws_proto::envelope::OutgoingEnvelope<'_>,
-        payload: Option<&[u8]>,
-    ) {
-        use ws_proto::envelope::msgpack::{encode_msgpack_prefix, encode_msgpack_prefix_raw};
+    /// encoded from, its payload's own MessagePack form included when it has one),
+    /// when it can; otherwise it is made from the JSON prefix on use.
+    pub(crate) fn set_msgpack(&mut self, slot: u32, envelope: &ws_proto::envelope::OutgoingEnvelope<'_>) {
         let mut out = Vec::with_capacity(self.slots[slot as usize].prefix.len());
-        let made = match payload {
-            Some(payload) => {
-                encode_msgpack_prefix_raw(envelope, payload, true, &mut out);
-                true
-            }
-            None => encode_msgpack_prefix(envelope, true, &mut out).is_ok(),
-        };
-        if made {
+        if ws_proto::envelope::msgpack::encode_msgpack_prefix(envelope, true, &mut out).is_ok() {
             self.slots[slot as usize].msgpack = Some(Bytes::from(out));
         }
+    }
+
+    /// Stores `prefix` (JSON) with `msgpack`, its binary form with `s` counted, when
+    /// there is one already (made from the payload's own MessagePack form, here or on
+    /// the node that published it); held as [`insert`](Self::insert).
+    pub(crate) fn insert_with(&mut self, prefix: Bytes, msgpack: Option<&Bytes>) -> u32 {
+        let slot = self.insert(prefix);
+        self.slots[slot as usize].msgpack = msgpack.cloned();
+        slot
     }
 
     /// The prefix of `slot` in `codec`, the binary form made the first time it is

@@ -21,11 +21,16 @@ struct Server {
     events: Vec<ws_session::InboundEvent>,
     /// `(codec, recipients)` of each broadcast action.
     broadcasts: Vec<(Codec, usize)>,
+    /// What the engine published for other nodes.
+    published: Vec<ws_session::Publication>,
 }
 
 impl Server {
     fn new() -> Self {
-        let config = EngineConfig::default();
+        Self::with_config(EngineConfig::default())
+    }
+
+    fn with_config(config: EngineConfig) -> Self {
         // The fake clock starts from a real instant: `Instant` cannot be built otherwise.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
@@ -35,6 +40,7 @@ impl Server {
             sent: Vec::new(),
             events: Vec::new(),
             broadcasts: Vec::new(),
+            published: Vec::new(),
         }
     }
 
@@ -66,6 +72,7 @@ impl Server {
                     }
                 }
                 Action::Event(event) => self.events.push(event),
+                Action::Publish(publication) => self.published.push(publication),
                 // Every credential is the user of that name.
                 Action::Authenticate(request) => {
                     let user = ws_session::UserId::new(request.token.clone());
@@ -330,4 +337,127 @@ fn a_payload_given_in_msgpack_keeps_its_bytes_and_json_connections_get_the_json_
     let got = server.received(resumed, Codec::Json);
     let file = got.iter().find(|m| m["e"] == "file").expect("the replayed file");
     assert_eq!(file["p"]["data"], serde_json::json!([7, 0, 255]));
+}
+
+/// `bin 8` of `data` somewhere in `frame`.
+fn has_bin(frame: &[u8], data: &[u8]) -> bool {
+    let mut bin = vec![0xc4, data.len() as u8];
+    bin.extend_from_slice(data);
+    frame.windows(bin.len()).any(|w| w == bin.as_slice())
+}
+
+/// The binary frames `cid` got.
+fn binary_frames(server: &Server, cid: ConnectionId) -> Vec<Bytes> {
+    server
+        .sent
+        .iter()
+        .filter_map(|(c, m)| match m {
+            Message::Binary(b) if *c == cid => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A broadcast whose payload was given in both codecs: MessagePack recipients get
+/// `bin` (the binary form made once, one action per codec), JSON ones the array; the
+/// publication for other nodes carries the binary form, and a node that receives it
+/// sends it as it is; a replay on this node keeps `bin`; volatile sends too.
+#[test]
+fn a_broadcast_given_in_both_codecs_keeps_bytes_for_msgpack_everywhere() {
+    let config = EngineConfig {
+        publish_broadcasts: true,
+        ..EngineConfig::default()
+    };
+    let mut here = Server::with_config(config.clone());
+    let (packed, packed_sid) = here.open(Codec::MsgPack);
+    let (json, json_sid) = here.open(Codec::Json);
+    let (other_packed, _) = here.open(Codec::MsgPack);
+    let now = here.now;
+    for sid in [packed_sid, json_sid] {
+        here.engine.join_room(now, sid, "r").unwrap();
+    }
+    let upload = Upload {
+        name: "pic".into(),
+        data: vec![9, 0, 255],
+    };
+    let packed_payload = rmp_serde::to_vec_named(&upload).unwrap();
+    let json_payload = serde_json::to_string(&upload).unwrap();
+    let both = Payload::Both {
+        json: &json_payload,
+        msgpack: &packed_payload,
+    };
+    let env = OutgoingEnvelope::new("file").with_payload(both);
+    assert_eq!(here.engine.broadcast_room(now, "r", &env, None), 2);
+    here.drain();
+    let mut broadcasts = here.broadcasts.clone();
+    broadcasts.sort_by_key(|(codec, _)| *codec == Codec::MsgPack);
+    assert_eq!(broadcasts, [(Codec::Json, 1), (Codec::MsgPack, 1)]);
+    let frames = binary_frames(&here, packed);
+    let last = frames.last().unwrap();
+    assert!(has_bin(last, &[9, 0, 255]), "{last:x?}");
+    let got = here.received(json, Codec::Json);
+    assert_eq!(got.last().unwrap()["p"]["data"], serde_json::json!([9, 0, 255]));
+    let publication = here.published.pop().expect("published");
+    let carried = publication.msgpack.clone().expect("the binary form travels");
+    assert!(has_bin(&carried, &[9, 0, 255]));
+
+    // Another node delivers the publication's binary form to its MessagePack member.
+    let mut there = Server::with_config(config);
+    let (remote_packed, remote_sid) = there.open(Codec::MsgPack);
+    let (remote_json, remote_json_sid) = there.open(Codec::Json);
+    for sid in [remote_sid, remote_json_sid] {
+        there.engine.join_room(now, sid, "r").unwrap();
+    }
+    there.engine.handle_remote_publish(now, &publication);
+    there.drain();
+    let frames = binary_frames(&there, remote_packed);
+    assert!(has_bin(frames.last().unwrap(), &[9, 0, 255]));
+    let got = there.received(remote_json, Codec::Json);
+    assert_eq!(got.last().unwrap()["p"]["data"], serde_json::json!([9, 0, 255]));
+    // Without the binary form (an older node's publication), it is made from JSON.
+    let old = ws_session::Publication::new(publication.target.clone(), None, publication.prefix.clone());
+    there.engine.handle_remote_publish(now, &old);
+    there.drain();
+    let frames = binary_frames(&there, remote_packed);
+    assert!(!has_bin(frames.last().unwrap(), &[9, 0, 255]));
+
+    // To all but one, volatile: the same.
+    let before = (
+        binary_frames(&here, packed).len(),
+        binary_frames(&here, other_packed).len(),
+    );
+    here.engine
+        .send_volatile(now, ws_session::PublishTarget::All, &env, Some(packed_sid));
+    here.drain();
+    assert_eq!(binary_frames(&here, packed).len(), before.0, "left out");
+    let frames = binary_frames(&here, other_packed);
+    assert_eq!(frames.len(), before.1 + 1);
+    assert!(has_bin(frames.last().unwrap(), &[9, 0, 255]));
+    let volatile = here.published.pop().unwrap();
+    assert!(volatile.volatile && has_bin(volatile.msgpack.as_ref().unwrap(), &[9, 0, 255]));
+
+    // Replayed on a new MessagePack connection of this node: still `bin`.
+    let resumed = resume(&mut here, (packed, Codec::MsgPack), packed_sid, 0, Codec::MsgPack);
+    let frames = binary_frames(&here, resumed);
+    assert!(
+        frames.iter().any(|f| has_bin(f, &[9, 0, 255])),
+        "the replay keeps the binary form"
+    );
+}
+
+/// A payload given as JSON only changes nothing: no binary form is made for a
+/// JSON-only audience, nor published.
+#[test]
+fn a_json_only_broadcast_makes_no_binary_form() {
+    let config = EngineConfig {
+        publish_broadcasts: true,
+        ..EngineConfig::default()
+    };
+    let mut server = Server::with_config(config);
+    server.open(Codec::Json);
+    let now = server.now;
+    let env = OutgoingEnvelope::new("n").with_payload(Payload::Trusted("[1,2]"));
+    server.engine.broadcast(now, &env);
+    server.drain();
+    assert!(server.published.pop().unwrap().msgpack.is_none());
 }

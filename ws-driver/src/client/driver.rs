@@ -174,6 +174,16 @@ pub(super) async fn run<R: Runtime, D: Dialer>(
                 ClientAction::Connect => {
                     opening = dialer.dial(request_for(&options, &engine)).fuse();
                 }
+                ClientAction::TransmitBoth { text, msgpack } => {
+                    if let Some(link) = link.as_mut().filter(|l| !l.abandoned) {
+                        let _ = match link.codec {
+                            ws_proto::envelope::Codec::MsgPack => {
+                                link.transport.feed_binary(&Bytes::from(msgpack))
+                            }
+                            _ => link.transport.feed_text(&Bytes::from(text), &[]),
+                        };
+                    }
+                }
                 ClientAction::Transmit(text) => {
                     if let Some(link) = link.as_mut().filter(|l| !l.abandoned) {
                         let _ = match wire::to_wire(link.codec, text) {
@@ -405,17 +415,23 @@ fn handle_command(
     close_waiters: &mut Vec<oneshot::Sender<Result<(), ClientError>>>,
 ) {
     match command {
-        Command::Send { event, payload, done } => {
-            let payload = payload.as_deref().map_or(Payload::None, Payload::Trusted);
+        Command::Send {
+            event,
+            payload,
+            msgpack,
+            done,
+        } => {
+            let payload = both(payload.as_deref(), msgpack.as_deref());
             let _ = done.send(engine.send(now, &event, payload).map_err(|e| refused(e, engine)));
         }
         Command::Query {
             event,
             payload,
+            msgpack,
             timeout,
             result,
         } => {
-            let payload = payload.as_deref().map_or(Payload::None, Payload::Trusted);
+            let payload = both(payload.as_deref(), msgpack.as_deref());
             match engine.query(now, &event, payload, timeout) {
                 Ok(id) => {
                     queries.insert(id, result);
@@ -431,6 +447,15 @@ fn handle_command(
                 let _ = done.send(Err(refused(err, engine)));
             }
         },
+    }
+}
+
+/// The payload the application gave: JSON, with its MessagePack form when made.
+fn both<'a>(json: Option<&'a str>, msgpack: Option<&'a [u8]>) -> Payload<'a> {
+    match (json, msgpack) {
+        (Some(json), Some(msgpack)) => Payload::Both { json, msgpack },
+        (Some(json), None) => Payload::Trusted(json),
+        (None, _) => Payload::None,
     }
 }
 

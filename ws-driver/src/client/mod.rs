@@ -82,7 +82,9 @@ impl ClientOptions {
     /// [`Codec::MsgPack`](ws_proto::envelope::Codec::MsgPack) offers
     /// `tether.v1.msgpack` (and `tether.v1.json` after it) in the upgrade and speaks
     /// binary frames when the server picks it; a server that does not gets JSON.
-    /// The API does not change: payloads are still given and read as JSON values.
+    /// The API does not change. Payloads given are serialized in both codecs, so
+    /// binary data (`serde_bytes`) goes as `bin` on a MessagePack connection; payloads
+    /// received are read as JSON values (`bin` shows as an array of numbers there).
     pub fn with_codec(mut self, codec: ws_proto::envelope::Codec) -> Self {
         self.engine.codec = codec;
         self
@@ -203,6 +205,8 @@ struct Shared {
     /// A session was up once (the first connection is over).
     up: std::sync::atomic::AtomicBool,
     request_handlers: Mutex<std::collections::HashMap<String, RequestHandler>>,
+    /// MessagePack was asked for: payloads are serialized in it too.
+    msgpack: bool,
 }
 
 impl Shared {
@@ -260,11 +264,14 @@ enum Command {
     Send {
         event: String,
         payload: Option<String>,
+        /// The payload as MessagePack too, when the client asked for MessagePack.
+        msgpack: Option<Vec<u8>>,
         done: oneshot::Sender<Result<(), ClientError>>,
     },
     Query {
         event: String,
         payload: Option<String>,
+        msgpack: Option<Vec<u8>>,
         timeout: Option<Duration>,
         result: oneshot::Sender<Result<OwnedEnvelope, ClientError>>,
     },
@@ -340,6 +347,7 @@ impl Client {
             connect_attempts: options.connect_attempts,
             up: std::sync::atomic::AtomicBool::new(false),
             request_handlers: Mutex::new(std::collections::HashMap::new()),
+            msgpack: options.engine.codec == ws_proto::envelope::Codec::MsgPack,
         });
         let (commands, rx) = mpsc::unbounded();
         let task = driver::run(runtime.clone(), dialer, options, rx, shared.clone());
@@ -454,15 +462,19 @@ impl Client {
         Err(self.shared.closed())
     }
 
-    /// Sends `event` with `payload` serialized as JSON (`()` sends no payload). Online
-    /// it is written at once; otherwise it waits in the offline queue and is written
-    /// once when a session is up (`Refused(QueueFull)` when the queue is full).
+    /// Sends `event` with `payload` serialized as JSON (`()` sends no payload), and as
+    /// MessagePack too when the client asked for it ([`ClientOptions::with_codec`]):
+    /// on a MessagePack connection that form goes, so binary data (`serde_bytes`) is
+    /// `bin`. Online it is written at once; otherwise it waits in the offline queue and
+    /// is written once when a session is up (`Refused(QueueFull)` when the queue is
+    /// full).
     pub async fn send<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<(), ClientError> {
-        let payload = to_json(payload)?;
+        let (payload, msgpack) = self.serialize(payload)?;
         let (done, rx) = oneshot::channel();
         self.command(Command::Send {
             event: event.to_owned(),
             payload,
+            msgpack,
             done,
         })?;
         rx.await.unwrap_or_else(|_| Err(self.shared.closed()))
@@ -478,11 +490,12 @@ impl Client {
         payload: &T,
         timeout: Option<Duration>,
     ) -> Result<OwnedEnvelope, ClientError> {
-        let payload = to_json(payload)?;
+        let (payload, msgpack) = self.serialize(payload)?;
         let (result, rx) = oneshot::channel();
         self.command(Command::Query {
             event: event.to_owned(),
             payload,
+            msgpack,
             timeout,
             result,
         })?;
@@ -525,6 +538,22 @@ impl Client {
             return Ok(()); // already stopped
         }
         rx.await.unwrap_or(Ok(()))
+    }
+
+    /// `payload` as JSON (`None` for null) and, when the client asked for MessagePack,
+    /// as MessagePack too.
+    fn serialize<T: Serialize + ?Sized>(
+        &self,
+        payload: &T,
+    ) -> Result<(Option<String>, Option<Vec<u8>>), ClientError> {
+        let json = to_json(payload)?;
+        let msgpack = match (&json, self.shared.msgpack) {
+            (Some(_), true) => Some(
+                rmp_serde::to_vec_named(payload).map_err(|e| ClientError::InvalidPayload(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        Ok((json, msgpack))
     }
 
     fn command(&self, command: Command) -> Result<(), ClientError> {

@@ -78,6 +78,18 @@ pub enum Payload<'a> {
     /// encoded envelope is not valid JSON and its receiver refuses it; nothing worse
     /// happens. Use [`Payload::from_json`] for text of unknown quality.
     Trusted(&'a str),
+    /// A payload the caller made in both codecs: `json` as for [`Payload::Trusted`]
+    /// (written verbatim into JSON envelopes) and `msgpack`, the MessagePack bytes of
+    /// the same value (one well-formed value, e.g. from `rmp-serde`), written verbatim
+    /// into binary envelopes instead of transcoding `json`. So binary data serialized
+    /// as bytes (`serde_bytes`) is `bin` in MessagePack and an array of numbers in
+    /// JSON, as each serializer writes it. The caller vouches that both say the same.
+    Both {
+        /// The payload as JSON text.
+        json: &'a str,
+        /// The payload as MessagePack bytes.
+        msgpack: &'a [u8],
+    },
 }
 
 impl<'a> Payload<'a> {
@@ -92,7 +104,16 @@ impl<'a> Payload<'a> {
         match *self {
             Payload::None => None,
             Payload::Raw(raw) => Some(raw.get()),
-            Payload::Trusted(text) => Some(text),
+            Payload::Trusted(text) | Payload::Both { json: text, .. } => Some(text),
+        }
+    }
+
+    /// The payload's own MessagePack form ([`Payload::Both`]), when the caller gave one;
+    /// otherwise binary envelopes transcode [`as_json`](Self::as_json).
+    pub fn as_msgpack(&self) -> Option<&'a [u8]> {
+        match *self {
+            Payload::Both { msgpack, .. } => Some(msgpack),
+            _ => None,
         }
     }
 }

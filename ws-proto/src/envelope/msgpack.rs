@@ -500,6 +500,24 @@ fn write_json_payload(json: &str, out: &mut Vec<u8>) -> Result<(), MsgPackEncode
     json_to_msgpack(json.as_bytes(), out)
 }
 
+/// `p` of `env`, whose payload is present (`json` its JSON form): its own MessagePack
+/// form when the caller gave one ([`Payload::Both`](super::Payload::Both)), else
+/// `json` transcoded.
+fn write_payload(
+    env: &OutgoingEnvelope<'_>,
+    json: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), MsgPackEncodeError> {
+    match env.payload.as_msgpack() {
+        Some(msgpack) => {
+            write_str(out, "p");
+            out.extend_from_slice(msgpack);
+            Ok(())
+        }
+        None => write_json_payload(json, out),
+    }
+}
+
 fn write_seq(seq: Option<u64>, out: &mut Vec<u8>) {
     if let Some(seq) = seq {
         write_str(out, "s");
@@ -535,7 +553,7 @@ pub fn encode_msgpack_body(env: &OutgoingEnvelope<'_>, out: &mut Vec<u8>) -> Res
     let start = out.len();
     let mut fields = write_head_fields(env, out);
     if let Some(json) = json_payload(env) {
-        if let Err(err) = write_json_payload(json, out) {
+        if let Err(err) = write_payload(env, json, out) {
             out.truncate(start);
             return Err(err);
         }
@@ -571,7 +589,7 @@ pub fn encode_msgpack_prefix(
     let _ = rmp::encode::write_map_len(out, fields);
     write_head_fields(env, out);
     if let Some(json) = payload {
-        if let Err(err) = write_json_payload(json, out) {
+        if let Err(err) = write_payload(env, json, out) {
             out.truncate(start);
             return Err(err);
         }

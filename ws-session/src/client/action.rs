@@ -110,6 +110,18 @@ pub enum ClientAction {
     Connect,
     /// Send this text as one text message on the current transport.
     Transmit(String),
+    /// Send one message of the application's whose payload was given in both codecs
+    /// ([`Payload::Both`](ws_proto::envelope::Payload::Both)): `msgpack`, the envelope
+    /// as MessagePack, in a binary message on a connection that negotiated
+    /// `tether.v1.msgpack` (its binary data stays `bin`); `text`, the same envelope
+    /// as JSON, in a text message on any other. Only a driver that gives such payloads
+    /// gets this action.
+    TransmitBoth {
+        /// The envelope as JSON.
+        text: String,
+        /// The same envelope as MessagePack.
+        msgpack: Vec<u8>,
+    },
     /// Close the current transport with this code and reason (or abandon it while it
     /// is being opened), then report `handle_disconnected` once it is gone. Report
     /// nothing else from it.

@@ -60,11 +60,15 @@ struct Pending {
     sent_on: Option<String>,
     /// The envelope, to send again if a stopping node refuses it (4116, not processed).
     text: String,
+    /// Its binary form, when the payload was given in MessagePack too.
+    msgpack: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
 struct Queued {
     text: String,
+    /// The same envelope as MessagePack, when the payload was given in both codecs.
+    msgpack: Option<Vec<u8>>,
     query: Option<QueryId>,
     /// An answer to a server request: written only on this session.
     for_session: Option<String>,
@@ -248,9 +252,10 @@ impl ClientEngine {
     /// when a session is up, restored or new.
     pub fn send(&mut self, _now: Instant, event: &str, payload: Payload<'_>) -> Result<(), ClientError> {
         self.check_event(event)?;
-        let text = encode(OutgoingEnvelope::new(event).with_payload(payload));
+        let envelope = OutgoingEnvelope::new(event).with_payload(payload);
         self.submit(Queued {
-            text,
+            text: encode(envelope),
+            msgpack: binary_form(&envelope),
             query: None,
             for_session: None,
             resend: false,
@@ -291,6 +296,7 @@ impl ClientEngine {
         };
         self.submit(Queued {
             text,
+            msgpack: None,
             query: None,
             for_session: Some(request.session_id.clone()),
             resend: false,
@@ -312,13 +318,13 @@ impl ClientEngine {
         self.next_query += 1;
         let id = QueryId(self.next_query);
         let correlation_id = format!("q{}", id.0);
-        let text = encode(
-            OutgoingEnvelope::new(event)
-                .with_payload(payload)
-                .with_correlation_id(&correlation_id),
-        );
+        let envelope = OutgoingEnvelope::new(event)
+            .with_payload(payload)
+            .with_correlation_id(&correlation_id);
+        let (text, msgpack) = (encode(envelope), binary_form(&envelope));
         self.submit(Queued {
             text: text.clone(),
+            msgpack: msgpack.clone(),
             query: Some(id),
             for_session: None,
             resend: false,
@@ -332,6 +338,7 @@ impl ClientEngine {
                 deadline,
                 sent_on,
                 text,
+                msgpack,
             },
         );
         self.query_deadlines.insert((deadline, id));
@@ -585,9 +592,17 @@ impl ClientEngine {
         Ok(())
     }
 
+    /// Writes one message of the application's: in both forms when it has a binary one.
+    fn transmit(&mut self, text: String, msgpack: Option<Vec<u8>>) {
+        self.actions.push_back(match msgpack {
+            Some(msgpack) => ClientAction::TransmitBoth { text, msgpack },
+            None => ClientAction::Transmit(text),
+        });
+    }
+
     fn submit(&mut self, item: Queued) -> Result<(), ClientError> {
         if self.established {
-            self.actions.push_back(ClientAction::Transmit(item.text));
+            self.transmit(item.text, item.msgpack);
             return Ok(());
         }
         if self.queue.len() >= self.config.queue_limit {
@@ -706,6 +721,7 @@ impl ClientEngine {
         pending.sent_on = None;
         let item = Queued {
             text: pending.text.clone(),
+            msgpack: pending.msgpack.clone(),
             query: Some(id),
             for_session: None,
             resend: true,
@@ -931,10 +947,19 @@ impl ClientEngine {
                     pending.sent_on.clone_from(&session_id);
                 }
             }
-            self.actions.push_back(ClientAction::Transmit(item.text));
+            self.transmit(item.text, item.msgpack);
         }
         self.schedule_ack(now);
     }
+}
+
+/// The binary envelope of `envelope` when its payload was given in MessagePack too
+/// ([`Payload::Both`]): made once, when the message is submitted.
+fn binary_form(envelope: &OutgoingEnvelope<'_>) -> Option<Vec<u8>> {
+    envelope.payload.as_msgpack()?;
+    let mut out = Vec::new();
+    ws_proto::envelope::msgpack::encode_msgpack(envelope, &mut out).ok()?;
+    Some(out)
 }
 
 fn encode(envelope: OutgoingEnvelope<'_>) -> String {

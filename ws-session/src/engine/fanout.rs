@@ -164,14 +164,16 @@ impl Engine {
         )
     }
 
-    /// Delivers one encoded message to one session's stream.
+    /// Delivers one encoded message (and its binary form, when made already) to one
+    /// session's stream.
     pub(super) fn deliver_prefix(
         &mut self,
         now: Instant,
         sid: SessionId,
         prefix: &Bytes,
+        msgpack: Option<&Bytes>,
     ) -> Result<u64, ApiError> {
-        let slot = self.slab.insert(prefix.clone());
+        let slot = self.slab.insert_with(prefix.clone(), msgpack);
         let result = self.deliver_slot(now, sid, slot);
         self.slab.release(slot);
         result
@@ -197,14 +199,16 @@ impl Engine {
     }
 
     /// Delivers `prefix` to every session `pick` chooses, as one broadcast action per
-    /// codec in use.
+    /// codec in use; `msgpack` is its binary form when made already (else made from
+    /// `prefix` for the first MessagePack recipient).
     pub(super) fn fan_out_all(
         &mut self,
         prefix: &Bytes,
+        msgpack: Option<&Bytes>,
         mut pick: impl FnMut(SessionId, &UserId) -> bool,
     ) -> usize {
         let mut batch = self.batch();
-        let slot = self.slab.insert(prefix.clone());
+        let slot = self.slab.insert_with(prefix.clone(), msgpack);
         let (mut out, sessions, _) = self.outbox();
         let mut n = 0;
         for (&sid, session) in sessions.iter_mut() {
@@ -219,16 +223,19 @@ impl Engine {
     }
 
     /// Delivers `prefix` to the members of `room` but `except`, as one broadcast
-    /// action per codec in use.
+    /// action per codec in use (`msgpack` as for [`fan_out_all`](Self::fan_out_all)).
+    /// `offset`: its place in the room's history (room history), which each member
+    /// handles once.
     pub(super) fn fan_out_room(
         &mut self,
         room: &str,
         prefix: &Bytes,
+        msgpack: Option<&Bytes>,
         except: Option<SessionId>,
         offset: Option<RoomOffset>,
     ) -> usize {
         let mut batch = self.batch();
-        let slot = self.slab.insert(prefix.clone());
+        let slot = self.slab.insert_with(prefix.clone(), msgpack);
         let (mut out, sessions, rooms) = self.outbox();
         let mut n = 0;
         let mut name: Option<Option<Arc<str>>> = None;
@@ -292,21 +299,30 @@ impl Engine {
         }
     }
 
-    /// Hands a broadcast to the cross-node seam, when configured.
-    pub(super) fn publish(&mut self, target: PublishTarget, except: Option<SessionId>, prefix: Bytes) {
+    /// Hands a broadcast (and its binary form, when made) to the cross-node seam, when
+    /// configured.
+    pub(super) fn publish(
+        &mut self,
+        target: PublishTarget,
+        except: Option<SessionId>,
+        prefix: Bytes,
+        msgpack: Option<Bytes>,
+    ) {
         if self.config.publish_broadcasts {
-            self.actions
-                .push_back(Action::Publish(Publication::new(target, except, prefix)));
+            let publication = Publication::new(target, except, prefix).with_msgpack(msgpack);
+            self.actions.push_back(Action::Publish(publication));
         }
     }
 
     /// Sends `message` (volatile: no `s`) to the attached sessions `pick` chooses
     /// among `room`'s members (or all), as one [`Action::TransmitMany`]; a connection
-    /// that cannot take it is marked slow and skipped. Returns the recipients.
+    /// that cannot take it is marked slow and skipped; `msgpack` is its binary form
+    /// (no `s`) when made already. Returns the recipients.
     pub(super) fn fan_out_volatile(
         &mut self,
         room: Option<&str>,
         prefix: &Bytes,
+        msgpack: Option<&Bytes>,
         mut pick: impl FnMut(SessionId, &UserId) -> bool,
     ) -> usize {
         let mut connections = Vec::new();
@@ -338,7 +354,9 @@ impl Engine {
                 continue;
             }
             let prefix = match codec {
-                Codec::MsgPack => msgpack_prefix_of(prefix, false),
+                Codec::MsgPack => msgpack
+                    .cloned()
+                    .unwrap_or_else(|| msgpack_prefix_of(prefix, false)),
                 _ => prefix.clone(),
             };
             let message = OutboundMessage {

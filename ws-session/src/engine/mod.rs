@@ -22,7 +22,7 @@ use crate::action::Span;
 use crate::connection::{Conn, ConnState, Loading, ResumeRequest};
 use crate::id::IdMap;
 use crate::journal::{JournalEntry, SessionRecord};
-use crate::outbound::Encoder;
+use crate::outbound::{own_msgpack_prefix, Encoder};
 use crate::protocol::{
     Ack, Auth, ReconnectRequest, ReplyError, ServerRequest, SessionCreated, SessionEnd, SessionEnded,
     SessionRestored, SysError,
@@ -343,31 +343,28 @@ impl Engine {
     /// Call with a broadcast another node published (from the cross-node backend): it
     /// is delivered to the local sessions it targets and never published again.
     pub fn handle_remote_publish(&mut self, now: Instant, publication: &Publication) {
+        let (prefix, msgpack) = (&publication.prefix, publication.msgpack.as_ref());
         if publication.volatile {
-            self.fan_out_volatile_to(
-                &publication.target,
-                publication.prefix.clone(),
-                publication.except,
-            );
+            self.fan_out_volatile_to(&publication.target, prefix, msgpack, publication.except);
             self.finish(now);
             return;
         }
         match &publication.target {
             PublishTarget::All => {
-                self.fan_out_all(&publication.prefix, |sid, _| Some(sid) != publication.except);
+                self.fan_out_all(prefix, msgpack, |sid, _| Some(sid) != publication.except);
             }
             PublishTarget::Room(room) => {
-                self.fan_out_room(room, &publication.prefix, publication.except, publication.offset);
+                self.fan_out_room(room, prefix, msgpack, publication.except, publication.offset);
             }
             PublishTarget::User(user) => {
-                self.fan_out_all(&publication.prefix, |sid, u| {
+                self.fan_out_all(prefix, msgpack, |sid, u| {
                     u == user && Some(sid) != publication.except
                 });
             }
             PublishTarget::Session(session) => {
                 if Some(*session) != publication.except && self.sessions.contains_key(session) {
                     // Cannot fail: the session is here.
-                    let _ = self.deliver_prefix(now, *session, &publication.prefix);
+                    let _ = self.deliver_prefix(now, *session, prefix, msgpack);
                 }
             }
         }
@@ -379,19 +376,40 @@ impl Engine {
     /// Sends `envelope` to `session` as the next message of its stream (its `s` is
     /// set by the engine and returned). Kept for replay until acknowledged; sent now if
     /// the session is attached, on resume otherwise.
+    ///
+    /// Every send and broadcast takes a payload given in both codecs
+    /// ([`Payload::Both`](ws_proto::envelope::Payload::Both)): MessagePack connections
+    /// then get its MessagePack form (binary data as `bin`), made once per message,
+    /// which also travels to other nodes ([`Publication::msgpack`]) and stays with the
+    /// message for replays on this node.
     pub fn send(
         &mut self,
         now: Instant,
         session: SessionId,
         envelope: &OutgoingEnvelope<'_>,
     ) -> Result<u64, ApiError> {
-        self.send_in_codecs(now, session, envelope, None)
+        let Some(s) = self.sessions.get(&session) else {
+            return Err(ApiError::UnknownSession(session));
+        };
+        let prefix = self.encoder.prefix(envelope);
+        let slot = self.slab.insert(prefix);
+        // Attached to a MessagePack connection, or given in MessagePack: its binary
+        // form straight from the envelope, rather than from the JSON prefix just made.
+        let codec = s.connection.and_then(|cid| self.conns.get(&cid)).map(|c| c.codec);
+        if codec == Some(Codec::MsgPack) || envelope.payload.as_msgpack().is_some() {
+            self.slab.set_msgpack(slot, envelope);
+        }
+        let result = self.deliver_slot(now, session, slot);
+        self.slab.release(slot);
+        result
     }
 
     /// [`send`](Self::send) with the payload given in MessagePack too (`msgpack`: the
     /// bytes of one value, e.g. from `rmp-serde`), so that binary data stays `bin` for
     /// a session on a MessagePack connection. `envelope`'s JSON payload is what JSON
-    /// connections, the journal and other nodes get; the two must say the same thing.
+    /// connections and the journal get; the two must say the same thing. The same as
+    /// `send` with [`Payload::Both`](ws_proto::envelope::Payload::Both); `msgpack` is
+    /// ignored when `envelope` has no payload.
     pub fn send_with_msgpack(
         &mut self,
         now: Instant,
@@ -399,31 +417,16 @@ impl Engine {
         envelope: &OutgoingEnvelope<'_>,
         msgpack: &[u8],
     ) -> Result<u64, ApiError> {
-        self.send_in_codecs(now, session, envelope, Some(msgpack))
-    }
-
-    fn send_in_codecs(
-        &mut self,
-        now: Instant,
-        session: SessionId,
-        envelope: &OutgoingEnvelope<'_>,
-        msgpack: Option<&[u8]>,
-    ) -> Result<u64, ApiError> {
-        let Some(s) = self.sessions.get(&session) else {
-            return Err(ApiError::UnknownSession(session));
-        };
-        let prefix = self.encoder.prefix(envelope);
-        let slot = self.slab.insert(prefix);
-        // Attached to a MessagePack connection: its binary form straight from the
-        // envelope (or the payload given in MessagePack), rather than from the JSON
-        // prefix just made.
-        let codec = s.connection.and_then(|cid| self.conns.get(&cid)).map(|c| c.codec);
-        if codec == Some(Codec::MsgPack) || msgpack.is_some() {
-            self.slab.set_msgpack(slot, envelope, msgpack);
+        match envelope.payload.as_json() {
+            Some(json) => {
+                let both = OutgoingEnvelope {
+                    payload: ws_proto::envelope::Payload::Both { json, msgpack },
+                    ..*envelope
+                };
+                self.send(now, session, &both)
+            }
+            None => self.send(now, session, envelope),
         }
-        let result = self.deliver_slot(now, session, slot);
-        self.slab.release(slot);
-        result
     }
 
     /// Answers the request with correlation id `correlation_id` of `session`: sends
@@ -461,7 +464,7 @@ impl Engine {
                 reason: None,
             },
         );
-        self.deliver_prefix(now, session, &prefix)
+        self.deliver_prefix(now, session, &prefix, None)
     }
 
     /// Sends `envelope` to every session (serialized once). Published to other nodes
@@ -480,8 +483,9 @@ impl Engine {
         except: Option<SessionId>,
     ) -> usize {
         let prefix = self.encoder.prefix(envelope);
-        let n = self.fan_out_all(&prefix, |sid, _| Some(sid) != except);
-        self.publish(PublishTarget::All, except, prefix);
+        let msgpack = own_msgpack_prefix(envelope, true);
+        let n = self.fan_out_all(&prefix, msgpack.as_ref(), |sid, _| Some(sid) != except);
+        self.publish(PublishTarget::All, except, prefix, msgpack);
         self.finish(now);
         n
     }
@@ -497,8 +501,11 @@ impl Engine {
         except: Option<SessionId>,
     ) -> usize {
         let prefix = self.encoder.prefix(envelope);
-        let n = self.fan_out_all(&prefix, |sid, u| u == user && Some(sid) != except);
-        self.publish(PublishTarget::User(user.clone()), except, prefix);
+        let msgpack = own_msgpack_prefix(envelope, true);
+        let n = self.fan_out_all(&prefix, msgpack.as_ref(), |sid, u| {
+            u == user && Some(sid) != except
+        });
+        self.publish(PublishTarget::User(user.clone()), except, prefix, msgpack);
         self.finish(now);
         n
     }
@@ -520,7 +527,8 @@ impl Engine {
             return Err(ApiError::UnknownSession(session));
         }
         let prefix = self.encoder.prefix(envelope);
-        self.publish(PublishTarget::Session(session), None, prefix);
+        let msgpack = own_msgpack_prefix(envelope, true);
+        self.publish(PublishTarget::Session(session), None, prefix, msgpack);
         self.finish(now);
         Ok(None)
     }
@@ -534,7 +542,8 @@ impl Engine {
         pick: impl FnMut(SessionId, &UserId) -> bool,
     ) -> usize {
         let prefix = self.encoder.prefix(envelope);
-        let n = self.fan_out_all(&prefix, pick);
+        let msgpack = own_msgpack_prefix(envelope, true);
+        let n = self.fan_out_all(&prefix, msgpack.as_ref(), pick);
         self.finish(now);
         n
     }
@@ -550,6 +559,7 @@ impl Engine {
         except: Option<SessionId>,
     ) -> usize {
         let prefix = self.encoder.prefix(envelope);
+        let msgpack = own_msgpack_prefix(envelope, true);
         let n = if self.config.publish_broadcasts && self.config.room_history {
             // The backend orders it among the room's publications and hands it back to
             // this node too, with its offset: members here get it then.
@@ -557,10 +567,10 @@ impl Engine {
                 .members(room)
                 .map_or(0, |m| m.iter().filter(|sid| Some(**sid) != except).count())
         } else {
-            self.fan_out_room(room, &prefix, except, None)
+            self.fan_out_room(room, &prefix, msgpack.as_ref(), except, None)
         };
         if self.config.publish_broadcasts {
-            self.publish(PublishTarget::Room(Arc::from(room)), except, prefix);
+            self.publish(PublishTarget::Room(Arc::from(room)), except, prefix, msgpack);
         }
         self.finish(now);
         n
@@ -592,10 +602,11 @@ impl Engine {
         except: Option<SessionId>,
     ) -> usize {
         let prefix = self.encoder.prefix(envelope);
-        let n = self.fan_out_volatile_to(&target, prefix.clone(), except);
+        let msgpack = own_msgpack_prefix(envelope, false);
+        let n = self.fan_out_volatile_to(&target, &prefix, msgpack.as_ref(), except);
         if self.config.publish_broadcasts {
-            self.actions
-                .push_back(Action::Publish(Publication::new_volatile(target, except, prefix)));
+            let publication = Publication::new_volatile(target, except, prefix).with_msgpack(msgpack);
+            self.actions.push_back(Action::Publish(publication));
         }
         self.finish(now);
         n
@@ -611,7 +622,8 @@ impl Engine {
         pick: impl FnMut(SessionId, &UserId) -> bool,
     ) -> usize {
         let prefix = self.encoder.prefix(envelope);
-        let n = self.fan_out_volatile(room, &prefix, pick);
+        let msgpack = own_msgpack_prefix(envelope, false);
+        let n = self.fan_out_volatile(room, &prefix, msgpack.as_ref(), pick);
         self.finish(now);
         n
     }
@@ -620,17 +632,21 @@ impl Engine {
     fn fan_out_volatile_to(
         &mut self,
         target: &PublishTarget,
-        prefix: Bytes,
+        prefix: &Bytes,
+        msgpack: Option<&Bytes>,
         except: Option<SessionId>,
     ) -> usize {
-        let prefix = &prefix;
         let keep = |sid: SessionId| Some(sid) != except;
         match target {
-            PublishTarget::All => self.fan_out_volatile(None, prefix, |sid, _| keep(sid)),
-            PublishTarget::Room(room) => self.fan_out_volatile(Some(room), prefix, |sid, _| keep(sid)),
-            PublishTarget::User(user) => self.fan_out_volatile(None, prefix, |sid, u| u == user && keep(sid)),
+            PublishTarget::All => self.fan_out_volatile(None, prefix, msgpack, |sid, _| keep(sid)),
+            PublishTarget::Room(room) => {
+                self.fan_out_volatile(Some(room), prefix, msgpack, |sid, _| keep(sid))
+            }
+            PublishTarget::User(user) => {
+                self.fan_out_volatile(None, prefix, msgpack, |sid, u| u == user && keep(sid))
+            }
             PublishTarget::Session(session) => {
-                self.fan_out_volatile(None, prefix, |sid, _| sid == *session && keep(sid))
+                self.fan_out_volatile(None, prefix, msgpack, |sid, _| sid == *session && keep(sid))
             }
         }
     }

@@ -58,7 +58,7 @@ impl Engine {
         }
         let mut slot = None;
         self.timers.schedule(TimerKey::Request(id), deadline, &mut slot);
-        self.deliver_prefix(now, session, &prefix)?;
+        self.deliver_prefix(now, session, &prefix, None)?;
         Ok(id)
     }
 

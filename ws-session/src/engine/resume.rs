@@ -339,7 +339,9 @@ impl Engine {
             };
             session.set_room_offset(&name, offset);
             if publication.except != Some(sid) && !publication.volatile {
-                let slot = self.slab.insert(publication.prefix.clone());
+                let slot = self
+                    .slab
+                    .insert_with(publication.prefix.clone(), publication.msgpack.as_ref());
                 let (mut out, sessions, _) = self.outbox();
                 if let Some(session) = sessions.get_mut(&sid) {
                     out.deliver(sid, session, slot, None);

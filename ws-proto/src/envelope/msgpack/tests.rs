@@ -358,3 +358,46 @@ fn invalid_trusted_json_is_an_encoding_error_not_a_bad_envelope() {
     let env = OutgoingEnvelope::new("e").with_payload(Payload::Trusted("{nope"));
     assert!(encode_msgpack(&env, &mut Vec::new()).is_err());
 }
+
+/// A payload given in both codecs: its MessagePack form goes into binary envelopes as
+/// it is (bytes stay `bin`), its JSON form into JSON ones; the prefix and suffix meet.
+#[test]
+fn a_payload_in_both_codecs_keeps_its_bytes_in_messagepack() {
+    #[derive(Serialize)]
+    struct Blob {
+        name: &'static str,
+        #[serde(serialize_with = "as_bytes")]
+        data: Vec<u8>,
+    }
+    fn as_bytes<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(data)
+    }
+    let blob = Blob {
+        name: "pic",
+        data: vec![0, 1, 255],
+    };
+    let json = serde_json::to_string(&blob).unwrap();
+    let msgpack = rmp_serde::to_vec_named(&blob).unwrap();
+    let env = OutgoingEnvelope::new("upload").with_payload(Payload::Both {
+        json: &json,
+        msgpack: &msgpack,
+    });
+    assert_eq!(env.payload.as_json(), Some(json.as_str()));
+    let mut bytes = Vec::new();
+    encode_msgpack_prefix(&env, true, &mut bytes).unwrap();
+    write_msgpack_seq_suffix(&mut bytes, Some(9));
+    let decoded = MsgPackEnvelope::decode(&bytes, &config()).unwrap();
+    // `bin`, not an array: 0xc4 (bin 8), length 3, the bytes.
+    let p = decoded.payload.unwrap();
+    assert!(p.windows(5).any(|w| w == [0xc4, 3, 0, 1, 255]), "{p:x?}");
+    assert_eq!(decoded.seq, Some(9));
+    // The JSON envelope carries the JSON form, bytes as numbers.
+    let mut text = Vec::new();
+    env.encode_prefix(&mut text);
+    assert!(String::from_utf8(text).unwrap().contains(r#""data":[0,1,255]"#));
+    // Without the MessagePack form, the JSON is transcoded: an array.
+    let plain = OutgoingEnvelope::new("upload").with_payload(Payload::Trusted(&json));
+    let mut transcoded = Vec::new();
+    encode_msgpack_prefix(&plain, false, &mut transcoded).unwrap();
+    assert!(!transcoded.windows(2).any(|w| w == [0xc4, 3]));
+}

@@ -1,0 +1,93 @@
+//! A payload the application gives, serialized for the hub: as JSON always (what JSON
+//! connections, journals and stores get), and as MessagePack too when a MessagePack
+//! connection may receive it, so that binary data (`serde_bytes`, `bytes::Bytes`)
+//! reaches those as `bin` rather than as the array of numbers JSON makes of it.
+//!
+//! "May receive it": this node has a MessagePack connection now, or the cross-node
+//! backend says another node has ([`PubSub::msgpack_elsewhere`]). A server whose
+//! clients all speak JSON serializes once, as before.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use ws_proto::envelope::{OutgoingEnvelope, Payload};
+
+use crate::error::HandlerError;
+use crate::pubsub::PubSub;
+
+/// A payload in the forms the hub needs.
+#[derive(Debug)]
+pub(crate) struct Payloads {
+    /// The payload as JSON.
+    pub(crate) json: String,
+    /// The same payload as MessagePack (`rmp-serde`, structs as maps), when made.
+    pub(crate) msgpack: Option<Vec<u8>>,
+}
+
+impl Payloads {
+    /// `payload` as JSON, and as MessagePack too when `msgpack`.
+    pub(crate) fn of(payload: &impl Serialize, msgpack: bool) -> Result<Self, HandlerError> {
+        Ok(Self {
+            json: serde_json::to_string(payload).map_err(HandlerError::internal)?,
+            msgpack: match msgpack {
+                true => Some(rmp_serde::to_vec_named(payload).map_err(HandlerError::internal)?),
+                false => None,
+            },
+        })
+    }
+}
+
+/// The envelope of `event` with `payload` in the forms it was given in.
+pub(crate) fn envelope<'a>(event: &'a str, payload: Option<&'a Payloads>) -> OutgoingEnvelope<'a> {
+    let envelope = OutgoingEnvelope::new(event);
+    match payload {
+        Some(Payloads {
+            json,
+            msgpack: Some(msgpack),
+        }) => envelope.with_payload(Payload::Both { json, msgpack }),
+        Some(Payloads { json, msgpack: None }) => envelope.with_payload(Payload::Trusted(json)),
+        None => envelope,
+    }
+}
+
+/// Whether a payload should be made in MessagePack too: shared by the hub, which
+/// counts this node's MessagePack connections, and every [`ServerHandle`] clone, which
+/// serializes.
+///
+/// [`ServerHandle`]: crate::ServerHandle
+pub(crate) struct Demand {
+    /// MessagePack connections open on this node.
+    local: AtomicUsize,
+    /// The cross-node backend and this node's id on it, when there is one.
+    cluster: Option<(Arc<dyn PubSub>, u64)>,
+}
+
+impl Demand {
+    pub(crate) fn new(cluster: Option<(Arc<dyn PubSub>, u64)>) -> Self {
+        Self {
+            local: AtomicUsize::new(0),
+            cluster,
+        }
+    }
+
+    /// Whether a MessagePack connection, here or on another node, may receive what is
+    /// sent now.
+    pub(crate) fn msgpack(&self) -> bool {
+        self.local.load(Ordering::Relaxed) > 0
+            || self
+                .cluster
+                .as_ref()
+                .is_some_and(|(pubsub, node)| pubsub.msgpack_elsewhere(*node))
+    }
+
+    /// A MessagePack connection opened; returns whether it is the node's first.
+    pub(crate) fn opened(&self) -> bool {
+        self.local.fetch_add(1, Ordering::Relaxed) == 0
+    }
+
+    /// A MessagePack connection closed; returns whether it was the node's last.
+    pub(crate) fn closed(&self) -> bool {
+        self.local.fetch_sub(1, Ordering::Relaxed) == 1
+    }
+}
