@@ -12,9 +12,7 @@ use ws_proto::prefixed::PrefixedConnection;
 use ws_proto::{CloseCode, Connection, ConnectionState, Event, SendError};
 
 use super::Transport;
-
-/// Bytes read from the stream at a time.
-const READ_BUFFER: usize = 16 * 1024;
+use crate::buffers::{fit_read_buffer, read_buffer, release_write_buffer};
 
 /// A Sans-IO message framing over bytes: the calls [`StreamTransport`] makes. ws-proto's
 /// two framings implement it; so can an application's own.
@@ -118,6 +116,11 @@ impl Framing for PrefixedConnection {
 /// Writes are corked: everything the framing queued is moved into one buffer and
 /// written with as few `write` calls as the stream takes; what is fed meanwhile goes
 /// into the next buffer.
+///
+/// Its buffers follow the traffic: the read buffer starts at 2 KiB, doubles after a
+/// read that filled it (up to 64 KiB) and halves after reads that used less than an
+/// eighth of it; a write buffer grown past 16 KiB by a burst is given back once
+/// written. An idle connection holds 2 KiB of them.
 pub struct StreamTransport<S, F> {
     stream: S,
     framing: F,
@@ -151,7 +154,7 @@ where
         Self {
             stream,
             framing,
-            read_buf: vec![0; READ_BUFFER],
+            read_buf: read_buffer(),
             out: Vec::new(),
             out_written: 0,
             flush_owed: false,
@@ -222,7 +225,10 @@ where
             }
             match ready!(Pin::new(&mut self.stream).poll_read(cx, &mut self.read_buf)) {
                 Ok(0) | Err(_) => self.framing.handle_eof(),
-                Ok(n) => self.framing.handle_bytes(&self.read_buf[..n]),
+                Ok(n) => {
+                    self.framing.handle_bytes(&self.read_buf[..n]);
+                    fit_read_buffer(&mut self.read_buf, n);
+                }
             }
         }
     }
@@ -238,6 +244,7 @@ where
             }
             if !self.out.is_empty() {
                 self.out.clear();
+                release_write_buffer(&mut self.out);
                 self.out_written = 0;
                 self.written += std::mem::take(&mut self.in_batch);
                 self.flush_owed = true;
