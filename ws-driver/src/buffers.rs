@@ -1,9 +1,20 @@
-//! Per-connection byte buffers that follow the traffic, so that an idle connection
-//! holds little: the read buffer starts at [`READ_MIN`], doubles after a read that
-//! filled it (up to [`READ_MAX`]) and halves after a read that used less than an
-//! eighth of it; a write buffer larger than [`WRITE_KEEP`] (a burst) is given back
-//! once written. Used by the plain [`WebSocket`](crate::WebSocket) and by
-//! [`StreamTransport`](crate::transport::StreamTransport) (every server connection).
+//! Byte buffers, so that an idle connection holds little.
+//!
+//! - [`StreamTransport`](crate::transport::StreamTransport) (every session connection)
+//!   holds no read buffer and no write buffer while it is idle: a read borrows its
+//!   thread's read buffer ([`with_read_buffer`], [`SHARED_READ`] bytes) and the framing
+//!   copies what it needs; a batch is corked in its thread's write buffer
+//!   ([`with_write_buffer`]) and only what a write leaves unfinished (a peer that reads
+//!   slowly) is kept by the connection. So uWebSockets does, with one receive buffer
+//!   and one cork buffer per loop.
+//! - The plain [`WebSocket`](crate::WebSocket) reads with `.await` into a buffer of its
+//!   own, which follows the traffic: it starts at [`READ_MIN`], doubles after a read
+//!   that filled it (up to [`READ_MAX`]) and halves after a read that used less than
+//!   an eighth of it.
+//! - A write buffer larger than [`WRITE_KEEP`] (a burst) is given back once written.
+
+use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// The read buffer of a connection that has not been busy: what an idle one keeps.
 pub(crate) const READ_MIN: usize = 2 * 1024;
@@ -11,6 +22,57 @@ pub(crate) const READ_MIN: usize = 2 * 1024;
 pub(crate) const READ_MAX: usize = 64 * 1024;
 /// What a write buffer keeps between flushes; a larger one is given back.
 pub(crate) const WRITE_KEEP: usize = 16 * 1024;
+
+/// What a [`StreamTransport`](crate::transport::StreamTransport) reads at a time.
+pub(crate) const SHARED_READ: usize = 16 * 1024;
+
+thread_local! {
+    /// The thread's read buffer, [`SHARED_READ`] bytes once first used.
+    static READ: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The thread's write buffer: empty between uses, its capacity kept up to
+    /// [`WRITE_KEEP`].
+    static WRITE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Lends `f` the thread's buffer behind `key` for the call; a call made while that
+/// buffer is lent (from inside another `f`), or while the thread ends, gets a new
+/// buffer of its own.
+fn lend<T>(key: &'static LocalKey<RefCell<Vec<u8>>>, f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    let mut f = Some(f);
+    let shared = key.try_with(|shared| {
+        let mut buf = shared.try_borrow_mut().ok()?;
+        f.take().map(|f| f(&mut buf))
+    });
+    match (shared, f) {
+        (Ok(Some(done)), _) => done,
+        (_, Some(f)) => f(&mut Vec::new()),
+        (_, None) => unreachable!("`f` ran on the shared buffer"),
+    }
+}
+
+/// Runs `read` (a `poll_read`, and the handling of what it read) with the thread's
+/// read buffer, [`SHARED_READ`] bytes. Nothing read may be kept in it past the call.
+pub(crate) fn with_read_buffer<T>(read: impl FnOnce(&mut [u8]) -> T) -> T {
+    lend(&READ, |buf| {
+        if buf.len() < SHARED_READ {
+            buf.resize(SHARED_READ, 0);
+        }
+        read(buf)
+    })
+}
+
+/// Runs `write` with the thread's write buffer, empty: `write` fills it and writes
+/// what it can, and copies what it must keep. Emptied after the call, and given back
+/// when a burst grew it past [`WRITE_KEEP`].
+pub(crate) fn with_write_buffer<T>(write: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    lend(&WRITE, |buf| {
+        buf.clear();
+        let done = write(buf);
+        buf.clear();
+        release_write_buffer(buf);
+        done
+    })
+}
 
 /// A new read buffer, [`READ_MIN`] bytes.
 pub(crate) fn read_buffer() -> Vec<u8> {
@@ -41,6 +103,49 @@ pub(crate) fn release_write_buffer(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_borrow_the_threads_buffer_and_a_nested_read_gets_its_own() {
+        let outer = with_read_buffer(|buf| {
+            buf[0] = 7;
+            let inner = with_read_buffer(|inner| (inner.len(), inner[0], inner.as_ptr() == buf.as_ptr()));
+            (buf.len(), buf.as_ptr() as usize, inner)
+        });
+        assert_eq!(outer.0, SHARED_READ);
+        assert_eq!(
+            outer.2,
+            (SHARED_READ, 0, false),
+            "the nested read has a fresh buffer"
+        );
+        let again = with_read_buffer(|buf| (buf.len(), buf.as_ptr() as usize));
+        assert_eq!(again, (SHARED_READ, outer.1), "the same buffer is lent again");
+        let other = std::thread::spawn(|| with_read_buffer(|buf| buf.len()))
+            .join()
+            .unwrap();
+        assert_eq!(other, SHARED_READ, "each thread has its own");
+    }
+
+    #[test]
+    fn the_threads_write_buffer_is_lent_empty_kept_small_and_given_back_after_a_burst() {
+        let small = with_write_buffer(|buf| {
+            assert!(buf.is_empty());
+            buf.extend_from_slice(&[1; 100]);
+            let nested = with_write_buffer(|inner| {
+                assert!(inner.is_empty());
+                inner.as_ptr() == buf.as_ptr()
+            });
+            assert!(!nested, "a nested use gets a buffer of its own");
+            buf.as_ptr() as usize
+        });
+        let (len, capacity, same) =
+            with_write_buffer(|buf| (buf.len(), buf.capacity(), buf.as_ptr() as usize == small));
+        assert_eq!(len, 0, "emptied after each use");
+        assert!((100..=WRITE_KEEP).contains(&capacity));
+        assert!(same, "the thread's buffer is kept between uses");
+        with_write_buffer(|buf| buf.resize(WRITE_KEEP + 1, 0));
+        let capacity = with_write_buffer(|buf| buf.capacity());
+        assert_eq!(capacity, 0, "a burst's buffer is given back");
+    }
 
     #[test]
     fn the_read_buffer_doubles_after_full_reads_up_to_the_maximum() {

@@ -12,7 +12,7 @@ use ws_proto::prefixed::PrefixedConnection;
 use ws_proto::{CloseCode, Connection, ConnectionState, Event, SendError};
 
 use super::Transport;
-use crate::buffers::{fit_read_buffer, read_buffer, release_write_buffer};
+use crate::buffers::{release_write_buffer, with_read_buffer, with_write_buffer};
 
 /// A Sans-IO message framing over bytes: the calls [`StreamTransport`] makes. ws-proto's
 /// two framings implement it; so can an application's own.
@@ -117,15 +117,14 @@ impl Framing for PrefixedConnection {
 /// written with as few `write` calls as the stream takes; what is fed meanwhile goes
 /// into the next buffer.
 ///
-/// Its buffers follow the traffic: the read buffer starts at 2 KiB, doubles after a
-/// read that filled it (up to 64 KiB) and halves after reads that used less than an
-/// eighth of it; a write buffer grown past 16 KiB by a burst is given back once
-/// written. An idle connection holds 2 KiB of them.
+/// It holds no buffer while idle: each read borrows its thread's read buffer (16 KiB)
+/// and the framing copies what it needs; each batch is corked in its thread's write
+/// buffer, and only what a write leaves unfinished (a peer that reads slowly) is copied
+/// into a buffer of the connection's, given back once written if it grew past 16 KiB.
 pub struct StreamTransport<S, F> {
     stream: S,
     framing: F,
-    read_buf: Vec<u8>,
-    /// The batch being written, and how much of it is.
+    /// The batch a write left unfinished, and how much of it is written since.
     out: Vec<u8>,
     out_written: usize,
     /// A write finished and the stream's flush is still owed.
@@ -154,7 +153,6 @@ where
         Self {
             stream,
             framing,
-            read_buf: read_buffer(),
             out: Vec::new(),
             out_written: 0,
             flush_owed: false,
@@ -223,13 +221,14 @@ where
                 self.ended = true;
                 return Poll::Ready(None);
             }
-            match ready!(Pin::new(&mut self.stream).poll_read(cx, &mut self.read_buf)) {
-                Ok(0) | Err(_) => self.framing.handle_eof(),
-                Ok(n) => {
-                    self.framing.handle_bytes(&self.read_buf[..n]);
-                    fit_read_buffer(&mut self.read_buf, n);
+            let (stream, framing) = (&mut self.stream, &mut self.framing);
+            ready!(with_read_buffer(|buf| {
+                match ready!(Pin::new(stream).poll_read(cx, buf)) {
+                    Ok(0) | Err(_) => framing.handle_eof(),
+                    Ok(n) => framing.handle_bytes(&buf[..n]),
                 }
-            }
+                Poll::Ready(())
+            }));
         }
     }
 
@@ -252,12 +251,33 @@ where
             if self.framing.pending_transmit_len() == 0 {
                 break;
             }
-            // Corking: everything queued so far, one buffer.
-            self.out.reserve(self.framing.pending_transmit_len());
-            while let Some(chunk) = self.framing.poll_transmit() {
-                self.out.extend_from_slice(&chunk);
-            }
+            // Corking: everything queued so far, one buffer (the thread's), one write if
+            // the stream takes it all; what it does not take is kept in `out`.
             self.in_batch = std::mem::take(&mut self.fed);
+            let (stream, framing, out) = (&mut self.stream, &mut self.framing, &mut self.out);
+            let all_written = with_write_buffer(|batch| {
+                batch.reserve(framing.pending_transmit_len());
+                while let Some(chunk) = framing.poll_transmit() {
+                    batch.extend_from_slice(&chunk);
+                }
+                let mut at = 0;
+                while at < batch.len() {
+                    match Pin::new(&mut *stream).poll_write(cx, &batch[at..]) {
+                        Poll::Ready(Ok(0)) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                        Poll::Ready(Ok(n)) => at += n,
+                        Poll::Ready(Err(err)) => return Err(err),
+                        Poll::Pending => break,
+                    }
+                }
+                out.extend_from_slice(&batch[at..]);
+                Ok(at == batch.len())
+            });
+            if !all_written? {
+                // `poll_write` is pending: it wakes us when the stream takes more.
+                return Poll::Pending;
+            }
+            self.written += std::mem::take(&mut self.in_batch);
+            self.flush_owed = true;
         }
         if self.flush_owed {
             ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
