@@ -153,6 +153,8 @@ pub(crate) enum Command {
         result: Result<Identity, String>,
     },
     Remote(Publication),
+    /// The backend's room cursor (room history): members without a position start there.
+    RoomCursor(Arc<str>, RoomOffset),
     /// A session load will read the history of `rooms` (room history): keep their
     /// publications that arrive from now until the load is answered.
     CatchUp(Vec<Arc<str>>),
@@ -257,11 +259,22 @@ impl Hub {
             // after the other in the order the engine made them, so a slow backend
             // delays only the fan-out to other nodes, never the hub.
             let (tx, mut rx) = mpsc::unbounded::<ToBroker>();
+            let (rt, commands) = (runtime.clone(), command_tx.clone());
             runtime.spawn(async move {
                 while let Some(item) = rx.next().await {
                     let call = std::panic::AssertUnwindSafe(|| match item {
                         ToBroker::Publish(publication) => pubsub.publish(node, publication),
                         ToBroker::Occupied(room) => pubsub.room_occupied(node, &room),
+                        ToBroker::Cursor(room) => {
+                            // Asked in order after `room_occupied`; answered off this task.
+                            let cursor = pubsub.room_cursor(node, &room);
+                            let commands = commands.clone();
+                            rt.spawn(async move {
+                                if let Some(offset) = cursor.await {
+                                    let _ = commands.unbounded_send(Command::RoomCursor(room, offset));
+                                }
+                            });
+                        }
                         ToBroker::Vacated(room) => pubsub.room_vacated(node, &room),
                         ToBroker::MsgPack(present) => pubsub.msgpack_connections(node, present),
                     });
@@ -611,6 +624,8 @@ impl ServerHandle {
 enum ToBroker {
     Publish(Publication),
     Occupied(Arc<str>),
+    /// Where the room's history stood when this node began to receive it.
+    Cursor(Arc<str>),
     Vacated(Arc<str>),
     /// This node now has MessagePack connections, or none any more.
     MsgPack(bool),
@@ -1200,6 +1215,7 @@ impl<R: Runtime> HubTask<R> {
                 }
                 self.engine.handle_remote_publish(now, &publication)
             }
+            Command::RoomCursor(room, offset) => self.engine.handle_room_cursor(now, &room, offset),
             Command::CatchUp(rooms) => {
                 if let Some(history) = &mut self.history {
                     for room in rooms {
@@ -1370,7 +1386,12 @@ impl<R: Runtime> HubTask<R> {
                 Action::Event(event) => self.dispatch(event),
                 Action::Session(event) => self.on_session_event(now, event),
                 Action::Publish(publication) => self.to_broker(ToBroker::Publish(publication)),
-                Action::RoomOccupied(room) => self.to_broker(ToBroker::Occupied(room)),
+                Action::RoomOccupied(room) => {
+                    self.to_broker(ToBroker::Occupied(room.clone()));
+                    if self.history.is_some() {
+                        self.to_broker(ToBroker::Cursor(room));
+                    }
+                }
                 Action::RoomVacated(room) => self.to_broker(ToBroker::Vacated(room)),
                 Action::Response { id, result, .. } => {
                     if let Some(answer) = self.requests.remove(&id) {

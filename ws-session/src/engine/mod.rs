@@ -371,6 +371,44 @@ impl Engine {
         self.finish(now);
     }
 
+    /// Call with the backend's room cursor (room history; ws-driver asks its
+    /// `PubSub::room_cursor`): `room`'s last offset before this node began to receive it, asked when
+    /// the room's first member here joined ([`Action::RoomOccupied`]). Members of the
+    /// room without a position start there (journaled), so that what the room publishes
+    /// next is theirs even if this node dies before the first of it arrives; members
+    /// with one, and a room that already has a cursor, are left as they are.
+    pub fn handle_room_cursor(&mut self, now: Instant, room: &str, offset: RoomOffset) {
+        if !self.config.room_history || self.rooms.cursor(room).is_some() {
+            return;
+        }
+        let Some(name) = self.rooms.name(room) else {
+            return;
+        };
+        self.rooms.advance(room, offset);
+        let members: Vec<SessionId> = self
+            .rooms
+            .members(room)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default();
+        for sid in members {
+            let Some(session) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            if session.room_offset(room).is_some() {
+                continue;
+            }
+            session.set_room_offset(&name, offset);
+            self.journal(
+                sid,
+                JournalEntry::RoomPosition {
+                    room: name.clone(),
+                    offset,
+                },
+            );
+        }
+        self.finish(now);
+    }
+
     // ----- application commands ----------------------------------------------------
 
     /// Sends `envelope` to `session` as the next message of its stream (its `s` is
