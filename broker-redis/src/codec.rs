@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(chunk[..2], [VERSION, MESSAGE]);
         let chunk = encode_chunk(std::slice::from_ref(both)).unwrap();
         assert_eq!(chunk[..2], [VERSION, MESSAGE_BOTH]);
-        assert_eq!(decode_chunk(&chunk).unwrap(), [both.clone()]);
+        assert_eq!(decode_chunk(&chunk).unwrap(), std::slice::from_ref(both));
         // A snapshot holding it is version 3 and keeps it; once it is trimmed, 2.
         let record = record_with(&entries[..8]);
         assert_eq!(record.replay.len(), 3);

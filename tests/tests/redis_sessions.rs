@@ -26,7 +26,9 @@ fn msg(seq: u64) -> JournalEntry {
     JournalEntry::Message {
         seq,
         prefix: format!(r#"{{"v":"1.0","e":"m","p":{seq}"#).into_bytes().into(),
-        msgpack: (seq % 2 == 0).then(|| format!("packed {seq}").into_bytes().into()),
+        msgpack: seq
+            .is_multiple_of(2)
+            .then(|| format!("packed {seq}").into_bytes().into()),
     }
 }
 
