@@ -811,6 +811,27 @@ async fn a_history_trimmed_past_a_sessions_position_refuses_the_resume_as_a_gap(
         .await
         .unwrap();
     assert_eq!(&*ok.event, "flood.ok");
+    // The reply comes before the broker has written the last of them.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XREVRANGE")
+            .arg(format!("{PREFIX}:history:h"))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(&mut redis.connection())
+            .unwrap();
+        let text = last
+            .first()
+            .map(|(_, fields)| String::from_utf8_lossy(&fields[0].1).into_owned())
+            .unwrap_or_default();
+        if text.contains("\"m399\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the history never got m399: {text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let kept: usize = redis::cmd("XLEN")
         .arg(format!("{PREFIX}:history:h"))
         .query(&mut redis.connection())

@@ -37,8 +37,8 @@ use ws_proto::{CloseCode, Message};
 use crate::client::{AuthMode, ClientAction, ClientConfig, ClientEngine, Disconnect};
 use crate::journal::{JournalEntry, SessionTable};
 use crate::{
-    Action, ApiError, ConnectionId, ConnectionInfo, Engine, EngineConfig, SessionEvent, SessionId,
-    TokenVerifier, UserId,
+    Action, ApiError, ConnectionId, ConnectionInfo, Engine, EngineConfig, Publication, PublishTarget,
+    RoomOffset, SessionEvent, SessionId, TokenVerifier, UserId,
 };
 
 /// One server node.
@@ -132,6 +132,19 @@ pub struct Nodes {
     peers: Vec<NodePeer>,
     raw: Vec<RawConnection>,
     seed: u64,
+    /// With room history ([`Nodes::with_room_history`]): the bus's rooms, each room's
+    /// publications with their offsets (numbered from 1), and publications not yet
+    /// handed to the nodes.
+    history: Option<Bus>,
+}
+
+/// A broker with room history, as `InMemoryPubSub::with_room_history` in ws-driver:
+/// every room publication is numbered and kept, and delivered to every node with
+/// members, its publisher too.
+#[derive(Default)]
+struct Bus {
+    rooms: std::collections::HashMap<std::sync::Arc<str>, Vec<Publication>>,
+    queue: VecDeque<Publication>,
 }
 
 impl Nodes {
@@ -167,7 +180,32 @@ impl Nodes {
             peers: Vec::new(),
             raw: Vec::new(),
             seed,
+            history: None,
         }
+    }
+
+    /// [`Nodes::new`] with a broker that keeps room history between the nodes
+    /// ([`EngineConfig::room_history`]): room broadcasts reach every node with members
+    /// (the publisher's included) through it, in one order, and a load reads the
+    /// record's rooms' history after its positions.
+    pub fn with_room_history(config: EngineConfig, count: usize, seed: u64) -> Self {
+        let config = EngineConfig {
+            publish_broadcasts: true,
+            room_history: true,
+            ..config
+        };
+        Self {
+            history: Some(Bus::default()),
+            ..Self::new(config, count, seed)
+        }
+    }
+
+    /// The publications `room` has in the broker's history, oldest first.
+    pub fn room_history(&self, room: &str) -> Vec<Publication> {
+        self.history
+            .as_ref()
+            .and_then(|bus| bus.rooms.get(room).cloned())
+            .unwrap_or_default()
     }
 
     /// Node `index`. Panics if it was killed.
@@ -320,6 +358,7 @@ impl Nodes {
                 progressed |= self.drain_node(node);
                 progressed |= self.write_journal(node);
             }
+            progressed |= self.deliver_bus();
             if !progressed {
                 break;
             }
@@ -382,10 +421,47 @@ impl Nodes {
         } else {
             None
         };
+        // The record's rooms' history after its positions, as the hub reads it.
+        let history = match (&self.history, &record) {
+            (Some(bus), Some(record)) => record
+                .room_offsets
+                .iter()
+                .flat_map(|(room, after)| {
+                    bus.rooms
+                        .get(room)
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| p.offset.is_some_and(|o| o > *after))
+                        .cloned()
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         if let Some(node) = self.nodes[load.node].as_mut() {
             node.engine
-                .handle_session_loaded(now, load.connection, load.session, record, Some(Vec::new()));
+                .handle_session_loaded(now, load.connection, load.session, record, Some(history));
         }
+    }
+
+    /// Hands the bus's queued publications to the nodes with members in their room.
+    fn deliver_bus(&mut self) -> bool {
+        let now = self.now;
+        let Some(bus) = self.history.as_mut() else {
+            return false;
+        };
+        let mut progressed = false;
+        while let Some(publication) = bus.queue.pop_front() {
+            progressed = true;
+            let PublishTarget::Room(room) = &publication.target else {
+                continue;
+            };
+            for node in self.nodes.iter_mut().flatten() {
+                if node.engine.room_len(room) > 0 {
+                    node.engine.handle_remote_publish(now, &publication);
+                }
+            }
+        }
+        progressed
     }
 
     fn write_journal(&mut self, index: usize) -> bool {
@@ -540,6 +616,18 @@ impl Nodes {
                     let node = self.node_mut(index);
                     node.journal.push((session, entry.clone()));
                     node.unwritten.push_back((session, entry));
+                }
+                Action::Publish(publication) => {
+                    // Room stream publications go through the broker's history (the
+                    // only kind this harness carries between nodes).
+                    if let (Some(bus), PublishTarget::Room(room), false) =
+                        (self.history.as_mut(), &publication.target, publication.volatile)
+                    {
+                        let kept = bus.rooms.entry(room.clone()).or_default();
+                        let publication = publication.clone().at(RoomOffset(0, kept.len() as u64 + 1));
+                        kept.push(publication.clone());
+                        bus.queue.push_back(publication);
+                    }
                 }
                 Action::LoadSession {
                     connection,
