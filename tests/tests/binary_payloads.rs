@@ -4,8 +4,9 @@
 //! for a MessagePack client and an array of numbers for a JSON one, on every path: a
 //! handler's reply and emit, room broadcasts, broadcasts to all but one, the server
 //! handle's sends to a session and to a user, publications from another node (in
-//! memory and over a real `redis-server`). The Rust client sends bytes as `bin` on
-//! MessagePack. Against the real server on tokio.
+//! memory and over a real `redis-server`), and the replay of a session that moved to
+//! another node through a shared session store (in memory and on Redis). The Rust
+//! client sends bytes as `bin` on MessagePack. Against the real server on tokio.
 
 use std::time::{Duration, Instant};
 
@@ -363,6 +364,81 @@ async fn publications_from_another_node_over_redis_carry_bytes_as_bin() {
     // A node that connects later is told at once (B's answer to its question).
     let late = broker();
     until("a later broker learns it", || late.status().msgpack_nodes == 1).await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+/// A MessagePack client's session holds two unacknowledged messages with bytes, sent
+/// by node A's server handle (the client read the first); its connection is lost and
+/// it resumes on node B, which shares A's session store: B rebuilds the session from
+/// the journal, and the replay has the bytes as `bin` (the journal kept the messages'
+/// MessagePack form). A message after the move is `bin` too. `held` tells how many
+/// messages the store holds for the session (its writes are asynchronous).
+async fn a_moved_msgpack_session_replays_bytes_as_bin<F: std::future::Future<Output = usize>>(
+    a: &tether_tests::harness::Running,
+    b: &tether_tests::harness::Running,
+    held: impl Fn(SessionId) -> F,
+) {
+    with_codec(Codec::MsgPack, async {
+        let (mut conn, created) = session(a.addr, "fay").await;
+        let id = SessionId::parse(created["sessionId"].as_str().unwrap()).unwrap();
+        a.handle
+            .send(id, "file", &Download { data: vec![30, 31] })
+            .unwrap();
+        a.handle.send(id, "file", &Download { data: vec![32] }).unwrap();
+        assert_eq!(next_file(&mut conn).await, [30, 31], "live, on A");
+        tether_tests::suite::drop_abruptly(conn);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while held(id).await < 2 {
+            assert!(Instant::now() < deadline, "the store never held both messages");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let (mut conn, restored) = tether_tests::suite::resume(b.addr, "fay", &created, 0).await;
+        assert_eq!(restored["e"], "sys.session.restored", "{restored}");
+        assert_eq!(restored["p"]["replayed"], 2, "{restored}");
+        assert_eq!(next_file(&mut conn).await, [30, 31], "replayed by B");
+        assert_eq!(next_file(&mut conn).await, [32], "replayed by B");
+        b.handle.send(id, "file", &Download { data: vec![33] }).unwrap();
+        assert_eq!(next_file(&mut conn).await, [33], "after the move");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_session_moved_through_a_shared_store_in_memory_replays_bytes_as_bin() {
+    let store = adapter_tokio::InMemorySessionStore::default();
+    let a = harness::start(ServerRuntime::Tokio, app().session_store(store.clone())).await;
+    let b = harness::start(ServerRuntime::Tokio, app().session_store(store.clone())).await;
+    let held = |id| {
+        let n = store.record(id).map_or(0, |r| r.replay.len());
+        async move { n }
+    };
+    a_moved_msgpack_session_replays_bytes_as_bin(&a, &b, held).await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_moved_through_redis_replays_bytes_as_bin() {
+    use broker_redis::{RedisConfig, RedisSessionStore, StoreOptions};
+    let redis = tether_tests::redis_server::RedisServer::start();
+    let store = || {
+        let mut config = RedisConfig::new(&redis.url()).expect("a Redis URL");
+        config.prefix = "binj".to_owned();
+        RedisSessionStore::start(config, StoreOptions::default(), adapter_tokio::TokioRuntime)
+    };
+    let a = harness::start(ServerRuntime::Tokio, app().session_store(store())).await;
+    let b = harness::start(ServerRuntime::Tokio, app().session_store(store())).await;
+    let peek = store();
+    let held = |id| {
+        let peek = peek.clone();
+        async move {
+            let record = peek.peek(id).await.ok().flatten();
+            record.map_or(0, |(_, r)| r.replay.len())
+        }
+    };
+    a_moved_msgpack_session_replays_bytes_as_bin(&a, &b, held).await;
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }

@@ -386,7 +386,7 @@ fn replay_of(record: &ws_session::SessionRecord) -> Vec<(u64, u64)> {
     record
         .replay
         .iter()
-        .filter_map(|(s, prefix)| {
+        .filter_map(|(s, prefix, _)| {
             let frame = format!("{},\"s\":{s}}}", std::str::from_utf8(prefix).unwrap());
             let value: Value = serde_json::from_str(&frame).unwrap();
             (value["e"] == "streamed").then(|| (*s, value["p"].as_u64().unwrap()))
