@@ -502,3 +502,36 @@ async fn the_rust_client_sends_bytes_as_bin_on_msgpack() {
         .unwrap();
     server.stop().await.unwrap();
 }
+
+/// What a MessagePack client is sent while it is away — no MessagePack connection open
+/// on the node at all — keeps its bytes as `bin` in the replay: its suspended session
+/// counts as a MessagePack recipient, not only open connections.
+#[tokio::test]
+async fn bytes_sent_while_the_only_msgpack_client_is_away_replay_as_bin() {
+    let server = harness::start(ServerRuntime::Tokio, app()).await;
+    with_codec(Codec::MsgPack, async {
+        let (conn, created) = session(server.addr, "gus").await;
+        let id = SessionId::parse(created["sessionId"].as_str().unwrap()).unwrap();
+        tether_tests::suite::drop_abruptly(conn);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server
+            .handle
+            .sessions()
+            .await
+            .iter()
+            .any(|s| s.id == id && s.online)
+        {
+            assert!(Instant::now() < deadline, "the session was never suspended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server
+            .handle
+            .send(id, "file", &Download { data: vec![40, 41] })
+            .unwrap();
+        let (mut conn, restored) = tether_tests::suite::resume(server.addr, "gus", &created, 0).await;
+        assert_eq!(restored["e"], "sys.session.restored", "{restored}");
+        assert_eq!(next_file(&mut conn).await, [40, 41], "replayed as bin");
+    })
+    .await;
+    server.stop().await.unwrap();
+}

@@ -388,6 +388,7 @@ impl Hub {
             middleware: app.middleware.into(),
             authenticator: app.authenticator,
             publisher,
+            msgpack_suspended: std::collections::HashSet::new(),
             history: history.map(|pubsub| HistoryLink {
                 pubsub,
                 rooms: HashMap::new(),
@@ -768,6 +769,8 @@ struct ConnEntry {
     hooks: Option<mpsc::UnboundedSender<Job>>,
     /// Whether it speaks MessagePack (counted in the [`Demand`]).
     msgpack: bool,
+    /// The session it carries, once created or resumed on it.
+    session: Option<SessionId>,
 }
 
 /// Handlers of one session run one after the other, in arrival order, on a worker
@@ -854,6 +857,10 @@ struct HubTask<R: Runtime> {
     publisher: Option<mpsc::UnboundedSender<ToBroker>>,
     /// The backend's room history, when it keeps one and sessions are shared.
     history: Option<HistoryLink>,
+    /// Suspended sessions whose last connection spoke MessagePack: counted in the
+    /// [`Demand`] like a connection, so that what they are sent while away keeps its
+    /// binary form for the replay.
+    msgpack_suspended: std::collections::HashSet<SessionId>,
     session_hooks: Arc<[Hook<SessionEvent>]>,
     connection_hooks: Arc<[Hook<ConnectionEvent>]>,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
@@ -980,6 +987,7 @@ impl<R: Runtime> HubTask<R> {
                         outbox,
                         hooks,
                         msgpack,
+                        session: None,
                     },
                 );
             }
@@ -991,8 +999,24 @@ impl<R: Runtime> HubTask<R> {
             }
             ConnInput::Closed { connection } => {
                 let entry = self.conns.remove(&connection);
-                if entry.as_ref().is_some_and(|e| e.msgpack) && self.handle.demand.closed() {
-                    self.to_broker(ToBroker::MsgPack(false));
+                if entry.as_ref().is_some_and(|e| e.msgpack) {
+                    // Its session, suspended now, will replay what it is sent meanwhile
+                    // to a MessagePack client: it stands in for the connection in the
+                    // demand until it is attached again or ends.
+                    let session = entry.as_ref().and_then(|e| e.session).filter(|session| {
+                        // Still here, and not carried by another connection by now.
+                        self.engine
+                            .session_info(*session)
+                            .is_some_and(|info| !matches!(info.connection, Some(c) if c != connection))
+                    });
+                    if let Some(session) = session {
+                        if self.msgpack_suspended.insert(session) {
+                            self.handle.demand.opened();
+                        }
+                    }
+                    if self.handle.demand.closed() {
+                        self.to_broker(ToBroker::MsgPack(false));
+                    }
                 }
                 self.claims.remove(&connection);
                 self.engine.handle_connection_closed(now, connection);
@@ -1494,6 +1518,26 @@ impl<R: Runtime> HubTask<R> {
     /// Hands a session's lifecycle event to its hooks, on the session's worker, and
     /// forgets an ended session's listeners and worker.
     fn on_session_event(&mut self, now: Instant, event: SessionEvent) {
+        // Attached again (its connection counts now, whatever its codec) or gone: a
+        // suspended MessagePack session no longer stands in for a connection.
+        if let SessionEvent::Resumed { session, .. }
+        | SessionEvent::Expired { session, .. }
+        | SessionEvent::Closed { session, .. }
+        | SessionEvent::Moved { session } = &event
+        {
+            if self.msgpack_suspended.remove(session) && self.handle.demand.closed() {
+                self.to_broker(ToBroker::MsgPack(false));
+            }
+        }
+        if let SessionEvent::Created {
+            session, connection, ..
+        }
+        | SessionEvent::Resumed { session, connection } = &event
+        {
+            if let Some(entry) = self.conns.get_mut(connection) {
+                entry.session = Some(*session);
+            }
+        }
         match &event {
             SessionEvent::Created { session, user, .. } => {
                 self.track(now, |t, out| t.held(*session, user.clone(), true, [], out));

@@ -3,7 +3,8 @@
 //! connection may receive it, so that binary data (`serde_bytes`, `bytes::Bytes`)
 //! reaches those as `bin` rather than as the array of numbers JSON makes of it.
 //!
-//! "May receive it": this node has a MessagePack connection now, or the cross-node
+//! "May receive it": this node has a MessagePack connection now, or a suspended
+//! session whose connection spoke MessagePack (it replays what it is sent meanwhile), or the cross-node
 //! backend says another node has ([`PubSub::msgpack_elsewhere`]). A server whose
 //! clients all speak JSON serializes once, as before.
 
@@ -57,7 +58,8 @@ pub(crate) fn envelope<'a>(event: &'a str, payload: Option<&'a Payloads>) -> Out
 ///
 /// [`ServerHandle`]: crate::ServerHandle
 pub(crate) struct Demand {
-    /// MessagePack connections open on this node.
+    /// MessagePack connections open on this node, and suspended sessions whose last
+    /// connection spoke MessagePack (their replay goes to a MessagePack client).
     local: AtomicUsize,
     /// The cross-node backend and this node's id on it, when there is one.
     cluster: Option<(Arc<dyn PubSub>, u64)>,
