@@ -535,3 +535,62 @@ async fn bytes_sent_while_the_only_msgpack_client_is_away_replay_as_bin() {
     .await;
     server.stop().await.unwrap();
 }
+
+/// A server request's payload keeps its bytes as `bin` for a MessagePack client
+/// (`ServerHandle::request`), as every other send does.
+#[tokio::test]
+async fn a_server_request_carries_bytes_as_bin_to_a_msgpack_client() {
+    use futures::StreamExt;
+    #[derive(Deserialize)]
+    struct Asked {
+        event: String,
+        payload: AskedFile,
+    }
+    #[derive(Deserialize)]
+    struct AskedFile {
+        data: OnlyBytes,
+    }
+    #[derive(Deserialize)]
+    struct Env {
+        e: String,
+        p: Option<Asked>,
+    }
+    let server = harness::start(ServerRuntime::Tokio, app()).await;
+    with_codec(Codec::MsgPack, async {
+        let (conn, id) = session_in(Codec::MsgPack, server.addr, "hal").await;
+        let handle = server.handle.clone();
+        let asking = tokio::spawn(async move {
+            handle
+                .request(
+                    id,
+                    "ask",
+                    &Download { data: vec![50, 51] },
+                    Duration::from_secs(10),
+                )
+                .await
+        });
+        let tether_tests::client::Conn::WebSocketMsgPack(mut ws) = conn else {
+            panic!("a MessagePack connection");
+        };
+        loop {
+            let frame = tokio::time::timeout(tether_tests::client::WAIT, ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("open")
+                .expect("a frame");
+            let Message::Binary(bytes) = frame else {
+                panic!("a MessagePack connection got {frame:?}");
+            };
+            let env: Env = rmp_serde::from_slice(&bytes).unwrap();
+            if env.e == "sys.request" {
+                let asked = env.p.expect("a payload");
+                assert_eq!(asked.event, "ask");
+                assert_eq!(asked.payload.data.0, [50, 51], "bin");
+                break;
+            }
+        }
+        asking.abort();
+    })
+    .await;
+    server.stop().await.unwrap();
+}

@@ -137,8 +137,8 @@ pub(crate) enum Command {
     },
     Request {
         session: SessionId,
-        event: String,
-        payload: Option<String>,
+        /// The whole `sys.request` payload (`ServerRequest`), in the forms it was made in.
+        payload: Payloads,
         timeout: Duration,
         answer: oneshot::Sender<Result<Option<String>, RequestError>>,
     },
@@ -570,13 +570,20 @@ impl ServerHandle {
         payload: &impl serde::Serialize,
         timeout: Duration,
     ) -> Result<T, RequestError> {
-        let payload =
-            serde_json::to_string(payload).map_err(|e| RequestError::InvalidPayload(e.to_string()))?;
+        let invalid = |e: HandlerError| RequestError::InvalidPayload(e.to_string());
+        // A payload that is JSON `null` is left out, as no payload.
+        let present = serde_json::to_string(payload)
+            .map_err(|e| RequestError::InvalidPayload(e.to_string()))?
+            != "null";
+        let request = ws_session::protocol::ServerRequest {
+            event: event.into(),
+            payload: present.then_some(payload),
+        };
+        let payload = Payloads::of(&request, self.demand.msgpack()).map_err(invalid)?;
         let (answer, rx) = oneshot::channel();
         self.command(Command::Request {
             session,
-            event: event.to_owned(),
-            payload: (payload != "null").then_some(payload),
+            payload,
             timeout,
             answer,
         });
@@ -1185,19 +1192,14 @@ impl<R: Runtime> HubTask<R> {
             }
             Command::Request {
                 session,
-                event,
                 payload,
                 timeout,
                 answer,
             } => {
-                let raw = payload.map(serde_json::value::RawValue::from_string).transpose();
-                let sent = match raw {
-                    Ok(raw) => self
-                        .engine
-                        .request(now, session, &event, raw.as_deref(), timeout)
-                        .map_err(RequestError::from),
-                    Err(err) => Err(RequestError::InvalidPayload(err.to_string())),
-                };
+                let sent = self
+                    .engine
+                    .request_serialized(now, session, payload.payload(), timeout)
+                    .map_err(RequestError::from);
                 match sent {
                     Ok(id) => {
                         self.requests.insert(id, answer);

@@ -39,15 +39,24 @@ impl Payloads {
     }
 }
 
+impl Payloads {
+    /// The payload in the forms it was made in, for an envelope.
+    pub(crate) fn payload(&self) -> Payload<'_> {
+        match &self.msgpack {
+            Some(msgpack) => Payload::Both {
+                json: &self.json,
+                msgpack,
+            },
+            None => Payload::Trusted(&self.json),
+        }
+    }
+}
+
 /// The envelope of `event` with `payload` in the forms it was given in.
 pub(crate) fn envelope<'a>(event: &'a str, payload: Option<&'a Payloads>) -> OutgoingEnvelope<'a> {
     let envelope = OutgoingEnvelope::new(event);
     match payload {
-        Some(Payloads {
-            json,
-            msgpack: Some(msgpack),
-        }) => envelope.with_payload(Payload::Both { json, msgpack }),
-        Some(Payloads { json, msgpack: None }) => envelope.with_payload(Payload::Trusted(json)),
+        Some(payload) => envelope.with_payload(payload.payload()),
         None => envelope,
     }
 }
