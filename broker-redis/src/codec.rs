@@ -10,6 +10,14 @@
 //! A *chunk* is one append of one session: the version byte, then its entries, each a
 //! tag byte and its fields. A *snapshot* is a folded [`SessionRecord`]: the version
 //! byte, then its fields in declaration order (an ended record is never stored).
+//!
+//! A message with its MessagePack form ([`JournalEntry::Message`]'s `msgpack`) is a
+//! tag of its own in a chunk, and needs snapshot version 3; without it, chunks and
+//! snapshots are written as before (tag 6, version 2), byte for byte, so a JSON-only
+//! cluster's records stay readable by an older node. An older node cannot read a
+//! record holding the new tag or version (it refuses the resume, as for any record it
+//! cannot read): upgrade every node before MessagePack clients connect, as for the
+//! pub/sub wire.
 
 use std::sync::Arc;
 
@@ -19,6 +27,9 @@ use ws_session::{JournalEntry, RoomOffset, SessionRecord, TokenVerifier, UserId}
 const VERSION: u8 = 1;
 /// Snapshots: 2 adds the rooms' history positions after `attached`; 1 is still read.
 const RECORD_VERSION: u8 = 2;
+/// Snapshots: 3 is 2 with each replayed message followed by its MessagePack form, if
+/// any (a byte 0, or 1 then the bytes); written only when some message has one.
+const RECORD_VERSION_MSGPACK: u8 = 3;
 
 const CREATED: u8 = 1;
 const TOKEN: u8 = 2;
@@ -31,6 +42,8 @@ const ATTACHED: u8 = 8;
 const SUSPENDED: u8 = 9;
 const ENDED: u8 = 10;
 const ROOM_POSITION: u8 = 11;
+/// A message with its MessagePack form: `seq`, the JSON prefix, the binary prefix.
+const MESSAGE_BOTH: u8 = 12;
 
 /// Bytes this version cannot read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +60,9 @@ pub(crate) fn encode_chunk(entries: &[JournalEntry]) -> Result<Vec<u8>, UnknownE
         1 + entries
             .iter()
             .map(|e| match e {
-                JournalEntry::Message { prefix, .. } => 13 + prefix.len(),
+                JournalEntry::Message { prefix, msgpack, .. } => {
+                    13 + prefix.len() + msgpack.as_ref().map_or(0, |m| 4 + m.len())
+                }
                 _ => 40,
             })
             .sum::<usize>(),
@@ -79,10 +94,24 @@ pub(crate) fn encode_chunk(entries: &[JournalEntry]) -> Result<Vec<u8>, UnknownE
                 out.put_u8(LEFT);
                 put_str(&mut out, room.as_bytes());
             }
-            JournalEntry::Message { seq, prefix } => {
+            JournalEntry::Message {
+                seq,
+                prefix,
+                msgpack: None,
+            } => {
                 out.put_u8(MESSAGE);
                 out.put_u64(*seq);
                 put_str(&mut out, prefix);
+            }
+            JournalEntry::Message {
+                seq,
+                prefix,
+                msgpack: Some(msgpack),
+            } => {
+                out.put_u8(MESSAGE_BOTH);
+                out.put_u64(*seq);
+                put_str(&mut out, prefix);
+                put_str(&mut out, msgpack);
             }
             JournalEntry::Trimmed { first } => {
                 out.put_u8(TRIMMED);
@@ -124,6 +153,12 @@ pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<Vec<JournalEntry>, Malformed>
             MESSAGE => JournalEntry::Message {
                 seq: r.u64()?,
                 prefix: Bytes::copy_from_slice(r.bytes()?),
+                msgpack: None,
+            },
+            MESSAGE_BOTH => JournalEntry::Message {
+                seq: r.u64()?,
+                prefix: Bytes::copy_from_slice(r.bytes()?),
+                msgpack: Some(Bytes::copy_from_slice(r.bytes()?)),
             },
             TRIMMED => JournalEntry::Trimmed { first: r.u64()? },
             ATTACHED => JournalEntry::Attached,
@@ -141,8 +176,13 @@ pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<Vec<JournalEntry>, Malformed>
 
 /// The snapshot of `record`.
 pub(crate) fn encode_record(record: &SessionRecord) -> Vec<u8> {
-    let mut out = BytesMut::with_capacity(128 + record.replay_bytes() + 12 * record.replay.len());
-    out.put_u8(RECORD_VERSION);
+    let mut out = BytesMut::with_capacity(128 + record.replay_bytes() + 17 * record.replay.len());
+    let both = record.replay.iter().any(|(_, _, m)| m.is_some());
+    out.put_u8(if both {
+        RECORD_VERSION_MSGPACK
+    } else {
+        RECORD_VERSION
+    });
     put_str(&mut out, record.user.as_str().as_bytes());
     out.put_u8(u8::from(record.anonymous));
     out.put_slice(&record.token.0);
@@ -154,9 +194,18 @@ pub(crate) fn encode_record(record: &SessionRecord) -> Vec<u8> {
         put_str(&mut out, room.as_bytes());
     }
     out.put_u32(len(record.replay.len()));
-    for (seq, prefix) in &record.replay {
+    for (seq, prefix, msgpack) in &record.replay {
         out.put_u64(*seq);
         put_str(&mut out, prefix);
+        if both {
+            match msgpack {
+                Some(msgpack) => {
+                    out.put_u8(1);
+                    put_str(&mut out, msgpack);
+                }
+                None => out.put_u8(0),
+            }
+        }
     }
     out.put_u8(u8::from(record.attached));
     out.put_u32(len(record.room_offsets.len()));
@@ -171,7 +220,7 @@ pub(crate) fn encode_record(record: &SessionRecord) -> Vec<u8> {
 /// The record of a snapshot.
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<SessionRecord, Malformed> {
     let (version, rest) = bytes.split_first().ok_or(Malformed)?;
-    if !(*version == 1 || *version == RECORD_VERSION) {
+    if !(1..=RECORD_VERSION_MSGPACK).contains(version) {
         return Err(Malformed);
     }
     let mut r = Reader { rest };
@@ -193,10 +242,15 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<SessionRecord, Malformed> {
     }
     for _ in 0..r.u32()? {
         let seq = r.u64()?;
-        record.replay.push_back((seq, Bytes::copy_from_slice(r.bytes()?)));
+        let prefix = Bytes::copy_from_slice(r.bytes()?);
+        let msgpack = match *version {
+            RECORD_VERSION_MSGPACK if r.bool()? => Some(Bytes::copy_from_slice(r.bytes()?)),
+            _ => None,
+        };
+        record.replay.push_back((seq, prefix, msgpack));
     }
     record.attached = r.bool()?;
-    if *version == RECORD_VERSION {
+    if *version >= RECORD_VERSION {
         for _ in 0..r.u32()? {
             let room = Arc::from(r.string()?);
             record.room_offsets.push((room, RoomOffset(r.u64()?, r.u64()?)));
@@ -323,10 +377,19 @@ mod tests {
             JournalEntry::Message {
                 seq: 1,
                 prefix: Bytes::from_static(br#"{"v":"1.0","e":"x","p":1"#),
+                msgpack: None,
             },
             JournalEntry::Message {
                 seq: 2,
                 prefix: Bytes::new(),
+                msgpack: None,
+            },
+            JournalEntry::Message {
+                seq: 3,
+                prefix: Bytes::from_static(br#"{"v":"1.0","e":"f","p":{"data":[1,2]}"#),
+                msgpack: Some(Bytes::from_static(
+                    b"\x84\xa1v\xa31.0\xa1e\xa1f\xa1p\x81\xa4data\xc4\x02\x01\x02",
+                )),
             },
             JournalEntry::Trimmed { first: 2 },
             JournalEntry::Suspended,
@@ -378,7 +441,7 @@ mod tests {
         }
         for bytes in [&chunk, &record] {
             let mut other = bytes.to_vec();
-            other[0] = 3;
+            other[0] = 4;
             assert_eq!(decode_chunk(&other), Err(Malformed));
             assert_eq!(decode_record(&other), Err(Malformed));
         }
@@ -386,5 +449,96 @@ mod tests {
         let mut long = record.clone();
         long.push(0);
         assert_eq!(decode_record(&long), Err(Malformed));
+    }
+
+    fn record_with(journal: &[JournalEntry]) -> SessionRecord {
+        SessionRecord::fold(journal).unwrap()
+    }
+
+    #[test]
+    fn a_message_with_its_msgpack_form_round_trips_and_only_then_changes_the_bytes() {
+        let entries = journal();
+        let (json_only, both) = (&entries[5], &entries[7]);
+        // Without the MessagePack form: tag 6, as before this form existed.
+        let chunk = encode_chunk(std::slice::from_ref(json_only)).unwrap();
+        assert_eq!(chunk[..2], [VERSION, MESSAGE]);
+        let chunk = encode_chunk(std::slice::from_ref(both)).unwrap();
+        assert_eq!(chunk[..2], [VERSION, MESSAGE_BOTH]);
+        assert_eq!(decode_chunk(&chunk).unwrap(), std::slice::from_ref(both));
+        // A snapshot holding it is version 3 and keeps it; once it is trimmed, 2.
+        let record = record_with(&entries[..8]);
+        assert_eq!(record.replay.len(), 3);
+        assert!(record.replay[2].2.is_some());
+        let bytes = encode_record(&record);
+        assert_eq!(bytes[0], RECORD_VERSION_MSGPACK);
+        assert_eq!(decode_record(&bytes).unwrap(), record);
+        let mut trimmed = record.clone();
+        trimmed.apply(&JournalEntry::Trimmed { first: 4 });
+        assert_eq!(encode_record(&trimmed)[0], RECORD_VERSION);
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_record(&bytes[..cut]), Err(Malformed), "cut at {cut}");
+        }
+        // The first message's flag byte, right after its prefix: only 0 or 1.
+        let mut bad_flag = bytes.clone();
+        let first = &record.replay[0].1;
+        let flag = bytes.windows(first.len()).position(|w| w == &first[..]).unwrap() + first.len();
+        assert_eq!(bad_flag[flag], 0);
+        bad_flag[flag] = 2;
+        assert_eq!(decode_record(&bad_flag), Err(Malformed));
+    }
+
+    #[test]
+    fn chunks_and_snapshots_written_before_the_msgpack_form_still_decode() {
+        let token = [7u8; 32];
+        // A chunk of an older node: Created, then a message (tag 6).
+        let mut chunk = vec![VERSION, CREATED, 0, 0, 0, 1, b'a', 0];
+        chunk.extend_from_slice(&token);
+        chunk.extend_from_slice(&[MESSAGE, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, b'{', b'}']);
+        let entries = decode_chunk(&chunk).unwrap();
+        assert_eq!(
+            entries[1],
+            JournalEntry::Message {
+                seq: 1,
+                prefix: Bytes::from_static(b"{}"),
+                msgpack: None,
+            }
+        );
+        assert_eq!(encode_chunk(&entries).unwrap(), chunk, "written as it was");
+
+        // A version 1 snapshot (before room positions), one message held.
+        let body = |version: u8| {
+            let mut b = vec![version, 0, 0, 0, 1, b'a', 0];
+            b.extend_from_slice(&token);
+            b.push(0); // no previous token
+            b.push(1); // confirmed
+            b.extend_from_slice(&2u64.to_be_bytes()); // next_seq
+            b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, b'r']); // rooms: "r"
+            b.extend_from_slice(&[0, 0, 0, 1]); // one message
+            b.extend_from_slice(&1u64.to_be_bytes());
+            b.extend_from_slice(&[0, 0, 0, 2, b'{', b'}']);
+            b.push(1); // attached
+            b
+        };
+        let v1 = body(1);
+        let record = decode_record(&v1).unwrap();
+        assert_eq!(
+            record.replay,
+            [(1, Bytes::from_static(b"{}"), None)],
+            "{record:?}"
+        );
+        assert_eq!((record.next_seq, &*record.rooms[0]), (2, "r"));
+        assert!(record.room_offsets.is_empty());
+        // Version 2: the same and the room positions; written as it was.
+        let mut v2 = body(2);
+        v2.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, b'r']);
+        v2.extend_from_slice(&5u64.to_be_bytes());
+        v2.extend_from_slice(&6u64.to_be_bytes());
+        let record = decode_record(&v2).unwrap();
+        assert_eq!(record.room_offset("r"), Some(RoomOffset(5, 6)));
+        assert_eq!(
+            encode_record(&record),
+            v2,
+            "a JSON-only record is written as before"
+        );
     }
 }

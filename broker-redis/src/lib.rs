@@ -178,6 +178,7 @@ enum Op {
         oneshot::Sender<Result<Vec<Publication>, HistoryError>>,
     ),
     MsgPack(u64, bool),
+    Cursor(String, oneshot::Sender<Option<RoomOffset>>),
 }
 
 /// A publication waiting for Redis.
@@ -235,6 +236,7 @@ impl RedisPubSub {
             publish_script: redis::Script::new(PUBLISH_WITH_HISTORY),
             read_script: redis::Script::new(READ_HISTORY),
             connected: false,
+            cursors: HashMap::new(),
             config,
             runtime: runtime.clone(),
             status: status.clone(),
@@ -285,6 +287,13 @@ impl PubSub for RedisPubSub {
 
     fn room_history(&self) -> bool {
         self.history
+    }
+
+    fn room_cursor(&self, node: u64, room: &str) -> BoxFuture<Option<RoomOffset>> {
+        let (tx, rx) = oneshot::channel();
+        let _ = node;
+        self.send(Op::Cursor(room.to_owned(), tx));
+        Box::pin(async move { rx.await.ok().flatten() })
     }
 
     fn history(
@@ -343,6 +352,9 @@ struct Task<R> {
     read_script: redis::Script,
     /// Whether the link is up (room publications then reach local nodes from Redis).
     connected: bool,
+    /// With history: per subscribed room, its last offset read just before the
+    /// `SUBSCRIBE` (what a node's first member there starts after).
+    cursors: HashMap<String, RoomOffset>,
     /// The nodes known to have MessagePack connections (shared with the handles).
     msgpack: Arc<Mutex<HashSet<u64>>>,
     /// Notices for `{prefix}:codecs` not yet published (dropped on a reconnect, which
@@ -587,6 +599,10 @@ impl<R: Runtime> Task<R> {
                     Command::None
                 }
             }
+            Op::Cursor(room, reply) => {
+                let _ = reply.send(self.cursors.get(&room).copied());
+                Command::None
+            }
             Op::History(node, room, after, reply) => Command::History {
                 subscribe: self.occupy(node, &room),
                 room,
@@ -695,10 +711,32 @@ impl<R: Runtime> Task<R> {
     async fn resubscribe(&mut self, link: &mut Link, command: Command) -> redis::RedisResult<()> {
         match command {
             Command::Subscribe(room) => {
+                if self.config.history_len > 0 {
+                    // Before the subscription: everything that arrives on it comes
+                    // after this offset.
+                    let key = wire::history_key(&self.config.prefix, &room);
+                    let last: Vec<StreamEntry> = self
+                        .timed(
+                            redis::cmd("XREVRANGE")
+                                .arg(key)
+                                .arg("+")
+                                .arg("-")
+                                .arg("COUNT")
+                                .arg(1)
+                                .query_async(&mut link.publisher),
+                        )
+                        .await?;
+                    let cursor = last
+                        .first()
+                        .and_then(|(id, _)| wire::parse_offset(id))
+                        .unwrap_or(RoomOffset(0, 0));
+                    self.cursors.insert(room.clone(), cursor);
+                }
                 let channel = wire::room_channel(&self.config.prefix, &room);
                 self.timed(link.subscriber.subscribe(channel)).await
             }
             Command::Unsubscribe(room) => {
+                self.cursors.remove(&room);
                 let channel = wire::room_channel(&self.config.prefix, &room);
                 self.timed(link.subscriber.unsubscribe(channel)).await
             }

@@ -4,8 +4,9 @@
 //! for a MessagePack client and an array of numbers for a JSON one, on every path: a
 //! handler's reply and emit, room broadcasts, broadcasts to all but one, the server
 //! handle's sends to a session and to a user, publications from another node (in
-//! memory and over a real `redis-server`). The Rust client sends bytes as `bin` on
-//! MessagePack. Against the real server on tokio.
+//! memory and over a real `redis-server`), and the replay of a session that moved to
+//! another node through a shared session store (in memory and on Redis). The Rust
+//! client sends bytes as `bin` on MessagePack. Against the real server on tokio.
 
 use std::time::{Duration, Instant};
 
@@ -367,6 +368,81 @@ async fn publications_from_another_node_over_redis_carry_bytes_as_bin() {
     b.stop().await.unwrap();
 }
 
+/// A MessagePack client's session holds two unacknowledged messages with bytes, sent
+/// by node A's server handle (the client read the first); its connection is lost and
+/// it resumes on node B, which shares A's session store: B rebuilds the session from
+/// the journal, and the replay has the bytes as `bin` (the journal kept the messages'
+/// MessagePack form). A message after the move is `bin` too. `held` tells how many
+/// messages the store holds for the session (its writes are asynchronous).
+async fn a_moved_msgpack_session_replays_bytes_as_bin<F: std::future::Future<Output = usize>>(
+    a: &tether_tests::harness::Running,
+    b: &tether_tests::harness::Running,
+    held: impl Fn(SessionId) -> F,
+) {
+    with_codec(Codec::MsgPack, async {
+        let (mut conn, created) = session(a.addr, "fay").await;
+        let id = SessionId::parse(created["sessionId"].as_str().unwrap()).unwrap();
+        a.handle
+            .send(id, "file", &Download { data: vec![30, 31] })
+            .unwrap();
+        a.handle.send(id, "file", &Download { data: vec![32] }).unwrap();
+        assert_eq!(next_file(&mut conn).await, [30, 31], "live, on A");
+        tether_tests::suite::drop_abruptly(conn);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while held(id).await < 2 {
+            assert!(Instant::now() < deadline, "the store never held both messages");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let (mut conn, restored) = tether_tests::suite::resume(b.addr, "fay", &created, 0).await;
+        assert_eq!(restored["e"], "sys.session.restored", "{restored}");
+        assert_eq!(restored["p"]["replayed"], 2, "{restored}");
+        assert_eq!(next_file(&mut conn).await, [30, 31], "replayed by B");
+        assert_eq!(next_file(&mut conn).await, [32], "replayed by B");
+        b.handle.send(id, "file", &Download { data: vec![33] }).unwrap();
+        assert_eq!(next_file(&mut conn).await, [33], "after the move");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_session_moved_through_a_shared_store_in_memory_replays_bytes_as_bin() {
+    let store = adapter_tokio::InMemorySessionStore::default();
+    let a = harness::start(ServerRuntime::Tokio, app().session_store(store.clone())).await;
+    let b = harness::start(ServerRuntime::Tokio, app().session_store(store.clone())).await;
+    let held = |id| {
+        let n = store.record(id).map_or(0, |r| r.replay.len());
+        async move { n }
+    };
+    a_moved_msgpack_session_replays_bytes_as_bin(&a, &b, held).await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_moved_through_redis_replays_bytes_as_bin() {
+    use broker_redis::{RedisConfig, RedisSessionStore, StoreOptions};
+    let redis = tether_tests::redis_server::RedisServer::start();
+    let store = || {
+        let mut config = RedisConfig::new(&redis.url()).expect("a Redis URL");
+        config.prefix = "binj".to_owned();
+        RedisSessionStore::start(config, StoreOptions::default(), adapter_tokio::TokioRuntime)
+    };
+    let a = harness::start(ServerRuntime::Tokio, app().session_store(store())).await;
+    let b = harness::start(ServerRuntime::Tokio, app().session_store(store())).await;
+    let peek = store();
+    let held = |id| {
+        let peek = peek.clone();
+        async move {
+            let record = peek.peek(id).await.ok().flatten();
+            record.map_or(0, |(_, r)| r.replay.len())
+        }
+    };
+    a_moved_msgpack_session_replays_bytes_as_bin(&a, &b, held).await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
 /// The Rust client asking for MessagePack sends bytes as `bin`: the handler's
 /// bytes-only type takes them (it refuses the array of numbers a JSON serialization
 /// makes, as the JSON case shows), in a query and in a plain send.
@@ -424,5 +500,97 @@ async fn the_rust_client_sends_bytes_as_bin_on_msgpack() {
         .close(ws_proto::CloseCode::NORMAL, "bye")
         .await
         .unwrap();
+    server.stop().await.unwrap();
+}
+
+/// What a MessagePack client is sent while it is away — no MessagePack connection open
+/// on the node at all — keeps its bytes as `bin` in the replay: its suspended session
+/// counts as a MessagePack recipient, not only open connections.
+#[tokio::test]
+async fn bytes_sent_while_the_only_msgpack_client_is_away_replay_as_bin() {
+    let server = harness::start(ServerRuntime::Tokio, app()).await;
+    with_codec(Codec::MsgPack, async {
+        let (conn, created) = session(server.addr, "gus").await;
+        let id = SessionId::parse(created["sessionId"].as_str().unwrap()).unwrap();
+        tether_tests::suite::drop_abruptly(conn);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server
+            .handle
+            .sessions()
+            .await
+            .iter()
+            .any(|s| s.id == id && s.online)
+        {
+            assert!(Instant::now() < deadline, "the session was never suspended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server
+            .handle
+            .send(id, "file", &Download { data: vec![40, 41] })
+            .unwrap();
+        let (mut conn, restored) = tether_tests::suite::resume(server.addr, "gus", &created, 0).await;
+        assert_eq!(restored["e"], "sys.session.restored", "{restored}");
+        assert_eq!(next_file(&mut conn).await, [40, 41], "replayed as bin");
+    })
+    .await;
+    server.stop().await.unwrap();
+}
+
+/// A server request's payload keeps its bytes as `bin` for a MessagePack client
+/// (`ServerHandle::request`), as every other send does.
+#[tokio::test]
+async fn a_server_request_carries_bytes_as_bin_to_a_msgpack_client() {
+    use futures::StreamExt;
+    #[derive(Deserialize)]
+    struct Asked {
+        event: String,
+        payload: AskedFile,
+    }
+    #[derive(Deserialize)]
+    struct AskedFile {
+        data: OnlyBytes,
+    }
+    #[derive(Deserialize)]
+    struct Env {
+        e: String,
+        p: Option<Asked>,
+    }
+    let server = harness::start(ServerRuntime::Tokio, app()).await;
+    with_codec(Codec::MsgPack, async {
+        let (conn, id) = session_in(Codec::MsgPack, server.addr, "hal").await;
+        let handle = server.handle.clone();
+        let asking = tokio::spawn(async move {
+            handle
+                .request(
+                    id,
+                    "ask",
+                    &Download { data: vec![50, 51] },
+                    Duration::from_secs(10),
+                )
+                .await
+        });
+        let tether_tests::client::Conn::WebSocketMsgPack(mut ws) = conn else {
+            panic!("a MessagePack connection");
+        };
+        loop {
+            let frame = tokio::time::timeout(tether_tests::client::WAIT, ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("open")
+                .expect("a frame");
+            let Message::Binary(bytes) = frame else {
+                panic!("a MessagePack connection got {frame:?}");
+            };
+            let env: Env = rmp_serde::from_slice(&bytes).unwrap();
+            if env.e == "sys.request" {
+                let asked = env.p.expect("a payload");
+                assert_eq!(asked.event, "ask");
+                assert_eq!(asked.payload.data.0, [50, 51], "bin");
+                break;
+            }
+        }
+        asking.abort();
+    })
+    .await;
     server.stop().await.unwrap();
 }

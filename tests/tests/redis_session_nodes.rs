@@ -386,7 +386,7 @@ fn replay_of(record: &ws_session::SessionRecord) -> Vec<(u64, u64)> {
     record
         .replay
         .iter()
-        .filter_map(|(s, prefix)| {
+        .filter_map(|(s, prefix, _)| {
             let frame = format!("{},\"s\":{s}}}", std::str::from_utf8(prefix).unwrap());
             let value: Value = serde_json::from_str(&frame).unwrap();
             (value["e"] == "streamed").then(|| (*s, value["p"].as_u64().unwrap()))
@@ -698,6 +698,9 @@ async fn a_redis_outage_without_persistence_loses_the_sessions_it_held_visibly()
     a_redis_outage(false).await;
 }
 
+/// A stream entry as `XRANGE` gives it: its id, its fields and values.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// The texts of the `said` room messages seen, in arrival order.
 fn said(c: &Tracked) -> Vec<String> {
     c.seen
@@ -814,7 +817,7 @@ async fn a_history_trimmed_past_a_sessions_position_refuses_the_resume_as_a_gap(
     // The reply comes before the broker has written the last of them.
     let deadline = Instant::now() + WAIT;
     loop {
-        let last: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XREVRANGE")
+        let last: Vec<StreamEntry> = redis::cmd("XREVRANGE")
             .arg(format!("{PREFIX}:history:h"))
             .arg("+")
             .arg("-")
@@ -900,4 +903,50 @@ async fn a_session_moving_to_a_node_without_its_room_misses_nothing_published_me
     assert_eq!(landed.len(), 5, "{landed:?}");
     assert!(landed.iter().all(|&n| n != 1), "{landed:?}");
     println!("moves without a room member on the new node: {landed:?}, {published} room messages, none lost");
+}
+
+/// A session whose first room message never reached it before its node died (it had
+/// joined, the room had been silent) still gets what the room published while nobody
+/// held it: its position is where the room's history stood when its node subscribed.
+#[tokio::test]
+async fn a_session_that_heard_nothing_yet_in_its_room_gets_what_was_published_while_its_node_was_dead() {
+    let redis = RedisServer::start();
+    let mut nodes = start_nodes(&redis, 3).await;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let talker = Tracked::start("talker", &addrs, 1).await;
+    talker.client.query("join", &"h", Some(WAIT)).await.unwrap();
+    talker
+        .client
+        .query("say", &("h", "before"), Some(WAIT))
+        .await
+        .unwrap();
+    let mut watcher = Tracked::start("watcher", &addrs, 0).await;
+    watcher.client.query("join", &"h", Some(WAIT)).await.unwrap();
+    // The position (the room's last offset when node 0 subscribed) reaches Redis.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    watcher.balancer.hold(true);
+    watcher.balancer.set(0, None);
+    watcher.balancer.set(1, None);
+    watcher.balancer.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    nodes[0].kill();
+    for i in 0..5 {
+        talker
+            .client
+            .query("say", &("h", format!("m{i}")), Some(WAIT))
+            .await
+            .unwrap();
+    }
+    watcher.balancer.hold(false);
+    watcher.restored(1).await;
+    assert!(watcher.refused.is_empty(), "refused: {:?}", watcher.refused);
+    wait_for_said(&mut watcher, 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    watcher.take();
+    let expected: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        said(&watcher),
+        expected,
+        "what came after the join, once, in order; not what came before it"
+    );
 }

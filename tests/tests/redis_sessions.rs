@@ -20,11 +20,29 @@ use ws_session::{JournalEntry, SessionId, TokenVerifier, UserId};
 const PREFIX: &str = "ts";
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Message `seq`; an even one carries a MessagePack form too (its bytes are not read
+/// by the stores, only kept).
 fn msg(seq: u64) -> JournalEntry {
     JournalEntry::Message {
         seq,
         prefix: format!(r#"{{"v":"1.0","e":"m","p":{seq}"#).into_bytes().into(),
+        msgpack: seq
+            .is_multiple_of(2)
+            .then(|| format!("packed {seq}").into_bytes().into()),
     }
+}
+
+/// Which messages of `record` kept their MessagePack form, and that it is theirs.
+fn packed(record: &ws_session::SessionRecord) -> Vec<u64> {
+    record
+        .replay
+        .iter()
+        .filter_map(|(s, _, m)| {
+            let m = m.as_ref()?;
+            assert_eq!(&m[..], format!("packed {s}").as_bytes());
+            Some(*s)
+        })
+        .collect()
 }
 
 fn v(n: u8) -> TokenVerifier {
@@ -57,7 +75,7 @@ async fn append(store: &dyn SessionStore, node: u64, batch: JournalBatch) -> Vec
 async fn seqs(store: &dyn SessionStore, node: u64, session: SessionId) -> Option<Vec<u64>> {
     // A wrong token reads without claiming.
     let record = store.load(node, session, v(255)).await.expect("a load");
-    record.map(|r| r.replay.iter().map(|(s, _)| *s).collect())
+    record.map(|r| r.replay.iter().map(|(s, _, _)| *s).collect())
 }
 
 async fn moved(stream: &mut UnboundedReceiver<SessionId>) -> SessionId {
@@ -116,8 +134,13 @@ async fn the_store_rules(store: Arc<dyn SessionStore>, ttl: Duration) {
     let claimed = store.load(b, sid, v(1)).await.unwrap().expect("claimed");
     assert_eq!(claimed.next_seq, 4);
     assert_eq!(
-        claimed.replay.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        claimed.replay.iter().map(|(s, _, _)| *s).collect::<Vec<_>>(),
         [1, 2, 3]
+    );
+    assert_eq!(
+        packed(&claimed),
+        [2],
+        "the MessagePack form is kept, only where given"
     );
     assert_eq!(moved(&mut moved_a).await, sid);
     assert_eq!(
@@ -282,9 +305,10 @@ async fn keys_have_the_prefix_a_ttl_and_records_are_compacted() {
     let (owner, record) = store.peek(sid).await.unwrap().expect("a record");
     assert_eq!(owner, node);
     assert_eq!(
-        record.replay.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        record.replay.iter().map(|(s, _, _)| *s).collect::<Vec<_>>(),
         [38, 39, 40]
     );
+    assert_eq!(packed(&record), [38, 40], "through the snapshots");
     assert_eq!(record.next_seq, 41);
     assert_eq!(record.token, v(1));
 }
@@ -346,7 +370,7 @@ async fn an_outage_fails_loads_and_holds_appends_within_the_buffer() {
         .is_empty());
     let (_, record) = store.peek(s3).await.unwrap().expect("written after the outage");
     assert_eq!(
-        record.replay.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        record.replay.iter().map(|(s, _, _)| *s).collect::<Vec<_>>(),
         [1, 2, 3, 4, 5]
     );
     assert!(
@@ -449,7 +473,7 @@ async fn a_busy_session_is_claimed_with_every_message_written_before_the_fence()
         last + 1,
         "every message written before the fence"
     );
-    let seqs: Vec<u64> = record.replay.iter().map(|(s, _)| *s).collect();
+    let seqs: Vec<u64> = record.replay.iter().map(|(s, _, _)| *s).collect();
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
     assert!(claimer.status().claims == 1, "{:?}", claimer.status());
 }

@@ -138,8 +138,8 @@ pub(crate) enum Command {
     },
     Request {
         session: SessionId,
-        event: String,
-        payload: Option<String>,
+        /// The whole `sys.request` payload (`ServerRequest`), in the forms it was made in.
+        payload: Payloads,
         timeout: Duration,
         answer: oneshot::Sender<Result<Option<String>, RequestError>>,
     },
@@ -154,6 +154,8 @@ pub(crate) enum Command {
         result: Result<Identity, String>,
     },
     Remote(Publication),
+    /// The backend's room cursor (room history): members without a position start there.
+    RoomCursor(Arc<str>, RoomOffset),
     /// A session load will read the history of `rooms` (room history): keep their
     /// publications that arrive from now until the load is answered.
     CatchUp(Vec<Arc<str>>),
@@ -258,11 +260,22 @@ impl Hub {
             // after the other in the order the engine made them, so a slow backend
             // delays only the fan-out to other nodes, never the hub.
             let (tx, mut rx) = mpsc::unbounded::<ToBroker>();
+            let (rt, commands) = (runtime.clone(), command_tx.clone());
             runtime.spawn(async move {
                 while let Some(item) = rx.next().await {
                     let call = std::panic::AssertUnwindSafe(|| match item {
                         ToBroker::Publish(publication) => pubsub.publish(node, publication),
                         ToBroker::Occupied(room) => pubsub.room_occupied(node, &room),
+                        ToBroker::Cursor(room) => {
+                            // Asked in order after `room_occupied`; answered off this task.
+                            let cursor = pubsub.room_cursor(node, &room);
+                            let commands = commands.clone();
+                            rt.spawn(async move {
+                                if let Some(offset) = cursor.await {
+                                    let _ = commands.unbounded_send(Command::RoomCursor(room, offset));
+                                }
+                            });
+                        }
                         ToBroker::Vacated(room) => pubsub.room_vacated(node, &room),
                         ToBroker::MsgPack(present) => pubsub.msgpack_connections(node, present),
                     });
@@ -376,6 +389,7 @@ impl Hub {
             middleware: app.middleware.into(),
             authenticator: app.authenticator,
             publisher,
+            msgpack_suspended: std::collections::HashSet::new(),
             history: history.map(|pubsub| HistoryLink {
                 pubsub,
                 rooms: HashMap::new(),
@@ -559,13 +573,20 @@ impl ServerHandle {
         payload: &impl serde::Serialize,
         timeout: Duration,
     ) -> Result<T, RequestError> {
-        let payload =
-            serde_json::to_string(payload).map_err(|e| RequestError::InvalidPayload(e.to_string()))?;
+        let invalid = |e: HandlerError| RequestError::InvalidPayload(e.to_string());
+        // A payload that is JSON `null` is left out, as no payload.
+        let present = serde_json::to_string(payload)
+            .map_err(|e| RequestError::InvalidPayload(e.to_string()))?
+            != "null";
+        let request = ws_session::protocol::ServerRequest {
+            event: event.into(),
+            payload: present.then_some(payload),
+        };
+        let payload = Payloads::of(&request, self.demand.msgpack()).map_err(invalid)?;
         let (answer, rx) = oneshot::channel();
         self.command(Command::Request {
             session,
-            event: event.to_owned(),
-            payload: (payload != "null").then_some(payload),
+            payload,
             timeout,
             answer,
         });
@@ -614,6 +635,8 @@ impl ServerHandle {
 enum ToBroker {
     Publish(Publication),
     Occupied(Arc<str>),
+    /// Where the room's history stood when this node began to receive it.
+    Cursor(Arc<str>),
     Vacated(Arc<str>),
     /// This node now has MessagePack connections, or none any more.
     MsgPack(bool),
@@ -756,6 +779,8 @@ struct ConnEntry {
     hooks: Option<mpsc::UnboundedSender<Job>>,
     /// Whether it speaks MessagePack (counted in the [`Demand`]).
     msgpack: bool,
+    /// The session it carries, once created or resumed on it.
+    session: Option<SessionId>,
 }
 
 /// Handlers of one session run one after the other, in arrival order, on a worker
@@ -842,6 +867,10 @@ struct HubTask<R: Runtime> {
     publisher: Option<mpsc::UnboundedSender<ToBroker>>,
     /// The backend's room history, when it keeps one and sessions are shared.
     history: Option<HistoryLink>,
+    /// Suspended sessions whose last connection spoke MessagePack: counted in the
+    /// [`Demand`] like a connection, so that what they are sent while away keeps its
+    /// binary form for the replay.
+    msgpack_suspended: std::collections::HashSet<SessionId>,
     session_hooks: Arc<[Hook<SessionEvent>]>,
     connection_hooks: Arc<[Hook<ConnectionEvent>]>,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
@@ -968,6 +997,7 @@ impl<R: Runtime> HubTask<R> {
                         outbox,
                         hooks,
                         msgpack,
+                        session: None,
                     },
                 );
             }
@@ -979,8 +1009,24 @@ impl<R: Runtime> HubTask<R> {
             }
             ConnInput::Closed { connection } => {
                 let entry = self.conns.remove(&connection);
-                if entry.as_ref().is_some_and(|e| e.msgpack) && self.handle.demand.closed() {
-                    self.to_broker(ToBroker::MsgPack(false));
+                if entry.as_ref().is_some_and(|e| e.msgpack) {
+                    // Its session, suspended now, will replay what it is sent meanwhile
+                    // to a MessagePack client: it stands in for the connection in the
+                    // demand until it is attached again or ends.
+                    let session = entry.as_ref().and_then(|e| e.session).filter(|session| {
+                        // Still here, and not carried by another connection by now.
+                        self.engine
+                            .session_info(*session)
+                            .is_some_and(|info| !matches!(info.connection, Some(c) if c != connection))
+                    });
+                    if let Some(session) = session {
+                        if self.msgpack_suspended.insert(session) {
+                            self.handle.demand.opened();
+                        }
+                    }
+                    if self.handle.demand.closed() {
+                        self.to_broker(ToBroker::MsgPack(false));
+                    }
                 }
                 self.claims.remove(&connection);
                 self.engine.handle_connection_closed(now, connection);
@@ -1149,19 +1195,14 @@ impl<R: Runtime> HubTask<R> {
             }
             Command::Request {
                 session,
-                event,
                 payload,
                 timeout,
                 answer,
             } => {
-                let raw = payload.map(serde_json::value::RawValue::from_string).transpose();
-                let sent = match raw {
-                    Ok(raw) => self
-                        .engine
-                        .request(now, session, &event, raw.as_deref(), timeout)
-                        .map_err(RequestError::from),
-                    Err(err) => Err(RequestError::InvalidPayload(err.to_string())),
-                };
+                let sent = self
+                    .engine
+                    .request_serialized(now, session, payload.payload(), timeout)
+                    .map_err(RequestError::from);
                 match sent {
                     Ok(id) => {
                         self.requests.insert(id, answer);
@@ -1203,6 +1244,7 @@ impl<R: Runtime> HubTask<R> {
                 }
                 self.engine.handle_remote_publish(now, &publication)
             }
+            Command::RoomCursor(room, offset) => self.engine.handle_room_cursor(now, &room, offset),
             Command::CatchUp(rooms) => {
                 if let Some(history) = &mut self.history {
                     for room in rooms {
@@ -1373,7 +1415,12 @@ impl<R: Runtime> HubTask<R> {
                 Action::Event(event) => self.dispatch(event),
                 Action::Session(event) => self.on_session_event(now, event),
                 Action::Publish(publication) => self.to_broker(ToBroker::Publish(publication)),
-                Action::RoomOccupied(room) => self.to_broker(ToBroker::Occupied(room)),
+                Action::RoomOccupied(room) => {
+                    self.to_broker(ToBroker::Occupied(room.clone()));
+                    if self.history.is_some() {
+                        self.to_broker(ToBroker::Cursor(room));
+                    }
+                }
                 Action::RoomVacated(room) => self.to_broker(ToBroker::Vacated(room)),
                 Action::Response { id, result, .. } => {
                     if let Some(answer) = self.requests.remove(&id) {
@@ -1476,6 +1523,26 @@ impl<R: Runtime> HubTask<R> {
     /// Hands a session's lifecycle event to its hooks, on the session's worker, and
     /// forgets an ended session's listeners and worker.
     fn on_session_event(&mut self, now: Instant, event: SessionEvent) {
+        // Attached again (its connection counts now, whatever its codec) or gone: a
+        // suspended MessagePack session no longer stands in for a connection.
+        if let SessionEvent::Resumed { session, .. }
+        | SessionEvent::Expired { session, .. }
+        | SessionEvent::Closed { session, .. }
+        | SessionEvent::Moved { session } = &event
+        {
+            if self.msgpack_suspended.remove(session) && self.handle.demand.closed() {
+                self.to_broker(ToBroker::MsgPack(false));
+            }
+        }
+        if let SessionEvent::Created {
+            session, connection, ..
+        }
+        | SessionEvent::Resumed { session, connection } = &event
+        {
+            if let Some(entry) = self.conns.get_mut(connection) {
+                entry.session = Some(*session);
+            }
+        }
         match &event {
             SessionEvent::Created { session, user, .. } => {
                 self.track(now, |t, out| t.held(*session, user.clone(), true, [], out));

@@ -3,7 +3,8 @@
 //! connection may receive it, so that binary data (`serde_bytes`, `bytes::Bytes`)
 //! reaches those as `bin` rather than as the array of numbers JSON makes of it.
 //!
-//! "May receive it": this node has a MessagePack connection now, or the cross-node
+//! "May receive it": this node has a MessagePack connection now, or a suspended
+//! session whose connection spoke MessagePack (it replays what it is sent meanwhile), or the cross-node
 //! backend says another node has ([`PubSub::msgpack_elsewhere`]). A server whose
 //! clients all speak JSON serializes once, as before.
 
@@ -38,15 +39,24 @@ impl Payloads {
     }
 }
 
+impl Payloads {
+    /// The payload in the forms it was made in, for an envelope.
+    pub(crate) fn payload(&self) -> Payload<'_> {
+        match &self.msgpack {
+            Some(msgpack) => Payload::Both {
+                json: &self.json,
+                msgpack,
+            },
+            None => Payload::Trusted(&self.json),
+        }
+    }
+}
+
 /// The envelope of `event` with `payload` in the forms it was given in.
 pub(crate) fn envelope<'a>(event: &'a str, payload: Option<&'a Payloads>) -> OutgoingEnvelope<'a> {
     let envelope = OutgoingEnvelope::new(event);
     match payload {
-        Some(Payloads {
-            json,
-            msgpack: Some(msgpack),
-        }) => envelope.with_payload(Payload::Both { json, msgpack }),
-        Some(Payloads { json, msgpack: None }) => envelope.with_payload(Payload::Trusted(json)),
+        Some(payload) => envelope.with_payload(payload.payload()),
         None => envelope,
     }
 }
@@ -57,7 +67,8 @@ pub(crate) fn envelope<'a>(event: &'a str, payload: Option<&'a Payloads>) -> Out
 ///
 /// [`ServerHandle`]: crate::ServerHandle
 pub(crate) struct Demand {
-    /// MessagePack connections open on this node.
+    /// MessagePack connections open on this node, and suspended sessions whose last
+    /// connection spoke MessagePack (their replay goes to a MessagePack client).
     local: AtomicUsize,
     /// The cross-node backend and this node's id on it, when there is one.
     cluster: Option<(Arc<dyn PubSub>, u64)>,

@@ -54,6 +54,17 @@ pub trait PubSub: Send + Sync + 'static {
         false
     }
 
+    /// The offset of the last publication `room` had before node `node` began to
+    /// receive it (as of its latest [`room_occupied`](Self::room_occupied)), `None`
+    /// when not known (no history, or the backend was unreachable then). A session
+    /// that joins a room as the node's first member starts there: what the room
+    /// publishes after it is the session's, even if the node dies before the first of
+    /// it arrives. Called after `room_occupied`, in order with it. The default: `None`.
+    fn room_cursor(&self, node: u64, room: &str) -> BoxFuture<Option<RoomOffset>> {
+        let _ = (node, room);
+        Box::pin(async { None })
+    }
+
     /// The publications of `room` after `after`, oldest first, for a session node
     /// `node` takes over. Node `node` receives the room's publications from before the
     /// read on (as after [`room_occupied`](Self::room_occupied), which it implies), so
@@ -126,6 +137,8 @@ struct Node {
     tx: mpsc::UnboundedSender<Publication>,
     rooms: HashSet<Arc<str>>,
     msgpack: bool,
+    /// With history: per room, its last offset when the node began to receive it.
+    cursors: HashMap<Arc<str>, RoomOffset>,
 }
 
 /// A bus inside one process, with per-room delivery like a broker's, and, when made
@@ -198,6 +211,7 @@ impl PubSub for InMemoryPubSub {
             id: node,
             tx,
             rooms: HashSet::new(),
+            cursors: HashMap::new(),
             msgpack: false,
         });
         rx
@@ -221,15 +235,31 @@ impl PubSub for InMemoryPubSub {
     }
 
     fn room_occupied(&self, node: u64, room: &str) {
+        // Where the room's history stands as the node begins to receive it.
+        let cursor = self.history.as_ref().map(|history| {
+            let history = history.lock().unwrap_or_else(PoisonError::into_inner);
+            RoomOffset(0, history.next.get(room).map_or(0, |next| next - 1))
+        });
         self.with_node(node, |n| {
-            n.rooms.insert(Arc::from(room));
+            if n.rooms.insert(Arc::from(room)) {
+                if let Some(cursor) = cursor {
+                    n.cursors.insert(Arc::from(room), cursor);
+                }
+            }
         });
     }
 
     fn room_vacated(&self, node: u64, room: &str) {
         self.with_node(node, |n| {
             n.rooms.remove(room);
+            n.cursors.remove(room);
         });
+    }
+
+    fn room_cursor(&self, node: u64, room: &str) -> BoxFuture<Option<RoomOffset>> {
+        let mut cursor = None;
+        self.with_node(node, |n| cursor = n.cursors.get(room).copied());
+        Box::pin(async move { cursor })
     }
 
     fn room_history(&self) -> bool {
@@ -315,6 +345,15 @@ mod tests {
                 after: RoomOffset(0, 0)
             }),
             "1 was dropped"
+        );
+        // A node that begins to receive the room now starts after the last of them.
+        let _three = bus.subscribe(3);
+        bus.room_occupied(3, "r");
+        let cursor = futures_util::FutureExt::now_or_never(bus.room_cursor(3, "r")).unwrap();
+        assert_eq!(cursor, Some(RoomOffset(0, 4)));
+        assert_eq!(
+            futures_util::FutureExt::now_or_never(bus.room_cursor(3, "elsewhere")).unwrap(),
+            None
         );
         // Volatile publications and other targets stay outside the history.
         bus.publish(

@@ -64,6 +64,13 @@ pub enum JournalEntry {
         seq: u64,
         /// The envelope, encoded up to `s`.
         prefix: Bytes,
+        /// Its MessagePack form (the binary prefix, its map counting `s`), when the
+        /// payload was given in MessagePack too
+        /// ([`Payload::Both`](ws_proto::envelope::Payload::Both)): a node that takes the
+        /// session over replays it as it is, so binary data stays `bin`. `None` for a
+        /// payload given as JSON only: the binary form is then made from `prefix`, as
+        /// on the node that sent it.
+        msgpack: Option<Bytes>,
     },
     /// The replay buffer dropped every message before `first` (acknowledged by the
     /// client, or over the buffer's bounds).
@@ -103,8 +110,9 @@ pub struct SessionRecord {
     /// messages ([`JournalEntry::RoomPosition`]). A room without one has no known
     /// position (nothing of it was delivered since the join).
     pub room_offsets: Vec<(Arc<str>, RoomOffset)>,
-    /// The unacknowledged messages, `(s, prefix)`, consecutive and in order.
-    pub replay: VecDeque<(u64, Bytes)>,
+    /// The unacknowledged messages, `(s, prefix, msgpack)` as in
+    /// [`JournalEntry::Message`], consecutive and in order.
+    pub replay: VecDeque<(u64, Bytes, Option<Bytes>)>,
     /// Whether a connection carries it (else it is suspended).
     pub attached: bool,
     /// Whether it ended ([`JournalEntry::Ended`]): a store drops the record.
@@ -186,15 +194,15 @@ impl SessionRecord {
                     None => self.room_offsets.push((room.clone(), *offset)),
                 }
             }
-            JournalEntry::Message { seq, prefix } => {
+            JournalEntry::Message { seq, prefix, msgpack } => {
                 if *seq != self.next_seq {
                     self.replay.clear();
                 }
-                self.replay.push_back((*seq, prefix.clone()));
+                self.replay.push_back((*seq, prefix.clone(), msgpack.clone()));
                 self.next_seq = seq + 1;
             }
             JournalEntry::Trimmed { first } => {
-                while self.replay.front().is_some_and(|(s, _)| s < first) {
+                while self.replay.front().is_some_and(|(s, _, _)| s < first) {
                     self.replay.pop_front();
                 }
             }
@@ -220,9 +228,13 @@ impl SessionRecord {
             .map(|(_, o)| *o)
     }
 
-    /// Bytes of encoded messages held (prefixes), for a store's accounting.
+    /// Bytes of encoded messages held, for a store's accounting: the JSON prefixes and
+    /// the MessagePack forms held with them.
     pub fn replay_bytes(&self) -> usize {
-        self.replay.iter().map(|(_, p)| p.len()).sum()
+        self.replay
+            .iter()
+            .map(|(_, p, m)| p.len() + m.as_ref().map_or(0, Bytes::len))
+            .sum()
     }
 }
 
@@ -390,6 +402,7 @@ mod tests {
         JournalEntry::Message {
             seq,
             prefix: Bytes::from(format!("{{\"e\":\"m{seq}\"")),
+            msgpack: None,
         }
     }
 
@@ -429,6 +442,29 @@ mod tests {
         confirmed.apply(&JournalEntry::Ended);
         assert!(!confirmed.admits(&v(2)), "ended");
         assert!(SessionRecord::fold(&journal[1..]).is_none(), "no start");
+    }
+
+    #[test]
+    fn the_replay_buffer_keeps_the_msgpack_form_and_counts_it() {
+        let mut record = SessionRecord::start(&JournalEntry::Created {
+            user: UserId::new("a"),
+            anonymous: false,
+            token: v(1),
+        })
+        .unwrap();
+        record.apply(&msg(1));
+        let packed = Bytes::from_static(b"\x82\xa1e\xa1f\xa1p\xc4\x01\x07");
+        record.apply(&JournalEntry::Message {
+            seq: 2,
+            prefix: Bytes::from_static(b"{\"e\":\"f\",\"p\":[7]"),
+            msgpack: Some(packed.clone()),
+        });
+        assert_eq!(record.replay[0].2, None);
+        assert_eq!(record.replay[1].2, Some(packed.clone()));
+        let json: usize = record.replay.iter().map(|(_, p, _)| p.len()).sum();
+        assert_eq!(record.replay_bytes(), json + packed.len(), "both forms are held");
+        record.apply(&JournalEntry::Trimmed { first: 2 });
+        assert_eq!(record.replay_bytes(), 16 + packed.len());
     }
 
     #[test]

@@ -111,13 +111,18 @@ pub struct SessionEnded<'a> {
 /// `sys.request` (S→C, in the session stream): a request of the server's application to
 /// the client's. The envelope's `c` is the request id the answer (`sys.reply` or
 /// `sys.reply.error`) echoes; the answer of `sys.reply` is its whole payload.
+///
+/// `P` is the payload's type: JSON text as read and as the engine writes it (the
+/// default), or the application's own value when a driver serializes the whole
+/// payload in both codecs ([`Engine::request_serialized`](crate::Engine::request_serialized)).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServerRequest<'a> {
+#[serde(bound(serialize = "P: Serialize", deserialize = "P: Deserialize<'de>"))]
+pub struct ServerRequest<'a, P = &'a RawValue> {
     /// The application event the client's request handler is registered for.
     pub event: Cow<'a, str>,
-    /// Its payload, as JSON; absent for none.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<&'a RawValue>,
+    /// Its payload; absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<P>,
 }
 
 /// `sys.reply.error` (C→S): the client's application refused a `sys.request` (`c`

@@ -28,6 +28,9 @@ struct Slot {
     prefix: Bytes,
     /// The binary form (with `s` counted), made on first use.
     msgpack: Option<Bytes>,
+    /// Whether `msgpack` was made from the payload's own MessagePack form (so it
+    /// cannot be made again from `prefix`): what a journal carries.
+    own: bool,
     /// Replay buffers holding this slot.
     refs: u32,
 }
@@ -48,6 +51,7 @@ impl PrefixSlab {
                 self.slots[i as usize] = Slot {
                     prefix,
                     msgpack: None,
+                    own: false,
                     refs: 1,
                 };
                 i
@@ -56,6 +60,7 @@ impl PrefixSlab {
                 self.slots.push(Slot {
                     prefix,
                     msgpack: None,
+                    own: false,
                     refs: 1,
                 });
                 (self.slots.len() - 1) as u32
@@ -74,17 +79,30 @@ impl PrefixSlab {
     pub(crate) fn set_msgpack(&mut self, slot: u32, envelope: &ws_proto::envelope::OutgoingEnvelope<'_>) {
         let mut out = Vec::with_capacity(self.slots[slot as usize].prefix.len());
         if ws_proto::envelope::msgpack::encode_msgpack_prefix(envelope, true, &mut out).is_ok() {
-            self.slots[slot as usize].msgpack = Some(Bytes::from(out));
+            let s = &mut self.slots[slot as usize];
+            s.msgpack = Some(Bytes::from(out));
+            s.own = envelope.payload.as_msgpack().is_some();
         }
     }
 
     /// Stores `prefix` (JSON) with `msgpack`, its binary form with `s` counted, when
     /// there is one already (made from the payload's own MessagePack form, here or on
-    /// the node that published it); held as [`insert`](Self::insert).
+    /// the node that published it, or journaled by the node that sent it); held as
+    /// [`insert`](Self::insert).
     pub(crate) fn insert_with(&mut self, prefix: Bytes, msgpack: Option<&Bytes>) -> u32 {
         let slot = self.insert(prefix);
-        self.slots[slot as usize].msgpack = msgpack.cloned();
+        let s = &mut self.slots[slot as usize];
+        s.msgpack = msgpack.cloned();
+        s.own = msgpack.is_some();
         slot
+    }
+
+    /// The binary form of `slot` when it was made from the payload's own MessagePack
+    /// form; `None` when it is made (or was made) from the JSON prefix, which a
+    /// journal's reader can do again.
+    pub(crate) fn own_msgpack(&self, slot: u32) -> Option<&Bytes> {
+        let s = &self.slots[slot as usize];
+        s.msgpack.as_ref().filter(|_| s.own)
     }
 
     /// The prefix of `slot` in `codec`, the binary form made the first time it is
@@ -116,6 +134,7 @@ impl PrefixSlab {
         if s.refs == 0 {
             s.prefix = Bytes::new();
             s.msgpack = None;
+            s.own = false;
             self.free.push(slot);
         }
         len

@@ -182,7 +182,7 @@ fn writes_from_a_node_that_lost_the_session_are_fenced_off() {
     nodes.hold_writes(A, false);
     assert!(nodes.node(A).fenced >= 1, "A's late write was refused");
     let record = nodes.store.record(session).unwrap();
-    assert!(record.replay.iter().all(|(_, p)| !p.ends_with(b"\"late\"")));
+    assert!(record.replay.iter().all(|(_, p, _)| !p.ends_with(b"\"late\"")));
     nodes.send_to(B, session, "tick", "1").unwrap();
     assert_eq!(nodes.client(alice).events_named("tick"), ["1"]);
 }

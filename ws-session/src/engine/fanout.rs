@@ -66,8 +66,11 @@ impl Outbox<'_> {
         );
         if self.config.shared_sessions {
             // In the journal before it goes out: see "accepted" in docs/PROTOCOL.md.
+            // The binary form only when it is the payload's own: one made from JSON is
+            // made again from the JSON prefix by whoever replays it.
             let prefix = self.slab.prefix(slot).clone();
-            self.journal(sid, JournalEntry::Message { seq, prefix });
+            let msgpack = self.slab.own_msgpack(slot).cloned();
+            self.journal(sid, JournalEntry::Message { seq, prefix, msgpack });
             if dropped {
                 let first = session.replay.first().unwrap_or(session.next_seq);
                 self.journal(sid, JournalEntry::Trimmed { first });

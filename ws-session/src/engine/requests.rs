@@ -29,6 +29,42 @@ impl Engine {
         payload: Option<&RawValue>,
         timeout: std::time::Duration,
     ) -> Result<RequestId, ApiError> {
+        let id = self.new_request(session)?;
+        let c = id.correlation_id();
+        let env = OutgoingEnvelope::new(sys::REQUEST).with_correlation_id(&c);
+        let prefix = self.encoder.prefix_with(
+            &env,
+            &ServerRequest {
+                event: event.into(),
+                payload,
+            },
+        );
+        self.start_request(now, session, id, timeout, &prefix, None)
+    }
+
+    /// [`request`](Self::request) with the `sys.request` payload (a [`ServerRequest`])
+    /// serialized by the caller: as JSON ([`Payload::Trusted`](ws_proto::envelope::Payload::Trusted)),
+    /// or in both codecs ([`Payload::Both`](ws_proto::envelope::Payload::Both)) so that
+    /// binary data in the application's payload reaches a MessagePack client as `bin`.
+    pub fn request_serialized(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        payload: ws_proto::envelope::Payload<'_>,
+        timeout: std::time::Duration,
+    ) -> Result<RequestId, ApiError> {
+        let id = self.new_request(session)?;
+        let c = id.correlation_id();
+        let env = OutgoingEnvelope::new(sys::REQUEST)
+            .with_correlation_id(&c)
+            .with_payload(payload);
+        let prefix = self.encoder.prefix(&env);
+        let msgpack = crate::outbound::own_msgpack_prefix(&env, true);
+        self.start_request(now, session, id, timeout, &prefix, msgpack.as_ref())
+    }
+
+    /// The checks every request passes, and its id.
+    fn new_request(&mut self, session: SessionId) -> Result<RequestId, ApiError> {
         let Some(s) = self.sessions.get(&session) else {
             return Err(if self.expired.contains(session) {
                 ApiError::SessionEnded(session)
@@ -42,15 +78,20 @@ impl Engine {
         }
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let c = id.correlation_id();
-        let env = OutgoingEnvelope::new(sys::REQUEST).with_correlation_id(&c);
-        let prefix = self.encoder.prefix_with(
-            &env,
-            &ServerRequest {
-                event: event.into(),
-                payload,
-            },
-        );
+        Ok(id)
+    }
+
+    /// Registers request `id` of `session` with its deadline and sends it in the
+    /// session stream.
+    fn start_request(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        id: RequestId,
+        timeout: std::time::Duration,
+        prefix: &Bytes,
+        msgpack: Option<&Bytes>,
+    ) -> Result<RequestId, ApiError> {
         let deadline = now + timeout;
         self.requests.insert(id, PendingRequest { session, deadline });
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -58,7 +99,7 @@ impl Engine {
         }
         let mut slot = None;
         self.timers.schedule(TimerKey::Request(id), deadline, &mut slot);
-        self.deliver_prefix(now, session, &prefix, None)?;
+        self.deliver_prefix(now, session, prefix, msgpack)?;
         Ok(id)
     }
 

@@ -246,12 +246,14 @@ impl Engine {
         mut history: Vec<Publication>,
     ) {
         let mut replay = ReplayBuffer::default();
-        for (seq, prefix) in record.replay {
+        for (seq, prefix, msgpack) in record.replay {
             if replay.next().is_some_and(|next| next != seq) {
                 // A store that lost an entry: start afresh, as the fold does.
                 replay.clear(&mut self.slab);
             }
-            let slot = self.slab.insert(prefix);
+            // With the payload's own MessagePack form when it was journaled: binary
+            // data stays `bin` for a MessagePack client (else made from JSON on use).
+            let slot = self.slab.insert_with(prefix, msgpack.as_ref());
             replay.push(
                 &mut self.slab,
                 seq,
