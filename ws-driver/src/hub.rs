@@ -13,6 +13,7 @@
 //! the handlers a session registered with `Context::listen`, when the session ends.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -433,8 +434,10 @@ impl Hub {
         &self.handle
     }
 
-    pub(crate) async fn send(&mut self, input: ConnInput) -> bool {
-        self.input.send(input).await.is_ok()
+    /// Sends `input` to the hub; false when the hub is gone. (Not an `async fn`: that
+    /// would hold `input` twice, and every connection task holds this future's room.)
+    pub(crate) fn send(&mut self, input: ConnInput) -> impl Future<Output = bool> + Send + '_ {
+        self.input.send(input).map(|sent| sent.is_ok())
     }
 }
 

@@ -33,6 +33,7 @@
 
 mod app;
 mod auth;
+mod buffers;
 pub mod client;
 mod context;
 mod error;

@@ -6,6 +6,7 @@
 //! outbox is drained completely before writing (corking), and the frames are written
 //! together.
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::task::Poll;
@@ -55,31 +56,63 @@ pub enum Wire {
 /// Serves one accepted byte stream: reads the upgrade request (within the handshake
 /// timeout), answers it, then runs the connection until it closes. Refusals get their
 /// HTTP status (400, 404, 405, 426, 431) and the stream is closed.
-pub async fn serve_connection<R, S>(
+///
+/// The future is what a connection's task holds for as long as the connection lives,
+/// so it is kept small: the handshake's state is boxed (and freed once done), and the
+/// request is dropped once the engine's view of it is taken ([`connection_info`]).
+pub fn serve_connection<'a, R, S>(
+    hub: Hub,
+    runtime: R,
+    stream: S,
+    peer: Option<SocketAddr>,
+    options: &'a ConnectionOptions,
+) -> impl Future<Output = ()> + Send + 'a
+where
+    R: Runtime,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_websocket(hub, runtime, stream, peer, options)
+}
+
+/// [`serve_connection`] with the options borrowed or shared (the accept loop's
+/// `Arc`): the accept loop spawns this future itself, wrapping nothing around it.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` holds its arguments twice, for the life of the connection"
+)]
+pub(crate) fn serve_websocket<'a, R, S, O>(
     hub: Hub,
     runtime: R,
     mut stream: S,
     peer: Option<SocketAddr>,
-    options: &ConnectionOptions,
-) where
+    options: O,
+) -> impl Future<Output = ()> + Send + 'a
+where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    O: Borrow<ConnectionOptions> + Send + 'a,
 {
-    let admit = |request: &Request| {
-        if options.path.as_ref().is_some_and(|path| request.path() != path) {
-            return request.reject(404, "no WebSocket endpoint at this path").ok();
-        }
-        if !hub.origin_allowed(request.origin()) {
-            return request.reject(403, "origin not allowed").ok();
-        }
-        None
-    };
-    let upgrade = accept_upgrade(&mut stream, &hub.settings.config.envelope, &Codec::SERVED, admit);
-    let Some((request, deflate)) = within_handshake_timeout(&hub, &runtime, peer, upgrade).await else {
-        return;
-    };
-    let info = connection_info(&request, peer);
-    run_websocket(hub, runtime, stream, info, request.rest().clone(), deflate).await;
+    // Not an `async fn`: that would hold every argument twice (its own copy, and the
+    // one moved on into `run_transport`), for the life of the connection.
+    async move {
+        let options = options.borrow();
+        let admit = |request: &Request| {
+            if options.path.as_ref().is_some_and(|path| request.path() != path) {
+                return request.reject(404, "no WebSocket endpoint at this path").ok();
+            }
+            if !hub.origin_allowed(request.origin()) {
+                return request.reject(403, "origin not allowed").ok();
+            }
+            None
+        };
+        let upgrade = accept_upgrade(&mut stream, &hub.settings.config.envelope, &Codec::SERVED, admit);
+        let handshake = Box::pin(within_handshake_timeout(&hub, &runtime, peer, upgrade));
+        let Some((request, deflate)) = handshake.await else {
+            return;
+        };
+        let (transport, info) = upgraded(&hub, stream, request, deflate, peer);
+        run_transport(hub, runtime, transport, info).await;
+    }
 }
 
 /// Serves one accepted byte stream with the raw TCP framing
@@ -91,18 +124,62 @@ pub async fn serve_connection<R, S>(
 ///
 /// There are no headers: the peer's address is all the engine learns, and the client
 /// authenticates with `sys.auth`.
-pub async fn serve_prefixed<R, S>(hub: Hub, runtime: R, mut stream: S, peer: Option<SocketAddr>)
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` holds its arguments twice, for the life of the connection"
+)]
+pub fn serve_prefixed<R, S>(
+    hub: Hub,
+    runtime: R,
+    mut stream: S,
+    peer: Option<SocketAddr>,
+) -> impl Future<Output = ()> + Send
 where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(rest) = within_handshake_timeout(&hub, &runtime, peer, accept_preamble(&mut stream)).await
-    else {
-        return;
-    };
-    let info = ConnectionInfo::new(peer, "/", None, Vec::new());
-    let framing = PrefixedConnection::new(&hub.settings.config.envelope);
-    run_transport(hub, runtime, StreamTransport::new(stream, framing, &rest), info).await;
+    // Not an `async fn`, and the handshake boxed, as in `serve_connection`.
+    async move {
+        let preamble = Box::pin(within_handshake_timeout(
+            &hub,
+            &runtime,
+            peer,
+            accept_preamble(&mut stream),
+        ));
+        let Some(rest) = preamble.await else {
+            return;
+        };
+        let info = ConnectionInfo::new(peer, "/", None, Vec::new());
+        let framing = PrefixedConnection::new(&hub.settings.config.envelope);
+        run_transport(hub, runtime, prefixed(stream, framing, rest), info).await;
+    }
+}
+
+/// The transport and the engine's view of an upgraded connection. A function of its
+/// own so that the request (and the buffer its `rest` shares) is gone before the
+/// connection runs: not held by the connection's task.
+fn upgraded<S>(
+    hub: &Hub,
+    stream: S,
+    request: Request,
+    deflate: Option<DeflateParams>,
+    peer: Option<SocketAddr>,
+) -> (StreamTransport<S, Connection>, ConnectionInfo)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = connection_info(&request, peer);
+    let conn = Connection::server(hub.settings.config.envelope.clone()).with_deflate(deflate);
+    (StreamTransport::new(stream, conn, request.rest()), info)
+}
+
+/// The transport of a raw TCP connection; `rest` (the buffer it shares) is gone before
+/// the connection runs, as in [`upgraded`].
+fn prefixed<S>(stream: S, framing: PrefixedConnection, rest: Bytes) -> StreamTransport<S, PrefixedConnection>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    StreamTransport::new(stream, framing, &rest)
 }
 
 /// Runs a connection's handshake against the hub's handshake timeout: its outcome, or
@@ -149,19 +226,20 @@ pub fn connection_info(request: &Request, peer: Option<SocketAddr>) -> Connectio
 /// 101 agreed to (`Request::negotiate_deflate`, answered with `Accept::with_deflate`).
 /// Used by [`serve_connection`] and by adapters that let an HTTP server do the upgrade
 /// (mounting on axum/hyper); the drive loop is [`run_transport`]'s.
-pub async fn run_websocket<R, S>(
+pub fn run_websocket<R, S>(
     hub: Hub,
     runtime: R,
     stream: S,
     info: ConnectionInfo,
     rest: Bytes,
     deflate: Option<DeflateParams>,
-) where
+) -> impl Future<Output = ()> + Send
+where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Connection::server(hub.settings.config.envelope.clone()).with_deflate(deflate);
-    run_transport(hub, runtime, StreamTransport::new(stream, conn, &rest), info).await;
+    run_transport(hub, runtime, StreamTransport::new(stream, conn, &rest), info)
 }
 
 /// What woke the drive loop.
@@ -183,111 +261,124 @@ enum Wake {
 /// reading meets backpressure instead of growing our queues. When the hub closes a
 /// connection whose write is stalled (the slow-consumer policy), the write gets the
 /// close timeout to finish; then the transport is dropped.
-pub async fn run_transport<R, T>(mut hub: Hub, runtime: R, mut transport: T, info: ConnectionInfo)
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` holds its arguments twice, for the life of the connection"
+)]
+pub fn run_transport<R, T>(
+    mut hub: Hub,
+    runtime: R,
+    mut transport: T,
+    info: ConnectionInfo,
+) -> impl Future<Output = ()> + Send
 where
     R: Runtime,
     T: Transport,
 {
-    let (outbox_tx, mut outbox) = mpsc::unbounded();
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let opened = hub
-        .send(ConnInput::Open {
-            info,
-            outbox: outbox_tx,
-            reply: reply_tx,
-        })
-        .await;
-    let Some(id) = (if opened {
-        reply_rx.await.ok().flatten()
-    } else {
-        None
-    }) else {
-        // The hub is shutting down: say so and leave.
-        let _ = transport.close(CloseCode::GOING_AWAY, "server shutting down");
-        let _ = poll_fn(|cx| transport.poll_shutdown(cx)).await;
-        return;
-    };
-    let span = tracing::debug_span!("connection", id = id.0);
-    let _entered = span.enter();
-    let mut tail = Vec::with_capacity(32);
-    let mut close_timer: Fuse<BoxFuture<()>> = Fuse::terminated();
-    let mut received_all = false;
-    let mut hub_gone = false;
-    loop {
-        if hub_gone && transport.state() == ConnectionState::Open {
-            let _ = transport.close(CloseCode::GOING_AWAY, "server stopped");
-        }
-        // Closed, every event handed on (those before the close too), everything written.
-        if received_all && transport.state() == ConnectionState::Closed && !transport.wants_flush() {
+    // Not an `async fn`: that would hold the transport (and the rest) twice, its
+    // argument and its local copy, for the life of the connection.
+    async move {
+        let (outbox_tx, mut outbox) = mpsc::unbounded();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let opened = hub
+            .send(ConnInput::Open {
+                info,
+                outbox: outbox_tx,
+                reply: reply_tx,
+            })
+            .await;
+        let Some(id) = (if opened {
+            reply_rx.await.ok().flatten()
+        } else {
+            None
+        }) else {
+            // The hub is shutting down: say so and leave.
+            let _ = transport.close(CloseCode::GOING_AWAY, "server shutting down");
             let _ = poll_fn(|cx| transport.poll_shutdown(cx)).await;
-            break;
-        }
-        if transport.state() != ConnectionState::Open && close_timer.is_terminated() {
-            // Closing: the peer's answer, or a stalled write, gets the close timeout.
-            close_timer = runtime
-                .sleep_until(runtime.now() + hub.settings.close_timeout)
-                .fuse();
-        }
-        // Once closed nothing more is read (an EOF would wake us again and again); nor
-        // while the write is stalled past the outbound limit (backpressure).
-        let reading = !received_all && transport.unwritten() <= hub.settings.max_unwritten_bytes;
-        let wake = poll_fn(|cx| {
-            if transport.wants_flush() {
-                if let Poll::Ready(result) = transport.poll_flush(cx) {
-                    return Poll::Ready(Wake::Flushed(result));
+            return;
+        };
+        let span = tracing::debug_span!("connection", id = id.0);
+        let _entered = span.enter();
+        let mut tail = Vec::with_capacity(32);
+        let mut close_timer: Fuse<BoxFuture<()>> = Fuse::terminated();
+        let mut received_all = false;
+        let mut hub_gone = false;
+        loop {
+            if hub_gone && transport.state() == ConnectionState::Open {
+                let _ = transport.close(CloseCode::GOING_AWAY, "server stopped");
+            }
+            // Closed, every event handed on (those before the close too), everything written.
+            if received_all && transport.state() == ConnectionState::Closed && !transport.wants_flush() {
+                let _ = poll_fn(|cx| transport.poll_shutdown(cx)).await;
+                break;
+            }
+            if transport.state() != ConnectionState::Open && close_timer.is_terminated() {
+                // Closing: the peer's answer, or a stalled write, gets the close timeout.
+                close_timer = runtime
+                    .sleep_until(runtime.now() + hub.settings.close_timeout)
+                    .fuse();
+            }
+            // Once closed nothing more is read (an EOF would wake us again and again); nor
+            // while the write is stalled past the outbound limit (backpressure).
+            let reading = !received_all && transport.unwritten() <= hub.settings.max_unwritten_bytes;
+            let wake = poll_fn(|cx| {
+                if transport.wants_flush() {
+                    if let Poll::Ready(result) = transport.poll_flush(cx) {
+                        return Poll::Ready(Wake::Flushed(result));
+                    }
                 }
-            }
-            if let Poll::Ready(outbound) = outbox.poll_next_unpin(cx) {
-                return Poll::Ready(Wake::Outbound(outbound));
-            }
-            if reading {
-                if let Poll::Ready(event) = transport.poll_recv(cx) {
-                    return Poll::Ready(Wake::Received(event));
+                if let Poll::Ready(outbound) = outbox.poll_next_unpin(cx) {
+                    return Poll::Ready(Wake::Outbound(outbound));
                 }
-            }
-            if !close_timer.is_terminated() && close_timer.poll_unpin(cx).is_ready() {
-                return Poll::Ready(Wake::CloseTimeout);
-            }
-            Poll::Pending
-        })
-        .await;
-        match wake {
-            Wake::Flushed(Err(_)) | Wake::CloseTimeout => break,
-            Wake::Flushed(Ok(())) => {}
-            Wake::Outbound(Some(outbound)) => {
-                apply(&mut transport, &mut tail, outbound);
-                // Corking: take everything queued so far; it goes out in one write.
-                while let Ok(outbound) = outbox.try_recv() {
+                if reading {
+                    if let Poll::Ready(event) = transport.poll_recv(cx) {
+                        return Poll::Ready(Wake::Received(event));
+                    }
+                }
+                if !close_timer.is_terminated() && close_timer.poll_unpin(cx).is_ready() {
+                    return Poll::Ready(Wake::CloseTimeout);
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Flushed(Err(_)) | Wake::CloseTimeout => break,
+                Wake::Flushed(Ok(())) => {}
+                Wake::Outbound(Some(outbound)) => {
                     apply(&mut transport, &mut tail, outbound);
+                    // Corking: take everything queued so far; it goes out in one write.
+                    while let Ok(outbound) = outbox.try_recv() {
+                        apply(&mut transport, &mut tail, outbound);
+                    }
+                }
+                Wake::Outbound(None) => hub_gone = true,
+                Wake::Received(None) => received_all = true,
+                Wake::Received(Some(event)) => {
+                    if let Event::Failed(err) = &event {
+                        tracing::debug!(connection = id.0, %err, "peer broke the protocol");
+                    }
+                    if let Some(message) = event.into_message() {
+                        hub_gone |= !hub
+                            .send(ConnInput::Message {
+                                connection: id,
+                                message,
+                            })
+                            .await;
+                    }
                 }
             }
-            Wake::Outbound(None) => hub_gone = true,
-            Wake::Received(None) => received_all = true,
-            Wake::Received(Some(event)) => {
-                if let Event::Failed(err) = &event {
-                    tracing::debug!(connection = id.0, %err, "peer broke the protocol");
-                }
-                if let Some(message) = event.into_message() {
-                    hub_gone |= !hub
-                        .send(ConnInput::Message {
-                            connection: id,
-                            message,
-                        })
-                        .await;
-                }
+            let bytes = transport.take_written();
+            if bytes > 0 {
+                let _ = hub
+                    .send(ConnInput::Flushed {
+                        connection: id,
+                        bytes,
+                    })
+                    .await;
             }
         }
-        let bytes = transport.take_written();
-        if bytes > 0 {
-            let _ = hub
-                .send(ConnInput::Flushed {
-                    connection: id,
-                    bytes,
-                })
-                .await;
-        }
+        let _ = hub.send(ConnInput::Closed { connection: id }).await;
     }
-    let _ = hub.send(ConnInput::Closed { connection: id }).await;
 }
 
 /// Queues what the hub sent: an envelope (its shared prefix, then this connection's

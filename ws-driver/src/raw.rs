@@ -6,6 +6,7 @@ use std::io;
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ws_proto::handshake::Request;
 
+use crate::buffers::{fit_read_buffer, read_buffer, release_write_buffer};
 use crate::upgrade::accept_upgrade;
 use ws_proto::{CloseCode, Config, Connection, Event, SendError};
 
@@ -37,15 +38,6 @@ pub struct WebSocket<S> {
     out: Vec<u8>,
 }
 
-/// The read buffer follows the traffic: it starts at [`READ_MIN`], doubles after a
-/// read that filled it, up to [`READ_MAX`], and halves after reads that used less
-/// than an eighth of it. An idle connection keeps [`READ_MIN`]; a busy one reads up to
-/// 64 KiB per system call.
-const READ_MIN: usize = 2 * 1024;
-const READ_MAX: usize = 64 * 1024;
-/// What the write buffer keeps between flushes; a larger one (a burst) is given back.
-const WRITE_KEEP: usize = 16 * 1024;
-
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Reads the upgrade request from `stream` and accepts it. `Ok(None)` when the
     /// request was refused (its HTTP error already written) or the peer went away.
@@ -67,7 +59,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Self {
             stream,
             conn,
-            buf: vec![0; READ_MIN],
+            buf: read_buffer(),
             out: Vec::new(),
         }
     }
@@ -94,7 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Ok(0) => self.conn.handle_eof(),
                 Ok(n) => {
                     self.conn.handle_bytes(&self.buf[..n]);
-                    self.fit_read_buffer(n);
+                    fit_read_buffer(&mut self.buf, n);
                 }
                 Err(err) if err.kind() == io::ErrorKind::ConnectionReset => self.conn.handle_eof(),
                 Err(err) => return Err(err),
@@ -153,22 +145,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.out.extend_from_slice(&chunk);
         }
         self.stream.write_all(&self.out).await?;
-        if self.out.capacity() > WRITE_KEEP {
-            self.out = Vec::new();
-        }
+        release_write_buffer(&mut self.out);
         self.stream.flush().await
-    }
-
-    /// Grows the read buffer after a read of `n` bytes that filled it, shrinks it after
-    /// one that used little of it (see [`READ_MIN`]).
-    fn fit_read_buffer(&mut self, n: usize) {
-        let len = self.buf.len();
-        if n == len && len < READ_MAX {
-            self.buf.resize(len * 2, 0);
-        } else if n < len / 8 && len > READ_MIN {
-            self.buf.truncate(len / 2);
-            self.buf.shrink_to_fit();
-        }
     }
 }
 

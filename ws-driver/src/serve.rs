@@ -15,7 +15,7 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{Stream, StreamExt};
 
 use crate::hub::Hub;
-use crate::pump::{serve_connection, serve_prefixed, ConnectionOptions, Wire};
+use crate::pump::{serve_prefixed, serve_websocket, ConnectionOptions, Wire};
 use crate::runtime::Runtime;
 
 /// How long a graceful shutdown waits for connection tasks by default, in every
@@ -27,7 +27,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves every stream `incoming` yields, each as a task of its own on `runtime`
-/// ([`serve_connection`] or [`serve_prefixed`], as `options.wire` says), until `signal` completes or `incoming` ends. Then it shuts
+/// ([`serve_connection`](crate::adapter::serve_connection) or [`serve_prefixed`], as `options.wire` says), until `signal` completes or `incoming` ends. Then it shuts
 /// down gracefully: drops `incoming` (so a listener inside it stops accepting), closes
 /// every connection with 1001 (going away) after what was queued for it, and waits for
 /// the connection tasks up to `shutdown_timeout`.
@@ -61,15 +61,17 @@ pub async fn serve_until<R, S, I, F>(
         match accepted {
             None => break,
             Some(Ok((stream, peer))) => {
-                let (hub, task_runtime, options) = (hub.clone(), runtime.clone(), options.clone());
+                let (hub, task_runtime) = (hub.clone(), runtime.clone());
                 let guard = tracker.clone();
-                runtime.spawn(async move {
-                    match options.wire {
-                        Wire::WebSocket => serve_connection(hub, task_runtime, stream, peer, &options).await,
-                        Wire::Tcp => serve_prefixed(hub, task_runtime, stream, peer).await,
+                // The connection's future itself, not wrapped in an `async` block that
+                // would hold the hub, the stream and the options a second time.
+                let served = match options.wire {
+                    Wire::WebSocket => {
+                        serve_websocket(hub, task_runtime, stream, peer, options.clone()).left_future()
                     }
-                    drop(guard);
-                });
+                    Wire::Tcp => serve_prefixed(hub, task_runtime, stream, peer).right_future(),
+                };
+                runtime.spawn(served.map(move |()| drop(guard)));
             }
             Some(Err(err)) => {
                 tracing::warn!(%err, "accept failed");

@@ -1034,7 +1034,12 @@ impl Connection {
         self.flush_coalesced_pong();
         // Everything is handed out now: pongs may queue again.
         self.queued_pongs = 0;
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
+        // Everything is handed out, buffers and all: a split would keep the allocation
+        // alive in `out`, and an idle connection would hold its last batch's buffer.
+        if self.out_queue.capacity() > 0 {
+            self.out_queue = VecDeque::new();
+        }
+        (!self.out.is_empty()).then(|| std::mem::take(&mut self.out).freeze())
     }
 
     /// Bytes waiting in [`Connection::poll_transmit`]: what backpressure accounting
@@ -1154,5 +1159,35 @@ fn unmask_onto(buf: &mut Vec<u8>, chunk: &[u8], mask: Option<[u8; 4]>, offset: u
     buf.extend_from_slice(chunk);
     if let Some(mask) = mask {
         apply_mask(&mut buf[start..], mask, offset);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::{Config, Connection};
+
+    #[test]
+    fn once_everything_is_handed_out_the_connection_holds_no_output_buffer() {
+        let mut conn = Connection::server(Config::default());
+        conn.send_text("a small message").unwrap();
+        conn.send_binary_shared(&Bytes::from(vec![7; 1024])).unwrap();
+        conn.send_text("after the shared one").unwrap();
+        assert!(conn.out.capacity() > 0 && conn.out_queue.capacity() > 0);
+        let mut chunks = 0;
+        let mut bytes = 0;
+        while let Some(chunk) = conn.poll_transmit() {
+            chunks += 1;
+            bytes += chunk.len();
+        }
+        assert_eq!((chunks, bytes), (3, 2 + 15 + 4 + 1024 + 2 + 20));
+        assert_eq!(conn.pending_transmit_len(), 0);
+        assert_eq!(conn.out.capacity(), 0, "the last chunk took the buffer with it");
+        assert_eq!(conn.out_queue.capacity(), 0);
+        // And the next message is framed as before.
+        conn.send_text("again").unwrap();
+        assert_eq!(conn.poll_transmit().as_deref(), Some(&b"\x81\x05again"[..]));
+        assert_eq!(conn.poll_transmit(), None);
     }
 }

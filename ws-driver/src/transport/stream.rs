@@ -12,9 +12,7 @@ use ws_proto::prefixed::PrefixedConnection;
 use ws_proto::{CloseCode, Connection, ConnectionState, Event, SendError};
 
 use super::Transport;
-
-/// Bytes read from the stream at a time.
-const READ_BUFFER: usize = 16 * 1024;
+use crate::buffers::{release_write_buffer, with_read_buffer, with_write_buffer};
 
 /// A Sans-IO message framing over bytes: the calls [`StreamTransport`] makes. ws-proto's
 /// two framings implement it; so can an application's own.
@@ -118,11 +116,15 @@ impl Framing for PrefixedConnection {
 /// Writes are corked: everything the framing queued is moved into one buffer and
 /// written with as few `write` calls as the stream takes; what is fed meanwhile goes
 /// into the next buffer.
+///
+/// It holds no buffer while idle: each read borrows its thread's read buffer (16 KiB)
+/// and the framing copies what it needs; each batch is corked in its thread's write
+/// buffer, and only what a write leaves unfinished (a peer that reads slowly) is copied
+/// into a buffer of the connection's, given back once written if it grew past 16 KiB.
 pub struct StreamTransport<S, F> {
     stream: S,
     framing: F,
-    read_buf: Vec<u8>,
-    /// The batch being written, and how much of it is.
+    /// The batch a write left unfinished, and how much of it is written since.
     out: Vec<u8>,
     out_written: usize,
     /// A write finished and the stream's flush is still owed.
@@ -151,7 +153,6 @@ where
         Self {
             stream,
             framing,
-            read_buf: vec![0; READ_BUFFER],
             out: Vec::new(),
             out_written: 0,
             flush_owed: false,
@@ -220,10 +221,14 @@ where
                 self.ended = true;
                 return Poll::Ready(None);
             }
-            match ready!(Pin::new(&mut self.stream).poll_read(cx, &mut self.read_buf)) {
-                Ok(0) | Err(_) => self.framing.handle_eof(),
-                Ok(n) => self.framing.handle_bytes(&self.read_buf[..n]),
-            }
+            let (stream, framing) = (&mut self.stream, &mut self.framing);
+            ready!(with_read_buffer(|buf| {
+                match ready!(Pin::new(stream).poll_read(cx, buf)) {
+                    Ok(0) | Err(_) => framing.handle_eof(),
+                    Ok(n) => framing.handle_bytes(&buf[..n]),
+                }
+                Poll::Ready(())
+            }));
         }
     }
 
@@ -238,6 +243,7 @@ where
             }
             if !self.out.is_empty() {
                 self.out.clear();
+                release_write_buffer(&mut self.out);
                 self.out_written = 0;
                 self.written += std::mem::take(&mut self.in_batch);
                 self.flush_owed = true;
@@ -245,12 +251,33 @@ where
             if self.framing.pending_transmit_len() == 0 {
                 break;
             }
-            // Corking: everything queued so far, one buffer.
-            self.out.reserve(self.framing.pending_transmit_len());
-            while let Some(chunk) = self.framing.poll_transmit() {
-                self.out.extend_from_slice(&chunk);
-            }
+            // Corking: everything queued so far, one buffer (the thread's), one write if
+            // the stream takes it all; what it does not take is kept in `out`.
             self.in_batch = std::mem::take(&mut self.fed);
+            let (stream, framing, out) = (&mut self.stream, &mut self.framing, &mut self.out);
+            let all_written = with_write_buffer(|batch| {
+                batch.reserve(framing.pending_transmit_len());
+                while let Some(chunk) = framing.poll_transmit() {
+                    batch.extend_from_slice(&chunk);
+                }
+                let mut at = 0;
+                while at < batch.len() {
+                    match Pin::new(&mut *stream).poll_write(cx, &batch[at..]) {
+                        Poll::Ready(Ok(0)) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                        Poll::Ready(Ok(n)) => at += n,
+                        Poll::Ready(Err(err)) => return Err(err),
+                        Poll::Pending => break,
+                    }
+                }
+                out.extend_from_slice(&batch[at..]);
+                Ok(at == batch.len())
+            });
+            if !all_written? {
+                // `poll_write` is pending: it wakes us when the stream takes more.
+                return Poll::Pending;
+            }
+            self.written += std::mem::take(&mut self.in_batch);
+            self.flush_owed = true;
         }
         if self.flush_owed {
             ready!(Pin::new(&mut self.stream).poll_flush(cx))?;

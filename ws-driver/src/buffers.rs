@@ -1,0 +1,207 @@
+//! Byte buffers, so that an idle connection holds little.
+//!
+//! - [`StreamTransport`](crate::transport::StreamTransport) (every session connection)
+//!   holds no read buffer and no write buffer while it is idle: a read borrows its
+//!   thread's read buffer ([`with_read_buffer`], [`SHARED_READ`] bytes) and the framing
+//!   copies what it needs; a batch is corked in its thread's write buffer
+//!   ([`with_write_buffer`]) and only what a write leaves unfinished (a peer that reads
+//!   slowly) is kept by the connection. So uWebSockets does, with one receive buffer
+//!   and one cork buffer per loop.
+//! - The plain [`WebSocket`](crate::WebSocket) reads with `.await` into a buffer of its
+//!   own, which follows the traffic: it starts at [`READ_MIN`], doubles after a read
+//!   that filled it (up to [`READ_MAX`]) and halves after a read that used less than
+//!   an eighth of it.
+//! - A write buffer larger than [`WRITE_KEEP`] (a burst) is given back once written.
+
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+/// The read buffer of a connection that has not been busy: what an idle one keeps.
+pub(crate) const READ_MIN: usize = 2 * 1024;
+/// The read buffer of a busy connection: up to 64 KiB per system call.
+pub(crate) const READ_MAX: usize = 64 * 1024;
+/// What a write buffer keeps between flushes; a larger one is given back.
+pub(crate) const WRITE_KEEP: usize = 16 * 1024;
+
+/// What a [`StreamTransport`](crate::transport::StreamTransport) reads at a time.
+pub(crate) const SHARED_READ: usize = 16 * 1024;
+
+thread_local! {
+    /// The thread's read buffer, [`SHARED_READ`] bytes once first used.
+    static READ: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The thread's write buffer: empty between uses, its capacity kept up to
+    /// [`WRITE_KEEP`].
+    static WRITE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Lends `f` the thread's buffer behind `key` for the call; a call made while that
+/// buffer is lent (from inside another `f`), or while the thread ends, gets a new
+/// buffer of its own.
+fn lend<T>(key: &'static LocalKey<RefCell<Vec<u8>>>, f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    let mut f = Some(f);
+    let shared = key.try_with(|shared| {
+        let mut buf = shared.try_borrow_mut().ok()?;
+        f.take().map(|f| f(&mut buf))
+    });
+    match (shared, f) {
+        (Ok(Some(done)), _) => done,
+        (_, Some(f)) => f(&mut Vec::new()),
+        (_, None) => unreachable!("`f` ran on the shared buffer"),
+    }
+}
+
+/// Runs `read` (a `poll_read`, and the handling of what it read) with the thread's
+/// read buffer, [`SHARED_READ`] bytes. Nothing read may be kept in it past the call.
+pub(crate) fn with_read_buffer<T>(read: impl FnOnce(&mut [u8]) -> T) -> T {
+    lend(&READ, |buf| {
+        if buf.len() < SHARED_READ {
+            buf.resize(SHARED_READ, 0);
+        }
+        read(buf)
+    })
+}
+
+/// Runs `write` with the thread's write buffer, empty: `write` fills it and writes
+/// what it can, and copies what it must keep. Emptied after the call, and given back
+/// when a burst grew it past [`WRITE_KEEP`].
+pub(crate) fn with_write_buffer<T>(write: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    lend(&WRITE, |buf| {
+        buf.clear();
+        let done = write(buf);
+        buf.clear();
+        release_write_buffer(buf);
+        done
+    })
+}
+
+/// A new read buffer, [`READ_MIN`] bytes.
+pub(crate) fn read_buffer() -> Vec<u8> {
+    vec![0; READ_MIN]
+}
+
+/// Fits `buf` (all of it is read into) to a read of `n` bytes: doubled when the read
+/// filled it, halved when it used less than an eighth of it, within
+/// [`READ_MIN`]..=[`READ_MAX`].
+pub(crate) fn fit_read_buffer(buf: &mut Vec<u8>, n: usize) {
+    let len = buf.len();
+    if n == len && len < READ_MAX {
+        buf.resize(len * 2, 0);
+    } else if n < len / 8 && len > READ_MIN {
+        buf.truncate(len / 2);
+        buf.shrink_to_fit();
+    }
+}
+
+/// Gives back a write buffer that a burst grew past [`WRITE_KEEP`]; call it once its
+/// bytes are written (it is empty or about to be cleared).
+pub(crate) fn release_write_buffer(out: &mut Vec<u8>) {
+    if out.capacity() > WRITE_KEEP {
+        *out = Vec::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_borrow_the_threads_buffer_and_a_nested_read_gets_its_own() {
+        let outer = with_read_buffer(|buf| {
+            buf[0] = 7;
+            let inner = with_read_buffer(|inner| (inner.len(), inner[0], inner.as_ptr() == buf.as_ptr()));
+            (buf.len(), buf.as_ptr() as usize, inner)
+        });
+        assert_eq!(outer.0, SHARED_READ);
+        assert_eq!(
+            outer.2,
+            (SHARED_READ, 0, false),
+            "the nested read has a fresh buffer"
+        );
+        let again = with_read_buffer(|buf| (buf.len(), buf.as_ptr() as usize));
+        assert_eq!(again, (SHARED_READ, outer.1), "the same buffer is lent again");
+        let other = std::thread::spawn(|| with_read_buffer(|buf| buf.len()))
+            .join()
+            .unwrap();
+        assert_eq!(other, SHARED_READ, "each thread has its own");
+    }
+
+    #[test]
+    fn the_threads_write_buffer_is_lent_empty_kept_small_and_given_back_after_a_burst() {
+        let small = with_write_buffer(|buf| {
+            assert!(buf.is_empty());
+            buf.extend_from_slice(&[1; 100]);
+            let nested = with_write_buffer(|inner| {
+                assert!(inner.is_empty());
+                inner.as_ptr() == buf.as_ptr()
+            });
+            assert!(!nested, "a nested use gets a buffer of its own");
+            buf.as_ptr() as usize
+        });
+        let (len, capacity, same) =
+            with_write_buffer(|buf| (buf.len(), buf.capacity(), buf.as_ptr() as usize == small));
+        assert_eq!(len, 0, "emptied after each use");
+        assert!((100..=WRITE_KEEP).contains(&capacity));
+        assert!(same, "the thread's buffer is kept between uses");
+        with_write_buffer(|buf| buf.resize(WRITE_KEEP + 1, 0));
+        let capacity = with_write_buffer(|buf| buf.capacity());
+        assert_eq!(capacity, 0, "a burst's buffer is given back");
+    }
+
+    #[test]
+    fn the_read_buffer_doubles_after_full_reads_up_to_the_maximum() {
+        let mut buf = read_buffer();
+        assert_eq!(buf.len(), READ_MIN);
+        let mut sizes = vec![buf.len()];
+        for _ in 0..10 {
+            let n = buf.len();
+            fit_read_buffer(&mut buf, n);
+            sizes.push(buf.len());
+        }
+        assert_eq!(
+            sizes,
+            [2, 4, 8, 16, 32, 64, 64, 64, 64, 64, 64].map(|k| k * 1024),
+            "doubling from 2 KiB, capped at 64 KiB"
+        );
+    }
+
+    #[test]
+    fn the_read_buffer_halves_after_small_reads_down_to_the_minimum_and_gives_memory_back() {
+        let mut buf = read_buffer();
+        while buf.len() < READ_MAX {
+            let n = buf.len();
+            fit_read_buffer(&mut buf, n);
+        }
+        let mut sizes = vec![];
+        for _ in 0..7 {
+            fit_read_buffer(&mut buf, 100);
+            sizes.push(buf.len());
+            assert!(
+                buf.capacity() < 2 * buf.len(),
+                "capacity given back: {}",
+                buf.capacity()
+            );
+        }
+        assert_eq!(sizes, [32, 16, 8, 4, 2, 2, 2].map(|k| k * 1024));
+    }
+
+    #[test]
+    fn a_read_using_between_an_eighth_and_all_of_the_buffer_keeps_its_size() {
+        let mut buf = vec![0; 8 * 1024];
+        for n in [1024, 1025, 4096, 8191] {
+            fit_read_buffer(&mut buf, n);
+            assert_eq!(buf.len(), 8 * 1024, "after a read of {n}");
+        }
+        fit_read_buffer(&mut buf, 1023);
+        assert_eq!(buf.len(), 4 * 1024, "less than an eighth");
+    }
+
+    #[test]
+    fn a_write_buffer_is_kept_up_to_the_limit_and_given_back_past_it() {
+        let mut out = Vec::with_capacity(WRITE_KEEP);
+        release_write_buffer(&mut out);
+        assert_eq!(out.capacity(), WRITE_KEEP);
+        out.reserve(WRITE_KEEP + 1);
+        release_write_buffer(&mut out);
+        assert_eq!(out.capacity(), 0);
+    }
+}
