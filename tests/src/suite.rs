@@ -827,7 +827,7 @@ async fn recv_event(ws: &mut Conn, event: &str) -> Value {
 }
 
 /// The entries of the next `sys.presence` (volatile: no `s`) with news of others than
-/// `me`, without those about `me` (a member hears its own changes too), skipping other
+/// `me`, without those about `me` (a member hears its own changes too), passing over other
 /// envelopes.
 async fn presence_news(ws: &mut Conn, me: &str) -> Vec<Value> {
     loop {
