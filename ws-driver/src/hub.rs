@@ -25,9 +25,9 @@ use rand::SeedableRng;
 use ws_proto::envelope::{sys, Codec, OutgoingEnvelope, Payload};
 use ws_proto::{CloseCode, Message};
 use ws_session::{
-    Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, ErrorCode, InboundEvent, JournalEntry,
-    Metrics, OutboundMessage, Publication, PublishTarget, RequestId, RoomOffset, SessionEvent, SessionId,
-    SessionRecord, UserId,
+    Action, ApiError, AuthId, ConnectionId, ConnectionInfo, Engine, ErrorCode, IdBuild, InboundEvent,
+    JournalEntry, Metrics, OutboundMessage, Publication, PublishTarget, RequestId, RoomOffset, SessionEvent,
+    SessionId, SessionRecord, UserId,
 };
 
 use crate::app::{App, ConnectionEvent, Hook};
@@ -351,7 +351,7 @@ impl Hub {
                 timeout,
                 writer: tx,
                 pending: Vec::new(),
-                index: HashMap::new(),
+                index: HashMap::default(),
             }
         });
         let members = (app.presence.is_some() || app.membership.is_some()).then(|| Members {
@@ -378,18 +378,18 @@ impl Hub {
             inputs: input_rx,
             commands: command_rx,
             handle: handle.clone(),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             handlers: app.handlers,
             latency: HashMap::new(),
-            listeners: HashMap::new(),
-            sessions: HashMap::new(),
+            listeners: HashMap::default(),
+            sessions: HashMap::default(),
             members,
-            claims: HashMap::new(),
-            workers: HashMap::new(),
+            claims: HashMap::default(),
+            workers: HashMap::default(),
             middleware: app.middleware.into(),
             authenticator: app.authenticator,
             publisher,
-            msgpack_suspended: std::collections::HashSet::new(),
+            msgpack_suspended: std::collections::HashSet::default(),
             history: history.map(|pubsub| HistoryLink {
                 pubsub,
                 rooms: HashMap::new(),
@@ -397,7 +397,7 @@ impl Hub {
             session_hooks: app.hooks.session.into(),
             connection_hooks: app.hooks.connection.into(),
             shutdown: None,
-            requests: HashMap::new(),
+            requests: HashMap::default(),
             store,
             handing_over: false,
             handover_grace: app.handover_grace,
@@ -730,7 +730,7 @@ struct StoreLink {
     writer: mpsc::UnboundedSender<ToWriter>,
     /// Entries of the current drain, per session in order, and where each session's are.
     pending: JournalBatch,
-    index: HashMap<SessionId, usize>,
+    index: HashMap<SessionId, usize, IdBuild>,
 }
 
 impl StoreLink {
@@ -846,20 +846,20 @@ struct HubTask<R: Runtime> {
     inputs: mpsc::Receiver<ConnInput>,
     commands: mpsc::UnboundedReceiver<Command>,
     handle: ServerHandle,
-    conns: HashMap<ConnectionId, ConnEntry>,
+    conns: HashMap<ConnectionId, ConnEntry, IdBuild>,
     handlers: HashMap<String, Arc<dyn Handler>>,
     /// The latency histogram of each event name seen, so that dispatching does not
     /// allocate a label per message.
     latency: HashMap<String, prometheus_client::metrics::histogram::Histogram>,
-    listeners: HashMap<SessionId, HashMap<String, Arc<dyn Handler>>>,
-    workers: HashMap<SessionId, mpsc::UnboundedSender<Job>>,
+    listeners: HashMap<SessionId, HashMap<String, Arc<dyn Handler>>, IdBuild>,
+    workers: HashMap<SessionId, mpsc::UnboundedSender<Job>, IdBuild>,
     /// What the driver keeps per session (claims, data), for its handlers' contexts.
-    sessions: HashMap<SessionId, Arc<SessionState>>,
+    sessions: HashMap<SessionId, Arc<SessionState>, IdBuild>,
     /// Presence and room membership, when the app turned on either.
     members: Option<Members>,
     /// The claims of a connection's latest authentication, until the session it
     /// creates or resumes takes them (and until the connection ends).
-    claims: HashMap<ConnectionId, Option<Arc<dyn std::any::Any + Send + Sync>>>,
+    claims: HashMap<ConnectionId, Option<Arc<dyn std::any::Any + Send + Sync>>, IdBuild>,
     middleware: Arc<[Arc<dyn Middleware>]>,
     authenticator: Arc<dyn Authenticator>,
     /// The queue of the task that calls [`PubSub::publish`](crate::PubSub::publish),
@@ -870,12 +870,12 @@ struct HubTask<R: Runtime> {
     /// Suspended sessions whose last connection spoke MessagePack: counted in the
     /// [`Demand`] like a connection, so that what they are sent while away keeps its
     /// binary form for the replay.
-    msgpack_suspended: std::collections::HashSet<SessionId>,
+    msgpack_suspended: std::collections::HashSet<SessionId, IdBuild>,
     session_hooks: Arc<[Hook<SessionEvent>]>,
     connection_hooks: Arc<[Hook<ConnectionEvent>]>,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
     /// Server→client requests waiting for the engine's `Response`.
-    requests: HashMap<RequestId, oneshot::Sender<Result<Option<String>, RequestError>>>,
+    requests: HashMap<RequestId, oneshot::Sender<Result<Option<String>, RequestError>>, IdBuild>,
     /// The shared session store, when the app has one.
     store: Option<StoreLink>,
     /// Set once a handover began (a graceful stop with a store): messages arriving from

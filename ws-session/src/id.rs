@@ -96,9 +96,10 @@ pub struct AuthId(pub u64);
 
 /// A hasher for the engine's own keys: connection and auth counters and random session
 /// ids. None is chosen by a peer, so no keyed (DoS-resistant) hash is needed; a multiply
-/// spreads counters over the high bits the hash table probes with.
+/// spreads counters over the high bits the hash table probes with. Glue that keeps maps
+/// keyed by these ids uses it too, through [`IdBuild`].
 #[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
+pub struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -121,7 +122,10 @@ impl Hasher for IdHasher {
     }
 }
 
-pub(crate) type IdBuild = BuildHasherDefault<IdHasher>;
+/// The [`BuildHasher`](std::hash::BuildHasher) of [`IdHasher`], for maps keyed by
+/// [`SessionId`], [`ConnectionId`] and the other ids the engine hands out (not for keys
+/// a peer chooses, such as event or room names).
+pub type IdBuild = BuildHasherDefault<IdHasher>;
 pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, IdBuild>;
 pub(crate) type IdSet<K> = std::collections::HashSet<K, IdBuild>;
 

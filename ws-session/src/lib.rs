@@ -147,7 +147,7 @@ pub use connection::ConnectionInfo;
 pub use engine::Engine;
 pub use error::{ApiError, ConfigError};
 pub use error_code::{ErrorCode, NotRecoverable};
-pub use id::{AuthId, ConnectionId, SessionId, UserId};
+pub use id::{AuthId, ConnectionId, IdBuild, IdHasher, SessionId, UserId};
 pub use journal::{JournalEntry, SessionRecord};
 pub use metrics::{Metrics, RefusedResumes};
 pub use outbound::OutboundMessage;
