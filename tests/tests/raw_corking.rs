@@ -1,12 +1,14 @@
 //! `ws_driver::WebSocket` writes the answers to one read in one write: what is fed
 //! while events are handed out goes out together when `recv` next waits for the peer
-//! (one system call per read batch, not per message).
+//! (one system call per read batch, not per message); and it keeps no read buffer of
+//! its own between reads.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::io::{AsyncRead, AsyncWrite};
+use futures::FutureExt;
 use ws_driver::WebSocket;
 use ws_proto::frame::{encode_frame, OpCode, SeededMasks};
 use ws_proto::{Config, Connection, Event};
@@ -86,4 +88,79 @@ fn the_echoes_of_one_read_leave_in_one_write() {
         .collect();
     let want: Vec<String> = (0..8).map(|i| format!("message {i}")).collect();
     assert_eq!(texts, want);
+}
+
+/// A stream that has nothing ready at every other poll, and otherwise hands out a few
+/// bytes of its input at a time.
+struct Trickle {
+    input: Vec<u8>,
+    chunk: usize,
+    ready: bool,
+}
+
+impl AsyncRead for Trickle {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.ready = !self.ready;
+        if !self.ready {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let n = self.input.len().min(buf.len()).min(self.chunk);
+        buf[..n].copy_from_slice(&self.input[..n]);
+        self.input.drain(..n);
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for Trickle {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// `recv` reads into a buffer it borrows for the call, not one it keeps: a `recv`
+/// dropped while waiting (a `select!` that took another branch) loses nothing, and a
+/// message larger than one read is put together across reads.
+#[test]
+fn a_dropped_recv_loses_no_bytes_and_large_messages_span_reads() {
+    let large = "x".repeat(100_000);
+    let texts = ["first".to_owned(), large.clone(), "last".to_owned()];
+    for chunk in [1, 7, 64 * 1024] {
+        let mut input = Vec::new();
+        for text in &texts {
+            encode_frame(
+                &mut input,
+                true,
+                OpCode::Text,
+                text.as_bytes(),
+                Some([9, 8, 7, 6]),
+            );
+        }
+        let stream = Trickle {
+            input,
+            chunk,
+            ready: false,
+        };
+        let mut ws = WebSocket::from_connection(stream, Connection::server(Config::default()));
+        let (mut got, mut dropped) = (Vec::new(), 0);
+        loop {
+            // One poll per future: every `Pending` drops the `recv` future mid-read.
+            match ws.recv().now_or_never() {
+                None => dropped += 1,
+                Some(Ok(Some(Event::Text(text)))) => got.push(text.to_string()),
+                Some(Ok(Some(_))) => {}
+                Some(Ok(None)) => break,
+                Some(Err(err)) => panic!("recv failed: {err}"),
+            }
+        }
+        assert!(dropped > 0, "the stream made recv wait");
+        assert_eq!(got.len(), 3, "chunks of {chunk}");
+        assert_eq!(got, texts, "chunks of {chunk}");
+    }
 }

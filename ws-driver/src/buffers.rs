@@ -7,23 +7,18 @@
 //!   ([`with_write_buffer`]) and only what a write leaves unfinished (a peer that reads
 //!   slowly) is kept by the connection. So uWebSockets does, with one receive buffer
 //!   and one cork buffer per loop.
-//! - The plain [`WebSocket`](crate::WebSocket) reads with `.await` into a buffer of its
-//!   own, which follows the traffic: it starts at [`READ_MIN`], doubles after a read
-//!   that filled it (up to [`READ_MAX`]) and halves after a read that used less than
-//!   an eighth of it.
+//! - The plain [`WebSocket`](crate::WebSocket) borrows the thread's read buffer the
+//!   same way, for each read; its write buffer is its own (a write `.await`s), empty
+//!   until its first write.
 //! - A write buffer larger than [`WRITE_KEEP`] (a burst) is given back once written.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-/// The read buffer of a connection that has not been busy: what an idle one keeps.
-pub(crate) const READ_MIN: usize = 2 * 1024;
-/// The read buffer of a busy connection: up to 64 KiB per system call.
-pub(crate) const READ_MAX: usize = 64 * 1024;
 /// What a write buffer keeps between flushes; a larger one is given back.
 pub(crate) const WRITE_KEEP: usize = 16 * 1024;
 
-/// What a [`StreamTransport`](crate::transport::StreamTransport) reads at a time.
+/// What a connection reads at a time.
 pub(crate) const SHARED_READ: usize = 16 * 1024;
 
 thread_local! {
@@ -72,24 +67,6 @@ pub(crate) fn with_write_buffer<T>(write: impl FnOnce(&mut Vec<u8>) -> T) -> T {
         release_write_buffer(buf);
         done
     })
-}
-
-/// A new read buffer, [`READ_MIN`] bytes.
-pub(crate) fn read_buffer() -> Vec<u8> {
-    vec![0; READ_MIN]
-}
-
-/// Fits `buf` (all of it is read into) to a read of `n` bytes: doubled when the read
-/// filled it, halved when it used less than an eighth of it, within
-/// [`READ_MIN`]..=[`READ_MAX`].
-pub(crate) fn fit_read_buffer(buf: &mut Vec<u8>, n: usize) {
-    let len = buf.len();
-    if n == len && len < READ_MAX {
-        buf.resize(len * 2, 0);
-    } else if n < len / 8 && len > READ_MIN {
-        buf.truncate(len / 2);
-        buf.shrink_to_fit();
-    }
 }
 
 /// Gives back a write buffer that a burst grew past [`WRITE_KEEP`]; call it once its
@@ -145,54 +122,6 @@ mod tests {
         with_write_buffer(|buf| buf.resize(WRITE_KEEP + 1, 0));
         let capacity = with_write_buffer(|buf| buf.capacity());
         assert_eq!(capacity, 0, "a burst's buffer is given back");
-    }
-
-    #[test]
-    fn the_read_buffer_doubles_after_full_reads_up_to_the_maximum() {
-        let mut buf = read_buffer();
-        assert_eq!(buf.len(), READ_MIN);
-        let mut sizes = vec![buf.len()];
-        for _ in 0..10 {
-            let n = buf.len();
-            fit_read_buffer(&mut buf, n);
-            sizes.push(buf.len());
-        }
-        assert_eq!(
-            sizes,
-            [2, 4, 8, 16, 32, 64, 64, 64, 64, 64, 64].map(|k| k * 1024),
-            "doubling from 2 KiB, capped at 64 KiB"
-        );
-    }
-
-    #[test]
-    fn the_read_buffer_halves_after_small_reads_down_to_the_minimum_and_gives_memory_back() {
-        let mut buf = read_buffer();
-        while buf.len() < READ_MAX {
-            let n = buf.len();
-            fit_read_buffer(&mut buf, n);
-        }
-        let mut sizes = vec![];
-        for _ in 0..7 {
-            fit_read_buffer(&mut buf, 100);
-            sizes.push(buf.len());
-            assert!(
-                buf.capacity() < 2 * buf.len(),
-                "capacity given back: {}",
-                buf.capacity()
-            );
-        }
-        assert_eq!(sizes, [32, 16, 8, 4, 2, 2, 2].map(|k| k * 1024));
-    }
-
-    #[test]
-    fn a_read_using_between_an_eighth_and_all_of_the_buffer_keeps_its_size() {
-        let mut buf = vec![0; 8 * 1024];
-        for n in [1024, 1025, 4096, 8191] {
-            fit_read_buffer(&mut buf, n);
-            assert_eq!(buf.len(), 8 * 1024, "after a read of {n}");
-        }
-        fit_read_buffer(&mut buf, 1023);
-        assert_eq!(buf.len(), 4 * 1024, "less than an eighth");
     }
 
     #[test]

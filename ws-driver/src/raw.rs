@@ -1,12 +1,15 @@
 //! A plain WebSocket over any `futures-io` stream, without sessions: for echo
 //! endpoints, conformance runs, proxies and custom protocols.
 
+use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 
-use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use ws_proto::handshake::Request;
 
-use crate::buffers::{fit_read_buffer, read_buffer, release_write_buffer};
+use crate::buffers::{release_write_buffer, with_read_buffer};
 use crate::upgrade::accept_upgrade;
 use ws_proto::{CloseCode, Config, Connection, Event, SendError};
 
@@ -34,7 +37,7 @@ use ws_proto::{CloseCode, Config, Connection, Event, SendError};
 pub struct WebSocket<S> {
     stream: S,
     conn: Connection,
-    buf: Vec<u8>,
+    /// What a flush writes; empty (no allocation) until the first write.
     out: Vec<u8>,
 }
 
@@ -59,7 +62,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Self {
             stream,
             conn,
-            buf: read_buffer(),
             out: Vec::new(),
         }
     }
@@ -82,12 +84,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 let _ = self.stream.close().await;
                 return Ok(None);
             }
-            match self.stream.read(&mut self.buf).await {
-                Ok(0) => self.conn.handle_eof(),
-                Ok(n) => {
-                    self.conn.handle_bytes(&self.buf[..n]);
-                    fit_read_buffer(&mut self.buf, n);
-                }
+            // The read borrows the thread's buffer for the call only: an idle
+            // connection waiting here holds no read buffer (ws-proto copies what a
+            // partial frame needs). A read is handled inside the poll that made it,
+            // so dropping this future never drops bytes.
+            let (stream, conn) = (&mut self.stream, &mut self.conn);
+            let read = poll_fn(|cx| {
+                with_read_buffer(|buf| {
+                    let n = ready!(Pin::new(&mut *stream).poll_read(cx, buf));
+                    Poll::Ready(n.map(|n| match n {
+                        0 => conn.handle_eof(),
+                        n => conn.handle_bytes(&buf[..n]),
+                    }))
+                })
+            })
+            .await;
+            match read {
+                Ok(()) => {}
                 Err(err) if err.kind() == io::ErrorKind::ConnectionReset => self.conn.handle_eof(),
                 Err(err) => return Err(err),
             }
