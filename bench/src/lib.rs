@@ -11,8 +11,10 @@
 //! - [`servers`]: tether as the subject, on tokio, smol and async-std;
 //! - `storm`: the resume storm ([`load::Scenario::ResumeStorm`]);
 //! - [`engine`]: the engine alone, in process (no sockets, no runtime);
+//! - [`chart`]: the summary ratios as an SVG bar chart;
 //! - [`runner`]: subjects, rounds, medians, markdown.
 
+pub mod chart;
 pub mod engine;
 mod join;
 pub mod load;
