@@ -8,7 +8,8 @@
 //! [`Engine::handle_message`], answers `echo` events with [`Engine::reply`] and `pub`
 //! events with [`Engine::broadcast_room`], encodes every outbound message into a reused
 //! buffer and reports it flushed. Its own work (building the clients' texts, counting)
-//! is in the figures too; it is small next to the engine's.
+//! is in the figures too; it is small next to the engine's. The clock stands still
+//! (one `now` per engine, as in ws-session's benches): no heartbeat or timer fires.
 //!
 //! CPU time is the thread's own ([`proc_stat::thread_cpu_ns`]), read at both ends of
 //! the measured window (for the storm: around each storm, setup excluded). Every
