@@ -123,14 +123,16 @@ pub fn escape(text: &str) -> String {
 
 /// A tick's or a value's text: enough digits to tell values apart, no more.
 fn number(v: f64) -> String {
-    if v >= 10.0 {
-        format!("{v:.0}")
+    let s = if v >= 100.0 {
+        return format!("{v:.0}");
+    } else if v >= 10.0 {
+        format!("{v:.1}")
     } else if v >= 0.1 {
-        let s = format!("{v:.2}");
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        format!("{v:.2}")
     } else {
         format!("{v:.3}")
-    }
+    };
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// The chart: `title` above, one bar per element of `bars` whose value is positive and
@@ -410,5 +412,21 @@ mod tests {
         assert_eq!((round_down(0.7), round_up(0.7)), (0.5, 1.0));
         assert_eq!((round_down(3.0), round_up(3.0)), (2.0, 5.0));
         assert_eq!((round_down(20.0), round_up(20.0)), (20.0, 20.0));
+    }
+
+    #[test]
+    fn numbers_keep_three_significant_digits_at_most() {
+        let cases = [
+            (14.63, "14.6"),
+            (10.0, "10"),
+            (250.4, "250"),
+            (1.0, "1"),
+            (0.925, "0.93"),
+            (0.5, "0.5"),
+            (0.0125, "0.013"),
+        ];
+        for (v, text) in cases {
+            assert_eq!(number(v), text, "{v}");
+        }
     }
 }
