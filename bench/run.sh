@@ -8,21 +8,44 @@
 #   bench/run.sh --quick --rounds 1 --only tether   # a subset (name contains the word)
 #
 # A peer that cannot be built or installed is skipped and named in the output; the
-# tether subjects need only cargo. See bench/README.md.
+# tether subjects need only cargo. With --only, peers whose names do not contain the
+# word are not built either. See bench/README.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
+# --only WORD: the runner keeps the subjects whose name contains WORD; a group of peers
+# none of whose names does is not built (the names are the runner's, bench/src/runner.rs).
+only=
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  [ "${args[i]}" = --only ] && only=${args[i + 1]:-}
+done
+wanted() {
+  [ -z "$only" ] && return 0
+  local name
+  for name in "$@"; do
+    [[ $name == *"$only"* ]] && return 0
+  done
+  return 1
+}
+
 say "tether-bench (load generator and tether subjects)"
 cargo build --release -p tether-bench || exit 1
 
-say "Rust peers: fastwebsockets, tokio-tungstenite, socketioxide (bench/peers)"
-cargo build --release --manifest-path bench/peers/Cargo.toml \
-  || echo "Rust peers not built: they will be skipped" >&2
+if ! wanted fastwebsockets tokio-tungstenite socketioxide; then
+  echo "Rust peers not built (--only $only)" >&2
+else
+  say "Rust peers: fastwebsockets, tokio-tungstenite, socketioxide (bench/peers)"
+  cargo build --release --manifest-path bench/peers/Cargo.toml \
+    || echo "Rust peers not built: they will be skipped" >&2
+fi
 
-if command -v npm >/dev/null; then
+if ! wanted "uWebSockets.js (Node)" "ws (Node)" "socket.io (Node)"; then
+  echo "Node peers not installed (--only $only)" >&2
+elif command -v npm >/dev/null; then
   say "Node peers: ws, socket.io, uWebSockets.js (bench/node)"
   (cd bench/node && npm ci --no-audit --no-fund) || echo "Node peers not installed" >&2
   # uWebSockets.js's prebuilt binaries need glibc 2.38 (three C23 functions). On an
@@ -49,7 +72,9 @@ else
   echo "no npm: Node peers skipped" >&2
 fi
 
-if command -v python3 >/dev/null; then
+if ! wanted "websockets (Python)"; then
+  echo "Python peer not installed (--only $only)" >&2
+elif command -v python3 >/dev/null; then
   say "Python peer: websockets (bench/python)"
   (cd bench/python && { [ -x .venv/bin/python ] || python3 -m venv .venv; } \
     && .venv/bin/pip install -q -r requirements.txt) || echo "Python peer not installed" >&2

@@ -10,8 +10,12 @@
 //! - [`load`]: the scenarios and what they measure and count;
 //! - [`servers`]: tether as the subject, on tokio, smol and async-std;
 //! - `storm`: the resume storm ([`load::Scenario::ResumeStorm`]);
+//! - [`engine`]: the engine alone, in process (no sockets, no runtime);
+//! - [`chart`]: the summary ratios as an SVG bar chart;
 //! - [`runner`]: subjects, rounds, medians, markdown.
 
+pub mod chart;
+pub mod engine;
 mod join;
 pub mod load;
 pub mod proc_stat;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::chart::{self, Bar};
+use crate::engine::{self, EngineOutcome, EngineScenario, EngineSpec};
 use crate::load::{self, Outcome, Scenario, Spec};
 use crate::proto::Proto;
 use crate::servers::{self, Kind, Runtime};
@@ -54,7 +56,19 @@ pub struct Case {
     pub scenario: Scenario,
 }
 
-/// The command line: `serve`, `load` or `all`.
+/// A scenario of the engine alone, with its name in the tables.
+#[derive(Debug, Clone)]
+pub struct EngineCase {
+    /// Row title.
+    pub title: String,
+    /// The scenario.
+    pub scenario: EngineScenario,
+}
+
+/// The name of the engine rows' subject, which `--only` is matched against.
+pub const ENGINE_SUBJECT: &str = "tether engine (in process)";
+
+/// The command line: `serve`, `load`, `engine` or `all`.
 pub fn main(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("serve") => {
@@ -78,8 +92,17 @@ pub fn main(args: &[String]) -> Result<(), String> {
             println!("{}", serde_json::to_string(&outcome).map_err(|e| e.to_string())?);
             Ok(())
         }
+        // One run as JSON in, JSON out (how `all` runs it, pinned to the server's
+        // core), or every engine scenario for a few rounds, as a table on stdout.
+        Some("engine") if args.get(1).is_some_and(|a| a.trim_start().starts_with('{')) => {
+            let spec: EngineSpec = serde_json::from_str(&args[1]).map_err(|e| e.to_string())?;
+            let outcome = engine::run(&spec)?;
+            println!("{}", serde_json::to_string(&outcome).map_err(|e| e.to_string())?);
+            Ok(())
+        }
+        Some("engine") => engine_only(&args[1..]),
         Some("all") => all(&args[1..]),
-        _ => Err("usage: tether-bench serve|load|all (see bench/README.md)".to_owned()),
+        _ => Err("usage: tether-bench serve|load|engine|all (see bench/README.md)".to_owned()),
     }
 }
 
@@ -87,6 +110,8 @@ struct Options {
     quick: bool,
     rounds: usize,
     out: PathBuf,
+    /// Where the chart goes (default: `benchmarks.svg` next to `out`).
+    chart: Option<PathBuf>,
     only: Option<String>,
     root: PathBuf,
     /// Seconds of warm-up and of the measured window per run.
@@ -101,6 +126,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         quick: false,
         rounds: 3,
         out: root.join("docs/BENCHMARKS.md"),
+        chart: None,
         only: None,
         root,
         timing: (0.0, 0.0),
@@ -112,6 +138,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--quick" => options.quick = true,
             "--rounds" => options.rounds = args.next().and_then(|n| n.parse().ok()).ok_or("--rounds N")?,
             "--out" => options.out = PathBuf::from(args.next().ok_or("--out FILE")?),
+            "--chart" => options.chart = Some(PathBuf::from(args.next().ok_or("--chart FILE")?)),
             "--only" => options.only = Some(args.next().ok_or("--only WORD")?.clone()),
             "--secs" => {
                 let parse = |v: Option<&String>| v.and_then(|v| v.parse::<f64>().ok());
@@ -325,6 +352,86 @@ pub fn cases(quick: bool) -> Vec<Case> {
     ]
 }
 
+/// The scenarios of the engine alone: the socket rows' session scenarios at the same
+/// sizes (so that each can be set against its socket row), run in process.
+pub fn engine_cases(quick: bool) -> Vec<EngineCase> {
+    let members = if quick { 1000 } else { 5000 };
+    let storm = if quick { 1000 } else { 10_000 };
+    let echo = |per_step| EngineScenario::Echo {
+        sessions: 100,
+        per_step,
+        size: 20,
+        ack_every: 16,
+    };
+    let fanout = |ack_every| EngineScenario::Fanout { members, ack_every };
+    vec![
+        EngineCase {
+            title: "session echo, 100 sessions × 20 B, 1 per step (answers)".into(),
+            scenario: echo(1),
+        },
+        EngineCase {
+            title: "session echo, 100 sessions × 20 B, 8 per step (answers)".into(),
+            scenario: echo(8),
+        },
+        EngineCase {
+            title: format!("room fan-out, {members} members, no acks (deliveries)"),
+            scenario: fanout(0),
+        },
+        EngineCase {
+            title: format!("room fan-out, {members} members, acks every 16 (deliveries)"),
+            scenario: fanout(16),
+        },
+        EngineCase {
+            title: format!("resume storm: {storm} sessions, 4 messages missed each (resumes)"),
+            scenario: EngineScenario::ResumeStorm {
+                sessions: storm,
+                missed: 4,
+            },
+        },
+    ]
+}
+
+/// Whether the socket scenario `socket` is the engine scenario `engine` through
+/// sockets: same sessions, requests in flight and size; same members and acks; same
+/// storm. (The socket fan-out's window of publications in flight has no counterpart
+/// in process, where each publication is delivered before the next.)
+pub fn is_twin(engine: &EngineScenario, socket: &Scenario) -> bool {
+    match (engine, socket) {
+        (
+            EngineScenario::Echo {
+                sessions,
+                per_step,
+                size,
+                ack_every,
+            },
+            Scenario::SessionEcho {
+                proto: Proto::Tether,
+                conns,
+                inflight,
+                size: socket_size,
+                ack_every: socket_acks,
+            },
+        ) => sessions == conns && per_step == inflight && size == socket_size && ack_every == socket_acks,
+        (
+            EngineScenario::Fanout { members, ack_every },
+            Scenario::Fanout {
+                proto: Proto::Tether,
+                members: socket_members,
+                ack_every: socket_acks,
+                ..
+            },
+        ) => members == socket_members && ack_every == socket_acks,
+        (
+            EngineScenario::ResumeStorm { sessions, missed },
+            Scenario::ResumeStorm {
+                sessions: socket_sessions,
+                missed: socket_missed,
+            },
+        ) => sessions == socket_sessions && missed == socket_missed,
+        _ => false,
+    }
+}
+
 /// The scenario as `subject` speaks it, or None when it does not take part.
 fn for_subject(case: &Case, subject: &Subject) -> Option<Scenario> {
     let proto = match (case.raw, subject.family) {
@@ -441,6 +548,130 @@ fn run_once(subject: &Subject, scenario: &Scenario, (warmup, secs): (f64, f64)) 
     serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())
 }
 
+/// One run of the engine alone, in a process of its own (a fresh heap, as a fresh
+/// server has) pinned to the server's core, so that its figures come from the core the
+/// socket rows' servers ran on. Without `taskset`, unpinned.
+fn run_engine_once(spec: &EngineSpec) -> Result<EngineOutcome, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
+    let output = match Command::new("taskset")
+        .arg("-c")
+        .arg(SERVER_CPU)
+        .arg(&exe)
+        .arg("engine")
+        .arg(&json)
+        .output()
+    {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            Command::new(&exe).arg("engine").arg(&json).output()
+        }
+        other => other,
+    }
+    .map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())
+}
+
+/// The medians of one engine scenario, and whether every run's counts held.
+#[derive(Debug, Clone, Default)]
+struct EngineCell {
+    ops_per_cpu_s: Option<f64>,
+    ns_per_op: Option<f64>,
+    runs: usize,
+    failures: Vec<String>,
+}
+
+fn summarise_engine(outcomes: &[EngineOutcome], failures: &[String]) -> EngineCell {
+    let pick =
+        |f: &dyn Fn(&EngineOutcome) -> f64| median(outcomes.iter().map(f).filter(|v| *v > 0.0).collect());
+    EngineCell {
+        ops_per_cpu_s: pick(&|o| o.ops_per_cpu_s),
+        ns_per_op: pick(&|o| o.ns_per_op),
+        runs: outcomes.len(),
+        failures: failures.to_vec(),
+    }
+}
+
+/// The engine table: one row per case, with (when `socket_ns` has it) the server CPU
+/// per message of the same scenario through sockets and the engine's share of it.
+fn engine_table(cases: &[EngineCase], cells: &[EngineCell], socket_ns: &[Option<f64>]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "| scenario | ops/CPU-s | CPU ns/op | socket row: tether (tokio) server CPU ns/op | engine's share | counts | runs |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---|---:|");
+    for ((case, cell), socket) in cases.iter().zip(cells).zip(socket_ns) {
+        let counts = match cell.failures.first() {
+            None => "ok".to_owned(),
+            Some(first) => format!(
+                "{} failed: {}",
+                cell.failures.len(),
+                first.lines().next().unwrap_or("")
+            ),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {counts} | {} |",
+            case.title,
+            cell.ops_per_cpu_s
+                .map_or("–".to_owned(), |v| format!("{:.0}k", v / 1000.0)),
+            cell.ns_per_op.map_or("–".to_owned(), |v| format!("{v:.0}")),
+            socket.map_or("–".to_owned(), |v| format!("{v:.0}")),
+            match (cell.ns_per_op, socket) {
+                (Some(e), Some(s)) if *s > 0.0 => format!("{:.0}%", e / s * 100.0),
+                _ => "–".to_owned(),
+            },
+            cell.runs
+        );
+    }
+    md
+}
+
+/// `tether-bench engine [--quick] [--rounds N] [--secs WARMUP WINDOW] [--only WORD]`:
+/// every engine scenario (whose title contains WORD) in this process, rounds
+/// interleaved, the table on stdout.
+fn engine_only(args: &[String]) -> Result<(), String> {
+    let options = parse_options(args)?;
+    let mut cases = engine_cases(options.quick);
+    if let Some(only) = &options.only {
+        cases.retain(|c| c.title.contains(only.as_str()));
+    }
+    let mut results: Vec<(Vec<EngineOutcome>, Vec<String>)> =
+        cases.iter().map(|_| Default::default()).collect();
+    for round in 0..options.rounds {
+        for (case, (outcomes, failures)) in cases.iter().zip(&mut results) {
+            eprint!("round {} · {} … ", round + 1, case.title);
+            let spec = EngineSpec {
+                scenario: case.scenario.clone(),
+                warmup: options.timing.0,
+                secs: options.timing.1,
+            };
+            match engine::run(&spec) {
+                Ok(outcome) => {
+                    eprintln!(
+                        "{:.0} ops/CPU-s, {:.0} ns/op ({} ops in {:.2} CPU-s)",
+                        outcome.ops_per_cpu_s, outcome.ns_per_op, outcome.ops, outcome.cpu_s
+                    );
+                    outcomes.push(outcome);
+                }
+                Err(err) => {
+                    eprintln!("failed: {err}");
+                    failures.push(err);
+                }
+            }
+        }
+    }
+    let cells: Vec<EngineCell> = results.iter().map(|(o, f)| summarise_engine(o, f)).collect();
+    print!("{}", engine_table(&cases, &cells, &vec![None; cases.len()]));
+    if cells.iter().any(|c| !c.failures.is_empty()) {
+        return Err("some engine runs failed (see the counts column)".to_owned());
+    }
+    Ok(())
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -509,6 +740,14 @@ fn all(args: &[String]) -> Result<(), String> {
         subjects.retain(|s| s.name.contains(only.as_str()));
     }
     let cases = cases(options.quick);
+    let engine_cases = match &options.only {
+        Some(only) if !ENGINE_SUBJECT.contains(only.as_str()) => Vec::new(),
+        _ => engine_cases(options.quick),
+    };
+    let chart_path = options
+        .chart
+        .clone()
+        .unwrap_or_else(|| options.out.with_file_name("benchmarks.svg"));
     let load_before = loadavg();
     let started = Instant::now();
     let date = Command::new("date")
@@ -522,6 +761,8 @@ fn all(args: &[String]) -> Result<(), String> {
         .iter()
         .map(|_| subjects.iter().map(|_| (Vec::new(), Vec::new())).collect())
         .collect();
+    let mut engine_results: Vec<(Vec<EngineOutcome>, Vec<String>)> =
+        engine_cases.iter().map(|_| Default::default()).collect();
     for round in 0..options.rounds {
         for (c, case) in cases.iter().enumerate() {
             // Interleaved: every subject once per round, the order rotated each round.
@@ -551,6 +792,27 @@ fn all(args: &[String]) -> Result<(), String> {
                 }
             }
         }
+        for (case, (outcomes, failures)) in engine_cases.iter().zip(&mut engine_results) {
+            eprint!("round {} · {} · {ENGINE_SUBJECT} … ", round + 1, case.title);
+            let spec = EngineSpec {
+                scenario: case.scenario.clone(),
+                warmup: options.timing.0,
+                secs: options.timing.1,
+            };
+            match run_engine_once(&spec) {
+                Ok(outcome) => {
+                    eprintln!(
+                        "{:.0} ops/CPU-s, {:.0} ns/op",
+                        outcome.ops_per_cpu_s, outcome.ns_per_op
+                    );
+                    outcomes.push(outcome);
+                }
+                Err(err) => {
+                    eprintln!("failed: {err}");
+                    failures.push(err);
+                }
+            }
+        }
     }
     let load_after = loadavg();
     let minutes = started.elapsed().as_secs_f64() / 60.0;
@@ -570,6 +832,17 @@ fn all(args: &[String]) -> Result<(), String> {
                     })
                 })
         })
+        .chain(
+            engine_cases
+                .iter()
+                .zip(&engine_results)
+                .map(|(case, (outcomes, failures))| {
+                    serde_json::json!({
+                        "case": case.title, "subject": ENGINE_SUBJECT,
+                        "outcomes": outcomes, "failures": failures,
+                    })
+                }),
+        )
         .collect();
     if let Ok(text) = serde_json::to_string_pretty(&dump) {
         let _ = std::fs::write(&raw, text);
@@ -578,6 +851,11 @@ fn all(args: &[String]) -> Result<(), String> {
         .into_iter()
         .map(|row| row.into_iter().map(|(o, f)| summarise(&o, f)).collect())
         .collect();
+    let engine_cells: Vec<EngineCell> = engine_results
+        .iter()
+        .map(|(o, f)| summarise_engine(o, f))
+        .collect();
+    let mut bars = Vec::new();
     let mut md = String::new();
     let _ = writeln!(md, "{BEGIN}");
     let _ = writeln!(
@@ -669,6 +947,13 @@ fn all(args: &[String]) -> Result<(), String> {
                 format!("{:.0}k msg/CPU-s", v / 1000.0)
             }
         };
+        if let (Some((_, _, v)), Some(o)) = (best, value(ours)) {
+            bars.push(Bar {
+                label: case.title.clone(),
+                value: o / v,
+                higher_is_better: !idle,
+            });
+        }
         let (peer, ratio, tail) = match (best, value(ours)) {
             (Some((s, cell, v)), Some(o)) => (
                 format!("{} {}", s.name, unit(v)),
@@ -694,12 +979,57 @@ fn all(args: &[String]) -> Result<(), String> {
         "\nRatios are tether / peer: above 1 is better for tether in throughput rows, below 1 \
          in memory rows.\n"
     );
+    // The same ratios as a picture, next to the markdown file.
+    let chart = chart::svg("tether (tokio) ÷ best peer, per scenario", &bars);
+    std::fs::write(&chart_path, chart).map_err(|e| format!("{}: {e}", chart_path.display()))?;
+    eprintln!("wrote {}", chart_path.display());
+    let _ = writeln!(
+        md,
+        "![The summary's ratios, tether ÷ best peer per scenario, on a log scale]({})\n",
+        chart_link(&options.out, &chart_path)
+    );
+    if !engine_cases.is_empty() {
+        let _ = writeln!(md, "### The engine alone, in process (no sockets, no runtime)\n");
+        let _ = writeln!(
+            md,
+            "`tether-bench engine` (bench/src/engine.rs): ws-session's server `Engine` driven through \
+             its Sans-IO API by a loop on one thread, in a process of its own pinned to core \
+             {SERVER_CPU}: inbound texts handed to `handle_message`, `echo` answered with `reply`, \
+             `pub` with `broadcast_room`, every outbound message encoded into a buffer and reported \
+             flushed; clients acknowledge as in the socket rows. ops/CPU-s and CPU ns/op come from \
+             the thread's own CPU time (`/proc/thread-self/schedstat`) over the window (for the storm: \
+             around each storm, its setup excluded), median of the rounds. The engine's share is its \
+             ns/op over the CPU per message of tether (tokio)'s server in the socket row of the same \
+             scenario in this run: the rest is the runtime, the sockets, WebSocket framing and the \
+             App layer. Every answer, delivery (in order) and replayed message is counted; a run \
+             with a count off fails.\n"
+        );
+        let socket_ns: Vec<Option<f64>> = engine_cases
+            .iter()
+            .map(|engine_case| {
+                cases
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, case)| is_twin(&engine_case.scenario, &case.scenario))
+                    .find_map(|(c, case)| {
+                        let t = subjects.iter().position(|s| {
+                            s.tether && s.name.contains("tokio") && for_subject(case, s).is_some()
+                        })?;
+                        cells[c][t].msg_per_cpu_s.filter(|v| *v > 0.0).map(|v| 1e9 / v)
+                    })
+            })
+            .collect();
+        let _ = writeln!(md, "{}", engine_table(&engine_cases, &engine_cells, &socket_ns));
+    }
     for (c, case) in cases.iter().enumerate() {
         let idle = matches!(case.scenario, Scenario::Idle { .. });
         let tether_cell = subjects
             .iter()
             .position(|s| s.tether && s.name.contains("tokio") && for_subject(case, s).is_some())
             .map(|s| cells[c][s].clone());
+        if !subjects.iter().any(|s| for_subject(case, s).is_some()) {
+            continue;
+        }
         let _ = writeln!(md, "### {}\n", case.title);
         if idle {
             let _ = writeln!(
@@ -781,6 +1111,17 @@ fn all(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// How the markdown file `out` links to the chart at `chart`: by its name when the two
+/// are in the same directory (docs/BENCHMARKS.md → benchmarks.svg), by its path as
+/// given otherwise.
+fn chart_link(out: &Path, chart: &Path) -> String {
+    let dir = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+    match chart.file_name() {
+        Some(name) if dir(out) == dir(chart) => name.to_string_lossy().into_owned(),
+        _ => chart.display().to_string(),
+    }
+}
+
 /// Replaces the section between the markers in `path`, or appends it.
 pub fn write_section(path: &Path, section: &str) -> io::Result<()> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -796,4 +1137,33 @@ pub fn write_section(path: &Path, section: &str) -> io::Result<()> {
         _ => format!("{}\n{}", text.trim_end_matches('\n').to_owned() + "\n", section),
     };
     std::fs::write(path, updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_engine_row_has_exactly_one_socket_twin() {
+        for quick in [true, false] {
+            let socket = cases(quick);
+            for engine_case in engine_cases(quick) {
+                let twins = socket
+                    .iter()
+                    .filter(|case| is_twin(&engine_case.scenario, &case.scenario))
+                    .count();
+                assert_eq!(twins, 1, "{} (quick: {quick})", engine_case.title);
+            }
+        }
+    }
+
+    #[test]
+    fn the_chart_is_linked_by_name_beside_the_markdown() {
+        let out = Path::new("docs/BENCHMARKS.md");
+        assert_eq!(
+            chart_link(out, Path::new("docs/benchmarks.svg")),
+            "benchmarks.svg"
+        );
+        assert_eq!(chart_link(out, Path::new("/tmp/c.svg")), "/tmp/c.svg");
+    }
 }

@@ -161,3 +161,91 @@ fn smol_subjects_answer_every_scenario() {
 fn async_std_subjects_answer_every_scenario() {
     every_scenario(Runtime::AsyncStd);
 }
+
+/// The engine alone, in process: every scenario for a moment at small sizes, every
+/// answer, delivery and replay counted (`engine::run` fails when one is off).
+#[test]
+fn engine_scenarios_count_out() {
+    use tether_bench::engine::{self, EngineScenario, EngineSpec};
+    for scenario in [
+        EngineScenario::Echo {
+            sessions: 10,
+            per_step: 1,
+            size: 20,
+            ack_every: 4,
+        },
+        EngineScenario::Echo {
+            sessions: 10,
+            per_step: 8,
+            size: 20,
+            ack_every: 16,
+        },
+        EngineScenario::Fanout {
+            members: 50,
+            ack_every: 0,
+        },
+        EngineScenario::Fanout {
+            members: 50,
+            ack_every: 16,
+        },
+        EngineScenario::ResumeStorm {
+            sessions: 30,
+            missed: 3,
+        },
+    ] {
+        let spec = EngineSpec {
+            scenario: scenario.clone(),
+            warmup: 0.05,
+            secs: 0.1,
+        };
+        let outcome = engine::run(&spec).unwrap_or_else(|err| panic!("{scenario:?}: {err}"));
+        assert!(outcome.ops > 0, "{scenario:?}: {outcome:?}");
+        assert_eq!(outcome.done, outcome.expected, "{scenario:?}: {outcome:?}");
+        assert!(
+            outcome.cpu_s > 0.0 && outcome.ns_per_op > 0.0,
+            "{scenario:?}: {outcome:?}"
+        );
+    }
+}
+
+/// `tether-bench all --only engine`: the engine rows at the quick sizes through the
+/// runner (each in a process of its own), their table in the section, and the chart
+/// written next to the markdown file and linked from it.
+#[test]
+fn runner_writes_engine_rows_and_chart() {
+    let dir = std::env::temp_dir().join(format!("tether-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("BENCH.md");
+    std::fs::write(&out, "# before\n").unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tether-bench"))
+        .args([
+            "all", "--quick", "--rounds", "1", "--secs", "0", "0.05", "--only", "engine", "--out",
+        ])
+        .arg(&out)
+        // No peers, no results dump into the repository's target/.
+        .env("TETHER_ROOT", &dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let md = std::fs::read_to_string(&out).unwrap();
+    assert!(md.starts_with("# before\n"), "{md}");
+    assert!(
+        md.contains("### The engine alone, in process (no sockets, no runtime)"),
+        "{md}"
+    );
+    let rows: Vec<&str> = md
+        .lines()
+        .filter(|l| l.contains("per step (answers)") || l.contains("(deliveries)") || l.contains("(resumes)"))
+        .collect();
+    assert_eq!(rows.len(), 5, "{md}");
+    for row in rows {
+        assert!(row.contains("| ok | 1 |"), "counts not ok: {row}");
+    }
+    assert!(md.contains("](benchmarks.svg)"), "{md}");
+    let svg = std::fs::read_to_string(dir.join("benchmarks.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,7 +18,6 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use rand_chacha::rand_core::SeedableRng;
 use ws_proto::envelope::msgpack::encode_msgpack_serialize;
 use ws_proto::envelope::{Codec, OutgoingEnvelope, Payload};
 use ws_proto::Message;
@@ -305,7 +304,7 @@ fn resume_storm(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("resume_storm_10k", |b| {
         b.iter_batched(
-            || suspended_sessions(now, N),
+            || common::suspended_sessions(now, N, 4),
             |(mut engine, requests)| {
                 let mut buf = Vec::with_capacity(256);
                 for (i, request) in requests.into_iter().enumerate() {
@@ -333,47 +332,6 @@ fn resume_storm(c: &mut Criterion) {
         )
     });
     group.finish();
-}
-
-/// `n` sessions in one room, suspended, each missing 4 broadcasts; and for each the
-/// text of its `sys.reconnect.request` (credential `t{i}`, user `user{i}`).
-fn suspended_sessions(now: Instant, n: usize) -> (Engine, Vec<String>) {
-    let mut engine = Engine::new(common::config(), rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
-    let mut requests = Vec::with_capacity(n);
-    let mut conns = Vec::with_capacity(n);
-    for i in 0..n {
-        let cid = engine.handle_connection_opened(now, ConnectionInfo::with_token(format!("t{i}")));
-        while let Some(action) = engine.poll_action() {
-            match action {
-                Action::Authenticate(req) => {
-                    let user = UserId::new(format!("user{i}"));
-                    engine.handle_auth_result(now, req.id, Ok(user)).unwrap();
-                }
-                Action::Transmit { message, .. } => {
-                    let created: serde_json::Value = serde_json::from_str(&message.to_text()).unwrap();
-                    let p = &created["p"];
-                    requests.push(format!(
-                        r#"{{"v":"1.0","e":"sys.reconnect.request","p":{{"sessionId":"{}","resumeToken":"{}","lastSeq":0,"token":"t{i}"}}}}"#,
-                        p["sessionId"].as_str().unwrap(),
-                        p["resumeToken"].as_str().unwrap()
-                    ));
-                }
-                _ => {}
-            }
-        }
-        let sid = engine.session_of(cid).unwrap();
-        engine.join_room(now, sid, "room").unwrap();
-        conns.push(cid);
-    }
-    for cid in conns {
-        engine.handle_connection_closed(now, cid);
-    }
-    let env = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(r#"{"text":"missed"}"#));
-    for _ in 0..4 {
-        engine.broadcast_room(now, "room", &env, None);
-    }
-    common::drain(&mut engine, now);
-    (engine, requests)
 }
 
 /// The snapshot a metrics scrape takes on the hub (`Engine::metrics`): the counters,

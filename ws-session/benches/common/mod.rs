@@ -1,9 +1,11 @@
-//! Setup shared by the engine benchmarks.
+//! Setup shared by the engine benchmarks, and by tether-bench's engine rows
+//! (bench/src/engine.rs includes this file by path, so that both measure the same
+//! engines).
 
 use std::time::Instant;
 
 use rand_chacha::rand_core::SeedableRng;
-use ws_proto::envelope::Codec;
+use ws_proto::envelope::{Codec, OutgoingEnvelope, Payload};
 use ws_session::{
     Action, ConnectionId, ConnectionInfo, Engine, EngineConfig, OutboundMessage, SessionId, UserId,
 };
@@ -103,4 +105,47 @@ pub(crate) fn drain_with(engine: &mut Engine, now: Instant, buf: &mut Vec<u8>) -
         }
     }
     n
+}
+
+/// `n` sessions in the room named `room`, suspended (connections closed), each missing `missed`
+/// broadcasts; and for each the text of its `sys.reconnect.request` (credential
+/// `t{i}`, user `user{i}`, `lastSeq` 0), in session order.
+#[allow(dead_code)] // not every bench binary uses it
+pub(crate) fn suspended_sessions(now: Instant, n: usize, missed: u64) -> (Engine, Vec<String>) {
+    let mut engine = Engine::new(config(), rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
+    let mut requests = Vec::with_capacity(n);
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let cid = engine.handle_connection_opened(now, ConnectionInfo::with_token(format!("t{i}")));
+        while let Some(action) = engine.poll_action() {
+            match action {
+                Action::Authenticate(req) => {
+                    let user = UserId::new(format!("user{i}"));
+                    engine.handle_auth_result(now, req.id, Ok(user)).unwrap();
+                }
+                Action::Transmit { message, .. } => {
+                    let created: serde_json::Value = serde_json::from_str(&message.to_text()).unwrap();
+                    let p = &created["p"];
+                    requests.push(format!(
+                        r#"{{"v":"1.0","e":"sys.reconnect.request","p":{{"sessionId":"{}","resumeToken":"{}","lastSeq":0,"token":"t{i}"}}}}"#,
+                        p["sessionId"].as_str().unwrap(),
+                        p["resumeToken"].as_str().unwrap()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let sid = engine.session_of(cid).unwrap();
+        engine.join_room(now, sid, "room").unwrap();
+        conns.push(cid);
+    }
+    for cid in conns {
+        engine.handle_connection_closed(now, cid);
+    }
+    let env = OutgoingEnvelope::new("chat.message").with_payload(Payload::Trusted(r#"{"text":"missed"}"#));
+    for _ in 0..missed {
+        engine.broadcast_room(now, "room", &env, None);
+    }
+    drain(&mut engine, now);
+    (engine, requests)
 }
