@@ -57,7 +57,9 @@ pub(crate) enum Outbound {
 /// Inputs from connection tasks (bounded: a flooding client waits on its socket).
 pub(crate) enum ConnInput {
     Open {
-        info: ConnectionInfo,
+        /// Boxed: the largest variant by far, and every message's slot in the queue
+        /// (and every connection's pending send) would be its size.
+        info: Box<ConnectionInfo>,
         outbox: mpsc::UnboundedSender<Outbound>,
         reply: oneshot::Sender<Option<ConnectionId>>,
     },
@@ -884,6 +886,10 @@ struct HubTask<R: Runtime> {
     handover_grace: Duration,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one short-lived value on the hub's stack; boxing would allocate per wake"
+)]
 enum Wake {
     Conn(Option<ConnInput>),
     Command(Option<Command>),
@@ -977,7 +983,7 @@ impl<R: Runtime> HubTask<R> {
                 if msgpack && self.handle.demand.opened() {
                     self.to_broker(ToBroker::MsgPack(true));
                 }
-                let connection = self.engine.handle_connection_opened(now, info);
+                let connection = self.engine.handle_connection_opened(now, *info);
                 let _ = reply.send(Some(connection));
                 let hooks = (!self.connection_hooks.is_empty()).then(|| {
                     let worker = spawn_worker(&self.runtime);

@@ -83,7 +83,7 @@ where
 pub(crate) fn serve_websocket<'a, R, S, O>(
     hub: Hub,
     runtime: R,
-    mut stream: S,
+    stream: S,
     peer: Option<SocketAddr>,
     options: O,
 ) -> impl Future<Output = ()> + Send + 'a
@@ -92,9 +92,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     O: Borrow<ConnectionOptions> + Send + 'a,
 {
-    // Not an `async fn`: that would hold every argument twice (its own copy, and the
-    // one moved on into `run_transport`), for the life of the connection.
+    // Not an `async fn`, and the arguments boxed: what an `async` block captures it
+    // keeps for its whole life, even once moved on into `run_transport`. Unpacked
+    // locals only take room while the handshake runs.
+    let start = Box::new((hub, runtime, stream, peer, options));
     async move {
+        let (hub, runtime, mut stream, peer, options) = *start;
         let options = options.borrow();
         let admit = |request: &Request| {
             if options.path.as_ref().is_some_and(|path| request.path() != path) {
@@ -131,15 +134,17 @@ where
 pub fn serve_prefixed<R, S>(
     hub: Hub,
     runtime: R,
-    mut stream: S,
+    stream: S,
     peer: Option<SocketAddr>,
 ) -> impl Future<Output = ()> + Send
 where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Not an `async fn`, and the handshake boxed, as in `serve_connection`.
+    // Not an `async fn`, the arguments and the handshake boxed, as in `serve_connection`.
+    let start = Box::new((hub, runtime, stream, peer));
     async move {
+        let (hub, runtime, mut stream, peer) = *start;
         let preamble = Box::pin(within_handshake_timeout(
             &hub,
             &runtime,
@@ -276,7 +281,9 @@ where
     T: Transport,
 {
     // Not an `async fn`: that would hold the transport (and the rest) twice, its
-    // argument and its local copy, for the life of the connection.
+    // argument and its local copy, for the life of the connection. `info` is boxed
+    // before it is captured: a capture keeps its room for the block's whole life.
+    let info = Box::new(info);
     async move {
         let (outbox_tx, mut outbox) = mpsc::unbounded();
         let (reply_tx, reply_rx) = oneshot::channel();

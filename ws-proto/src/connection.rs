@@ -192,12 +192,19 @@ pub struct Connection {
     /// without reading thus costs a bounded amount of memory, not a pong per ping.
     coalesced_pong: Option<Vec<u8>>,
 
-    /// The permessage-deflate parameters agreed in the handshake, if any.
-    deflate: Option<DeflateParams>,
-    deflater: Option<Deflater>,
-    inflater: Option<Inflater>,
+    /// permessage-deflate, when the handshake agreed it. Boxed: most connections
+    /// do without, and inline it would be a sixth of every connection.
+    compression: Option<Box<Compression>>,
+}
+
+/// A connection's permessage-deflate state.
+struct Compression {
+    /// The parameters agreed in the handshake.
+    params: DeflateParams,
+    deflater: Deflater,
+    inflater: Inflater,
     /// Compressed output of the message being sent.
-    deflate_buf: Vec<u8>,
+    buf: Vec<u8>,
 }
 
 /// Compressed input is unmasked in pieces of this size, on the stack.
@@ -211,7 +218,7 @@ impl fmt::Debug for Connection {
             .field("error", &self.error)
             .field("pending_events", &self.events.len())
             .field("pending_transmit", &self.pending_transmit_len())
-            .field("deflate", &self.deflate)
+            .field("deflate", &self.deflate())
             .finish_non_exhaustive()
     }
 }
@@ -254,10 +261,7 @@ impl Connection {
             out_queue: VecDeque::new(),
             queued_pongs: 0,
             coalesced_pong: None,
-            deflate: None,
-            deflater: None,
-            inflater: None,
-            deflate_buf: Vec::new(),
+            compression: None,
         }
     }
 
@@ -275,18 +279,26 @@ impl Connection {
     /// output, inflated in 16 KiB steps.
     pub fn with_deflate(mut self, params: Option<DeflateParams>) -> Self {
         let server = self.role == Role::Server;
-        self.deflate = params;
-        self.deflater = params.map(|p| {
-            let (no_context_takeover, window_bits) = p.sending(server);
-            Deflater::new(self.config.deflate_level, window_bits, no_context_takeover)
+        self.compression = params.map(|params| {
+            let (no_context_takeover, window_bits) = params.sending(server);
+            Box::new(Compression {
+                params,
+                deflater: Deflater::new(self.config.deflate_level, window_bits, no_context_takeover),
+                inflater: Inflater::new(params.peer_resets(server)),
+                buf: Vec::new(),
+            })
         });
-        self.inflater = params.map(|p| Inflater::new(p.peer_resets(server)));
         self
     }
 
     /// The permessage-deflate parameters in force, if the extension was agreed.
     pub fn deflate(&self) -> Option<&DeflateParams> {
-        self.deflate.as_ref()
+        self.compression.as_ref().map(|c| &c.params)
+    }
+
+    /// The decompressor, when permessage-deflate was agreed.
+    fn inflater(&mut self) -> Option<&mut Inflater> {
+        self.compression.as_deref_mut().map(|c| &mut c.inflater)
     }
 
     /// Bytes this connection holds for receiving and compressing: the capacity of its
@@ -297,9 +309,9 @@ impl Connection {
         self.message_buf.capacity()
             + self.text_buf.capacity()
             + self.control_buf.capacity()
-            + self.deflate_buf.capacity()
-            + self.deflater.as_ref().map_or(0, Deflater::state_size)
-            + self.inflater.as_ref().map_or(0, Inflater::state_size)
+            + self.compression.as_ref().map_or(0, |c| {
+                c.buf.capacity() + c.deflater.state_size() + c.inflater.state_size()
+            })
     }
 
     /// This end's role.
@@ -374,7 +386,7 @@ impl Connection {
         }
         self.frame = None;
         self.message = None;
-        if let Some(inflater) = self.inflater.as_mut() {
+        if let Some(inflater) = self.inflater() {
             inflater.release();
         }
     }
@@ -508,7 +520,8 @@ impl Connection {
         // RSV1 means "compressed" once permessage-deflate is agreed, and only on the
         // first frame of a data message (RFC 7692 §6.1); RSV2 and RSV3 mean nothing.
         let rsv1 = header.rsv & 0b100 != 0;
-        let rsv1_allowed = self.inflater.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        let rsv1_allowed =
+            self.compression.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
         if header.rsv & 0b011 != 0 || (rsv1 && !rsv1_allowed) {
             return Err(ProtocolError::ReservedBits { bits: header.rsv });
         }
@@ -621,7 +634,8 @@ impl Connection {
     /// bounded steps, checking the inflated size against the limit after each step
     /// and validating text as it comes.
     fn inflate(&mut self, input: &[u8]) -> Result<(), ProtocolError> {
-        let (Some(inflater), Some(message)) = (self.inflater.as_mut(), self.message.as_mut()) else {
+        let inflater = self.compression.as_deref_mut().map(|c| &mut c.inflater);
+        let (Some(inflater), Some(message)) = (inflater, self.message.as_mut()) else {
             return Ok(());
         };
         let max = self.config.max_message_size;
@@ -727,7 +741,7 @@ impl Connection {
                 self.fail(err);
                 return;
             }
-            if let Some(inflater) = self.inflater.as_mut() {
+            if let Some(inflater) = self.inflater() {
                 inflater.end_message();
             }
         }
@@ -816,7 +830,7 @@ impl Connection {
         self.message = None;
         self.error = Some(err.clone());
         self.events.push_back(Event::Failed(err));
-        if let Some(inflater) = self.inflater.as_mut() {
+        if let Some(inflater) = self.inflater() {
             inflater.release();
         }
     }
@@ -863,11 +877,7 @@ impl Connection {
         if !self.can_send() {
             return Err(SendError::Closed);
         }
-        if self.should_compress(body.len() + tail.len()) {
-            let mut buf = mem::take(&mut self.deflate_buf);
-            if let Some(deflater) = self.deflater.as_mut() {
-                deflater.compress(&[body, tail], &mut buf);
-            }
+        if let Some(buf) = self.compress(&[body, tail]) {
             self.write_data_frame(true, true, opcode, &buf);
             self.keep_deflate_buf(buf);
             return Ok(());
@@ -876,9 +886,19 @@ impl Connection {
         Ok(())
     }
 
-    /// Whether a message of `len` bytes goes out compressed.
-    fn should_compress(&self, len: usize) -> bool {
-        self.deflater.is_some() && len >= self.config.deflate_min_size
+    /// The message made of `parts` compressed, in the compression scratch (give it
+    /// back with [`keep_deflate_buf`](Self::keep_deflate_buf)); `None` when it goes
+    /// out plain: no compression agreed, or shorter than
+    /// [`Config::deflate_min_size`].
+    fn compress(&mut self, parts: &[&[u8]]) -> Option<Vec<u8>> {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        if len < self.config.deflate_min_size {
+            return None;
+        }
+        let compression = self.compression.as_deref_mut()?;
+        let mut buf = mem::take(&mut compression.buf);
+        compression.deflater.compress(parts, &mut buf);
+        Some(buf)
     }
 
     /// Puts the compression scratch back, unless a large message grew it.
@@ -886,7 +906,9 @@ impl Connection {
         if buf.capacity() > RETAIN_MAX {
             buf = Vec::new();
         }
-        self.deflate_buf = buf;
+        if let Some(compression) = self.compression.as_deref_mut() {
+            compression.buf = buf;
+        }
     }
 
     /// Sends a message compressed once for many connections (a broadcast): the
@@ -915,7 +937,10 @@ impl Connection {
         } else {
             OpCode::Binary
         };
-        match (&message.deflated, self.deflater.as_mut()) {
+        match (
+            &message.deflated,
+            self.compression.as_deref_mut().map(|c| &mut c.deflater),
+        ) {
             (Some(deflated), Some(deflater)) if deflater.full_window() => {
                 deflater.reset();
                 self.frame_parts(opcode, true, deflated, &[]);
@@ -1076,11 +1101,7 @@ impl Connection {
         if !self.can_send() {
             return Err(SendError::Closed);
         }
-        if self.should_compress(payload.len()) {
-            let mut buf = mem::take(&mut self.deflate_buf);
-            if let Some(deflater) = self.deflater.as_mut() {
-                deflater.compress(&[payload], &mut buf);
-            }
+        if let Some(buf) = self.compress(&[payload]) {
             self.write_message(opcode, &buf, true);
             self.keep_deflate_buf(buf);
         } else {
