@@ -110,14 +110,37 @@ pub fn presence_app() -> App {
         .on("join", |ctx: Context| async move {
             let room: String = ctx.payload()?;
             ctx.join(&room).await?;
+            // The hub's shared list (one per room and change, not a copy per join),
+            // serialized straight into the reply: no intermediate JSON tree.
             let members = ctx
                 .server()
-                .room_presence(&room)
+                .room_presence_shared(&room)
                 .await
                 .map_err(adapter_tokio::HandlerError::internal)?;
-            let users: Vec<&str> = members.iter().map(|m| m.user.as_str()).collect();
-            ctx.reply("joined", &serde_json::json!({ "room": room, "members": users }))
+            ctx.reply(
+                "joined",
+                &Joined {
+                    room: &room,
+                    members: UserNames(&members),
+                },
+            )
         })
+}
+
+/// The presence app's join reply: `{"room": …, "members": [user, …]}`.
+#[derive(serde::Serialize)]
+struct Joined<'a> {
+    room: &'a str,
+    members: UserNames<'a>,
+}
+
+/// A member list serialized as its users' names, without collecting them first.
+struct UserNames<'a>(&'a [ws_driver::Member]);
+
+impl serde::Serialize for UserNames<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|m| m.user.as_str()))
+    }
 }
 
 /// Starts a server of `kind` on `runtime` at `addr` (port 0: any) in a thread of its

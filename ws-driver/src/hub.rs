@@ -118,7 +118,7 @@ pub(crate) enum Command {
     },
     RoomPresence {
         room: String,
-        reply: oneshot::Sender<Result<Vec<Member>, MembershipError>>,
+        reply: PresenceReply,
     },
     /// What the membership backend says this node's reports changed: to announce.
     MemberChanges(Vec<MemberChange>),
@@ -356,13 +356,8 @@ impl Hub {
                 index: HashMap::default(),
             }
         });
-        let members = (app.presence.is_some() || app.membership.is_some()).then(|| Members {
-            tracker: Tracker::default(),
-            announce: app.presence,
-            pending: Pending::default(),
-            due: None,
-            local: MemberTable::new(Duration::MAX),
-            cluster: app.membership.map(|backend| ClusterMembers {
+        let members = (app.presence.is_some() || app.membership.is_some()).then(|| {
+            let cluster = app.membership.map(|backend| ClusterMembers {
                 reports: spawn_membership_reporter(
                     &runtime,
                     backend.clone(),
@@ -372,7 +367,8 @@ impl Hub {
                 ),
                 backend,
                 timeout: app.store_timeout,
-            }),
+            });
+            Members::new(app.presence, cluster)
         });
         let task = HubTask {
             runtime: runtime.clone(),
@@ -644,6 +640,9 @@ enum ToBroker {
     MsgPack(bool),
 }
 
+/// Where the hub answers a room's member list.
+pub(crate) type PresenceReply = oneshot::Sender<Result<Arc<[Member]>, MembershipError>>;
+
 /// What the hub keeps for presence and room membership.
 struct Members {
     tracker: Tracker,
@@ -657,6 +656,30 @@ struct Members {
     local: MemberTable,
     /// The backend, when membership is shared with other nodes.
     cluster: Option<ClusterMembers>,
+    /// The member lists asked for during this pass of the hub, answered at its end
+    /// ([`HubTask::answer_room_presence`]): one list per room for all who asked.
+    asks: Vec<(String, PresenceReply)>,
+    /// This node's member lists (no backend), per room, kept until the room's
+    /// membership changes: a join storm where every join asks for the list builds
+    /// it once per pass, not once per join. Empty lists are not kept (any room name
+    /// can be asked for; an empty one costs nothing to build).
+    lists: HashMap<Arc<str>, Arc<[Member]>>,
+}
+
+impl Members {
+    /// Presence and membership as the app configured them (`announce`, `cluster`).
+    fn new(announce: Option<Presence>, cluster: Option<ClusterMembers>) -> Self {
+        Self {
+            tracker: Tracker::default(),
+            announce,
+            pending: Pending::default(),
+            due: None,
+            local: MemberTable::new(Duration::MAX),
+            cluster,
+            asks: Vec::new(),
+            lists: HashMap::new(),
+        }
+    }
 }
 
 /// The hub's side of a shared [`Membership`].
@@ -943,6 +966,7 @@ impl<R: Runtime> HubTask<R> {
                     break;
                 }
             }
+            self.answer_room_presence();
             if self.presence_due().is_some_and(|due| due <= now) {
                 self.flush_presence(now);
             }
@@ -1134,43 +1158,9 @@ impl<R: Runtime> HubTask<R> {
                 let _ = reply.send(self.views(&audience));
             }
             Command::RoomPresence { room, reply } => {
-                let per_user = self
-                    .members
-                    .as_ref()
-                    .and_then(|m| m.announce.as_ref())
-                    .map_or(true, |p| p.per_user);
-                if let Some(cluster) = self.members.as_ref().and_then(|m| m.cluster.as_ref()) {
-                    let (backend, timeout, rt) =
-                        (cluster.backend.clone(), cluster.timeout, self.runtime.clone());
-                    self.runtime.spawn(async move {
-                        let result = match with_timeout(
-                            &rt,
-                            timeout,
-                            backend.members(&room, crate::membership::unix_ms()),
-                        )
-                        .await
-                        {
-                            Some(Ok(list)) => Ok(presence::members(
-                                per_user,
-                                list.into_iter().map(|m| (m.session, m.user, m.online)),
-                            )),
-                            Some(Err(err)) => Err(err),
-                            None => Err(MembershipError(format!("no answer within {timeout:?}"))),
-                        };
-                        let _ = reply.send(result);
-                    });
-                } else {
-                    let sessions: Vec<(SessionId, UserId, bool)> = self
-                        .engine
-                        .room_members(&room)
-                        .filter_map(|id| {
-                            self.engine
-                                .session_info(id)
-                                .map(|i| (id, i.user, i.connection.is_some()))
-                        })
-                        .collect();
-                    let _ = reply.send(Ok(presence::members(per_user, sessions)));
-                }
+                // Answered at the end of the pass, together with every other list asked
+                // for meanwhile (what this pass changes included).
+                self.members_listed().asks.push((room, reply));
             }
             Command::MemberChanges(changes) => self.announce(now, changes),
             Command::ReportMembers => {
@@ -1644,9 +1634,95 @@ impl<R: Runtime> HubTask<R> {
         }
         let mut changes = Vec::new();
         for update in &updates {
+            // Any change of an entry (in, out, online, away) changes the room's list.
+            members.lists.remove(&*update.room);
             members.local.apply(0, 0, update, &mut changes);
         }
         self.announce(now, changes);
+    }
+
+    /// Presence and membership, started now if the app turned on neither: the first
+    /// member list asked for starts tracking this node's sessions (from the engine's
+    /// rooms as they are), so that lists are kept up to date from then on instead of
+    /// built from the engine's rooms each time. Apps that never ask pay nothing.
+    fn members_listed(&mut self) -> &mut Members {
+        let engine = &self.engine;
+        self.members.get_or_insert_with(|| {
+            let mut members = Members::new(None, None);
+            let mut updates = Vec::new();
+            for session in engine.sessions() {
+                if let Some(info) = engine.session_info(session) {
+                    let online = info.connection.is_some();
+                    members
+                        .tracker
+                        .held(session, info.user, online, info.rooms, &mut updates);
+                }
+            }
+            // Nothing is announced (presence is off): the counts are only kept.
+            let mut changes = Vec::new();
+            for update in &updates {
+                members.local.apply(0, 0, update, &mut changes);
+            }
+            members
+        })
+    }
+
+    /// Answers the member lists asked for in this pass: per room one list, shared by
+    /// every caller. This node's own lists come from the ordered member table (a walk)
+    /// and are kept until the room changes; with a backend, one call per room, off the
+    /// hub, as before.
+    fn answer_room_presence(&mut self) {
+        let Some(members) = &mut self.members else {
+            return;
+        };
+        if members.asks.is_empty() {
+            return;
+        }
+        let per_user = members.announce.as_ref().map_or(true, |p| p.per_user);
+        let asks = std::mem::take(&mut members.asks);
+        let Some(cluster) = &members.cluster else {
+            for (room, reply) in asks {
+                let list = match members.lists.get(room.as_str()) {
+                    Some(list) => list.clone(),
+                    None => {
+                        let walk = members
+                            .local
+                            .iter_members(&room, 0)
+                            .map(|m| (m.session, m.user, m.online));
+                        let list = presence::members_ordered(per_user, walk);
+                        if !list.is_empty() {
+                            members.lists.insert(Arc::from(room), list.clone());
+                        }
+                        list
+                    }
+                };
+                let _ = reply.send(Ok(list));
+            }
+            return;
+        };
+        let mut rooms: HashMap<String, Vec<PresenceReply>> = HashMap::new();
+        for (room, reply) in asks {
+            rooms.entry(room).or_default().push(reply);
+        }
+        for (room, replies) in rooms {
+            let (backend, timeout, rt) = (cluster.backend.clone(), cluster.timeout, self.runtime.clone());
+            self.runtime.spawn(async move {
+                let result =
+                    match with_timeout(&rt, timeout, backend.members(&room, crate::membership::unix_ms()))
+                        .await
+                    {
+                        Some(Ok(list)) => Ok(presence::members(
+                            per_user,
+                            list.into_iter().map(|m| (m.session, m.user, m.online)),
+                        )),
+                        Some(Err(err)) => Err(err),
+                        None => Err(MembershipError(format!("no answer within {timeout:?}"))),
+                    };
+                for reply in replies {
+                    let _ = reply.send(result.clone());
+                }
+            });
+        }
     }
 
     /// Gathers what `changes` change in presence, when presence is on, for the next

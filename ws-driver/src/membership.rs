@@ -16,7 +16,7 @@
 //! sweeps them first — unless their sessions resumed elsewhere meanwhile, which
 //! rewrites them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -158,12 +158,26 @@ struct Entry {
 ///   that wrote it: the node a session moved away from cannot remove it from under its
 ///   new node.
 /// - Entries whose expiry passed are removed (as `Gone`) before each update applies.
+///
+/// Each room's entries are also kept ordered by user, then session, as they change, so
+/// that listing a room ([`iter_members`](Self::iter_members)) is a walk in the order
+/// member lists are given in, not a scan of every room's entries and a sort.
 #[derive(Debug, Default)]
 pub struct MemberTable {
     ttl_ms: u64,
     entries: HashMap<(Arc<str>, SessionId), Entry>,
     users: HashMap<(Arc<str>, UserId), Count>,
     by_expiry: BTreeSet<(u64, Arc<str>, SessionId)>,
+    /// Per room: its entries by (user, session), each with whether it is online and
+    /// its expiry (a copy of the entry's, so that a walk needs no lookup per member).
+    rooms: HashMap<Arc<str>, BTreeMap<(UserId, SessionId), Listed>>,
+}
+
+/// What a room's ordered listing keeps of an entry.
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    online: bool,
+    expires_ms: u64,
 }
 
 impl MemberTable {
@@ -184,6 +198,10 @@ impl MemberTable {
         }
         if let Some(old) = &old {
             self.by_expiry.remove(&(old.expires_ms, key.0.clone(), key.1));
+            // A refresh of the same user's entry overwrites its listing in place below.
+            if update.state == MemberState::Gone || old.user != update.user {
+                self.unlist(&key.0, &old.user, key.1);
+            }
         }
         let before = old.as_ref().map_or(MemberState::Gone, |e| state_of(e.online));
         if update.state == MemberState::Gone {
@@ -191,6 +209,14 @@ impl MemberTable {
         } else {
             let expires_ms = now_ms.saturating_add(self.ttl_ms);
             self.by_expiry.insert((expires_ms, key.0.clone(), key.1));
+            let listed = Listed {
+                online: update.state == MemberState::Online,
+                expires_ms,
+            };
+            self.rooms
+                .entry(key.0.clone())
+                .or_default()
+                .insert((update.user.clone(), key.1), listed);
             self.entries.insert(
                 key,
                 Entry {
@@ -227,26 +253,43 @@ impl MemberTable {
             let Some(entry) = self.entries.remove(&(room.clone(), session)) else {
                 continue;
             };
+            self.unlist(&room, &entry.user, session);
             let before = state_of(entry.online);
             out.extend(self.count(&room, session, &entry.user, before, MemberState::Gone));
         }
     }
 
     /// The members of `room` whose entries have not expired by `now_ms`, ordered by
-    /// session.
+    /// user, then session.
     pub fn members(&self, room: &str, now_ms: u64) -> Vec<RoomMember> {
-        let mut members: Vec<RoomMember> = self
-            .entries
-            .iter()
-            .filter(|((r, _), e)| &**r == room && e.expires_ms > now_ms)
-            .map(|((_, session), e)| RoomMember {
+        self.iter_members(room, now_ms).collect()
+    }
+
+    /// The members of `room` whose entries have not expired by `now_ms`, ordered by
+    /// user, then session, as a walk over the room's entries (no copy of the room, no
+    /// sort; each item clones a user id, a reference count).
+    pub fn iter_members<'t>(&'t self, room: &str, now_ms: u64) -> impl Iterator<Item = RoomMember> + 't {
+        self.rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter(move |(_, listed)| listed.expires_ms > now_ms)
+            .map(|((user, session), listed)| RoomMember {
                 session: *session,
-                user: e.user.clone(),
-                online: e.online,
+                user: user.clone(),
+                online: listed.online,
             })
-            .collect();
-        members.sort_by_key(|m| m.session);
-        members
+    }
+
+    /// Takes `user`'s `session` out of `room`'s ordered listing (and the room, once
+    /// empty, out of the table: rooms come and go with their members).
+    fn unlist(&mut self, room: &Arc<str>, user: &UserId, session: SessionId) {
+        if let Some(listing) = self.rooms.get_mut(room) {
+            listing.remove(&(user.clone(), session));
+            if listing.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
     }
 
     /// Moves `user`'s counts in `room` from `before` to `after` for one session.
@@ -353,5 +396,120 @@ impl Membership for InMemoryMembership {
 
     fn refresh_interval(&self) -> Duration {
         self.refresh
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sid(n: u8) -> SessionId {
+        SessionId(u128::from(n))
+    }
+
+    fn up(room: &str, session: u8, user: &str, state: MemberState) -> MemberUpdate {
+        MemberUpdate {
+            room: Arc::from(room),
+            session: sid(session),
+            user: UserId::new(user),
+            state,
+        }
+    }
+
+    /// `(user, session, online)` of `room`'s listing at `now_ms`.
+    fn listed(table: &MemberTable, room: &str, now_ms: u64) -> Vec<(String, u8, bool)> {
+        let walk: Vec<_> = table
+            .iter_members(room, now_ms)
+            .map(|m| (m.user.as_str().to_owned(), m.session.0 as u8, m.online))
+            .collect();
+        let members: Vec<_> = table
+            .members(room, now_ms)
+            .into_iter()
+            .map(|m| (m.user.as_str().to_owned(), m.session.0 as u8, m.online))
+            .collect();
+        assert_eq!(walk, members, "the walk and the list agree");
+        walk
+    }
+
+    fn apply(table: &mut MemberTable, node: u64, now_ms: u64, updates: &[MemberUpdate]) {
+        let mut changes = Vec::new();
+        for update in updates {
+            table.apply(node, now_ms, update, &mut changes);
+        }
+    }
+
+    fn owned(items: &[(&str, u8, bool)]) -> Vec<(String, u8, bool)> {
+        items.iter().map(|&(u, s, o)| (u.to_owned(), s, o)).collect()
+    }
+
+    #[test]
+    fn a_rooms_listing_is_ordered_by_user_then_session_whatever_the_order_of_updates() {
+        use MemberState::*;
+        let mut t = MemberTable::new(Duration::from_secs(30));
+        apply(
+            &mut t,
+            1,
+            0,
+            &[
+                up("r", 9, "carol", Online),
+                up("r", 5, "alice", Away),
+                up("r", 7, "bob", Online),
+                up("r", 2, "alice", Online),
+                up("other", 1, "zed", Online),
+            ],
+        );
+        assert_eq!(
+            listed(&t, "r", 0),
+            owned(&[
+                ("alice", 2, true),
+                ("alice", 5, false),
+                ("bob", 7, true),
+                ("carol", 9, true)
+            ])
+        );
+        assert_eq!(listed(&t, "other", 0), owned(&[("zed", 1, true)]));
+        assert!(listed(&t, "nowhere", 0).is_empty());
+    }
+
+    #[test]
+    fn the_listing_follows_every_change_of_an_entry() {
+        use MemberState::*;
+        let mut t = MemberTable::new(Duration::from_secs(30));
+        apply(&mut t, 1, 0, &[up("r", 1, "a", Online), up("r", 2, "b", Online)]);
+        // Away and online again: the same entry, its flag changed.
+        apply(&mut t, 1, 0, &[up("r", 1, "a", Away)]);
+        assert_eq!(listed(&t, "r", 0), owned(&[("a", 1, false), ("b", 2, true)]));
+        apply(&mut t, 1, 0, &[up("r", 1, "a", Online), up("r", 1, "a", Online)]);
+        assert_eq!(listed(&t, "r", 0), owned(&[("a", 1, true), ("b", 2, true)]));
+        // A session reported under another user moves to that user's place.
+        apply(&mut t, 1, 0, &[up("r", 1, "c", Online)]);
+        assert_eq!(listed(&t, "r", 0), owned(&[("b", 2, true), ("c", 1, true)]));
+        // Gone from another node than the one that wrote it: stays.
+        apply(&mut t, 2, 0, &[up("r", 2, "b", Gone)]);
+        assert_eq!(listed(&t, "r", 0), owned(&[("b", 2, true), ("c", 1, true)]));
+        apply(&mut t, 1, 0, &[up("r", 2, "b", Gone), up("r", 1, "c", Gone)]);
+        assert!(listed(&t, "r", 0).is_empty());
+        assert!(t.rooms.is_empty(), "an empty room is dropped");
+    }
+
+    #[test]
+    fn expired_entries_leave_the_listing() {
+        use MemberState::*;
+        let mut t = MemberTable::new(Duration::from_millis(100));
+        apply(&mut t, 1, 0, &[up("r", 1, "a", Online)]);
+        apply(&mut t, 2, 50, &[up("r", 2, "b", Online)]);
+        // Not swept yet, but listed only while unexpired at the caller's clock.
+        assert_eq!(listed(&t, "r", 99), owned(&[("a", 1, true), ("b", 2, true)]));
+        assert_eq!(listed(&t, "r", 100), owned(&[("b", 2, true)]));
+        // A refresh extends the entry; the sweep removes what expired.
+        apply(&mut t, 2, 120, &[up("r", 2, "b", Online)]);
+        let mut changes = Vec::new();
+        t.expire(200, &mut changes);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].session, sid(1));
+        assert_eq!(listed(&t, "r", 200), owned(&[("b", 2, true)]));
+        t.expire(1000, &mut changes);
+        assert!(listed(&t, "r", 0).is_empty());
+        assert!(t.rooms.is_empty());
     }
 }

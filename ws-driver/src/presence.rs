@@ -364,38 +364,41 @@ fn update(room: &Arc<str>, session: SessionId, user: &UserId, state: MemberState
     }
 }
 
-/// The members of a room, given its sessions as `(session, user, online)`: per user
-/// (online when one of its sessions is) or per session.
+/// The members of a room, given its sessions as `(session, user, online)` in any order:
+/// per user (online when one of its sessions is) or per session, sorted by user, then
+/// session. For lists that come unordered (a remote backend's).
 pub(crate) fn members(
     per_user: bool,
     sessions: impl IntoIterator<Item = (SessionId, UserId, bool)>,
-) -> Vec<Member> {
-    if !per_user {
-        let mut members: Vec<Member> = sessions
-            .into_iter()
-            .map(|(session, user, online)| Member {
-                user,
-                session: Some(session),
-                online,
-            })
-            .collect();
-        members.sort_by(|a, b| (a.user.as_str(), a.session).cmp(&(b.user.as_str(), b.session)));
-        return members;
-    }
-    let mut by_user: HashMap<UserId, bool> = HashMap::new();
-    for (_, user, online) in sessions {
-        *by_user.entry(user).or_default() |= online;
-    }
-    let mut members: Vec<Member> = by_user
-        .into_iter()
-        .map(|(user, online)| Member {
+) -> Arc<[Member]> {
+    let mut sessions: Vec<(SessionId, UserId, bool)> = sessions.into_iter().collect();
+    sessions.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
+    members_ordered(per_user, sessions)
+}
+
+/// The members of a room, given its sessions already ordered by user, then session (a
+/// [`MemberTable`](crate::MemberTable) walk): one pass, no sort, one allocation for
+/// the list. Per user, a user's sessions are adjacent, so they fold as they come.
+pub(crate) fn members_ordered(
+    per_user: bool,
+    sessions: impl IntoIterator<Item = (SessionId, UserId, bool)>,
+) -> Arc<[Member]> {
+    let sessions = sessions.into_iter();
+    let mut members: Vec<Member> = Vec::with_capacity(sessions.size_hint().0);
+    for (session, user, online) in sessions {
+        if per_user {
+            if let Some(last) = members.last_mut().filter(|last| last.user == user) {
+                last.online |= online;
+                continue;
+            }
+        }
+        members.push(Member {
             user,
-            session: None,
+            session: (!per_user).then_some(session),
             online,
-        })
-        .collect();
-    members.sort_by(|a, b| a.user.as_str().cmp(b.user.as_str()));
-    members
+        });
+    }
+    members.into()
 }
 
 #[cfg(test)]

@@ -210,17 +210,33 @@ impl ServerHandle {
 
     /// Who is in `room` and whether they are connected: per user (online when one of
     /// their sessions is) unless presence is configured per session
-    /// ([`Presence::per_user`](crate::Presence::per_user)), sorted by user. With a
-    /// [`Membership`](crate::Membership) backend ([`App::membership`](crate::App::membership)),
-    /// the members of every node, and an error when the backend does not answer; else
-    /// this node's.
+    /// ([`Presence::per_user`](crate::Presence::per_user)), sorted by user (then
+    /// session). With a [`Membership`](crate::Membership) backend
+    /// ([`App::membership`](crate::App::membership)), the members of every node, and an
+    /// error when the backend does not answer; else this node's.
+    ///
+    /// A copy of [`room_presence_shared`](Self::room_presence_shared)'s list, to own
+    /// and change; to read the list (serialize it into a reply, count, look someone
+    /// up), that one gives it without a copy.
     pub async fn room_presence(&self, room: &str) -> Result<Vec<Member>, crate::MembershipError> {
+        self.room_presence_shared(room).await.map(|list| list.to_vec())
+    }
+
+    /// The list of [`room_presence`](Self::room_presence) (same members, same order,
+    /// same errors), shared rather than copied: every caller asking for a room in the
+    /// same pass of the hub gets the same list, and this node's list of a room is kept
+    /// and handed out again until the room's membership changes. Use it where many
+    /// sessions ask for one room's list (each join answered with the member list, as
+    /// in the chat example): the hub builds the list once per change instead of once
+    /// per caller, and no caller copies it. It is a snapshot: it does not follow
+    /// later changes.
+    pub async fn room_presence_shared(&self, room: &str) -> Result<Arc<[Member]>, crate::MembershipError> {
         let (reply, answer) = oneshot::channel();
         self.command(Command::RoomPresence {
             room: room.to_owned(),
             reply,
         });
-        answer.await.unwrap_or(Ok(Vec::new()))
+        answer.await.unwrap_or_else(|_| Ok(Arc::from([])))
     }
 
     /// The session `session`, if it exists.

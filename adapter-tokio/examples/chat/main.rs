@@ -44,14 +44,14 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapter_tokio::{
-    mount, prometheus_route, serve_router, tls, App, Context, HandlerError, Presence, TokioRuntime,
+    mount, prometheus_route, serve_router, tls, App, Context, HandlerError, Member, Presence, TokioRuntime,
 };
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use broker_redis::{RedisConfig, RedisMembership, RedisPubSub, RedisSessionStore, StoreOptions};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 const PAGE: &str = include_str!("index.html");
@@ -61,6 +61,29 @@ const CLIENT: &str = include_str!("../../../clients/js/src/index.js");
 #[derive(Deserialize)]
 struct RoomRequest {
     room: String,
+}
+
+/// The answer to `chat.join`: `{room, members: [user, …], away: [user, …]}`, who is
+/// connected and who is not, each sorted by name.
+#[derive(Serialize)]
+struct Joined<'a> {
+    room: &'a str,
+    members: Names<'a>,
+    away: Names<'a>,
+}
+
+/// The names of the members of `list` that are `online` (or not), serialized as they
+/// are read: a large room's reply needs no list of its own.
+struct Names<'a> {
+    list: &'a [Member],
+    online: bool,
+}
+
+impl Serialize for Names<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let names = self.list.iter().filter(|m| m.online == self.online);
+        serializer.collect_seq(names.map(|m| m.user.as_str()))
+    }
 }
 
 #[derive(Deserialize)]
@@ -119,22 +142,25 @@ fn app() -> App {
             ctx.join(&room).await?;
             // Across nodes (with `--redis`) the list comes from Redis: when it cannot be
             // read, the join stands and the client is told the list failed (4199).
+            // The shared list: a room's list is built once per change for everyone who
+            // joins meanwhile, and read here without a copy.
             let members = ctx
                 .server()
-                .room_presence(&room)
+                .room_presence_shared(&room)
                 .await
                 .map_err(HandlerError::internal)?;
-            let names = |online: bool| -> Vec<&str> {
-                members
-                    .iter()
-                    .filter(|m| m.online == online)
-                    .map(|m| m.user.as_str())
-                    .collect()
+            let reply = Joined {
+                room: &room,
+                members: Names {
+                    list: &members,
+                    online: true,
+                },
+                away: Names {
+                    list: &members,
+                    online: false,
+                },
             };
-            ctx.reply(
-                "chat.joined",
-                &json!({ "room": room, "members": names(true), "away": names(false) }),
-            )
+            ctx.reply("chat.joined", &reply)
         })
         .on("chat.leave", |ctx: Context| async move {
             let RoomRequest { room } = ctx.payload()?;
