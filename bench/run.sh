@@ -52,6 +52,11 @@ elif command -v npm >/dev/null; then
   # older glibc (Debian 12: 2.36), link them to a tiny shim instead; see bench/README.md.
   if [ -d bench/node/node_modules/uWebSockets.js ] \
     && ! (cd bench/node && node -e "require('uWebSockets.js')" >/dev/null 2>&1); then
+    # The shim needs patchelf: install it where apt can (a fresh Debian machine as root).
+    if ! command -v patchelf >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      apt-get install -y -q patchelf >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q patchelf >/dev/null 2>&1; }
+    fi
     abi=$(node -p process.versions.modules)
     binary=$(ls bench/node/node_modules/uWebSockets.js/uws_linux_x64_"$abi".node 2>/dev/null)
     shim=$root/bench/node/node_modules/.libisoc23.so
