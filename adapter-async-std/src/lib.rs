@@ -112,7 +112,7 @@ pub use ws_driver::{
     ApiError, App, Audience, AuthFuture, Authenticator, CloseCode, ConfigError, ConnectionEvent,
     ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EngineConfig, ErrorCode, FnAuthenticator,
     Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub, InMemorySessionStore, Member,
-    Metrics, Middleware, Next, Presence, PresenceChange, PresenceDiff, PresenceState, PubSub, ServerHandle,
+    Metrics, Middleware, Next, Presence, PresenceDiff, PresenceEntry, PresenceState, PubSub, ServerHandle,
     SessionEvent, SessionHandle, SessionId, SessionStore, SessionView, UserId, WebSocket, Wire,
     DEFAULT_SHUTDOWN_TIMEOUT,
 };

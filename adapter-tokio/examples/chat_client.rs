@@ -44,12 +44,12 @@ async fn main() -> Result<(), ClientError> {
     });
     client.on("chat.presence", |msg| {
         if let Ok(diff) = msg.payload_as::<PresenceDiff>() {
-            for change in &diff.changes {
-                let state = serde_json::to_value(change.state).unwrap_or_default();
+            for (state, entry) in diff.entries() {
+                let state = serde_json::to_value(state).unwrap_or_default();
                 println!(
                     "[{}] * {} {}",
                     diff.room,
-                    change.user,
+                    entry.user,
                     state.as_str().unwrap_or("?")
                 );
             }

@@ -5,8 +5,9 @@
 //! done when it knows every user of the room (its reply's list and the announcements'
 //! entries, counted once each); the run ends when the last one is. Measured: the time
 //! from the first join to then, the presence messages and bytes the members received,
-//! and the server's RSS growth per session. The scan for user names is the format's
-//! common ground: the generator counts both the per-change and the coalesced format.
+//! and the server's RSS growth per session. The scan for user names is the formats'
+//! common ground: the generator counts every format tether's presence has had (one
+//! message per change, `{user, state}` objects, lists per state).
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -156,11 +157,14 @@ mod tests {
     use super::users;
 
     #[test]
-    fn user_numbers_in_either_presence_format_and_in_replies() {
+    fn user_numbers_in_every_presence_format_and_in_replies() {
         let one = br#"{"v":"1.0","e":"sys.presence","p":{"room":"bench","user":"u12","state":"joined"}}"#;
         assert_eq!(users(one).collect::<Vec<_>>(), [12]);
         let diff = br#"{"v":"1.0","e":"sys.presence","p":{"room":"bench","changes":[{"user":"u3","state":"joined"},{"user":"u40","state":"joined"}]}}"#;
         assert_eq!(users(diff).collect::<Vec<_>>(), [3, 40]);
+        let lists =
+            br#"{"v":"1.0","e":"sys.presence","p":{"room":"bench","joined":["u3","u40"],"away":["u5"]}}"#;
+        assert_eq!(users(lists).collect::<Vec<_>>(), [3, 40, 5]);
         let reply =
             br#"{"v":"1.0","e":"joined","p":{"room":"bench","members":["u0","u1","u7"]},"c":"0","s":1}"#;
         assert_eq!(users(reply).collect::<Vec<_>>(), [0, 1, 7]);

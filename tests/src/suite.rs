@@ -827,27 +827,44 @@ async fn recv_event(ws: &mut Conn, event: &str) -> Value {
 }
 
 /// The entries of the next `sys.presence` (volatile: no `s`) with news of others than
-/// `me`, without those about `me` (a member hears its own changes too), passing over other
-/// envelopes.
+/// `me`, each as `{user, state}` (from the lists per state), without those about `me`
+/// (a member hears its own changes too), passing over other envelopes.
 async fn presence_news(ws: &mut Conn, me: &str) -> Vec<Value> {
     loop {
         let env = recv_event(ws, "sys.presence").await;
         assert!(env.get("s").is_none(), "volatile: {env}");
-        let changes: Vec<Value> = env["p"]["changes"]
-            .as_array()
-            .unwrap_or_else(|| panic!("a list of changes: {env}"))
-            .iter()
-            .filter(|c| c["user"] != me)
-            .cloned()
-            .collect();
-        if !changes.is_empty() {
-            return changes;
+        let news = presence_entries(&env["p"]);
+        let news: Vec<Value> = news.into_iter().filter(|c| c["user"] != me).collect();
+        if !news.is_empty() {
+            return news;
         }
     }
 }
 
+/// A `sys.presence` payload's entries (per user) as `{user, state}`, list by list;
+/// panics on a field that is neither the room nor a list of user names.
+pub fn presence_entries(p: &Value) -> Vec<Value> {
+    let mut entries = Vec::new();
+    for (key, list) in p.as_object().unwrap_or_else(|| panic!("an object: {p}")) {
+        if key == "room" {
+            continue;
+        }
+        assert!(
+            ["joined", "left", "away", "online"].contains(&key.as_str()),
+            "a presence list: {key} in {p}"
+        );
+        let list = list.as_array().unwrap_or_else(|| panic!("a list: {p}"));
+        assert!(!list.is_empty(), "empty lists are left out: {p}");
+        for user in list {
+            assert!(user.is_string(), "a user name: {p}");
+            entries.push(json!({"user": user, "state": key}));
+        }
+    }
+    entries
+}
+
 /// Presence: joins, leaves, drops and resumes are announced to the room once per user
-/// (two tabs count once), volatile and coalesced (`{room, changes}`); the member list
+/// (two tabs count once), volatile and coalesced (`{room, joined, left, away, online}`); the member list
 /// says who is online.
 pub async fn presence_is_announced_once_per_user_and_listed(setup: Setup) {
     // Announced at the end of each pass of the hub (no interval): these clients do not

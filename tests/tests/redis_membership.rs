@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tether_tests::client::{recv, send, session, Conn};
 use tether_tests::harness::{start, Running, ServerRuntime};
 use tether_tests::redis_server::RedisServer;
-use tether_tests::suite::{app, resume};
+use tether_tests::suite::{app, presence_entries, resume};
 use ws_driver::{
     transition, InMemoryMembership, MemberChange, MemberState, MemberUpdate, Membership, PresenceState,
     RoomMember,
@@ -292,31 +292,27 @@ async fn node(redis: &RedisServer) -> Running {
 const WATCHER: &str = "bob";
 
 /// The next `sys.presence` announcement with news of others than the watcher (who
-/// hears its own changes too), without the entries about it; every envelope until then
-/// must be one (the test knows what comes).
+/// hears its own changes too): its room and entries as `{user, state}`, without the
+/// entries about the watcher; every envelope until then must be one (the test knows
+/// what comes).
 async fn presence(ws: &mut Conn) -> Value {
     loop {
         let next = recv(ws).await;
         assert_eq!(next["e"], "sys.presence", "{next}");
         assert!(next.get("s").is_none(), "volatile: {next}");
-        let mut p = next["p"].clone();
-        let changes: Vec<Value> = p["changes"]
-            .as_array()
-            .unwrap_or_else(|| panic!("a list of changes: {next}"))
-            .iter()
+        let news: Vec<Value> = presence_entries(&next["p"])
+            .into_iter()
             .filter(|c| c["user"] != WATCHER)
-            .cloned()
             .collect();
-        if !changes.is_empty() {
-            p["changes"] = Value::Array(changes);
-            return p;
+        if !news.is_empty() {
+            return json!({"room": next["p"]["room"], "entries": news});
         }
     }
 }
 
-/// An announcement of one change in room `r`.
+/// An announcement of one change in room `r`, as [`presence`] gives it.
 fn one(user: &str, state: &str) -> Value {
-    json!({"room": "r", "changes": [{"user": user, "state": state}]})
+    json!({"room": "r", "entries": [{"user": user, "state": state}]})
 }
 
 async fn call(ws: &mut Conn, event: &str, payload: Value, reply: &str) -> Value {

@@ -131,7 +131,7 @@ impl App {
 
     /// Announces presence in rooms as it changes: volatile room broadcasts of
     /// `presence.event` (`sys.presence` by default) with a [`PresenceDiff`](crate::PresenceDiff),
-    /// `{room, changes: [{user, state}, …]}`, coalesced per room every
+    /// `{room, joined: [user, …], left, away, online}`, coalesced per room every
     /// [`Presence::flush_interval`](crate::Presence::flush_interval): a user joins or
     /// leaves a room, all their sessions are suspended (`away`) or one comes back
     /// (`online`); per user across tabs by default. The list of

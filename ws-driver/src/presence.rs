@@ -25,8 +25,8 @@ use crate::membership::{MemberChange, MemberState, MemberUpdate};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presence {
     /// The event the announcements carry, payload a [`PresenceDiff`]:
-    /// `{room, changes: [{user, state}, …]}` with `state` one of [`PresenceState`]'s
-    /// names (`session` too in each entry when `per_user` is off).
+    /// `{room, joined: [user, …], left: […], away: […], online: […]}`, each list
+    /// left out when empty (entries `{user, session}` when `per_user` is off).
     /// Default: `sys.presence`.
     pub event: String,
     /// One entry per user across their sessions (tabs, devices): `joined` when the
@@ -42,9 +42,9 @@ pub struct Presence {
     /// hundred inputs). A join storm of `n` members costs `n` × (number of intervals)
     /// messages instead of `n²`. Default: 50 ms.
     pub flush_interval: Duration,
-    /// The most entries one announcement carries: a larger batch is sent as several,
-    /// in order (a user's entry is in one of them). At least 1. Default: 500 (about
-    /// 20 KB with short user names).
+    /// The most entries one announcement carries, its four lists together: a larger
+    /// batch is sent as several, in order (a user's entry is in one of them). At
+    /// least 1. Default: 500 (about 5 KB with user names of 8 characters).
     pub max_changes: usize,
 }
 
@@ -67,30 +67,145 @@ impl Default for Presence {
 }
 
 /// The payload of a presence announcement ([`Presence::event`], `sys.presence` by
-/// default): what changed in `room` since the previous announcement, at most one entry
-/// per user (per session when presence is per session), in the order of each one's
-/// first change. A client applies each entry as "this user is now in this state"
-/// (`left`: remove), which also makes entries it already knows from the member list
-/// of its join reply harmless. Volatile: not replayed after a resume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// default): what changed in `room` since the previous announcement, as four lists of
+/// who is now in each [`PresenceState`] — `{"room": …, "joined": [user, …], "left":
+/// […], "away": […], "online": […]}`, an empty list left out. At most one entry per
+/// user (per session when presence is per session) in the whole announcement, each
+/// list in the order of its entries' first change. Entries are user names, or
+/// `{"user": …, "session": …}` when presence is per session ([`PresenceEntry`]). A
+/// client applies each entry as "this user is now in this state" (`left`: remove),
+/// which also makes entries it already knows from the member list of its join reply
+/// harmless. Volatile: not replayed after a resume.
+///
+/// The lists are grouped by state rather than one `{user, state}` object per entry
+/// because a join storm sends every member every other member's entry: the names are
+/// what must travel, a state per entry would be four times the bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceDiff {
     /// The room.
     pub room: String,
-    /// The changes, one per user (or session), at most [`Presence::max_changes`].
-    pub changes: Vec<PresenceChange>,
+    /// Who entered the room (connected).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<PresenceEntry>,
+    /// Who is no longer in the room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<PresenceEntry>,
+    /// Who is in the room with no session connected (suspended, may resume).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub away: Vec<PresenceEntry>,
+    /// Who is connected again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub online: Vec<PresenceEntry>,
 }
 
-/// One entry of a [`PresenceDiff`]: `{"user": …, "state": …}`, with `"session"` when
-/// presence is per session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PresenceChange {
+impl PresenceDiff {
+    /// An announcement for `room` with no entries yet.
+    pub fn new(room: impl Into<String>) -> Self {
+        Self {
+            room: room.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds `entry` to the list of `state`.
+    pub fn push(&mut self, state: PresenceState, entry: PresenceEntry) {
+        self.list_mut(state).push(entry);
+    }
+
+    /// Every entry with its state, list by list (`joined`, `left`, `away`, `online`).
+    pub fn entries(&self) -> impl Iterator<Item = (PresenceState, &PresenceEntry)> + '_ {
+        use PresenceState::*;
+        [Joined, Left, Away, Online]
+            .into_iter()
+            .flat_map(move |state| self.list(state).iter().map(move |entry| (state, entry)))
+    }
+
+    /// How many entries the four lists hold.
+    pub fn len(&self) -> usize {
+        self.joined.len() + self.left.len() + self.away.len() + self.online.len()
+    }
+
+    /// Whether the announcement has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn list(&self, state: PresenceState) -> &Vec<PresenceEntry> {
+        match state {
+            PresenceState::Joined => &self.joined,
+            PresenceState::Left => &self.left,
+            PresenceState::Away => &self.away,
+            PresenceState::Online => &self.online,
+        }
+    }
+
+    fn list_mut(&mut self, state: PresenceState) -> &mut Vec<PresenceEntry> {
+        match state {
+            PresenceState::Joined => &mut self.joined,
+            PresenceState::Left => &mut self.left,
+            PresenceState::Away => &mut self.away,
+            PresenceState::Online => &mut self.online,
+        }
+    }
+}
+
+/// Whose presence an entry of a [`PresenceDiff`] is: the user's name as a JSON string
+/// when presence is per user, `{"user": …, "session": …}` when it is per session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEntry {
     /// The user.
     pub user: String,
-    /// The session, when presence is per session.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The session (32 hex digits), when presence is per session.
     pub session: Option<String>,
-    /// Where the user (session) stands now.
-    pub state: PresenceState,
+}
+
+impl PresenceEntry {
+    /// The entry of `user` (presence per user).
+    pub fn user(user: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            session: None,
+        }
+    }
+}
+
+/// The two shapes of an entry on the wire.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum EntryWire<'a> {
+    User(#[serde(borrow)] std::borrow::Cow<'a, str>),
+    Session {
+        #[serde(borrow)]
+        user: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        session: std::borrow::Cow<'a, str>,
+    },
+}
+
+impl Serialize for PresenceEntry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use std::borrow::Cow::Borrowed;
+        match &self.session {
+            None => serializer.serialize_str(&self.user),
+            Some(session) => EntryWire::Session {
+                user: Borrowed(&self.user),
+                session: Borrowed(session),
+            }
+            .serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PresenceEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match EntryWire::deserialize(deserializer)? {
+            EntryWire::User(user) => Self::user(user),
+            EntryWire::Session { user, session } => Self {
+                user: user.into_owned(),
+                session: Some(session.into_owned()),
+            },
+        })
+    }
 }
 
 /// A change of presence in a room.
@@ -221,7 +336,7 @@ impl Pending {
         self.index.clear();
         let mut out = Vec::new();
         for batch in std::mem::take(&mut self.rooms) {
-            let mut changes = Vec::new();
+            let mut entries = Vec::new();
             for key in batch.order {
                 let Some(&(before, after)) = batch.folded.get(&key) else {
                     continue;
@@ -233,18 +348,19 @@ impl Pending {
                     Some(state) => state,
                 };
                 let (user, session) = key;
-                changes.push(PresenceChange {
+                let entry = PresenceEntry {
                     user: user.as_str().to_owned(),
                     session: session.map(|s| s.to_string()),
-                    state,
-                });
+                };
+                entries.push((state, entry));
             }
-            let mut rest = changes.into_iter().peekable();
-            while rest.peek().is_some() {
-                out.push(PresenceDiff {
-                    room: batch.room.to_string(),
-                    changes: rest.by_ref().take(max_changes.max(1)).collect(),
-                });
+            let mut entries = entries.into_iter().peekable();
+            while entries.peek().is_some() {
+                let mut diff = PresenceDiff::new(&*batch.room);
+                for (state, entry) in entries.by_ref().take(max_changes.max(1)) {
+                    diff.push(state, entry);
+                }
+                out.push(diff);
             }
         }
         out
@@ -507,7 +623,10 @@ mod tests {
         pending
             .take(max)
             .into_iter()
-            .map(|d| (d.room, d.changes.into_iter().map(|c| (c.user, c.state)).collect()))
+            .map(|d| {
+                let entries = d.entries().map(|(state, e)| (e.user.clone(), state)).collect();
+                (d.room, entries)
+            })
             .collect()
     }
 
@@ -529,7 +648,8 @@ mod tests {
             [
                 (
                     "r".to_owned(),
-                    vec![("b".to_owned(), Away), ("d".to_owned(), Left)]
+                    // Listed by state: `left` before `away`.
+                    vec![("d".to_owned(), Left), ("b".to_owned(), Away)]
                 ),
                 ("s".to_owned(), vec![("a".to_owned(), Away)]),
             ]
@@ -540,33 +660,42 @@ mod tests {
         for user in ["x", "y", "z"] {
             p.add(true, &change("r", user, (0, 0), (1, 1)));
         }
-        let sizes: Vec<usize> = p.take(0).iter().map(|d| d.changes.len()).collect();
+        let sizes: Vec<usize> = p.take(0).iter().map(|d| d.len()).collect();
         assert_eq!(sizes, [1, 1, 1]);
     }
 
     #[test]
-    fn the_payload_is_room_and_changes() {
-        let diff = PresenceDiff {
-            room: "r".to_owned(),
-            changes: vec![
-                PresenceChange {
-                    user: "a".to_owned(),
-                    session: None,
-                    state: PresenceState::Joined,
-                },
-                PresenceChange {
-                    user: "b".to_owned(),
-                    session: Some("0f".to_owned()),
-                    state: PresenceState::Left,
-                },
-            ],
-        };
+    fn the_payload_is_the_room_and_a_list_per_state() {
+        let mut diff = PresenceDiff::new("r");
+        diff.push(PresenceState::Joined, PresenceEntry::user("a"));
+        diff.push(PresenceState::Away, PresenceEntry::user("b"));
+        diff.push(PresenceState::Joined, PresenceEntry::user("c\"q"));
         let text = serde_json::to_string(&diff).unwrap();
-        assert_eq!(
-            text,
-            r#"{"room":"r","changes":[{"user":"a","state":"joined"},{"user":"b","session":"0f","state":"left"}]}"#
-        );
+        assert_eq!(text, r#"{"room":"r","joined":["a","c\"q"],"away":["b"]}"#);
         assert_eq!(serde_json::from_str::<PresenceDiff>(&text).unwrap(), diff);
+        assert_eq!(diff.len(), 3);
+        let states: Vec<_> = diff
+            .entries()
+            .map(|(state, e)| (state, e.user.as_str()))
+            .collect();
+        use PresenceState::*;
+        assert_eq!(states, [(Joined, "a"), (Joined, "c\"q"), (Away, "b")]);
+
+        // Per session, each entry names its session.
+        let mut diff = PresenceDiff::new("r");
+        let entry = PresenceEntry {
+            user: "a".to_owned(),
+            session: Some("0f".to_owned()),
+        };
+        diff.push(PresenceState::Left, entry);
+        let text = serde_json::to_string(&diff).unwrap();
+        assert_eq!(text, r#"{"room":"r","left":[{"user":"a","session":"0f"}]}"#);
+        assert_eq!(serde_json::from_str::<PresenceDiff>(&text).unwrap(), diff);
+
+        // An entry that is neither shape is refused, as is a missing room.
+        assert!(serde_json::from_str::<PresenceDiff>(r#"{"room":"r","left":[7]}"#).is_err());
+        assert!(serde_json::from_str::<PresenceDiff>(r#"{"left":["a"]}"#).is_err());
+        assert!(PresenceDiff::new("r").is_empty());
     }
 
     #[test]

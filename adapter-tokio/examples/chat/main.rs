@@ -33,11 +33,12 @@
 //! - `chat.send {room, text}` → reply `chat.sent {room}`; every member, the sender too,
 //!   gets `chat.message {room, user, text, ts}`;
 //! - presence is tether's (`App::presence`): the members of a room get
-//!   `chat.presence {room, changes: [{user, state}, …]}`, what changed in the room
-//!   within 50 ms in one announcement (`Presence::flush_interval`), each user once
-//!   with `state` `joined`, `left`, `away` (every session of the user lost its
-//!   connection; it may come back) or `online`; once per user across tabs, only for
-//!   real changes, volatile. A session that expires or is closed has left its rooms.
+//!   `chat.presence {room, joined: [user, …], left, away, online}` (empty lists left
+//!   out), what changed in the room within 50 ms in one announcement
+//!   (`Presence::flush_interval`), each user once in the list of where it now stands:
+//!   `joined`, `left`, `away` (every session of the user lost its connection; it may
+//!   come back) or `online`; once per user across tabs, only for real changes,
+//!   volatile. A session that expires or is closed has left its rooms.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -127,8 +128,8 @@ fn authenticate(token: &str) -> Result<String, String> {
 fn app() -> App {
     App::new()
         .authenticate(|token: String, _info| async move { authenticate(&token) })
-        // Presence is the library's: `chat.presence {room, changes: [{user, state}]}`
-        // (joined, left, away, online), coalesced per room every 50 ms, once per user
+        // Presence is the library's: `chat.presence {room, joined: [user, …], left,
+        // away, online}`, coalesced per room every 50 ms, once per user
         // across tabs, volatile, announced only when membership or connectivity really
         // changes.
         .presence(Presence {

@@ -46,7 +46,9 @@ function makeClient(url, token, opts = {}) {
   // Presence comes coalesced, `{room, changes: [{user, state}, …]}`, and a member hears
   // its own changes too: the log keeps the others', one `{room, user, state}` each.
   client.on('chat.presence', (p) => {
-    for (const change of p.changes) if (change.user !== token) log.presence.push({ room: p.room, ...change });
+    for (const state of ['joined', 'left', 'away', 'online']) {
+      for (const user of p[state] ?? []) if (user !== token) log.presence.push({ room: p.room, user, state });
+    }
   });
   // Stream messages carry `s`; volatile ones (the chat's presence) do not.
   client.on('*', (env) => { if (env.s !== undefined) log.seqs.push(env.s); else log.volatile.push(env.e); });
