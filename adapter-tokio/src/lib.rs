@@ -119,10 +119,10 @@ pub use ws_driver::client::{
 pub use ws_driver::client::{IncomingRequest, RequestResult, SessionEnd};
 pub use ws_driver::{
     ApiError, App, Audience, AuthFuture, Authenticator, CloseCode, ConfigError, ConnectionEvent,
-    ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EngineConfig, ErrorCode, FnAuthenticator,
-    Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub, InMemorySessionStore, Member,
-    Metrics, Middleware, Next, Presence, PresenceDiff, PresenceEntry, PresenceState, PubSub, ServerHandle,
-    SessionEvent, SessionHandle, SessionId, SessionStore, SessionView, UserId, WebSocket, Wire,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EncodedPayload, EngineConfig, ErrorCode,
+    FnAuthenticator, Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub,
+    InMemorySessionStore, Member, MemberList, Metrics, Middleware, Next, Presence, PresenceDiff,
+    PresenceEntry, PresenceState, PubSub, ServerHandle, SessionEvent, SessionHandle, SessionId, SessionStore,
+    SessionView, UserId, WebSocket, Wire, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use ws_driver::{CloseReason, RequestError};

@@ -111,19 +111,18 @@ pub fn presence_app() -> App {
             let room: String = ctx.payload()?;
             ctx.join(&room).await?;
             // The hub's shared list (one per room and change, not a copy per join),
-            // serialized straight into the reply: no intermediate JSON tree.
+            // and its reply serialized once per list for every join that got it.
             let members = ctx
                 .server()
                 .room_presence_shared(&room)
                 .await
                 .map_err(adapter_tokio::HandlerError::internal)?;
-            ctx.reply(
-                "joined",
-                &Joined {
-                    room: &room,
-                    members: UserNames(&members),
-                },
-            )
+            let reply = members.encoded(|list| Joined {
+                room: &room,
+                members: UserNames(list),
+            })?;
+            ctx.reply_encoded("joined", &reply);
+            Ok(())
         })
 }
 

@@ -5,13 +5,12 @@
 //! (the list is then kept from the first request on).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use futures::future::join_all;
 use ws_driver::client::{Client, ClientOptions};
 use ws_driver::test_runtime::TestRuntime;
 use ws_driver::transport::memory::MemoryDialer;
-use ws_driver::{App, Hub, Member, Presence, ServerHandle, SessionId};
+use ws_driver::{App, Hub, Member, MemberList, Presence, ServerHandle, SessionId};
 
 /// How the app lists members.
 #[derive(Clone, Copy, Debug)]
@@ -109,7 +108,7 @@ impl Node {
         assert!(gone.is_none(), "the session ended");
     }
 
-    fn shared(&self, room: &'static str) -> Arc<[Member]> {
+    fn shared(&self, room: &'static str) -> MemberList {
         let handle = self.handle();
         self.runtime
             .block_on(async move { handle.room_presence_shared(room).await })
@@ -246,10 +245,7 @@ fn a_list_is_shared_until_its_room_changes() {
         node.join(a, "r");
         let first = node.shared("r");
         let again = node.shared("r");
-        assert!(
-            Arc::ptr_eq(&first, &again),
-            "{listing:?}: unchanged room, same list"
-        );
+        assert!(first.same_list(&again), "{listing:?}: unchanged room, same list");
 
         let b = node.session("b");
         node.join(b, "r");
@@ -290,7 +286,7 @@ fn every_request_of_one_pass_gets_its_rooms_list() {
                     let list = if n < 4 {
                         handle.room_presence_shared(room).await.expect("a list")
                     } else {
-                        Arc::from(handle.room_presence(room).await.expect("a list"))
+                        MemberList::from(handle.room_presence(room).await.expect("a list"))
                     };
                     (room, list)
                 }
@@ -308,11 +304,11 @@ fn every_request_of_one_pass_gets_its_rooms_list() {
             );
         }
         // The shared answers of one room are one list.
-        let shared_a: Vec<&Arc<[Member]>> = lists[..4]
+        let shared_a: Vec<&MemberList> = lists[..4]
             .iter()
             .filter(|(room, _)| *room == "a")
             .map(|(_, l)| l)
             .collect();
-        assert!(Arc::ptr_eq(shared_a[0], shared_a[1]), "{listing:?}");
+        assert!(shared_a[0].same_list(shared_a[1]), "{listing:?}");
     }
 }

@@ -12,7 +12,7 @@ use ws_session::{ApiError, ConnectionId, ConnectionInfo, InboundEvent, SessionId
 use crate::error::HandlerError;
 use crate::handler::Handler;
 use crate::hub::{Command, ServerHandle};
-use crate::payloads::Payloads;
+use crate::payloads::{EncodedPayload, Payloads};
 use crate::state::SessionState;
 
 /// One application event and its sender. Cheap to clone; every method that sends
@@ -204,6 +204,19 @@ impl Context {
     /// JSON connections the session may resume on, and for other nodes.
     pub fn reply(&self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
         self.send_own(event, payload, self.correlation_id().map(str::to_owned))
+    }
+
+    /// Answers the request as [`reply`](Self::reply) does, with a payload serialized
+    /// before ([`EncodedPayload`]): the one to use when many sessions get the same
+    /// payload, e.g. [`MemberList::encoded`](crate::MemberList::encoded) in a join
+    /// reply. JSON connections get its text as it is; MessagePack ones, transcoded.
+    pub fn reply_encoded(&self, event: &str, payload: &EncodedPayload) {
+        self.inner.handle.command(Command::Send {
+            session: self.session_id(),
+            event: event.to_owned(),
+            payload: Some(Payloads::Shared(payload.clone())),
+            correlation_id: self.correlation_id().map(str::to_owned),
+        });
     }
 
     /// A message to this session, in its connection's codec as well as in JSON.

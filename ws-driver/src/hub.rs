@@ -37,7 +37,7 @@ use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
 use crate::membership::{MemberChange, MemberTable, MemberUpdate, Membership, MembershipError};
 use crate::payloads::{envelope, Demand, Payloads};
-use crate::presence::{self, Member, Pending, Presence, Tracker};
+use crate::presence::{self, MemberList, Pending, Presence, Tracker};
 use crate::pubsub::PubSub;
 use crate::reach::{Audience, SessionView};
 use crate::request::RequestError;
@@ -641,7 +641,7 @@ enum ToBroker {
 }
 
 /// Where the hub answers a room's member list.
-pub(crate) type PresenceReply = oneshot::Sender<Result<Arc<[Member]>, MembershipError>>;
+pub(crate) type PresenceReply = oneshot::Sender<Result<MemberList, MembershipError>>;
 
 /// What the hub keeps for presence and room membership.
 struct Members {
@@ -663,7 +663,7 @@ struct Members {
     /// membership changes: a join storm where every join asks for the list builds
     /// it once per pass, not once per join. Empty lists are not kept (any room name
     /// can be asked for; an empty one costs nothing to build).
-    lists: HashMap<Arc<str>, Arc<[Member]>>,
+    lists: HashMap<Arc<str>, MemberList>,
 }
 
 impl Members {

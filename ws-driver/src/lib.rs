@@ -69,7 +69,10 @@ pub use membership::{
     InMemoryMembership, MemberChange, MemberState, MemberTable, MemberUpdate, Membership, MembershipError,
     RoomMember,
 };
-pub use presence::{transition, Count, Member, Presence, PresenceDiff, PresenceEntry, PresenceState};
+pub use payloads::EncodedPayload;
+pub use presence::{
+    transition, Count, Member, MemberList, Presence, PresenceDiff, PresenceEntry, PresenceState,
+};
 pub use pubsub::{HistoryError, InMemoryPubSub, PubSub};
 pub use pump::{ConnectionOptions, Wire};
 pub use raw::WebSocket;

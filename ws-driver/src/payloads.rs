@@ -19,17 +19,23 @@ use crate::pubsub::PubSub;
 
 /// A payload in the forms the hub needs.
 #[derive(Debug)]
-pub(crate) struct Payloads {
-    /// The payload as JSON.
-    pub(crate) json: String,
-    /// The same payload as MessagePack (`rmp-serde`, structs as maps), when made.
-    pub(crate) msgpack: Option<Vec<u8>>,
+pub(crate) enum Payloads {
+    /// Serialized for this message.
+    Made {
+        /// The payload as JSON.
+        json: String,
+        /// The same payload as MessagePack (`rmp-serde`, structs as maps), when made.
+        msgpack: Option<Vec<u8>>,
+    },
+    /// Serialized once by the application for many messages; JSON only (MessagePack
+    /// connections get it transcoded, as any JSON payload).
+    Shared(EncodedPayload),
 }
 
 impl Payloads {
     /// `payload` as JSON, and as MessagePack too when `msgpack`.
     pub(crate) fn of(payload: &impl Serialize, msgpack: bool) -> Result<Self, HandlerError> {
-        Ok(Self {
+        Ok(Self::Made {
             json: serde_json::to_string(payload).map_err(HandlerError::internal)?,
             msgpack: match msgpack {
                 true => Some(rmp_serde::to_vec_named(payload).map_err(HandlerError::internal)?),
@@ -37,18 +43,46 @@ impl Payloads {
             },
         })
     }
-}
 
-impl Payloads {
     /// The payload in the forms it was made in, for an envelope.
     pub(crate) fn payload(&self) -> Payload<'_> {
-        match &self.msgpack {
-            Some(msgpack) => Payload::Both {
-                json: &self.json,
-                msgpack,
-            },
-            None => Payload::Trusted(&self.json),
+        match self {
+            Self::Made {
+                json,
+                msgpack: Some(msgpack),
+            } => Payload::Both { json, msgpack },
+            Self::Made { json, msgpack: None } => Payload::Trusted(json),
+            Self::Shared(encoded) => Payload::Trusted(encoded.as_json()),
         }
+    }
+}
+
+/// A payload serialized once, to send many times: a snapshot that many sessions get
+/// (a room's member list in every join reply, a game state), made into JSON by the
+/// first who needs it and handed to [`Context::reply_encoded`] by each, instead of
+/// serializing the same value once per recipient. Cloning it shares the text.
+///
+/// It is JSON only: a MessagePack connection gets it transcoded from the JSON, as any
+/// payload made without MessagePack, so binary data (`serde_bytes`) reaches those as
+/// the array of numbers JSON makes of it rather than as `bin`. Payloads with binary
+/// data are better sent with [`Context::reply`].
+///
+/// [`Context::reply_encoded`]: crate::Context::reply_encoded
+/// [`Context::reply`]: crate::Context::reply
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPayload(Arc<str>);
+
+impl EncodedPayload {
+    /// Serializes `payload` as JSON; its error if it does not serialize (a map with
+    /// keys that are not strings, a failing `Serialize` impl).
+    pub fn new(payload: &impl Serialize) -> Result<Self, HandlerError> {
+        let json = serde_json::to_string(payload).map_err(HandlerError::internal)?;
+        Ok(Self(Arc::from(json)))
+    }
+
+    /// The JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.0
     }
 }
 

@@ -13,13 +13,15 @@
 //! with `ServerHandle::room_presence`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use ws_session::{SessionId, UserId};
 
+use crate::error::HandlerError;
 use crate::membership::{MemberChange, MemberState, MemberUpdate};
+use crate::payloads::EncodedPayload;
 
 /// How presence is announced. `App::presence(Presence::default())` turns it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +248,81 @@ impl Serialize for Member {
         }
         map.serialize_entry("online", &self.online)?;
         map.end()
+    }
+}
+
+/// A room's member list as [`ServerHandle::room_presence_shared`] hands it out: the
+/// members (it derefs to `[Member]`), shared rather than copied — every caller asking
+/// for a room in one pass of the hub gets the same list, and this node's list of a
+/// room is handed out again until the room's membership changes — and the payloads
+/// made of it, made once ([`encoded`](Self::encoded)). Cloning it shares the list.
+///
+/// [`ServerHandle::room_presence_shared`]: crate::ServerHandle::room_presence_shared
+#[derive(Clone, Default)]
+pub struct MemberList(Arc<ListInner>);
+
+#[derive(Default)]
+struct ListInner {
+    members: Vec<Member>,
+    /// The payloads made of the list, per payload type (see [`MemberList::encoded`]).
+    encoded: Mutex<Vec<(&'static str, EncodedPayload)>>,
+}
+
+impl MemberList {
+    /// The payload `make` builds from the list, serialized as JSON once per list and
+    /// payload type `T`: the first call with a `T` serializes it, later calls with the
+    /// same `T` — on any handler that holds this list — get that serialization without
+    /// calling `make`. Answering every join of a crowd with the member list then costs
+    /// one serialization per change of the room, not one per join (10,000 joins: a few
+    /// dozen instead of 10,000, each up to the whole list long). Send it with
+    /// [`Context::reply_encoded`](crate::Context::reply_encoded).
+    ///
+    /// So what `make` builds must depend on the list alone (and its room, the same
+    /// for every holder of the list): a payload that names the caller, or the time,
+    /// is made with [`EncodedPayload::new`] or sent with `Context::reply` instead.
+    /// Concurrent first calls wait for one serialization rather than each making one.
+    pub fn encoded<'a, T: Serialize>(
+        &'a self,
+        make: impl FnOnce(&'a [Member]) -> T,
+    ) -> Result<EncodedPayload, HandlerError> {
+        let key = std::any::type_name::<T>();
+        // A poisoned lock means a `make` panicked; what is cached is still whole.
+        let mut cache = self.0.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, encoded)) = cache.iter().find(|(k, _)| *k == key) {
+            return Ok(encoded.clone());
+        }
+        let encoded = EncodedPayload::new(&make(&self.0.members))?;
+        cache.push((key, encoded.clone()));
+        Ok(encoded)
+    }
+
+    /// Whether `self` and `other` are the same list (one the hub handed out twice),
+    /// not only equal.
+    pub fn same_list(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::ops::Deref for MemberList {
+    type Target = [Member];
+
+    fn deref(&self) -> &[Member] {
+        &self.0.members
+    }
+}
+
+impl std::fmt::Debug for MemberList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl From<Vec<Member>> for MemberList {
+    fn from(members: Vec<Member>) -> Self {
+        Self(Arc::new(ListInner {
+            members,
+            encoded: Mutex::default(),
+        }))
     }
 }
 
@@ -486,19 +563,19 @@ fn update(room: &Arc<str>, session: SessionId, user: &UserId, state: MemberState
 pub(crate) fn members(
     per_user: bool,
     sessions: impl IntoIterator<Item = (SessionId, UserId, bool)>,
-) -> Arc<[Member]> {
+) -> MemberList {
     let mut sessions: Vec<(SessionId, UserId, bool)> = sessions.into_iter().collect();
     sessions.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
     members_ordered(per_user, sessions)
 }
 
 /// The members of a room, given its sessions already ordered by user, then session (a
-/// [`MemberTable`](crate::MemberTable) walk): one pass, no sort, one allocation for
-/// the list. Per user, a user's sessions are adjacent, so they fold as they come.
+/// [`MemberTable`](crate::MemberTable) walk): one pass, no sort, no copy of the
+/// list. Per user, a user's sessions are adjacent, so they fold as they come.
 pub(crate) fn members_ordered(
     per_user: bool,
     sessions: impl IntoIterator<Item = (SessionId, UserId, bool)>,
-) -> Arc<[Member]> {
+) -> MemberList {
     let sessions = sessions.into_iter();
     let mut members: Vec<Member> = Vec::with_capacity(sessions.size_hint().0);
     for (session, user, online) in sessions {
@@ -696,6 +773,37 @@ mod tests {
         assert!(serde_json::from_str::<PresenceDiff>(r#"{"room":"r","left":[7]}"#).is_err());
         assert!(serde_json::from_str::<PresenceDiff>(r#"{"left":["a"]}"#).is_err());
         assert!(PresenceDiff::new("r").is_empty());
+    }
+
+    #[test]
+    fn a_list_encodes_once_per_payload_type_and_keeps_no_failure() {
+        let list = MemberList::from(vec![Member {
+            user: UserId::new("a"),
+            session: None,
+            online: true,
+        }]);
+        let made = std::cell::Cell::new(0);
+        let names = |l: &[Member]| {
+            made.set(made.get() + 1);
+            l.iter().map(|m| m.user.as_str().to_owned()).collect::<Vec<_>>()
+        };
+        let first = list.encoded(names).unwrap();
+        assert_eq!(first.as_json(), r#"["a"]"#);
+        // The same type again, from a clone of the list: kept, `make` not called.
+        let again = list
+            .clone()
+            .encoded(|_| -> Vec<String> { unreachable!("kept") })
+            .unwrap();
+        assert_eq!((again, made.get()), (first, 1));
+        // Another type: made too.
+        assert_eq!(list.encoded(|l| l.len()).unwrap().as_json(), "1");
+        // A payload that does not serialize (a map keyed by pairs) is an error, and
+        // nothing is kept for its type.
+        type Bad = HashMap<(u8, u8), u8>;
+        assert!(list.encoded(|_| Bad::from([((1, 2), 3)])).is_err());
+        assert_eq!(list.encoded(|_| Bad::new()).unwrap().as_json(), "{}");
+        assert!(!list.same_list(&MemberList::default()));
+        assert!(list.same_list(&list.clone()));
     }
 
     #[test]

@@ -229,14 +229,18 @@ impl ServerHandle {
     /// sessions ask for one room's list (each join answered with the member list, as
     /// in the chat example): the hub builds the list once per change instead of once
     /// per caller, and no caller copies it. It is a snapshot: it does not follow
-    /// later changes.
-    pub async fn room_presence_shared(&self, room: &str) -> Result<Arc<[Member]>, crate::MembershipError> {
+    /// later changes. A reply made of it is serialized once per list too:
+    /// [`MemberList::encoded`](crate::MemberList::encoded).
+    pub async fn room_presence_shared(
+        &self,
+        room: &str,
+    ) -> Result<crate::MemberList, crate::MembershipError> {
         let (reply, answer) = oneshot::channel();
         self.command(Command::RoomPresence {
             room: room.to_owned(),
             reply,
         });
-        answer.await.unwrap_or_else(|_| Ok(Arc::from([])))
+        answer.await.unwrap_or_else(|_| Ok(crate::MemberList::default()))
     }
 
     /// The session `session`, if it exists.
