@@ -43,7 +43,7 @@ function makeClient(url, token, opts = {}) {
   client.onState((state, info) => log.states.push({ state, ...info }));
   client.on('session', (info) => log.sessions.push(info));
   client.on('chat.message', (p) => log.messages.push(p));
-  // Presence comes coalesced, `{room, changes: [{user, state}, …]}`, and a member hears
+  // Presence comes coalesced, `{room, joined: [user, …], left, away, online}`, and a member hears
   // its own changes too: the log keeps the others', one `{room, user, state}` each.
   client.on('chat.presence', (p) => {
     for (const state of ['joined', 'left', 'away', 'online']) {
