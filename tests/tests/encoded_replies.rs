@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use adapter_tokio::{App, Context, EncodedPayload};
+use adapter_tokio::{App, Context, EncodedPayload, HandlerError, MemberList};
 use serde_json::{json, Value};
 use tether_tests::client::{recv, send, session, with_codec, Conn};
 use tether_tests::harness::{self, ServerRuntime};
@@ -37,12 +37,7 @@ fn app(makes: Arc<AtomicUsize>) -> App {
         .on("who", move |ctx: Context| {
             let makes = who_makes.clone();
             async move {
-                let room: String = ctx.payload()?;
-                let members = ctx
-                    .server()
-                    .room_presence_shared(&room)
-                    .await
-                    .map_err(adapter_tokio::HandlerError::internal)?;
+                let (room, members) = room_list(&ctx).await?;
                 let payload = members.encoded(|list| {
                     makes.fetch_add(1, Ordering::SeqCst);
                     Who {
@@ -57,12 +52,7 @@ fn app(makes: Arc<AtomicUsize>) -> App {
         .on("count", move |ctx: Context| {
             let makes = count_makes.clone();
             async move {
-                let room: String = ctx.payload()?;
-                let members = ctx
-                    .server()
-                    .room_presence_shared(&room)
-                    .await
-                    .map_err(adapter_tokio::HandlerError::internal)?;
+                let (_, members) = room_list(&ctx).await?;
                 let payload = members.encoded(|list| {
                     makes.fetch_add(1, Ordering::SeqCst);
                     Count { count: list.len() }
@@ -78,6 +68,17 @@ fn app(makes: Arc<AtomicUsize>) -> App {
             ctx.reply_encoded("never", &payload);
             Ok(())
         })
+}
+
+/// The room the request names and its shared member list.
+async fn room_list(ctx: &Context) -> Result<(String, MemberList), HandlerError> {
+    let room: String = ctx.payload()?;
+    let members = ctx
+        .server()
+        .room_presence_shared(&room)
+        .await
+        .map_err(HandlerError::internal)?;
+    Ok((room, members))
 }
 
 /// A session of `name` in `codec` that joined `room`.
