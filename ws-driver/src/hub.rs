@@ -155,7 +155,9 @@ pub(crate) enum Command {
         connection: ConnectionId,
         result: Result<Identity, String>,
     },
-    Remote(Publication),
+    /// Boxed, as `Loaded`'s record: the two largest variants by far, and every
+    /// command's slot in the queue (one per handler reply) would be their size.
+    Remote(Box<Publication>),
     /// The backend's room cursor (room history): members without a position start there.
     RoomCursor(Arc<str>, RoomOffset),
     /// A session load will read the history of `rooms` (room history): keep their
@@ -167,7 +169,7 @@ pub(crate) enum Command {
     Loaded {
         connection: ConnectionId,
         session: SessionId,
-        record: Option<SessionRecord>,
+        record: Option<Box<SessionRecord>>,
         history: Option<Vec<Publication>>,
         catch_up: Vec<Arc<str>>,
     },
@@ -253,7 +255,10 @@ impl Hub {
             let commands = command_tx.clone();
             runtime.spawn(async move {
                 while let Some(publication) = remote.next().await {
-                    if commands.unbounded_send(Command::Remote(publication)).is_err() {
+                    if commands
+                        .unbounded_send(Command::Remote(Box::new(publication)))
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -1235,7 +1240,7 @@ impl<R: Runtime> HubTask<R> {
                     (&mut self.history, &publication.target, publication.offset)
                 {
                     if let Some((_, kept)) = history.rooms.get_mut(room) {
-                        kept.push(publication.clone());
+                        kept.push((*publication).clone());
                     }
                 }
                 self.engine.handle_remote_publish(now, &publication)
@@ -1272,7 +1277,7 @@ impl<R: Runtime> HubTask<R> {
                     }
                 }
                 self.engine
-                    .handle_session_loaded(now, connection, session, record, history);
+                    .handle_session_loaded(now, connection, session, record.map(|r| *r), history);
                 // The read subscribed this node to the rooms; a refused resume left
                 // nobody there.
                 for room in catch_up {
@@ -1509,7 +1514,7 @@ impl<R: Runtime> HubTask<R> {
             handle.command(Command::Loaded {
                 connection,
                 session,
-                record,
+                record: record.map(Box::new),
                 history,
                 catch_up,
             });
@@ -1894,7 +1899,6 @@ impl<R: Runtime> HubTask<R> {
             .and_then(|listeners| listeners.get(event.event()))
             .or_else(|| self.handlers.get(event.event()))
             .cloned();
-        let correlation_id = event.correlation_id().map(str::to_owned);
         let Some(handler) = handler else {
             let error = HandlerError::with_code(
                 ws_session::ErrorCode::UNKNOWN_EVENT,
@@ -1902,7 +1906,7 @@ impl<R: Runtime> HubTask<R> {
             );
             self.handle.command(Command::Error {
                 session,
-                correlation_id,
+                correlation_id: event.correlation_id().map(str::to_owned),
                 error,
             });
             return;
@@ -1925,8 +1929,9 @@ impl<R: Runtime> HubTask<R> {
             }
         };
         let ctx = Context::new(self.handle.clone(), event, state, info);
+        // For the error path: its correlation id is copied only if the handler fails.
+        let failed = ctx.clone();
         let next = Next::new(self.middleware.clone(), handler);
-        let handle = self.handle.clone();
         let job: Job = Box::pin(tracing::Instrument::instrument(
             async move {
                 // A panicking handler must not take its session's worker (and every later
@@ -1942,9 +1947,9 @@ impl<R: Runtime> HubTask<R> {
                         HandlerError::with_code(ws_session::ErrorCode::INTERNAL, "internal error")
                     }
                 };
-                handle.command(Command::Error {
+                failed.server().command(Command::Error {
                     session,
-                    correlation_id,
+                    correlation_id: failed.correlation_id().map(str::to_owned),
                     error,
                 });
             },
