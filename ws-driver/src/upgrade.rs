@@ -3,18 +3,25 @@
 //! handshake. ws-proto decides; this only moves bytes between the stream and it.
 
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 
-use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use ws_proto::envelope::Codec;
 use ws_proto::handshake::{Accept, Rejection, Request, ServerHandshake};
 use ws_proto::{Config, DeflateParams};
 
-/// Bytes read from the socket at a time while the head arrives.
-const READ_BUFFER: usize = 16 * 1024;
+use crate::buffers::with_read_buffer;
 
 /// Reads `stream` and feeds each chunk to `step` (a ws-proto handshake's
 /// `handle_bytes`) until it decides: its outcome, or `Ok(None)` when the stream ended
 /// first.
+///
+/// Each read borrows the thread's read buffer inside the poll
+/// ([`with_read_buffer`]) and `step` takes what it needs (the head, and what followed
+/// it) before the poll returns: a connection being upgraded holds no read buffer of
+/// its own. (A zeroed 16 KiB buffer per connection was, in a resume storm, a large
+/// allocation and its zeroing per reconnect.)
 pub(crate) async fn read_head<S, T, E>(
     stream: &mut S,
     mut step: impl FnMut(&[u8]) -> Result<Option<T>, E>,
@@ -22,16 +29,21 @@ pub(crate) async fn read_head<S, T, E>(
 where
     S: AsyncRead + Unpin,
 {
-    let mut buf = vec![0; READ_BUFFER];
     loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        match step(&buf[..n]) {
-            Ok(None) => continue,
-            Ok(Some(done)) => return Ok(Some(Ok(done))),
-            Err(refused) => return Ok(Some(Err(refused))),
+        let read = std::future::poll_fn(|cx| {
+            with_read_buffer(|buf| match Pin::new(&mut *stream).poll_read(cx, buf) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+                Poll::Ready(Ok(0)) => Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(n)) => Poll::Ready(Ok(Some(step(&buf[..n])))),
+            })
+        })
+        .await?;
+        match read {
+            None => return Ok(None),
+            Some(Ok(None)) => continue,
+            Some(Ok(Some(done))) => return Ok(Some(Ok(done))),
+            Some(Err(refused)) => return Ok(Some(Err(refused))),
         }
     }
 }
@@ -87,4 +99,90 @@ where
 async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, rejection: &Rejection) {
     let _ = stream.write_all(&rejection.to_response()).await;
     let _ = stream.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures_util::io::AsyncRead;
+    use ws_proto::handshake::ServerHandshake;
+    use ws_proto::Config;
+
+    use super::read_head;
+    use crate::test_runtime::TestRuntime;
+
+    /// Gives its chunks one read each, answering `Pending` (and waking itself) before
+    /// each one: a head that arrives in pieces.
+    struct Trickle {
+        chunks: VecDeque<Vec<u8>>,
+        ready: bool,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if !std::mem::replace(&mut self.ready, false) {
+                self.ready = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let Some(chunk) = self.chunks.pop_front() else {
+                return Poll::Ready(Ok(0));
+            };
+            buf[..chunk.len()].copy_from_slice(&chunk);
+            Poll::Ready(Ok(chunk.len()))
+        }
+    }
+
+    fn trickle(chunks: &[&[u8]]) -> Trickle {
+        Trickle {
+            chunks: chunks.iter().map(|c| c.to_vec()).collect(),
+            ready: false,
+        }
+    }
+
+    type Outcome =
+        std::io::Result<Option<Result<ws_proto::handshake::Request, ws_proto::handshake::Rejection>>>;
+
+    /// Reads a server handshake's head from `stream`: the outcome, and the chunks
+    /// left unread.
+    fn read(mut stream: Trickle) -> (Outcome, usize) {
+        TestRuntime::new().block_on(async move {
+            let mut handshake = ServerHandshake::new(&Config::default());
+            let outcome = read_head(&mut stream, |bytes| handshake.handle_bytes(bytes)).await;
+            (outcome, stream.chunks.len())
+        })
+    }
+
+    const HEAD: &[u8] = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn a_head_in_pieces_is_read_whole_and_what_follows_it_is_kept() {
+        let frame: &[u8] = &[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+        let (a, b) = HEAD.split_at(20);
+        let mut last = b[b.len() - 3..].to_vec();
+        last.extend_from_slice(frame);
+        let (outcome, left) = read(trickle(&[a, &b[..b.len() - 3], &last]));
+        let request = outcome.unwrap().expect("not ended").expect("accepted");
+        assert_eq!(request.path(), "/ws");
+        assert_eq!(
+            &request.rest()[..],
+            frame,
+            "the bytes after the head are the request's"
+        );
+        assert_eq!(left, 0, "every chunk read");
+    }
+
+    #[test]
+    fn a_stream_that_ends_before_its_head_is_none() {
+        let (outcome, _) = read(trickle(&[&HEAD[..30]]));
+        assert!(outcome.unwrap().is_none());
+    }
 }
