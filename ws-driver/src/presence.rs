@@ -280,7 +280,8 @@ impl MemberList {
     /// So what `make` builds must depend on the list alone (and its room, the same
     /// for every holder of the list): a payload that names the caller, or the time,
     /// is made with [`EncodedPayload::new`] or sent with `Context::reply` instead.
-    /// Concurrent first calls wait for one serialization rather than each making one.
+    /// Concurrent first calls wait for one serialization rather than each making one
+    /// (so `make` must not call `encoded` on the same list: it would wait for itself).
     pub fn encoded<'a, T: Serialize>(
         &'a self,
         make: impl FnOnce(&'a [Member]) -> T,
