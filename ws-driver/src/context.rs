@@ -203,7 +203,9 @@ impl Context {
     /// binary data (`serde_bytes`) reaches the client as `bin`; the JSON form is for
     /// JSON connections the session may resume on, and for other nodes.
     pub fn reply(&self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
-        self.send_own(event, payload, self.correlation_id().map(str::to_owned))
+        let payload = Payloads::of(payload, self.codec() == Codec::MsgPack)?;
+        self.send_own(event, payload, self.correlation_id().map(str::to_owned));
+        Ok(())
     }
 
     /// Answers the request as [`reply`](Self::reply) does, with a payload serialized
@@ -211,28 +213,19 @@ impl Context {
     /// payload, e.g. [`MemberList::encoded`](crate::MemberList::encoded) in a join
     /// reply. JSON connections get its text as it is; MessagePack ones, transcoded.
     pub fn reply_encoded(&self, event: &str, payload: &EncodedPayload) {
-        self.inner.handle.command(Command::Send {
-            session: self.session_id(),
-            event: event.to_owned(),
-            payload: Some(Payloads::Shared(payload.clone())),
-            correlation_id: self.correlation_id().map(str::to_owned),
-        });
+        let payload = Payloads::Shared(payload.clone());
+        self.send_own(event, payload, self.correlation_id().map(str::to_owned));
     }
 
-    /// A message to this session, in its connection's codec as well as in JSON.
-    fn send_own(
-        &self,
-        event: &str,
-        payload: &impl Serialize,
-        correlation_id: Option<String>,
-    ) -> Result<(), HandlerError> {
+    /// A message to this session (serialized in its connection's codec as well as in
+    /// JSON, or shared).
+    fn send_own(&self, event: &str, payload: Payloads, correlation_id: Option<String>) {
         self.inner.handle.command(Command::Send {
             session: self.session_id(),
             event: event.to_owned(),
-            payload: Some(Payloads::of(payload, self.codec() == Codec::MsgPack)?),
+            payload: Some(payload),
             correlation_id,
         });
-        Ok(())
     }
 
     /// Answers the request with a `sys.error` of `code` and `message` (with the
@@ -248,7 +241,9 @@ impl Context {
     /// Sends `event` to this session outside any request (no correlation id); in both
     /// codecs on a MessagePack connection, as [`reply`](Self::reply).
     pub fn emit(&self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
-        self.send_own(event, payload, None)
+        let payload = Payloads::of(payload, self.codec() == Codec::MsgPack)?;
+        self.send_own(event, payload, None);
+        Ok(())
     }
 
     /// Sends `event` to another session.

@@ -187,14 +187,14 @@ enum EntryWire<'a> {
 impl Serialize for PresenceEntry {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use std::borrow::Cow::Borrowed;
-        match &self.session {
-            None => serializer.serialize_str(&self.user),
+        let wire = match &self.session {
+            None => EntryWire::User(Borrowed(&self.user)),
             Some(session) => EntryWire::Session {
                 user: Borrowed(&self.user),
                 session: Borrowed(session),
-            }
-            .serialize(serializer),
-        }
+            },
+        };
+        wire.serialize(serializer)
     }
 }
 
