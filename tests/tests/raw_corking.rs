@@ -13,24 +13,53 @@ use ws_driver::WebSocket;
 use ws_proto::frame::{encode_frame, OpCode, SeededMasks};
 use ws_proto::{Config, Connection, Event};
 
-/// A stream that hands out its input in one read, then reports the end, and counts
-/// the writes made to it.
-struct Recorded {
+/// A stream that hands out its input at most `chunk` bytes per read (with nothing
+/// ready at every other poll when `trickle`), then reports the end, and records what
+/// is written to it and in how many writes.
+struct Scripted {
     input: Vec<u8>,
+    chunk: usize,
+    trickle: bool,
+    ready: bool,
     written: Vec<u8>,
     writes: usize,
 }
 
-impl AsyncRead for Recorded {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let n = self.input.len().min(buf.len());
+impl Scripted {
+    /// All of `input` in one read.
+    fn whole(input: Vec<u8>) -> Self {
+        Self::trickle(input, usize::MAX, false)
+    }
+
+    fn trickle(input: Vec<u8>, chunk: usize, trickle: bool) -> Self {
+        Self {
+            input,
+            chunk,
+            trickle,
+            ready: false,
+            written: Vec::new(),
+            writes: 0,
+        }
+    }
+}
+
+impl AsyncRead for Scripted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.trickle {
+            self.ready = !self.ready;
+            if !self.ready {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        let n = self.input.len().min(buf.len()).min(self.chunk);
         buf[..n].copy_from_slice(&self.input[..n]);
         self.input.drain(..n);
         Poll::Ready(Ok(n))
     }
 }
 
-impl AsyncWrite for Recorded {
+impl AsyncWrite for Scripted {
     fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.writes += 1;
         self.written.extend_from_slice(buf);
@@ -57,11 +86,7 @@ fn the_echoes_of_one_read_leave_in_one_write() {
             Some([1, 2, 3, 4]),
         );
     }
-    let stream = Recorded {
-        input,
-        written: Vec::new(),
-        writes: 0,
-    };
+    let stream = Scripted::whole(input);
     let mut ws = WebSocket::from_connection(stream, Connection::server(Config::default()));
     let mut echoed = 0;
     futures::executor::block_on(async {
@@ -90,40 +115,6 @@ fn the_echoes_of_one_read_leave_in_one_write() {
     assert_eq!(texts, want);
 }
 
-/// A stream that has nothing ready at every other poll, and otherwise hands out a few
-/// bytes of its input at a time.
-struct Trickle {
-    input: Vec<u8>,
-    chunk: usize,
-    ready: bool,
-}
-
-impl AsyncRead for Trickle {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        self.ready = !self.ready;
-        if !self.ready {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        let n = self.input.len().min(buf.len()).min(self.chunk);
-        buf[..n].copy_from_slice(&self.input[..n]);
-        self.input.drain(..n);
-        Poll::Ready(Ok(n))
-    }
-}
-
-impl AsyncWrite for Trickle {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// `recv` reads into a buffer it borrows for the call, not one it keeps: a `recv`
 /// dropped while waiting (a `select!` that took another branch) loses nothing, and a
 /// message larger than one read is put together across reads.
@@ -142,11 +133,7 @@ fn a_dropped_recv_loses_no_bytes_and_large_messages_span_reads() {
                 Some([9, 8, 7, 6]),
             );
         }
-        let stream = Trickle {
-            input,
-            chunk,
-            ready: false,
-        };
+        let stream = Scripted::trickle(input, chunk, true);
         let mut ws = WebSocket::from_connection(stream, Connection::server(Config::default()));
         let (mut got, mut dropped) = (Vec::new(), 0);
         loop {

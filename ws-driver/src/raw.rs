@@ -3,13 +3,11 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
-use std::task::{ready, Poll};
 
 use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use ws_proto::handshake::Request;
 
-use crate::buffers::{release_write_buffer, with_read_buffer};
+use crate::buffers::{poll_read_shared, release_write_buffer};
 use crate::upgrade::accept_upgrade;
 use ws_proto::{CloseCode, Config, Connection, Event, SendError};
 
@@ -90,12 +88,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             // so dropping this future never drops bytes.
             let (stream, conn) = (&mut self.stream, &mut self.conn);
             let read = poll_fn(|cx| {
-                with_read_buffer(|buf| {
-                    let n = ready!(Pin::new(&mut *stream).poll_read(cx, buf));
-                    Poll::Ready(n.map(|n| match n {
-                        0 => conn.handle_eof(),
-                        n => conn.handle_bytes(&buf[..n]),
-                    }))
+                poll_read_shared(&mut *stream, cx, |read| {
+                    read.map(|bytes| match bytes {
+                        Some(bytes) => conn.handle_bytes(bytes),
+                        None => conn.handle_eof(),
+                    })
                 })
             })
             .await;

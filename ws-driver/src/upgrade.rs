@@ -3,22 +3,20 @@
 //! handshake. ws-proto decides; this only moves bytes between the stream and it.
 
 use std::io;
-use std::pin::Pin;
-use std::task::Poll;
 
 use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use ws_proto::envelope::Codec;
 use ws_proto::handshake::{Accept, Rejection, Request, ServerHandshake};
 use ws_proto::{Config, DeflateParams};
 
-use crate::buffers::with_read_buffer;
+use crate::buffers::poll_read_shared;
 
 /// Reads `stream` and feeds each chunk to `step` (a ws-proto handshake's
 /// `handle_bytes`) until it decides: its outcome, or `Ok(None)` when the stream ended
 /// first.
 ///
 /// Each read borrows the thread's read buffer inside the poll
-/// ([`with_read_buffer`]) and `step` takes what it needs (the head, and what followed
+/// ([`poll_read_shared`]) and `step` takes what it needs (the head, and what followed
 /// it) before the poll returns: a connection being upgraded holds no read buffer of
 /// its own. (A zeroed 16 KiB buffer per connection was, in a resume storm, a large
 /// allocation and its zeroing per reconnect.)
@@ -31,12 +29,7 @@ where
 {
     loop {
         let read = std::future::poll_fn(|cx| {
-            with_read_buffer(|buf| match Pin::new(&mut *stream).poll_read(cx, buf) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-                Poll::Ready(Ok(0)) => Poll::Ready(Ok(None)),
-                Poll::Ready(Ok(n)) => Poll::Ready(Ok(Some(step(&buf[..n])))),
-            })
+            poll_read_shared(&mut *stream, cx, |read| read.map(|bytes| bytes.map(&mut step)))
         })
         .await?;
         match read {

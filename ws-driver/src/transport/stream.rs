@@ -12,7 +12,7 @@ use ws_proto::prefixed::PrefixedConnection;
 use ws_proto::{CloseCode, Connection, ConnectionState, Event, SendError};
 
 use super::Transport;
-use crate::buffers::{release_write_buffer, with_read_buffer, with_write_buffer};
+use crate::buffers::{poll_read_shared, release_write_buffer, with_write_buffer};
 
 /// A Sans-IO message framing over bytes: the calls [`StreamTransport`] makes. ws-proto's
 /// two framings implement it; so can an application's own.
@@ -222,12 +222,9 @@ where
                 return Poll::Ready(None);
             }
             let (stream, framing) = (&mut self.stream, &mut self.framing);
-            ready!(with_read_buffer(|buf| {
-                match ready!(Pin::new(stream).poll_read(cx, buf)) {
-                    Ok(0) | Err(_) => framing.handle_eof(),
-                    Ok(n) => framing.handle_bytes(&buf[..n]),
-                }
-                Poll::Ready(())
+            ready!(poll_read_shared(stream, cx, |read| match read {
+                Ok(Some(bytes)) => framing.handle_bytes(bytes),
+                Ok(None) | Err(_) => framing.handle_eof(),
             }));
         }
     }
