@@ -1959,7 +1959,6 @@ impl<R: Runtime> HubTask<R> {
     }
 }
 
-/// An envelope for `event` with an already-serialized JSON payload.
 /// The envelope of `event` with a payload this process made as JSON only.
 fn json_envelope<'a>(event: &'a str, json: &'a str) -> OutgoingEnvelope<'a> {
     OutgoingEnvelope::new(event).with_payload(Payload::Trusted(json))
