@@ -111,18 +111,5 @@ pub use ws_driver::prometheus;
 #[cfg(feature = "tls")]
 pub use ws_driver::tls;
 // Everything an application and a client need, so that this crate alone is enough.
-pub use ws_driver::client::{
-    AuthMode, Backoff, ClientConfig, ClientError, ClientOptions, Constant, Disconnect, Exponential,
-    IdleTimeout, InvalidUrl, Jitter, Linear, OwnedEnvelope, QueryError, ServerError, SessionDetails,
-    SessionOutcome, State,
-};
-pub use ws_driver::client::{IncomingRequest, RequestResult, SessionEnd};
-pub use ws_driver::{
-    ApiError, App, Audience, AuthFuture, Authenticator, CloseCode, ConfigError, ConnectionEvent,
-    ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EncodedPayload, EngineConfig, ErrorCode,
-    FnAuthenticator, Handler, HandlerError, HandlerResult, Hub, Identity, InMemoryPubSub,
-    InMemorySessionStore, Member, MemberList, Metrics, Middleware, Next, Presence, PresenceDiff,
-    PresenceEntry, PresenceState, PubSub, ServerHandle, SessionEvent, SessionHandle, SessionId, SessionStore,
-    SessionView, UserId, WebSocket, Wire, DEFAULT_SHUTDOWN_TIMEOUT,
-};
-pub use ws_driver::{CloseReason, RequestError};
+#[doc(inline)]
+pub use ws_driver::prelude::*;

@@ -88,6 +88,27 @@ pub use ws_session::{
     SessionEvent, SessionId, UserId,
 };
 
+/// Everything an application and a client need, in one list that each runtime adapter
+/// re-exports (`pub use ws_driver::prelude::*`), so that the adapter's crate alone is
+/// enough to write an app. The adapter adds its own `Server`, `Client`, runtime and
+/// listener types.
+pub mod prelude {
+    pub use crate::client::{
+        AuthMode, Backoff, ClientConfig, ClientError, ClientOptions, Constant, Disconnect, Exponential,
+        IdleTimeout, IncomingRequest, InvalidUrl, Jitter, Linear, OwnedEnvelope, QueryError, RequestResult,
+        ServerError, SessionDetails, SessionEnd, SessionOutcome, State,
+    };
+    pub use crate::{
+        ApiError, App, Audience, AuthFuture, Authenticator, CloseCode, CloseReason, ConfigError,
+        ConnectionEvent, ConnectionId, ConnectionInfo, ConnectionOptions, Context, Emit, EncodedPayload,
+        EngineConfig, ErrorCode, FnAuthenticator, Handler, HandlerError, HandlerResult, Hub, Identity,
+        InMemoryPubSub, InMemorySessionStore, Member, MemberList, Metrics, Middleware, Next, Presence,
+        PresenceDiff, PresenceEntry, PresenceState, PubSub, RequestError, ServerHandle, SessionEvent,
+        SessionHandle, SessionId, SessionStore, SessionView, UserId, WebSocket, Wire,
+        DEFAULT_SHUTDOWN_TIMEOUT,
+    };
+}
+
 /// What a runtime adapter builds on; applications do not need it. An adapter supplies
 /// a [`Runtime`](adapter::Runtime) (spawn, sleep) and a [`Listener`](adapter::Listener),
 /// and hands accepted or upgraded streams to [`serve_connection`](adapter::serve_connection)
