@@ -148,6 +148,30 @@ impl Drop for RedisServer {
     }
 }
 
+/// Starts a `redis_node` process (`command`: the test's `CARGO_BIN_EXE_redis_node`
+/// with its arguments and environment), stdin and stdout piped, and reads the address
+/// it serves from its first line (`listening ADDR`).
+pub fn start_node(mut command: Command) -> (Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the redis_node binary starts");
+    let stdout = child.stdout.take().expect("its stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("its first line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("redis_node said {line:?}"))
+        .parse()
+        .expect("an address");
+    (child, addr)
+}
+
 /// `$REDIS_SERVER`, or `redis-server` on `PATH` (or in `/usr/bin`, `/usr/sbin`).
 fn binary() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();

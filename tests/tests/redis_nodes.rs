@@ -13,7 +13,7 @@ use broker_redis::{BrokerStatus, RedisConfig, RedisPubSub};
 use serde_json::{json, Value};
 use tether_tests::client::{recv, send, session, Conn};
 use tether_tests::harness::{start, Running, ServerRuntime};
-use tether_tests::redis_server::RedisServer;
+use tether_tests::redis_server::{start_node, RedisServer};
 use tether_tests::suite::app;
 
 const PREFIX: &str = "tt";
@@ -332,24 +332,9 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn start(redis: &RedisServer) -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redis_node"))
-            .args([redis.url().as_str(), PREFIX])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("the redis_node binary starts");
-        let stdout = child.stdout.take().expect("its stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("its first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("redis_node said {line:?}"))
-            .parse()
-            .expect("an address");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_redis_node"));
+        command.args([redis.url().as_str(), PREFIX]);
+        let (child, addr) = start_node(command);
         Self { child, addr }
     }
 }

@@ -14,7 +14,7 @@
 //! `apt-get install redis-server` if it is missing: the tests fail without it.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use broker_redis::{RedisConfig, RedisSessionStore, StoreOptions};
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::StreamExt;
 use serde_json::Value;
-use tether_tests::redis_server::RedisServer;
+use tether_tests::redis_server::{start_node, RedisServer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use ws_driver::client::{Constant, Jitter};
@@ -48,28 +48,12 @@ impl Node {
 
     /// With `history_len` as `RedisConfig::history_len` (else the default).
     fn start_with(redis: &RedisServer, history_len: Option<usize>) -> Self {
-        use std::io::BufRead;
         let mut command = Command::new(env!("CARGO_BIN_EXE_redis_node"));
         if let Some(len) = history_len {
             command.env("REDIS_NODE_HISTORY_LEN", len.to_string());
         }
-        let mut child = command
-            .args([redis.url().as_str(), PREFIX, "sessions"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the redis_node binary starts");
-        let stdout = child.stdout.take().expect("its stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("its first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("redis_node said {line:?}"))
-            .parse()
-            .expect("an address");
+        command.args([redis.url().as_str(), PREFIX, "sessions"]);
+        let (child, addr) = start_node(command);
         Self { child, addr }
     }
 
@@ -272,19 +256,22 @@ async fn next<T>(stream: &mut UnboundedReceiver<T>) -> T {
 
 /// Traffic: each client asks for `tick n`, n = 1, 2, …, one after the other, until
 /// stopped. Returns the ticks whose reply came (so the tick itself, before the reply in
-/// the stream, must have arrived) and how many requests failed.
-fn traffic(client: ws_driver::client::Client, stop: Arc<AtomicBool>) -> JoinHandle<(Vec<u64>, usize)> {
+/// the stream, must have arrived) and the requests that failed, with why.
+fn traffic(client: ws_driver::client::Client, stop: Arc<AtomicBool>) -> JoinHandle<(Vec<u64>, Vec<String>)> {
     tokio::spawn(async move {
-        let (mut confirmed, mut failed) = (Vec::new(), 0);
+        let (mut confirmed, mut failed) = (Vec::new(), Vec::new());
         let mut n = 0;
         while !stop.load(Ordering::SeqCst) {
             n += 1;
-            match client.query("tick", &n, Some(Duration::from_secs(3))).await {
+            // The bound is for a lost request, not a slow one: a request sent as its
+            // node stops waits for the handlers' grace (2 s), the journal, the handover
+            // and the resume elsewhere, which on a loaded 2-core machine went past 3 s.
+            match client.query("tick", &n, Some(WAIT)).await {
                 Ok(reply) => {
                     assert_eq!(&*reply.event, "tick.ok");
                     confirmed.push(n);
                 }
-                Err(_) => failed += 1,
+                Err(err) => failed.push(format!("tick {n}: {err}")),
             }
             // Under the inbound rate limit (50 a second sustained, 100 in a burst): a
             // quiet machine otherwise sends faster, and refused ticks count as failed.
@@ -358,7 +345,7 @@ async fn clients_cut_20_times_resume_on_another_node_each_time() {
         let mut confirmed = confirmed;
         confirmed.push(last);
         let seen = once_and_in_order(&format!("client {i}"), c, &confirmed);
-        total = (total.0 + seen, total.1 + confirmed.len(), total.2 + failed);
+        total = (total.0 + seen, total.1 + confirmed.len(), total.2 + failed.len());
         let landed = c.balancer.landed();
         assert_eq!(landed.len(), 21, "one connection per cut: {landed:?}");
         for pair in landed.windows(2) {
@@ -549,7 +536,7 @@ async fn a_rolling_restart_loses_no_session_and_no_message() {
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     stop.store(true, Ordering::SeqCst);
-    let (mut seen, mut confirmed_total, mut failed_total, mut moves) = (0, 0, 0, 0);
+    let (mut seen, mut confirmed_total, mut failed_total, mut moves) = (0, 0, Vec::new(), 0);
     for (i, (c, load)) in clients.iter_mut().zip(loads).enumerate() {
         let (mut confirmed, failed) = load.await.unwrap();
         let last = confirmed.last().copied().unwrap_or(0) + 1_000_000;
@@ -570,15 +557,16 @@ async fn a_rolling_restart_loses_no_session_and_no_message() {
         moves += c.restored;
         seen += once_and_in_order(&format!("client {i}"), c, &confirmed);
         confirmed_total += confirmed.len();
-        failed_total += failed;
+        failed_total.extend(failed.into_iter().map(|why| format!("client {i}, {why}")));
     }
     assert!(moves >= 6, "every client was moved at least once ({moves})");
     // A handover answers every request it took and refuses the others with 4116
     // before it closes; the client sends the refused ones again after its resume. So
     // no request fails, and each tick is confirmed once (asserted above).
-    assert_eq!(
-        failed_total, 0,
-        "{failed_total} requests failed in {moves} handovers"
+    assert!(
+        failed_total.is_empty(),
+        "{} requests failed in {moves} handovers: {failed_total:?}",
+        failed_total.len()
     );
     println!(
         "rolling restart of 3 node processes under traffic: 6 sessions, {moves} handovers, 0 lost; {seen} ticks once in order, {confirmed_total} confirmed, 0 failed; SIGTERM to exit: {stops:?}"
