@@ -124,11 +124,22 @@ pub(crate) struct Encoder {
 
 /// Block size the encoder grows by.
 const BLOCK: usize = 64 * 1024;
+/// A prefix larger than this (by its size hint) gets an allocation of its own, sized to
+/// it, instead of a place in the block: a block holds few such messages, and one kept
+/// in a replay buffer keeps the whole block alive (a join reply listing a room of
+/// 10,000 members, ~46 KB, held a 64 KiB block per session until acknowledged).
+const OWN_ALLOCATION: usize = BLOCK / 4;
 
 impl Encoder {
     /// The JSON prefix of `env`: what the session streams and replay buffers hold.
     pub(crate) fn prefix(&mut self, env: &OutgoingEnvelope<'_>) -> Bytes {
-        self.reserve(env.size_hint());
+        let need = env.size_hint();
+        if need > OWN_ALLOCATION {
+            let mut own = BytesMut::with_capacity(need);
+            env.encode_prefix(&mut own);
+            return own.freeze();
+        }
+        self.reserve(need);
         env.encode_prefix(&mut self.buf);
         self.buf.split().freeze()
     }
@@ -293,6 +304,25 @@ mod tests {
         };
         assert!(matches!(binary.to_message(), Message::Binary(_)));
         assert_eq!(binary.to_text(), r#"{"v":"1.0","e":"chat","s":3}"#);
+    }
+
+    #[test]
+    fn a_large_prefix_gets_its_own_allocation_and_leaves_the_block_to_small_ones() {
+        let mut enc = Encoder::default();
+        let small = enc.prefix(&OutgoingEnvelope::new("chat"));
+        let block_left = enc.buf.capacity();
+        let list = format!("[{}]", vec!["\"someone\""; 4_000].join(","));
+        let large_env =
+            OutgoingEnvelope::new("joined").with_payload(ws_proto::envelope::Payload::Trusted(&list));
+        let large = enc.prefix(&large_env);
+        assert_eq!(enc.buf.capacity(), block_left, "the block is untouched");
+        let mut expected = Vec::new();
+        large_env.encode_prefix(&mut expected);
+        assert_eq!(&large[..], &expected[..], "the same bytes as anywhere else");
+        // Small prefixes still come from the block, after the first one.
+        let next = enc.prefix(&OutgoingEnvelope::new("chat"));
+        assert_eq!(next, small);
+        assert_eq!(enc.buf.capacity(), block_left - next.len());
     }
 
     #[test]
