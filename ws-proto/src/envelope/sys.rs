@@ -32,6 +32,20 @@ pub const ERROR: &str = "sys.error";
 /// trim its replay buffer.
 pub const ACK: &str = "sys.ack";
 
+/// Whether `text` starts as a `sys.ack` envelope written the way tether's clients
+/// write it (`{"v":"1.0","e":"sys.ack"` — version, then event, no spaces). A server
+/// connection may hold such a message back and hand only the latest on with its next
+/// input, since acknowledgements are cumulative; whether it is a valid envelope is
+/// still the engine's to decide. An acknowledgement spelled otherwise is just as valid
+/// and goes the usual way.
+pub fn is_ack_text(text: &str) -> bool {
+    text.strip_prefix(r#"{"v":""#)
+        .and_then(|rest| rest.strip_prefix(super::WIRE_VERSION))
+        .and_then(|rest| rest.strip_prefix(r#"","e":""#))
+        .and_then(|rest| rest.strip_prefix(ACK))
+        .is_some_and(|rest| rest.starts_with('"'))
+}
+
 /// C→S: first-message authentication, for clients (browsers) that cannot set headers
 /// on the upgrade request.
 pub const AUTH: &str = "sys.auth";
@@ -98,5 +112,19 @@ mod tests {
         assert!(!is_system("sys"));
         assert!(!is_system("system.reboot"));
         assert!(!is_system("SYS.ping"));
+    }
+
+    #[test]
+    fn acks_as_tethers_clients_write_them_are_recognised_and_nothing_else() {
+        assert!(is_ack_text(r#"{"v":"1.0","e":"sys.ack","p":{"seq":42}}"#));
+        for other in [
+            r#"{"v":"1.0","e":"sys.ackx","p":{"seq":42}}"#,
+            r#"{"e":"sys.ack","v":"1.0","p":{"seq":42}}"#,
+            r#"{"v":"1.0","e":"sys.auth","p":{}}"#,
+            r#"{"v":"1.0","e":"sys.ac"#,
+            "",
+        ] {
+            assert!(!is_ack_text(other), "{other}");
+        }
     }
 }
