@@ -21,7 +21,7 @@ use ws_proto::envelope::{sys, write_seq_suffix, Codec};
 use ws_proto::handshake::Request;
 use ws_proto::prefixed::PrefixedConnection;
 use ws_proto::{CloseCode, Connection, ConnectionState, DeflateParams, Event, Message};
-use ws_session::ConnectionInfo;
+use ws_session::{ConnectionId, ConnectionInfo};
 
 use crate::handler::BoxFuture;
 use crate::hub::{ConnInput, Hub, Outbound};
@@ -376,20 +376,9 @@ where
                             held_ack = Some(message);
                         } else {
                             // Behind the acknowledgement held before it, in order.
-                            if let Some(ack) = held_ack.take() {
-                                hub_gone |= !hub
-                                    .send(ConnInput::Message {
-                                        connection: id,
-                                        message: ack,
-                                    })
-                                    .await;
+                            for message in held_ack.take().into_iter().chain([message]) {
+                                hub_gone |= !hand_on(&mut hub, id, message).await;
                             }
-                            hub_gone |= !hub
-                                .send(ConnInput::Message {
-                                    connection: id,
-                                    message,
-                                })
-                                .await;
                         }
                     }
                 }
@@ -397,12 +386,7 @@ where
             let bytes = transport.take_written();
             if bytes > 0 {
                 if let Some(ack) = held_ack.take() {
-                    hub_gone |= !hub
-                        .send(ConnInput::Message {
-                            connection: id,
-                            message: ack,
-                        })
-                        .await;
+                    hub_gone |= !hand_on(&mut hub, id, ack).await;
                 }
                 let _ = hub
                     .send(ConnInput::Flushed {
@@ -413,15 +397,15 @@ where
             }
         }
         if let Some(ack) = held_ack.take() {
-            let _ = hub
-                .send(ConnInput::Message {
-                    connection: id,
-                    message: ack,
-                })
-                .await;
+            hand_on(&mut hub, id, ack).await;
         }
         let _ = hub.send(ConnInput::Closed { connection: id }).await;
     }
+}
+
+/// Hands a message the connection received to the hub; `false` when the hub is gone.
+async fn hand_on(hub: &mut Hub, connection: ConnectionId, message: Message) -> bool {
+    hub.send(ConnInput::Message { connection, message }).await
 }
 
 /// Queues what the hub sent: an envelope (its shared prefix, then this connection's
