@@ -145,3 +145,25 @@ async fn a_payload_that_does_not_serialize_is_the_handlers_error() {
     drop(ann);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_encoded_reply_is_replayed_after_a_cut_as_it_was_first_sent() {
+    let server = harness::start(ServerRuntime::Tokio, app(Arc::default())).await;
+    let (mut ann, created) = session(server.addr, "ann").await;
+    send(&mut ann, "join", json!("r"), Some("j")).await;
+    let joined = recv(&mut ann).await;
+    assert_eq!(joined["e"], "joined");
+    let first = ask(&mut ann, "who", json!("r"), "w1").await;
+    let second = ask(&mut ann, "who", json!("r"), "w2").await;
+    assert_eq!(first["p"], second["p"], "one list");
+    tether_tests::suite::drop_abruptly(ann);
+
+    // Resumed from before the join: the stream again, each reply with its own `c`.
+    let (mut ann, restored) = tether_tests::suite::resume(server.addr, "ann", &created, 0).await;
+    assert_eq!(restored["e"], "sys.session.restored", "{restored}");
+    for want in [&joined, &first, &second] {
+        assert_eq!(&recv(&mut ann).await, want);
+    }
+    drop(ann);
+    server.stop().await.unwrap();
+}

@@ -1091,10 +1091,14 @@ impl<R: Runtime> HubTask<R> {
             } => {
                 let mut envelope = envelope(&event, payload.as_ref());
                 envelope.correlation_id = correlation_id.as_deref();
-                let result = match correlation_id {
-                    Some(_) => self.engine.send(now, session, &envelope),
+                let result = match (correlation_id.as_deref(), &payload) {
+                    // A reply many sessions get alike: its replay copy shares the bytes.
+                    (c @ Some(_), Some(Payloads::Shared(shared))) => {
+                        self.engine.send_shared(now, session, &shared.prefix(&event), c)
+                    }
+                    (Some(_), _) => self.engine.send(now, session, &envelope),
                     // A session on another node gets it through the broker.
-                    None => self.engine.send_anywhere(now, session, &envelope).map(|_| 0),
+                    (None, _) => self.engine.send_anywhere(now, session, &envelope).map(|_| 0),
                 };
                 if let Err(err) = result {
                     tracing::debug!(%err, "send to a session that is gone");
@@ -1376,11 +1380,7 @@ impl<R: Runtime> HubTask<R> {
                     recipients,
                 } => {
                     for &(connection, seq) in &recipients {
-                        let message = OutboundMessage {
-                            prefix: prefix.clone(),
-                            seq: Some(seq),
-                            codec,
-                        };
+                        let message = OutboundMessage::new(prefix.clone(), Some(seq), codec);
                         self.transmit(connection, message);
                     }
                     self.engine.recycle(recipients);

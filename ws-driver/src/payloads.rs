@@ -9,10 +9,11 @@
 //! clients all speak JSON serializes once, as before.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use ws_proto::envelope::{OutgoingEnvelope, Payload};
+use ws_session::SharedPrefix;
 
 use crate::error::HandlerError;
 use crate::pubsub::PubSub;
@@ -69,22 +70,60 @@ impl Payloads {
 ///
 /// [`Context::reply_encoded`]: crate::Context::reply_encoded
 /// [`Context::reply`]: crate::Context::reply
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodedPayload(Arc<str>);
+///
+/// The replies made of it share more than the serializing: the envelope's event and
+/// payload are encoded once per event ([`SharedPrefix`]), and the replay buffers that
+/// keep the replies until each client acknowledges its own hold those bytes by
+/// reference, each with its own `c` and `s` beside them.
+#[derive(Debug, Clone)]
+pub struct EncodedPayload(Arc<Encoded>);
+
+#[derive(Debug)]
+struct Encoded {
+    json: Box<str>,
+    /// The envelope prefix of the last event this payload was sent with: replies to a
+    /// storm of requests all name the same event.
+    prefix: Mutex<Option<(Box<str>, SharedPrefix)>>,
+}
 
 impl EncodedPayload {
     /// Serializes `payload` as JSON; its error if it does not serialize (a map with
     /// keys that are not strings, a failing `Serialize` impl).
     pub fn new(payload: &impl Serialize) -> Result<Self, HandlerError> {
         let json = serde_json::to_string(payload).map_err(HandlerError::internal)?;
-        Ok(Self(Arc::from(json)))
+        Ok(Self(Arc::new(Encoded {
+            json: json.into_boxed_str(),
+            prefix: Mutex::new(None),
+        })))
     }
 
     /// The JSON text.
     pub fn as_json(&self) -> &str {
-        &self.0
+        &self.0.json
+    }
+
+    /// The envelope of `event` with this payload, encoded once for every reply that
+    /// sends it (again when the event changes).
+    pub(crate) fn prefix(&self, event: &str) -> SharedPrefix {
+        let mut cached = self.0.prefix.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*cached {
+            Some((named, prefix)) if **named == *event => prefix.clone(),
+            _ => {
+                let prefix = SharedPrefix::new(event, Payload::Trusted(&self.0.json));
+                *cached = Some((event.into(), prefix.clone()));
+                prefix
+            }
+        }
     }
 }
+
+impl PartialEq for EncodedPayload {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.json == other.0.json
+    }
+}
+
+impl Eq for EncodedPayload {}
 
 /// The envelope of `event` with `payload` in the forms it was given in.
 pub(crate) fn envelope<'a>(event: &'a str, payload: Option<&'a Payloads>) -> OutgoingEnvelope<'a> {

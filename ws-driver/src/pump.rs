@@ -16,8 +16,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::future::{poll_fn, Fuse, FusedFuture, FutureExt};
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::StreamExt;
-use ws_proto::envelope::msgpack::write_msgpack_seq_suffix;
-use ws_proto::envelope::{sys, write_seq_suffix, Codec};
+use ws_proto::envelope::{sys, Codec};
 use ws_proto::handshake::Request;
 use ws_proto::prefixed::PrefixedConnection;
 use ws_proto::{CloseCode, Connection, ConnectionState, DeflateParams, Event, Message};
@@ -409,20 +408,15 @@ async fn hand_on(hub: &mut Hub, connection: ConnectionId, message: Message) -> b
 }
 
 /// Queues what the hub sent: an envelope (its shared prefix, then this connection's
-/// `,"s":N}`), or the close.
+/// own end: a reply's `c` after a shared prefix, and `,"s":N}`), or the close.
 fn apply<T: Transport>(transport: &mut T, tail: &mut Vec<u8>, outbound: Outbound) {
     match outbound {
         Outbound::Message(message) => {
             tail.clear();
+            message.write_end(tail);
             let _ = match message.codec {
-                Codec::MsgPack => {
-                    write_msgpack_seq_suffix(tail, message.seq);
-                    transport.feed_binary_parts(&message.prefix, tail)
-                }
-                _ => {
-                    write_seq_suffix(tail, message.seq);
-                    transport.feed_text(&message.prefix, tail)
-                }
+                Codec::MsgPack => transport.feed_binary_parts(&message.prefix, tail),
+                _ => transport.feed_text(&message.prefix, tail),
             };
         }
         Outbound::Close(code, reason) => {

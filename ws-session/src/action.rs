@@ -28,7 +28,7 @@ pub enum Action {
     },
     /// A broadcast: send the envelope `prefix`, completed with each recipient's own
     /// sequence number, to each connection of `recipients` — for recipient `(c, s)`
-    /// `OutboundMessage { prefix: prefix.clone(), seq: Some(s), codec }`. Serialized
+    /// `OutboundMessage::new(prefix.clone(), Some(s), codec)`. Serialized
     /// once per codec (a broadcast to connections of both codecs is two of these);
     /// each recipient costs a tail (`,"s":N}` or `s`). Report flushed bytes per
     /// connection as for `Transmit`; hand the list back with

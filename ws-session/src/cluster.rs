@@ -442,11 +442,7 @@ impl Cluster {
                     recipients,
                 } => {
                     for &(connection, seq) in &recipients {
-                        let message = crate::OutboundMessage {
-                            prefix: prefix.clone(),
-                            seq: Some(seq),
-                            codec,
-                        };
+                        let message = crate::OutboundMessage::new(prefix.clone(), Some(seq), codec);
                         self.transmit(connection, &message);
                     }
                     self.server.recycle(recipients);

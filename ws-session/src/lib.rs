@@ -67,7 +67,7 @@
 //!         Action::TransmitBroadcast { prefix, codec, recipients } => {
 //!             // One serialization per codec, a tail with `s` per recipient.
 //!             for &(connection, seq) in &recipients {
-//!                 let message = OutboundMessage { prefix: prefix.clone(), seq: Some(seq), codec };
+//!                 let message = OutboundMessage::new(prefix.clone(), Some(seq), codec);
 //!                 buf.clear();
 //!                 message.write_to(&mut buf);
 //!                 let written = write_frame(connection, codec, &buf);
@@ -150,7 +150,7 @@ pub use error_code::{ErrorCode, NotRecoverable};
 pub use id::{AuthId, ConnectionId, IdBuild, IdHasher, SessionId, UserId};
 pub use journal::{JournalEntry, SessionRecord};
 pub use metrics::{Metrics, RefusedResumes};
-pub use outbound::OutboundMessage;
+pub use outbound::{OutboundMessage, SharedPrefix};
 pub use request::{RequestFailure, RequestId};
 pub use session::SessionInfo;
 pub use token::{ResumeToken, TokenVerifier};

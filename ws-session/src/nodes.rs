@@ -568,11 +568,7 @@ impl Nodes {
                     recipients,
                 } => {
                     for &(connection, seq) in &recipients {
-                        let message = crate::OutboundMessage {
-                            prefix: prefix.clone(),
-                            seq: Some(seq),
-                            codec,
-                        };
+                        let message = crate::OutboundMessage::new(prefix.clone(), Some(seq), codec);
                         self.transmit(index, connection, message.to_text());
                     }
                 }

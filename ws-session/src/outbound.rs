@@ -4,13 +4,13 @@ use bytes::{Bytes, BytesMut};
 use ws_proto::envelope::msgpack::{
     encode_msgpack_prefix, encode_msgpack_prefix_serialize, msgpack_seq_suffix_len, write_msgpack_seq_suffix,
 };
-use ws_proto::envelope::{write_seq_suffix, Codec, OutgoingEnvelope};
+use ws_proto::envelope::{write_seq_suffix, Codec, OutgoingEnvelope, Payload};
 use ws_proto::Message;
 
 /// One message for one connection: the envelope encoded up to (not including) `s`,
 /// shared by every recipient of a broadcast that speaks the same codec, and this
 /// recipient's sequence number (`None` for messages outside the session stream:
-/// `sys.*` control events). Cloning costs a refcount.
+/// `sys.*` control events). Cloning costs a refcount (two for a shared reply).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundMessage {
     /// The envelope without `s`, in `codec`: for JSON `{"v":"1.0","e":…` up to the `s`
@@ -18,6 +18,11 @@ pub struct OutboundMessage {
     /// MessagePack the map, its header already counting `s` when `seq` is set
     /// ([`encode_msgpack_prefix`]).
     pub prefix: Bytes,
+    /// JSON only: this recipient's own fields between a shared `prefix` and `s` —
+    /// `,"c":"…"` of a reply whose event and payload many sessions' replies share
+    /// ([`SharedPrefix`]). Empty for every other message, and always for MessagePack
+    /// (whose `prefix` is the whole map but `s`).
+    pub tail: Bytes,
     /// The session sequence number `s` of this recipient's copy.
     pub seq: Option<u64>,
     /// The connection's codec: JSON in a text frame, MessagePack in a binary frame.
@@ -25,11 +30,35 @@ pub struct OutboundMessage {
 }
 
 impl OutboundMessage {
-    /// Appends the whole envelope (prefix and the `s` ending of its codec) to `out`;
-    /// returns the number of bytes written. This is the payload of one WebSocket frame
-    /// (text for JSON, binary for MessagePack).
+    /// A message of `prefix` (whole but for `s`) and `seq` in `codec`, with no tail:
+    /// what a transport makes of [`Action::TransmitBroadcast`](crate::Action::TransmitBroadcast)
+    /// for each recipient.
+    pub fn new(prefix: Bytes, seq: Option<u64>, codec: Codec) -> Self {
+        Self {
+            prefix,
+            tail: Bytes::new(),
+            seq,
+            codec,
+        }
+    }
+
+    /// Appends the whole envelope (prefix, tail and the `s` ending of its codec) to
+    /// `out`; returns the number of bytes written. This is the payload of one WebSocket
+    /// frame (text for JSON, binary for MessagePack).
     pub fn write_to(&self, out: &mut Vec<u8>) -> usize {
-        Self::write_parts(self.codec, &self.prefix, self.seq, out)
+        let start = out.len();
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(&self.tail);
+        write_suffix(self.codec, out, self.seq);
+        out.len() - start
+    }
+
+    /// Appends what follows the prefix, this recipient's own bytes: the tail and the
+    /// `s` ending of the codec. A transport that queues the shared prefix by reference
+    /// copies only these.
+    pub fn write_end(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.tail);
+        write_suffix(self.codec, out, self.seq);
     }
 
     /// [`write_to`](Self::write_to) from the parts, for a transport that has a
@@ -44,7 +73,7 @@ impl OutboundMessage {
 
     /// Length of the whole envelope, in bytes.
     pub fn len(&self) -> usize {
-        Self::encoded_len(self.codec, &self.prefix, self.seq)
+        self.tail.len() + Self::encoded_len(self.codec, &self.prefix, self.seq)
     }
 
     /// Always `false`: an envelope is never empty. (For clippy's `len_without_is_empty`.)
@@ -92,9 +121,36 @@ impl OutboundMessage {
             }
     }
 
-    /// The length of a JSON envelope from its prefix length: what replay buffers count.
+    /// The length of a JSON envelope from its prefix length (with its tail's): what
+    /// replay buffers count.
     pub(crate) fn json_len(prefix_len: usize, seq: Option<u64>) -> usize {
         prefix_len + json_suffix_len(seq)
+    }
+}
+
+/// An envelope's event and payload encoded once for the replies of many sessions
+/// (`{"v":"1.0","e":…,"p":…`, JSON): each reply made of it adds only its own `c` and
+/// `s` ([`Engine::send_shared`](crate::Engine::send_shared)), and the replay buffers
+/// that hold those replies share its bytes instead of a copy each. Made for answers
+/// that many sessions get alike: a room's member list in every join reply, a game's
+/// state. Cloning costs a refcount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedPrefix(Bytes);
+
+impl SharedPrefix {
+    /// The prefix of an envelope with event `event` and `payload` (its JSON form: a
+    /// MessagePack connection gets it transcoded, as any payload given as JSON only).
+    pub fn new(event: &str, payload: Payload<'_>) -> Self {
+        let json = payload.as_json().map_or(Payload::None, Payload::Trusted);
+        let envelope = OutgoingEnvelope::new(event).with_payload(json);
+        let mut out = BytesMut::with_capacity(envelope.size_hint());
+        envelope.encode_prefix(&mut out);
+        Self(out.freeze())
+    }
+
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
     }
 }
 
@@ -155,6 +211,13 @@ impl Encoder {
             // Our own payload structs always serialize; fall back to no payload.
             env.encode_prefix(&mut self.buf);
         }
+        self.buf.split().freeze()
+    }
+
+    /// `,"c":"…"`: the tail of a reply made of a [`SharedPrefix`].
+    pub(crate) fn correlation_tail(&mut self, correlation_id: &str) -> Bytes {
+        self.reserve(8 + correlation_id.len());
+        ws_proto::envelope::write_correlation_id(&mut self.buf, correlation_id);
         self.buf.split().freeze()
     }
 
@@ -278,30 +341,17 @@ mod tests {
             Some(u64::MAX),
         ] {
             for (codec, prefix) in [(Codec::Json, &json), (Codec::MsgPack, &msgpack)] {
-                let m = OutboundMessage {
-                    prefix: prefix.clone(),
-                    seq,
-                    codec,
-                };
+                let m = OutboundMessage::new(prefix.clone(), seq, codec);
                 let mut out = Vec::new();
                 assert_eq!(m.write_to(&mut out), m.len());
                 assert_eq!(out.len(), m.len());
             }
         }
         assert_eq!(
-            OutboundMessage {
-                prefix: json,
-                seq: Some(3),
-                codec: Codec::Json
-            }
-            .to_text(),
+            OutboundMessage::new(json, Some(3), Codec::Json).to_text(),
             r#"{"v":"1.0","e":"chat","s":3}"#
         );
-        let binary = OutboundMessage {
-            prefix: msgpack,
-            seq: Some(3),
-            codec: Codec::MsgPack,
-        };
+        let binary = OutboundMessage::new(msgpack, Some(3), Codec::MsgPack);
         assert!(matches!(binary.to_message(), Message::Binary(_)));
         assert_eq!(binary.to_text(), r#"{"v":"1.0","e":"chat","s":3}"#);
     }
@@ -329,11 +379,7 @@ mod tests {
     fn a_trusted_payload_that_is_not_json_goes_out_binary_without_it() {
         let env = OutgoingEnvelope::new("x").with_payload(ws_proto::envelope::Payload::Trusted("{nope"));
         let json = Encoder::default().prefix(&env);
-        let m = OutboundMessage {
-            prefix: msgpack_stream_prefix(&json),
-            seq: Some(1),
-            codec: Codec::MsgPack,
-        };
+        let m = OutboundMessage::new(msgpack_stream_prefix(&json), Some(1), Codec::MsgPack);
         assert_eq!(m.to_text(), r#"{"v":"1.0","e":"x","s":1}"#);
     }
 }

@@ -26,6 +26,11 @@ use crate::outbound::{msgpack_stream_prefix, OutboundMessage};
 #[derive(Debug)]
 struct Slot {
     prefix: Bytes,
+    /// What follows `prefix` in the JSON form of this message alone: `,"c":"…"` of a
+    /// reply whose prefix other replies share ([`SharedPrefix`]); empty otherwise.
+    ///
+    /// [`SharedPrefix`]: crate::SharedPrefix
+    tail: Bytes,
     /// The binary form (with `s` counted), made on first use.
     msgpack: Option<Bytes>,
     /// Whether `msgpack` was made from the payload's own MessagePack form (so it
@@ -46,31 +51,36 @@ impl PrefixSlab {
     /// Stores `prefix`, held by the caller until [`PrefixSlab::release`] (so that a
     /// buffer evicting it mid-broadcast cannot free it under the other recipients).
     pub(crate) fn insert(&mut self, prefix: Bytes) -> u32 {
+        self.insert_parts(prefix, Bytes::new())
+    }
+
+    /// Stores a message made of a shared `prefix` and its own `tail` (JSON), held as
+    /// [`insert`](Self::insert).
+    pub(crate) fn insert_parts(&mut self, prefix: Bytes, tail: Bytes) -> u32 {
+        let slot = Slot {
+            prefix,
+            tail,
+            msgpack: None,
+            own: false,
+            refs: 1,
+        };
         match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = Slot {
-                    prefix,
-                    msgpack: None,
-                    own: false,
-                    refs: 1,
-                };
+                self.slots[i as usize] = slot;
                 i
             }
             None => {
-                self.slots.push(Slot {
-                    prefix,
-                    msgpack: None,
-                    own: false,
-                    refs: 1,
-                });
+                self.slots.push(slot);
                 (self.slots.len() - 1) as u32
             }
         }
     }
 
-    /// The JSON prefix of `slot`.
-    pub(crate) fn prefix(&self, slot: u32) -> &Bytes {
-        &self.slots[slot as usize].prefix
+    /// The JSON prefix of `slot`, whole (a shared prefix and its tail joined): what
+    /// journals and other nodes get.
+    pub(crate) fn json_prefix(&self, slot: u32) -> Bytes {
+        let s = &self.slots[slot as usize];
+        joined(&s.prefix, &s.tail)
     }
 
     /// Makes the binary form of `slot` from `envelope` (the one its JSON prefix was
@@ -105,13 +115,38 @@ impl PrefixSlab {
         s.msgpack.as_ref().filter(|_| s.own)
     }
 
-    /// The prefix of `slot` in `codec`, the binary form made the first time it is
+    /// The prefix of `slot` in `codec` and the tail after it (empty but for a JSON
+    /// reply made of a shared prefix), the binary form made the first time it is
     /// asked for.
-    pub(crate) fn prefix_for(&mut self, slot: u32, codec: Codec) -> &Bytes {
+    pub(crate) fn parts_for(&mut self, slot: u32, codec: Codec) -> (&Bytes, &Bytes) {
         let s = &mut self.slots[slot as usize];
         match codec {
-            Codec::MsgPack => s.msgpack.get_or_insert_with(|| msgpack_stream_prefix(&s.prefix)),
-            _ => &s.prefix,
+            Codec::MsgPack => {
+                let binary = s
+                    .msgpack
+                    .get_or_insert_with(|| msgpack_stream_prefix(&joined(&s.prefix, &s.tail)));
+                (binary, &EMPTY)
+            }
+            _ => (&s.prefix, &s.tail),
+        }
+    }
+
+    /// The prefix of a broadcast's `slot` in `codec` (a broadcast has no tail: its
+    /// prefix is whole).
+    pub(crate) fn prefix_for(&mut self, slot: u32, codec: Codec) -> &Bytes {
+        let (prefix, tail) = self.parts_for(slot, codec);
+        debug_assert!(tail.is_empty(), "a broadcast's prefix is whole");
+        prefix
+    }
+
+    /// `slot` as the message `seq` in `codec`.
+    pub(crate) fn message(&mut self, slot: u32, codec: Codec, seq: u64) -> OutboundMessage {
+        let (prefix, tail) = self.parts_for(slot, codec);
+        OutboundMessage {
+            prefix: prefix.clone(),
+            tail: tail.clone(),
+            seq: Some(seq),
+            codec,
         }
     }
 
@@ -120,19 +155,21 @@ impl PrefixSlab {
         self.unhold(slot);
     }
 
+    /// Takes one more hold; returns the JSON prefix length (tail included).
     fn hold(&mut self, slot: u32) -> usize {
         let s = &mut self.slots[slot as usize];
         s.refs += 1;
-        s.prefix.len()
+        s.prefix.len() + s.tail.len()
     }
 
-    /// Drops one holder; returns the prefix length.
+    /// Drops one holder; returns the JSON prefix length (tail included).
     fn unhold(&mut self, slot: u32) -> usize {
         let s = &mut self.slots[slot as usize];
         s.refs -= 1;
-        let len = s.prefix.len();
+        let len = s.prefix.len() + s.tail.len();
         if s.refs == 0 {
             s.prefix = Bytes::new();
+            s.tail = Bytes::new();
             s.msgpack = None;
             s.own = false;
             self.free.push(slot);
@@ -145,6 +182,20 @@ impl PrefixSlab {
     pub(crate) fn live(&self) -> usize {
         self.slots.len() - self.free.len()
     }
+}
+
+/// No tail: what [`PrefixSlab::parts_for`] hands out for a binary form.
+static EMPTY: Bytes = Bytes::new();
+
+/// `prefix` and `tail` as one buffer (a copy only when there is a tail).
+fn joined(prefix: &Bytes, tail: &Bytes) -> Bytes {
+    if tail.is_empty() {
+        return prefix.clone();
+    }
+    let mut whole = Vec::with_capacity(prefix.len() + tail.len());
+    whole.extend_from_slice(prefix);
+    whole.extend_from_slice(tail);
+    Bytes::from(whole)
 }
 
 /// One session's unacknowledged messages: slots of consecutive sequence numbers.
@@ -300,7 +351,7 @@ mod tests {
         // The same allocation: made once, shared.
         assert_eq!(first.as_ptr(), again.as_ptr());
         assert_eq!(first[0], 0x83, "v, e and the s to come");
-        let json = slab.prefix(slot).clone();
+        let json = slab.json_prefix(slot);
         assert_eq!(slab.prefix_for(slot, Codec::Json), &json);
         slab.release(slot);
         let reused = slab.insert(Bytes::from_static(b"{\"v\":\"1.0\",\"e\":\"y\""));

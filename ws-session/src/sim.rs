@@ -505,11 +505,7 @@ impl Sim {
                 } => {
                     for &(cid, seq) in &recipients {
                         self.check_codec(cid, codec);
-                        let message = crate::OutboundMessage {
-                            prefix: prefix.clone(),
-                            seq: Some(seq),
-                            codec,
-                        };
+                        let message = crate::OutboundMessage::new(prefix.clone(), Some(seq), codec);
                         self.deliver(cid, &message.to_text(), message.len());
                     }
                     self.engine.recycle(recipients);

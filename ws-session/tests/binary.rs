@@ -57,11 +57,7 @@ impl Server {
                 } => {
                     self.broadcasts.push((codec, recipients.len()));
                     for &(connection, seq) in &recipients {
-                        let message = ws_session::OutboundMessage {
-                            prefix: prefix.clone(),
-                            seq: Some(seq),
-                            codec,
-                        };
+                        let message = ws_session::OutboundMessage::new(prefix.clone(), Some(seq), codec);
                         self.sent.push((connection, message.to_message()));
                     }
                 }

@@ -1167,3 +1167,66 @@ fn a_handover_notice_is_answered_by_the_client_and_its_connection_closes_with_41
     // Bob has not answered: his connection stays until the driver's grace ends it.
     assert!(sim.client(b).closed.is_none());
 }
+
+#[test]
+fn replies_made_of_a_shared_prefix_are_whole_in_both_codecs_counted_whole_and_replayed_alike() {
+    let mut sim = sim();
+    let shared = ws_session::SharedPrefix::new("who", Payload::Trusted(r#"{"users":["ann","bob"]}"#));
+    sim.set_handler(move |engine, now, event| {
+        if event.event() == "who" {
+            let c = event.correlation_id();
+            engine
+                .send_shared(now, event.session, &shared, c)
+                .expect("session exists");
+        }
+    });
+    let ann = sim.connect(Some("user:ann"));
+    let bob = sim.connect_with_codec(Some("user:bob"), ws_proto::envelope::Codec::MsgPack);
+    sim.send(ann, "who", None, Some("a1"));
+    sim.send(bob, "who", None, Some("b1"));
+    sim.send(ann, "who", None, None);
+
+    // Byte for byte what `reply` and `send` make of the same envelope.
+    let to_ann: Vec<&str> = sim.client(ann).stream().iter().map(|r| r.text.as_str()).collect();
+    let first = r#"{"v":"1.0","e":"who","p":{"users":["ann","bob"]},"c":"a1","s":1}"#;
+    let second = r#"{"v":"1.0","e":"who","p":{"users":["ann","bob"]},"s":2}"#;
+    assert_eq!(to_ann, [first, second]);
+    // The MessagePack connection gets the same envelope, transcoded, its own `c`.
+    let to_bob = sim.client(bob).last_of("who").expect("a reply").clone();
+    assert_eq!(to_bob.envelope.correlation_id.as_deref(), Some("b1"));
+    assert_eq!(to_bob.envelope.seq, Some(1));
+    assert_eq!(to_bob.payload(), serde_json::json!({"users": ["ann", "bob"]}));
+    // The replay buffers count each reply whole (its `c` included).
+    let bob_json_len = first.len(); // "b1" is as long as "a1"
+    assert_eq!(
+        sim.engine.metrics().replay_bytes,
+        (first.len() + second.len() + bob_json_len) as u64
+    );
+    sim.check_bounds();
+
+    // Replayed after a cut exactly as first sent, in both codecs.
+    for client in [ann, bob] {
+        sim.reconnect(client, None);
+        sim.resume_with(
+            client,
+            0,
+            Some(if client == ann { "user:ann" } else { "user:bob" }),
+        );
+    }
+    let replayed: Vec<&str> = sim.client(ann).stream().iter().map(|r| r.text.as_str()).collect();
+    assert_eq!(replayed, [first, second, first, second]);
+    let again = sim.client(bob).last_of("who").expect("a replay");
+    assert_eq!(
+        (
+            again.envelope.correlation_id.as_deref(),
+            again.envelope.seq,
+            again.payload()
+        ),
+        (Some("b1"), Some(1), to_bob.payload())
+    );
+    // Acknowledged: nothing held.
+    sim.ack(ann);
+    sim.ack(bob);
+    assert_eq!(sim.engine.metrics().replay_bytes, 0);
+    sim.check_bounds();
+}

@@ -388,3 +388,29 @@ fn room_history_replays_what_a_room_published_while_nobody_held_the_session() {
     );
     assert_eq!(nodes.client(bob).events_named("said"), ["1", "2", "3", "4", "5"]);
 }
+
+#[test]
+fn a_reply_made_of_a_shared_prefix_resumes_elsewhere_whole_with_its_own_correlation_id() {
+    let (mut nodes, alice, session) = on_a(11);
+    let shared =
+        ws_session::SharedPrefix::new("who", ws_proto::envelope::Payload::Trusted(r#"["ann","bob"]"#));
+    nodes.cut(alice);
+    let now = nodes.now;
+    let seq = nodes
+        .node_mut(A)
+        .engine
+        .send_shared(now, session, &shared, Some("w1"))
+        .unwrap();
+    nodes.route(alice, B);
+    nodes.advance(Duration::from_secs(5));
+    assert_eq!(nodes.session(alice), Some(session), "resumed on B");
+    // The journal carried the whole envelope, not the shared part alone.
+    let want = format!(r#"{{"v":"1.0","e":"who","p":["ann","bob"],"c":"w1","s":{seq}}}"#);
+    let got: Vec<&String> = nodes
+        .client(alice)
+        .received
+        .iter()
+        .filter(|text| text.contains(r#""e":"who""#))
+        .collect();
+    assert_eq!(got, [&want], "replayed once, byte for byte");
+}

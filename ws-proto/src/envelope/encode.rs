@@ -264,14 +264,21 @@ impl<'a> OutgoingEnvelope<'a> {
 
     fn write_tail<B: EnvelopeBuf>(&self, out: &mut B) {
         if let Some(c) = self.correlation_id {
-            out.put(b",\"c\":");
-            put_infallible(out, c);
+            write_correlation_id(out, c);
         }
         if let Some(t) = self.timestamp {
             out.put(b",\"t\":");
             put_infallible(out, &t);
         }
     }
+}
+
+/// Appends `,"c":"…"`, the correlation id field, as [`OutgoingEnvelope::encode_prefix`]
+/// writes it after `p`: for a server that shares one encoded event and payload among
+/// the replies of many requests and adds each one's `c` after it.
+pub fn write_correlation_id<B: EnvelopeBuf>(out: &mut B, correlation_id: &str) {
+    out.put(b",\"c\":");
+    put_infallible(out, correlation_id);
 }
 
 /// Appends the end of an envelope begun with

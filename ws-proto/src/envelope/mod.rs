@@ -43,7 +43,7 @@ use serde_json::value::RawValue;
 
 use crate::Config;
 
-pub use encode::{write_seq_suffix, EnvelopeBuf, OutgoingEnvelope, Payload};
+pub use encode::{write_correlation_id, write_seq_suffix, EnvelopeBuf, OutgoingEnvelope, Payload};
 pub use error::EnvelopeError;
 pub use msgpack::{Codec, MsgPackEnvelope};
 

@@ -68,7 +68,7 @@ impl Outbox<'_> {
             // In the journal before it goes out: see "accepted" in docs/PROTOCOL.md.
             // The binary form only when it is the payload's own: one made from JSON is
             // made again from the JSON prefix by whoever replays it.
-            let prefix = self.slab.prefix(slot).clone();
+            let prefix = self.slab.json_prefix(slot);
             let msgpack = self.slab.own_msgpack(slot).cloned();
             self.journal(sid, JournalEntry::Message { seq, prefix, msgpack });
             if dropped {
@@ -84,21 +84,20 @@ impl Outbox<'_> {
             return seq;
         };
         let codec = conn.codec;
-        let prefix = self.slab.prefix_for(slot, codec);
-        let len = OutboundMessage::encoded_len(codec, prefix, Some(seq));
+        let (prefix, tail) = self.slab.parts_for(slot, codec);
+        let len = tail.len() + OutboundMessage::encoded_len(codec, prefix, Some(seq));
         if !charge(conn, cid, len, self.config, self.slow, self.metrics) {
             return seq;
         }
         match batch {
             // No `Bytes` clone per recipient: its atomic increment is what a broadcast
             // must not pay N times (see the module docs of `replay`).
-            Some(batch) => batch.of(codec).push((cid, seq)),
+            Some(batch) => {
+                debug_assert!(tail.is_empty(), "a broadcast's prefix is whole");
+                batch.of(codec).push((cid, seq));
+            }
             None => {
-                let message = OutboundMessage {
-                    prefix: prefix.clone(),
-                    seq: Some(seq),
-                    codec,
-                };
+                let message = self.slab.message(slot, codec, seq);
                 self.actions.push_back(Action::Transmit {
                     connection: cid,
                     message,
@@ -177,20 +176,22 @@ impl Engine {
         msgpack: Option<&Bytes>,
     ) -> Result<u64, ApiError> {
         let slot = self.slab.insert_with(prefix.clone(), msgpack);
-        let result = self.deliver_slot(now, sid, slot);
-        self.slab.release(slot);
-        result
+        self.deliver_slot(now, sid, slot)
     }
 
-    /// Delivers the message in `slot` (held by the caller) to one session's stream.
+    /// Delivers the message in `slot`, just inserted, to one session's stream, and
+    /// drops the inserter's hold on it (the session's replay buffer keeps its own).
     pub(super) fn deliver_slot(&mut self, now: Instant, sid: SessionId, slot: u32) -> Result<u64, ApiError> {
         let (mut out, sessions, _) = self.outbox();
-        let Some(session) = sessions.get_mut(&sid) else {
-            return Err(ApiError::UnknownSession(sid));
+        let result = match sessions.get_mut(&sid) {
+            Some(session) => Ok(out.deliver(sid, session, slot, None)),
+            None => Err(ApiError::UnknownSession(sid)),
         };
-        let seq = out.deliver(sid, session, slot, None);
-        self.finish(now);
-        Ok(seq)
+        self.slab.release(slot);
+        if result.is_ok() {
+            self.finish(now);
+        }
+        result
     }
 
     /// A recipient list by codec, reusing handed-back allocations.
@@ -362,11 +363,7 @@ impl Engine {
                     .unwrap_or_else(|| msgpack_prefix_of(prefix, false)),
                 _ => prefix.clone(),
             };
-            let message = OutboundMessage {
-                prefix,
-                seq: None,
-                codec,
-            };
+            let message = OutboundMessage::new(prefix, None, codec);
             let len = message.len();
             of_codec.retain(|cid| {
                 let Some(conn) = self.conns.get_mut(cid) else {
@@ -415,14 +412,7 @@ impl Engine {
         };
         let prefix = self.encoder.control(codec, &env, payload);
         let (mut out, _, _) = self.outbox();
-        out.transmit(
-            cid,
-            OutboundMessage {
-                prefix,
-                seq: None,
-                codec,
-            },
-        );
+        out.transmit(cid, OutboundMessage::new(prefix, None, codec));
     }
 
     /// A protocol `sys.error` (control, no `s`); counted in the metrics.

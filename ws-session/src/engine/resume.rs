@@ -479,15 +479,8 @@ impl Engine {
         let (mut out, sessions, _) = self.outbox();
         if let Some(session) = sessions.get(&sid) {
             for (seq, slot) in session.replay.after(request.last_seq) {
-                let prefix = out.slab.prefix_for(slot, codec).clone();
-                out.transmit(
-                    cid,
-                    OutboundMessage {
-                        prefix,
-                        seq: Some(seq),
-                        codec,
-                    },
-                );
+                let message = out.slab.message(slot, codec, seq);
+                out.transmit(cid, message);
             }
         }
         self.metrics.resumes_ok += 1;
