@@ -7,6 +7,9 @@
 //! `Bytes` and N slot numbers, and costs no atomic operation per recipient — an atomic
 //! increment per recipient (cloning a `Bytes`) would also stall on every cache-missing
 //! store before it, which measured as the largest part of a large room broadcast.
+//! Replies many sessions get alike (a room's member list in every join reply) cannot
+//! share a slot — each has its own `c` — so each has a slot that holds the shared
+//! part by reference and its own `,"c":"…"` beside it (`Slot::tail`).
 //!
 //! A slot holds the message as JSON (the form journals get) and its MessagePack form:
 //! made from the payload's own MessagePack form when the application gave one (then
