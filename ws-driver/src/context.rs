@@ -6,8 +6,8 @@ use futures_channel::oneshot;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::borrow::Cow;
-use ws_proto::envelope::{Codec, EnvelopeError};
-use ws_session::{ApiError, ConnectionId, ConnectionInfo, InboundEvent, SessionId, UserId};
+use ws_proto::envelope::{Codec, EnvelopeError, OutgoingEnvelope};
+use ws_session::{ApiError, ConnectionId, ConnectionInfo, EncodedPrefix, InboundEvent, SessionId, UserId};
 
 use crate::error::HandlerError;
 use crate::handler::Handler;
@@ -199,10 +199,22 @@ impl Context {
     /// Answers the request: `event` with `payload`, carrying the request's
     /// correlation id, in the session's stream (so it survives a reconnect).
     ///
-    /// On a MessagePack connection the payload is serialized in both codecs, so that
-    /// binary data (`serde_bytes`) reaches the client as `bin`; the JSON form is for
-    /// JSON connections the session may resume on, and for other nodes.
+    /// On a JSON connection, for a request with a correlation id, the whole envelope
+    /// but `s` is encoded here, the payload serialized straight into it, and the hub
+    /// only numbers it. On a MessagePack
+    /// connection the payload is serialized in both codecs, so that binary data
+    /// (`serde_bytes`) reaches the client as `bin`; the JSON form is for JSON
+    /// connections the session may resume on, and for other nodes.
     pub fn reply(&self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
+        if let (Some(c), false) = (self.correlation_id(), self.codec() == Codec::MsgPack) {
+            let envelope = OutgoingEnvelope::new(event).with_correlation_id(c);
+            let prefix = EncodedPrefix::serialize(&envelope, payload).map_err(HandlerError::internal)?;
+            self.inner.handle.command(Command::SendEncoded {
+                session: self.session_id(),
+                prefix,
+            });
+            return Ok(());
+        }
         let payload = Payloads::of(payload, self.codec() == Codec::MsgPack)?;
         self.send_own(event, payload, self.correlation_id().map(str::to_owned));
         Ok(())

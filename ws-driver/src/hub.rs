@@ -78,6 +78,11 @@ pub(crate) enum ConnInput {
 
 /// Commands from handlers and the application (unbounded: they come from our code).
 pub(crate) enum Command {
+    /// A message encoded by its sender (a reply on a JSON connection).
+    SendEncoded {
+        session: SessionId,
+        prefix: ws_session::EncodedPrefix,
+    },
     Send {
         session: SessionId,
         event: String,
@@ -1083,6 +1088,11 @@ impl<R: Runtime> HubTask<R> {
 
     fn on_command(&mut self, now: Instant, command: Command) {
         match command {
+            Command::SendEncoded { session, prefix } => {
+                if let Err(err) = self.engine.send_encoded(now, session, &prefix) {
+                    tracing::debug!(%err, "send to a session that is gone");
+                }
+            }
             Command::Send {
                 session,
                 event,

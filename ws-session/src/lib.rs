@@ -150,7 +150,7 @@ pub use error_code::{ErrorCode, NotRecoverable};
 pub use id::{AuthId, ConnectionId, IdBuild, IdHasher, SessionId, UserId};
 pub use journal::{JournalEntry, SessionRecord};
 pub use metrics::{Metrics, RefusedResumes};
-pub use outbound::{OutboundMessage, SharedPrefix};
+pub use outbound::{EncodedPrefix, OutboundMessage, SharedPrefix};
 pub use request::{RequestFailure, RequestId};
 pub use session::SessionInfo;
 pub use token::{ResumeToken, TokenVerifier};

@@ -1230,3 +1230,48 @@ fn replies_made_of_a_shared_prefix_are_whole_in_both_codecs_counted_whole_and_re
     assert_eq!(sim.engine.metrics().replay_bytes, 0);
     sim.check_bounds();
 }
+
+#[test]
+fn a_prefix_encoded_outside_the_engine_goes_out_as_reply_would_send_it() {
+    let mut sim = sim();
+    sim.set_handler(|engine, now, event| {
+        let Some(c) = event.correlation_id() else {
+            return;
+        };
+        let envelope = OutgoingEnvelope::new("echoed").with_correlation_id(c);
+        let prefix = match event.event() {
+            "made" => ws_session::EncodedPrefix::new(&envelope.with_payload(Payload::Trusted("[1,2]"))),
+            _ => ws_session::EncodedPrefix::serialize(&envelope, &[1, 2]).expect("serializes"),
+        };
+        engine
+            .send_encoded(now, event.session, &prefix)
+            .expect("session exists");
+    });
+    let ann = sim.connect(Some("user:ann"));
+    sim.send(ann, "made", None, Some("m"));
+    sim.send(ann, "serialized", None, Some("s"));
+    let got: Vec<&str> = sim.client(ann).stream().iter().map(|r| r.text.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            r#"{"v":"1.0","e":"echoed","p":[1,2],"c":"m","s":1}"#,
+            r#"{"v":"1.0","e":"echoed","p":[1,2],"c":"s","s":2}"#
+        ]
+    );
+    // Kept for replay like any stream message, counted whole.
+    assert_eq!(
+        sim.engine.metrics().replay_bytes,
+        (got[0].len() + got[1].len()) as u64
+    );
+
+    // A session that is gone is an error, as for `send`.
+    let session = sid(&sim, ann);
+    let now = sim.now();
+    sim.engine.end_session(now, session, "bye").expect("ends");
+    sim.drain();
+    let prefix = ws_session::EncodedPrefix::new(&OutgoingEnvelope::new("late"));
+    assert!(matches!(
+        sim.engine.send_encoded(now, session, &prefix),
+        Err(ApiError::UnknownSession(s)) if s == session
+    ));
+}

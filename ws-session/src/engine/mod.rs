@@ -35,9 +35,9 @@ use crate::session::{Session, SessionInfo, Tomb, Tombstones};
 use crate::timer::{TimerKey, Timers};
 use crate::{
     Action, ApiError, AuthId, AuthRequest, CloseReason, ConfigError, ConnectionId, ConnectionInfo,
-    EngineConfig, ErrorCode, InboundEvent, Metrics, NotRecoverable, OutboundMessage, Publication,
-    PublishTarget, RequestFailure, RequestId, ResumeToken, RoomOffset, SessionEvent, SessionId, SharedPrefix,
-    TokenVerifier, UserId,
+    EncodedPrefix, EngineConfig, ErrorCode, InboundEvent, Metrics, NotRecoverable, OutboundMessage,
+    Publication, PublishTarget, RequestFailure, RequestId, ResumeToken, RoomOffset, SessionEvent, SessionId,
+    SharedPrefix, TokenVerifier, UserId,
 };
 use lifecycle::Ending;
 
@@ -437,6 +437,23 @@ impl Engine {
         if codec == Some(Codec::MsgPack) || envelope.payload.as_msgpack().is_some() {
             self.slab.set_msgpack(slot, envelope);
         }
+        self.deliver_slot(now, session, slot)
+    }
+
+    /// Sends `prefix` (an envelope encoded outside the engine, its `c` included when
+    /// it has one) to `session` as the next message of its stream: [`send`](Self::send)
+    /// of the envelope it was made from, byte for byte. A MessagePack connection gets
+    /// it transcoded from the JSON.
+    pub fn send_encoded(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        prefix: &EncodedPrefix,
+    ) -> Result<u64, ApiError> {
+        if !self.sessions.contains_key(&session) {
+            return Err(ApiError::UnknownSession(session));
+        }
+        let slot = self.slab.insert(prefix.as_bytes().clone());
         self.deliver_slot(now, session, slot)
     }
 
