@@ -201,10 +201,10 @@ impl Context {
     ///
     /// On a JSON connection, for a request with a correlation id, the whole envelope
     /// but `s` is encoded here, the payload serialized straight into it, and the hub
-    /// only numbers it. On a MessagePack
-    /// connection the payload is serialized in both codecs, so that binary data
-    /// (`serde_bytes`) reaches the client as `bin`; the JSON form is for JSON
-    /// connections the session may resume on, and for other nodes.
+    /// only numbers it. On a MessagePack connection the payload is serialized in both
+    /// codecs, so that binary data (`serde_bytes`) reaches the client as `bin`; the
+    /// JSON form is for JSON connections the session may resume on, and for other
+    /// nodes.
     pub fn reply(&self, event: &str, payload: &impl Serialize) -> Result<(), HandlerError> {
         if let (Some(c), false) = (self.correlation_id(), self.codec() == Codec::MsgPack) {
             let envelope = OutgoingEnvelope::new(event).with_correlation_id(c);

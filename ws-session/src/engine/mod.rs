@@ -450,9 +450,6 @@ impl Engine {
         session: SessionId,
         prefix: &EncodedPrefix,
     ) -> Result<u64, ApiError> {
-        if !self.sessions.contains_key(&session) {
-            return Err(ApiError::UnknownSession(session));
-        }
         let slot = self.slab.insert(prefix.as_bytes().clone());
         self.deliver_slot(now, session, slot)
     }
@@ -474,9 +471,6 @@ impl Engine {
         shared: &SharedPrefix,
         correlation_id: Option<&str>,
     ) -> Result<u64, ApiError> {
-        if !self.sessions.contains_key(&session) {
-            return Err(ApiError::UnknownSession(session));
-        }
         let tail = match correlation_id {
             Some(c) => self.encoder.correlation_tail(c),
             None => Bytes::new(),
