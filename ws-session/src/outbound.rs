@@ -48,8 +48,7 @@ impl OutboundMessage {
     pub fn write_to(&self, out: &mut Vec<u8>) -> usize {
         let start = out.len();
         out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(&self.tail);
-        write_suffix(self.codec, out, self.seq);
+        self.write_end(out);
         out.len() - start
     }
 
