@@ -962,8 +962,10 @@ impl Connection {
             mask,
             payload_len: (body.len() + tail.len()) as u64,
         };
+        let copied = mask.is_some() || body.len() < SHARE_MIN;
+        self.reserve_out(MAX_HEADER_LEN + if copied { body.len() } else { 0 } + tail.len());
         header.encode(&mut self.out);
-        if mask.is_some() || body.len() < SHARE_MIN {
+        if copied {
             // Copied straight into the output (and masked there): one copy.
             let start = self.out.len();
             self.out.extend_from_slice(body);
@@ -1141,6 +1143,7 @@ impl Connection {
             mask,
             payload_len: payload.len() as u64,
         };
+        self.reserve_out(MAX_HEADER_LEN + payload.len());
         header.encode(&mut self.out);
         let start = self.out.len();
         self.out.extend_from_slice(payload);
@@ -1170,7 +1173,20 @@ impl Connection {
             self.flush_coalesced_pong();
         }
         let mask = self.masks.as_mut().map(|masks| masks.next_mask());
+        self.reserve_out(MAX_HEADER_LEN + payload.len());
         encode_frame(&mut self.out, fin, opcode, payload, mask);
+    }
+
+    /// Makes room for a frame of `len` bytes in the output. The output is handed out
+    /// whole ([`poll_transmit`](Self::poll_transmit)) and starts again from nothing
+    /// (an idle connection holds no buffer); its first allocation after that has
+    /// room for a batch of small frames, where growing from the first frame's size
+    /// took an allocation and several reallocations per batch.
+    fn reserve_out(&mut self, len: usize) {
+        const BATCH_START: usize = 1024;
+        if self.out.capacity() == 0 {
+            self.out.reserve(len.max(BATCH_START));
+        }
     }
 }
 
