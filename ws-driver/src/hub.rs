@@ -407,7 +407,6 @@ impl Hub {
             shutdown: None,
             requests: HashMap::default(),
             store,
-            handing_over: false,
             handover_grace: app.handover_grace,
         };
         runtime.spawn(task.run());
@@ -970,9 +969,6 @@ struct HubTask<R: Runtime> {
     requests: HashMap<RequestId, oneshot::Sender<Result<Option<String>, RequestError>>, IdBuild>,
     /// The shared session store, when the app has one.
     store: Option<StoreLink>,
-    /// Set once a handover began (a graceful stop with a store): messages arriving from
-    /// then on are refused with 4116, not dispatched.
-    handing_over: bool,
     handover_grace: Duration,
 }
 
@@ -1371,7 +1367,11 @@ impl<R: Runtime> HubTask<R> {
                         // told, and close (see docs/PROTOCOL.md).
                         Some(_) => {
                             let grace = self.handover_grace;
-                            self.handing_over = true;
+                            // The events taken so far go to their workers first (ahead of
+                            // the marks below); every later message the engine refuses,
+                            // in order on its connection (see `stop_taking_messages`).
+                            self.drain(now);
+                            self.engine.stop_taking_messages();
                             let done: Vec<oneshot::Receiver<()>> = self
                                 .workers
                                 .values()
@@ -1948,18 +1948,6 @@ impl<R: Runtime> HubTask<R> {
     /// behind the middleware chain, on the session's worker.
     fn dispatch(&mut self, event: InboundEvent) {
         let session = event.session;
-        if self.handing_over {
-            // Not taken: the client sends it again once resumed elsewhere.
-            self.handle.command(Command::Error {
-                session,
-                correlation_id: event.correlation_id().map(str::to_owned),
-                error: HandlerError::with_code(
-                    ws_session::ErrorCode::SESSION_MOVED,
-                    "not processed: this node is handing its sessions over; send it again after resuming",
-                ),
-            });
-            return;
-        }
         let handler = self
             .listeners
             .get(&session)

@@ -1169,6 +1169,72 @@ fn a_handover_notice_is_answered_by_the_client_and_its_connection_closes_with_41
 }
 
 #[test]
+fn a_stopping_node_refuses_each_message_with_4116_in_order_before_the_close_its_client_asks_for() {
+    let mut sim = sim();
+    let taken = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = taken.clone();
+    sim.set_handler(move |_, _, event| seen.borrow_mut().push(event.correlation_id().map(str::to_owned)));
+    let a = sim.connect(Some("user:alice"));
+    let b = sim.connect_with_codec(Some("user:bob"), ws_proto::envelope::Codec::MsgPack);
+    sim.send(a, "tick", Some("1"), Some("q1"));
+    assert_eq!(*taken.borrow(), [Some("q1".to_owned())], "taken before the stop");
+
+    sim.engine.stop_taking_messages();
+    sim.send(a, "tick", Some("2"), Some("q2"));
+    sim.send(b, "tick", Some("3"), Some("q3"));
+    sim.send(a, "tick", Some("4"), None);
+    assert_eq!(
+        taken.borrow().len(),
+        1,
+        "nothing reaches a handler after the stop"
+    );
+    let refusals = |sim: &Sim, client: ClientId| -> Vec<(Option<u16>, Option<String>)> {
+        sim.client(client)
+            .received
+            .iter()
+            .filter(|r| r.event() == sys::ERROR)
+            .map(|r| {
+                (
+                    r.error_code(),
+                    r.envelope.correlation_id.as_deref().map(str::to_owned),
+                )
+            })
+            .collect()
+    };
+    let moved = Some(ErrorCode::SESSION_MOVED.0);
+    // Refused with 4116, each with its own `c` (none for an event without one), in
+    // both codecs, outside the stream.
+    assert_eq!(refusals(&sim, a), [(moved, Some("q2".to_owned())), (moved, None)]);
+    assert_eq!(refusals(&sim, b), [(moved, Some("q3".to_owned()))]);
+    assert!(sim.client(a).last_of(sys::ERROR).unwrap().envelope.seq.is_none());
+    // System events are still handled.
+    sim.send(a, sys::PING, None, Some("p1"));
+    assert_eq!(sim.client(a).last_event(), Some(sys::PONG));
+
+    // The notice, then a request and the client's answer read in one go: the refusal
+    // is queued before the close the answer asks for (the simulator panics on a
+    // message to a closed connection), so the client learns to send it again.
+    let now = sim.now();
+    sim.engine.begin_handover(now);
+    sim.drain();
+    let cid = sim.client(a).connection.expect("open");
+    let text = |event: &str, c: Option<&str>| {
+        let mut envelope = OutgoingEnvelope::new(event);
+        envelope.correlation_id = c;
+        Message::Text(String::from_utf8(envelope.to_vec()).unwrap())
+    };
+    sim.engine.handle_message(now, cid, text("tick", Some("q5")));
+    sim.engine.handle_message(now, cid, text(sys::HANDOVER, None));
+    sim.drain();
+    assert_eq!(refusals(&sim, a).last(), Some(&(moved, Some("q5".to_owned()))));
+    assert_eq!(
+        sim.client(a).closed.map(|(code, _)| code),
+        Some(ErrorCode::SESSION_MOVED.close_code())
+    );
+    assert_eq!(taken.borrow().len(), 1);
+}
+
+#[test]
 fn replies_made_of_a_shared_prefix_are_whole_in_both_codecs_counted_whole_and_replayed_alike() {
     let mut sim = sim();
     let shared = ws_session::SharedPrefix::new("who", Payload::Trusted(r#"{"users":["ann","bob"]}"#));

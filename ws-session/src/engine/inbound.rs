@@ -87,27 +87,28 @@ impl Engine {
         }));
     }
 
-    /// The session an application event on `cid` belongs to; `None` (and 4101 sent)
-    /// before the connection has one.
+    /// The session an application event on `cid` belongs to; `None` (and the
+    /// refusal sent) before the connection has one (4101), or once this node has
+    /// stopped taking messages (4116).
     fn attached_for_event(&mut self, cid: ConnectionId, c: Option<&str>) -> Option<SessionId> {
         let conn = self.conns.get_mut(&cid)?;
-        match &mut conn.state {
-            ConnState::Attached { session, fresh } => {
+        let (code, message) = match &mut conn.state {
+            ConnState::Attached { session, fresh } if !self.stopping => {
                 *fresh = false;
-                Some(*session)
+                return Some(*session);
             }
-            _ => {
-                let c = c.map(str::to_owned);
-                self.send_error(
-                    cid,
-                    ErrorCode::NOT_AUTHENTICATED.0,
-                    "not authenticated: wait for sys.session.created",
-                    None,
-                    c.as_deref(),
-                );
-                None
-            }
-        }
+            ConnState::Attached { .. } => (
+                ErrorCode::SESSION_MOVED,
+                "not processed: this node is handing its sessions over; send it again after resuming",
+            ),
+            _ => (
+                ErrorCode::NOT_AUTHENTICATED,
+                "not authenticated: wait for sys.session.created",
+            ),
+        };
+        let c = c.map(str::to_owned);
+        self.send_error(cid, code.0, message, None, c.as_deref());
+        None
     }
 
     /// A `sys.*` event from a client.

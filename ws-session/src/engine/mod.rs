@@ -71,6 +71,8 @@ pub struct Engine {
     /// Server→client requests waiting for their answer.
     requests: IdMap<RequestId, PendingRequest>,
     next_request: u64,
+    /// Set by [`Engine::stop_taking_messages`]: application messages are refused.
+    stopping: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -109,6 +111,7 @@ impl Engine {
             slab: PrefixSlab::default(),
             requests: IdMap::default(),
             next_request: 1,
+            stopping: false,
         })
     }
 
@@ -843,6 +846,20 @@ impl Engine {
     ) {
         self.on_session_loaded(now, connection, session, record, history);
         self.finish(now);
+    }
+
+    /// Call when a graceful stop that hands the sessions over begins, once every
+    /// [`Action::Event`] taken so far is with its handler: from now on each
+    /// application message is answered with `sys.error` 4116
+    /// ([`ErrorCode::SESSION_MOVED`], "not processed", its `c` echoed) instead of
+    /// becoming an event, and the client sends it again once resumed elsewhere. The
+    /// refusal is queued on its connection in order with everything else, so it
+    /// reaches the client before that connection's close — a refusal made later, by
+    /// the caller, could find the connection closed by the client's answer to
+    /// [`begin_handover`](Self::begin_handover) in between, and the request would be
+    /// neither answered nor refused. System events are still handled.
+    pub fn stop_taking_messages(&mut self) {
+        self.stopping = true;
     }
 
     /// Tells every attached client that this node hands its sessions over
