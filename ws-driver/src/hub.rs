@@ -820,61 +820,7 @@ struct ConnEntry {
 /// Handlers of one session run one after the other, in arrival order, on a worker
 /// task of the session's own; sessions run in parallel. Its lifecycle hooks run there
 /// too, in the same order as its handlers.
-enum Job {
-    /// An event for its handler. Run inside the worker's own future rather than
-    /// boxed: a message is one allocation fewer.
-    Event(EventJob),
-    /// Anything else: lifecycle hooks, the handover's mark.
-    Boxed(BoxFuture<()>),
-}
-
-/// An event, its handler behind the middleware chain, and what is measured and
-/// logged around the call.
-struct EventJob {
-    ctx: Context,
-    next: Next,
-    histogram: prometheus_client::metrics::histogram::Histogram,
-    span: tracing::Span,
-}
-
-impl EventJob {
-    async fn run(self) {
-        let EventJob {
-            ctx,
-            next,
-            histogram,
-            span,
-        } = self;
-        // For the error path: its correlation id is copied only if the handler fails.
-        let failed = ctx.clone();
-        let session = ctx.session_id();
-        let call = async move {
-            // A panicking handler must not take its session's worker (and every later
-            // message of the session) down with it: it becomes an error for the client.
-            let started = std::time::Instant::now();
-            let outcome = std::panic::AssertUnwindSafe(next.run(ctx)).catch_unwind().await;
-            histogram.observe(started.elapsed().as_secs_f64());
-            match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(error),
-                Err(_) => {
-                    tracing::error!(session = %session, "a handler panicked");
-                    Some(HandlerError::with_code(
-                        ws_session::ErrorCode::INTERNAL,
-                        "internal error",
-                    ))
-                }
-            }
-        };
-        if let Some(error) = tracing::Instrument::instrument(call, span).await {
-            failed.server().command(Command::Error {
-                session,
-                correlation_id: failed.correlation_id().map(str::to_owned),
-                error,
-            });
-        }
-    }
-}
+type Job = BoxFuture<()>;
 
 /// Starts a worker on `runtime`: a task that runs the jobs sent to it one after the
 /// other, and ends once every sender is dropped and the queue is empty.
@@ -882,10 +828,7 @@ fn spawn_worker(runtime: &impl Runtime) -> mpsc::UnboundedSender<Job> {
     let (tx, mut rx) = mpsc::unbounded::<Job>();
     runtime.spawn(async move {
         while let Some(job) = rx.next().await {
-            match job {
-                Job::Event(job) => job.run().await,
-                Job::Boxed(job) => job.await,
-            }
+            job.await;
         }
     });
     tx
@@ -896,7 +839,7 @@ fn spawn_worker(runtime: &impl Runtime) -> mpsc::UnboundedSender<Job> {
 /// Each hook is called inside the job, not before it: the call is application code
 /// too (it may work before its first `.await`), and it must not run on the hub. A hook
 /// that panics is logged; the hooks after it, and the worker's later jobs, still run.
-fn hook_job<E>(hooks: Arc<[Hook<E>]>, event: E, handle: ServerHandle, kind: &'static str) -> BoxFuture<()>
+fn hook_job<E>(hooks: Arc<[Hook<E>]>, event: E, handle: ServerHandle, kind: &'static str) -> Job
 where
     E: Clone + Send + Sync + std::fmt::Debug + 'static,
 {
@@ -1081,7 +1024,7 @@ impl<R: Runtime> HubTask<R> {
                         self.handle.clone(),
                         "connection",
                     );
-                    let _ = worker.unbounded_send(Job::Boxed(job));
+                    let _ = worker.unbounded_send(job);
                     worker
                 });
                 self.conns.insert(
@@ -1133,7 +1076,7 @@ impl<R: Runtime> HubTask<R> {
                         self.handle.clone(),
                         "connection",
                     );
-                    let _ = worker.unbounded_send(Job::Boxed(job));
+                    let _ = worker.unbounded_send(job);
                 }
             }
         }
@@ -1377,9 +1320,9 @@ impl<R: Runtime> HubTask<R> {
                                 .values()
                                 .map(|worker| {
                                     let (tx, rx) = oneshot::channel();
-                                    let _ = worker.unbounded_send(Job::Boxed(Box::pin(async move {
+                                    let _ = worker.unbounded_send(Box::pin(async move {
                                         let _ = tx.send(());
-                                    })));
+                                    }));
                                     rx
                                 })
                                 .collect();
@@ -1675,7 +1618,7 @@ impl<R: Runtime> HubTask<R> {
             );
             match session_of(&event) {
                 Some(session) => {
-                    let _ = self.worker(session).unbounded_send(Job::Boxed(job));
+                    let _ = self.worker(session).unbounded_send(job);
                 }
                 // A kind of event this driver does not know: no worker to keep it in
                 // order with, but still off the hub.
@@ -1984,12 +1927,32 @@ impl<R: Runtime> HubTask<R> {
             }
         };
         let ctx = Context::new(self.handle.clone(), event, state, info);
-        let job = Job::Event(EventJob {
-            ctx,
-            next: Next::new(self.middleware.clone(), handler),
-            histogram,
+        // For the error path: its correlation id is copied only if the handler fails.
+        let failed = ctx.clone();
+        let next = Next::new(self.middleware.clone(), handler);
+        let job: Job = Box::pin(tracing::Instrument::instrument(
+            async move {
+                // A panicking handler must not take its session's worker (and every later
+                // message of the session) down with it: it becomes an error for the client.
+                let started = std::time::Instant::now();
+                let outcome = std::panic::AssertUnwindSafe(next.run(ctx)).catch_unwind().await;
+                histogram.observe(started.elapsed().as_secs_f64());
+                let error = match outcome {
+                    Ok(Ok(())) => return,
+                    Ok(Err(error)) => error,
+                    Err(_) => {
+                        tracing::error!(session = %session, "a handler panicked");
+                        HandlerError::with_code(ws_session::ErrorCode::INTERNAL, "internal error")
+                    }
+                };
+                failed.server().command(Command::Error {
+                    session,
+                    correlation_id: failed.correlation_id().map(str::to_owned),
+                    error,
+                });
+            },
             span,
-        });
+        ));
         let _ = self.worker(session).unbounded_send(job);
     }
 }
