@@ -98,11 +98,7 @@ impl Context {
     /// The value of header `name` (ASCII case-insensitive) of the connection's upgrade
     /// request. Credentials (`Authorization`, `Cookie`) are there too: do not log them.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let info = self.connection_info()?;
-        info.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.connection_info()?.headers.get(name)
     }
 
     /// The peer's address, when the transport has one.

@@ -153,7 +153,7 @@ where
         let Some(rest) = preamble.await else {
             return;
         };
-        let info = ConnectionInfo::new(peer, "/", None, Vec::new());
+        let info = ConnectionInfo::new(peer, "/", None, Default::default());
         let framing = PrefixedConnection::new(&hub.settings.config.envelope);
         run_transport(hub, runtime, prefixed(stream, framing, rest), info).await;
     }
@@ -215,11 +215,7 @@ where
 /// and the envelope codec the server picks among the subprotocols offered
 /// ([`Codec::SERVED`], MessagePack first).
 pub fn connection_info(request: &Request, peer: Option<SocketAddr>) -> ConnectionInfo {
-    let headers = request
-        .headers()
-        .iter()
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-        .collect();
+    let headers = request.headers().clone();
     // The codec the 101 names (`accept_upgrade`, axum's `mount`): the same choice.
     let (codec, _) = Codec::negotiate(request.protocols(), &Codec::SERVED);
     ConnectionInfo::new(peer, request.path(), request.query().map(str::to_owned), headers).with_codec(codec)

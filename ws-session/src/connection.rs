@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ws_proto::envelope::Codec;
+use ws_proto::handshake::Headers;
 
 use crate::rate_limit::RateLimiter;
 use crate::{AuthId, SessionId, UserId};
@@ -24,8 +25,8 @@ pub struct ConnectionInfo {
     pub path: String,
     /// The raw query string, without `?` (`token=abc&x=1`).
     pub query: Option<String>,
-    /// The request headers, names as received.
-    pub headers: Vec<(String, String)>,
+    /// The request headers, names as received (their `Debug` redacts credentials).
+    pub headers: Headers,
     /// The `Origin` header.
     pub origin: Option<String>,
     /// The credential, when the request carried one (`Authorization: Bearer …` or
@@ -39,19 +40,11 @@ pub struct ConnectionInfo {
 
 impl std::fmt::Debug for ConnectionInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let secret = ws_proto::handshake::is_credential_header(name);
-                (name.as_str(), if secret { "<redacted>" } else { value.as_str() })
-            })
-            .collect();
         f.debug_struct("ConnectionInfo")
             .field("peer_addr", &self.peer_addr)
             .field("path", &self.path)
             .field("query", &self.query.as_ref().map(|_| "<redacted>"))
-            .field("headers", &headers)
+            .field("headers", &self.headers)
             .field("origin", &self.origin)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("codec", &self.codec)
@@ -67,14 +60,9 @@ impl ConnectionInfo {
         peer_addr: Option<SocketAddr>,
         path: impl Into<String>,
         query: Option<String>,
-        headers: Vec<(String, String)>,
+        headers: Headers,
     ) -> Self {
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.trim().to_owned())
-        };
+        let header = |name: &str| headers.get(name).map(|v| v.trim().to_owned());
         let origin = header("origin");
         let bearer = header("authorization").and_then(|v| {
             let (scheme, rest) = v.split_once(' ')?;
@@ -192,11 +180,13 @@ mod debug_tests {
             None,
             "/ws",
             Some("token=query-secret".to_owned()),
-            vec![
-                ("Authorization".to_owned(), "Bearer header-secret".to_owned()),
-                ("Cookie".to_owned(), "sid=cookie-secret".to_owned()),
-                ("Origin".to_owned(), "https://chat.example".to_owned()),
-            ],
+            [
+                ("Authorization", "Bearer header-secret"),
+                ("Cookie", "sid=cookie-secret"),
+                ("Origin", "https://chat.example"),
+            ]
+            .into_iter()
+            .collect(),
         );
         assert_eq!(info.token.as_deref(), Some("header-secret"));
         let printed = format!("{info:?}");

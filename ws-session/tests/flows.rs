@@ -923,7 +923,7 @@ fn origin_allow_list() {
         None,
         "/ws",
         Some("token=user:eve".into()),
-        vec![("Origin".into(), "https://evil.example".into())],
+        [("Origin", "https://evil.example")].into_iter().collect(),
     );
     assert_eq!(info.token.as_deref(), Some("user:eve"));
     let cid = sim.engine.handle_connection_opened(now, info.clone());
@@ -947,7 +947,7 @@ fn connection_info_extracts_the_bearer_token_first() {
         None,
         "/ws",
         Some("a=1&token=q".into()),
-        vec![("authorization".into(), "Bearer  h ".into())],
+        [("authorization", "Bearer  h ")].into_iter().collect(),
     );
     assert_eq!(info.token.as_deref(), Some("h"));
 }

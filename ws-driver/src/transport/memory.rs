@@ -15,6 +15,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_util::{Sink, Stream};
+use ws_proto::handshake::Headers;
 use ws_proto::{CloseCode, CloseFrame, Config, ConnectionState, Event, ProtocolError, SendError};
 
 use ws_session::ConnectionInfo;
@@ -233,9 +234,13 @@ impl<R: Runtime> MemoryDialer<R> {
 impl<R: Runtime> Dialer for MemoryDialer<R> {
     fn dial(&self, request: DialRequest) -> BoxFuture<io::Result<BoxTransport>> {
         let (client, server) = pair(self.hub.proto_config());
-        let mut headers = request.headers;
-        if let Some(origin) = request.origin {
-            headers.push(("Origin".to_owned(), origin));
+        let mut headers: Headers = request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        if let Some(origin) = &request.origin {
+            headers.push("Origin", origin);
         }
         let info = ConnectionInfo::new(None, "/", None, headers);
         self.runtime.spawn(run_transport(

@@ -13,24 +13,27 @@ use super::error::HandshakeError;
 /// `Proxy-Authorization`) as `<redacted>`, so logging a request leaks no secret.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    fields: Vec<(String, String)>,
+    /// Every name and value, one after the other: one allocation for a whole head
+    /// instead of two per field (a server reads one per connection it accepts).
+    text: String,
+    /// Where each field's name ends and its value ends in `text`, in the order
+    /// received; a name starts where the field before ends.
+    ends: Vec<(usize, usize)>,
 }
 
 impl Headers {
     /// The first value of header `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
+        self.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// Every value of header `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.fields
-            .iter()
+        self.iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// Whether header `name` is present.
@@ -40,17 +43,28 @@ impl Headers {
 
     /// All fields as `(name, value)`, in the order received.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(_, value_end)| value_end));
+        starts.zip(&self.ends).map(|(start, &(name_end, value_end))| {
+            (&self.text[start..name_end], &self.text[name_end..value_end])
+        })
     }
 
     /// Number of header fields.
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.ends.len()
     }
 
     /// Whether there are no header fields.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.ends.is_empty()
+    }
+
+    /// Appends a field, `name` and `value` as they are.
+    pub fn push(&mut self, name: &str, value: &str) {
+        self.text.push_str(name);
+        let name_end = self.text.len();
+        self.text.push_str(value);
+        self.ends.push((name_end, self.text.len()));
     }
 
     /// Converts httparse's fields, refusing values that are not UTF-8.
@@ -61,16 +75,20 @@ impl Headers {
     /// Takes name/value pairs, refusing values that are not UTF-8; surrounding
     /// whitespace of values is dropped.
     pub(crate) fn from_pairs<'a>(
-        pairs: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>,
+        pairs: impl ExactSizeIterator<Item = (&'a str, &'a [u8])> + Clone,
     ) -> Result<Self, HandshakeError> {
-        let mut fields = Vec::with_capacity(pairs.len());
+        let len = pairs.clone().map(|(name, value)| name.len() + value.len()).sum();
+        let mut headers = Self {
+            text: String::with_capacity(len),
+            ends: Vec::with_capacity(pairs.len()),
+        };
         for (name, value) in pairs {
             let value = std::str::from_utf8(value).map_err(|_| HandshakeError::InvalidHeaderValue {
                 name: name.to_owned(),
             })?;
-            fields.push((name.to_owned(), value.trim_matches(is_ows).to_owned()));
+            headers.push(name, value.trim_matches(is_ows));
         }
-        Ok(Self { fields })
+        Ok(headers)
     }
 
     /// The value of a header that must appear at most once.
@@ -127,6 +145,17 @@ pub fn is_credential_header(name: &str) -> bool {
     SECRET_FIELDS
         .iter()
         .any(|secret| secret.eq_ignore_ascii_case(name))
+}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for Headers {
+    /// Fields as they are (nothing trimmed or checked).
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(fields: I) -> Self {
+        let mut headers = Self::default();
+        for (name, value) in fields {
+            headers.push(name, value);
+        }
+        headers
+    }
 }
 
 impl std::fmt::Debug for Headers {
@@ -233,12 +262,55 @@ mod tests {
     use super::*;
 
     fn headers(fields: &[(&str, &str)]) -> Headers {
-        Headers {
-            fields: fields
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        }
+        fields.iter().copied().collect()
+    }
+
+    #[test]
+    fn fields_in_one_buffer_keep_their_bounds_and_order() {
+        // Empty values and a value that reads like the next name must not run together.
+        let parsed = [
+            httparse::Header {
+                name: "Host",
+                value: b" example.com\t",
+            },
+            httparse::Header {
+                name: "X-Empty",
+                value: b"",
+            },
+            httparse::Header {
+                name: "X-Next",
+                value: b"X-Empty",
+            },
+            httparse::Header {
+                name: "X-Empty",
+                value: b"  ",
+            },
+        ];
+        let h = Headers::from_parsed(&parsed).unwrap();
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            [
+                ("Host", "example.com"),
+                ("X-Empty", ""),
+                ("X-Next", "X-Empty"),
+                ("X-Empty", "")
+            ]
+        );
+        assert_eq!(h.get_all("x-empty").collect::<Vec<_>>(), ["", ""]);
+        assert_eq!(h.get("x-next"), Some("X-Empty"));
+        assert_eq!(h.len(), 4);
+        let mut pushed: Headers = [("Host", "example.com"), ("X-Empty", "")].into_iter().collect();
+        pushed.push("X-Next", "X-Empty");
+        pushed.push("X-Empty", "");
+        assert_eq!(pushed, h);
+        let invalid = [httparse::Header {
+            name: "X-Bad",
+            value: b"\xff",
+        }];
+        assert!(matches!(
+            Headers::from_parsed(&invalid),
+            Err(HandshakeError::InvalidHeaderValue { name }) if name == "X-Bad"
+        ));
     }
 
     #[test]

@@ -160,12 +160,9 @@ impl Request {
     /// malformed extension value, or an extra header that is invalid or written by the
     /// handshake itself.
     pub fn accept(&self, accept: &Accept) -> Result<Bytes, HandshakeError> {
-        let fields = self.accept_fields(accept)?;
         let mut out = Vec::with_capacity(160);
         out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
-        for (name, value) in &fields {
-            write_field(&mut out, name, value);
-        }
+        self.accepted(accept, |name, value| write_field(&mut out, name, value))?;
         out.extend_from_slice(b"\r\n");
         Ok(Bytes::from(out))
     }
@@ -174,6 +171,16 @@ impl Request {
     /// HTTP server that writes the response itself (detached mode). Same checks and
     /// errors as [`Request::accept`].
     pub fn accept_fields(&self, accept: &Accept) -> Result<Vec<(String, String)>, HandshakeError> {
+        let mut fields = Vec::new();
+        self.accepted(accept, |name, value| {
+            fields.push((name.to_owned(), value.to_owned()))
+        })?;
+        Ok(fields)
+    }
+
+    /// Checks `accept` against this request, then hands each field of the 101 to
+    /// `field`, in order: the one place both forms of the answer come from.
+    fn accepted(&self, accept: &Accept, mut field: impl FnMut(&str, &str)) -> Result<(), HandshakeError> {
         if let Some(protocol) = &accept.protocol {
             if !self.protocols.iter().any(|p| p == protocol) {
                 return Err(HandshakeError::UnofferedProtocol {
@@ -207,19 +214,19 @@ impl Request {
         for (name, value) in &accept.headers {
             check_extra(name, value, RESERVED)?;
         }
-        let mut fields = vec![
-            ("Upgrade".to_owned(), "websocket".to_owned()),
-            ("Connection".to_owned(), "Upgrade".to_owned()),
-            ("Sec-WebSocket-Accept".to_owned(), accept_key(self.key.as_bytes())),
-        ];
+        field("Upgrade", "websocket");
+        field("Connection", "Upgrade");
+        field("Sec-WebSocket-Accept", &accept_key(self.key.as_bytes()));
         if let Some(protocol) = &accept.protocol {
-            fields.push(("Sec-WebSocket-Protocol".to_owned(), protocol.clone()));
+            field("Sec-WebSocket-Protocol", protocol);
         }
         if let Some(extensions) = extensions {
-            fields.push(("Sec-WebSocket-Extensions".to_owned(), extensions.to_owned()));
+            field("Sec-WebSocket-Extensions", extensions);
         }
-        fields.extend(accept.headers.iter().cloned());
-        Ok(fields)
+        for (name, value) in &accept.headers {
+            field(name, value);
+        }
+        Ok(())
     }
 
     /// Refuses the request for the application's own reason (403 for an Origin not on
