@@ -864,9 +864,10 @@ impl Engine {
 
     /// Tells every attached client that this node hands its sessions over
     /// (`sys.handover`): clients that know it stop sending, close with 4116 and resume
-    /// elsewhere at once. Call when a graceful stop with a session store begins, once
-    /// the messages this node took are answered (the driver refuses later ones with
-    /// 4116); close the connections that have not closed after a grace period.
+    /// elsewhere at once. Call when a graceful stop with a session store has stopped
+    /// taking messages ([`stop_taking_messages`](Self::stop_taking_messages)) and the
+    /// ones it took are answered; close the connections that have not closed after a
+    /// grace period.
     pub fn begin_handover(&mut self, now: Instant) {
         let attached: Vec<ConnectionId> = self.sessions.values().filter_map(|s| s.connection).collect();
         for cid in attached {
