@@ -41,7 +41,7 @@ pub(crate) async fn run(spec: &Spec, sessions: usize) -> io::Result<Outcome> {
         .run_until(async move {
             let rss_before = pid.and_then(proc_stat::rss_bytes);
             let conns = open_all(sessions, move |user| connect_session(addr, Proto::Tether, user)).await?;
-            let cpu_before = pid.and_then(proc_stat::cpu_seconds);
+            let cpu_before = pid.and_then(proc_stat::cpu_times);
             let started = Instant::now();
             let tasks: Vec<_> = conns
                 .into_iter()
@@ -97,12 +97,12 @@ pub(crate) async fn run(spec: &Spec, sessions: usize) -> io::Result<Outcome> {
             for task in tasks {
                 members.push(task.await.map_err(io::Error::other)?);
             }
-            let cpu_after = pid.and_then(proc_stat::cpu_seconds);
+            let cpu_after = pid.and_then(proc_stat::cpu_times);
             let rss_after = pid.and_then(proc_stat::rss_bytes);
             let done = members.iter().filter(|m| m.done_at.is_some()).count() as u64;
             let last = members.iter().filter_map(|m| m.done_at).max();
             let window_secs = last.map_or(0.0, |at| at.duration_since(started).as_secs_f64());
-            let server_cpu_s = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+            let (server_cpu_s, server_kernel_s) = proc_stat::spent(cpu_before, cpu_after);
             let presence_msgs: u64 = members.iter().map(|m| m.presence_msgs).sum();
             Ok(Outcome {
                 measured: done,
@@ -113,6 +113,7 @@ pub(crate) async fn run(spec: &Spec, sessions: usize) -> io::Result<Outcome> {
                     0.0
                 },
                 server_cpu_s,
+                server_kernel_s,
                 msg_per_cpu_s: server_cpu_s.filter(|s| *s > 0.0).map(|s| done as f64 / s),
                 sent: sessions as u64,
                 received: done,

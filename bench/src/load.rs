@@ -111,6 +111,10 @@ pub struct Outcome {
     pub msg_per_s: f64,
     /// Server CPU seconds (user + system) during the window, when known.
     pub server_cpu_s: Option<f64>,
+    /// Of those, the seconds in the kernel (system calls, and the softirqs that ran
+    /// while the server did: on loopback, the client's TCP input of what it sent).
+    #[serde(default)]
+    pub server_kernel_s: Option<f64>,
     /// `measured / server_cpu_s`.
     pub msg_per_cpu_s: Option<f64>,
     /// Latency percentiles of echo answers in the window, microseconds.
@@ -431,13 +435,13 @@ async fn loaded(spec: &Spec) -> io::Result<Outcome> {
                 }
             }
             tokio::time::sleep(Duration::from_secs_f64(spec.warmup)).await;
-            let cpu_before = spec.server_pid.and_then(proc_stat::cpu_seconds);
+            let cpu_before = spec.server_pid.and_then(proc_stat::cpu_times);
             shared.phase.store(PHASE_MEASURE, Ordering::Relaxed);
             let started = Instant::now();
             tokio::time::sleep(Duration::from_secs_f64(spec.secs)).await;
             shared.phase.store(PHASE_STOP, Ordering::Relaxed);
             let window_secs = started.elapsed().as_secs_f64();
-            let cpu_after = spec.server_pid.and_then(proc_stat::cpu_seconds);
+            let cpu_after = spec.server_pid.and_then(proc_stat::cpu_times);
             *shared.drain_deadline.lock().expect("not poisoned") = Some(tokio::time::Instant::now() + DRAIN);
             shared.stop.cancel();
             let mut tally = Tally::default();
@@ -449,7 +453,7 @@ async fn loaded(spec: &Spec) -> io::Result<Outcome> {
             for task in tasks {
                 tally.add(task.await.map_err(io::Error::other)?);
             }
-            let server_cpu_s = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+            let (server_cpu_s, server_kernel_s) = proc_stat::spent(cpu_before, cpu_after);
             let mut latencies = std::mem::take(&mut tally.latencies);
             latencies.sort_unstable();
             let pct = |p: f64| -> Option<u32> {
@@ -464,6 +468,7 @@ async fn loaded(spec: &Spec) -> io::Result<Outcome> {
                 window_secs,
                 msg_per_s: tally.measured as f64 / window_secs,
                 server_cpu_s,
+                server_kernel_s,
                 msg_per_cpu_s: server_cpu_s
                     .filter(|s| *s > 0.0)
                     .map(|s| tally.measured as f64 / s),

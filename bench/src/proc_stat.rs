@@ -5,8 +5,36 @@
 /// user space whatever the kernel's HZ).
 const USER_HZ: f64 = 100.0;
 
-/// User plus system CPU seconds of `pid` (all its threads), when it exists.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+/// A process's CPU time so far, split where it ran.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuTimes {
+    /// Seconds in user space.
+    pub user: f64,
+    /// Seconds in the kernel: system calls, and the interrupts and softirqs that
+    /// came while the process ran (on loopback, the receiving side's TCP input of
+    /// what it sent).
+    pub system: f64,
+}
+
+impl CpuTimes {
+    /// User plus system seconds.
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
+/// The CPU time spent between two samples of one process: (all of it, the kernel's),
+/// when both samples exist.
+pub fn spent(before: Option<CpuTimes>, after: Option<CpuTimes>) -> (Option<f64>, Option<f64>) {
+    match (before, after) {
+        (Some(b), Some(a)) => (Some(a.total() - b.total()), Some(a.system - b.system)),
+        _ => (None, None),
+    }
+}
+
+/// User and system CPU seconds of `pid` (all its threads), when it exists. Counted
+/// by the scheduler tick (100 per second): a window of seconds has hundreds of ticks.
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: count the
     // fields after its closing parenthesis. utime and stime are fields 14 and 15.
@@ -14,7 +42,10 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / USER_HZ)
+    Some(CpuTimes {
+        user: utime / USER_HZ,
+        system: stime / USER_HZ,
+    })
 }
 
 /// Resident memory of `pid` in bytes (`VmRSS`), when it exists.
@@ -53,8 +84,25 @@ mod tests {
     #[test]
     fn this_process_has_cpu_time_and_memory() {
         let pid = std::process::id();
-        assert!(cpu_seconds(pid).is_some());
+        let times = cpu_times(pid).expect("CPU times");
+        assert!(times.user >= 0.0 && times.system >= 0.0);
+        assert_eq!(times.total(), times.user + times.system);
         assert!(rss_bytes(pid).is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn spent_is_the_difference_of_two_samples_and_nothing_without_both() {
+        let before = CpuTimes {
+            user: 1.0,
+            system: 0.5,
+        };
+        let after = CpuTimes {
+            user: 1.5,
+            system: 2.0,
+        };
+        assert_eq!(spent(Some(before), Some(after)), (Some(2.0), Some(1.5)));
+        assert_eq!(spent(None, Some(after)), (None, None));
+        assert_eq!(spent(Some(before), None), (None, None));
     }
 
     #[test]

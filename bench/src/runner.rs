@@ -268,7 +268,7 @@ pub fn subjects(root: &Path) -> (Vec<Subject>, Vec<String>) {
 
 /// The scenarios, short (`quick`) or as the issue sizes them.
 pub fn cases(quick: bool) -> Vec<Case> {
-    let members = if quick { 1000 } else { 5000 };
+    let members = fanout_members(quick);
     let idle = if quick { 1000 } else { 5000 };
     let storm = if quick { 1000 } else { 10_000 };
     let raw = |conns, inflight, size| Scenario::RawEcho {
@@ -283,13 +283,13 @@ pub fn cases(quick: bool) -> Vec<Case> {
         size: 20,
         ack_every: 16,
     };
-    let fanout = |ack_every| Scenario::Fanout {
+    let fanout = |members, ack_every| Scenario::Fanout {
         proto: Proto::Tether,
         members,
         window: 4,
         ack_every,
     };
-    vec![
+    let mut cases = vec![
         Case {
             title: "raw echo, 100 conns × 20 B, 1 in flight".into(),
             raw: true,
@@ -315,16 +315,20 @@ pub fn cases(quick: bool) -> Vec<Case> {
             raw: false,
             scenario: echo(8),
         },
-        Case {
+    ];
+    for &members in members {
+        cases.push(Case {
             title: format!("room fan-out, {members} members, 4 publications in flight (deliveries)"),
             raw: false,
-            scenario: fanout(0),
-        },
-        Case {
+            scenario: fanout(members, 0),
+        });
+        cases.push(Case {
             title: format!("room fan-out, {members} members, acks every 16 (deliveries)"),
             raw: false,
-            scenario: fanout(16),
-        },
+            scenario: fanout(members, 16),
+        });
+    }
+    cases.extend([
         Case {
             title: format!("resume storm: {storm} sessions cut at once, 4 messages missed each (resumes)"),
             raw: false,
@@ -349,13 +353,13 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 conns: idle,
             },
         },
-    ]
+    ]);
+    cases
 }
 
 /// The scenarios of the engine alone: the socket rows' session scenarios at the same
 /// sizes (so that each can be set against its socket row), run in process.
 pub fn engine_cases(quick: bool) -> Vec<EngineCase> {
-    let members = if quick { 1000 } else { 5000 };
     let storm = if quick { 1000 } else { 10_000 };
     let echo = |per_step| EngineScenario::Echo {
         sessions: 100,
@@ -363,8 +367,8 @@ pub fn engine_cases(quick: bool) -> Vec<EngineCase> {
         size: 20,
         ack_every: 16,
     };
-    let fanout = |ack_every| EngineScenario::Fanout { members, ack_every };
-    vec![
+    let fanout = |members, ack_every| EngineScenario::Fanout { members, ack_every };
+    let mut cases = vec![
         EngineCase {
             title: "session echo, 100 sessions × 20 B, 1 per step (answers)".into(),
             scenario: echo(1),
@@ -373,22 +377,35 @@ pub fn engine_cases(quick: bool) -> Vec<EngineCase> {
             title: "session echo, 100 sessions × 20 B, 8 per step (answers)".into(),
             scenario: echo(8),
         },
-        EngineCase {
+    ];
+    for &members in fanout_members(quick) {
+        cases.push(EngineCase {
             title: format!("room fan-out, {members} members, no acks (deliveries)"),
-            scenario: fanout(0),
-        },
-        EngineCase {
+            scenario: fanout(members, 0),
+        });
+        cases.push(EngineCase {
             title: format!("room fan-out, {members} members, acks every 16 (deliveries)"),
-            scenario: fanout(16),
+            scenario: fanout(members, 16),
+        });
+    }
+    cases.push(EngineCase {
+        title: format!("resume storm: {storm} sessions, 4 messages missed each (resumes)"),
+        scenario: EngineScenario::ResumeStorm {
+            sessions: storm,
+            missed: 4,
         },
-        EngineCase {
-            title: format!("resume storm: {storm} sessions, 4 messages missed each (resumes)"),
-            scenario: EngineScenario::ResumeStorm {
-                sessions: storm,
-                missed: 4,
-            },
-        },
-    ]
+    });
+    cases
+}
+
+/// The room sizes of the fan-out rows: the issue's 1,000 and 5,000, or 1,000 alone
+/// when quick.
+fn fanout_members(quick: bool) -> &'static [usize] {
+    if quick {
+        &[1000]
+    } else {
+        &[1000, 5000]
+    }
 }
 
 /// Whether the socket scenario `socket` is the engine scenario `engine` through
@@ -678,6 +695,11 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
+/// A share as a whole percentage, or a dash.
+fn percent(share: Option<f64>) -> String {
+    share.map_or("–".to_owned(), |s| format!("{:.0}%", s * 100.0))
+}
+
 fn median(mut values: Vec<f64>) -> Option<f64> {
     values.retain(|v| v.is_finite());
     if values.is_empty() {
@@ -698,6 +720,8 @@ struct Cell {
     rss_per_conn: Option<f64>,
     /// Share of its core the server used in the window (1.0: saturated).
     busy: Option<f64>,
+    /// Share of the server's CPU time spent in the kernel.
+    kernel: Option<f64>,
     runs: usize,
     counts: String,
     failures: Vec<String>,
@@ -723,6 +747,12 @@ fn summarise(outcomes: &[Outcome], failures: Vec<String>) -> Cell {
         p999_us: pick(&|o| o.p999_us.map(f64::from)),
         rss_per_conn: pick(&|o| o.rss_per_conn),
         busy: pick(&|o| o.server_cpu_s.map(|cpu| cpu / o.window_secs)),
+        kernel: pick(&|o| {
+            o.server_kernel_s
+                .zip(o.server_cpu_s)
+                .filter(|(_, cpu)| *cpu > 0.0)
+                .map(|(kernel, cpu)| kernel / cpu)
+        }),
         runs: outcomes.len(),
         counts: if bad.is_empty() {
             "ok".to_owned()
@@ -886,7 +916,8 @@ fn all(args: &[String]) -> Result<(), String> {
          on core {LOAD_CPU}; warm-up, then the measured window; rounds interleave the subjects \
          (order rotated each round); each cell is the median of the rounds. msg/CPU-s divides the \
          messages of the window by the server's user+system CPU time over the same window \
-         (`/proc/<pid>/stat`). RSS per connection is the growth of the server's `VmRSS` over N idle \
+         (`/proc/<pid>/stat`); \"of it in the kernel\" is the system part of that time, softirqs \
+         included (on loopback, a server's send also runs the client's TCP input). RSS per connection is the growth of the server's `VmRSS` over N idle \
          connections, divided by N. Ratios are tether (tokio) / peer on msg/CPU-s (above 1: tether \
          does more per CPU second), on p99 (below 1: tether's tail is shorter) and on RSS (below 1: \
          tether uses less). \"counts\" says whether every echo was answered and every delivery \
@@ -908,9 +939,9 @@ fn all(args: &[String]) -> Result<(), String> {
     );
     let _ = writeln!(
         md,
-        "| scenario | tether (tokio) | best peer | ratio | tether p99 / best peer's p99 (ms) |"
+        "| scenario | tether (tokio) | best peer | ratio | tether p99 / best peer's p99 (ms) | tether's CPU in the kernel → ratio were its user space free |"
     );
-    let _ = writeln!(md, "|---|---:|---|---:|---|");
+    let _ = writeln!(md, "|---|---:|---|---:|---|---|");
     for (c, case) in cases.iter().enumerate() {
         let idle = matches!(case.scenario, Scenario::Idle { .. });
         let value = |cell: &Cell| {
@@ -967,9 +998,17 @@ fn all(args: &[String]) -> Result<(), String> {
             (None, _) => ("–".to_owned(), "–".to_owned(), "–".to_owned()),
             (Some((s, _, v)), None) => (format!("{} {}", s.name, unit(v)), "–".to_owned(), "–".to_owned()),
         };
+        // What bounds the row: tether's kernel time per message alone, against the peer.
+        let ceiling = match (ours.kernel.filter(|k| *k > 0.0), value(ours), best) {
+            (Some(kernel), Some(o), Some((_, _, v))) if !idle => {
+                format!("{} → {:.2}", percent(Some(kernel)), o / kernel / v)
+            }
+            (Some(kernel), _, _) if !idle => percent(Some(kernel)),
+            _ => "–".to_owned(),
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {peer} | {ratio} | {tail} |",
+            "| {} | {} | {peer} | {ratio} | {tail} | {ceiling} |",
             case.title,
             value(ours).map_or("–".to_owned(), unit)
         );
@@ -977,7 +1016,9 @@ fn all(args: &[String]) -> Result<(), String> {
     let _ = writeln!(
         md,
         "\nRatios are tether / peer: above 1 is better for tether in throughput rows, below 1 \
-         in memory rows.\n"
+         in memory rows. The last column is what bounds a throughput row: the share of tether's \
+         server CPU spent in the kernel, and the ratio tether would reach if its user space cost \
+         nothing and its system calls stayed as they are (msg/CPU-s ÷ that share ÷ the peer's).\n"
     );
     // The same ratios as a picture, next to the markdown file.
     let chart = chart::svg("tether (tokio) ÷ best peer, per scenario", &bars);
@@ -1040,9 +1081,9 @@ fn all(args: &[String]) -> Result<(), String> {
         } else {
             let _ = writeln!(
                 md,
-                "| subject | msg/s | server core busy | msg/CPU-s | p50 µs | p99 µs | p99.9 µs | tether (tokio) / subject: msg/CPU-s, p99 | counts | runs |"
+                "| subject | msg/s | server core busy | of it in the kernel | msg/CPU-s | p50 µs | p99 µs | p99.9 µs | tether (tokio) / subject: msg/CPU-s, p99 | counts | runs |"
             );
-            let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+            let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
         }
         for (s, subject) in subjects.iter().enumerate() {
             if for_subject(case, subject).is_none() {
@@ -1082,9 +1123,10 @@ fn all(args: &[String]) -> Result<(), String> {
                 let t = tether_cell.as_ref();
                 let _ = writeln!(
                     md,
-                    "| {name} | {} | {} | {} | {} | {} | {} | {} · {} | {} | {}{failed} |",
+                    "| {name} | {} | {} | {} | {} | {} | {} | {} | {} · {} | {} | {}{failed} |",
                     num(cell.msg_per_s),
-                    cell.busy.map_or("–".to_owned(), |b| format!("{:.0}%", b * 100.0)),
+                    percent(cell.busy),
+                    percent(cell.kernel),
                     num(cell.msg_per_cpu_s),
                     num(cell.p50_us),
                     num(cell.p99_us),

@@ -85,7 +85,7 @@ pub(crate) async fn run(spec: &Spec, sessions: usize, missed: u64) -> io::Result
             tokio::time::sleep(Duration::from_millis(500)).await;
 
             // The storm.
-            let cpu_before = pid.and_then(proc_stat::cpu_seconds);
+            let cpu_before = pid.and_then(proc_stat::cpu_times);
             let started = Instant::now();
             let gate = Arc::new(Semaphore::new(STORM_CONCURRENCY));
             let tasks: Vec<_> = members
@@ -103,12 +103,12 @@ pub(crate) async fn run(spec: &Spec, sessions: usize, missed: u64) -> io::Result
                 comebacks.push(task.await.map_err(io::Error::other)?);
             }
             let last_whole = comebacks.iter().filter_map(|c| c.whole_at).max();
-            let cpu_after = pid.and_then(proc_stat::cpu_seconds);
+            let cpu_after = pid.and_then(proc_stat::cpu_times);
             let resumed = comebacks.iter().filter(|c| c.whole_at.is_some()).count() as u64;
             let window_secs = last_whole.map_or(0.0, |at| at.duration_since(started).as_secs_f64());
             // The CPU sample is taken after the quiet period: the server's work for the
             // storm is over by then, and an idle server adds next to nothing.
-            let server_cpu_s = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+            let (server_cpu_s, server_kernel_s) = proc_stat::spent(cpu_before, cpu_after);
             Ok(Outcome {
                 measured: resumed,
                 window_secs,
@@ -118,6 +118,7 @@ pub(crate) async fn run(spec: &Spec, sessions: usize, missed: u64) -> io::Result
                     0.0
                 },
                 server_cpu_s,
+                server_kernel_s,
                 msg_per_cpu_s: server_cpu_s.filter(|s| *s > 0.0).map(|s| resumed as f64 / s),
                 sent: sessions as u64,
                 received: comebacks.iter().map(|c| c.delivered).sum(),
