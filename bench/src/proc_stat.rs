@@ -32,8 +32,9 @@ pub fn spent(before: Option<CpuTimes>, after: Option<CpuTimes>) -> (Option<f64>,
     }
 }
 
-/// User and system CPU seconds of `pid` (all its threads), when it exists. Counted
-/// by the scheduler tick (100 per second): a window of seconds has hundreds of ticks.
+/// User and system CPU seconds of `pid` (all its threads), when it exists. The
+/// kernel charges each scheduler tick to one side or the other and reports them in
+/// hundredths of a second: a window of seconds holds hundreds of them.
 pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: count the
