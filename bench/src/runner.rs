@@ -1200,6 +1200,23 @@ mod tests {
     }
 
     #[test]
+    fn the_full_run_fans_out_to_1000_and_5000_members_and_the_quick_one_to_1000() {
+        let fanouts = |quick| {
+            cases(quick)
+                .into_iter()
+                .filter_map(|case| match case.scenario {
+                    Scenario::Fanout {
+                        members, ack_every, ..
+                    } => Some((members, ack_every)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fanouts(false), [(1000, 0), (1000, 16), (5000, 0), (5000, 16)]);
+        assert_eq!(fanouts(true), [(1000, 0), (1000, 16)]);
+    }
+
+    #[test]
     fn the_chart_is_linked_by_name_beside_the_markdown() {
         let out = Path::new("docs/BENCHMARKS.md");
         assert_eq!(
