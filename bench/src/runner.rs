@@ -41,6 +41,9 @@ pub struct Subject {
     pub family: Family,
     /// The command that starts it; `{port}` is replaced by the port.
     pub command: Vec<String>,
+    /// The command that starts it with presence on, for the join storm (None: it has
+    /// no presence, and the join storm is not its scenario).
+    pub presence: Option<Vec<String>>,
     /// Whether this is tether (ratios are tether / peer).
     pub tether: bool,
 }
@@ -163,20 +166,29 @@ pub fn subjects(root: &Path) -> (Vec<Subject>, Vec<String>) {
         ("smol", "tether (smol)"),
         ("async-std", "tether (async-std)"),
     ] {
-        for (kind, family) in [("raw", Family::Raw), ("session", Family::Session(Proto::Tether))] {
-            found.push(Subject {
-                name: label.to_owned(),
-                family,
-                command: vec![
-                    exe.clone(),
-                    "serve".into(),
-                    runtime.into(),
-                    kind.into(),
-                    "127.0.0.1:{port}".into(),
-                ],
-                tether: true,
-            });
-        }
+        let serve = |kind: &str| -> Vec<String> {
+            vec![
+                exe.clone(),
+                "serve".into(),
+                runtime.into(),
+                kind.into(),
+                "127.0.0.1:{port}".into(),
+            ]
+        };
+        found.push(Subject {
+            name: label.to_owned(),
+            family: Family::Raw,
+            command: serve("raw"),
+            presence: None,
+            tether: true,
+        });
+        found.push(Subject {
+            name: label.to_owned(),
+            family: Family::Session(Proto::Tether),
+            command: serve("session"),
+            presence: Some(serve("session-presence")),
+            tether: true,
+        });
     }
     let peers = root.join("bench/peers/target/release");
     let node = root.join("bench/node");
@@ -257,6 +269,7 @@ pub fn subjects(root: &Path) -> (Vec<Subject>, Vec<String>) {
                 name: name.to_owned(),
                 family,
                 command,
+                presence: None,
                 tether: false,
             });
         } else {
@@ -271,6 +284,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
     let members = fanout_members(quick);
     let idle = if quick { 1000 } else { 5000 };
     let storm = if quick { 1000 } else { 10_000 };
+    let join = if quick { 2000 } else { 10_000 };
     let raw = |conns, inflight, size| Scenario::RawEcho {
         conns,
         inflight,
@@ -336,6 +350,11 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 sessions: storm,
                 missed: 4,
             },
+        },
+        Case {
+            title: format!("join storm: {join} sessions join one room with presence (sessions)"),
+            raw: false,
+            scenario: Scenario::Join { sessions: join },
         },
         Case {
             title: format!("idle raw connections ({idle}), server RSS per connection"),
@@ -464,8 +483,9 @@ fn for_subject(case: &Case, subject: &Subject) -> Option<Scenario> {
         // Only tether resumes a session with what it missed.
         Scenario::ResumeStorm { .. } if !subject.tether => return None,
         Scenario::ResumeStorm { .. } => {}
-        // Needs a server with presence (`serve … session-presence`): run by hand.
-        Scenario::Join { .. } => return None,
+        // Only a subject with presence tells each member who else is in the room.
+        Scenario::Join { .. } if subject.presence.is_none() => return None,
+        Scenario::Join { .. } => {}
     }
     // Socket.IO has no acknowledgements of deliveries: the "acks" row is tether's only.
     if let Scenario::Fanout { ack_every, .. } = scenario {
@@ -489,9 +509,18 @@ impl Drop for Server {
     }
 }
 
-fn start(subject: &Subject, port: u16) -> io::Result<Server> {
-    let args: Vec<String> = subject
-        .command
+/// The command that starts `subject` for `scenario`: with presence on for the join
+/// storm.
+fn command_for<'a>(subject: &'a Subject, scenario: &Scenario) -> &'a [String] {
+    match scenario {
+        Scenario::Join { .. } => subject.presence.as_ref().unwrap_or(&subject.command),
+        _ => &subject.command,
+    }
+}
+
+/// Starts `subject` for `scenario` on `port`.
+fn start(subject: &Subject, scenario: &Scenario, port: u16) -> io::Result<Server> {
+    let args: Vec<String> = command_for(subject, scenario)
         .iter()
         .map(|a| a.replace("{port}", &port.to_string()))
         .collect();
@@ -528,7 +557,7 @@ fn start(subject: &Subject, port: u16) -> io::Result<Server> {
 /// One run: a fresh server, the load generator pinned to the other core.
 fn run_once(subject: &Subject, scenario: &Scenario, (warmup, secs): (f64, f64)) -> Result<Outcome, String> {
     let port = free_port().map_err(|e| e.to_string())?;
-    let server = start(subject, port).map_err(|e| e.to_string())?;
+    let server = start(subject, scenario, port).map_err(|e| e.to_string())?;
     let spec = Spec {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         scenario: scenario.clone(),
@@ -700,6 +729,53 @@ fn percent(share: Option<f64>) -> String {
     share.map_or("–".to_owned(), |s| format!("{:.0}%", s * 100.0))
 }
 
+/// One subject's outcomes in one case, each with the round (from 0) it ran in.
+type Rounds = Vec<(usize, Outcome)>;
+
+/// A ratio of tether's figure to a peer's taken round by round, each pair from the
+/// same round (minutes apart at most: on a host whose speed drifts within a run by
+/// more than the subjects differ, a ratio of the two medians could pair a fast round
+/// of one with a slow round of the other), and the median of those.
+#[derive(Debug, Clone, PartialEq)]
+struct Paired {
+    median: f64,
+    /// Round by round, in round order (rounds where either failed are left out).
+    rounds: Vec<f64>,
+}
+
+impl Paired {
+    /// `ours` over `theirs` in each round both have, `ours_figure` and
+    /// `their_figure` picking what is compared from each run.
+    fn of(
+        ours: &[(usize, Outcome)],
+        theirs: &[(usize, Outcome)],
+        ours_figure: impl Fn(&Outcome) -> Option<f64>,
+        their_figure: impl Fn(&Outcome) -> Option<f64>,
+    ) -> Option<Self> {
+        let rounds: Vec<f64> = ours
+            .iter()
+            .filter_map(|(round, o)| {
+                let (_, t) = theirs.iter().find(|(r, _)| r == round)?;
+                let (a, b) = (ours_figure(o)?, their_figure(t)?);
+                (b > 0.0).then_some(a / b).filter(|r| r.is_finite())
+            })
+            .collect();
+        Some(Self {
+            median: median(rounds.clone())?,
+            rounds,
+        })
+    }
+
+    /// `0.95 (0.93 · 0.95 · 1.40)`: the median, then each round's when there are more.
+    fn show(&self) -> String {
+        if self.rounds.len() < 2 {
+            return format!("{:.2}", self.median);
+        }
+        let each: Vec<String> = self.rounds.iter().map(|r| format!("{r:.2}")).collect();
+        format!("{:.2} ({})", self.median, each.join(" · "))
+    }
+}
+
 fn median(mut values: Vec<f64>) -> Option<f64> {
     values.retain(|v| v.is_finite());
     if values.is_empty() {
@@ -722,15 +798,25 @@ struct Cell {
     busy: Option<f64>,
     /// Share of the server's CPU time spent in the kernel.
     kernel: Option<f64>,
+    /// The measured window, seconds (the join storm: until the last member knew all).
+    wall_s: Option<f64>,
+    /// Server CPU seconds in the window.
+    cpu_s: Option<f64>,
+    /// Join storm: presence announcements, their bytes, the join replies' bytes.
+    presence_msgs: Option<f64>,
+    presence_bytes: Option<f64>,
+    reply_bytes: Option<f64>,
     runs: usize,
     counts: String,
     failures: Vec<String>,
 }
 
-fn summarise(outcomes: &[Outcome], failures: Vec<String>) -> Cell {
-    let pick = |f: &dyn Fn(&Outcome) -> Option<f64>| median(outcomes.iter().filter_map(f).collect());
+fn summarise(outcomes: &[(usize, Outcome)], failures: Vec<String>) -> Cell {
+    let pick =
+        |f: &dyn Fn(&Outcome) -> Option<f64>| median(outcomes.iter().map(|(_, o)| o).filter_map(f).collect());
     let bad: Vec<String> = outcomes
         .iter()
+        .map(|(_, o)| o)
         .filter(|o| o.received != o.expected || o.errors > 0 || o.out_of_order > 0)
         .map(|o| {
             format!(
@@ -747,6 +833,11 @@ fn summarise(outcomes: &[Outcome], failures: Vec<String>) -> Cell {
         p999_us: pick(&|o| o.p999_us.map(f64::from)),
         rss_per_conn: pick(&|o| o.rss_per_conn),
         busy: pick(&|o| o.server_cpu_s.map(|cpu| cpu / o.window_secs)),
+        wall_s: pick(&|o| Some(o.window_secs).filter(|v| *v > 0.0)),
+        cpu_s: pick(&|o| o.server_cpu_s),
+        presence_msgs: pick(&|o| o.presence_msgs.map(|n| n as f64)),
+        presence_bytes: pick(&|o| o.presence_bytes.map(|n| n as f64)),
+        reply_bytes: pick(&|o| o.reply_bytes.map(|n| n as f64)),
         kernel: pick(&|o| {
             o.server_kernel_s
                 .zip(o.server_cpu_s)
@@ -786,8 +877,8 @@ fn all(args: &[String]) -> Result<(), String> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    // results[case][subject] = outcomes of every round.
-    let mut results: Vec<Vec<(Vec<Outcome>, Vec<String>)>> = cases
+    // results[case][subject] = outcomes of every round, with the round they ran in.
+    let mut results: Vec<Vec<(Rounds, Vec<String>)>> = cases
         .iter()
         .map(|_| subjects.iter().map(|_| (Vec::new(), Vec::new())).collect())
         .collect();
@@ -813,7 +904,7 @@ fn all(args: &[String]) -> Result<(), String> {
                             outcome.p99_us,
                             outcome.rss_per_conn.map(|b| b.round())
                         );
-                        results[c][s].0.push(outcome);
+                        results[c][s].0.push((round, outcome));
                     }
                     Err(err) => {
                         eprintln!("failed: {err}");
@@ -856,6 +947,10 @@ fn all(args: &[String]) -> Result<(), String> {
                 .iter()
                 .zip(row)
                 .map(move |(subject, (outcomes, failures))| {
+                    let outcomes: Vec<_> = outcomes
+                        .iter()
+                        .map(|(round, o)| serde_json::json!({"round": round + 1, "outcome": o}))
+                        .collect();
                     serde_json::json!({
                         "case": case.title, "subject": subject.name,
                         "outcomes": outcomes, "failures": failures,
@@ -878,8 +973,8 @@ fn all(args: &[String]) -> Result<(), String> {
         let _ = std::fs::write(&raw, text);
     }
     let cells: Vec<Vec<Cell>> = results
-        .into_iter()
-        .map(|row| row.into_iter().map(|(o, f)| summarise(&o, f)).collect())
+        .iter()
+        .map(|row| row.iter().map(|(o, f)| summarise(o, f.clone())).collect())
         .collect();
     let engine_cells: Vec<EngineCell> = engine_results
         .iter()
@@ -920,7 +1015,9 @@ fn all(args: &[String]) -> Result<(), String> {
          included (on loopback, a server's send also runs the client's TCP input). RSS per connection is the growth of the server's `VmRSS` over N idle \
          connections, divided by N. Ratios are tether (tokio) / peer on msg/CPU-s (above 1: tether \
          does more per CPU second), on p99 (below 1: tether's tail is shorter) and on RSS (below 1: \
-         tether uses less). \"counts\" says whether every echo was answered and every delivery \
+         tether uses less), each the median of the rounds' own ratios (tether's run over the peer's \
+         of the same round). The join storm (tether only: the peers have no presence) runs from \
+         the first join until the last member knows every other. \"counts\" says whether every echo was answered and every delivery \
          arrived in order in every run.\n"
     );
     let _ = writeln!(
@@ -939,11 +1036,12 @@ fn all(args: &[String]) -> Result<(), String> {
     );
     let _ = writeln!(
         md,
-        "| scenario | tether (tokio) | best peer | ratio | tether p99 / best peer's p99 (ms) | tether's CPU in the kernel → ratio were its user space free |"
+        "| scenario | tether (tokio) | best peer | ratio (each round's) | tether p99 / best peer's p99 (ms) | tether's CPU in the kernel → ratio were its user space free |"
     );
     let _ = writeln!(md, "|---|---:|---|---:|---|---|");
     for (c, case) in cases.iter().enumerate() {
         let idle = matches!(case.scenario, Scenario::Idle { .. });
+        let joins = matches!(case.scenario, Scenario::Join { .. });
         let value = |cell: &Cell| {
             if idle {
                 cell.rss_per_conn
@@ -951,6 +1049,7 @@ fn all(args: &[String]) -> Result<(), String> {
                 cell.msg_per_cpu_s
             }
         };
+        let figure = |o: &Outcome| if idle { o.rss_per_conn } else { o.msg_per_cpu_s };
         let Some(t) = subjects
             .iter()
             .position(|s| s.tether && s.name.contains("tokio") && for_subject(case, s).is_some())
@@ -958,12 +1057,12 @@ fn all(args: &[String]) -> Result<(), String> {
             continue;
         };
         let ours = &cells[c][t];
-        // Best: the most messages per CPU second, or the least memory.
+        // Best: the most messages per CPU second, or the least memory (medians).
         let best = subjects
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.tether && for_subject(case, s).is_some())
-            .filter_map(|(i, s)| value(&cells[c][i]).map(|v| (s, &cells[c][i], v)))
+            .filter_map(|(i, s)| value(&cells[c][i]).map(|v| (i, s, v)))
             .max_by(|a, b| {
                 if idle {
                     b.2.total_cmp(&a.2)
@@ -978,45 +1077,61 @@ fn all(args: &[String]) -> Result<(), String> {
                 format!("{:.0}k msg/CPU-s", v / 1000.0)
             }
         };
-        if let (Some((_, _, v)), Some(o)) = (best, value(ours)) {
+        let ratio = best.and_then(|(i, _, _)| Paired::of(&results[c][t].0, &results[c][i].0, figure, figure));
+        if let Some(ratio) = &ratio {
             bars.push(Bar {
                 label: case.title.clone(),
-                value: o / v,
+                value: ratio.median,
                 higher_is_better: !idle,
             });
         }
-        let (peer, ratio, tail) = match (best, value(ours)) {
-            (Some((s, cell, v)), Some(o)) => (
-                format!("{} {}", s.name, unit(v)),
-                // Ratio: above 1 is better for tether (throughput), below 1 for memory.
-                format!("{:.2}", o / v),
-                match (ours.p99_us, cell.p99_us) {
-                    (Some(a), Some(b)) => format!("{:.1} / {:.1} = {:.2}", a / 1000.0, b / 1000.0, a / b),
-                    _ => "–".to_owned(),
-                },
-            ),
-            (None, _) => ("–".to_owned(), "–".to_owned(), "–".to_owned()),
-            (Some((s, _, v)), None) => (format!("{} {}", s.name, unit(v)), "–".to_owned(), "–".to_owned()),
+        let peer = best.map_or("–".to_owned(), |(_, s, v)| format!("{} {}", s.name, unit(v)));
+        let tail = match best.map(|(i, _, _)| &cells[c][i]) {
+            Some(cell) => match (ours.p99_us, cell.p99_us) {
+                (Some(a), Some(b)) => format!("{:.1} / {:.1} = {:.2}", a / 1000.0, b / 1000.0, a / b),
+                _ => "–".to_owned(),
+            },
+            None => "–".to_owned(),
         };
-        // What bounds the row: tether's kernel time per message alone, against the peer.
-        let ceiling = match (ours.kernel.filter(|k| *k > 0.0), value(ours), best) {
-            (Some(kernel), Some(o), Some((_, _, v))) if !idle => {
-                format!("{} → {:.2}", percent(Some(kernel)), o / kernel / v)
+        // What bounds the row: tether's kernel time per message alone, against the peer,
+        // round by round like the ratio.
+        let user_space_free = |o: &Outcome| {
+            let share = o.server_kernel_s? / o.server_cpu_s.filter(|cpu| *cpu > 0.0)?;
+            o.msg_per_cpu_s
+                .zip(Some(share).filter(|s| *s > 0.0))
+                .map(|(v, s)| v / s)
+        };
+        let ceiling = match best {
+            Some((i, _, _)) if !idle => {
+                Paired::of(&results[c][t].0, &results[c][i].0, user_space_free, figure)
+                    .map_or(percent(ours.kernel), |p| {
+                        format!("{} → {:.2}", percent(ours.kernel), p.median)
+                    })
             }
-            (Some(kernel), _, _) if !idle => percent(Some(kernel)),
+            None if !idle => percent(ours.kernel),
             _ => "–".to_owned(),
+        };
+        let ours_shown = if joins {
+            match (ours.wall_s, ours.cpu_s) {
+                (Some(wall), Some(cpu)) => format!("{wall:.2} s wall, {cpu:.2} s server CPU"),
+                _ => "–".to_owned(),
+            }
+        } else {
+            value(ours).map_or("–".to_owned(), unit)
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {peer} | {ratio} | {tail} | {ceiling} |",
+            "| {} | {ours_shown} | {peer} | {} | {tail} | {ceiling} |",
             case.title,
-            value(ours).map_or("–".to_owned(), unit)
+            ratio.map_or("–".to_owned(), |r| r.show()),
         );
     }
     let _ = writeln!(
         md,
         "\nRatios are tether / peer: above 1 is better for tether in throughput rows, below 1 \
-         in memory rows. The last column is what bounds a throughput row: the share of tether's \
+         in memory rows. Each is the median of the rounds' own ratios (in brackets, round by \
+         round): the two subjects of a round ran minutes apart, while the host's speed can drift \
+         more than that within a run. The last column is what bounds a throughput row: the share of tether's \
          server CPU spent in the kernel, and the ratio tether would reach if its user space cost \
          nothing and its system calls stayed as they are (msg/CPU-s ÷ that share ÷ the peer's).\n"
     );
@@ -1064,15 +1179,21 @@ fn all(args: &[String]) -> Result<(), String> {
     }
     for (c, case) in cases.iter().enumerate() {
         let idle = matches!(case.scenario, Scenario::Idle { .. });
-        let tether_cell = subjects
+        let joins = matches!(case.scenario, Scenario::Join { .. });
+        let tether = subjects
             .iter()
-            .position(|s| s.tether && s.name.contains("tokio") && for_subject(case, s).is_some())
-            .map(|s| cells[c][s].clone());
+            .position(|s| s.tether && s.name.contains("tokio") && for_subject(case, s).is_some());
         if !subjects.iter().any(|s| for_subject(case, s).is_some()) {
             continue;
         }
         let _ = writeln!(md, "### {}\n", case.title);
-        if idle {
+        if joins {
+            let _ = writeln!(
+                md,
+                "| subject | wall s, to the last member knowing all | server CPU s | of it in the kernel | presence messages | presence MB | join replies MB | server RSS growth per session KB | counts | runs |"
+            );
+            let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+        } else if idle {
             let _ = writeln!(
                 md,
                 "| subject | KB per connection | tether (tokio) / subject | runs |"
@@ -1095,9 +1216,11 @@ fn all(args: &[String]) -> Result<(), String> {
             } else {
                 subject.name.clone()
             };
-            let ratio = |ours: Option<f64>, theirs: Option<f64>| match (ours, theirs) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-                _ => "–".to_owned(),
+            // tether (tokio) against this subject, round by round (see the summary).
+            let ratio = |figure: &dyn Fn(&Outcome) -> Option<f64>| {
+                tether
+                    .and_then(|t| Paired::of(&results[c][t].0, &results[c][s].0, figure, figure))
+                    .map_or("–".to_owned(), |p| format!("{:.2}", p.median))
             };
             let num = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{:.0}", v));
             let failed = if cell.failures.is_empty() {
@@ -1109,18 +1232,32 @@ fn all(args: &[String]) -> Result<(), String> {
                     cell.failures[0].lines().next().unwrap_or("")
                 )
             };
-            if idle {
-                let t = tether_cell.as_ref().and_then(|t| t.rss_per_conn);
+            let fixed = |v: Option<f64>, scale: f64, places: usize| {
+                v.map_or("–".to_owned(), |v| format!("{:.*}", places, v / scale))
+            };
+            if joins {
+                let _ = writeln!(
+                    md,
+                    "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {}{failed} |",
+                    fixed(cell.wall_s, 1.0, 2),
+                    fixed(cell.cpu_s, 1.0, 2),
+                    percent(cell.kernel),
+                    num(cell.presence_msgs),
+                    fixed(cell.presence_bytes, 1e6, 0),
+                    fixed(cell.reply_bytes, 1e6, 0),
+                    fixed(cell.rss_per_conn, 1000.0, 1),
+                    cell.counts,
+                    cell.runs
+                );
+            } else if idle {
                 let _ = writeln!(
                     md,
                     "| {name} | {} | {} | {}{failed} |",
-                    cell.rss_per_conn
-                        .map_or("–".to_owned(), |b| format!("{:.1}", b / 1000.0)),
-                    ratio(t, cell.rss_per_conn),
+                    fixed(cell.rss_per_conn, 1000.0, 1),
+                    ratio(&|o| o.rss_per_conn),
                     cell.runs
                 );
             } else {
-                let t = tether_cell.as_ref();
                 let _ = writeln!(
                     md,
                     "| {name} | {} | {} | {} | {} | {} | {} | {} | {} · {} | {} | {}{failed} |",
@@ -1131,8 +1268,8 @@ fn all(args: &[String]) -> Result<(), String> {
                     num(cell.p50_us),
                     num(cell.p99_us),
                     num(cell.p999_us),
-                    ratio(t.and_then(|t| t.msg_per_cpu_s), cell.msg_per_cpu_s),
-                    ratio(t.and_then(|t| t.p99_us), cell.p99_us),
+                    ratio(&|o| o.msg_per_cpu_s),
+                    ratio(&|o| o.p99_us.map(f64::from)),
                     cell.counts,
                     cell.runs
                 );
@@ -1214,6 +1351,54 @@ mod tests {
         };
         assert_eq!(fanouts(false), [(1000, 0), (1000, 16), (5000, 0), (5000, 16)]);
         assert_eq!(fanouts(true), [(1000, 0), (1000, 16)]);
+    }
+
+    fn run(round: usize, msg_per_cpu_s: f64) -> (usize, Outcome) {
+        let outcome = Outcome {
+            msg_per_cpu_s: Some(msg_per_cpu_s),
+            ..Outcome::default()
+        };
+        (round, outcome)
+    }
+
+    #[test]
+    fn ratios_pair_the_runs_of_one_round_and_leave_out_rounds_either_lacks() {
+        let figure = |o: &Outcome| o.msg_per_cpu_s;
+        // The peer's slow third round would make a ratio of medians 1.0 (100 / 100);
+        // round by round tether is ahead twice and behind once.
+        let ours = vec![run(0, 120.0), run(1, 100.0), run(2, 60.0)];
+        let theirs = vec![run(0, 100.0), run(1, 125.0), run(2, 40.0)];
+        let paired = Paired::of(&ours, &theirs, figure, figure).unwrap();
+        assert_eq!(paired.rounds, [1.2, 0.8, 1.5]);
+        assert_eq!(paired.median, 1.2);
+        assert_eq!(paired.show(), "1.20 (1.20 · 0.80 · 1.50)");
+        // A round the peer failed in is no pair; a zero figure is no ratio.
+        let theirs = vec![run(0, 100.0), run(2, 0.0)];
+        let paired = Paired::of(&ours, &theirs, figure, figure).unwrap();
+        assert_eq!(paired.rounds, [1.2]);
+        assert_eq!(paired.show(), "1.20");
+        assert_eq!(Paired::of(&ours, &[], figure, figure), None);
+    }
+
+    #[test]
+    fn the_join_storm_is_run_by_tethers_session_servers_with_presence_alone() {
+        let (subjects, _) = subjects(Path::new("/nonexistent"));
+        let join = cases(false)
+            .into_iter()
+            .find(|case| matches!(case.scenario, Scenario::Join { sessions: 10_000 }))
+            .expect("the full run has the 10,000-member join");
+        let taking_part: Vec<_> = subjects
+            .iter()
+            .filter(|s| for_subject(&join, s).is_some())
+            .collect();
+        assert_eq!(taking_part.len(), 3, "{taking_part:?}");
+        for subject in taking_part {
+            assert!(subject.tether && subject.family == Family::Session(Proto::Tether));
+            let command = command_for(subject, &join.scenario);
+            assert!(command.iter().any(|a| a == "session-presence"), "{command:?}");
+            let echo = command_for(subject, &cases(false)[3].scenario);
+            assert!(echo.iter().any(|a| a == "session"), "{echo:?}");
+        }
     }
 
     #[test]
