@@ -117,7 +117,9 @@ pub struct Outcome {
     pub server_kernel_s: Option<f64>,
     /// `measured / server_cpu_s`.
     pub msg_per_cpu_s: Option<f64>,
-    /// Latency percentiles of echo answers in the window, microseconds.
+    /// Latency percentiles in the window, microseconds: of echo answers (from the
+    /// write of the request's batch), or of fan-out deliveries (from the publisher's
+    /// write of the publication to the member's read that brought it).
     pub p50_us: Option<u32>,
     /// 99th percentile.
     pub p99_us: Option<u32>,
@@ -410,6 +412,7 @@ async fn loaded(spec: &Spec) -> io::Result<Outcome> {
                         delivered: AtomicU64::new(0),
                         published: AtomicU64::new(u64::MAX),
                         progress: Notify::new(),
+                        sent_at: std::sync::Mutex::new(Vec::new()),
                     });
                     for conn in opened {
                         tasks.push(tokio::task::spawn_local(member(
@@ -688,6 +691,9 @@ struct Fan {
     published: AtomicU64,
     /// Members signal deliveries; the publisher waits on it when its window is full.
     progress: Notify,
+    /// When the publisher began writing each publication (publication `n` at `n - 1`):
+    /// a delivery's latency is from there to the member's read that brought it.
+    sent_at: std::sync::Mutex<Vec<Instant>>,
 }
 
 struct Published {
@@ -722,6 +728,11 @@ async fn publish(
             n += 1;
             conn.frame(&mut out, TEXT, proto.publish(n).as_bytes());
         }
+        let now = Instant::now();
+        fan.sent_at
+            .lock()
+            .expect("not poisoned")
+            .extend((0..room).map(|_| now));
         if conn.write(&out).await.is_err() {
             errors += 1;
             break;
@@ -738,12 +749,14 @@ async fn member(mut conn: Conn, proto: Proto, ack_every: u64, shared: Arc<Shared
     let mut last_seq = 0u64;
     let mut unacked = 0u64;
     let mut out = Vec::new();
+    // The publication numbers the last read delivered.
+    let mut delivered = Vec::new();
     loop {
         let published = fan.published.load(Ordering::Relaxed);
         if published != u64::MAX && last >= published {
             break;
         }
-        let mut got = 0u64;
+        delivered.clear();
         let mut disorder = 0u64;
         let mut errors = 0u64;
         let mut pings = 0usize;
@@ -757,7 +770,7 @@ async fn member(mut conn: Conn, proto: Proto, ack_every: u64, shared: Arc<Shared
                         data,
                         &mut last,
                         &mut last_seq,
-                        &mut got,
+                        &mut delivered,
                         &mut disorder,
                         &mut errors,
                         &mut pings,
@@ -774,7 +787,7 @@ async fn member(mut conn: Conn, proto: Proto, ack_every: u64, shared: Arc<Shared
         } else {
             tokio::select! {
                 read = conn.read_frames(|opcode, data| {
-                    on_delivery(proto, opcode, data, &mut last, &mut last_seq, &mut got, &mut disorder, &mut errors, &mut pings)
+                    on_delivery(proto, opcode, data, &mut last, &mut last_seq, &mut delivered, &mut disorder, &mut errors, &mut pings)
                 }) => Some(read),
                 () = shared.stop.cancelled() => continue,
             }
@@ -787,11 +800,21 @@ async fn member(mut conn: Conn, proto: Proto, ack_every: u64, shared: Arc<Shared
             }
             None => break,
         }
+        let got = delivered.len() as u64;
         tally.received += got;
         tally.out_of_order += disorder;
         tally.errors += errors;
         if shared.phase() == PHASE_MEASURE {
             tally.measured += got;
+            let now = Instant::now();
+            let sent_at = fan.sent_at.lock().expect("not poisoned");
+            for &n in &delivered {
+                match n.checked_sub(1).and_then(|i| sent_at.get(i as usize)) {
+                    Some(&at) => tally.latencies.push(micros(at, now)),
+                    // Delivered before it was published: the count is wrong.
+                    None => tally.errors += 1,
+                }
+            }
         }
         if got > 0 {
             fan.delivered.fetch_add(got, Ordering::Relaxed);
@@ -825,7 +848,7 @@ fn on_delivery(
     data: &[u8],
     last: &mut u64,
     last_seq: &mut u64,
-    got: &mut u64,
+    delivered: &mut Vec<u64>,
     disorder: &mut u64,
     errors: &mut u64,
     pings: &mut usize,
@@ -844,7 +867,7 @@ fn on_delivery(
                 *disorder += 1;
             }
             *last = n;
-            *got += 1;
+            delivered.push(n);
             if let Some(seq) = seq {
                 *last_seq = seq;
             }

@@ -84,6 +84,8 @@ fn every_scenario(runtime: Runtime) {
             outcome.sent > 0 && outcome.received == outcome.sent * 20,
             "{outcome:?}"
         );
+        // Each delivery in the window is timed from its publisher's write.
+        assert_eq!(outcome.measured > 0, outcome.p99_us.is_some(), "{outcome:?}");
     }
     let idle = run(
         session,
