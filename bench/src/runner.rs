@@ -13,6 +13,7 @@ use crate::engine::{self, EngineOutcome, EngineScenario, EngineSpec};
 use crate::load::{self, Outcome, Scenario, Spec};
 use crate::proto::Proto;
 use crate::servers::{self, Kind, Runtime};
+use serde::{Deserialize, Serialize};
 
 /// The core the server is pinned to.
 const SERVER_CPU: &str = "0";
@@ -105,7 +106,8 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
         Some("engine") => engine_only(&args[1..]),
         Some("all") => all(&args[1..]),
-        _ => Err("usage: tether-bench serve|load|engine|all (see bench/README.md)".to_owned()),
+        Some("render") => render(&args[1..]),
+        _ => Err("usage: tether-bench serve|load|engine|all|render (see bench/README.md)".to_owned()),
     }
 }
 
@@ -156,11 +158,26 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     Ok(options)
 }
 
-/// The subjects whose programs are there (bench/run.sh builds and installs them).
+/// The subjects whose programs are there (bench/run.sh builds and installs them), and
+/// a line for each that is not.
 pub fn subjects(root: &Path) -> (Vec<Subject>, Vec<String>) {
-    let exe = std::env::current_exe().map_or_else(|_| "tether-bench".to_owned(), |p| p.display().to_string());
     let mut found = Vec::new();
     let mut missing = Vec::new();
+    for (subject, needs) in candidates(root) {
+        match needs {
+            Some(needs) if !needs.exists() => {
+                missing.push(format!("{} (no {})", subject.name, needs.display()))
+            }
+            _ => found.push(subject),
+        }
+    }
+    (found, missing)
+}
+
+/// Every subject, with the file a peer needs to run (None: tether's own, always there).
+fn candidates(root: &Path) -> Vec<(Subject, Option<PathBuf>)> {
+    let exe = std::env::current_exe().map_or_else(|_| "tether-bench".to_owned(), |p| p.display().to_string());
+    let mut found = Vec::new();
     for (runtime, label) in [
         ("tokio", "tether (tokio)"),
         ("smol", "tether (smol)"),
@@ -175,20 +192,21 @@ pub fn subjects(root: &Path) -> (Vec<Subject>, Vec<String>) {
                 "127.0.0.1:{port}".into(),
             ]
         };
-        found.push(Subject {
+        let raw = Subject {
             name: label.to_owned(),
             family: Family::Raw,
             command: serve("raw"),
             presence: None,
             tether: true,
-        });
-        found.push(Subject {
+        };
+        let session = Subject {
             name: label.to_owned(),
             family: Family::Session(Proto::Tether),
             command: serve("session"),
             presence: Some(serve("session-presence")),
             tether: true,
-        });
+        };
+        found.extend([(raw, None), (session, None)]);
     }
     let peers = root.join("bench/peers/target/release");
     let node = root.join("bench/node");
@@ -264,19 +282,16 @@ pub fn subjects(root: &Path) -> (Vec<Subject>, Vec<String>) {
         ),
     ];
     for (name, family, command, needs) in candidates {
-        if needs.exists() {
-            found.push(Subject {
-                name: name.to_owned(),
-                family,
-                command,
-                presence: None,
-                tether: false,
-            });
-        } else {
-            missing.push(format!("{name} (no {})", needs.display()));
-        }
+        let peer = Subject {
+            name: name.to_owned(),
+            family,
+            command,
+            presence: None,
+            tether: false,
+        };
+        found.push((peer, Some(needs)));
     }
-    (found, missing)
+    found
 }
 
 /// The scenarios, short (`quick`) or as the issue sizes them.
@@ -509,6 +524,26 @@ impl Drop for Server {
     }
 }
 
+/// The case whose peers tether's row `c` is held against: `c` itself, or for a fan-out
+/// with acknowledgements (tether's alone: Socket.IO has none) the same room without.
+fn peer_case(cases: &[Case], c: usize) -> usize {
+    let Scenario::Fanout {
+        members, ack_every, ..
+    } = cases[c].scenario
+    else {
+        return c;
+    };
+    if ack_every == 0 {
+        return c;
+    }
+    cases
+        .iter()
+        .position(
+            |case| matches!(case.scenario, Scenario::Fanout { members: m, ack_every: 0, .. } if m == members),
+        )
+        .unwrap_or(c)
+}
+
 /// The command that starts `subject` for `scenario`: with presence on for the join
 /// storm.
 fn command_for<'a>(subject: &'a Subject, scenario: &Scenario) -> &'a [String] {
@@ -729,6 +764,69 @@ fn percent(share: Option<f64>) -> String {
     share.map_or("–".to_owned(), |s| format!("{:.0}%", s * 100.0))
 }
 
+/// Where `all` keeps what it measured, under the repository's root.
+const RECORD: &str = "target/tether-bench-results.json";
+
+/// What a run of `all` measured: every run's outcome, kept so that the report can be
+/// written again (`render`) when only the way it is written changed.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    meta: Meta,
+    /// Every subject of every case it took part in.
+    rows: Vec<Row>,
+    engine_rows: Vec<EngineRow>,
+    /// The peers that were not built or installed, and why.
+    missing: Vec<String>,
+}
+
+/// When and how a run was made.
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    date: String,
+    minutes: f64,
+    load_before: String,
+    load_after: String,
+    quick: bool,
+    rounds: usize,
+    /// Seconds of warm-up and of the measured window per run.
+    timing: (f64, f64),
+}
+
+/// One subject in one case: its runs, each with its round, and its failures.
+#[derive(Debug, Serialize, Deserialize)]
+struct Row {
+    case: String,
+    subject: String,
+    /// Whether the subject spoke sessions (tether's subjects have one name for both).
+    session: bool,
+    outcomes: Vec<RoundOutcome>,
+    failures: Vec<String>,
+}
+
+impl Row {
+    fn is(&self, subject: &Subject) -> bool {
+        self.subject == subject.name && self.session == matches!(subject.family, Family::Session(_))
+    }
+}
+
+/// One run and the round (from 1) it ran in.
+#[derive(Debug, Serialize, Deserialize)]
+struct RoundOutcome {
+    round: usize,
+    outcome: Outcome,
+}
+
+/// The engine alone in one case.
+#[derive(Debug, Serialize, Deserialize)]
+struct EngineRow {
+    case: String,
+    outcomes: Vec<EngineOutcome>,
+    failures: Vec<String>,
+}
+
+/// The engine alone in one case: its runs' outcomes and its failures.
+type EngineRuns = (Vec<EngineOutcome>, Vec<String>);
+
 /// One subject's outcomes in one case, each with the round (from 0) it ran in.
 type Rounds = Vec<(usize, Outcome)>;
 
@@ -865,10 +963,6 @@ fn all(args: &[String]) -> Result<(), String> {
         Some(only) if !ENGINE_SUBJECT.contains(only.as_str()) => Vec::new(),
         _ => engine_cases(options.quick),
     };
-    let chart_path = options
-        .chart
-        .clone()
-        .unwrap_or_else(|| options.out.with_file_name("benchmarks.svg"));
     let load_before = loadavg();
     let started = Instant::now();
     let date = Command::new("date")
@@ -882,8 +976,7 @@ fn all(args: &[String]) -> Result<(), String> {
         .iter()
         .map(|_| subjects.iter().map(|_| (Vec::new(), Vec::new())).collect())
         .collect();
-    let mut engine_results: Vec<(Vec<EngineOutcome>, Vec<String>)> =
-        engine_cases.iter().map(|_| Default::default()).collect();
+    let mut engine_results: Vec<EngineRuns> = engine_cases.iter().map(|_| Default::default()).collect();
     for round in 0..options.rounds {
         for (c, case) in cases.iter().enumerate() {
             // Interleaved: every subject once per round, the order rotated each round.
@@ -935,43 +1028,120 @@ fn all(args: &[String]) -> Result<(), String> {
             }
         }
     }
-    let load_after = loadavg();
-    let minutes = started.elapsed().as_secs_f64() / 60.0;
-    // Every run's outcome, for whoever wants more than the medians.
-    let raw = options.root.join("target/tether-bench-results.json");
-    let dump: Vec<_> = cases
-        .iter()
-        .zip(&results)
-        .flat_map(|(case, row)| {
-            subjects
-                .iter()
-                .zip(row)
-                .map(move |(subject, (outcomes, failures))| {
-                    let outcomes: Vec<_> = outcomes
-                        .iter()
-                        .map(|(round, o)| serde_json::json!({"round": round + 1, "outcome": o}))
-                        .collect();
-                    serde_json::json!({
-                        "case": case.title, "subject": subject.name,
-                        "outcomes": outcomes, "failures": failures,
+    let record = Record {
+        meta: Meta {
+            date,
+            minutes: started.elapsed().as_secs_f64() / 60.0,
+            load_before,
+            load_after: loadavg(),
+            quick: options.quick,
+            rounds: options.rounds,
+            timing: options.timing,
+        },
+        rows: cases
+            .iter()
+            .zip(&results)
+            .flat_map(|(case, row)| {
+                subjects
+                    .iter()
+                    .zip(row)
+                    .filter(|(subject, _)| for_subject(case, subject).is_some())
+                    .map(|(subject, (outcomes, failures))| Row {
+                        case: case.title.clone(),
+                        subject: subject.name.clone(),
+                        session: matches!(subject.family, Family::Session(_)),
+                        outcomes: outcomes
+                            .iter()
+                            .map(|(round, outcome)| RoundOutcome {
+                                round: round + 1,
+                                outcome: outcome.clone(),
+                            })
+                            .collect(),
+                        failures: failures.clone(),
                     })
-                })
-        })
-        .chain(
-            engine_cases
-                .iter()
-                .zip(&engine_results)
-                .map(|(case, (outcomes, failures))| {
-                    serde_json::json!({
-                        "case": case.title, "subject": ENGINE_SUBJECT,
-                        "outcomes": outcomes, "failures": failures,
-                    })
-                }),
-        )
-        .collect();
-    if let Ok(text) = serde_json::to_string_pretty(&dump) {
+            })
+            .collect(),
+        engine_rows: engine_cases
+            .iter()
+            .zip(engine_results)
+            .map(|(case, (outcomes, failures))| EngineRow {
+                case: case.title.clone(),
+                outcomes,
+                failures,
+            })
+            .collect(),
+        missing,
+    };
+    // Every run's outcome, for whoever wants more than the medians, and for `render`.
+    let raw = options.root.join(RECORD);
+    if let Ok(text) = serde_json::to_string_pretty(&record) {
         let _ = std::fs::write(&raw, text);
     }
+    report(&options, &record)
+}
+
+/// `render [RECORD] [--out FILE] [--chart FILE]`: writes the report of a recorded run (default: the last one,
+/// target/tether-bench-results.json) again, for when only the way it is written
+/// changed. Takes `--out` and `--chart` as `all` does.
+fn render(args: &[String]) -> Result<(), String> {
+    let (file, rest) = match args.split_first() {
+        Some((first, rest)) if !first.starts_with("--") => (Some(PathBuf::from(first)), rest),
+        _ => (None, args),
+    };
+    let options = parse_options(rest)?;
+    let path = file.unwrap_or_else(|| options.root.join(RECORD));
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let record: Record = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    report(&options, &record)
+}
+
+/// Writes the tables, the summary and the chart of `record` into `options.out`.
+fn report(options: &Options, record: &Record) -> Result<(), String> {
+    let meta = &record.meta;
+    let cases = cases(meta.quick);
+    // The subjects and engine scenarios the record has, in the runner's order.
+    let subjects: Vec<Subject> = candidates(&options.root)
+        .into_iter()
+        .map(|(subject, _)| subject)
+        .filter(|subject| record.rows.iter().any(|row| row.is(subject)))
+        .collect();
+    let results: Vec<Vec<(Rounds, Vec<String>)>> = cases
+        .iter()
+        .map(|case| {
+            subjects
+                .iter()
+                .map(|subject| {
+                    record
+                        .rows
+                        .iter()
+                        .find(|row| row.case == case.title && row.is(subject))
+                        .filter(|_| for_subject(case, subject).is_some())
+                        .map(|row| {
+                            let outcomes = row.outcomes.iter();
+                            let rounds = outcomes
+                                .map(|r| (r.round.saturating_sub(1), r.outcome.clone()))
+                                .collect();
+                            (rounds, row.failures.clone())
+                        })
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .collect();
+    let (engine_cases, engine_results): (Vec<EngineCase>, Vec<EngineRuns>) = engine_cases(meta.quick)
+        .into_iter()
+        .filter_map(|case| {
+            let row = record.engine_rows.iter().find(|row| row.case == case.title)?;
+            Some((case, (row.outcomes.clone(), row.failures.clone())))
+        })
+        .unzip();
+    let chart_path = options
+        .chart
+        .clone()
+        .unwrap_or_else(|| options.out.with_file_name("benchmarks.svg"));
+    let (date, minutes, load_before, load_after) =
+        (&meta.date, meta.minutes, &meta.load_before, &meta.load_after);
+    let missing = &record.missing;
     let cells: Vec<Vec<Cell>> = results
         .iter()
         .map(|row| row.iter().map(|(o, f)| summarise(o, f.clone())).collect())
@@ -993,15 +1163,15 @@ fn all(args: &[String]) -> Result<(), String> {
          {:.0} minutes. Load average before / after: {load_before} / {load_after} \
          (the 2-vCPU machine was shared with other builds: treat ratios as the figures, \
          absolute numbers as indications).\n",
-        if options.quick { " --quick" } else { "" },
-        options.rounds,
-        if options.quick {
+        if meta.quick { " --quick" } else { "" },
+        meta.rounds,
+        if meta.quick {
             "quick sizes"
         } else {
             "the issue's sizes"
         },
-        options.timing.0,
-        options.timing.1,
+        meta.timing.0,
+        meta.timing.1,
         minutes,
     );
     let _ = writeln!(
@@ -1057,12 +1227,15 @@ fn all(args: &[String]) -> Result<(), String> {
             continue;
         };
         let ours = &cells[c][t];
+        // The peers' row: this one, or for tether's fan-out with acks the same room
+        // without (the peers have no acknowledgements; the goal holds tether to them).
+        let pc = peer_case(&cases, c);
         // Best: the most messages per CPU second, or the least memory (medians).
         let best = subjects
             .iter()
             .enumerate()
-            .filter(|(_, s)| !s.tether && for_subject(case, s).is_some())
-            .filter_map(|(i, s)| value(&cells[c][i]).map(|v| (i, s, v)))
+            .filter(|(_, s)| !s.tether && for_subject(&cases[pc], s).is_some())
+            .filter_map(|(i, s)| value(&cells[pc][i]).map(|v| (i, s, v)))
             .max_by(|a, b| {
                 if idle {
                     b.2.total_cmp(&a.2)
@@ -1077,7 +1250,8 @@ fn all(args: &[String]) -> Result<(), String> {
                 format!("{:.0}k msg/CPU-s", v / 1000.0)
             }
         };
-        let ratio = best.and_then(|(i, _, _)| Paired::of(&results[c][t].0, &results[c][i].0, figure, figure));
+        let ratio =
+            best.and_then(|(i, _, _)| Paired::of(&results[c][t].0, &results[pc][i].0, figure, figure));
         if let Some(ratio) = &ratio {
             bars.push(Bar {
                 label: case.title.clone(),
@@ -1085,8 +1259,15 @@ fn all(args: &[String]) -> Result<(), String> {
                 higher_is_better: !idle,
             });
         }
-        let peer = best.map_or("–".to_owned(), |(_, s, v)| format!("{} {}", s.name, unit(v)));
-        let tail = match best.map(|(i, _, _)| &cells[c][i]) {
+        let without_acks = if pc == c {
+            ""
+        } else {
+            " (without acks: it has none)"
+        };
+        let peer = best.map_or("–".to_owned(), |(_, s, v)| {
+            format!("{} {}{without_acks}", s.name, unit(v))
+        });
+        let tail = match best.map(|(i, _, _)| &cells[pc][i]) {
             Some(cell) => match (ours.p99_us, cell.p99_us) {
                 (Some(a), Some(b)) => format!("{:.1} / {:.1} = {:.2}", a / 1000.0, b / 1000.0, a / b),
                 _ => "–".to_owned(),
@@ -1103,7 +1284,7 @@ fn all(args: &[String]) -> Result<(), String> {
         };
         let ceiling = match best {
             Some((i, _, _)) if !idle => {
-                Paired::of(&results[c][t].0, &results[c][i].0, user_space_free, figure)
+                Paired::of(&results[c][t].0, &results[pc][i].0, user_space_free, figure)
                     .map_or(percent(ours.kernel), |p| {
                         format!("{} → {:.2}", percent(ours.kernel), p.median)
                     })
@@ -1398,6 +1579,29 @@ mod tests {
             assert!(command.iter().any(|a| a == "session-presence"), "{command:?}");
             let echo = command_for(subject, &cases(false)[3].scenario);
             assert!(echo.iter().any(|a| a == "session"), "{echo:?}");
+        }
+    }
+
+    #[test]
+    fn fan_out_with_acks_is_held_against_the_peers_of_the_same_room_without() {
+        let cases = cases(false);
+        let title = |c: usize| cases[c].title.as_str();
+        for (c, case) in cases.iter().enumerate() {
+            let pc = peer_case(&cases, c);
+            match case.scenario {
+                Scenario::Fanout {
+                    members, ack_every, ..
+                } if ack_every > 0 => {
+                    assert_ne!(pc, c, "{}", title(c));
+                    assert!(
+                        matches!(cases[pc].scenario, Scenario::Fanout { members: m, ack_every: 0, .. } if m == members),
+                        "{} → {}",
+                        title(c),
+                        title(pc)
+                    );
+                }
+                _ => assert_eq!(pc, c, "{}", title(c)),
+            }
         }
     }
 

@@ -212,11 +212,13 @@ fn engine_scenarios_count_out() {
 
 /// `tether-bench all --only engine`: the engine rows at the quick sizes through the
 /// runner (each in a process of its own), their table in the section, and the chart
-/// written next to the markdown file and linked from it.
+/// written next to the markdown file and linked from it; then `render` of the run's
+/// record writes the same report again.
 #[test]
 fn runner_writes_engine_rows_and_chart() {
     let dir = std::env::temp_dir().join(format!("tether-bench-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Its target/ takes the run's record (not the repository's: no peers there).
+    std::fs::create_dir_all(dir.join("target")).unwrap();
     let out = dir.join("BENCH.md");
     std::fs::write(&out, "# before\n").unwrap();
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_tether-bench"))
@@ -224,7 +226,6 @@ fn runner_writes_engine_rows_and_chart() {
             "all", "--quick", "--rounds", "1", "--secs", "0", "0.05", "--only", "engine", "--out",
         ])
         .arg(&out)
-        // No peers, no results dump into the repository's target/.
         .env("TETHER_ROOT", &dir)
         .status()
         .unwrap();
@@ -249,5 +250,16 @@ fn runner_writes_engine_rows_and_chart() {
         svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
         "{svg}"
     );
+    // The record gives the same report back (into a file of its own).
+    let again = dir.join("AGAIN.md");
+    std::fs::write(&again, "# before\n").unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tether-bench"))
+        .args(["render", "--out"])
+        .arg(&again)
+        .env("TETHER_ROOT", &dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), md);
     let _ = std::fs::remove_dir_all(&dir);
 }
