@@ -17,6 +17,9 @@ use ws_proto::{Config, Event};
 pub enum Runtime {
     /// tokio, single-threaded runtime.
     Tokio,
+    /// tokio's multi-thread runtime with its default workers (one per core the process
+    /// may run on): not a subject of the run, for measuring the runtime choice by hand.
+    TokioMultiThread,
     /// smol's global executor (one worker thread by default).
     Smol,
     /// async-std's global executor.
@@ -42,9 +45,12 @@ impl FromStr for Runtime {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "tokio" => Ok(Self::Tokio),
+            "tokio-multi-thread" => Ok(Self::TokioMultiThread),
             "smol" => Ok(Self::Smol),
             "async-std" => Ok(Self::AsyncStd),
-            other => Err(format!("unknown runtime {other:?}: tokio, smol or async-std")),
+            other => Err(format!(
+                "unknown runtime {other:?}: tokio, tokio-multi-thread, smol or async-std"
+            )),
         }
     }
 }
@@ -152,6 +158,10 @@ pub fn start(runtime: Runtime, kind: Kind, addr: SocketAddr) -> io::Result<Socke
             let failed = bound.clone();
             let result = match runtime {
                 Runtime::Tokio => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| rt.block_on(serve_tokio(kind, addr, bound))),
+                Runtime::TokioMultiThread => tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()
                     .and_then(|rt| rt.block_on(serve_tokio(kind, addr, bound))),
