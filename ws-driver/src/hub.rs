@@ -13,12 +13,13 @@
 //! the handlers a session registered with `Context::listen`, when the session ends.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, Ready};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_channel::{mpsc, oneshot};
-use futures_util::future::{Fuse, FutureExt};
+use futures_util::future::{Either, Fuse, FutureExt};
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -441,10 +442,22 @@ impl Hub {
         &self.handle
     }
 
-    /// Sends `input` to the hub; false when the hub is gone. (Not an `async fn`: that
-    /// would hold `input` twice, and every connection task holds this future's room.)
-    pub(crate) fn send(&mut self, input: ConnInput) -> impl Future<Output = bool> + Send + '_ {
-        self.input.send(input).map(|sent| sent.is_ok())
+    /// Sends `input` to the hub; false when the hub is gone. At once when the hub's
+    /// queue has room, the usual case; otherwise the wait for room is boxed. Every
+    /// connection task keeps room in its future for each send it awaits, for its whole
+    /// life, so the rare wait takes its room from the heap when it happens instead.
+    pub(crate) fn send(
+        &mut self,
+        input: ConnInput,
+    ) -> Either<Ready<bool>, Pin<Box<dyn Future<Output = bool> + Send + '_>>> {
+        match self.input.try_send(input) {
+            Ok(()) => Either::Left(std::future::ready(true)),
+            Err(full) if full.is_full() => {
+                let input = full.into_inner();
+                Either::Right(Box::pin(self.input.send(input).map(|sent| sent.is_ok())))
+            }
+            Err(_) => Either::Left(std::future::ready(false)),
+        }
     }
 }
 
@@ -1960,4 +1973,49 @@ impl<R: Runtime> HubTask<R> {
 /// The envelope of `event` with a payload this process made as JSON only.
 fn json_envelope<'a>(event: &'a str, json: &'a str) -> OutgoingEnvelope<'a> {
     OutgoingEnvelope::new(event).with_payload(Payload::Trusted(json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_runtime::TestRuntime;
+
+    /// A write report for a connection the engine never had: the hub takes it and
+    /// changes nothing.
+    fn harmless() -> ConnInput {
+        ConnInput::Flushed {
+            connection: ConnectionId(u64::MAX),
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn a_send_into_a_full_queue_waits_for_the_hub_and_then_goes_through() {
+        let runtime = TestRuntime::new();
+        // The hub's task is spawned but does not run until the runtime is driven.
+        let mut hub = App::new().start(runtime.clone());
+        let mut at_once = 0;
+        let mut wait = loop {
+            match hub.send(harmless()) {
+                Either::Left(sent) => {
+                    assert!(sent.into_inner(), "the hub is there");
+                    at_once += 1;
+                }
+                Either::Right(wait) => break wait,
+            }
+            assert!(at_once <= CONN_INPUT_BUFFER + 1, "the queue never filled");
+        };
+        // The queue's room, and the sender's own slot.
+        assert_eq!(at_once, CONN_INPUT_BUFFER + 1);
+        assert_eq!(
+            (&mut wait).now_or_never(),
+            None,
+            "no room until the hub takes some"
+        );
+        runtime.run_until_stalled();
+        assert_eq!((&mut wait).now_or_never(), Some(true));
+        drop(wait);
+        // Room again: the next send goes at once.
+        assert!(matches!(hub.send(harmless()), Either::Left(_)));
+    }
 }

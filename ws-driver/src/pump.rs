@@ -57,8 +57,10 @@ pub enum Wire {
 /// HTTP status (400, 404, 405, 426, 431) and the stream is closed.
 ///
 /// The future is what a connection's task holds for as long as the connection lives,
-/// so it is kept small: the handshake's state is boxed (and freed once done), and the
-/// request is dropped once the engine's view of it is taken ([`connection_info`]).
+/// so it is kept small: the handshake's state is boxed (and freed once done), the
+/// handshake and the connection are two futures one after the other (what the first
+/// held takes no room in the second), and the request is dropped once the engine's
+/// view of it is taken ([`connection_info`]).
 pub fn serve_connection<'a, R, S>(
     hub: Hub,
     runtime: R,
@@ -92,10 +94,11 @@ where
     O: Borrow<ConnectionOptions> + Send + 'a,
 {
     // Not an `async fn`, and the arguments boxed: what an `async` block captures it
-    // keeps for its whole life, even once moved on into `run_transport`. Unpacked
-    // locals only take room while the handshake runs.
+    // keeps for its whole life. The handshake and the connection are two futures one
+    // after the other, so that what the handshake held (the stream and the hub before
+    // they move on, the options) keeps no room in the connection's task.
     let start = Box::new((hub, runtime, stream, peer, options));
-    async move {
+    let handshake = async move {
         let (hub, runtime, mut stream, peer, options) = *start;
         let options = options.borrow();
         let admit = |request: &Request| {
@@ -109,11 +112,20 @@ where
         };
         let upgrade = accept_upgrade(&mut stream, &hub.settings.config.envelope, &Codec::SERVED, admit);
         let handshake = Box::pin(within_handshake_timeout(&hub, &runtime, peer, upgrade));
-        let Some((request, deflate)) = handshake.await else {
-            return;
-        };
+        let (request, deflate) = handshake.await?;
         let (transport, info) = upgraded(&hub, stream, request, deflate, peer);
-        run_transport(hub, runtime, transport, info).await;
+        Some((hub, runtime, transport, info))
+    };
+    handshake.then(run_upgraded)
+}
+
+/// Runs the connection a handshake upgraded, or nothing when it did not.
+fn run_upgraded<R: Runtime, T: Transport>(
+    upgraded: Option<(Hub, R, T, ConnectionInfo)>,
+) -> futures_util::future::Either<impl Future<Output = ()> + Send, std::future::Ready<()>> {
+    match upgraded {
+        Some((hub, runtime, transport, info)) => run_transport(hub, runtime, transport, info).left_future(),
+        None => std::future::ready(()).right_future(),
     }
 }
 
@@ -140,9 +152,10 @@ where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Not an `async fn`, the arguments and the handshake boxed, as in `serve_connection`.
+    // Not an `async fn`, the arguments and the handshake boxed, the handshake and the
+    // connection one future after the other, as in `serve_connection`.
     let start = Box::new((hub, runtime, stream, peer));
-    async move {
+    let handshake = async move {
         let (hub, runtime, mut stream, peer) = *start;
         let preamble = Box::pin(within_handshake_timeout(
             &hub,
@@ -150,13 +163,12 @@ where
             peer,
             accept_preamble(&mut stream),
         ));
-        let Some(rest) = preamble.await else {
-            return;
-        };
+        let rest = preamble.await?;
         let info = ConnectionInfo::new(peer, "/", None, Default::default());
         let framing = PrefixedConnection::new(&hub.settings.config.envelope);
-        run_transport(hub, runtime, prefixed(stream, framing, rest), info).await;
-    }
+        Some((hub, runtime, prefixed(stream, framing, rest), info))
+    };
+    handshake.then(run_upgraded)
 }
 
 /// The transport and the engine's view of an upgraded connection. A function of its
@@ -330,7 +342,11 @@ where
             // Once closed nothing more is read (an EOF would wake us again and again); nor
             // while the write is stalled past the outbound limit (backpressure).
             let reading = !received_all && transport.unwritten() <= hub.settings.max_unwritten_bytes;
-            let wake = poll_fn(|cx| {
+            // What goes to the hub after this wake-up, in order: an acknowledgement held
+            // before, then the message read. The wake-up is matched as a temporary, gone
+            // before anything is awaited, so that the connection's future keeps no room
+            // for it (nor for the event it carried) while it waits on the hub.
+            let [held, read] = match poll_fn(|cx| {
                 if transport.wants_flush() {
                     if let Poll::Ready(result) = transport.poll_flush(cx) {
                         return Poll::Ready(Wake::Flushed(result));
@@ -349,34 +365,46 @@ where
                 }
                 Poll::Pending
             })
-            .await;
-            match wake {
+            .await
+            {
                 Wake::Flushed(Err(_)) | Wake::CloseTimeout => break,
-                Wake::Flushed(Ok(())) => {}
+                Wake::Flushed(Ok(())) => [None, None],
                 Wake::Outbound(Some(outbound)) => {
                     apply(&mut transport, &mut tail, outbound);
                     // Corking: take everything queued so far; it goes out in one write.
                     while let Ok(outbound) = outbox.try_recv() {
                         apply(&mut transport, &mut tail, outbound);
                     }
+                    [None, None]
                 }
-                Wake::Outbound(None) => hub_gone = true,
-                Wake::Received(None) => received_all = true,
+                Wake::Outbound(None) => {
+                    hub_gone = true;
+                    [None, None]
+                }
+                Wake::Received(None) => {
+                    received_all = true;
+                    [None, None]
+                }
                 Wake::Received(Some(event)) => {
                     if let Event::Failed(err) = &event {
                         tracing::debug!(connection = id.0, %err, "peer broke the protocol");
                     }
-                    if let Some(message) = event.into_message() {
-                        if matches!(&message, Message::Text(text) if sys::is_ack_text(text)) {
+                    match event.into_message() {
+                        Some(message) if matches!(&message, Message::Text(text) if sys::is_ack_text(text)) => {
                             held_ack = Some(message);
-                        } else {
-                            // Behind the acknowledgement held before it, in order.
-                            for message in held_ack.take().into_iter().chain([message]) {
-                                hub_gone |= !hand_on(&mut hub, id, message).await;
-                            }
+                            [None, None]
                         }
+                        // Behind the acknowledgement held before it, in order.
+                        Some(message) => [held_ack.take(), Some(message)],
+                        None => [None, None],
                     }
                 }
+            };
+            if let Some(message) = held {
+                hub_gone |= !hand_on(&mut hub, id, message).await;
+            }
+            if let Some(message) = read {
+                hub_gone |= !hand_on(&mut hub, id, message).await;
             }
             let bytes = transport.take_written();
             if bytes > 0 {
@@ -399,8 +427,12 @@ where
 }
 
 /// Hands a message the connection received to the hub; `false` when the hub is gone.
-async fn hand_on(hub: &mut Hub, connection: ConnectionId, message: Message) -> bool {
-    hub.send(ConnInput::Message { connection, message }).await
+fn hand_on(
+    hub: &mut Hub,
+    connection: ConnectionId,
+    message: Message,
+) -> impl Future<Output = bool> + Send + '_ {
+    hub.send(ConnInput::Message { connection, message })
 }
 
 /// Queues what the hub sent: an envelope (its shared prefix, then this connection's
