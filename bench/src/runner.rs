@@ -544,6 +544,14 @@ fn peer_case(cases: &[Case], c: usize) -> usize {
         .unwrap_or(c)
 }
 
+/// Which of `subjects` every ratio of `case` is taken from: tether on tokio, in the
+/// family the case runs (raw or sessions).
+fn reference(subjects: &[Subject], case: &Case) -> Option<usize> {
+    subjects
+        .iter()
+        .position(|s| s.tether && s.name.contains("tokio") && for_subject(case, s).is_some())
+}
+
 /// The command that starts `subject` for `scenario`: with presence on for the join
 /// storm.
 fn command_for<'a>(subject: &'a Subject, scenario: &Scenario) -> &'a [String] {
@@ -1220,10 +1228,7 @@ fn report(options: &Options, record: &Record) -> Result<(), String> {
             }
         };
         let figure = |o: &Outcome| if idle { o.rss_per_conn } else { o.msg_per_cpu_s };
-        let Some(t) = subjects
-            .iter()
-            .position(|s| s.tether && s.name.contains("tokio") && for_subject(case, s).is_some())
-        else {
+        let Some(t) = reference(&subjects, case) else {
             continue;
         };
         let ours = &cells[c][t];
@@ -1349,9 +1354,7 @@ fn report(options: &Options, record: &Record) -> Result<(), String> {
                     .enumerate()
                     .filter(|(_, case)| is_twin(&engine_case.scenario, &case.scenario))
                     .find_map(|(c, case)| {
-                        let t = subjects.iter().position(|s| {
-                            s.tether && s.name.contains("tokio") && for_subject(case, s).is_some()
-                        })?;
+                        let t = reference(&subjects, case)?;
                         cells[c][t].msg_per_cpu_s.filter(|v| *v > 0.0).map(|v| 1e9 / v)
                     })
             })
@@ -1361,9 +1364,7 @@ fn report(options: &Options, record: &Record) -> Result<(), String> {
     for (c, case) in cases.iter().enumerate() {
         let idle = matches!(case.scenario, Scenario::Idle { .. });
         let joins = matches!(case.scenario, Scenario::Join { .. });
-        let tether = subjects
-            .iter()
-            .position(|s| s.tether && s.name.contains("tokio") && for_subject(case, s).is_some());
+        let tether = reference(&subjects, case);
         if !subjects.iter().any(|s| for_subject(case, s).is_some()) {
             continue;
         }
