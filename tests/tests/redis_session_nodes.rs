@@ -716,6 +716,21 @@ async fn wait_for_said(c: &mut Tracked, n: usize) {
     }
 }
 
+/// Waits until `nodes` nodes are subscribed to `room`'s channel: a room's publications
+/// reach a node only from then on (docs/GUIDE.md, "many nodes"), so a test that says
+/// something right after its members joined on different nodes waits for this first.
+async fn subscribed(redis: &RedisServer, room: &str, nodes: i64) {
+    let channel = format!("{PREFIX}:room:{room}");
+    let deadline = Instant::now() + WAIT;
+    while redis.subscribers(&channel) != nodes {
+        assert!(
+            Instant::now() < deadline,
+            "{nodes} nodes never subscribed to {channel}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Room history: a session whose node was SIGKILLed gets, on another node, the room
 /// messages published while nobody held it — and the new node had no member of the
 /// room before (the window between the claim and its subscription). Without room
@@ -731,6 +746,7 @@ async fn room_messages_published_while_nobody_holds_a_session_reach_it_on_resume
         let joined = c.client.query("join", &"h", Some(WAIT)).await.unwrap();
         assert_eq!(&*joined.event, "joined");
     }
+    subscribed(&redis, "h", 2).await;
     let say = |i: usize| {
         let client = talker.client.clone();
         async move {
@@ -785,6 +801,7 @@ async fn a_history_trimmed_past_a_sessions_position_refuses_the_resume_as_a_gap(
     for c in [&watcher, &talker] {
         c.client.query("join", &"h", Some(WAIT)).await.unwrap();
     }
+    subscribed(&redis, "h", 2).await;
     talker
         .client
         .query("say", &("h", "m0"), Some(WAIT))
@@ -851,6 +868,7 @@ async fn a_session_moving_to_a_node_without_its_room_misses_nothing_published_me
     for c in [&watcher, &talker] {
         c.client.query("join", &"h", Some(WAIT)).await.unwrap();
     }
+    subscribed(&redis, "h", 2).await;
     let stop = Arc::new(AtomicBool::new(false));
     let said_count = Arc::new(AtomicUsize::new(0));
     let publisher = {

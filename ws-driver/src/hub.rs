@@ -37,6 +37,7 @@ use crate::context::Context;
 use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
 use crate::membership::{MemberChange, MemberTable, MemberUpdate, Membership, MembershipError};
+use crate::outbox::OutboxSender;
 use crate::payloads::{envelope, Demand, Payloads};
 use crate::presence::{self, MemberList, Pending, Presence, Tracker};
 use crate::pubsub::PubSub;
@@ -61,7 +62,7 @@ pub(crate) enum ConnInput {
         /// Boxed: the largest variant by far, and every message's slot in the queue
         /// (and every connection's pending send) would be its size.
         info: Box<ConnectionInfo>,
-        outbox: mpsc::UnboundedSender<Outbound>,
+        outbox: OutboxSender,
         reply: oneshot::Sender<Option<ConnectionId>>,
     },
     Message {
@@ -820,7 +821,7 @@ async fn with_timeout<R: Runtime, T>(runtime: &R, timeout: Duration, future: Box
 
 /// A connection the hub routes frames to.
 struct ConnEntry {
-    outbox: mpsc::UnboundedSender<Outbound>,
+    outbox: OutboxSender,
     /// The connection's hook worker, when there are connection hooks: `Disconnected`
     /// is queued behind `Connected`, then the sender is dropped and the worker exits.
     hooks: Option<mpsc::UnboundedSender<Job>>,
@@ -1350,10 +1351,9 @@ impl<R: Runtime> HubTask<R> {
                         }
                         None => {
                             for entry in self.conns.values() {
-                                let _ = entry.outbox.unbounded_send(Outbound::Close(
-                                    CloseCode::GOING_AWAY,
-                                    "server shutting down",
-                                ));
+                                let _ = entry
+                                    .outbox
+                                    .send(Outbound::Close(CloseCode::GOING_AWAY, "server shutting down"));
                             }
                         }
                     }
@@ -1386,7 +1386,7 @@ impl<R: Runtime> HubTask<R> {
                 for entry in self.conns.values() {
                     let _ = entry
                         .outbox
-                        .unbounded_send(Outbound::Close(code, "node stopping: resume elsewhere now"));
+                        .send(Outbound::Close(code, "node stopping: resume elsewhere now"));
                 }
             }
         }
@@ -1421,7 +1421,7 @@ impl<R: Runtime> HubTask<R> {
                     // The engine has forgotten the connection; the task closes it and
                     // reports `Closed`, which removes the entry.
                     if let Some(entry) = self.conns.get(&connection) {
-                        let _ = entry.outbox.unbounded_send(Outbound::Close(code, reason));
+                        let _ = entry.outbox.send(Outbound::Close(code, reason));
                     }
                 }
                 Action::Authenticate(request) => {
@@ -1896,7 +1896,7 @@ impl<R: Runtime> HubTask<R> {
 
     fn transmit(&self, connection: ConnectionId, message: OutboundMessage) {
         if let Some(entry) = self.conns.get(&connection) {
-            let _ = entry.outbox.unbounded_send(Outbound::Message(message));
+            let _ = entry.outbox.send(Outbound::Message(message));
         }
     }
 

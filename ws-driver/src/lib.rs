@@ -40,6 +40,7 @@ mod error;
 mod handler;
 mod hub;
 mod membership;
+mod outbox;
 mod payloads;
 mod prefixed;
 mod presence;

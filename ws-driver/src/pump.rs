@@ -7,15 +7,15 @@
 //! together.
 
 use std::borrow::Borrow;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::task::Poll;
 
 use bytes::Bytes;
-use futures_channel::{mpsc, oneshot};
+use futures_channel::oneshot;
 use futures_util::future::{poll_fn, Fuse, FusedFuture, FutureExt};
 use futures_util::io::{AsyncRead, AsyncWrite};
-use futures_util::StreamExt;
 use ws_proto::envelope::{sys, Codec};
 use ws_proto::handshake::Request;
 use ws_proto::prefixed::PrefixedConnection;
@@ -257,7 +257,10 @@ where
 /// What woke the drive loop.
 enum Wake {
     Flushed(std::io::Result<()>),
-    Outbound(Option<Outbound>),
+    /// The hub's messages were fed to the transport.
+    Queued,
+    /// The hub is gone (and everything it queued was fed to the transport).
+    HubGone,
     Received(Option<Event>),
     CloseTimeout,
 }
@@ -292,7 +295,7 @@ where
     // before it is captured: a capture keeps its room for the block's whole life.
     let info = Box::new(info);
     async move {
-        let (outbox_tx, mut outbox) = mpsc::unbounded();
+        let (outbox_tx, mut outbox) = crate::outbox::outbox();
         let (reply_tx, reply_rx) = oneshot::channel();
         let opened = hub
             .send(ConnInput::Open {
@@ -352,8 +355,14 @@ where
                         return Poll::Ready(Wake::Flushed(result));
                     }
                 }
-                if let Poll::Ready(outbound) = outbox.poll_next_unpin(cx) {
-                    return Poll::Ready(Wake::Outbound(outbound));
+                // Corking: everything the hub queued so far is fed to the transport
+                // at once, to go out in one write.
+                let mut batch = VecDeque::new();
+                if let Poll::Ready(open) = outbox.poll_take(cx, &mut batch) {
+                    for outbound in batch {
+                        apply(&mut transport, &mut tail, outbound);
+                    }
+                    return Poll::Ready(if open { Wake::Queued } else { Wake::HubGone });
                 }
                 if reading {
                     if let Poll::Ready(event) = transport.poll_recv(cx) {
@@ -369,15 +378,8 @@ where
             {
                 Wake::Flushed(Err(_)) | Wake::CloseTimeout => break,
                 Wake::Flushed(Ok(())) => [None, None],
-                Wake::Outbound(Some(outbound)) => {
-                    apply(&mut transport, &mut tail, outbound);
-                    // Corking: take everything queued so far; it goes out in one write.
-                    while let Ok(outbound) = outbox.try_recv() {
-                        apply(&mut transport, &mut tail, outbound);
-                    }
-                    [None, None]
-                }
-                Wake::Outbound(None) => {
+                Wake::Queued => [None, None],
+                Wake::HubGone => {
                     hub_gone = true;
                     [None, None]
                 }

@@ -1,0 +1,231 @@
+//! A connection's outbox: what the hub hands one connection task to write.
+//!
+//! One producer (the hub) and one consumer (the connection task), and the consumer
+//! always takes everything queued at once, to write it in one go (corking). So the
+//! outbox is a queue behind a lock that the consumer swaps out whole, and the hub wakes
+//! the task only when it puts something into an empty queue: a broadcast of k messages
+//! to a member costs one wake-up and no allocation per message, where a channel pays a
+//! node allocation, its atomic counters and a wake-up for each. The lock is never held
+//! for more than a push or a swap.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+
+use crate::hub::Outbound;
+
+/// Makes a connection's outbox: the hub's end and the connection task's.
+pub(crate) fn outbox() -> (OutboxSender, OutboxReceiver) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            items: VecDeque::new(),
+            closed: false,
+        }),
+        waker: AtomicWaker::new(),
+    });
+    (OutboxSender(shared.clone()), OutboxReceiver(shared))
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// The connection task, woken when the queue stops being empty or is closed.
+    waker: AtomicWaker,
+}
+
+struct Queue {
+    items: VecDeque<Outbound>,
+    /// Either end is gone: the hub's means no more will come, the task's that nothing
+    /// more will be read.
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing runs under the lock that can panic halfway through a change.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The hub's end. Dropping it tells the task the hub is gone, once the task has taken
+/// what is queued.
+pub(crate) struct OutboxSender(Arc<Shared>);
+
+impl OutboxSender {
+    /// Queues `outbound` for the task; false when the task is gone.
+    pub(crate) fn send(&self, outbound: Outbound) -> bool {
+        let mut queue = self.0.lock();
+        if queue.closed {
+            return false;
+        }
+        let was_empty = queue.items.is_empty();
+        queue.items.push_back(outbound);
+        drop(queue);
+        // A queue that was not empty has a wake-up on the way already: the task takes
+        // the whole queue each time it is woken.
+        if was_empty {
+            self.0.waker.wake();
+        }
+        true
+    }
+}
+
+impl Drop for OutboxSender {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.waker.wake();
+    }
+}
+
+/// The connection task's end.
+pub(crate) struct OutboxReceiver(Arc<Shared>);
+
+impl OutboxReceiver {
+    /// Moves everything queued into `into` (which must be empty): `Ready(true)` when
+    /// there was something, `Ready(false)` when nothing is queued and the hub is gone,
+    /// else `Pending` with the task woken when that changes.
+    pub(crate) fn poll_take(&mut self, cx: &mut Context<'_>, into: &mut VecDeque<Outbound>) -> Poll<bool> {
+        debug_assert!(into.is_empty(), "the last batch was not written");
+        // Registered before looking, so that a push after the look wakes us.
+        self.0.waker.register(cx.waker());
+        let mut queue = self.0.lock();
+        if !queue.items.is_empty() {
+            // The queue's allocation goes with the batch and is freed once it is
+            // written: an idle connection keeps none.
+            std::mem::swap(&mut queue.items, into);
+            return Poll::Ready(true);
+        }
+        if queue.closed {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock();
+        queue.closed = true;
+        // What nobody will write is dropped now, not when the hub lets go.
+        queue.items = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+    use ws_proto::CloseCode;
+
+    /// Counts its wake-ups.
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn close(code: u16) -> Outbound {
+        Outbound::Close(CloseCode(code), "test")
+    }
+
+    fn codes(batch: &mut VecDeque<Outbound>) -> Vec<u16> {
+        batch
+            .drain(..)
+            .map(|outbound| match outbound {
+                Outbound::Close(code, _) => code.0,
+                Outbound::Message(_) => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_everything_queued_in_order_and_wakes_the_task_once() {
+        let (tx, mut rx) = outbox();
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut batch = VecDeque::new();
+        assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Pending);
+        for code in 4000..4005 {
+            assert!(tx.send(close(code)));
+        }
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "one wake-up for the batch");
+        assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(true));
+        assert_eq!(codes(&mut batch), vec![4000, 4001, 4002, 4003, 4004]);
+        // Empty again: the next message wakes the task again.
+        assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Pending);
+        assert!(tx.send(close(4005)));
+        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+        assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(true));
+        assert_eq!(codes(&mut batch), vec![4005]);
+    }
+
+    #[test]
+    fn the_hub_gone_is_seen_after_what_it_queued() {
+        let (tx, mut rx) = outbox();
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut batch = VecDeque::new();
+        assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Pending);
+        assert!(tx.send(close(4000)));
+        drop(tx);
+        // One wake-up: the task has not looked since the message, so the drop's finds
+        // nothing registered, and the task sees the close when it takes the message.
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(true));
+        assert_eq!(codes(&mut batch), vec![4000]);
+        assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(false));
+    }
+
+    #[test]
+    fn a_send_to_a_task_that_is_gone_fails_and_keeps_nothing() {
+        let (tx, rx) = outbox();
+        assert!(tx.send(close(4000)));
+        drop(rx);
+        assert!(tx.0.lock().items.is_empty(), "dropped with the task");
+        assert!(!tx.send(close(4001)));
+        assert!(tx.0.lock().items.is_empty());
+    }
+
+    /// Wakes a parked thread.
+    struct Unpark(std::thread::Thread);
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    #[test]
+    fn every_message_from_another_thread_arrives_and_the_close_after_them() {
+        const N: u16 = 20_000;
+        let (tx, mut rx) = outbox();
+        let producer = std::thread::spawn(move || {
+            for i in 0..N {
+                assert!(tx.send(close(i)));
+                if i % 64 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut seen = Vec::new();
+        loop {
+            let mut batch = VecDeque::new();
+            match rx.poll_take(&mut cx, &mut batch) {
+                Poll::Ready(true) => seen.extend(codes(&mut batch)),
+                Poll::Ready(false) => break,
+                // A wake-up lost here would hang the test (the park has no timeout).
+                Poll::Pending => std::thread::park(),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(seen, (0..N).collect::<Vec<_>>());
+    }
+}
