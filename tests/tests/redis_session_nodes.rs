@@ -595,6 +595,28 @@ impl Tracked {
     }
 }
 
+/// Waits until `nodes` nodes listen on their store channels (`{prefix}:node:{id}`),
+/// where the others ask them to hand a session over.
+async fn nodes_listening(redis: &RedisServer, nodes: usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(format!("{PREFIX}:node:*"))
+            .query(&mut redis.connection())
+            .expect("PUBSUB CHANNELS");
+        if channels.len() == nodes {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {nodes} nodes on Redis",
+            channels.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// redis-server stopped for 5 s, then started again, as PROTOCOL.md and
 /// broker-redis's `store` module say: meanwhile each node serves its own sessions
 /// (their journal held and retried), and a resume that lands on another node is refused
@@ -631,7 +653,10 @@ async fn a_redis_outage(persistent: bool) {
     redis.restart();
     let up = Instant::now();
     if persistent {
-        // Nothing was lost: the session that stayed resumes on another node.
+        // Nothing was lost: the session that stayed resumes on another node, once the
+        // nodes are back on Redis (a resume elsewhere asks the holder to hand the
+        // session over on the holder's channel; the nodes reconnect with backoff).
+        nodes_listening(&redis, 3).await;
         stays.balancer.cut();
         assert_eq!(stays.outcome().await, Ok(()), "resumed after the outage");
     } else {
