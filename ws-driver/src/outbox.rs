@@ -128,6 +128,12 @@ mod tests {
         }
     }
 
+    /// A waker that counts its wake-ups, and the count.
+    fn counting_waker() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        (counter.clone(), Waker::from(counter))
+    }
+
     fn close(code: u16) -> Outbound {
         Outbound::Close(CloseCode(code), "test")
     }
@@ -145,8 +151,7 @@ mod tests {
     #[test]
     fn a_batch_is_everything_queued_in_order_and_wakes_the_task_once() {
         let (tx, mut rx) = outbox();
-        let counter = Arc::new(Counter(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut batch = VecDeque::new();
         assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Pending);
@@ -167,8 +172,7 @@ mod tests {
     #[test]
     fn the_hub_gone_is_seen_after_what_it_queued() {
         let (tx, mut rx) = outbox();
-        let counter = Arc::new(Counter(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut batch = VecDeque::new();
         assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Pending);
@@ -179,6 +183,18 @@ mod tests {
         assert_eq!(counter.0.load(Ordering::SeqCst), 1);
         assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(true));
         assert_eq!(codes(&mut batch), vec![4000]);
+        assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(false));
+    }
+
+    #[test]
+    fn the_hub_gone_wakes_a_task_waiting_on_an_empty_outbox() {
+        let (tx, mut rx) = outbox();
+        let (counter, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut batch = VecDeque::new();
+        assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Pending);
+        drop(tx);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
         assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(false));
     }
 
@@ -221,8 +237,17 @@ mod tests {
             match rx.poll_take(&mut cx, &mut batch) {
                 Poll::Ready(true) => seen.extend(codes(&mut batch)),
                 Poll::Ready(false) => break,
-                // A wake-up lost here would hang the test (the park has no timeout).
-                Poll::Pending => std::thread::park(),
+                Poll::Pending => {
+                    // A lost wake-up leaves the thread parked: a liveness bound, not
+                    // a measurement (a wake-up takes microseconds).
+                    let parked = std::time::Instant::now();
+                    std::thread::park_timeout(std::time::Duration::from_secs(10));
+                    assert!(
+                        parked.elapsed() < std::time::Duration::from_secs(10),
+                        "not woken after {} messages",
+                        seen.len()
+                    );
+                }
             }
         }
         producer.join().unwrap();
