@@ -320,6 +320,9 @@ where
         let mut close_timer: Fuse<BoxFuture<()>> = Fuse::terminated();
         let mut received_all = false;
         let mut hub_gone = false;
+        // Until the hub is gone and its outbox empty: a closed outbox is always ready,
+        // and polling it then would spin the loop until the close timeout.
+        let mut outbox_open = true;
         // The latest `sys.ack` read and not yet handed to the hub. Acknowledgements are
         // cumulative (the latest says all), and one that wakes the hub on its own
         // makes it take each room publication the moment it comes, one write per
@@ -358,11 +361,13 @@ where
                 // Corking: everything the hub queued so far is fed to the transport
                 // at once, to go out in one write.
                 let mut batch = VecDeque::new();
-                if let Poll::Ready(open) = outbox.poll_take(cx, &mut batch) {
-                    for outbound in batch {
-                        apply(&mut transport, &mut tail, outbound);
+                if outbox_open {
+                    if let Poll::Ready(open) = outbox.poll_take(cx, &mut batch) {
+                        for outbound in batch {
+                            apply(&mut transport, &mut tail, outbound);
+                        }
+                        return Poll::Ready(if open { Wake::Queued } else { Wake::HubGone });
                     }
-                    return Poll::Ready(if open { Wake::Queued } else { Wake::HubGone });
                 }
                 if reading {
                     if let Poll::Ready(event) = transport.poll_recv(cx) {
@@ -381,6 +386,7 @@ where
                 Wake::Queued => [None, None],
                 Wake::HubGone => {
                     hub_gone = true;
+                    outbox_open = false;
                     [None, None]
                 }
                 Wake::Received(None) => {
