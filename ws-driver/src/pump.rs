@@ -460,3 +460,68 @@ fn apply<T: Transport>(transport: &mut T, tail: &mut Vec<u8>, outbound: Outbound
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::App;
+    use crate::test_runtime::TestRuntime;
+    use crate::transport::memory::pair;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use ws_proto::Config;
+
+    /// The hub gone under a live connection (it ends only by a bug, e.g. a panic): the
+    /// connection says so with 1001, reads the peer's answer and ends — it neither
+    /// spins on the closed outbox nor waits for the close timeout.
+    #[test]
+    fn a_connection_whose_hub_is_gone_closes_and_ends_on_the_peers_answer() {
+        let (finished, outcome) = std::sync::mpsc::channel();
+        // On a thread of its own: a connection that spins never returns from its poll.
+        std::thread::spawn(move || {
+            let runtime = TestRuntime::new();
+            let mut hub = App::new().start(runtime.clone());
+            // The test plays the hub: it opens the connection, then goes.
+            let (input, mut inputs) = futures_channel::mpsc::channel::<ConnInput>(8);
+            hub.input = input;
+            let (server, mut client) = pair(&Config::default());
+            let ended = Arc::new(AtomicBool::new(false));
+            let info = ConnectionInfo::new(None, "/", None, Default::default());
+            let task = run_transport(hub, runtime.clone(), server, info);
+            let flag = ended.clone();
+            runtime.spawn(async move {
+                task.await;
+                flag.store(true, Ordering::SeqCst);
+            });
+            runtime.run_until_stalled();
+            match inputs.try_recv() {
+                Ok(ConnInput::Open { outbox, reply, .. }) => {
+                    let _ = reply.send(Some(ConnectionId(1)));
+                    drop(outbox);
+                }
+                _ => panic!("the connection did not open"),
+            }
+            runtime.run_until_stalled();
+            // The peer gets the close and answers it (the memory transport answers a
+            // close as it hands on the event).
+            let waker = futures_util::task::noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            let close = match client.poll_recv(&mut cx) {
+                Poll::Ready(Some(Event::Close(frame))) => (frame.code, frame.reason),
+                other => panic!("expected the close, got {other:?}"),
+            };
+            let _ = client.poll_flush(&mut cx);
+            runtime.run_until_stalled();
+            let _ = finished.send((close, ended.load(Ordering::SeqCst)));
+        });
+        let (close, ended) = outcome
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the connection spun: it never returned from its poll");
+        assert_eq!(close, (Some(CloseCode::GOING_AWAY), "server stopped".to_owned()));
+        assert!(
+            ended,
+            "the connection ended on the peer's answer, before any close timeout"
+        );
+    }
+}
