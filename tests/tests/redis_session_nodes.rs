@@ -742,7 +742,7 @@ async fn wait_for_said(c: &mut Tracked, n: usize) {
 }
 
 /// Waits until `nodes` nodes are subscribed to `room`'s channel: a room's publications
-/// reach a node only from then on (docs/GUIDE.md, "many nodes"), so a test that says
+/// reach a node only from then on (docs/GUIDE.md, "Several nodes"), so a test that says
 /// something right after its members joined on different nodes waits for this first.
 async fn subscribed(redis: &RedisServer, room: &str, nodes: i64) {
     let channel = format!("{PREFIX}:room:{room}");
