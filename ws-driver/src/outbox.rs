@@ -107,8 +107,11 @@ impl Drop for OutboxReceiver {
     fn drop(&mut self) {
         let mut queue = self.0.lock();
         queue.closed = true;
-        // What nobody will write is dropped now, not when the hub lets go.
-        queue.items = VecDeque::new();
+        // What nobody will write is dropped now, not when the hub lets go; outside
+        // the lock, which is never held for more than a push or a swap.
+        let unwritten = std::mem::take(&mut queue.items);
+        drop(queue);
+        drop(unwritten);
     }
 }
 
