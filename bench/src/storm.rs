@@ -41,6 +41,10 @@ struct Comeback {
     errors: u64,
     /// When it had everything it missed.
     whole_at: Option<Instant>,
+    /// The connection it came back on, kept open until the server's CPU time has been
+    /// read: closing ten thousand connections is not part of resuming them (it was a
+    /// quarter of the server's CPU in the window while each closed as it finished).
+    conn: Option<Conn>,
 }
 
 pub(crate) async fn run(spec: &Spec, sessions: usize, missed: u64) -> io::Result<Outcome> {
@@ -104,6 +108,9 @@ pub(crate) async fn run(spec: &Spec, sessions: usize, missed: u64) -> io::Result
             }
             let last_whole = comebacks.iter().filter_map(|c| c.whole_at).max();
             let cpu_after = pid.and_then(proc_stat::cpu_times);
+            for comeback in &mut comebacks {
+                drop(comeback.conn.take());
+            }
             let resumed = comebacks.iter().filter(|c| c.whole_at.is_some()).count() as u64;
             let window_secs = last_whole.map_or(0.0, |at| at.duration_since(started).as_secs_f64());
             // The CPU sample is taken after the quiet period: the server's work for the
@@ -253,7 +260,10 @@ async fn comeback(
                 tally.errors += 1;
                 return tally;
             }
-            Err(_) => return tally,
+            Err(_) => {
+                tally.conn = Some(conn);
+                return tally;
+            }
         }
     }
 }
