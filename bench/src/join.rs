@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::load::{connect_session, open_all, Outcome, Spec};
 use crate::proc_stat;
 use crate::proto::Proto;
-use crate::wire::{push_frame, TEXT};
+use crate::wire::{push_frame, Conn, TEXT};
 
 /// How long the last member may take to know everyone.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -32,6 +32,10 @@ struct Member {
     reply_bytes: u64,
     done_at: Option<Instant>,
     errors: u64,
+    /// The member's connection, kept open until the server's CPU time and RSS have
+    /// been read: a member that closed once it knew everyone would make the server
+    /// announce its leaving to all the others while they still join.
+    conn: Option<Conn>,
 }
 
 pub(crate) async fn run(spec: &Spec, sessions: usize) -> io::Result<Outcome> {
@@ -54,7 +58,9 @@ pub(crate) async fn run(spec: &Spec, sessions: usize) -> io::Result<Outcome> {
                             member.errors += 1;
                             return member;
                         }
-                        let mut known = vec![false; sessions];
+                        // A bit per user: ten thousand members each keeping ten thousand
+                        // bools was 100 MB of pages the generator faulted in mid-run.
+                        let mut known = vec![0u64; sessions.div_ceil(64)];
                         let mut missing = sessions;
                         let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
                         while missing > 0 {
@@ -72,12 +78,11 @@ pub(crate) async fn run(spec: &Spec, sessions: usize) -> io::Result<Outcome> {
                                     } else {
                                         return;
                                     }
-                                    for user in users(data) {
-                                        if let Some(seen) = known.get_mut(user) {
-                                            if !*seen {
-                                                *seen = true;
-                                                missing -= 1;
-                                            }
+                                    for user in users(data).filter(|&user| user < sessions) {
+                                        let (word, bit) = (&mut known[user / 64], 1u64 << (user % 64));
+                                        if *word & bit == 0 {
+                                            *word |= bit;
+                                            missing -= 1;
                                         }
                                     }
                                 }),
@@ -89,6 +94,7 @@ pub(crate) async fn run(spec: &Spec, sessions: usize) -> io::Result<Outcome> {
                             }
                         }
                         member.done_at = Some(Instant::now());
+                        member.conn = Some(conn);
                         member
                     })
                 })
@@ -99,6 +105,9 @@ pub(crate) async fn run(spec: &Spec, sessions: usize) -> io::Result<Outcome> {
             }
             let cpu_after = pid.and_then(proc_stat::cpu_times);
             let rss_after = pid.and_then(proc_stat::rss_bytes);
+            for member in &mut members {
+                drop(member.conn.take());
+            }
             let done = members.iter().filter(|m| m.done_at.is_some()).count() as u64;
             let last = members.iter().filter_map(|m| m.done_at).max();
             let window_secs = last.map_or(0.0, |at| at.duration_since(started).as_secs_f64());
@@ -134,23 +143,29 @@ pub(crate) async fn run(spec: &Spec, sessions: usize) -> io::Result<Outcome> {
 /// The user numbers named in `text`: every JSON string `"u<digits>"` (the load
 /// generator's users are `u0`, `u1`, …; no other string of tether's looks like one).
 fn users(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let quote_u = memchr::memmem::Finder::new(b"\"u");
     let mut at = 0;
-    std::iter::from_fn(move || {
-        while let Some(offset) = memchr_quote_u(&text[at..]) {
-            let start = at + offset + 2;
-            let len = text[start..].iter().take_while(|b| b.is_ascii_digit()).count();
-            at = start + len;
-            if len > 0 && text.get(at) == Some(&b'"') {
-                return std::str::from_utf8(&text[start..at]).ok()?.parse().ok();
-            }
+    std::iter::from_fn(move || loop {
+        // In a list the next name follows `,"` at once: no search (a 10,000-member
+        // join is a gigabyte of such lists, and the generator must keep up with it).
+        let start = if text[at..].starts_with(b",\"u") {
+            at + 3
+        } else {
+            at + quote_u.find(&text[at..])? + 2
+        };
+        let len = text[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+        at = start + len;
+        // `"user"` and the like are not numbers; nine digits is more than any run opens.
+        if len == 0 || len > 9 || text.get(at) != Some(&b'"') {
+            continue;
         }
-        None
+        at += 1;
+        return Some(
+            text[start..start + len]
+                .iter()
+                .fold(0, |n, d| n * 10 + usize::from(d - b'0')),
+        );
     })
-}
-
-/// Where `"u` is next in `text`.
-fn memchr_quote_u(text: &[u8]) -> Option<usize> {
-    text.windows(2).position(|w| w == b"\"u")
 }
 
 #[cfg(test)]
