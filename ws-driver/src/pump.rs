@@ -17,7 +17,7 @@ use futures_channel::oneshot;
 use futures_util::future::{poll_fn, Fuse, FusedFuture, FutureExt};
 use futures_util::io::{AsyncRead, AsyncWrite};
 use ws_proto::envelope::{sys, Codec};
-use ws_proto::handshake::Request;
+use ws_proto::handshake::{Headers, Request};
 use ws_proto::prefixed::PrefixedConnection;
 use ws_proto::{CloseCode, Connection, ConnectionState, DeflateParams, Event, Message};
 use ws_session::{ConnectionId, ConnectionInfo};
@@ -177,14 +177,16 @@ where
 fn upgraded<S>(
     hub: &Hub,
     stream: S,
-    request: Request,
+    mut request: Request,
     deflate: Option<DeflateParams>,
     peer: Option<SocketAddr>,
 ) -> (StreamTransport<S, Connection>, ConnectionInfo)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let info = connection_info(&request, peer);
+    // The request ends here: its headers move to the connection's metadata.
+    let headers = request.take_headers();
+    let info = info_with(&request, headers, peer);
     let conn = Connection::server(hub.settings.config.envelope.clone()).with_deflate(deflate);
     (StreamTransport::new(stream, conn, request.rest()), info)
 }
@@ -227,7 +229,11 @@ where
 /// and the envelope codec the server picks among the subprotocols offered
 /// ([`Codec::SERVED`], MessagePack first).
 pub fn connection_info(request: &Request, peer: Option<SocketAddr>) -> ConnectionInfo {
-    let headers = request.headers().clone();
+    info_with(request, request.headers().clone(), peer)
+}
+
+/// [`connection_info`] with the request's `headers` handed over.
+fn info_with(request: &Request, headers: Headers, peer: Option<SocketAddr>) -> ConnectionInfo {
     // The codec the 101 names (`accept_upgrade`, axum's `mount`): the same choice.
     let (codec, _) = Codec::negotiate(request.protocols(), &Codec::SERVED);
     ConnectionInfo::new(peer, request.path(), request.query().map(str::to_owned), headers).with_codec(codec)

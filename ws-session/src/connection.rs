@@ -62,10 +62,9 @@ impl ConnectionInfo {
         query: Option<String>,
         headers: Headers,
     ) -> Self {
-        let header = |name: &str| headers.get(name).map(|v| v.trim().to_owned());
-        let origin = header("origin");
-        let bearer = header("authorization").and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
+        let origin = headers.get("origin").map(|v| v.trim().to_owned());
+        let bearer = headers.get("authorization").and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
             scheme
                 .eq_ignore_ascii_case("bearer")
                 .then(|| rest.trim().to_owned())

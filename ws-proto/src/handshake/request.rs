@@ -1,5 +1,7 @@
 //! A validated upgrade request, and the responses that accept or refuse it.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use super::accept_key::accept_key;
@@ -30,12 +32,15 @@ const RESERVED: &[&str] = &[
 /// tokens.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Request {
-    pub(crate) method: String,
     pub(crate) target: String,
-    pub(crate) path: String,
-    pub(crate) query: Option<String>,
+    /// Where the path is in `target`; `None` for an absolute-form target without one
+    /// (its path is `/`). The method, path, query and key are read from the target
+    /// and the headers rather than copied: a server makes one `Request` per
+    /// connection it accepts, and each copy was an allocation.
+    pub(crate) path: Option<Range<usize>>,
+    /// Where the query is in `target`, after the `?`.
+    pub(crate) query: Option<Range<usize>>,
     pub(crate) headers: Headers,
-    pub(crate) key: String,
     pub(crate) protocols: Vec<String>,
     pub(crate) extensions: Vec<Extension>,
     pub(crate) rest: Bytes,
@@ -44,9 +49,9 @@ pub struct Request {
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Request")
-            .field("method", &self.method)
-            .field("path", &self.path)
-            .field("query", &self.query.as_ref().map(|_| "<redacted>"))
+            .field("method", &self.method())
+            .field("path", &self.path())
+            .field("query", &self.query().map(|_| "<redacted>"))
             .field("headers", &self.headers)
             .field("protocols", &self.protocols)
             .field("extensions", &self.extensions)
@@ -58,7 +63,7 @@ impl std::fmt::Debug for Request {
 impl Request {
     /// The request method (always `GET` once validated).
     pub fn method(&self) -> &str {
-        &self.method
+        "GET"
     }
 
     /// The request target as received (`/chat?room=1`, or absolute-form `ws://host/chat`).
@@ -68,19 +73,19 @@ impl Request {
 
     /// The path of the target, without the query (`/chat`). Not percent-decoded.
     pub fn path(&self) -> &str {
-        &self.path
+        self.path.clone().map_or("/", |path| &self.target[path])
     }
 
     /// The raw query string after `?`, if the target has one (not decoded).
     pub fn query(&self) -> Option<&str> {
-        self.query.as_deref()
+        self.query.clone().map(|query| &self.target[query])
     }
 
     /// The first value of query parameter `name`, percent-decoded with `+` read as a
     /// space (`application/x-www-form-urlencoded`). Names are decoded before they are
     /// compared. Decoded bytes that are not UTF-8 are replaced with U+FFFD.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query.as_deref()?.split('&').find_map(|pair| {
+        self.query()?.split('&').find_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             (form_decode(key) == name).then(|| form_decode(value))
         })
@@ -96,6 +101,12 @@ impl Request {
         &self.headers
     }
 
+    /// The header fields, taken out of the request (whose [`headers`](Self::headers)
+    /// are then empty): for a server that keeps them past the request without a copy.
+    pub fn take_headers(&mut self) -> Headers {
+        std::mem::take(&mut self.headers)
+    }
+
     /// The `Host` header (present: a request without one is refused).
     pub fn host(&self) -> &str {
         self.headers.get("Host").unwrap_or_default()
@@ -109,7 +120,7 @@ impl Request {
 
     /// The `Sec-WebSocket-Key` (base64 of 16 bytes) as received.
     pub fn key(&self) -> &str {
-        &self.key
+        self.headers.get("Sec-WebSocket-Key").unwrap_or_default()
     }
 
     /// The subprotocols offered in `Sec-WebSocket-Protocol`, in order of preference,
@@ -216,7 +227,7 @@ impl Request {
         }
         field("Upgrade", "websocket");
         field("Connection", "Upgrade");
-        field("Sec-WebSocket-Accept", &accept_key(self.key.as_bytes()));
+        field("Sec-WebSocket-Accept", &accept_key(self.key().as_bytes()));
         if let Some(protocol) = &accept.protocol {
             field("Sec-WebSocket-Protocol", protocol);
         }

@@ -1,7 +1,9 @@
 //! The server side of the upgrade: reading and validating the client's request.
 
+use std::ops::Range;
+
 use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use base64::{DecodeSliceError, Engine as _};
 use bytes::Bytes;
 
 use super::error::HandshakeError;
@@ -239,11 +241,9 @@ fn validate_request(
     }
 
     Ok(Request {
-        method: method.to_owned(),
         target: target.to_owned(),
-        path: path.to_owned(),
-        query: query.map(str::to_owned),
-        key: key.to_owned(),
+        path,
+        query,
         headers,
         protocols,
         extensions,
@@ -251,17 +251,23 @@ fn validate_request(
     })
 }
 
-/// Splits a request target into path and raw query: origin-form (`/p?q`) or
-/// absolute-form (`ws://host/p?q`, whose path defaults to `/`).
-fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
-    let (before, query) = match target.split_once('?') {
-        Some((before, query)) => (before, Some(query)),
-        None => (target, None),
+/// Where a part of a request target is in it.
+type Span = Range<usize>;
+
+/// Splits a request target into where its path and raw query are: origin-form
+/// (`/p?q`) or absolute-form (`ws://host/p?q`, whose path is `/` when it has none:
+/// `None`).
+fn split_target(target: &str) -> Option<(Option<Span>, Option<Span>)> {
+    let (path_end, query) = match target.find('?') {
+        Some(mark) => (mark, Some(mark + 1..target.len())),
+        None => (target.len(), None),
     };
+    let before = &target[..path_end];
     if before.starts_with('/') {
-        return Some((before, query));
+        return Some((Some(0..path_end), query));
     }
-    let (scheme, after) = before.split_once("://")?;
+    let scheme_end = before.find("://")?;
+    let scheme = &before[..scheme_end];
     if scheme.is_empty()
         || !scheme
             .bytes()
@@ -269,20 +275,26 @@ fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
     {
         return None;
     }
-    Some(match after.find('/') {
-        Some(slash) => (&after[slash..], query),
-        None => ("/", query),
-    })
+    let authority = scheme_end + "://".len();
+    let path = before[authority..]
+        .find('/')
+        .map(|slash| authority + slash..path_end);
+    Some((path, query))
 }
 
 /// Checks that a `Sec-WebSocket-Key` is the base64 of 16 bytes.
 fn check_key(key: &str) -> Result<(), HandshakeError> {
-    match STANDARD.decode(key) {
-        Ok(bytes) if bytes.len() == 16 => Ok(()),
-        Ok(bytes) => Err(HandshakeError::InvalidKey {
-            decoded_len: Some(bytes.len()),
-        }),
-        Err(_) => Err(HandshakeError::InvalidKey { decoded_len: None }),
+    // Decoded on the stack: a key is checked for every connection accepted. One too
+    // long for the buffer is decoded again, on the heap, only to say how long it is.
+    let mut decoded = [0u8; 64];
+    let decoded_len = match STANDARD.decode_slice(key, &mut decoded) {
+        Ok(len) => Some(len),
+        Err(DecodeSliceError::OutputSliceTooSmall) => STANDARD.decode(key).ok().map(|bytes| bytes.len()),
+        Err(DecodeSliceError::DecodeError(_)) => None,
+    };
+    match decoded_len {
+        Some(16) => Ok(()),
+        decoded_len => Err(HandshakeError::InvalidKey { decoded_len }),
     }
 }
 
@@ -423,6 +435,14 @@ mod tests {
         let input = VALID.replacen("/chat?room=lobby&token=a%20b+c&empty", "ws://example.com", 1);
         let request = accept_all(input.as_bytes());
         assert_eq!((request.path(), request.query()), ("/", None));
+        let input = VALID.replacen("/chat?room", "ws://example.com?room", 1);
+        let request = accept_all(input.as_bytes());
+        assert_eq!(request.path(), "/");
+        assert_eq!(request.query(), Some("room=lobby&token=a%20b+c&empty"));
+        assert_eq!(
+            request.target(),
+            "ws://example.com?room=lobby&token=a%20b+c&empty"
+        );
     }
 
     #[test]
@@ -579,6 +599,18 @@ mod tests {
                 HandshakeError::InvalidKey {
                     decoded_len: Some(17),
                 },
+            ),
+            (
+                // 96 bytes: more than the check decodes on the stack.
+                with_header("Sec-WebSocket-Key", Some(&"A".repeat(128))),
+                HandshakeError::InvalidKey {
+                    decoded_len: Some(96),
+                },
+            ),
+            (
+                // Too long for the stack, and not base64 further on.
+                with_header("Sec-WebSocket-Key", Some(&format!("{}!", "A".repeat(127)))),
+                HandshakeError::InvalidKey { decoded_len: None },
             ),
             (
                 VALID.replacen(
