@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::{Either, Fuse, FutureExt};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use ws_proto::envelope::{sys, Codec, OutgoingEnvelope, Payload};
@@ -36,6 +36,7 @@ use crate::auth::Authenticator;
 use crate::context::Context;
 use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
+use crate::inbox::{inbox, InboxReceiver, InboxSender, TrySendError};
 use crate::membership::{MemberChange, MemberTable, MemberUpdate, Membership, MembershipError};
 use crate::outbox::OutboxSender;
 use crate::payloads::{envelope, Demand, Payloads};
@@ -221,12 +222,13 @@ pub struct ServerHandle {
 /// ([`serve_connection`](crate::adapter::serve_connection)); [`Hub::handle`] controls it.
 #[derive(Clone)]
 pub struct Hub {
-    pub(crate) input: mpsc::Sender<ConnInput>,
+    pub(crate) input: InboxSender,
     pub(crate) handle: ServerHandle,
     pub(crate) settings: Arc<Settings>,
 }
 
-/// The buffer of the bounded channel from connection tasks to the hub.
+/// Inputs the hub's inbox holds (and one per connection) before connection tasks
+/// wait for room.
 const CONN_INPUT_BUFFER: usize = 1024;
 /// Inputs handled before the engine's actions are drained: batching lets frames for
 /// one connection pile up and go out in one write.
@@ -234,7 +236,7 @@ const BATCH: usize = 256;
 
 impl Hub {
     pub(crate) fn start<R: Runtime>(app: App, runtime: R) -> Self {
-        let (input_tx, input_rx) = mpsc::channel(CONN_INPUT_BUFFER);
+        let (input_tx, input_rx) = inbox(CONN_INPUT_BUFFER);
         let (command_tx, command_rx) = mpsc::unbounded();
         let mut rng = StdRng::from_os_rng();
         let node = rand::RngCore::next_u64(&mut rng);
@@ -453,11 +455,8 @@ impl Hub {
     ) -> Either<Ready<bool>, Pin<Box<dyn Future<Output = bool> + Send + '_>>> {
         match self.input.try_send(input) {
             Ok(()) => Either::Left(std::future::ready(true)),
-            Err(full) if full.is_full() => {
-                let input = full.into_inner();
-                Either::Right(Box::pin(self.input.send(input).map(|sent| sent.is_ok())))
-            }
-            Err(_) => Either::Left(std::future::ready(false)),
+            Err(TrySendError::Full(input)) => Either::Right(Box::pin(self.input.send(input))),
+            Err(TrySendError::Gone) => Either::Left(std::future::ready(false)),
         }
     }
 }
@@ -891,7 +890,7 @@ struct HistoryLink {
 struct HubTask<R: Runtime> {
     runtime: R,
     engine: Engine,
-    inputs: mpsc::Receiver<ConnInput>,
+    inputs: InboxReceiver,
     commands: mpsc::UnboundedReceiver<Command>,
     handle: ServerHandle,
     conns: HashMap<ConnectionId, ConnEntry, IdBuild>,
@@ -980,7 +979,7 @@ impl<R: Runtime> HubTask<R> {
             for _ in 0..BATCH {
                 if let Ok(command) = self.commands.try_recv() {
                     self.on_command(now, command);
-                } else if let Ok(input) = self.inputs.try_recv() {
+                } else if let Some(input) = self.inputs.try_recv() {
                     self.on_conn_input(now, input);
                 } else {
                     break;
@@ -2005,7 +2004,7 @@ mod tests {
             }
             assert!(at_once <= CONN_INPUT_BUFFER + 1, "the queue never filled");
         };
-        // The queue's room, and the sender's own slot.
+        // The queue's room, and the sender's own.
         assert_eq!(at_once, CONN_INPUT_BUFFER + 1);
         assert_eq!(
             (&mut wait).now_or_never(),

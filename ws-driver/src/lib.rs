@@ -39,6 +39,7 @@ mod context;
 mod error;
 mod handler;
 mod hub;
+mod inbox;
 mod membership;
 mod outbox;
 mod payloads;

@@ -489,7 +489,7 @@ mod tests {
             let runtime = TestRuntime::new();
             let mut hub = App::new().start(runtime.clone());
             // The test plays the hub: it opens the connection, then goes.
-            let (input, mut inputs) = futures_channel::mpsc::channel::<ConnInput>(8);
+            let (input, mut inputs) = crate::inbox::inbox(8);
             hub.input = input;
             let (server, mut client) = pair(&Config::default());
             let ended = Arc::new(AtomicBool::new(false));
@@ -502,7 +502,7 @@ mod tests {
             });
             runtime.run_until_stalled();
             match inputs.try_recv() {
-                Ok(ConnInput::Open { outbox, reply, .. }) => {
+                Some(ConnInput::Open { outbox, reply, .. }) => {
                     let _ = reply.send(Some(ConnectionId(1)));
                     drop(outbox);
                 }

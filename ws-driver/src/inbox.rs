@@ -1,0 +1,471 @@
+//! The hub's inbox: what connection tasks hand the hub (messages read, write reports,
+//! opens and ends), bounded so that a flooding client waits on its socket.
+//!
+//! Many producers (the connection tasks) and one consumer (the hub), which takes
+//! everything queued at once and works through it in passes. So the inbox is a queue
+//! behind a lock that the hub swaps out whole, and a producer wakes the hub only when
+//! it puts something into an empty queue. A channel with a node per message allocated
+//! one for every message read and every write reported (two per echoed message, one
+//! per member written in a broadcast) and a handle per connection; freed by the hub
+//! in bursts, after the bursts that made them, they were what the allocator's fast
+//! path does not keep. The lock is never held for more than a push, a swap or a count.
+//!
+//! A full queue parks the producer: its waker waits in a list the hub wakes whole each
+//! time it takes the queue.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use futures_util::stream::{FusedStream, Stream};
+use futures_util::task::AtomicWaker;
+
+use crate::hub::ConnInput;
+
+/// An inbox holding up to `capacity` inputs the hub has not taken yet, and one more
+/// per sender: a connection with nothing queued never waits for a flood of others,
+/// and a broadcast's write reports from every member fit without parking them.
+pub(crate) fn inbox(capacity: usize) -> (InboxSender, InboxReceiver) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            capacity: capacity.max(1),
+            senders: 1,
+            open: true,
+            waiting: Vec::new(),
+            round: 0,
+        }),
+        hub: AtomicWaker::new(),
+    });
+    (
+        InboxSender(shared.clone()),
+        InboxReceiver {
+            shared,
+            taken: VecDeque::new(),
+            ended: false,
+        },
+    )
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// The hub's task, woken when the queue stops being empty or the last sender goes.
+    hub: AtomicWaker,
+}
+
+struct State {
+    items: VecDeque<ConnInput>,
+    capacity: usize,
+    /// Live [`InboxSender`]s: the hub's inputs end when none is left.
+    senders: usize,
+    /// Whether the hub still takes inputs.
+    open: bool,
+    /// Producers waiting for room, woken together when the hub takes the queue.
+    waiting: Vec<Waker>,
+    /// How many times `waiting` was woken and emptied: a producer whose waker was put
+    /// there in this round replaces it instead of adding another.
+    round: u64,
+}
+
+impl State {
+    fn is_full(&self) -> bool {
+        self.items.len() >= self.capacity + self.senders
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing runs under the lock that can panic halfway through a change.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What [`InboxSender::try_send`] could not do, with the input it gives back.
+pub(crate) enum TrySendError {
+    /// The queue is full: wait with [`InboxSender::send`].
+    Full(ConnInput),
+    /// The hub is gone.
+    Gone,
+}
+
+/// A connection task's end (cloned for each).
+pub(crate) struct InboxSender(Arc<Shared>);
+
+impl InboxSender {
+    /// Queues `input` when there is room.
+    pub(crate) fn try_send(&self, input: ConnInput) -> Result<(), TrySendError> {
+        let mut state = self.0.lock();
+        if !state.open {
+            return Err(TrySendError::Gone);
+        }
+        if state.is_full() {
+            return Err(TrySendError::Full(input));
+        }
+        let was_empty = state.items.is_empty();
+        state.items.push_back(input);
+        drop(state);
+        // A queue that was not empty has a wake-up of the hub on the way already: the
+        // hub takes the whole queue each time.
+        if was_empty {
+            self.0.hub.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `input` once there is room: `true`, or `false` when the hub is gone.
+    pub(crate) fn send(&self, input: ConnInput) -> SendInput<'_> {
+        SendInput {
+            sender: self,
+            input: Some(input),
+            parked: None,
+        }
+    }
+}
+
+impl Clone for InboxSender {
+    fn clone(&self) -> Self {
+        self.0.lock().senders += 1;
+        Self(self.0.clone())
+    }
+}
+
+impl Drop for InboxSender {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.senders -= 1;
+        let last = state.senders == 0;
+        drop(state);
+        if last {
+            self.0.hub.wake();
+        }
+    }
+}
+
+/// [`InboxSender::send`]'s future.
+pub(crate) struct SendInput<'a> {
+    sender: &'a InboxSender,
+    input: Option<ConnInput>,
+    /// Where this future's waker is in the waiting list: the round and the index.
+    parked: Option<(u64, usize)>,
+}
+
+impl Future for SendInput<'_> {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let this = self.get_mut();
+        let Some(input) = this.input.take() else {
+            return Poll::Ready(true);
+        };
+        match this.sender.try_send(input) {
+            Ok(()) => Poll::Ready(true),
+            Err(TrySendError::Gone) => Poll::Ready(false),
+            Err(TrySendError::Full(input)) => {
+                let mut state = this.sender.0.lock();
+                // Full when looked at; the hub may have taken the queue since, but it
+                // wakes whoever is waiting under this same lock, so a waker put there
+                // now is woken by the next take at the latest.
+                let round = state.round;
+                match this.parked {
+                    Some((parked_round, index)) if parked_round == round => {
+                        state.waiting[index].clone_from(cx.waker());
+                    }
+                    _ => {
+                        state.waiting.push(cx.waker().clone());
+                        this.parked = Some((round, state.waiting.len() - 1));
+                    }
+                }
+                let room = !state.is_full() || !state.open;
+                drop(state);
+                this.input = Some(input);
+                if room {
+                    // Room (or the end) came between the two looks: try again now.
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The hub's end.
+pub(crate) struct InboxReceiver {
+    shared: Arc<Shared>,
+    /// What the hub took and has not handled yet; its allocation goes back to the
+    /// queue at the next take.
+    taken: VecDeque<ConnInput>,
+    /// Whether the end was handed out.
+    ended: bool,
+}
+
+impl InboxReceiver {
+    /// The next input, if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Option<ConnInput> {
+        if self.taken.is_empty() {
+            self.take_queue();
+        }
+        self.taken.pop_front()
+    }
+
+    /// The next input; `Ready(None)` once every sender is gone and nothing is left.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<ConnInput>> {
+        if let Some(input) = self.taken.pop_front() {
+            return Poll::Ready(Some(input));
+        }
+        // Registered before looking, so that a push after the look wakes the hub.
+        self.shared.hub.register(cx.waker());
+        let ended = self.take_queue();
+        match self.taken.pop_front() {
+            Some(input) => Poll::Ready(Some(input)),
+            None if ended => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    /// Swaps the queue for the (empty) taken one, and wakes the producers waiting for
+    /// room. Returns whether every sender was gone then (so nothing can follow what
+    /// it took).
+    fn take_queue(&mut self) -> bool {
+        let mut state = self.shared.lock();
+        std::mem::swap(&mut state.items, &mut self.taken);
+        let ended = state.senders == 0;
+        let waiting = if state.waiting.is_empty() {
+            Vec::new()
+        } else {
+            state.round += 1;
+            std::mem::take(&mut state.waiting)
+        };
+        drop(state);
+        for waker in waiting {
+            waker.wake();
+        }
+        ended
+    }
+}
+
+impl Stream for InboxReceiver {
+    type Item = ConnInput;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ConnInput>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl FusedStream for InboxReceiver {
+    fn is_terminated(&self) -> bool {
+        self.ended
+    }
+}
+
+impl Drop for InboxReceiver {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.open = false;
+        let unhandled = std::mem::take(&mut state.items);
+        let waiting = std::mem::take(&mut state.waiting);
+        state.round += 1;
+        drop(state);
+        // Outside the lock: what nobody will handle, and the producers to tell.
+        drop(unhandled);
+        for waker in waiting {
+            waker.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+    use ws_session::ConnectionId;
+
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        (counter.clone(), Waker::from(counter))
+    }
+
+    fn report(n: u64) -> ConnInput {
+        ConnInput::Flushed {
+            connection: ConnectionId(n),
+            bytes: 1,
+        }
+    }
+
+    fn number(input: Option<ConnInput>) -> Option<u64> {
+        match input? {
+            ConnInput::Flushed { connection, .. } => Some(connection.0),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn inputs_arrive_in_order_and_wake_the_hub_once_per_take() {
+        let (tx, mut rx) = inbox(8);
+        let (hub, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        for n in 0..5 {
+            assert!(tx.try_send(report(n)).is_ok());
+        }
+        assert_eq!(hub.0.load(Ordering::SeqCst), 1, "woken by the first only");
+        let got: Vec<_> = (0..5).map(|_| number(rx.try_recv())).collect();
+        assert_eq!(got, [Some(0), Some(1), Some(2), Some(3), Some(4)]);
+        assert!(rx.try_recv().is_none());
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert!(tx.try_send(report(5)).is_ok());
+        assert_eq!(hub.0.load(Ordering::SeqCst), 2);
+        assert_eq!(number(rx.try_recv()), Some(5));
+    }
+
+    #[test]
+    fn a_full_inbox_parks_the_sender_until_the_hub_takes_it() {
+        // Room for two, and one for the one sender.
+        let (tx, mut rx) = inbox(2);
+        for n in 0..3 {
+            assert!(tx.try_send(report(n)).is_ok());
+        }
+        assert!(matches!(tx.try_send(report(9)), Err(TrySendError::Full(_))));
+        let (sender, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut send = tx.send(report(3));
+        assert!(send.poll_unpin(&mut cx).is_pending());
+        // Polled again while still full: one waker in the list, not two.
+        assert!(send.poll_unpin(&mut cx).is_pending());
+        assert_eq!(tx.0.lock().waiting.len(), 1);
+        assert_eq!(sender.0.load(Ordering::SeqCst), 0);
+        assert_eq!(number(rx.try_recv()), Some(0));
+        assert_eq!(
+            sender.0.load(Ordering::SeqCst),
+            1,
+            "woken when the hub took the queue"
+        );
+        assert_eq!(send.poll_unpin(&mut cx), Poll::Ready(true));
+        let rest: Vec<_> = (0..3).map(|_| number(rx.try_recv())).collect();
+        assert_eq!(rest, [Some(1), Some(2), Some(3)]);
+        assert!(rx.try_recv().is_none());
+    }
+
+    #[test]
+    fn the_hub_sees_the_end_once_every_sender_is_gone_and_all_is_taken() {
+        let (tx, mut rx) = inbox(4);
+        let other = tx.clone();
+        let (hub, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert!(other.try_send(report(0)).is_ok());
+        drop(tx);
+        assert_eq!(hub.0.load(Ordering::SeqCst), 1, "woken by the input");
+        assert_eq!(number(ready(rx.poll_recv(&mut cx))), Some(0));
+        assert!(rx.poll_recv(&mut cx).is_pending(), "a sender is left");
+        drop(other);
+        assert_eq!(hub.0.load(Ordering::SeqCst), 2, "woken by the last sender going");
+        assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
+    }
+
+    fn ready<T>(poll: Poll<Option<T>>) -> Option<T> {
+        match poll {
+            Poll::Ready(value) => value,
+            Poll::Pending => panic!("pending"),
+        }
+    }
+
+    #[test]
+    fn senders_learn_that_the_hub_is_gone_also_while_parked() {
+        let (tx, rx) = inbox(1);
+        assert!(tx.try_send(report(0)).is_ok());
+        assert!(tx.try_send(report(1)).is_ok());
+        let (sender, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut send = tx.send(report(2));
+        assert!(send.poll_unpin(&mut cx).is_pending());
+        drop(rx);
+        assert_eq!(sender.0.load(Ordering::SeqCst), 1);
+        assert_eq!(send.poll_unpin(&mut cx), Poll::Ready(false));
+        assert!(matches!(tx.try_send(report(2)), Err(TrySendError::Gone)));
+    }
+
+    /// Wakes a parked thread.
+    struct Unpark(std::thread::Thread);
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    #[test]
+    fn every_input_from_many_threads_arrives_in_each_senders_order() {
+        const SENDERS: u64 = 4;
+        const EACH: u64 = 20_000;
+        let (tx, mut rx) = inbox(16);
+        let producers: Vec<_> = (0..SENDERS)
+            .map(|s| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        futures_executor_block_on(tx.send(report(s * EACH + i)));
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut next = vec![0u64; SENDERS as usize];
+        let mut seen = 0;
+        loop {
+            match rx.poll_recv(&mut cx) {
+                Poll::Ready(Some(input)) => {
+                    let n = number(Some(input)).expect("a report");
+                    let (s, i) = ((n / EACH) as usize, n % EACH);
+                    assert_eq!(i, next[s], "sender {s} out of order");
+                    next[s] += 1;
+                    seen += 1;
+                }
+                Poll::Ready(None) => break,
+                Poll::Pending => {
+                    // A lost wake-up leaves the thread parked: a liveness bound, not
+                    // a measurement (a wake-up takes microseconds).
+                    let parked = std::time::Instant::now();
+                    std::thread::park_timeout(std::time::Duration::from_secs(10));
+                    assert!(
+                        parked.elapsed() < std::time::Duration::from_secs(10),
+                        "not woken after {seen} inputs"
+                    );
+                }
+            }
+        }
+        for producer in producers {
+            producer.join().unwrap();
+        }
+        assert_eq!(seen, SENDERS * EACH);
+    }
+
+    /// Runs `future` on this thread, parking while it is pending.
+    fn futures_executor_block_on<F: Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+            std::thread::park_timeout(std::time::Duration::from_millis(100));
+        }
+    }
+}
