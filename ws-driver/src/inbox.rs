@@ -281,23 +281,9 @@ impl Drop for InboxReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_wakers::{counting_waker, park_until_woken, unparking_waker};
     use futures_util::FutureExt;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
     use ws_session::ConnectionId;
-
-    struct Counter(AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn counting_waker() -> (Arc<Counter>, Waker) {
-        let counter = Arc::new(Counter(AtomicUsize::new(0)));
-        (counter.clone(), Waker::from(counter))
-    }
 
     fn report(n: u64) -> ConnInput {
         ConnInput::Flushed {
@@ -322,13 +308,13 @@ mod tests {
         for n in 0..5 {
             assert!(tx.try_send(report(n)).is_ok());
         }
-        assert_eq!(hub.0.load(Ordering::SeqCst), 1, "woken by the first only");
+        assert_eq!(hub.count(), 1, "woken by the first only");
         let got: Vec<_> = (0..5).map(|_| number(rx.try_recv())).collect();
         assert_eq!(got, [Some(0), Some(1), Some(2), Some(3), Some(4)]);
         assert!(rx.try_recv().is_none());
         assert!(rx.poll_recv(&mut cx).is_pending());
         assert!(tx.try_send(report(5)).is_ok());
-        assert_eq!(hub.0.load(Ordering::SeqCst), 2);
+        assert_eq!(hub.count(), 2);
         assert_eq!(number(rx.try_recv()), Some(5));
     }
 
@@ -347,13 +333,9 @@ mod tests {
         // Polled again while still full: one waker in the list, not two.
         assert!(send.poll_unpin(&mut cx).is_pending());
         assert_eq!(tx.0.lock().waiting.len(), 1);
-        assert_eq!(sender.0.load(Ordering::SeqCst), 0);
+        assert_eq!(sender.count(), 0);
         assert_eq!(number(rx.try_recv()), Some(0));
-        assert_eq!(
-            sender.0.load(Ordering::SeqCst),
-            1,
-            "woken when the hub took the queue"
-        );
+        assert_eq!(sender.count(), 1, "woken when the hub took the queue");
         assert_eq!(send.poll_unpin(&mut cx), Poll::Ready(true));
         let rest: Vec<_> = (0..3).map(|_| number(rx.try_recv())).collect();
         assert_eq!(rest, [Some(1), Some(2), Some(3)]);
@@ -369,11 +351,11 @@ mod tests {
         assert!(rx.poll_recv(&mut cx).is_pending());
         assert!(other.try_send(report(0)).is_ok());
         drop(tx);
-        assert_eq!(hub.0.load(Ordering::SeqCst), 1, "woken by the input");
+        assert_eq!(hub.count(), 1, "woken by the input");
         assert_eq!(number(ready(rx.poll_recv(&mut cx))), Some(0));
         assert!(rx.poll_recv(&mut cx).is_pending(), "a sender is left");
         drop(other);
-        assert_eq!(hub.0.load(Ordering::SeqCst), 2, "woken by the last sender going");
+        assert_eq!(hub.count(), 2, "woken by the last sender going");
         assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
     }
 
@@ -394,18 +376,9 @@ mod tests {
         let mut send = tx.send(report(2));
         assert!(send.poll_unpin(&mut cx).is_pending());
         drop(rx);
-        assert_eq!(sender.0.load(Ordering::SeqCst), 1);
+        assert_eq!(sender.count(), 1);
         assert_eq!(send.poll_unpin(&mut cx), Poll::Ready(false));
         assert!(matches!(tx.try_send(report(2)), Err(TrySendError::Gone)));
-    }
-
-    /// Wakes a parked thread.
-    struct Unpark(std::thread::Thread);
-
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
     }
 
     #[test]
@@ -424,7 +397,7 @@ mod tests {
             })
             .collect();
         drop(tx);
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let waker = unparking_waker();
         let mut cx = Context::from_waker(&waker);
         let mut next = vec![0u64; SENDERS as usize];
         let mut seen = 0;
@@ -438,16 +411,7 @@ mod tests {
                     seen += 1;
                 }
                 Poll::Ready(None) => break,
-                Poll::Pending => {
-                    // A lost wake-up leaves the thread parked: a liveness bound, not
-                    // a measurement (a wake-up takes microseconds).
-                    let parked = std::time::Instant::now();
-                    std::thread::park_timeout(std::time::Duration::from_secs(10));
-                    assert!(
-                        parked.elapsed() < std::time::Duration::from_secs(10),
-                        "not woken after {seen} inputs"
-                    );
-                }
+                Poll::Pending => park_until_woken(format_args!("{seen} inputs")),
             }
         }
         for producer in producers {
@@ -459,7 +423,7 @@ mod tests {
     /// Runs `future` on this thread, parking while it is pending.
     fn futures_executor_block_on<F: Future>(future: F) -> F::Output {
         let mut future = std::pin::pin!(future);
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let waker = unparking_waker();
         let mut cx = Context::from_waker(&waker);
         loop {
             if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {

@@ -56,6 +56,8 @@ mod serve;
 mod state;
 mod store;
 pub mod test_runtime;
+#[cfg(test)]
+mod test_wakers;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;

@@ -118,24 +118,8 @@ impl Drop for OutboxReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Wake, Waker};
+    use crate::test_wakers::{counting_waker, park_until_woken, unparking_waker};
     use ws_proto::CloseCode;
-
-    /// Counts its wake-ups.
-    struct Counter(AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// A waker that counts its wake-ups, and the count.
-    fn counting_waker() -> (Arc<Counter>, Waker) {
-        let counter = Arc::new(Counter(AtomicUsize::new(0)));
-        (counter.clone(), Waker::from(counter))
-    }
 
     fn close(code: u16) -> Outbound {
         Outbound::Close(CloseCode(code), "test")
@@ -161,13 +145,13 @@ mod tests {
         for code in 4000..4005 {
             assert!(tx.send(close(code)));
         }
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "one wake-up for the batch");
+        assert_eq!(counter.count(), 1, "one wake-up for the batch");
         assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(true));
         assert_eq!(codes(&mut batch), vec![4000, 4001, 4002, 4003, 4004]);
         // Empty again: the next message wakes the task again.
         assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Pending);
         assert!(tx.send(close(4005)));
-        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+        assert_eq!(counter.count(), 2);
         assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(true));
         assert_eq!(codes(&mut batch), vec![4005]);
     }
@@ -183,7 +167,7 @@ mod tests {
         drop(tx);
         // One wake-up: the task has not looked since the message, so the drop's finds
         // nothing registered, and the task sees the close when it takes the message.
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(counter.count(), 1);
         assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(true));
         assert_eq!(codes(&mut batch), vec![4000]);
         assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(false));
@@ -197,7 +181,7 @@ mod tests {
         let mut batch = VecDeque::new();
         assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Pending);
         drop(tx);
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(counter.count(), 1);
         assert_eq!(rx.poll_take(&mut cx, &mut batch), Poll::Ready(false));
     }
 
@@ -209,15 +193,6 @@ mod tests {
         assert!(tx.0.lock().items.is_empty(), "dropped with the task");
         assert!(!tx.send(close(4001)));
         assert!(tx.0.lock().items.is_empty());
-    }
-
-    /// Wakes a parked thread.
-    struct Unpark(std::thread::Thread);
-
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
     }
 
     #[test]
@@ -232,7 +207,7 @@ mod tests {
                 }
             }
         });
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let waker = unparking_waker();
         let mut cx = Context::from_waker(&waker);
         let mut seen = Vec::new();
         loop {
@@ -240,17 +215,7 @@ mod tests {
             match rx.poll_take(&mut cx, &mut batch) {
                 Poll::Ready(true) => seen.extend(codes(&mut batch)),
                 Poll::Ready(false) => break,
-                Poll::Pending => {
-                    // A lost wake-up leaves the thread parked: a liveness bound, not
-                    // a measurement (a wake-up takes microseconds).
-                    let parked = std::time::Instant::now();
-                    std::thread::park_timeout(std::time::Duration::from_secs(10));
-                    assert!(
-                        parked.elapsed() < std::time::Duration::from_secs(10),
-                        "not woken after {} messages",
-                        seen.len()
-                    );
-                }
+                Poll::Pending => park_until_woken(format_args!("{} messages", seen.len())),
             }
         }
         producer.join().unwrap();
