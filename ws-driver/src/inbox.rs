@@ -96,22 +96,27 @@ pub(crate) struct InboxSender(Arc<Shared>);
 impl InboxSender {
     /// Queues `input` when there is room.
     pub(crate) fn try_send(&self, input: ConnInput) -> Result<(), TrySendError> {
-        let mut state = self.0.lock();
+        let state = self.0.lock();
         if !state.open {
             return Err(TrySendError::Gone);
         }
         if state.is_full() {
             return Err(TrySendError::Full(input));
         }
+        self.push(state, input);
+        Ok(())
+    }
+
+    /// Queues `input` (the caller found room under `state`'s lock), then wakes the hub
+    /// if the queue was empty: one that was not has a wake-up of the hub on the way
+    /// already, since the hub takes the whole queue each time.
+    fn push(&self, mut state: MutexGuard<'_, State>, input: ConnInput) {
         let was_empty = state.items.is_empty();
         state.items.push_back(input);
         drop(state);
-        // A queue that was not empty has a wake-up of the hub on the way already: the
-        // hub takes the whole queue each time.
         if was_empty {
             self.0.hub.wake();
         }
-        Ok(())
     }
 
     /// Queues `input` once there is room: `true`, or `false` when the hub is gone.
@@ -159,34 +164,27 @@ impl Future for SendInput<'_> {
         let Some(input) = this.input.take() else {
             return Poll::Ready(true);
         };
-        match this.sender.try_send(input) {
-            Ok(()) => Poll::Ready(true),
-            Err(TrySendError::Gone) => Poll::Ready(false),
-            Err(TrySendError::Full(input)) => {
-                let mut state = this.sender.0.lock();
-                // Full when looked at; the hub may have taken the queue since, but it
-                // wakes whoever is waiting under this same lock, so a waker put there
-                // now is woken by the next take at the latest.
-                let round = state.round;
-                match this.parked {
-                    Some((parked_round, index)) if parked_round == round => {
-                        state.waiting[index].clone_from(cx.waker());
-                    }
-                    _ => {
-                        state.waiting.push(cx.waker().clone());
-                        this.parked = Some((round, state.waiting.len() - 1));
-                    }
-                }
-                let room = !state.is_full() || !state.open;
-                drop(state);
-                this.input = Some(input);
-                if room {
-                    // Room (or the end) came between the two looks: try again now.
-                    cx.waker().wake_by_ref();
-                }
-                Poll::Pending
+        let mut state = this.sender.0.lock();
+        if !state.open {
+            return Poll::Ready(false);
+        }
+        if !state.is_full() {
+            this.sender.push(state, input);
+            return Poll::Ready(true);
+        }
+        // Parked under the lock the hub takes the queue under: the next take wakes it.
+        let round = state.round;
+        match this.parked {
+            Some((parked_round, index)) if parked_round == round => {
+                state.waiting[index].clone_from(cx.waker());
+            }
+            _ => {
+                state.waiting.push(cx.waker().clone());
+                this.parked = Some((round, state.waiting.len() - 1));
             }
         }
+        this.input = Some(input);
+        Poll::Pending
     }
 }
 
