@@ -43,7 +43,7 @@ struct Comeback {
     whole_at: Option<Instant>,
     /// The connection it came back on, kept open until the server's CPU time has been
     /// read: closing ten thousand connections is not part of resuming them (it was a
-    /// quarter of the server's CPU in the window while each closed as it finished).
+    /// third of the server's CPU per resume while each closed as it finished).
     conn: Option<Conn>,
 }
 
