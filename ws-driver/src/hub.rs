@@ -36,9 +36,9 @@ use crate::auth::Authenticator;
 use crate::context::Context;
 use crate::error::HandlerError;
 use crate::handler::{BoxFuture, Handler, Middleware, Next};
-use crate::inbox::{inbox, InboxReceiver, InboxSender, TrySendError};
+use crate::inbox::{inbox, unbounded, InboxReceiver, InboxSender, TrySendError};
 use crate::membership::{MemberChange, MemberTable, MemberUpdate, Membership, MembershipError};
-use crate::outbox::OutboxSender;
+use crate::outbox::{outbox, OutboxSender};
 use crate::payloads::{envelope, Demand, Payloads};
 use crate::presence::{self, MemberList, Pending, Presence, Tracker};
 use crate::pubsub::PubSub;
@@ -63,7 +63,7 @@ pub(crate) enum ConnInput {
         /// Boxed: the largest variant by far, and every message's slot in the queue
         /// (and every connection's pending send) would be its size.
         info: Box<ConnectionInfo>,
-        outbox: OutboxSender,
+        outbox: OutboxSender<Outbound>,
         reply: oneshot::Sender<Option<ConnectionId>>,
     },
     Message {
@@ -210,7 +210,7 @@ pub(crate) struct Settings {
 /// (a timer, an HTTP route, another service). Cheap to clone.
 #[derive(Clone)]
 pub struct ServerHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: InboxSender<Command>,
     state: Arc<TypeMap>,
     /// Whether payloads are wanted in MessagePack too.
     demand: Arc<Demand>,
@@ -222,7 +222,7 @@ pub struct ServerHandle {
 /// ([`serve_connection`](crate::adapter::serve_connection)); [`Hub::handle`] controls it.
 #[derive(Clone)]
 pub struct Hub {
-    pub(crate) input: InboxSender,
+    pub(crate) input: InboxSender<ConnInput>,
     pub(crate) handle: ServerHandle,
     pub(crate) settings: Arc<Settings>,
 }
@@ -237,7 +237,7 @@ const BATCH: usize = 256;
 impl Hub {
     pub(crate) fn start<R: Runtime>(app: App, runtime: R) -> Self {
         let (input_tx, input_rx) = inbox(CONN_INPUT_BUFFER);
-        let (command_tx, command_rx) = mpsc::unbounded();
+        let (command_tx, command_rx) = unbounded();
         let mut rng = StdRng::from_os_rng();
         let node = rand::RngCore::next_u64(&mut rng);
         let demand = Arc::new(Demand::new(app.pubsub.clone().map(|pubsub| (pubsub, node))));
@@ -264,10 +264,7 @@ impl Hub {
             let commands = command_tx.clone();
             runtime.spawn(async move {
                 while let Some(publication) = remote.next().await {
-                    if commands
-                        .unbounded_send(Command::Remote(Box::new(publication)))
-                        .is_err()
-                    {
+                    if commands.try_send(Command::Remote(Box::new(publication))).is_err() {
                         break;
                     }
                 }
@@ -288,7 +285,7 @@ impl Hub {
                             let commands = commands.clone();
                             rt.spawn(async move {
                                 if let Some(offset) = cursor.await {
-                                    let _ = commands.unbounded_send(Command::RoomCursor(room, offset));
+                                    let _ = commands.try_send(Command::RoomCursor(room, offset));
                                 }
                             });
                         }
@@ -309,7 +306,7 @@ impl Hub {
             let commands = command_tx.clone();
             runtime.spawn(async move {
                 while let Some(session) = taken.next().await {
-                    if commands.unbounded_send(Command::Release(session)).is_err() {
+                    if commands.try_send(Command::Release(session)).is_err() {
                         break;
                     }
                 }
@@ -349,7 +346,7 @@ impl Hub {
                         Some(Ok(fenced)) => {
                             for session in fenced {
                                 tracing::info!(%session, "journal write fenced off: the session moved");
-                                let _ = commands.unbounded_send(Command::Release(session));
+                                let _ = commands.try_send(Command::Release(session));
                             }
                         }
                         Some(Err(err)) => tracing::error!(%err, entries, "journal write failed"),
@@ -484,7 +481,7 @@ impl ServerHandle {
 
     pub(crate) fn command(&self, command: Command) {
         // Fails only once the hub has stopped; then there is nobody to tell.
-        let _ = self.commands.unbounded_send(command);
+        let _ = self.commands.try_send(command);
     }
 
     /// `payload` serialized for the hub: as JSON, and as MessagePack too when a
@@ -722,14 +719,14 @@ fn spawn_membership_reporter<R: Runtime>(
     backend: Arc<dyn Membership>,
     node: u64,
     timeout: Duration,
-    commands: &mpsc::UnboundedSender<Command>,
+    commands: &InboxSender<Command>,
 ) -> mpsc::UnboundedSender<Vec<MemberUpdate>> {
     let (tx, mut rx) = mpsc::unbounded::<Vec<MemberUpdate>>();
     let (rt, commands) = (runtime.clone(), commands.clone());
     runtime.spawn(async move {
         let interval = backend.refresh_interval().max(Duration::from_millis(10));
         // The first full report comes at once: a restarted node sweeps at start.
-        let _ = commands.unbounded_send(Command::ReportMembers);
+        let _ = commands.try_send(Command::ReportMembers);
         let mut next = rt.now() + interval;
         loop {
             let sleep = rt.sleep_until(next);
@@ -738,7 +735,7 @@ fn spawn_membership_reporter<R: Runtime>(
                 futures_util::future::Either::Left((None, _)) => break,
                 futures_util::future::Either::Right(_) => {
                     next = rt.now() + interval;
-                    if commands.unbounded_send(Command::ReportMembers).is_err() {
+                    if commands.try_send(Command::ReportMembers).is_err() {
                         break;
                     }
                     continue;
@@ -751,7 +748,7 @@ fn spawn_membership_reporter<R: Runtime>(
             let now_ms = crate::membership::unix_ms();
             match with_timeout(&rt, timeout, backend.update(node, now_ms, updates)).await {
                 Some(Ok(changes)) if !changes.is_empty() => {
-                    let _ = commands.unbounded_send(Command::MemberChanges(changes));
+                    let _ = commands.try_send(Command::MemberChanges(changes));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(err)) => tracing::warn!(%err, updates = n, "membership report failed"),
@@ -820,10 +817,10 @@ async fn with_timeout<R: Runtime, T>(runtime: &R, timeout: Duration, future: Box
 
 /// A connection the hub routes frames to.
 struct ConnEntry {
-    outbox: OutboxSender,
+    outbox: OutboxSender<Outbound>,
     /// The connection's hook worker, when there are connection hooks: `Disconnected`
     /// is queued behind `Connected`, then the sender is dropped and the worker exits.
-    hooks: Option<mpsc::UnboundedSender<Job>>,
+    hooks: Option<OutboxSender<Job>>,
     /// Whether it speaks MessagePack (counted in the [`Demand`]).
     msgpack: bool,
     /// The session it carries, once created or resumed on it.
@@ -837,11 +834,17 @@ type Job = BoxFuture<()>;
 
 /// Starts a worker on `runtime`: a task that runs the jobs sent to it one after the
 /// other, and ends once every sender is dropped and the queue is empty.
-fn spawn_worker(runtime: &impl Runtime) -> mpsc::UnboundedSender<Job> {
-    let (tx, mut rx) = mpsc::unbounded::<Job>();
+fn spawn_worker(runtime: &impl Runtime) -> OutboxSender<Job> {
+    let (tx, mut rx) = outbox::<Job>();
     runtime.spawn(async move {
-        while let Some(job) = rx.next().await {
-            job.await;
+        loop {
+            let mut jobs = std::collections::VecDeque::new();
+            if !futures_util::future::poll_fn(|cx| rx.poll_take(cx, &mut jobs)).await {
+                return;
+            }
+            for job in jobs {
+                job.await;
+            }
         }
     });
     tx
@@ -890,8 +893,8 @@ struct HistoryLink {
 struct HubTask<R: Runtime> {
     runtime: R,
     engine: Engine,
-    inputs: InboxReceiver,
-    commands: mpsc::UnboundedReceiver<Command>,
+    inputs: InboxReceiver<ConnInput>,
+    commands: InboxReceiver<Command>,
     handle: ServerHandle,
     conns: HashMap<ConnectionId, ConnEntry, IdBuild>,
     handlers: HashMap<String, Arc<dyn Handler>>,
@@ -899,7 +902,7 @@ struct HubTask<R: Runtime> {
     /// allocate a label per message.
     latency: HashMap<String, prometheus_client::metrics::histogram::Histogram>,
     listeners: HashMap<SessionId, HashMap<String, Arc<dyn Handler>>, IdBuild>,
-    workers: HashMap<SessionId, mpsc::UnboundedSender<Job>, IdBuild>,
+    workers: HashMap<SessionId, OutboxSender<Job>, IdBuild>,
     /// What the driver keeps per session (claims, data), for its handlers' contexts.
     sessions: HashMap<SessionId, Arc<SessionState>, IdBuild>,
     /// Presence and room membership, when the app turned on either.
@@ -977,7 +980,7 @@ impl<R: Runtime> HubTask<R> {
                 }
             }
             for _ in 0..BATCH {
-                if let Ok(command) = self.commands.try_recv() {
+                if let Some(command) = self.commands.try_recv() {
                     self.on_command(now, command);
                 } else if let Some(input) = self.inputs.try_recv() {
                     self.on_conn_input(now, input);
@@ -1037,7 +1040,7 @@ impl<R: Runtime> HubTask<R> {
                         self.handle.clone(),
                         "connection",
                     );
-                    let _ = worker.unbounded_send(job);
+                    let _ = worker.send(job);
                     worker
                 });
                 self.conns.insert(
@@ -1089,7 +1092,7 @@ impl<R: Runtime> HubTask<R> {
                         self.handle.clone(),
                         "connection",
                     );
-                    let _ = worker.unbounded_send(job);
+                    let _ = worker.send(job);
                 }
             }
         }
@@ -1333,7 +1336,7 @@ impl<R: Runtime> HubTask<R> {
                                 .values()
                                 .map(|worker| {
                                     let (tx, rx) = oneshot::channel();
-                                    let _ = worker.unbounded_send(Box::pin(async move {
+                                    let _ = worker.send(Box::pin(async move {
                                         let _ = tx.send(());
                                     }));
                                     rx
@@ -1630,7 +1633,7 @@ impl<R: Runtime> HubTask<R> {
             );
             match session_of(&event) {
                 Some(session) => {
-                    let _ = self.worker(session).unbounded_send(job);
+                    let _ = self.worker(session).send(job);
                 }
                 // A kind of event this driver does not know: no worker to keep it in
                 // order with, but still off the hub.
@@ -1886,7 +1889,7 @@ impl<R: Runtime> HubTask<R> {
     }
 
     /// The worker of `session`, started on first use.
-    fn worker(&mut self, session: SessionId) -> &mpsc::UnboundedSender<Job> {
+    fn worker(&mut self, session: SessionId) -> &OutboxSender<Job> {
         let runtime = &self.runtime;
         self.workers
             .entry(session)
@@ -1965,7 +1968,7 @@ impl<R: Runtime> HubTask<R> {
             },
             span,
         ));
-        let _ = self.worker(session).unbounded_send(job);
+        let _ = self.worker(session).send(job);
     }
 }
 

@@ -1,5 +1,7 @@
-//! The hub's inbox: what connection tasks hand the hub (messages read, write reports,
-//! opens and ends), bounded so that a flooding client waits on its socket.
+//! The hub's inboxes: what connection tasks hand the hub (messages read, write reports,
+//! opens and ends), bounded so that a flooding client waits on its socket; and the
+//! commands of handlers and the application, unbounded (they come from our code, and
+//! a handler must never wait on the hub it is answering).
 //!
 //! Many producers (the connection tasks) and one consumer (the hub), which takes
 //! everything queued at once and works through it in passes. So the inbox is a queue
@@ -11,7 +13,7 @@
 //! path does not keep. The lock is never held for more than a push, a swap or a count.
 //!
 //! A full queue parks the producer: its waker waits in a list the hub wakes whole each
-//! time it takes the queue.
+//! time it takes the queue. An unbounded one is never full.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -22,12 +24,10 @@ use std::task::{Context, Poll, Waker};
 use futures_util::stream::{FusedStream, Stream};
 use futures_util::task::AtomicWaker;
 
-use crate::hub::ConnInput;
-
 /// An inbox holding up to `capacity` inputs the hub has not taken yet, and one more
 /// per sender: a connection with nothing queued never waits for a flood of others,
 /// and a broadcast's write reports from every member fit without parking them.
-pub(crate) fn inbox(capacity: usize) -> (InboxSender, InboxReceiver) {
+pub(crate) fn inbox<T>(capacity: usize) -> (InboxSender<T>, InboxReceiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -49,14 +49,20 @@ pub(crate) fn inbox(capacity: usize) -> (InboxSender, InboxReceiver) {
     )
 }
 
-struct Shared {
-    state: Mutex<State>,
+/// An inbox that is never full: [`InboxSender::try_send`] fails only once the hub is
+/// gone.
+pub(crate) fn unbounded<T>() -> (InboxSender<T>, InboxReceiver<T>) {
+    inbox(usize::MAX)
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
     /// The hub's task, woken when the queue stops being empty or the last sender goes.
     hub: AtomicWaker,
 }
 
-struct State {
-    items: VecDeque<ConnInput>,
+struct State<T> {
+    items: VecDeque<T>,
     capacity: usize,
     /// Live [`InboxSender`]s: the hub's inputs end when none is left.
     senders: usize,
@@ -69,33 +75,33 @@ struct State {
     round: u64,
 }
 
-impl State {
+impl<T> State<T> {
     fn is_full(&self) -> bool {
-        self.items.len() >= self.capacity + self.senders
+        self.items.len() >= self.capacity.saturating_add(self.senders)
     }
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         // Nothing runs under the lock that can panic halfway through a change.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// What [`InboxSender::try_send`] could not do, with the input it gives back.
-pub(crate) enum TrySendError {
+pub(crate) enum TrySendError<T> {
     /// The queue is full: wait with [`InboxSender::send`].
-    Full(ConnInput),
+    Full(T),
     /// The hub is gone.
     Gone,
 }
 
-/// A connection task's end (cloned for each).
-pub(crate) struct InboxSender(Arc<Shared>);
+/// A producer's end (cloned for each).
+pub(crate) struct InboxSender<T>(Arc<Shared<T>>);
 
-impl InboxSender {
+impl<T> InboxSender<T> {
     /// Queues `input` when there is room.
-    pub(crate) fn try_send(&self, input: ConnInput) -> Result<(), TrySendError> {
+    pub(crate) fn try_send(&self, input: T) -> Result<(), TrySendError<T>> {
         let state = self.0.lock();
         if !state.open {
             return Err(TrySendError::Gone);
@@ -110,7 +116,7 @@ impl InboxSender {
     /// Queues `input` (the caller found room under `state`'s lock), then wakes the hub
     /// if the queue was empty: one that was not has a wake-up of the hub on the way
     /// already, since the hub takes the whole queue each time.
-    fn push(&self, mut state: MutexGuard<'_, State>, input: ConnInput) {
+    fn push(&self, mut state: MutexGuard<'_, State<T>>, input: T) {
         let was_empty = state.items.is_empty();
         state.items.push_back(input);
         drop(state);
@@ -120,7 +126,7 @@ impl InboxSender {
     }
 
     /// Queues `input` once there is room: `true`, or `false` when the hub is gone.
-    pub(crate) fn send(&self, input: ConnInput) -> SendInput<'_> {
+    pub(crate) fn send(&self, input: T) -> SendInput<'_, T> {
         SendInput {
             sender: self,
             input: Some(input),
@@ -129,14 +135,14 @@ impl InboxSender {
     }
 }
 
-impl Clone for InboxSender {
+impl<T> Clone for InboxSender<T> {
     fn clone(&self) -> Self {
         self.0.lock().senders += 1;
         Self(self.0.clone())
     }
 }
 
-impl Drop for InboxSender {
+impl<T> Drop for InboxSender<T> {
     fn drop(&mut self) {
         let mut state = self.0.lock();
         state.senders -= 1;
@@ -149,14 +155,17 @@ impl Drop for InboxSender {
 }
 
 /// [`InboxSender::send`]'s future.
-pub(crate) struct SendInput<'a> {
-    sender: &'a InboxSender,
-    input: Option<ConnInput>,
+pub(crate) struct SendInput<'a, T> {
+    sender: &'a InboxSender<T>,
+    input: Option<T>,
     /// Where this future's waker is in the waiting list: the round and the index.
     parked: Option<(u64, usize)>,
 }
 
-impl Future for SendInput<'_> {
+// Nothing in it is pinned: the input is moved out by value.
+impl<T> Unpin for SendInput<'_, T> {}
+
+impl<T> Future for SendInput<'_, T> {
     type Output = bool;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
@@ -189,18 +198,18 @@ impl Future for SendInput<'_> {
 }
 
 /// The hub's end.
-pub(crate) struct InboxReceiver {
-    shared: Arc<Shared>,
+pub(crate) struct InboxReceiver<T> {
+    shared: Arc<Shared<T>>,
     /// What the hub took and has not handled yet; its allocation goes back to the
     /// queue at the next take.
-    taken: VecDeque<ConnInput>,
+    taken: VecDeque<T>,
     /// Whether the end was handed out.
     ended: bool,
 }
 
-impl InboxReceiver {
+impl<T> InboxReceiver<T> {
     /// The next input, if one is queued.
-    pub(crate) fn try_recv(&mut self) -> Option<ConnInput> {
+    pub(crate) fn try_recv(&mut self) -> Option<T> {
         if self.taken.is_empty() {
             self.take_queue();
         }
@@ -208,7 +217,7 @@ impl InboxReceiver {
     }
 
     /// The next input; `Ready(None)` once every sender is gone and nothing is left.
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<ConnInput>> {
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         if let Some(input) = self.taken.pop_front() {
             return Poll::Ready(Some(input));
         }
@@ -246,21 +255,24 @@ impl InboxReceiver {
     }
 }
 
-impl Stream for InboxReceiver {
-    type Item = ConnInput;
+// Nothing in it is pinned: items are moved out by value.
+impl<T> Unpin for InboxReceiver<T> {}
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ConnInput>> {
+impl<T> Stream for InboxReceiver<T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         self.get_mut().poll_recv(cx)
     }
 }
 
-impl FusedStream for InboxReceiver {
+impl<T> FusedStream for InboxReceiver<T> {
     fn is_terminated(&self) -> bool {
         self.ended
     }
 }
 
-impl Drop for InboxReceiver {
+impl<T> Drop for InboxReceiver<T> {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.open = false;
@@ -279,6 +291,7 @@ impl Drop for InboxReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::ConnInput;
     use crate::test_wakers::{counting_waker, park_until_woken, unparking_waker};
     use futures_util::FutureExt;
     use ws_session::ConnectionId;
@@ -338,6 +351,21 @@ mod tests {
         let rest: Vec<_> = (0..3).map(|_| number(rx.try_recv())).collect();
         assert_eq!(rest, [Some(1), Some(2), Some(3)]);
         assert!(rx.try_recv().is_none());
+    }
+
+    #[test]
+    fn an_unbounded_inbox_takes_everything_and_refuses_only_once_the_hub_is_gone() {
+        let (tx, mut rx) = unbounded();
+        let more = tx.clone();
+        // Far past any bound a connection's inbox has, from two senders.
+        for n in 0..5_000 {
+            let sender = if n % 2 == 0 { &tx } else { &more };
+            assert!(sender.try_send(report(n)).is_ok(), "refused input {n}");
+        }
+        let got: Vec<_> = std::iter::from_fn(|| number(rx.try_recv())).collect();
+        assert_eq!(got, (0..5_000).collect::<Vec<_>>());
+        drop(rx);
+        assert!(matches!(tx.try_send(report(0)), Err(TrySendError::Gone)));
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! A connection's outbox: what the hub hands one connection task to write.
+//! The hub's outboxes: what it hands one connection task to write, and one session's
+//! worker to run (its handlers and hooks, in order).
 //!
-//! One producer (the hub) and one consumer (the connection task), and the consumer
-//! always takes everything queued at once, to write it in one go (corking). So the
-//! outbox is a queue behind a lock that the consumer swaps out whole, and the hub wakes
-//! the task only when it puts something into an empty queue: a broadcast of k messages
-//! to a member costs one wake-up and no allocation per message, where a channel pays a
-//! node allocation, its atomic counters and a wake-up for each. The lock is never held
-//! for more than a push or a swap.
+//! One producer (the hub) and one consumer (the task), and the consumer always takes
+//! everything queued at once: a connection to write it in one go (corking), a worker
+//! to run it in order. So the outbox is a queue behind a lock that the consumer swaps
+//! out whole, and the hub wakes the task only when it puts something into an empty
+//! queue: a broadcast of k messages to a member costs one wake-up and no allocation per
+//! message, where a channel pays a node allocation, its atomic counters and a wake-up
+//! for each. The lock is never held for more than a push or a swap.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -14,10 +15,8 @@ use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
-use crate::hub::Outbound;
-
-/// Makes a connection's outbox: the hub's end and the connection task's.
-pub(crate) fn outbox() -> (OutboxSender, OutboxReceiver) {
+/// Makes an outbox: the hub's end and the task's.
+pub(crate) fn outbox<T>() -> (OutboxSender<T>, OutboxReceiver<T>) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             items: VecDeque::new(),
@@ -28,21 +27,21 @@ pub(crate) fn outbox() -> (OutboxSender, OutboxReceiver) {
     (OutboxSender(shared.clone()), OutboxReceiver(shared))
 }
 
-struct Shared {
-    queue: Mutex<Queue>,
-    /// The connection task, woken when the queue stops being empty or is closed.
+struct Shared<T> {
+    queue: Mutex<Queue<T>>,
+    /// The task, woken when the queue stops being empty or is closed.
     waker: AtomicWaker,
 }
 
-struct Queue {
-    items: VecDeque<Outbound>,
+struct Queue<T> {
+    items: VecDeque<T>,
     /// Either end is gone: the hub's means no more will come, the task's that nothing
-    /// more will be read.
+    /// more will be taken.
     closed: bool,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, Queue<T>> {
         // Nothing runs under the lock that can panic halfway through a change.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -50,11 +49,11 @@ impl Shared {
 
 /// The hub's end. Dropping it tells the task the hub is gone, once the task has taken
 /// what is queued.
-pub(crate) struct OutboxSender(Arc<Shared>);
+pub(crate) struct OutboxSender<T>(Arc<Shared<T>>);
 
-impl OutboxSender {
+impl<T> OutboxSender<T> {
     /// Queues `outbound` for the task; false when the task is gone.
-    pub(crate) fn send(&self, outbound: Outbound) -> bool {
+    pub(crate) fn send(&self, outbound: T) -> bool {
         let mut queue = self.0.lock();
         if queue.closed {
             return false;
@@ -71,28 +70,28 @@ impl OutboxSender {
     }
 }
 
-impl Drop for OutboxSender {
+impl<T> Drop for OutboxSender<T> {
     fn drop(&mut self) {
         self.0.lock().closed = true;
         self.0.waker.wake();
     }
 }
 
-/// The connection task's end.
-pub(crate) struct OutboxReceiver(Arc<Shared>);
+/// The task's end.
+pub(crate) struct OutboxReceiver<T>(Arc<Shared<T>>);
 
-impl OutboxReceiver {
+impl<T> OutboxReceiver<T> {
     /// Moves everything queued into `into` (which must be empty): `Ready(true)` when
     /// there was something, `Ready(false)` when nothing is queued and the hub is gone,
     /// else `Pending` with the task woken when that changes.
-    pub(crate) fn poll_take(&mut self, cx: &mut Context<'_>, into: &mut VecDeque<Outbound>) -> Poll<bool> {
+    pub(crate) fn poll_take(&mut self, cx: &mut Context<'_>, into: &mut VecDeque<T>) -> Poll<bool> {
         debug_assert!(into.is_empty(), "the last batch was not written");
         // Registered before looking, so that a push after the look wakes us.
         self.0.waker.register(cx.waker());
         let mut queue = self.0.lock();
         if !queue.items.is_empty() {
             // The queue's allocation goes with the batch and is freed once it is
-            // written: an idle connection keeps none.
+            // written (or run): an idle task keeps none.
             std::mem::swap(&mut queue.items, into);
             return Poll::Ready(true);
         }
@@ -103,11 +102,11 @@ impl OutboxReceiver {
     }
 }
 
-impl Drop for OutboxReceiver {
+impl<T> Drop for OutboxReceiver<T> {
     fn drop(&mut self) {
         let mut queue = self.0.lock();
         queue.closed = true;
-        // What nobody will write is dropped now, not when the hub lets go; outside
+        // What nobody will take is dropped now, not when the hub lets go; outside
         // the lock, which is never held for more than a push or a swap.
         let unwritten = std::mem::take(&mut queue.items);
         drop(queue);
@@ -118,6 +117,7 @@ impl Drop for OutboxReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::Outbound;
     use crate::test_wakers::{counting_waker, park_until_woken, unparking_waker};
     use ws_proto::CloseCode;
 
@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn the_hub_gone_wakes_a_task_waiting_on_an_empty_outbox() {
-        let (tx, mut rx) = outbox();
+        let (tx, mut rx) = outbox::<Outbound>();
         let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut batch = VecDeque::new();
