@@ -6,6 +6,8 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 
 use async_net::TcpStream;
+
+use crate::AsyncNetStream;
 use ws_driver::adapter::{BoxFuture, Runtime};
 use ws_driver::client::{ClientError, ClientOptions, Connector, Target};
 
@@ -17,7 +19,7 @@ use ws_driver::client::{ClientError, ClientOptions, Connector, Target};
 pub struct AsyncNetConnector;
 
 impl Connector for AsyncNetConnector {
-    type Stream = TcpStream;
+    type Stream = AsyncNetStream;
 
     fn connect(&self, target: &Target) -> BoxFuture<io::Result<Self::Stream>> {
         let target = target.clone();
@@ -30,7 +32,7 @@ impl Connector for AsyncNetConnector {
             }
             let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
             stream.set_nodelay(true)?;
-            Ok(stream)
+            Ok(AsyncNetStream::new(stream))
         })
     }
 }

@@ -10,6 +10,8 @@
 //!   standalone server over TLS (rustls), and the pieces to configure TLS on both
 //!   sides; [`Client`] speaks `wss://` (feature `tls`, on by default);
 //! - [`serve_stream`]: serves one already-accepted stream (custom listeners, tests);
+//!   [`AsyncNetStream`] wraps a TCP one so that it reads only when the reactor says
+//!   the socket may hold bytes (what [`Server`] and [`Client`] use);
 //! - [`SmolRuntime`] and [`AsyncStdRuntime`]: the [`ws_driver::adapter::Runtime`] of each, for
 //!   [`App::start`] and [`ws_driver::adapter::serve_connection`].
 //!
@@ -87,6 +89,7 @@
 mod client;
 mod runtime;
 mod server;
+mod stream;
 
 pub use client::{AsyncNetConnector, Client};
 #[cfg(feature = "async-std")]
@@ -96,6 +99,7 @@ pub use runtime::SmolRuntime;
 #[cfg(feature = "tls")]
 pub use server::TlsServer;
 pub use server::{serve_stream, AsyncNetListener, Server};
+pub use stream::AsyncNetStream;
 /// Prometheus metrics: the content type, the client crate (see `ServerHandle::prometheus_text`).
 pub use ws_driver::prometheus;
 /// TLS with rustls (feature `tls`, on by default): connectors, listeners, configurations.

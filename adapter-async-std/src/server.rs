@@ -6,9 +6,11 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::Pin;
 
-use async_net::{AsyncToSocketAddrs, TcpListener, TcpStream};
+use async_net::{AsyncToSocketAddrs, TcpListener};
 use ws_driver::adapter::{Accepting, Bind, Listener, Runtime};
 use ws_driver::{ConnectionOptions, Hub};
+
+use crate::AsyncNetStream;
 
 /// A WebSocket server on one address and path, its tasks and timers on runtime `R`
 /// ([`AsyncStdServer`](crate::AsyncStdServer) and [`SmolServer`](crate::SmolServer)
@@ -21,7 +23,8 @@ pub type Server<R> = ws_driver::Server<AsyncNetListener<R>>;
 pub type TlsServer<R> = ws_driver::Server<ws_driver::tls::TlsListener<AsyncNetListener<R>>>;
 
 /// async-io's TCP listener (the reactor async-std and smol share) as a [`Listener`]
-/// whose server runs on `R`; accepted sockets get `TCP_NODELAY`.
+/// whose server runs on `R`; accepted sockets get `TCP_NODELAY` and read only when
+/// the reactor says they may hold bytes ([`AsyncNetStream`]).
 pub struct AsyncNetListener<R> {
     listener: TcpListener,
     runtime: PhantomData<fn() -> R>,
@@ -38,14 +41,14 @@ impl<R> AsyncNetListener<R> {
 }
 
 impl<R: Runtime + Default> Listener for AsyncNetListener<R> {
-    type Stream = TcpStream;
+    type Stream = AsyncNetStream;
     type Runtime = R;
 
     fn accept(&self) -> Accepting<'_, Self::Stream> {
         Box::pin(async move {
             let (stream, peer) = self.listener.accept().await?;
             let _ = stream.set_nodelay(true);
-            Ok((stream, Some(peer)))
+            Ok((AsyncNetStream::new(stream), Some(peer)))
         })
     }
 

@@ -231,7 +231,7 @@ async fn serve_async_net<R: ws_driver::adapter::Runtime + Default>(
             loop {
                 let (stream, _) = listener.accept().await?;
                 stream.set_nodelay(true)?;
-                runtime.spawn(echo(stream));
+                runtime.spawn(echo(adapter_async_std::AsyncNetStream::new(stream)));
             }
         }
         Kind::Session => {
