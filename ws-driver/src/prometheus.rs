@@ -131,6 +131,11 @@ pub(crate) fn registry(metrics: &Metrics, latency: &HandlerLatency) -> Registry 
         counter(metrics.sessions_expired),
     );
     r.register(
+        "sessions_evicted",
+        "Suspended sessions expired early: more were waiting than max_suspended_sessions",
+        counter(metrics.sessions_evicted),
+    );
+    r.register(
         "messages",
         "WebSocket data messages, in (received) and out (one per recipient)",
         counters(

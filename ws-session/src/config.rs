@@ -25,6 +25,14 @@ pub struct EngineConfig {
     pub auth_timeout: Duration,
     /// How long a suspended session waits for a resume before it expires. Default: 2 min.
     pub resume_window: Duration,
+    /// Most sessions waiting for a resume at once. When one more is suspended, the one
+    /// suspended longest ago expires at once (`SessionEvent::Expired`; counted in
+    /// [`Metrics::sessions_evicted`](crate::Metrics::sessions_evicted)). It bounds what
+    /// clients that create sessions and leave can make the server hold: each suspended
+    /// session keeps its rooms and up to `replay_max_bytes` of replay. Set it above the
+    /// connections a node carries, so that all of them can drop at once and resume.
+    /// 0: a session ends with its connection. Default: 10,000.
+    pub max_suspended_sessions: usize,
     /// Most unacknowledged messages a session's replay buffer keeps; older ones are
     /// dropped and a resume from before them is refused as a gap. Default: 1000.
     pub replay_max_messages: usize,
@@ -94,6 +102,8 @@ impl EngineConfig {
     pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default resume window: 2 min.
     pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(120);
+    /// Default most sessions waiting for a resume: 10,000.
+    pub const DEFAULT_MAX_SUSPENDED_SESSIONS: usize = 10_000;
     /// Default replay buffer bound in messages: 1000.
     pub const DEFAULT_REPLAY_MAX_MESSAGES: usize = 1000;
     /// Default replay buffer bound in bytes: 100 KiB (SignalR's figure).
@@ -170,6 +180,7 @@ impl Default for EngineConfig {
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             auth_timeout: Self::DEFAULT_AUTH_TIMEOUT,
             resume_window: Self::DEFAULT_RESUME_WINDOW,
+            max_suspended_sessions: Self::DEFAULT_MAX_SUSPENDED_SESSIONS,
             replay_max_messages: Self::DEFAULT_REPLAY_MAX_MESSAGES,
             replay_max_bytes: Self::DEFAULT_REPLAY_MAX_BYTES,
             max_outbound_bytes: Self::DEFAULT_MAX_OUTBOUND_BYTES,

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub sessions_created: u64,
     /// Sessions expired (resume window passed).
     pub sessions_expired: u64,
+    /// Suspended sessions expired before their window passed, because more than
+    /// [`EngineConfig::max_suspended_sessions`](crate::EngineConfig::max_suspended_sessions)
+    /// were waiting (not counted in `sessions_expired`).
+    pub sessions_evicted: u64,
     /// Inbound data messages (text and binary).
     pub messages_in: u64,
     /// Inbound data bytes.

@@ -405,6 +405,84 @@ fn expired_token_is_refused_and_expiry_leaves_rooms() {
 }
 
 #[test]
+fn past_max_suspended_sessions_the_longest_suspended_expires_at_once() {
+    let mut sim = Sim::new(EngineConfig {
+        max_suspended_sessions: 2,
+        ..EngineConfig::default()
+    });
+    let names = ["alice", "bob", "carol", "dave"];
+    let clients: Vec<ClientId> = names
+        .iter()
+        .map(|name| sim.connect(Some(&format!("user:{name}"))))
+        .collect();
+    let sessions: Vec<SessionId> = clients.iter().map(|&c| sid(&sim, c)).collect();
+    let tokens: Vec<(String, String)> = clients
+        .iter()
+        .map(|&c| sim.client(c).session.clone().unwrap())
+        .collect();
+    let now = sim.now();
+    for &s in &sessions {
+        sim.engine.join_room(now, s, "lobby").unwrap();
+    }
+    // alice leaves and comes back: her suspension ends and is not counted again.
+    sim.drop_connection(clients[0]);
+    resume_as(&mut sim, clients[0], tokens[0].clone(), 0, "alice");
+    assert_eq!(sim.client(clients[0]).last_control(), Some(sys::SESSION_RESTORED));
+    // bob, alice (again), then carol: bob, suspended longest ago, goes.
+    for &i in &[1, 0, 2] {
+        sim.drop_connection(clients[i]);
+        sim.advance(Duration::from_millis(10));
+    }
+    let evicted = |sim: &Sim, s: SessionId| {
+        sim.lifecycle
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Expired { session, .. } if *session == s))
+    };
+    assert!(evicted(&sim, sessions[1]), "bob was suspended longest");
+    assert!(!evicted(&sim, sessions[0]) && !evicted(&sim, sessions[2]));
+    let metrics = sim.engine.metrics();
+    assert_eq!(metrics.sessions_suspended, 2);
+    assert_eq!(metrics.sessions_evicted, 1);
+    assert_eq!(metrics.sessions_expired, 0, "not the resume window");
+    assert_eq!(sim.engine.room_len("lobby"), 3, "bob left his rooms");
+    // bob's resume is refused as expired; alice's and carol's succeed.
+    resume_as(&mut sim, clients[1], tokens[1].clone(), 0, "bob");
+    assert_eq!(refused_reason(&sim, clients[1]), "expired");
+    for (i, name) in [(0, "alice"), (2, "carol")] {
+        let token = sim.client(clients[i]).session.clone().unwrap();
+        resume_as(&mut sim, clients[i], token, 0, name);
+        assert_eq!(
+            sim.client(clients[i]).last_control(),
+            Some(sys::SESSION_RESTORED),
+            "{name}"
+        );
+    }
+    // None is suspended now; dave's suspension evicts nobody.
+    sim.drop_connection(clients[3]);
+    assert_eq!(sim.engine.metrics().sessions_evicted, 1);
+    assert_eq!(sim.engine.metrics().sessions_suspended, 1);
+}
+
+#[test]
+fn with_max_suspended_sessions_zero_a_session_ends_with_its_connection() {
+    let mut sim = Sim::new(EngineConfig {
+        max_suspended_sessions: 0,
+        ..EngineConfig::default()
+    });
+    let a = sim.connect(Some("user:alice"));
+    let s = sid(&sim, a);
+    let token = sim.client(a).session.clone().unwrap();
+    sim.drop_connection(a);
+    assert!(sim
+        .lifecycle
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Expired { session, .. } if *session == s)));
+    assert_eq!(sim.engine.metrics().sessions_suspended, 0);
+    resume_as(&mut sim, a, token, 0, "alice");
+    assert_eq!(refused_reason(&sim, a), "expired");
+}
+
+#[test]
 fn expiry_is_enforced_even_before_the_timer_fires() {
     let mut sim = sim();
     let a = sim.connect(Some("user:alice"));

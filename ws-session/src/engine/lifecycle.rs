@@ -145,12 +145,30 @@ impl Engine {
         };
         session.connection = None;
         let expiry = now + self.config.resume_window;
-        session.expires_at = Some(expiry);
+        if session.expires_at.replace(expiry).is_some() {
+            self.suspensions.left();
+        }
         self.timers
             .schedule(TimerKey::Session(sid), expiry, &mut session.timer_at);
+        let sessions = &self.sessions;
+        self.suspensions
+            .push(sid, expiry, |sid, at| is_suspension(sessions, sid, at));
         self.journal(sid, JournalEntry::Suspended);
         self.actions
             .push_back(Action::Session(SessionEvent::Suspended { session: sid }));
+        // Past the bound, the sessions suspended longest ago (the nearest their end
+        // anyway) expire now, this one last.
+        while self.suspensions.len() > self.config.max_suspended_sessions {
+            let sessions = &self.sessions;
+            let Some(oldest) = self
+                .suspensions
+                .pop_oldest(|sid, at| is_suspension(sessions, sid, at))
+            else {
+                break;
+            };
+            self.metrics.sessions_evicted += 1;
+            self.remove_session(oldest, Ending::Expired);
+        }
     }
 
     /// The resume window passed.
@@ -175,6 +193,9 @@ impl Engine {
         let Some(mut session) = self.sessions.remove(&sid) else {
             return;
         };
+        if session.expires_at.is_some() {
+            self.suspensions.left();
+        }
         session.replay.clear(&mut self.slab);
         for room in &session.rooms {
             self.leave_room_of(room, sid);
@@ -206,6 +227,9 @@ impl Engine {
         let Some(mut session) = self.sessions.remove(&sid) else {
             return;
         };
+        if session.expires_at.is_some() {
+            self.suspensions.left();
+        }
         session.replay.clear(&mut self.slab);
         for room in &session.rooms {
             self.leave_room_of(room, sid);
@@ -285,4 +309,12 @@ impl Engine {
         let entries = self.sessions.values().map(|s| s.replay.len()).sum();
         (self.slab.live(), entries)
     }
+}
+
+/// Whether `sid` is suspended with the resume deadline `at` (an entry of the
+/// suspension queue that still holds).
+pub(super) fn is_suspension(sessions: &IdMap<SessionId, Session>, sid: SessionId, at: Instant) -> bool {
+    sessions
+        .get(&sid)
+        .is_some_and(|session| session.connection.is_none() && session.expires_at == Some(at))
 }

@@ -8,6 +8,7 @@ mod inbound;
 mod lifecycle;
 mod requests;
 mod resume;
+mod suspended;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct Engine {
     encoder: Encoder,
     metrics: Metrics,
     expired: Tombstones,
+    /// The suspended sessions, oldest first (bounded by `max_suspended_sessions`).
+    suspensions: suspended::Suspensions,
     /// Connections that went over the outbound bound during the current input.
     slow: Vec<ConnectionId>,
     /// Recipient lists of broadcasts, handed back by the caller for reuse.
@@ -106,6 +109,7 @@ impl Engine {
             encoder: Encoder::default(),
             metrics: Metrics::default(),
             expired: Tombstones::default(),
+            suspensions: suspended::Suspensions::default(),
             slow: Vec::new(),
             recipients: Vec::new(),
             slab: PrefixSlab::default(),

@@ -270,6 +270,7 @@ impl Engine {
             .next_seq
             .max(replay.next().unwrap_or(0))
             .max(last_seq.saturating_add(1));
+        let expiry = now + self.config.resume_window;
         self.sessions.insert(
             sid,
             Session {
@@ -284,11 +285,16 @@ impl Engine {
                 replay,
                 rooms: Vec::new(),
                 room_offsets: None,
-                expires_at: Some(now + self.config.resume_window),
+                expires_at: Some(expiry),
                 timer_at: None,
                 pending_requests: 0,
             },
         );
+        // Suspended until the resume that asked for it attaches it.
+        let sessions = &self.sessions;
+        self.suspensions.push(sid, expiry, |sid, at| {
+            super::lifecycle::is_suspension(sessions, sid, at)
+        });
         let record_offsets = record.room_offsets;
         for room in record.rooms.iter().take(self.config.max_rooms_per_session) {
             let occupied = self.rooms.members(room).is_none();
@@ -445,7 +451,9 @@ impl Engine {
         session.announce = None;
         session.token_confirmed = false;
         session.connection = Some(cid);
-        session.expires_at = None;
+        if session.expires_at.take().is_some() {
+            self.suspensions.left();
+        }
         let rotated = JournalEntry::Token {
             token: session.token,
             previous: session.used_token,
