@@ -49,6 +49,10 @@ pub fn serve_router(listener: TcpListener, router: Router, hub: &Hub) -> RouterS
         listener,
         router,
         head: RequestHeadReader::new(hub.proto_config()),
+        head_limits: (
+            hub.proto_config().max_handshake_size,
+            hub.proto_config().max_handshake_headers,
+        ),
         handshake_timeout: hub.handshake_timeout(),
         #[cfg(feature = "tls")]
         tls: None,
@@ -65,6 +69,9 @@ pub struct RouterServer {
     listener: TcpListener,
     router: Router,
     head: RequestHeadReader,
+    /// The head limits of the upgrade (`max_handshake_size`, `max_handshake_headers`),
+    /// given to hyper for the later heads of a kept-alive connection.
+    head_limits: (usize, usize),
     handshake_timeout: Duration,
     #[cfg(feature = "tls")]
     tls: Option<std::sync::Arc<crate::tls::rustls::ServerConfig>>,
@@ -107,6 +114,7 @@ impl RouterServer {
             let router = self.router.clone();
             let head = self.head.clone();
             let timeout = self.handshake_timeout;
+            let (head_bytes, head_lines) = self.head_limits;
             let mut stopping = stopping.clone();
             let stream: Box<dyn Io> = match &self.tls_config() {
                 #[cfg(feature = "tls")]
@@ -129,6 +137,10 @@ impl RouterServer {
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(timeout)
+                    // The first head's limits for the later ones too (431 past them);
+                    // hyper takes no buffer under 8 KiB.
+                    .max_buf_size(head_bytes.max(8192))
+                    .max_headers(head_lines)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
                 let mut connection = std::pin::pin!(connection);

@@ -40,7 +40,9 @@ async fn start(subject: Subject) -> SocketAddr {
         }
         Subject::Detached => {
             let hub = app().start(TokioRuntime);
-            let router = axum::Router::new().route("/ws", mount(hub.clone()));
+            let router = axum::Router::new()
+                .route("/ws", mount(hub.clone()))
+                .route("/ok", axum::routing::get(|| async { "ok" }));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tokio::spawn(serve_router(listener, router, &hub).run_until(std::future::pending()));
@@ -270,6 +272,61 @@ async fn silent_and_trickling_clients_are_closed_at_the_deadline(subject: Subjec
         assert!(
             elapsed >= DEADLINE - Duration::from_millis(50),
             "{subject:?} {what}: {elapsed:?}"
+        );
+    }
+}
+
+/// On a kept-alive connection of detached mode the heads after the first are hyper's
+/// to parse: they are held to the first head's size limits all the same (431).
+#[tokio::test]
+async fn detached_holds_later_heads_of_a_kept_alive_connection_to_the_same_limits() {
+    let addr = start(Subject::Detached).await;
+    let too_long = vec![format!("X-Big: {}", "a".repeat(17 * 1024))];
+    // With `Host`, one header over the 64.
+    let too_many: Vec<String> = (0..64).map(|i| format!("X-N{i}: v")).collect();
+    for (name, extra, status) in [
+        ("within the limits", vec!["X-Fine: v".to_owned()], 200),
+        ("head over 16 KiB", too_long, 431),
+        ("65 header lines", too_many, 431),
+    ] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /ok HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        // The first answer, whole (its body is `ok`), on a connection kept alive.
+        let mut first = Vec::new();
+        let mut buf = [0; 4096];
+        while !first.ends_with(b"\r\n\r\nok") {
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("the first answer")
+                .unwrap();
+            assert!(n > 0, "{name}: closed after the first request");
+            first.extend_from_slice(&buf[..n]);
+        }
+        assert!(first.starts_with(b"HTTP/1.1 200 "), "{name}");
+        let mut second = String::from("GET /ok HTTP/1.1\r\nHost: localhost\r\n");
+        for line in extra {
+            second.push_str(&line);
+            second.push_str("\r\n");
+        }
+        second.push_str("\r\n");
+        let _ = stream.write_all(second.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{name}: {answer}"
         );
     }
 }
