@@ -22,7 +22,9 @@ pub enum ProtocolError {
     UnmaskedClientFrame,
     /// A server sent a masked frame (RFC 6455 §5.1).
     MaskedServerFrame,
-    /// RSV1–RSV3 bits were set without an extension that defines them (§5.2).
+    /// RSV1–RSV3 bits were set where no agreed extension defines them (§5.2): RSV2 or
+    /// RSV3, or RSV1 without permessage-deflate or on a frame other than a data
+    /// message's first (RFC 7692 §6.1).
     ReservedBits {
         /// The three bits as they appeared, `0b100` for RSV1.
         bits: u8,
@@ -120,7 +122,10 @@ impl fmt::Display for ProtocolError {
             Self::UnmaskedClientFrame => f.write_str("client frame is not masked"),
             Self::MaskedServerFrame => f.write_str("server frame is masked"),
             Self::ReservedBits { bits } => {
-                write!(f, "reserved bits {bits:03b} set without an extension")
+                write!(
+                    f,
+                    "reserved bits {bits:03b} set where no agreed extension defines them"
+                )
             }
             Self::ReservedOpcode { opcode } => write!(f, "reserved opcode {opcode:#x}"),
             Self::ControlFrameTooLarge { len } => {

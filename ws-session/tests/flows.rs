@@ -159,11 +159,13 @@ fn bad_envelopes_and_unknown_system_events_get_errors_and_the_connection_stays()
     sim.send_text(a, r#"[1,2]"#);
     sim.send(a, "sys.nonsense", None, Some("z"));
     sim.send(a, sys::SESSION_CREATED, None, None); // S→C only
+                                                   // The answer to a handover the server did not begin (it is not stopping).
+    sim.send(a, sys::HANDOVER, None, None);
     sim.send(a, sys::ACK, Some(r#"{"seq":"x"}"#), None);
     sim.send_message(a, Message::Binary(bytes::Bytes::from_static(b"\x00")));
     assert_eq!(
         sim.client(a).error_codes(),
-        [4002, 4007, 4003, 4100, 4100, 4013, 4113]
+        [4002, 4007, 4003, 4100, 4100, 4100, 4013, 4113]
     );
     let errs: Vec<_> = sim
         .client(a)

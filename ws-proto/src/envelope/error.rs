@@ -207,7 +207,9 @@ impl fmt::Display for EnvelopeError {
                     "envelope is not valid JSON: {reason} at line {line} column {column}"
                 )
             }
-            Self::NotAnObject => f.write_str("envelope must be a JSON object"),
+            Self::NotAnObject => {
+                f.write_str("envelope must be an object (a JSON object, or a MessagePack map)")
+            }
             Self::MissingField { field } => {
                 write!(f, "envelope has no \"{field}\" field, which is required")
             }

@@ -165,8 +165,9 @@ impl Engine {
             }
             sys::SESSION_END => self.on_session_end(now, cid, envelope),
             // The client sends nothing more on this connection (it answers our
-            // `sys.handover`): close it now, with 4116, and it resumes elsewhere.
-            sys::HANDOVER => self.close_connection(
+            // `sys.handover`): close it now, with 4116, and it resumes elsewhere. Not
+            // asked (the server is not stopping), it is an event a client does not send.
+            sys::HANDOVER if self.stopping => self.close_connection(
                 now,
                 cid,
                 ErrorCode::SESSION_MOVED.close_code(),

@@ -873,6 +873,7 @@ impl Engine {
     /// ones it took are answered; close the connections that have not closed after a
     /// grace period.
     pub fn begin_handover(&mut self, now: Instant) {
+        self.stopping = true;
         let attached: Vec<ConnectionId> = self.sessions.values().filter_map(|s| s.connection).collect();
         for cid in attached {
             self.send_system::<()>(cid, sys::HANDOVER, None, None);
