@@ -33,20 +33,28 @@ impl RedisServer {
     }
 
     fn start_with(persistent: bool) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("tether-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a scratch directory for redis-server");
-        let mut server = Self {
-            port,
-            dir,
-            child: None,
-            persistent,
-        };
-        server.restart();
-        server
+        // A free port is only free when asked: another test's server may take it
+        // before ours binds. Then ours exits (or another answers there): try another.
+        let mut last = String::new();
+        for _ in 0..20 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let dir = std::env::temp_dir().join(format!("tether-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a scratch directory for redis-server");
+            let mut server = Self {
+                port,
+                dir,
+                child: None,
+                persistent,
+            };
+            match server.launch() {
+                Ok(()) => return server,
+                Err(why) => last = why,
+            }
+        }
+        panic!("redis-server did not start on any of 20 free ports; the last: {last}");
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -65,6 +73,14 @@ impl RedisServer {
     /// Starts the server again on the same port (after [`stop`](Self::stop)): empty,
     /// or with what it held if it is [persistent](Self::start_persistent).
     pub fn restart(&mut self) {
+        if let Err(why) = self.launch() {
+            panic!("redis-server did not start again: {why}");
+        }
+    }
+
+    /// Spawns the server and waits until it answers: `Err` when it exited (its port
+    /// was taken) or the process answering on its port is another one.
+    fn launch(&mut self) -> Result<(), String> {
         self.stop();
         let binary = binary();
         let child = Command::new(&binary)
@@ -81,16 +97,48 @@ impl RedisServer {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|err| panic!("{INSTALL} ({}: {err})", binary.display()));
+        let pid = child.id();
         self.child = Some(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {addr} in 10 s"
-            );
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Err(format!("redis-server on {addr} exited: {status}"));
+            }
+            if TcpStream::connect(addr).is_ok() {
+                // Listening, and loading done: it answers INFO with its process id.
+                if let Ok(answering) = self.process_id() {
+                    if answering == pid {
+                        return Ok(());
+                    }
+                    self.stop();
+                    return Err(format!(
+                        "another redis-server (pid {answering}) answers on {addr}"
+                    ));
+                }
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                return Err(format!("redis-server did not answer on {addr} in 10 s"));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process id of the server answering on this server's port.
+    fn process_id(&self) -> Result<u32, String> {
+        let mut connection = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            .map_err(|err| err.to_string())?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut connection)
+            .map_err(|err| err.to_string())?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| "INFO server without a process_id".to_owned())
     }
 
     /// A plain connection, to ask the server what it holds (`PUBSUB NUMSUB`, `INFO`).
