@@ -66,6 +66,13 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
             Err(_) => StatusCode::FORBIDDEN.into_response(),
         };
     }
+    // Counted from here until the connection ends; past the bound, 503.
+    let Some(slot) = hub.try_admit_connection() else {
+        return match ws_driver::adapter::refuse_at_capacity(&parsed) {
+            Some(rejection) => rejection_response(&rejection),
+            None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        };
+    };
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -81,6 +88,7 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
                 let stream = TokioIo::new(upgraded).compat();
                 ws_driver::adapter::run_websocket(hub, TokioRuntime, stream, info, Bytes::new(), deflate)
                     .await;
+                drop(slot);
             }
             Err(err) => tracing::debug!(%err, "the upgrade did not complete"),
         }

@@ -176,7 +176,7 @@ async fn metrics_are_scraped_with_every_documented_series_and_type() {
     let exposition = Exposition::parse(&body);
 
     let documented = documented();
-    assert_eq!(documented.len(), 18, "the GUIDE's table has every series");
+    assert_eq!(documented.len(), 19, "the GUIDE's table has every series");
     for series in &documented {
         // OpenMetrics names a counter's family without `_total`.
         let family = match series.kind.as_str() {
@@ -223,6 +223,7 @@ async fn metrics_are_scraped_with_every_documented_series_and_type() {
     );
     assert_eq!(exposition.value("tether_rooms", &[]), 1.0);
     assert_eq!(exposition.value("tether_sessions_created_total", &[]), 2.0);
+    assert_eq!(exposition.value("tether_connections_refused_total", &[]), 0.0);
     assert!(exposition.value("tether_messages_total", &[("direction", "in")]) >= 4.0);
     assert!(exposition.value("tether_bytes_total", &[("direction", "out")]) > 0.0);
     assert_eq!(

@@ -89,6 +89,7 @@ pub struct App {
     pub(crate) store_timeout: Duration,
     pub(crate) membership: Option<Arc<dyn crate::Membership>>,
     pub(crate) handover_grace: Duration,
+    pub(crate) max_connections: Option<usize>,
 }
 
 impl Default for App {
@@ -126,6 +127,7 @@ impl App {
             store_timeout: Self::DEFAULT_STORE_TIMEOUT,
             membership: None,
             handover_grace: Self::DEFAULT_HANDOVER_GRACE,
+            max_connections: None,
         }
     }
 
@@ -318,6 +320,25 @@ impl App {
     /// [`App::DEFAULT_HANDSHAKE_TIMEOUT`] (10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Bounds the connections open at once, counted from their accept (the handshake
+    /// included) until their socket is dropped. One more is refused: WebSocket with
+    /// HTTP 503 and `Retry-After: 5`, raw TCP with close code 1013 (try again later),
+    /// each after its request is read (so that the answer is not lost to a reset);
+    /// those refusals hold sockets for at most the handshake timeout, and past an
+    /// eighth more (at least 16) streams are dropped without an answer. Refusals are
+    /// counted in `tether_connections_refused_total`.
+    ///
+    /// With the other limits it bounds the server's memory: each connection may hold
+    /// a message being received (`max_message_size`) and its unwritten bytes
+    /// (`max_outbound_bytes`). Default: no bound but the process's file descriptor
+    /// limit (accepts that fail for want of descriptors are retried after a pause);
+    /// the right figure depends on the machine's memory, which the library cannot
+    /// know.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = Some(max);
         self
     }
 

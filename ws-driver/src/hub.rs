@@ -31,6 +31,7 @@ use ws_session::{
     SessionId, SessionRecord, UserId,
 };
 
+use crate::admission::{Admissions, ConnectionSlot};
 use crate::app::{App, ConnectionEvent, Hook};
 use crate::auth::Authenticator;
 use crate::context::Context;
@@ -216,6 +217,8 @@ pub struct ServerHandle {
     demand: Arc<Demand>,
     /// Measured by the session workers around each handler.
     pub(crate) handler_latency: crate::prometheus::HandlerLatency,
+    /// The connections held against `App::max_connections`.
+    pub(crate) admissions: Arc<Admissions>,
 }
 
 /// A running hub: give a clone to every connection task
@@ -246,6 +249,7 @@ impl Hub {
             state: Arc::new(app.state),
             demand: demand.clone(),
             handler_latency: crate::prometheus::HandlerLatency::default(),
+            admissions: Arc::new(Admissions::new(app.max_connections)),
         };
         let settings = Arc::new(Settings {
             config: app.config.clone(),
@@ -435,6 +439,16 @@ impl Hub {
     /// else only for a listed origin (ASCII case-insensitive). Refused upgrades get 403.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         self.settings.config.allows_origin(origin)
+    }
+
+    /// Counts one more connection against [`App::max_connections`] for an adapter
+    /// whose HTTP server read the upgrade request itself (axum's `mount`): hold the
+    /// slot for as long as the connection lives. `None` at the bound: answer 503 with
+    /// `Retry-After` instead of upgrading. The accept loops of
+    /// [`serve_connection`](crate::adapter::serve_connection) and
+    /// [`serve_prefixed`](crate::adapter::serve_prefixed) count their own.
+    pub fn try_admit_connection(&self) -> Option<ConnectionSlot> {
+        self.handle.admissions.try_admit()
     }
 
     /// The handle that sends the application's commands to this hub.
@@ -636,7 +650,11 @@ impl ServerHandle {
     /// fresh one per scrape: the values are a snapshot.
     pub async fn prometheus_registry(&self) -> Option<prometheus_client::registry::Registry> {
         let metrics = self.metrics().await?;
-        Some(crate::prometheus::registry(&metrics, &self.handler_latency))
+        Some(crate::prometheus::registry(
+            &metrics,
+            &self.handler_latency,
+            self.admissions.refused(),
+        ))
     }
 
     /// Closes every connection with 1001 (going away), refuses new ones, and resolves

@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod admission;
 mod app;
 mod auth;
 mod buffers;
@@ -118,6 +119,7 @@ pub mod prelude {
 /// and hands accepted or upgraded streams to [`serve_connection`](adapter::serve_connection)
 /// or [`run_websocket`](adapter::run_websocket).
 pub mod adapter {
+    pub use crate::admission::{refuse_at_capacity, ConnectionSlot};
     pub use crate::handler::BoxFuture;
     pub use crate::pump::{connection_info, run_transport, run_websocket, serve_connection, serve_prefixed};
     pub use crate::runtime::Runtime;

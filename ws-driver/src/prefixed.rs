@@ -9,25 +9,44 @@ use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ws_proto::prefixed::{
     http_status, refusal_response, PreambleError, PreambleReader, PrefixedConnection, PREAMBLE,
 };
-use ws_proto::Config;
+use ws_proto::{CloseCode, Config};
 
+use crate::admission::REFUSAL_REASON;
 use crate::transport::StreamTransport;
 use crate::upgrade::read_head;
 
 /// The server side: reads the client's preamble and answers with ours. `Ok(None)`
 /// when the peer left or was refused (the refusal written, the stream closed):
 /// bytes that are not the magic get an HTTP 400 naming what the port speaks, another
-/// version gets our preamble, so the client can say which version we speak. On
-/// success, the bytes that followed the preamble.
+/// version gets our preamble, so the client can say which version we speak, and
+/// `at_capacity` (the server holds [`App::max_connections`](crate::App::max_connections))
+/// our preamble and a close frame with 1013 (try again later). On success, the bytes
+/// that followed the preamble.
 ///
 /// No deadline here: the caller races this against its runtime's timer.
-pub(crate) async fn accept_preamble<S>(stream: &mut S) -> io::Result<Option<Bytes>>
+pub(crate) async fn accept_preamble<S>(
+    stream: &mut S,
+    at_capacity: bool,
+    config: &Config,
+) -> io::Result<Option<Bytes>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut reader = PreambleReader::new();
     let refusal = match read_head(stream, |bytes| reader.handle_bytes(bytes)).await? {
         None => return Ok(None),
+        Some(Ok(_)) if at_capacity => {
+            // Preamble and close in one write: the client reads both together.
+            let mut framing = PrefixedConnection::new(config);
+            framing
+                .close(CloseCode::TRY_AGAIN_LATER, REFUSAL_REASON)
+                .expect("a fresh framing closes with a short reason");
+            let mut refusal = PREAMBLE.to_vec();
+            while let Some(bytes) = framing.poll_transmit() {
+                refusal.extend_from_slice(&bytes);
+            }
+            refusal
+        }
         Some(Ok(rest)) => {
             stream.write_all(&PREAMBLE).await?;
             return Ok(Some(rest));

@@ -85,8 +85,9 @@ fn counters(key: &'static str, values: &[(&str, u64)]) -> Family<Labels, Counter
     family
 }
 
-/// The registry of every series from `metrics` and `latency`.
-pub(crate) fn registry(metrics: &Metrics, latency: &HandlerLatency) -> Registry {
+/// The registry of every series from `metrics`, `latency` and the count of
+/// connections refused at `App::max_connections`.
+pub(crate) fn registry(metrics: &Metrics, latency: &HandlerLatency, refused: u64) -> Registry {
     let mut r = Registry::with_prefix(PREFIX);
     r.register(
         "connections",
@@ -119,6 +120,11 @@ pub(crate) fn registry(metrics: &Metrics, latency: &HandlerLatency) -> Registry 
         "connections_opened",
         "Connections opened",
         counter(metrics.connections_opened),
+    );
+    r.register(
+        "connections_refused",
+        "Connections refused (or dropped) at the server's connection limit, max_connections",
+        counter(refused),
     );
     r.register(
         "sessions_created",

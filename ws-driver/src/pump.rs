@@ -22,6 +22,7 @@ use ws_proto::prefixed::PrefixedConnection;
 use ws_proto::{CloseCode, Connection, ConnectionState, DeflateParams, Event, Message};
 use ws_session::{ConnectionId, ConnectionInfo};
 
+use crate::admission::{refuse_at_capacity, Admission, ConnectionSlot};
 use crate::handler::BoxFuture;
 use crate::hub::{ConnInput, Hub, Outbound};
 use crate::prefixed::accept_preamble;
@@ -54,7 +55,8 @@ pub enum Wire {
 
 /// Serves one accepted byte stream: reads the upgrade request (within the handshake
 /// timeout), answers it, then runs the connection until it closes. Refusals get their
-/// HTTP status (400, 404, 405, 426, 431) and the stream is closed.
+/// HTTP status (400, 403, 404, 405, 426, 431; 503 with `Retry-After` past
+/// [`App::max_connections`](crate::App::max_connections)) and the stream is closed.
 ///
 /// The future is what a connection's task holds for as long as the connection lives,
 /// so it is kept small: the handshake's state is boxed (and freed once done), the
@@ -100,6 +102,11 @@ where
     let start = Box::new((hub, runtime, stream, peer, options));
     let handshake = async move {
         let (hub, runtime, mut stream, peer, options) = *start;
+        let (slot, at_capacity) = match hub.handle.admissions.admit() {
+            Admission::Admitted(slot) => (slot, false),
+            Admission::Refused(slot) => (slot, true),
+            Admission::Dropped => return None,
+        };
         let options = options.borrow();
         let admit = |request: &Request| {
             if options.path.as_ref().is_some_and(|path| request.path() != path) {
@@ -108,23 +115,29 @@ where
             if !hub.origin_allowed(request.origin()) {
                 return request.reject(403, "origin not allowed").ok();
             }
+            if at_capacity {
+                return refuse_at_capacity(request);
+            }
             None
         };
         let upgrade = accept_upgrade(&mut stream, &hub.settings.config.envelope, &Codec::SERVED, admit);
         let handshake = Box::pin(within_handshake_timeout(&hub, &runtime, peer, upgrade));
         let (request, deflate) = handshake.await?;
         let (transport, info) = upgraded(&hub, stream, request, deflate, peer);
-        Some((hub, runtime, transport, info))
+        Some((hub, runtime, transport, info, slot))
     };
     handshake.then(run_upgraded)
 }
 
-/// Runs the connection a handshake upgraded, or nothing when it did not.
+/// Runs the connection a handshake upgraded, or nothing when it did not. The slot is
+/// held until the connection ends.
 fn run_upgraded<R: Runtime, T: Transport>(
-    upgraded: Option<(Hub, R, T, ConnectionInfo)>,
+    upgraded: Option<(Hub, R, T, ConnectionInfo, ConnectionSlot)>,
 ) -> futures_util::future::Either<impl Future<Output = ()> + Send, std::future::Ready<()>> {
     match upgraded {
-        Some((hub, runtime, transport, info)) => run_transport(hub, runtime, transport, info).left_future(),
+        Some((hub, runtime, transport, info, slot)) => run_transport(hub, runtime, transport, info)
+            .map(move |()| drop(slot))
+            .left_future(),
         None => std::future::ready(()).right_future(),
     }
 }
@@ -157,16 +170,21 @@ where
     let start = Box::new((hub, runtime, stream, peer));
     let handshake = async move {
         let (hub, runtime, mut stream, peer) = *start;
+        let (slot, at_capacity) = match hub.handle.admissions.admit() {
+            Admission::Admitted(slot) => (slot, false),
+            Admission::Refused(slot) => (slot, true),
+            Admission::Dropped => return None,
+        };
         let preamble = Box::pin(within_handshake_timeout(
             &hub,
             &runtime,
             peer,
-            accept_preamble(&mut stream),
+            accept_preamble(&mut stream, at_capacity, &hub.settings.config.envelope),
         ));
         let rest = preamble.await?;
         let info = ConnectionInfo::new(peer, "/", None, Default::default());
         let framing = PrefixedConnection::new(&hub.settings.config.envelope);
-        Some((hub, runtime, prefixed(stream, framing, rest), info))
+        Some((hub, runtime, prefixed(stream, framing, rest), info, slot))
     };
     handshake.then(run_upgraded)
 }
