@@ -206,9 +206,21 @@ fn decimal_len(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
-/// Encodes prefixes into one growing buffer and splits each off as `Bytes`, so that
-/// steady-state encoding reuses a block instead of allocating per message (`BytesMut`
-/// reclaims the block once every `Bytes` cut from it has been dropped).
+/// Encodes the engine's envelopes.
+///
+/// What outlives its write gets a buffer of its own, sized to it: a message of a
+/// session stream stays in replay buffers until acknowledged (for a suspended
+/// session, the whole resume window), a volatile message is shared by every
+/// recipient's queue. A `Bytes` cut from a shared buffer would keep the whole buffer
+/// alive: one small message held for a resume held the 64 KiB block it was encoded
+/// in (`tests/replay_memory.rs` measured 67 KB per suspended session holding 34
+/// bytes), so what a replay buffer counts would not bound what it holds. Those buffers
+/// come from a [`BufferPool`] that freed replay slots return theirs to, so a steady
+/// stream of messages allocates nothing.
+///
+/// Control messages (`sys.*` to one connection, outside the stream) are written once
+/// and dropped: those are cut from one growing block (`BytesMut` reclaims it once
+/// every cut is dropped), which is also the scratch space for payloads of unknown size.
 #[derive(Debug, Default)]
 pub(crate) struct Encoder {
     buf: BytesMut,
@@ -216,45 +228,45 @@ pub(crate) struct Encoder {
 
 /// Block size the encoder grows by.
 const BLOCK: usize = 64 * 1024;
-/// A prefix larger than this (by its size hint) gets an allocation of its own, sized to
-/// it, instead of a place in the block: a block holds few such messages, and one kept
-/// in a replay buffer keeps the whole block alive (a join reply listing a room of
-/// 10,000 members, ~46 KB, held a 64 KiB block per session until acknowledged).
-const OWN_ALLOCATION: usize = BLOCK / 4;
 
 impl Encoder {
-    /// The JSON prefix of `env`: what the session streams and replay buffers hold.
-    pub(crate) fn prefix(&mut self, env: &OutgoingEnvelope<'_>) -> Bytes {
-        let need = env.size_hint();
-        if need > OWN_ALLOCATION {
-            let mut own = BytesMut::with_capacity(need);
-            env.encode_prefix(&mut own);
-            return own.freeze();
-        }
-        self.reserve(need);
-        env.encode_prefix(&mut self.buf);
-        self.buf.split().freeze()
+    /// The JSON prefix of `env` in a buffer of its own from `pool`.
+    pub(crate) fn prefix(&mut self, pool: &mut BufferPool, env: &OutgoingEnvelope<'_>) -> Bytes {
+        let mut own = pool.take(env.size_hint());
+        env.encode_prefix(&mut own);
+        own.freeze()
     }
 
-    /// The JSON prefix of `env` with `payload` serialized as `p`.
+    /// The JSON prefix of `env` with `payload` serialized as `p`, in a buffer of its
+    /// own: serialized in the block (its size is not known before), then copied out.
     pub(crate) fn prefix_with<T: serde::Serialize + ?Sized>(
         &mut self,
+        pool: &mut BufferPool,
         env: &OutgoingEnvelope<'_>,
         payload: &T,
     ) -> Bytes {
+        self.encode_with(env, payload);
+        let mut own = pool.take(self.buf.len());
+        own.extend_from_slice(&self.buf);
+        self.buf.clear();
+        own.freeze()
+    }
+
+    /// `,"c":"…"`: the tail of a reply made of a [`SharedPrefix`], held beside it by
+    /// the replay buffers (so, a buffer of its own too).
+    pub(crate) fn correlation_tail(&mut self, pool: &mut BufferPool, correlation_id: &str) -> Bytes {
+        let mut own = pool.take(8 + correlation_id.len());
+        ws_proto::envelope::write_correlation_id(&mut own, correlation_id);
+        own.freeze()
+    }
+
+    /// Serializes `env` with `payload` into the block, after what it holds.
+    fn encode_with<T: serde::Serialize + ?Sized>(&mut self, env: &OutgoingEnvelope<'_>, payload: &T) {
         self.reserve(env.size_hint() + 128);
         if env.encode_prefix_serialize(payload, &mut self.buf).is_err() {
             // Our own payload structs always serialize; fall back to no payload.
             env.encode_prefix(&mut self.buf);
         }
-        self.buf.split().freeze()
-    }
-
-    /// `,"c":"…"`: the tail of a reply made of a [`SharedPrefix`].
-    pub(crate) fn correlation_tail(&mut self, correlation_id: &str) -> Bytes {
-        self.reserve(8 + correlation_id.len());
-        ws_proto::envelope::write_correlation_id(&mut self.buf, correlation_id);
-        self.buf.split().freeze()
     }
 
     /// The prefix of `env` in `codec`, for a message outside the session stream (no
@@ -284,10 +296,16 @@ impl Encoder {
                 }
                 Bytes::from(out)
             }
-            _ => match payload {
-                Some(p) => self.prefix_with(env, p),
-                None => self.prefix(env),
-            },
+            _ => {
+                match payload {
+                    Some(p) => self.encode_with(env, p),
+                    None => {
+                        self.reserve(env.size_hint());
+                        env.encode_prefix(&mut self.buf);
+                    }
+                }
+                self.buf.split().freeze()
+            }
         }
     }
 
@@ -296,6 +314,70 @@ impl Encoder {
             self.buf.reserve(need.max(BLOCK));
         }
     }
+}
+
+/// Buffers for what the engine keeps, in power-of-two sizes from 64 bytes to 16 KiB,
+/// taken by the [`Encoder`] and given back by the replay slots that held them
+/// ([`PrefixSlab`](crate::replay::PrefixSlab)) once nothing else does. A buffer is at
+/// most twice what it holds, so a replay buffer's byte count bounds its memory; a
+/// larger message gets an allocation of its exact size and is not kept.
+#[derive(Debug, Default)]
+pub(crate) struct BufferPool {
+    /// Spare buffers per size class (`64 << class` bytes), each empty.
+    spare: [Vec<BytesMut>; CLASSES],
+}
+
+/// Size classes: 64 B, 128 B, … 16 KiB.
+const CLASSES: usize = 9;
+/// The smallest class, in bytes.
+const SMALLEST: usize = 64;
+/// Spare buffers kept per class: enough for the messages a busy engine frees between
+/// two sends, at most 256 × 16 KiB = 4 MiB in the largest class.
+const SPARE_PER_CLASS: usize = 256;
+
+impl BufferPool {
+    /// An empty buffer with room for `need` bytes.
+    pub(crate) fn take(&mut self, need: usize) -> BytesMut {
+        match class_of(need) {
+            Some(class) => self.spare[class].pop().unwrap_or_else(|| {
+                let mut fresh = BytesMut::with_capacity(SMALLEST << class);
+                // Made shared now (an empty split does it), once in the buffer's life:
+                // the `Bytes` frozen from it then clone by a count, and give their
+                // buffer back still shared. A buffer frozen unshared is made shared by
+                // its first clone, and unshared again when taken back (`try_into_mut`),
+                // which cost an allocation per message.
+                drop(fresh.split_to(0));
+                fresh
+            }),
+            None => BytesMut::with_capacity(need),
+        }
+    }
+
+    /// Takes back the buffer of `bytes` when nothing else holds it and it is one of
+    /// the pool's sizes (a message that outgrew its buffer, by escapes, is not).
+    pub(crate) fn give_back(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        let Ok(mut buf) = bytes.try_into_mut() else {
+            return;
+        };
+        let capacity = buf.capacity();
+        let Some(class) = class_of(capacity).filter(|&c| SMALLEST << c == capacity) else {
+            return;
+        };
+        if self.spare[class].len() < SPARE_PER_CLASS {
+            buf.clear();
+            self.spare[class].push(buf);
+        }
+    }
+}
+
+/// The smallest class that holds `need` bytes, if one does.
+fn class_of(need: usize) -> Option<usize> {
+    let size = need.max(SMALLEST).next_power_of_two();
+    let class = (size / SMALLEST).trailing_zeros() as usize;
+    (class < CLASSES).then_some(class)
 }
 
 /// The binary prefix of `env`, its map counting `s` when `with_seq`, when its payload
@@ -364,7 +446,7 @@ mod tests {
     fn len_matches_written_bytes_in_both_codecs() {
         let mut enc = Encoder::default();
         let env = OutgoingEnvelope::new("chat");
-        let json = enc.prefix(&env);
+        let json = enc.prefix(&mut BufferPool::default(), &env);
         let msgpack = msgpack_stream_prefix(&json);
         for seq in [
             None,
@@ -393,28 +475,57 @@ mod tests {
     }
 
     #[test]
-    fn a_large_prefix_gets_its_own_allocation_and_leaves_the_block_to_small_ones() {
-        let mut enc = Encoder::default();
-        let small = enc.prefix(&OutgoingEnvelope::new("chat"));
+    fn what_outlives_its_write_has_its_own_allocation_and_control_messages_share_the_block() {
+        let (mut enc, mut pool) = (Encoder::default(), BufferPool::default());
+        let env = OutgoingEnvelope::new("chat");
+        let control = enc.control::<()>(Codec::Json, &env, None);
         let block_left = enc.buf.capacity();
-        let list = format!("[{}]", vec!["\"someone\""; 4_000].join(","));
-        let large_env =
-            OutgoingEnvelope::new("joined").with_payload(ws_proto::envelope::Payload::Trusted(&list));
-        let large = enc.prefix(&large_env);
+        // Stream and volatile prefixes, reply tails, serialized payloads: none is cut
+        // from the block (held in a replay buffer, it would keep the block alive).
+        let stream = enc.prefix(&mut pool, &env);
+        let tail = enc.correlation_tail(&mut pool, "c1");
+        let error = enc.prefix_with(&mut pool, &OutgoingEnvelope::new("sys.error"), &[1, 2]);
         assert_eq!(enc.buf.capacity(), block_left, "the block is untouched");
-        let mut expected = Vec::new();
-        large_env.encode_prefix(&mut expected);
-        assert_eq!(&large[..], &expected[..], "the same bytes as anywhere else");
-        // Small prefixes still come from the block, after the first one.
-        let next = enc.prefix(&OutgoingEnvelope::new("chat"));
-        assert_eq!(next, small);
+        assert_eq!(stream, control, "the same bytes either way");
+        assert_eq!(&tail[..], br#","c":"c1""#);
+        assert_eq!(&error[..], br#"{"v":"1.0","e":"sys.error","p":[1,2]"#);
+        // Control messages keep coming from the block.
+        let next = enc.control(Codec::Json, &env, Some(&3));
+        assert_eq!(&next[..], br#"{"v":"1.0","e":"chat","p":3"#);
         assert_eq!(enc.buf.capacity(), block_left - next.len());
+    }
+
+    #[test]
+    fn the_pool_hands_out_buffers_at_most_twice_the_need_and_takes_back_only_free_ones() {
+        let mut pool = BufferPool::default();
+        for (need, capacity) in [(0, 64), (64, 64), (65, 128), (16 * 1024, 16 * 1024)] {
+            assert_eq!(pool.take(need).capacity(), capacity, "need {need}");
+        }
+        // Larger than the largest class: exactly its size, never kept.
+        let large = pool.take(20_000);
+        assert_eq!(large.capacity(), 20_000);
+        pool.give_back(Bytes::from(vec![1; 20_000]));
+        assert!(pool.spare.iter().all(Vec::is_empty));
+
+        let mut buf = pool.take(100);
+        buf.extend_from_slice(b"held");
+        let bytes = buf.freeze();
+        let clone = bytes.clone();
+        // Still held elsewhere (a queued write): not taken back.
+        pool.give_back(bytes);
+        assert!(pool.spare[1].is_empty());
+        // The last holder gives it back; the next take of its class reuses it, empty.
+        let at = clone.as_ptr();
+        pool.give_back(clone);
+        assert_eq!(pool.spare[1].len(), 1);
+        let again = pool.take(128);
+        assert_eq!((again.as_ptr(), again.len(), again.capacity()), (at, 0, 128));
     }
 
     #[test]
     fn a_trusted_payload_that_is_not_json_goes_out_binary_without_it() {
         let env = OutgoingEnvelope::new("x").with_payload(ws_proto::envelope::Payload::Trusted("{nope"));
-        let json = Encoder::default().prefix(&env);
+        let json = Encoder::default().prefix(&mut BufferPool::default(), &env);
         let m = OutboundMessage::new(msgpack_stream_prefix(&json), Some(1), Codec::MsgPack);
         assert_eq!(m.to_text(), r#"{"v":"1.0","e":"x","s":1}"#);
     }

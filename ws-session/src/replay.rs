@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use ws_proto::envelope::Codec;
 
-use crate::outbound::{msgpack_stream_prefix, OutboundMessage};
+use crate::outbound::{msgpack_stream_prefix, BufferPool, OutboundMessage};
 
 /// A prefix shared by the replay buffers that hold it.
 #[derive(Debug)]
@@ -48,6 +48,8 @@ struct Slot {
 pub(crate) struct PrefixSlab {
     slots: Vec<Slot>,
     free: Vec<u32>,
+    /// The buffers prefixes are encoded in: a freed slot gives its back.
+    pub(crate) pool: BufferPool,
 }
 
 impl PrefixSlab {
@@ -171,8 +173,8 @@ impl PrefixSlab {
         s.refs -= 1;
         let len = s.prefix.len() + s.tail.len();
         if s.refs == 0 {
-            s.prefix = Bytes::new();
-            s.tail = Bytes::new();
+            self.pool.give_back(std::mem::take(&mut s.prefix));
+            self.pool.give_back(std::mem::take(&mut s.tail));
             s.msgpack = None;
             s.own = false;
             self.free.push(slot);

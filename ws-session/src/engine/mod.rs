@@ -436,7 +436,7 @@ impl Engine {
         let Some(s) = self.sessions.get(&session) else {
             return Err(ApiError::UnknownSession(session));
         };
-        let prefix = self.encoder.prefix(envelope);
+        let prefix = self.encoder.prefix(&mut self.slab.pool, envelope);
         let slot = self.slab.insert(prefix);
         // Attached to a MessagePack connection, or given in MessagePack: its binary
         // form straight from the envelope, rather than from the JSON prefix just made.
@@ -479,7 +479,7 @@ impl Engine {
         correlation_id: Option<&str>,
     ) -> Result<u64, ApiError> {
         let tail = match correlation_id {
-            Some(c) => self.encoder.correlation_tail(c),
+            Some(c) => self.encoder.correlation_tail(&mut self.slab.pool, c),
             None => Bytes::new(),
         };
         let slot = self.slab.insert_parts(shared.as_bytes().clone(), tail);
@@ -539,6 +539,7 @@ impl Engine {
         }
         let env = OutgoingEnvelope::new(sys::ERROR).with_correlation_id(correlation_id);
         let prefix = self.encoder.prefix_with(
+            &mut self.slab.pool,
             &env,
             &SysError {
                 code,
@@ -564,7 +565,7 @@ impl Engine {
         envelope: &OutgoingEnvelope<'_>,
         except: Option<SessionId>,
     ) -> usize {
-        let prefix = self.encoder.prefix(envelope);
+        let prefix = self.encoder.prefix(&mut self.slab.pool, envelope);
         let msgpack = own_msgpack_prefix(envelope, true);
         let n = self.fan_out_all(&prefix, msgpack.as_ref(), |sid, _| Some(sid) != except);
         self.publish(PublishTarget::All, except, prefix, msgpack);
@@ -582,7 +583,7 @@ impl Engine {
         envelope: &OutgoingEnvelope<'_>,
         except: Option<SessionId>,
     ) -> usize {
-        let prefix = self.encoder.prefix(envelope);
+        let prefix = self.encoder.prefix(&mut self.slab.pool, envelope);
         let msgpack = own_msgpack_prefix(envelope, true);
         let n = self.fan_out_all(&prefix, msgpack.as_ref(), |sid, u| {
             u == user && Some(sid) != except
@@ -608,7 +609,7 @@ impl Engine {
         if !self.config.publish_broadcasts {
             return Err(ApiError::UnknownSession(session));
         }
-        let prefix = self.encoder.prefix(envelope);
+        let prefix = self.encoder.prefix(&mut self.slab.pool, envelope);
         let msgpack = own_msgpack_prefix(envelope, true);
         self.publish(PublishTarget::Session(session), None, prefix, msgpack);
         self.finish(now);
@@ -623,7 +624,7 @@ impl Engine {
         envelope: &OutgoingEnvelope<'_>,
         pick: impl FnMut(SessionId, &UserId) -> bool,
     ) -> usize {
-        let prefix = self.encoder.prefix(envelope);
+        let prefix = self.encoder.prefix(&mut self.slab.pool, envelope);
         let msgpack = own_msgpack_prefix(envelope, true);
         let n = self.fan_out_all(&prefix, msgpack.as_ref(), pick);
         self.finish(now);
@@ -640,7 +641,7 @@ impl Engine {
         envelope: &OutgoingEnvelope<'_>,
         except: Option<SessionId>,
     ) -> usize {
-        let prefix = self.encoder.prefix(envelope);
+        let prefix = self.encoder.prefix(&mut self.slab.pool, envelope);
         let msgpack = own_msgpack_prefix(envelope, true);
         let n = if self.config.publish_broadcasts && self.config.room_history {
             // The backend orders it among the room's publications and hands it back to
@@ -683,7 +684,7 @@ impl Engine {
         envelope: &OutgoingEnvelope<'_>,
         except: Option<SessionId>,
     ) -> usize {
-        let prefix = self.encoder.prefix(envelope);
+        let prefix = self.encoder.prefix(&mut self.slab.pool, envelope);
         let msgpack = own_msgpack_prefix(envelope, false);
         let n = self.fan_out_volatile_to(&target, &prefix, msgpack.as_ref(), except);
         if self.config.publish_broadcasts {
@@ -703,7 +704,7 @@ impl Engine {
         envelope: &OutgoingEnvelope<'_>,
         pick: impl FnMut(SessionId, &UserId) -> bool,
     ) -> usize {
-        let prefix = self.encoder.prefix(envelope);
+        let prefix = self.encoder.prefix(&mut self.slab.pool, envelope);
         let msgpack = own_msgpack_prefix(envelope, false);
         let n = self.fan_out_volatile(room, &prefix, msgpack.as_ref(), pick);
         self.finish(now);

@@ -33,6 +33,7 @@ impl Engine {
         let c = id.correlation_id();
         let env = OutgoingEnvelope::new(sys::REQUEST).with_correlation_id(&c);
         let prefix = self.encoder.prefix_with(
+            &mut self.slab.pool,
             &env,
             &ServerRequest {
                 event: event.into(),
@@ -58,7 +59,7 @@ impl Engine {
         let env = OutgoingEnvelope::new(sys::REQUEST)
             .with_correlation_id(&c)
             .with_payload(payload);
-        let prefix = self.encoder.prefix(&env);
+        let prefix = self.encoder.prefix(&mut self.slab.pool, &env);
         let msgpack = crate::outbound::own_msgpack_prefix(&env, true);
         self.start_request(now, session, id, timeout, &prefix, msgpack.as_ref())
     }
