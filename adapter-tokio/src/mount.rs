@@ -66,12 +66,11 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
             Err(_) => StatusCode::FORBIDDEN.into_response(),
         };
     }
-    // Counted from here until the connection ends; past the bound, 503.
-    let Some(slot) = hub.try_admit_connection() else {
-        return match ws_driver::adapter::refuse_at_capacity(&parsed) {
-            Some(rejection) => rejection_response(&rejection),
-            None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        };
+    // Counted until the connection ends: the slot `serve_router` took at the accept,
+    // else one taken now; past the bound, 503.
+    let held = request.extensions().get::<HeldSlot>().and_then(HeldSlot::take);
+    let Some(slot) = held.or_else(|| hub.try_admit_connection()) else {
+        return rejection_response(&ws_driver::adapter::refuse_at_capacity());
     };
     let peer = request
         .extensions()
@@ -118,6 +117,25 @@ async fn upgrade(hub: Hub, mut request: Request<Body>) -> Response {
         Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
     }
     response
+}
+
+/// The slot `serve_router` took for a connection at its accept, in each request's
+/// extensions: the request that upgrades takes it over, so that the WebSocket is
+/// counted once, from the accept on.
+#[derive(Clone, Default)]
+pub(crate) struct HeldSlot(std::sync::Arc<std::sync::Mutex<Option<ws_driver::adapter::ConnectionSlot>>>);
+
+impl HeldSlot {
+    pub(crate) fn new(slot: ws_driver::adapter::ConnectionSlot) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(Some(slot))))
+    }
+
+    fn take(&self) -> Option<ws_driver::adapter::ConnectionSlot> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
 /// A refusal of ws-proto's handshake as an HTTP response: its status, headers, body,

@@ -24,7 +24,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tower_service::Service;
+use ws_driver::adapter::Admission;
 use ws_driver::Hub;
+
+use crate::mount::HeldSlot;
 use ws_proto::handshake::RequestHeadReader;
 
 /// Serves `router` on `listener` with the handshake limits of `hub`'s application
@@ -54,6 +57,7 @@ pub fn serve_router(listener: TcpListener, router: Router, hub: &Hub) -> RouterS
             hub.proto_config().max_handshake_headers,
         ),
         handshake_timeout: hub.handshake_timeout(),
+        hub: hub.clone(),
         #[cfg(feature = "tls")]
         tls: None,
     }
@@ -73,6 +77,8 @@ pub struct RouterServer {
     /// given to hyper for the later heads of a kept-alive connection.
     head_limits: (usize, usize),
     handshake_timeout: Duration,
+    /// Counts the connections against `App::max_connections`, plain HTTP ones too.
+    hub: Hub,
     #[cfg(feature = "tls")]
     tls: Option<std::sync::Arc<crate::tls::rustls::ServerConfig>>,
 }
@@ -116,6 +122,13 @@ impl RouterServer {
             let timeout = self.handshake_timeout;
             let (head_bytes, head_lines) = self.head_limits;
             let mut stopping = stopping.clone();
+            // Counted from the accept, as the standalone server counts: past the
+            // bound the first request gets 503, past the margin the stream is closed.
+            let (slot, at_capacity) = match self.hub.admit_connection() {
+                Admission::Admitted(slot) => (slot, false),
+                Admission::Refused(slot) => (slot, true),
+                Admission::Dropped => continue,
+            };
             let stream: Box<dyn Io> = match &self.tls_config() {
                 #[cfg(feature = "tls")]
                 Some(config) => {
@@ -126,11 +139,15 @@ impl RouterServer {
                 _ => Box::new(stream),
             };
             tokio::spawn(async move {
-                let Some(stream) = first_head(stream, head, timeout, peer).await else {
+                let Some(stream) = first_head(stream, head, timeout, peer, at_capacity).await else {
                     return;
                 };
+                // The request that upgrades (`mount`) takes the slot over; else it is
+                // freed with the connection.
+                let held = HeldSlot::new(slot);
                 let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
+                    request.extensions_mut().insert(held.clone());
                     let mut router = router.clone();
                     async move { router.call(request).await }
                 });
@@ -178,12 +195,14 @@ impl RouterServer {
 }
 
 /// Reads the connection's first head within `timeout`: the stream with those bytes
-/// to replay, or `None` when it was refused (answered) or timed out (dropped).
+/// to replay, or `None` when it was refused (answered: a fault of the head, or
+/// `at_capacity` with 503) or timed out (dropped).
 async fn first_head<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     mut head: RequestHeadReader,
     timeout: Duration,
     peer: SocketAddr,
+    at_capacity: bool,
 ) -> Option<Replay<S>> {
     let read = async {
         let mut buf = vec![0; 4096];
@@ -202,6 +221,12 @@ async fn first_head<S: AsyncRead + AsyncWrite + Unpin>(
             None
         }
         Ok(None) => None,
+        Ok(Some(Ok(_))) if at_capacity => {
+            let refusal = ws_driver::adapter::refuse_at_capacity();
+            let _ = stream.write_all(&refusal.to_response()).await;
+            let _ = stream.shutdown().await;
+            None
+        }
         Ok(Some(Err(rejection))) => {
             tracing::debug!(?peer, status = rejection.status(), error = %rejection.error(), "request refused");
             let _ = stream.write_all(&rejection.to_response()).await;

@@ -1,7 +1,8 @@
 //! `App::max_connections`: past the bound an upgrade gets 503 with `Retry-After` (the
 //! standalone server and axum's `mount` alike), a raw TCP connection its preamble and
 //! close code 1013; refusals past the margin are dropped without an answer; a slot
-//! freed by a closed connection is taken by the next client; every refusal is counted
+//! freed by a closed connection is taken by the next client; `serve_router` counts its
+//! plain HTTP connections too, and an upgraded one once; every refusal is counted
 //! in `tether_connections_refused_total`.
 
 use std::net::SocketAddr;
@@ -146,17 +147,55 @@ async fn refusals_past_the_margin_are_dropped_without_an_answer() {
 }
 
 #[tokio::test]
-async fn detached_refuses_past_the_bound() {
+async fn detached_counts_every_connection_once_and_refuses_past_the_bound() {
     let hub = app(1).start(TokioRuntime);
-    let router = axum::Router::new().route("/ws", mount(hub.clone()));
+    let router = axum::Router::new()
+        .route("/ws", mount(hub.clone()))
+        .route("/ok", axum::routing::get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve_router(listener, router, &hub).run_until(std::future::pending()));
 
-    let (_held, head) = upgrade(addr).await;
+    // A bound of one: the upgraded connection is counted once (from its accept, the
+    // slot handed to the WebSocket), so it is admitted.
+    let (held, head) = upgrade(addr).await;
     assert!(head.starts_with("http/1.1 101 "), "{head}");
     assert_503(&refused(addr).await);
     assert_eq!(refusals_counted(hub.handle()).await, 1);
+    drop(held);
+
+    // A kept-alive plain HTTP connection holds the slot as much.
+    let mut http = loop {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /ok HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+        if answer.starts_with("http/1.1 200 ") {
+            break stream;
+        }
+        // The WebSocket's slot is freed once its task has seen the close.
+        assert!(answer.starts_with("http/1.1 503 "), "{answer}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_503(&refused(addr).await);
+    // Closed, its slot goes to the next upgrade.
+    http.shutdown().await.unwrap();
+    drop(http);
+    let mut admitted = false;
+    for _ in 0..500 {
+        let (_stream, head) = upgrade(addr).await;
+        if head.starts_with("http/1.1 101 ") {
+            admitted = true;
+            break;
+        }
+        assert!(head.starts_with("http/1.1 503 "), "{head}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(admitted, "the HTTP connection's slot was never freed");
 }
 
 #[tokio::test]

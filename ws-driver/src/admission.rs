@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ws_proto::handshake::{Rejection, Request};
+use ws_proto::handshake::Rejection;
 
 /// The `Retry-After` of a 503 at the connection bound, in seconds: long enough that a
 /// crowd of reconnecting clients does not come straight back, short enough that a
@@ -25,13 +25,12 @@ const RETRY_AFTER_SECONDS: &str = "5";
 /// The reason a refused connection is given.
 pub(crate) const REFUSAL_REASON: &str = "the server is at its connection limit; try again later";
 
-/// The refusal of an upgrade request past the bound: 503 with `Retry-After`. The one
-/// answer of every way in (the accept loop's upgrade, axum's `mount`).
-pub fn refuse_at_capacity(request: &Request) -> Option<Rejection> {
-    request
-        .reject(503, REFUSAL_REASON)
+/// The refusal of a request past the bound: 503 with `Retry-After`. The one answer
+/// of every way in (the accept loop's upgrade, axum's `mount`, `serve_router`).
+pub fn refuse_at_capacity() -> Rejection {
+    Rejection::refused(503, REFUSAL_REASON)
         .and_then(|refusal| refusal.with_header("Retry-After", RETRY_AFTER_SECONDS))
-        .ok()
+        .expect("503 and a valid header")
 }
 
 /// The open connections of a hub and the bound they are held to. Shared by every
@@ -48,9 +47,9 @@ pub(crate) struct Admissions {
     refused: AtomicU64,
 }
 
-/// What a newly accepted stream may do.
+/// What a newly accepted stream may do ([`Hub::admit_connection`](crate::Hub::admit_connection)).
 #[derive(Debug)]
-pub(crate) enum Admission {
+pub enum Admission {
     /// Serve it; the slot is held for as long as the connection lives.
     Admitted(ConnectionSlot),
     /// Read its request and refuse it (503, or 1013 on raw TCP); the slot is held

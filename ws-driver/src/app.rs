@@ -324,7 +324,8 @@ impl App {
     }
 
     /// Bounds the connections open at once, counted from their accept (the handshake
-    /// included) until their socket is dropped. One more is refused: WebSocket with
+    /// included) until their socket is dropped (with adapter-tokio's `serve_router`,
+    /// its plain HTTP connections too). One more is refused: WebSocket with
     /// HTTP 503 and `Retry-After: 5`, raw TCP with close code 1013 (try again later),
     /// each after its request is read (so that the answer is not lost to a reset);
     /// those refusals hold sockets for at most the handshake timeout, and past an

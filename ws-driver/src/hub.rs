@@ -451,6 +451,16 @@ impl Hub {
         self.handle.admissions.try_admit()
     }
 
+    /// Counts one more accepted stream against [`App::max_connections`] for an accept
+    /// loop of your own that reads requests itself: serve it
+    /// ([`Admission::Admitted`](crate::adapter::Admission::Admitted)), read its request
+    /// and answer [`refuse_at_capacity`](crate::adapter::refuse_at_capacity)
+    /// (`Refused`), or close it at once (`Dropped`). Hold the slot until the stream is
+    /// closed.
+    pub fn admit_connection(&self) -> crate::adapter::Admission {
+        self.handle.admissions.admit()
+    }
+
     /// The handle that sends the application's commands to this hub.
     pub fn handle(&self) -> &ServerHandle {
         &self.handle

@@ -119,7 +119,7 @@ pub mod prelude {
 /// and hands accepted or upgraded streams to [`serve_connection`](adapter::serve_connection)
 /// or [`run_websocket`](adapter::run_websocket).
 pub mod adapter {
-    pub use crate::admission::{refuse_at_capacity, ConnectionSlot};
+    pub use crate::admission::{refuse_at_capacity, Admission, ConnectionSlot};
     pub use crate::handler::BoxFuture;
     pub use crate::pump::{connection_info, run_transport, run_websocket, serve_connection, serve_prefixed};
     pub use crate::runtime::Runtime;

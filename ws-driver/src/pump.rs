@@ -116,7 +116,7 @@ where
                 return request.reject(403, "origin not allowed").ok();
             }
             if at_capacity {
-                return refuse_at_capacity(request);
+                return Some(refuse_at_capacity());
             }
             None
         };

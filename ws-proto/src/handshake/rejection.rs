@@ -49,13 +49,23 @@ impl Rejection {
         rejection
     }
 
-    /// The application's own refusal, `status` already checked to be 400–599.
-    pub(crate) fn refused(status: u16, reason: String) -> Self {
-        Self {
-            status,
-            error: HandshakeError::Refused { reason },
-            headers: Vec::new(),
+    /// The application's own refusal with `status`, `reason` becoming the plain-text
+    /// body: what [`Request::reject`](super::Request::reject) makes, for a server
+    /// that refuses before it has a request to judge (at its connection limit, say).
+    ///
+    /// Fails (a local error) with [`HandshakeError::InvalidStatus`] unless `status` is
+    /// in 400–599.
+    pub fn refused(status: u16, reason: impl Into<String>) -> Result<Self, HandshakeError> {
+        if !(400..=599).contains(&status) {
+            return Err(HandshakeError::InvalidStatus { status });
         }
+        Ok(Self {
+            status,
+            error: HandshakeError::Refused {
+                reason: reason.into(),
+            },
+            headers: Vec::new(),
+        })
     }
 
     /// Adds a header to the response, e.g. `WWW-Authenticate` for a 401 or
@@ -189,7 +199,11 @@ mod tests {
 
     #[test]
     fn extra_headers_are_checked() {
-        let r = Rejection::refused(401, "token expired".into());
+        let r = Rejection::refused(401, "token expired").unwrap();
+        assert_eq!(
+            Rejection::refused(200, "no"),
+            Err(HandshakeError::InvalidStatus { status: 200 })
+        );
         let r = r.with_header("WWW-Authenticate", "Bearer").unwrap();
         assert!(text(&r).starts_with("HTTP/1.1 401 Unauthorized\r\n"));
         assert!(text(&r).contains("\r\nWWW-Authenticate: Bearer\r\n"));
