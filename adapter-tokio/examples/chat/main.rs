@@ -8,6 +8,8 @@
 //! cargo run --release -p adapter-tokio --example chat -- --redis redis://127.0.0.1:6379 127.0.0.1:8081
 //! # HTTPS and wss:// with a PEM certificate chain and key:
 //! cargo run --release -p adapter-tokio --example chat -- --tls-cert cert.pem --tls-key key.pem 0.0.0.0:8443
+//! # at most 10,000 connections at once (503 with Retry-After past it; no bound by default):
+//! cargo run --release -p adapter-tokio --example chat -- --max-connections 10000
 //! ```
 //!
 //! With `--redis`, rooms and messages work across nodes (broker-redis), and sessions
@@ -191,16 +193,17 @@ fn app() -> App {
         })
 }
 
-/// The command line: `[ADDRESS] [--redis URL] [--tls-cert PEM --tls-key PEM]`, in any
-/// order.
+/// The command line: `[ADDRESS] [--redis URL] [--tls-cert PEM --tls-key PEM]
+/// [--max-connections N]`, in any order.
 struct Args {
     addr: SocketAddr,
     redis: Option<String>,
     tls: Option<(PathBuf, PathBuf)>,
+    max_connections: Option<usize>,
 }
 
 fn args() -> Args {
-    let (mut addr, mut redis, mut cert, mut key) = (None, None, None, None);
+    let (mut addr, mut redis, mut cert, mut key, mut max_connections) = (None, None, None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -212,6 +215,10 @@ fn args() -> Args {
             }
             "--tls-cert" => cert = Some(PathBuf::from(args.next().expect("--tls-cert needs a PEM file"))),
             "--tls-key" => key = Some(PathBuf::from(args.next().expect("--tls-key needs a PEM file"))),
+            "--max-connections" => {
+                let n = args.next().and_then(|n| n.parse().ok());
+                max_connections = Some(n.expect("--max-connections needs a number"));
+            }
             _ => match arg.strip_prefix("--redis=") {
                 Some(url) => redis = Some(url.to_owned()),
                 None => addr = Some(arg.parse().expect("an address like 127.0.0.1:8080")),
@@ -227,13 +234,22 @@ fn args() -> Args {
         addr: addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         redis,
         tls,
+        max_connections,
     }
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let Args { addr, redis, tls } = args();
+    let Args {
+        addr,
+        redis,
+        tls,
+        max_connections,
+    } = args();
     let mut app = app();
+    if let Some(max) = max_connections {
+        app = app.max_connections(max);
+    }
     // With `--redis`, this process is one node of several: rooms and broadcasts reach
     // the members on every node through Redis, room members and presence are the
     // cluster's (a user on two nodes joins once), and any node resumes any session
