@@ -10,6 +10,28 @@ use tokio::net::{TcpSocket, TcpStream};
 use ws_proto::frame::{encode_frame, OpCode, SeededMasks};
 use ws_proto::{Config, Connection, Event};
 
+/// Reads `stream` until the server closes it (a reset counts as closed): what the
+/// server sent. Fails the test if it is still open after 5 s.
+pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the connection was left open after: {}",
+        String::from_utf8_lossy(&out)
+    );
+    out
+}
+
 /// An upgrade request for `/ws` with a bearer credential.
 pub fn upgrade_request(addr: SocketAddr, token: &str) -> String {
     format!(

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use adapter_tokio::{mount, serve_router, App, Server, ServerHandle, TokioRuntime};
+use tether_tests::raw::read_until_closed;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ws_proto::prefixed::{PrefixedConnection, PREAMBLE};
@@ -21,23 +22,6 @@ fn app(max: usize) -> App {
     App::new()
         .authenticate(|token: String, _info| async move { Ok(token) })
         .max_connections(max)
-}
-
-/// Reads until the server closes the stream (or 5 s pass, which fails the test).
-async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "left open after: {}", String::from_utf8_lossy(&out));
-    out
 }
 
 /// Sends the upgrade; the first bytes of the answer, lowercased.
@@ -54,7 +38,21 @@ async fn upgrade(addr: SocketAddr) -> (TcpStream, String) {
 async fn refused(addr: SocketAddr) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(UPGRADE).await.unwrap();
-    String::from_utf8_lossy(&read_to_end(&mut stream).await).to_lowercase()
+    String::from_utf8_lossy(&read_until_closed(&mut stream).await).to_lowercase()
+}
+
+/// Upgrades once a slot is free (the server frees one when it has seen a connection
+/// close): every answer before the 101 must be the 503.
+async fn upgrade_once_a_slot_is_free(addr: SocketAddr) -> TcpStream {
+    for _ in 0..500 {
+        let (stream, head) = upgrade(addr).await;
+        if head.starts_with("http/1.1 101 ") {
+            return stream;
+        }
+        assert!(head.starts_with("http/1.1 503 "), "{head}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("a closed connection's slot was never freed");
 }
 
 fn assert_503(response: &str) {
@@ -104,20 +102,9 @@ async fn standalone_refuses_past_the_bound_and_admits_once_a_slot_is_free() {
 
     // The slot of a closed connection is free again.
     drop(first);
-    let mut admitted = false;
-    for _ in 0..500 {
-        let (stream, head) = upgrade(addr).await;
-        if head.starts_with("http/1.1 101 ") {
-            admitted = true;
-            // Held: the bound is reached again.
-            assert_503(&refused(addr).await);
-            drop(stream);
-            break;
-        }
-        assert!(head.starts_with("http/1.1 503 "), "{head}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(admitted, "a closed connection's slot was never freed");
+    let _held = upgrade_once_a_slot_is_free(addr).await;
+    // Held: the bound is reached again.
+    assert_503(&refused(addr).await);
 }
 
 #[tokio::test]
@@ -137,12 +124,12 @@ async fn refusals_past_the_margin_are_dropped_without_an_answer() {
     // The margin is full: the next stream is closed at once, unanswered.
     let mut dropped = TcpStream::connect(addr).await.unwrap();
     let _ = dropped.write_all(UPGRADE).await;
-    assert_eq!(read_to_end(&mut dropped).await, b"");
+    assert_eq!(read_until_closed(&mut dropped).await, b"");
     assert_eq!(refusals_counted(&handle).await, 17);
     // The silent ones still get their 503 once they speak.
     for mut stream in silent {
         stream.write_all(UPGRADE).await.unwrap();
-        assert_503(&String::from_utf8_lossy(&read_to_end(&mut stream).await).to_lowercase());
+        assert_503(&String::from_utf8_lossy(&read_until_closed(&mut stream).await).to_lowercase());
     }
 }
 
@@ -185,17 +172,7 @@ async fn detached_counts_every_connection_once_and_refuses_past_the_bound() {
     // Closed, its slot goes to the next upgrade.
     http.shutdown().await.unwrap();
     drop(http);
-    let mut admitted = false;
-    for _ in 0..500 {
-        let (_stream, head) = upgrade(addr).await;
-        if head.starts_with("http/1.1 101 ") {
-            admitted = true;
-            break;
-        }
-        assert!(head.starts_with("http/1.1 503 "), "{head}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(admitted, "the HTTP connection's slot was never freed");
+    upgrade_once_a_slot_is_free(addr).await;
 }
 
 #[tokio::test]
@@ -212,7 +189,7 @@ async fn raw_tcp_past_the_bound_gets_the_preamble_and_1013() {
 
     let mut refused = TcpStream::connect(addr).await.unwrap();
     refused.write_all(&PREAMBLE).await.unwrap();
-    let answer = read_to_end(&mut refused).await;
+    let answer = read_until_closed(&mut refused).await;
     assert_eq!(answer[..PREAMBLE.len()], PREAMBLE);
     let mut framing = PrefixedConnection::new(&Config::default());
     framing.handle_bytes(&answer[PREAMBLE.len()..]);

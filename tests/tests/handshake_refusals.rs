@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use adapter_tokio::{mount, serve_router, App, Server, TokioRuntime};
+use tether_tests::raw::read_until_closed;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ws_session::EngineConfig;
@@ -183,22 +184,7 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     // A refusal may come before the whole request was read; the rest then fails.
     let _ = stream.write_all(request).await;
-    let mut response = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => response.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(
-        read.is_ok(),
-        "the connection was left open after: {}",
-        String::from_utf8_lossy(&response)
-    );
+    let response = read_until_closed(&mut stream).await;
     String::from_utf8_lossy(&response).to_lowercase()
 }
 
