@@ -34,6 +34,8 @@ async fn serve(runtime: impl Runtime, addr: &str) -> std::io::Result<()> {
     eprintln!("echo server on ws://{}", listener.local_addr()?);
     let config = Config {
         max_fragments: 1 << 20,
+        // Off by default; the compression cases (12, 13) need it.
+        deflate: true,
         // Compress every message, however small: kosoku (Autobahn) mishandles an
         // uncompressed text message inside its compression cases (12.x.1, 13.x.1:
         // 16 bytes, below the default Config::deflate_min_size).

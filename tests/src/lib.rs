@@ -42,7 +42,7 @@ macro_rules! runtime_suite {
             an_origin_outside_the_allow_list_is_refused_with_403,
             a_ping_flood_from_a_client_that_never_reads_is_closed_with_1008,
             state_claims_and_session_data_reach_handlers,
-            permessage_deflate_is_negotiated_unless_turned_off
+            permessage_deflate_is_negotiated_only_when_turned_on
         );
     };
     ($runtime:expr, WebSocketMsgPack) => {
@@ -51,7 +51,7 @@ macro_rules! runtime_suite {
             an_origin_outside_the_allow_list_is_refused_with_403,
             a_ping_flood_from_a_client_that_never_reads_is_closed_with_1008,
             state_claims_and_session_data_reach_handlers,
-            permessage_deflate_is_negotiated_unless_turned_off
+            permessage_deflate_is_negotiated_only_when_turned_on
         );
     };
     ($runtime:expr, Tcp) => {

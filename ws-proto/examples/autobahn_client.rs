@@ -30,6 +30,8 @@ fn main() -> io::Result<()> {
     // every case negotiates permessage-deflate.
     let mut config = Config {
         max_fragments: 1 << 20,
+        // Off by default; the compression cases (12, 13) need it.
+        deflate: true,
         deflate_client_no_context_takeover: true,
         // Compress every message, however small: kosoku (Autobahn) mishandles an
         // uncompressed text message inside its compression cases (12.x.1, 13.x.1:

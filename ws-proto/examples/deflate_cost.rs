@@ -159,6 +159,14 @@ fn main() {
         client_no_context_takeover: true,
         ..DeflateParams::default()
     });
+    let window_8 = Some(DeflateParams {
+        server_max_window_bits: Some(8),
+        ..DeflateParams::default()
+    });
+    let window_12 = Some(DeflateParams {
+        server_max_window_bits: Some(12),
+        ..DeflateParams::default()
+    });
     println!(
         "{n} chat envelopes, server to client ({} bytes each on average)",
         { (0..n).map(|i| envelope(i).len()).sum::<usize>() / n }
@@ -174,6 +182,16 @@ fn main() {
         ("deflate level 9, context takeover", with_level(9), takeover),
         ("deflate level 1, no context takeover", with_level(1), no_takeover),
         ("deflate level 6, no context takeover", with_level(6), no_takeover),
+        (
+            "deflate, server window 2^8 (client's offer)",
+            with_level(1),
+            window_8,
+        ),
+        (
+            "deflate, server window 2^12 (client's offer)",
+            with_level(1),
+            window_12,
+        ),
     ];
     // Warm up the allocator and caches once.
     let _ = run(&base, takeover, 2000);

@@ -24,7 +24,11 @@ const READ_BUFFER: usize = 64 * 1024;
 
 fn main() -> io::Result<()> {
     let mut addr = "127.0.0.1:9001".to_owned();
-    let mut config = Config::default();
+    // permessage-deflate is off by default; Autobahn's compression cases need it.
+    let mut config = Config {
+        deflate: true,
+        ..Config::default()
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {

@@ -46,8 +46,17 @@ pub struct Config {
     /// Default: 128.
     pub max_correlation_id_len: usize,
     /// Negotiate permessage-deflate (RFC 7692): a server accepts a client's offer, a
-    /// client offers it. Default: `true`. See [`crate::deflate`] for what is
-    /// negotiated, and why window sizes below 32 KiB cost ratio.
+    /// client offers it. Default: `false`.
+    ///
+    /// Off by default because of what it costs a server per connection, and every
+    /// browser offers it: a compressor of ~300 KB and a decompressor of ~43 KB, kept
+    /// for the connection's life with context takeover (measured through the chat
+    /// example: 165–190 KB of resident memory per idle connection that sent and
+    /// received one compressed message, against ~1.2 KB without), and ~17 µs of CPU
+    /// per compressed small message against ~1 µs to send it plain
+    /// (`docs/BENCHMARKS.md`). Turn it on where bandwidth costs more than memory and
+    /// CPU (chat-like JSON shrinks to about a quarter), with a connection bound that
+    /// accounts for it. See [`crate::deflate`] for what is negotiated.
     pub deflate: bool,
     /// Messages smaller than this many bytes are sent uncompressed even when
     /// permessage-deflate was agreed (compressing a few bytes costs more CPU than
@@ -120,7 +129,7 @@ impl Default for Config {
             max_envelope_depth: Self::DEFAULT_MAX_ENVELOPE_DEPTH,
             max_event_name_len: Self::DEFAULT_MAX_EVENT_NAME_LEN,
             max_correlation_id_len: Self::DEFAULT_MAX_CORRELATION_ID_LEN,
-            deflate: true,
+            deflate: false,
             deflate_min_size: Self::DEFAULT_DEFLATE_MIN_SIZE,
             deflate_level: Self::DEFAULT_DEFLATE_LEVEL,
             deflate_server_no_context_takeover: false,

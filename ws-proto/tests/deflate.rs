@@ -11,6 +11,14 @@ use ws_proto::{CloseCode, Config, Connection, DeflateParams, Event, Precompresse
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 /// A frame with any RSV bits, masked (client to server) or not.
+/// The default configuration with permessage-deflate turned on (it is off by default).
+fn deflate_on() -> Config {
+    Config {
+        deflate: true,
+        ..Config::default()
+    }
+}
+
 fn frame(fin: bool, rsv: u8, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     let mut out = Vec::new();
     FrameHeader {
@@ -126,7 +134,7 @@ fn exchange(server: &mut Connection, client: &mut Connection) -> (usize, usize) 
 
 #[test]
 fn every_configuration_round_trips() {
-    let base = Config::default();
+    let base = deflate_on();
     let configs = [
         (base.clone(), base.clone()),
         (
@@ -166,20 +174,20 @@ fn every_configuration_round_trips() {
 
 #[test]
 fn compression_shrinks_chat_traffic_and_context_takeover_helps() {
-    let (mut server, mut client) = connect(&Config::default(), &Config::default());
+    let (mut server, mut client) = connect(&deflate_on(), &deflate_on());
     let with_context = exchange(&mut server, &mut client);
     let no_context = Config {
         deflate_server_no_context_takeover: true,
         deflate_client_no_context_takeover: true,
-        ..Config::default()
+        ..deflate_on()
     };
     let (mut server, mut client) = connect(&no_context, &no_context);
     let without_context = exchange(&mut server, &mut client);
     let off = Config {
         deflate: false,
-        ..Config::default()
+        ..deflate_on()
     };
-    let (mut server, mut client) = connect(&off, &Config::default());
+    let (mut server, mut client) = connect(&off, &deflate_on());
     assert!(server.deflate().is_none() && client.deflate().is_none());
     let plain = exchange(&mut server, &mut client);
     assert!(with_context.0 * 3 < plain.0, "{with_context:?} vs {plain:?}");
@@ -191,14 +199,27 @@ fn compression_shrinks_chat_traffic_and_context_takeover_helps() {
 }
 
 #[test]
-fn small_windows_are_honoured() {
-    // A client that asks the server for a 512-byte window, and a server that asks
-    // a client for one: the data must inflate with a 512-byte window (checked by
-    // reading the DEFLATE stream's distances would need a decoder; here the round
-    // trip, and the Python differential test checks with zlib's 9-bit window).
+fn deflate_is_off_by_default() {
+    let mut request = ClientRequest::new("h", "/", [3; 16]);
+    request.extensions = Some("permessage-deflate; client_max_window_bits".into());
+    let (_, bytes) = ClientHandshake::new(&deflate_on(), request).unwrap();
+    let request = ServerHandshake::new(&Config::default())
+        .handle_bytes(&bytes)
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.negotiate_deflate(&Config::default()), None);
+    assert_eq!(DeflateParams::client_offer(&Config::default()), None);
+}
+
+#[test]
+fn a_window_under_32_kib_is_honoured_with_stored_blocks() {
+    // A client that asks the server for a 512-byte window: agreed, and everything the
+    // server sends goes out as stored blocks (RSV1 set, the bytes as they are, no
+    // back-reference to reach too far), however large or repetitive; the client,
+    // whose own window was not limited, compresses.
     let mut request = ClientRequest::new("h", "/", [3; 16]);
     request.extensions = Some("permessage-deflate; server_max_window_bits=9; client_max_window_bits".into());
-    let config = Config::default();
+    let config = deflate_on();
     let (mut client_hs, bytes) = ClientHandshake::new(&config, request).unwrap();
     let request = ServerHandshake::new(&config)
         .handle_bytes(&bytes)
@@ -213,12 +234,43 @@ fn small_windows_are_honoured() {
     let mut server = Connection::server(config.clone()).with_deflate(Some(agreed));
     let mut client =
         Connection::client(config, SeededMasks::new(1)).with_deflate(response.deflate().copied());
+    let text = chat_message(1).repeat(100);
+    server.send_text(&text).unwrap();
+    let frame = transmitted(&mut server);
+    assert_eq!(frame[0] & 0x40, 0x40, "RSV1 clear on a server frame");
+    assert!(
+        frame.len() > text.len(),
+        "{} bytes for {}",
+        frame.len(),
+        text.len()
+    );
+    assert!(
+        frame.len() < text.len() + 20,
+        "{} bytes for {}",
+        frame.len(),
+        text.len()
+    );
+    client.handle_bytes(&frame);
+    assert_eq!(events(&mut client), [Event::Text(text.clone())]);
+    client.send_text(&text).unwrap();
+    let frame = transmitted(&mut client);
+    assert_eq!(frame[0] & 0x40, 0x40, "the client compresses");
+    assert!(
+        frame.len() * 10 < text.len(),
+        "{} bytes for {}",
+        frame.len(),
+        text.len()
+    );
+    server.handle_bytes(&frame);
+    assert_eq!(events(&mut server), [Event::Text(text)]);
+    // And the whole exchange round-trips, stored one way, compressed the other.
     exchange(&mut server, &mut client);
+    assert_eq!(server.deflate().unwrap().server_max_window_bits, Some(9));
 }
 
 #[test]
 fn precompressed_broadcast_is_shared_and_mixes_with_per_connection_messages() {
-    let config = Config::default();
+    let config = deflate_on();
     // Varied enough that its compressed form is queued by reference (256 bytes+).
     let body = Bytes::from((0..200).map(|i| chat_message(i * 7919)).collect::<String>());
     let shared = Precompressed::text(body.clone(), &config);
@@ -284,7 +336,7 @@ fn assert_fails(conn: &mut Connection, input: &[u8], code: CloseCode) -> Protoco
 fn rsv1_only_on_the_first_frame_of_a_compressed_data_message() {
     let hello = deflate(b"Hello");
     // Fine: compressed text, fragmented, RSV1 on the first frame only.
-    let mut conn = deflate_server(Config::default());
+    let mut conn = deflate_server(deflate_on());
     let mut input = frame(false, 0b100, OpCode::Text, &hello[..2], Some(MASK));
     input.extend(frame(true, 0, OpCode::Ping, b"p", Some(MASK)));
     input.extend(frame(true, 0, OpCode::Continuation, &hello[2..], Some(MASK)));
@@ -313,7 +365,7 @@ fn rsv1_only_on_the_first_frame_of_a_compressed_data_message() {
     ];
     for input in cases {
         let err = assert_fails(
-            &mut deflate_server(Config::default()),
+            &mut deflate_server(deflate_on()),
             &input,
             CloseCode::PROTOCOL_ERROR,
         );
@@ -321,7 +373,7 @@ fn rsv1_only_on_the_first_frame_of_a_compressed_data_message() {
     }
     // Without the extension agreed, RSV1 is a protocol error.
     assert_fails(
-        &mut Connection::server(Config::default()),
+        &mut Connection::server(deflate_on()),
         &frame(true, 0b100, OpCode::Text, &hello, Some(MASK)),
         CloseCode::PROTOCOL_ERROR,
     );
@@ -331,7 +383,7 @@ fn rsv1_only_on_the_first_frame_of_a_compressed_data_message() {
 fn corrupt_data_and_invalid_text_after_inflation() {
     // 0xff: a block of the reserved type 3.
     let err = assert_fails(
-        &mut deflate_server(Config::default()),
+        &mut deflate_server(deflate_on()),
         &frame(true, 0b100, OpCode::Binary, &[0xff, 0xff, 0xff], Some(MASK)),
         CloseCode::INVALID_PAYLOAD,
     );
@@ -344,7 +396,7 @@ fn corrupt_data_and_invalid_text_after_inflation() {
     ]
     .concat();
     let err = assert_fails(
-        &mut deflate_server(Config::default()),
+        &mut deflate_server(deflate_on()),
         &input,
         CloseCode::INVALID_PAYLOAD,
     );
@@ -352,7 +404,7 @@ fn corrupt_data_and_invalid_text_after_inflation() {
     // A message ending inside a code point.
     let cut = deflate("é".as_bytes().split_at(1).0);
     assert_fails(
-        &mut deflate_server(Config::default()),
+        &mut deflate_server(deflate_on()),
         &frame(true, 0b100, OpCode::Text, &cut, Some(MASK)),
         CloseCode::INVALID_PAYLOAD,
     );
@@ -366,7 +418,7 @@ fn final_block_and_stored_blocks_from_the_peer() {
     let mut finished = Vec::with_capacity(64);
     c.compress_vec(b"first message", &mut finished, FlushCompress::Finish)
         .unwrap();
-    let mut conn = deflate_server(Config::default());
+    let mut conn = deflate_server(deflate_on());
     conn.handle_bytes(&frame(true, 0b100, OpCode::Text, &finished, Some(MASK)));
     conn.handle_bytes(&frame(true, 0b100, OpCode::Text, &deflate(b"second"), Some(MASK)));
     assert_eq!(
@@ -389,7 +441,7 @@ fn zeros_bomb(copies: usize) -> Vec<u8> {
 
 #[test]
 fn decompression_bomb_is_stopped_at_the_limit() {
-    let config = Config::default();
+    let config = deflate_on();
     let max = config.max_message_size;
     // About 1 KiB that inflates to 1 MiB... and a frame of ~1 MiB that inflates to
     // 1 GiB (DEFLATE cannot do better than ~1:1032).
@@ -401,7 +453,7 @@ fn decompression_bomb_is_stopped_at_the_limit() {
         for text in [false, true] {
             let config = Config {
                 max_message_size: limit,
-                ..Config::default()
+                ..deflate_on()
             };
             let mut conn = deflate_server(config);
             let opcode = if text { OpCode::Text } else { OpCode::Binary };
@@ -432,7 +484,7 @@ fn decompression_bomb_is_stopped_at_the_limit() {
 
 #[test]
 fn fragmented_bomb_is_stopped_too() {
-    let config = Config::default();
+    let config = deflate_on();
     let bomb = zeros_bomb(8);
     let mut input = Vec::new();
     let pieces: Vec<&[u8]> = bomb.chunks(100).collect();
@@ -450,7 +502,7 @@ fn fragmented_bomb_is_stopped_too() {
 
 #[test]
 fn client_refuses_invalid_deflate_answers() {
-    let config = Config::default();
+    let config = deflate_on();
     for answer in [
         "permessage-deflate; client_max_window_bits",
         "permessage-deflate; server_max_window_bits=7",
