@@ -15,6 +15,8 @@ fn config() -> Config {
     Config {
         max_handshake_size: MAX_HEAD,
         max_handshake_headers: MAX_HEADERS,
+        // Off by default; on here, so that the offers' negotiation is fuzzed too.
+        deflate: true,
         ..Config::default()
     }
 }
