@@ -29,6 +29,11 @@ Python `websockets` library, as two users:
    is waited for with a marker user who joins and leaves the room: the server
    announces a room's changes in order, so what carol has not heard of by the
    marker's announcements was never announced.
+9. bad input is refused with the chat's codes and never echoed: a room name of
+   100,000 characters, with a NUL or with a right-to-left override gets `sys.error`
+   4203 (`BAD_ROOM`) for `chat.join`, `chat.leave` and `chat.send` alike, with an
+   answer of a few hundred bytes; a text with a control character (other than
+   newline and tab) gets 4202 (`BAD_TEXT`), one with a newline and a tab is sent.
 
 Every wait has a 5 s timeout. Each check prints a line; the last line is
 `N passed, M failed`; the exit status is 1 when anything failed.
@@ -51,6 +56,8 @@ TIMEOUT = 5.0
 ROOM = "lobby"
 PRESENCE_ROOM = "porch"
 NOT_IN_ROOM = 4201
+BAD_TEXT = 4202
+BAD_ROOM = 4203
 
 
 class CheckFailed(Exception):
@@ -441,6 +448,39 @@ async def presence_scenario(url, r):
             await peer.close()
 
 
+async def input_scenario(url, r):
+    """Step 9: bad room names and texts get the chat's codes, and are not echoed."""
+    peers = []
+    try:
+        erin = await login(r, "erin", url)
+        peers.append(erin)
+        env = await erin.request("chat.join", {"room": ROOM})
+        r.require(f"erin: chat.join {ROOM} -> chat.joined", env.get("e") == "chat.joined", json.dumps(env))
+        bad_rooms = {"100,000 characters": "r" * 100_000, "a NUL": "lob\u0000by", "a right-to-left override": "lob\u202eby"}
+        for label, room in bad_rooms.items():
+            for event, payload in (("chat.join", {"room": room}), ("chat.leave", {"room": room}),
+                                   ("chat.send", {"room": room, "text": "hi"})):
+                env = await erin.request(event, payload)
+                size = len(json.dumps(env))
+                r.check(f"erin: {event} with a room name of {label} -> sys.error {BAD_ROOM}, not echoed",
+                        env.get("e") == "sys.error" and (env.get("p") or {}).get("code") == BAD_ROOM and size < 500,
+                        f"{size} bytes: {json.dumps(env)[:200]}")
+        for label, text in (("a bell", "ding\u0007"), ("an escape", "\u001b[31mred"), ("a NUL", "a\u0000b")):
+            env = await erin.request("chat.send", {"room": ROOM, "text": text})
+            r.check(f"erin: chat.send of a text with {label} -> sys.error {BAD_TEXT}",
+                    env.get("e") == "sys.error" and (env.get("p") or {}).get("code") == BAD_TEXT, json.dumps(env))
+        env = await erin.request("chat.send", {"room": ROOM, "text": "two\nlines\tand a tab"})
+        r.check("erin: chat.send of a text with a newline and a tab -> chat.sent",
+                env.get("e") == "chat.sent", json.dumps(env))
+    except CheckFailed:
+        print("stopping: a later step depends on the failed check")
+    except (TimeoutError, ConnectionError, OSError, ConnectionClosed) as e:
+        r.check("input scenario ran to the end", False, f"{type(e).__name__}: {e}")
+    finally:
+        for peer in peers:
+            await peer.close()
+
+
 def main():
     if len(sys.argv) != 2 or not sys.argv[1].startswith(("ws://", "wss://")):
         print(f"usage: {sys.argv[0]} ws://HOST:PORT/ws", file=sys.stderr)
@@ -448,6 +488,7 @@ def main():
     r = Report()
     asyncio.run(scenario(sys.argv[1], r))
     asyncio.run(presence_scenario(sys.argv[1], r))
+    asyncio.run(input_scenario(sys.argv[1], r))
     print(f"{r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
 

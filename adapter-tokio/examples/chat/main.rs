@@ -10,6 +10,8 @@
 //! cargo run --release -p adapter-tokio --example chat -- --tls-cert cert.pem --tls-key key.pem 0.0.0.0:8443
 //! # at most 10,000 connections at once (503 with Retry-After past it; no bound by default):
 //! cargo run --release -p adapter-tokio --example chat -- --max-connections 10000
+//! # permessage-deflate for the browsers (off by default: ~170 KB more per connection):
+//! cargo run --release -p adapter-tokio --example chat -- --deflate
 //! ```
 //!
 //! With `--redis`, rooms and messages work across nodes (broker-redis), and sessions
@@ -34,6 +36,10 @@
 //!   room) and nobody is told anything;
 //! - `chat.send {room, text}` → reply `chat.sent {room}`; every member, the sender too,
 //!   gets `chat.message {room, user, text, ts}`;
+//! - a room name has 1 to 64 characters, none of them control or text-direction
+//!   characters (else `sys.error` 4203, `BAD_ROOM`, for every request naming a room);
+//!   a text 1 to 2000 characters, no control characters but newline and tab (else
+//!   4202, `BAD_TEXT`). A name that cannot be a room's is never echoed back;
 //! - presence is tether's (`App::presence`): the members of a room get
 //!   `chat.presence {room, joined: [user, …], left, away, online}` (empty lists left
 //!   out), what changed in the room within 50 ms in one announcement
@@ -47,7 +53,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapter_tokio::{
-    mount, prometheus_route, serve_router, tls, App, Context, HandlerError, Member, Presence, TokioRuntime,
+    mount, prometheus_route, serve_router, tls, App, Context, EngineConfig, HandlerError, Member, Presence,
+    TokioRuntime,
 };
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -101,8 +108,33 @@ const BAD_TEXT: u16 = 4202;
 const BAD_ROOM: u16 = 4203;
 
 fn check_room(room: &str) -> Result<(), HandlerError> {
-    if room.is_empty() || room.chars().count() > 64 {
-        return Err(HandlerError::new(BAD_ROOM, "a room name has 1 to 64 characters"));
+    if room.is_empty() || room.chars().count() > 64 || room.chars().any(|c| c.is_control() || is_direction(c))
+    {
+        return Err(HandlerError::new(
+            BAD_ROOM,
+            "a room name has 1 to 64 characters, none of them control or text-direction characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Characters that reorder the text around them (bidirectional embeddings, overrides,
+/// isolates and marks): in a name shown to others they can make it read as another.
+fn is_direction(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// 1 to 2000 characters, not all blank; no control characters but newline and tab
+/// (each would reach every member as a six-byte `\u00XX` escape).
+fn check_text(text: &str) -> Result<(), HandlerError> {
+    if text.trim().is_empty()
+        || text.chars().count() > 2000
+        || text.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(HandlerError::new(
+            BAD_TEXT,
+            "a message has 1 to 2000 characters, no control characters but newline and tab",
+        ));
     }
     Ok(())
 }
@@ -164,6 +196,7 @@ fn app() -> App {
         })
         .on("chat.leave", |ctx: Context| async move {
             let RoomRequest { room } = ctx.payload()?;
+            check_room(&room)?;
             // `false`: the session was not in the room. It is an error, as sending there
             // is, and nothing is announced.
             if !ctx.leave(&room).await? {
@@ -173,9 +206,8 @@ fn app() -> App {
         })
         .on("chat.send", |ctx: Context| async move {
             let SendRequest { room, text } = ctx.payload()?;
-            if text.trim().is_empty() || text.chars().count() > 2000 {
-                return Err(HandlerError::new(BAD_TEXT, "a message has 1 to 2000 characters"));
-            }
+            check_room(&room)?;
+            check_text(&text)?;
             // The engine's membership, not a copy in session data: it moves with the
             // session to another node (session data stays on the node that set it).
             let member = ctx
@@ -193,20 +225,36 @@ fn app() -> App {
         })
 }
 
-/// The command line: `[ADDRESS] [--redis URL] [--tls-cert PEM --tls-key PEM]
-/// [--max-connections N]`, in any order.
+/// The command line, in any order.
+const USAGE: &str =
+    "usage: chat [ADDRESS] [--redis URL] [--tls-cert PEM --tls-key PEM] [--max-connections N] [--deflate]
+
+  ADDRESS            where to listen (default 127.0.0.1:8080)
+  --redis URL        one node of several sharing rooms and sessions through Redis
+  --tls-cert PEM     HTTPS and wss:// with this certificate chain ...
+  --tls-key PEM      ... and this private key
+  --max-connections N  at most N connections at once (503 with Retry-After past it)
+  --deflate          negotiate permessage-deflate (off by default: ~170 KB per connection)";
+
 struct Args {
     addr: SocketAddr,
     redis: Option<String>,
     tls: Option<(PathBuf, PathBuf)>,
     max_connections: Option<usize>,
+    deflate: bool,
 }
 
 fn args() -> Args {
     let (mut addr, mut redis, mut cert, mut key, mut max_connections) = (None, None, None, None, None);
+    let mut deflate = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--deflate" => deflate = true,
             "--redis" => {
                 redis = Some(
                     args.next()
@@ -221,7 +269,13 @@ fn args() -> Args {
             }
             _ => match arg.strip_prefix("--redis=") {
                 Some(url) => redis = Some(url.to_owned()),
-                None => addr = Some(arg.parse().expect("an address like 127.0.0.1:8080")),
+                None => match arg.parse() {
+                    Ok(parsed) => addr = Some(parsed),
+                    Err(_) => {
+                        eprintln!("`{arg}` is not an address like 127.0.0.1:8080\n\n{USAGE}");
+                        std::process::exit(2);
+                    }
+                },
             },
         }
     }
@@ -235,6 +289,7 @@ fn args() -> Args {
         redis,
         tls,
         max_connections,
+        deflate,
     }
 }
 
@@ -245,8 +300,14 @@ async fn main() -> std::io::Result<()> {
         redis,
         tls,
         max_connections,
+        deflate,
     } = args();
     let mut app = app();
+    if deflate {
+        let mut config = EngineConfig::default();
+        config.envelope.deflate = true;
+        app = app.config(config);
+    }
     if let Some(max) = max_connections {
         app = app.max_connections(max);
     }

@@ -43,7 +43,8 @@ describe('chat example in headless Chromium (bob behind a proxy that cuts the ne
   process.once('exit', killChat);
 
   before(async () => {
-    chat = await startChat();
+    // With permessage-deflate (off by default): the page's frames go compressed.
+    chat = await startChat(['--deflate']);
     log(`chat server on 127.0.0.1:${chat.port} (${CHAT_BIN})`);
     proxy = await new CutProxy(chat.port).start();
     log(`proxy on 127.0.0.1:${proxy.port} -> ${chat.port}`);
@@ -94,7 +95,8 @@ describe('chat example in headless Chromium (bob behind a proxy that cuts the ne
     assert.deepEqual(await until(bob, 'alice in bob\'s members', members, both), ['alice', 'bob']);
     log('check: both see alice and bob under "Here now"');
 
-    // Chromium offers permessage-deflate and the chat server agrees to it.
+    // Chromium offers permessage-deflate and the chat server, started with --deflate,
+    // agrees to it.
     const extensions = await alice.evaluate((url) => new Promise((resolve, reject) => {
       const ws = new WebSocket(url);
       ws.onopen = () => { resolve(ws.extensions); ws.close(); };
