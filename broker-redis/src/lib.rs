@@ -94,7 +94,7 @@ pub struct RedisConfig {
     pub outage_buffer: usize,
     /// Room history: the least number of publications kept per room (a Redis stream,
     /// `{prefix}:history:{room}`, trimmed back to this length when it reaches twice
-    /// it; the newest id trimmed is kept in `{prefix}:history:{room}:trimmed`), so that a session that
+    /// it; the newest id trimmed is kept in `{prefix}:history-trim:{room}`), so that a session that
     /// moves to another node gets what its rooms published while nobody held it (see
     /// [`PubSub::room_history`]). `0` turns room history off. Default: 1000.
     pub history_len: usize,
@@ -666,7 +666,7 @@ impl<R: Runtime> Task<R> {
         let mut invocation = self.read_script.prepare_invoke();
         invocation
             .key(&key)
-            .key(wire::trim_key(&key))
+            .key(wire::trim_key(&self.config.prefix, room))
             .arg(after.to_string())
             .arg(HISTORY_READ_MAX);
         let value: redis::Value = self
@@ -772,7 +772,7 @@ impl<R: Runtime> Task<R> {
                             .arg(self.publish_script.get_hash())
                             .arg(2)
                             .arg(&key)
-                            .arg(wire::trim_key(&key))
+                            .arg(wire::trim_key(&self.config.prefix, room))
                             .arg(channel)
                             .arg(message)
                             .arg(self.config.history_len)

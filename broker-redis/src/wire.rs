@@ -65,9 +65,12 @@ pub(crate) fn history_key(prefix: &str, room: &str) -> String {
     format!("{prefix}:history:{room}")
 }
 
-/// Beside a room's history stream: the newest id trimmed from it.
-pub(crate) fn trim_key(history_key: &str) -> String {
-    format!("{history_key}:trimmed")
+/// Beside a room's history stream: the newest id trimmed from it. A key family of its
+/// own (`history-trim`, not a suffix of the history key): a room name is any text, so
+/// `{history}:trimmed` was also the history stream of the room `{room}:trimmed`, and
+/// trimming one room overwrote the other's stream with a string.
+pub(crate) fn trim_key(prefix: &str, room: &str) -> String {
+    format!("{prefix}:history-trim:{room}")
 }
 
 /// A stream entry id, `ms-seq`, as an offset.
@@ -237,6 +240,31 @@ fn decode_plain(prefix: &str, channel: &str, message: &[u8]) -> Option<(u64, Pub
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_two_rooms_share_a_key() {
+        // Room names are any text: names that look like another key's suffix or
+        // family must still get keys of their own (a trim mark once was the history
+        // key of `{room}:trimmed`).
+        let rooms = [
+            "v",
+            "v:trimmed",
+            "v:history-trim",
+            "history-trim:v",
+            ":v",
+            "v:",
+            "",
+            "history:v",
+            "a:b:c",
+        ];
+        let mut keys = std::collections::HashSet::new();
+        for room in rooms {
+            for key in [history_key("t", room), trim_key("t", room)] {
+                assert!(keys.insert(key.clone()), "{key} is the key of two things");
+            }
+        }
+        assert_eq!(keys.len(), 2 * rooms.len());
+    }
 
     #[test]
     fn a_publication_round_trips() {

@@ -7,16 +7,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adapter_tokio::{App, Client, ClientOptions, Context, InMemorySessionStore, SessionOutcome, State};
+use adapter_tokio::{
+    App, Client, ClientOptions, Context, InMemoryPubSub, InMemorySessionStore, PubSub, SessionOutcome, State,
+};
 use futures::StreamExt;
 use serde_json::Value;
+use tether_tests::client::{recv, send, session};
 use tether_tests::harness::{start, Running, ServerRuntime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use ws_driver::adapter::BoxFuture;
 use ws_driver::client::{Constant, Jitter};
-use ws_driver::SessionId;
+use ws_driver::{HistoryError, SessionId};
 use ws_proto::envelope::OwnedEnvelope;
 use ws_proto::CloseCode;
+use ws_session::{Publication, RoomOffset};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -279,4 +284,125 @@ async fn a_stopping_node_hands_its_sessions_over_and_the_client_resumes_at_once(
     assert_eq!(reply.payload_as::<String>().unwrap(), "done");
     assert!(messages.try_recv().is_err(), "a message arrived twice");
     client.close(CloseCode::NORMAL, "bye").await.unwrap();
+}
+
+/// The in-memory bus with room history, counting the history reads a node makes.
+#[derive(Clone)]
+struct CountingBus {
+    bus: InMemoryPubSub,
+    reads: Arc<AtomicUsize>,
+}
+
+impl PubSub for CountingBus {
+    fn subscribe(&self, node: u64) -> futures::channel::mpsc::UnboundedReceiver<Publication> {
+        self.bus.subscribe(node)
+    }
+    fn publish(&self, node: u64, publication: Publication) {
+        self.bus.publish(node, publication);
+    }
+    fn room_occupied(&self, node: u64, room: &str) {
+        self.bus.room_occupied(node, room);
+    }
+    fn room_vacated(&self, node: u64, room: &str) {
+        self.bus.room_vacated(node, room);
+    }
+    fn room_history(&self) -> bool {
+        self.bus.room_history()
+    }
+    fn room_cursor(&self, node: u64, room: &str) -> BoxFuture<Option<RoomOffset>> {
+        self.bus.room_cursor(node, room)
+    }
+    fn history(
+        &self,
+        node: u64,
+        room: &str,
+        after: RoomOffset,
+    ) -> BoxFuture<Result<Vec<Publication>, HistoryError>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.bus.history(node, room, after)
+    }
+    fn msgpack_connections(&self, node: u64, present: bool) {
+        self.bus.msgpack_connections(node, present);
+    }
+    fn msgpack_elsewhere(&self, node: u64) -> bool {
+        self.bus.msgpack_elsewhere(node)
+    }
+}
+
+/// A resume on another node whose token does not fit the stored session is refused
+/// (4106 `invalid`, so the record was found) without reading the history of the
+/// session's rooms: it costs what an unknown session costs, however many rooms the
+/// session it names is in (a hostile client made ~250 Redis commands per such resume
+/// of a session in 64 rooms). The right token then resumes it, and reads them.
+#[tokio::test]
+async fn a_resume_with_a_wrong_token_reads_no_room_history() {
+    let store = InMemorySessionStore::default();
+    let bus = CountingBus {
+        bus: InMemoryPubSub::with_room_history(100),
+        reads: Arc::default(),
+    };
+    let node_app = || {
+        app(&store)
+            .pubsub(bus.clone())
+            .on("join", |ctx: Context| async move {
+                let room: String = ctx.payload()?;
+                ctx.join(&room).await?;
+                ctx.reply("joined", &room)
+            })
+    };
+    let nodes = [
+        start(ServerRuntime::Tokio, node_app()).await,
+        start(ServerRuntime::Tokio, node_app()).await,
+    ];
+    let (mut first, created) = session(nodes[0].addr, "ann").await;
+    for room in ["a", "b", "c"] {
+        send(&mut first, "join", serde_json::json!(room), Some(room)).await;
+        assert_eq!(recv(&mut first).await["e"], "joined");
+    }
+    drop(first);
+    let resume = |token: &str| {
+        serde_json::json!({
+            "sessionId": created["sessionId"],
+            "resumeToken": token,
+            "lastSeq": 0,
+        })
+    };
+    // Until node 0 has written the session's record, node 1 knows no such session.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (mut other, _) = session(nodes[1].addr, "ann").await;
+        send(
+            &mut other,
+            "sys.reconnect.request",
+            resume(&"0".repeat(64)),
+            Some("r1"),
+        )
+        .await;
+        let refused = recv(&mut other).await;
+        assert_eq!(refused["e"], "sys.error", "{refused}");
+        assert_eq!(refused["p"]["code"], 4106, "{refused}");
+        if refused["p"]["reason"] == "invalid" {
+            break;
+        }
+        assert_eq!(refused["p"]["reason"], "unknown", "{refused}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 1 never found the session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        bus.reads.load(Ordering::SeqCst),
+        0,
+        "history read for a token that does not fit"
+    );
+    let (mut owner, _) = session(nodes[1].addr, "ann").await;
+    let token = created["resumeToken"].as_str().unwrap();
+    send(&mut owner, "sys.reconnect.request", resume(token), Some("r2")).await;
+    let restored = recv(&mut owner).await;
+    assert_eq!(restored["e"], "sys.session.restored", "{restored}");
+    assert!(
+        bus.reads.load(Ordering::SeqCst) >= 3,
+        "the rooms' history read for the resume"
+    );
 }

@@ -1535,8 +1535,11 @@ impl<R: Runtime> HubTask<R> {
                     None
                 }
             };
+            // Only for a resume the record admits: one whose token does not fit is
+            // refused by the engine without it, and must cost what an unknown session
+            // costs (one read), not a history read per room of someone else's session.
             let positions: Vec<(Arc<str>, RoomOffset)> = match (&pubsub, &record) {
-                (Some(_), Some(record)) => record.room_offsets.clone(),
+                (Some(_), Some(record)) if record.admits(&token) => record.room_offsets.clone(),
                 _ => Vec::new(),
             };
             let catch_up: Vec<Arc<str>> = positions.iter().map(|(room, _)| room.clone()).collect();
