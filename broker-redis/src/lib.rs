@@ -146,6 +146,9 @@ pub struct BrokerStatus {
     pub buffered: usize,
     /// Publications dropped because the outage buffer was full.
     pub dropped: u64,
+    /// Publications Redis answered with an error (out of memory, a key of another
+    /// type): delivered to this process's nodes only, not retried.
+    pub refused: u64,
     /// Rooms this node is subscribed to.
     pub rooms: usize,
     /// Nodes known to have MessagePack connections (this process's and others'): while
@@ -482,14 +485,14 @@ impl<R: Runtime> Task<R> {
                                 if subscribe {
                                     self.resubscribe(link, Command::Subscribe(room.clone())).await?;
                                 }
-                                let read = self.read_history(link, &room, after).await;
-                                let broken = matches!(read, Err(HistoryError::Unavailable(_)));
-                                let _ = reply.send(read);
-                                if broken {
-                                    return Err(redis::RedisError::from((
-                                        redis::ErrorKind::Io,
-                                        "a room history read failed",
-                                    )));
+                                match self.read_history(link, &room, after).await {
+                                    Ok(read) => {
+                                        let _ = reply.send(read);
+                                    }
+                                    Err(lost) => {
+                                        let _ = reply.send(Err(HistoryError::Unavailable(lost.to_string())));
+                                        return Err(lost);
+                                    }
                                 }
                             }
                             command => {
@@ -655,13 +658,14 @@ impl<R: Runtime> Task<R> {
     }
 
     /// What `room` published after `after`, with the check that nothing after it was
-    /// trimmed.
+    /// trimmed. `Err` only when the connection failed (the link is rebuilt); a read
+    /// Redis refused or answered in a form this version cannot read fails only the read.
     async fn read_history(
         &self,
         link: &mut Link,
         room: &str,
         after: RoomOffset,
-    ) -> Result<Vec<Publication>, HistoryError> {
+    ) -> redis::RedisResult<Result<Vec<Publication>, HistoryError>> {
         let key = wire::history_key(&self.config.prefix, room);
         let mut invocation = self.read_script.prepare_invoke();
         invocation
@@ -669,10 +673,23 @@ impl<R: Runtime> Task<R> {
             .key(wire::trim_key(&self.config.prefix, room))
             .arg(after.to_string())
             .arg(HISTORY_READ_MAX);
-        let value: redis::Value = self
-            .timed(invocation.invoke_async(&mut link.publisher))
-            .await
-            .map_err(|err| HistoryError::Unavailable(err.to_string()))?;
+        let value: redis::Value = match self.timed(invocation.invoke_async(&mut link.publisher)).await {
+            Ok(value) => value,
+            Err(err) if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() => {
+                return Err(err)
+            }
+            Err(err) => return Ok(Err(HistoryError::Unavailable(err.to_string()))),
+        };
+        Ok(self.history_entries(room, after, value))
+    }
+
+    /// The publications of a history read's answer.
+    fn history_entries(
+        &self,
+        room: &str,
+        after: RoomOffset,
+        value: redis::Value,
+    ) -> Result<Vec<Publication>, HistoryError> {
         let malformed = || HistoryError::Unavailable("a history reply this version cannot read".to_owned());
         let redis::Value::Array(parts) = value else {
             return Err(malformed());
@@ -759,11 +776,14 @@ impl<R: Runtime> Task<R> {
         while !self.buffer.is_empty() {
             let n = self.buffer.len().min(BATCH);
             let mut pipe = redis::pipe();
-            for pending in self.buffer.iter().take(n) {
+            // The buffered publication each command carries.
+            let mut carried = Vec::with_capacity(n);
+            for (index, pending) in self.buffer.iter().take(n).enumerate() {
                 let publication = &pending.publication;
                 let Some(channel) = wire::channel(&self.config.prefix, &publication.target) else {
                     continue;
                 };
+                carried.push(index);
                 let message = wire::encode(pending.node, publication);
                 match &publication.target {
                     ws_session::PublishTarget::Room(room) if pending.history => {
@@ -776,20 +796,45 @@ impl<R: Runtime> Task<R> {
                             .arg(channel)
                             .arg(message)
                             .arg(self.config.history_len)
-                            .arg(self.config.history_ttl.as_millis() as u64)
-                            .ignore();
+                            .arg(self.config.history_ttl.as_millis() as u64);
                     }
                     _ => {
-                        pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+                        pipe.cmd("PUBLISH").arg(channel).arg(message);
                     }
                 }
             }
-            self.timed(pipe.query_async::<()>(&mut link.publisher)).await?;
-            self.buffer.drain(..n);
+            // Each command's own answer: one Redis refuses (out of memory, a foreign
+            // key of another type) fails that publication, not the link, while the
+            // others of the batch were taken. Only losing the connection is an error.
+            let answers: Vec<redis::RedisResult<redis::Value>> = self
+                .timed(pipe.ignore_errors().query_async(&mut link.publisher))
+                .await?;
+            let batch: Vec<Pending> = self.buffer.drain(..n).collect();
+            let mut refused = 0;
+            let mut last_refusal = None;
+            for (index, answer) in carried.into_iter().zip(answers) {
+                let Err(err) = answer else {
+                    continue;
+                };
+                refused += 1;
+                // A room publication with history reaches even its own node through
+                // Redis: it was not delivered anywhere yet.
+                let pending = &batch[index];
+                if pending.history {
+                    self.deliver_local(None, &pending.publication);
+                }
+                last_refusal = Some(err);
+            }
             let buffered = self.buffer.len();
             let mut status = self.lock();
-            status.published += n as u64;
+            status.published += (n - refused) as u64;
+            status.refused += refused as u64;
             status.buffered = buffered;
+            if let Some(err) = last_refusal {
+                status.last_error = Some(err.to_string());
+                drop(status);
+                tracing::warn!(%err, refused, "Redis refused publications: they reached this process's nodes only");
+            }
         }
         Ok(())
     }

@@ -446,3 +446,53 @@ async fn users_sessions_and_all_but_one_are_reached_across_nodes() {
     }
     assert_eq!(broker_b.status().received, 3);
 }
+
+/// A publication Redis refuses (here a room whose history key something else wrote as
+/// a string: WRONGTYPE) fails alone: it reaches the publisher's node (it is not lost
+/// there), is counted in `refused`, and the link stays up, so the other rooms' messages
+/// go on reaching the other node once and in order. It once tore the link down, and
+/// the rebuild lost and repeated other rooms' messages.
+#[tokio::test]
+async fn a_publication_redis_refuses_fails_alone_and_keeps_the_link() {
+    let redis = RedisServer::start();
+    let (a, broker_a) = node(ServerRuntime::Tokio, config(&redis)).await;
+    let (b, _broker_b) = node(ServerRuntime::Tokio, config(&redis)).await;
+    let (mut alice, _) = session(a.addr, "alice").await;
+    let (mut anna, _) = session(a.addr, "anna").await;
+    let (mut bob, _) = session(b.addr, "bob").await;
+    for ws in [&mut alice, &mut anna, &mut bob] {
+        join(ws, "lobby").await;
+        join(ws, "broken").await;
+    }
+    until("A and B subscribe", || {
+        redis.subscribers(&room_channel("lobby")) == 2 && redis.subscribers(&room_channel("broken")) == 2
+    })
+    .await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{PREFIX}:history:broken"))
+        .arg("not a stream")
+        .query(&mut redis.connection())
+        .unwrap();
+    say(&mut alice, "broken", "refused").await;
+    receives_in_order(&mut anna, "alice", &["refused".to_owned()]).await;
+    until("A counts the refusal", || broker_a.status().refused == 1).await;
+    let status = broker_a.status();
+    assert!(status.connected, "{status:?}");
+    assert_eq!(status.connects, 1, "the link was not rebuilt: {status:?}");
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("WRONGTYPE")),
+        "{status:?}"
+    );
+    let after: Vec<String> = (1..=3).map(|i| format!("after {i}")).collect();
+    for text in &after {
+        say(&mut alice, "lobby", text).await;
+    }
+    for ws in [&mut anna, &mut bob] {
+        receives_in_order(ws, "alice", &after).await;
+        nothing_more(ws).await;
+    }
+    assert_eq!(broker_a.status().connects, 1);
+}
