@@ -56,6 +56,7 @@
 mod codec;
 mod commands;
 pub mod membership;
+mod metrics;
 pub mod store;
 mod wire;
 

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use adapter_async_std::{AsyncStdRuntime, SmolRuntime};
+use adapter_tokio::prometheus::prometheus_client::encoding::text::encode_registry;
 use adapter_tokio::{App, Context, TokioRuntime};
 use broker_redis::{BrokerStatus, RedisConfig, RedisPubSub};
 use serde_json::{json, Value};
@@ -485,6 +486,17 @@ async fn a_publication_redis_refuses_fails_alone_and_keeps_the_link() {
             .as_deref()
             .is_some_and(|e| e.contains("WRONGTYPE")),
         "{status:?}"
+    );
+    // And a dashboard sees it.
+    let mut text = String::new();
+    encode_registry(&mut text, &status.prometheus_registry()).unwrap();
+    assert!(
+        text.lines().any(|l| l == "tether_broker_refused_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "tether_broker_connects_total 1"),
+        "{text}"
     );
     let after: Vec<String> = (1..=3).map(|i| format!("after {i}")).collect();
     for text in &after {

@@ -26,7 +26,8 @@
 //! package of `clients/js` (with resume: cut the network for ten seconds and the
 //! missed messages arrive when it comes back);
 //! `/ws` is the tether endpoint, mounted on the same axum router as the page
-//! (detached mode); `/metrics` is the server's metrics in the Prometheus text format.
+//! (detached mode); `/metrics` is the server's metrics in the Prometheus text format
+//! (with `--redis`, the broker's and the session store's too).
 //!
 //! The chat protocol on top of tether's envelope (see `docs/PROTOCOL.md`):
 //! - `chat.join {room}` → reply `chat.joined {room, members, away}` (the users in the
@@ -53,11 +54,11 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapter_tokio::{
-    mount, prometheus_route, serve_router, tls, App, Context, EngineConfig, HandlerError, Member, Presence,
+    mount, serve_router, tls, App, Context, EngineConfig, HandlerError, Member, Presence, ServerHandle,
     TokioRuntime,
 };
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use broker_redis::{RedisConfig, RedisMembership, RedisPubSub, RedisSessionStore, StoreOptions};
@@ -225,6 +226,32 @@ fn app() -> App {
         })
 }
 
+/// `/metrics`: the server's series and, with `--redis`, the broker's and the session
+/// store's (`tether_broker_*`, `tether_store_*`: what reached Redis, what waits, what
+/// was lost), one exposition.
+async fn metrics(handle: ServerHandle, shared: Option<(RedisPubSub, RedisSessionStore)>) -> Response {
+    use adapter_tokio::prometheus::prometheus_client::encoding::text::{encode_eof, encode_registry};
+    let Some(server) = handle.prometheus_registry().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the server has stopped").into_response();
+    };
+    let mut registries = vec![server];
+    if let Some((broker, store)) = &shared {
+        registries.push(broker.status().prometheus_registry());
+        registries.push(store.status().prometheus_registry());
+    }
+    let mut text = String::new();
+    for registry in &registries {
+        // Writing to a String cannot fail.
+        let _ = encode_registry(&mut text, registry);
+    }
+    let _ = encode_eof(&mut text);
+    (
+        [(header::CONTENT_TYPE, adapter_tokio::prometheus::CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
+}
+
 /// The command line, in any order.
 const USAGE: &str =
     "usage: chat [ADDRESS] [--redis URL] [--tls-cert PEM --tls-key PEM] [--max-connections N] [--deflate]
@@ -315,7 +342,7 @@ async fn main() -> std::io::Result<()> {
     // the members on every node through Redis, room members and presence are the
     // cluster's (a user on two nodes joins once), and any node resumes any session
     // (its journal is kept in Redis, with the resume window as time to live).
-    let broker = match &redis {
+    let shared = match &redis {
         Some(url) => {
             let config = RedisConfig::new(url).unwrap_or_else(|err| panic!("--redis {url}: {err}"));
             let broker = RedisPubSub::start(config.clone(), TokioRuntime);
@@ -323,12 +350,13 @@ async fn main() -> std::io::Result<()> {
             let members = RedisMembership::start(config, TokioRuntime);
             app = app
                 .pubsub(broker.clone())
-                .session_store(store)
+                .session_store(store.clone())
                 .membership(members);
-            Some(broker)
+            Some((broker, store))
         }
         None => None,
     };
+    let broker = shared.as_ref().map(|(broker, _)| broker.clone());
     let hub = app.start(TokioRuntime);
     let router = Router::new()
         .route(
@@ -342,8 +370,12 @@ async fn main() -> std::io::Result<()> {
             }),
         )
         .route("/ws", mount(hub.clone()))
-        // The server's counters, gauges and handler latencies for Prometheus to scrape.
-        .route("/metrics", prometheus_route(hub.handle().clone()));
+        // The server's counters, gauges and handler latencies for Prometheus to scrape;
+        // with `--redis`, the broker's and the session store's beside them.
+        .route("/metrics", {
+            let handle = hub.handle().clone();
+            get(move || metrics(handle.clone(), shared.clone()))
+        });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     if let (Some(url), Some(broker)) = (&redis, broker) {
