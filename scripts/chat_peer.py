@@ -238,126 +238,117 @@ def seq_ok(r, peer, label):
             not peer.seq_faults, "; ".join(peer.seq_faults[:5]))
 
 
-async def scenario(url, r):
-    peers = []
-    try:
-        # 1. authenticate
-        alice = await login(r, "alice", url)
-        peers.append(alice)
-        bob = await login(r, "bob", url)
-        peers.append(bob)
-        r.check("alice and bob have different sessions",
-                alice.session.get("sessionId") != bob.session.get("sessionId"))
+async def scenario(url, r, peers):
+    # 1. authenticate
+    alice = await login(r, "alice", url)
+    peers.append(alice)
+    bob = await login(r, "bob", url)
+    peers.append(bob)
+    r.check("alice and bob have different sessions",
+            alice.session.get("sessionId") != bob.session.get("sessionId"))
 
-        # 2. join the lobby
-        await join(r, alice, [])
-        await join(r, bob, ["alice"])
-        pres = await alice.take(lambda e: presence_entries(e, ROOM, "bob"), "chat.presence for bob")
-        r.check("alice: chat.presence {room: lobby, joined: [bob]}",
-                presence_entries(pres, ROOM, "bob") == [{"user": "bob", "state": "joined"}]
-                and "bob" in pres["p"].get("joined", []),
-                json.dumps(pres.get("p")))
+    # 2. join the lobby
+    await join(r, alice, [])
+    await join(r, bob, ["alice"])
+    pres = await alice.take(lambda e: presence_entries(e, ROOM, "bob"), "chat.presence for bob")
+    r.check("alice: chat.presence {room: lobby, joined: [bob]}",
+            presence_entries(pres, ROOM, "bob") == [{"user": "bob", "state": "joined"}]
+            and "bob" in pres["p"].get("joined", []),
+            json.dumps(pres.get("p")))
 
-        # 3. messages both ways, in order
-        sent = [("alice", "hi bob, alice here"), ("bob", "hello alice"),
-                ("alice", "how are sessions?"), ("bob", "they outlive connections")]
-        by_name = {"alice": alice, "bob": bob}
-        for who, text in sent:
-            await say(r, by_name[who], text)
-            for peer in (alice, bob):
-                env = (await receive_texts(peer, [text], f"chat.message {text!r}"))[0]
-                p = env.get("p") or {}
-                r.check(f"{peer.name}: got {who}'s {text!r} with user, room and a numeric ts",
-                        p.get("user") == who and p.get("room") == ROOM and isinstance(p.get("ts"), int)
-                        and isinstance(env.get("s"), int), json.dumps(env))
+    # 3. messages both ways, in order
+    sent = [("alice", "hi bob, alice here"), ("bob", "hello alice"),
+            ("alice", "how are sessions?"), ("bob", "they outlive connections")]
+    by_name = {"alice": alice, "bob": bob}
+    for who, text in sent:
+        await say(r, by_name[who], text)
         for peer in (alice, bob):
-            order = [(e["p"]["user"], e["p"]["text"]) for e in peer.seen
-                     if e.get("e") == "chat.message" and (e.get("p") or {}).get("text") in {t for _, t in sent}]
-            r.check(f"{peer.name}: saw all {len(sent)} messages exactly once, in the order sent",
-                    order == sent, repr(order))
-            seq_ok(r, peer, "live exchange")
+            env = (await receive_texts(peer, [text], f"chat.message {text!r}"))[0]
+            p = env.get("p") or {}
+            r.check(f"{peer.name}: got {who}'s {text!r} with user, room and a numeric ts",
+                    p.get("user") == who and p.get("room") == ROOM and isinstance(p.get("ts"), int)
+                    and isinstance(env.get("s"), int), json.dumps(env))
+    for peer in (alice, bob):
+        order = [(e["p"]["user"], e["p"]["text"]) for e in peer.seen
+                 if e.get("e") == "chat.message" and (e.get("p") or {}).get("text") in {t for _, t in sent}]
+        r.check(f"{peer.name}: saw all {len(sent)} messages exactly once, in the order sent",
+                order == sent, repr(order))
+        seq_ok(r, peer, "live exchange")
 
-        # 4. alice drops abruptly; bob talks meanwhile
-        old = dict(alice.session)
-        alice_last = alice.last_seq
-        alice.abort()
-        await asyncio.sleep(0.3)  # let the server notice the reset
-        missed = [f"missed message {i}" for i in range(1, 6)]
-        for text in missed:
-            await say(r, bob, text)
-        got = await receive_texts(bob, missed, "bob's own message")
-        r.check("bob: got his 5 messages while alice was away, in order",
-                [e["p"]["text"] for e in got] == missed)
+    # 4. alice drops abruptly; bob talks meanwhile
+    old = dict(alice.session)
+    alice_last = alice.last_seq
+    alice.abort()
+    await asyncio.sleep(0.3)  # let the server notice the reset
+    missed = [f"missed message {i}" for i in range(1, 6)]
+    for text in missed:
+        await say(r, bob, text)
+    got = await receive_texts(bob, missed, "bob's own message")
+    r.check("bob: got his 5 messages while alice was away, in order",
+            [e["p"]["text"] for e in got] == missed)
 
-        # 5. alice resumes
-        alice2 = Peer("alice", url)
-        await alice2.open(last_seq=alice_last)
-        peers.append(alice2)
-        c = uuid.uuid4().hex
-        await alice2.send("sys.reconnect.request", {
-            "sessionId": old["sessionId"], "resumeToken": old["resumeToken"],
-            "lastSeq": alice_last, "token": "alice"}, c)
-        env = await alice2.take(
-            lambda e: e.get("e") in ("sys.session.restored", "sys.session.created", "sys.error"),
-            "sys.session.restored")
-        p = env.get("p") or {}
-        r.require("alice: sys.reconnect.request -> sys.session.restored",
-                  env.get("e") == "sys.session.restored", json.dumps(env))
-        r.check("alice: restored the same session", p.get("sessionId", old["sessionId"]) == old["sessionId"],
-                json.dumps(p))
-        new_token = p.get("resumeToken")
-        r.check("alice: restored with a new resume token (rotated)",
-                isinstance(new_token, str) and new_token and new_token != old["resumeToken"], json.dumps(p))
-        r.check("alice: replayed == 5", p.get("replayed") == 5, json.dumps(p))
-        # The replay may come before or after sys.session.restored: the reader kept both.
-        replay = await receive_texts(alice2, missed, "replayed chat.message")
-        r.check("alice: the 5 missed messages replayed in order",
-                [e["p"]["text"] for e in replay] == missed, repr([e["p"]["text"] for e in replay]))
-        seqs = [e.get("s") for e in replay]
-        r.check(f"alice: replayed s are consecutive from lastSeq+1 = {alice_last + 1}",
-                seqs == list(range(alice_last + 1, alice_last + 6)), repr(seqs))
-        await asyncio.sleep(0.5)  # give duplicates time to show up
-        dups = alice2.pending(is_chat(set(missed)))
-        r.check("alice: each missed message delivered exactly once", not dups, f"{len(dups)} extra")
-        seq_ok(r, alice2, "after resume")
-        await alice2.send("sys.ack", {"seq": alice2.last_seq})
+    # 5. alice resumes
+    alice2 = Peer("alice", url)
+    await alice2.open(last_seq=alice_last)
+    peers.append(alice2)
+    c = uuid.uuid4().hex
+    await alice2.send("sys.reconnect.request", {
+        "sessionId": old["sessionId"], "resumeToken": old["resumeToken"],
+        "lastSeq": alice_last, "token": "alice"}, c)
+    env = await alice2.take(
+        lambda e: e.get("e") in ("sys.session.restored", "sys.session.created", "sys.error"),
+        "sys.session.restored")
+    p = env.get("p") or {}
+    r.require("alice: sys.reconnect.request -> sys.session.restored",
+              env.get("e") == "sys.session.restored", json.dumps(env))
+    r.check("alice: restored the same session", p.get("sessionId", old["sessionId"]) == old["sessionId"],
+            json.dumps(p))
+    new_token = p.get("resumeToken")
+    r.check("alice: restored with a new resume token (rotated)",
+            isinstance(new_token, str) and new_token and new_token != old["resumeToken"], json.dumps(p))
+    r.check("alice: replayed == 5", p.get("replayed") == 5, json.dumps(p))
+    # The replay may come before or after sys.session.restored: the reader kept both.
+    replay = await receive_texts(alice2, missed, "replayed chat.message")
+    r.check("alice: the 5 missed messages replayed in order",
+            [e["p"]["text"] for e in replay] == missed, repr([e["p"]["text"] for e in replay]))
+    seqs = [e.get("s") for e in replay]
+    r.check(f"alice: replayed s are consecutive from lastSeq+1 = {alice_last + 1}",
+            seqs == list(range(alice_last + 1, alice_last + 6)), repr(seqs))
+    await asyncio.sleep(0.5)  # give duplicates time to show up
+    dups = alice2.pending(is_chat(set(missed)))
+    r.check("alice: each missed message delivered exactly once", not dups, f"{len(dups)} extra")
+    seq_ok(r, alice2, "after resume")
+    await alice2.send("sys.ack", {"seq": alice2.last_seq})
 
-        # 6. rooms survived: alice talks, bob hears
-        back = "alice is back"
-        await say(r, alice2, back)
-        got_b = await receive_texts(bob, [back], "alice's message after resume")
-        r.check("bob: got alice's message after her resume", got_b[0]["p"].get("user") == "alice")
-        await receive_texts(alice2, [back], "alice's own message after resume")
-        r.check("alice: still in lobby after resume (got her own message)", True)
-        seq_ok(r, bob, "whole run")
+    # 6. rooms survived: alice talks, bob hears
+    back = "alice is back"
+    await say(r, alice2, back)
+    got_b = await receive_texts(bob, [back], "alice's message after resume")
+    r.check("bob: got alice's message after her resume", got_b[0]["p"].get("user") == "alice")
+    await receive_texts(alice2, [back], "alice's own message after resume")
+    r.check("alice: still in lobby after resume (got her own message)", True)
+    seq_ok(r, bob, "whole run")
 
-        # 7. the old token is used up
-        thief = Peer("alice(old token)", url)
-        await thief.open()
-        peers.append(thief)
-        c = uuid.uuid4().hex
-        await thief.send("sys.reconnect.request", {
-            "sessionId": old["sessionId"], "resumeToken": old["resumeToken"],
-            "lastSeq": alice_last, "token": "alice"}, c)
-        err = await thief.take(lambda e: e.get("e") in ("sys.error", "sys.session.restored"),
-                               "sys.error 4106")
-        ep = err.get("p") or {}
-        r.check("old token: refused with sys.error 4106 reason 'used'",
-                err.get("e") == "sys.error" and ep.get("code") == 4106 and ep.get("reason") == "used",
-                json.dumps(err))
-        r.check("old token: the sys.error echoes the request's c", err.get("c") == c, json.dumps(err))
-        fresh = await thief.take(lambda e: e.get("e") == "sys.session.created", "a fresh sys.session.created")
-        fp = fresh.get("p") or {}
-        r.check("old token: a fresh session follows (new sessionId, new token)",
-                fp.get("sessionId") not in (None, old["sessionId"])
-                and fp.get("resumeToken") not in (None, old["resumeToken"], new_token), json.dumps(fp))
-    except CheckFailed:
-        print("stopping: a later step depends on the failed check")
-    except (TimeoutError, ConnectionError, OSError, ConnectionClosed) as e:
-        r.check("scenario ran to the end", False, f"{type(e).__name__}: {e}")
-    finally:
-        for peer in peers:
-            await peer.close()
+    # 7. the old token is used up
+    thief = Peer("alice(old token)", url)
+    await thief.open()
+    peers.append(thief)
+    c = uuid.uuid4().hex
+    await thief.send("sys.reconnect.request", {
+        "sessionId": old["sessionId"], "resumeToken": old["resumeToken"],
+        "lastSeq": alice_last, "token": "alice"}, c)
+    err = await thief.take(lambda e: e.get("e") in ("sys.error", "sys.session.restored"),
+                           "sys.error 4106")
+    ep = err.get("p") or {}
+    r.check("old token: refused with sys.error 4106 reason 'used'",
+            err.get("e") == "sys.error" and ep.get("code") == 4106 and ep.get("reason") == "used",
+            json.dumps(err))
+    r.check("old token: the sys.error echoes the request's c", err.get("c") == c, json.dumps(err))
+    fresh = await thief.take(lambda e: e.get("e") == "sys.session.created", "a fresh sys.session.created")
+    fp = fresh.get("p") or {}
+    r.check("old token: a fresh session follows (new sessionId, new token)",
+            fp.get("sessionId") not in (None, old["sessionId"])
+            and fp.get("resumeToken") not in (None, old["resumeToken"], new_token), json.dumps(fp))
 
 
 def presence_entries(env, room, user):
@@ -391,91 +382,88 @@ async def presence_barrier(watcher, marker, r, label):
             f"{label}: presence {state} of {marker.name}")
 
 
-async def presence_scenario(url, r):
+async def presence_scenario(url, r, peers):
     """Step 8: presence is announced for membership changes only."""
-    peers = []
-    try:
-        carol = await login(r, "carol", url)
-        peers.append(carol)
-        dave = await login(r, "dave", url)
-        peers.append(dave)
-        marker = await login(r, "marker", url)
-        peers.append(marker)
-        env = await carol.request("chat.join", {"room": PRESENCE_ROOM})
-        r.require(f"carol: chat.join {PRESENCE_ROOM} -> chat.joined", env.get("e") == "chat.joined", json.dumps(env))
+    carol = await login(r, "carol", url)
+    peers.append(carol)
+    dave = await login(r, "dave", url)
+    peers.append(dave)
+    marker = await login(r, "marker", url)
+    peers.append(marker)
+    env = await carol.request("chat.join", {"room": PRESENCE_ROOM})
+    r.require(f"carol: chat.join {PRESENCE_ROOM} -> chat.joined", env.get("e") == "chat.joined", json.dumps(env))
 
-        async def leave_not_member(label):
-            env = await dave.request("chat.leave", {"room": PRESENCE_ROOM})
-            p = env.get("p") or {}
-            r.check(f"dave: chat.leave of {PRESENCE_ROOM} {label} -> sys.error {NOT_IN_ROOM} (not in room)",
-                    env.get("e") == "sys.error" and p.get("code") == NOT_IN_ROOM, json.dumps(env))
-
-        await leave_not_member("before joining it")
-        await presence_barrier(carol, marker, r, "after dave's leave of a room he is not in")
-        r.check("carol: no presence for dave's leave of a room he was not in",
-                presence_of(carol, "dave") == [], repr(presence_of(carol, "dave")))
-
-        # Each check looks at the presences since its own step, so that one fault does
-        # not hide or fake another.
-        before = len(presence_of(carol, "dave"))
-        for label in ("join", "repeated join"):
-            env = await dave.request("chat.join", {"room": PRESENCE_ROOM})
-            members = (env.get("p") or {}).get("members") or []
-            r.check(f"dave: {label} of {PRESENCE_ROOM} -> chat.joined with carol and dave",
-                    env.get("e") == "chat.joined" and {"carol", "dave"} <= set(members), json.dumps(env))
-        await presence_barrier(carol, marker, r, "after dave's two joins")
-        joins = presence_of(carol, "dave")[before:]
-        r.check("carol: exactly one presence {state: joined} for dave's join and repeated join",
-                joins == ["joined"], repr(joins))
-
-        before = len(presence_of(carol, "dave"))
-
+    async def leave_not_member(label):
         env = await dave.request("chat.leave", {"room": PRESENCE_ROOM})
-        r.check(f"dave: chat.leave of {PRESENCE_ROOM} -> chat.left",
-                env.get("e") == "chat.left" and (env.get("p") or {}).get("room") == PRESENCE_ROOM,
-                json.dumps(env))
-        await leave_not_member("a second time")
-        await presence_barrier(carol, marker, r, "after dave's two leaves")
-        leaves = presence_of(carol, "dave")[before:]
-        r.check("carol: exactly one presence {state: left} for dave's leave and second leave",
-                leaves == ["left"], repr(leaves))
-    except CheckFailed:
-        print("stopping: a later step depends on the failed check")
-    except (TimeoutError, ConnectionError, OSError, ConnectionClosed) as e:
-        r.check("presence scenario ran to the end", False, f"{type(e).__name__}: {e}")
-    finally:
-        for peer in peers:
-            await peer.close()
+        p = env.get("p") or {}
+        r.check(f"dave: chat.leave of {PRESENCE_ROOM} {label} -> sys.error {NOT_IN_ROOM} (not in room)",
+                env.get("e") == "sys.error" and p.get("code") == NOT_IN_ROOM, json.dumps(env))
+
+    await leave_not_member("before joining it")
+    await presence_barrier(carol, marker, r, "after dave's leave of a room he is not in")
+    r.check("carol: no presence for dave's leave of a room he was not in",
+            presence_of(carol, "dave") == [], repr(presence_of(carol, "dave")))
+
+    # Each check looks at the presences since its own step, so that one fault does
+    # not hide or fake another.
+    before = len(presence_of(carol, "dave"))
+    for label in ("join", "repeated join"):
+        env = await dave.request("chat.join", {"room": PRESENCE_ROOM})
+        members = (env.get("p") or {}).get("members") or []
+        r.check(f"dave: {label} of {PRESENCE_ROOM} -> chat.joined with carol and dave",
+                env.get("e") == "chat.joined" and {"carol", "dave"} <= set(members), json.dumps(env))
+    await presence_barrier(carol, marker, r, "after dave's two joins")
+    joins = presence_of(carol, "dave")[before:]
+    r.check("carol: exactly one presence {state: joined} for dave's join and repeated join",
+            joins == ["joined"], repr(joins))
+
+    before = len(presence_of(carol, "dave"))
+
+    env = await dave.request("chat.leave", {"room": PRESENCE_ROOM})
+    r.check(f"dave: chat.leave of {PRESENCE_ROOM} -> chat.left",
+            env.get("e") == "chat.left" and (env.get("p") or {}).get("room") == PRESENCE_ROOM,
+            json.dumps(env))
+    await leave_not_member("a second time")
+    await presence_barrier(carol, marker, r, "after dave's two leaves")
+    leaves = presence_of(carol, "dave")[before:]
+    r.check("carol: exactly one presence {state: left} for dave's leave and second leave",
+            leaves == ["left"], repr(leaves))
 
 
-async def input_scenario(url, r):
+async def input_scenario(url, r, peers):
     """Step 9: bad room names and texts get the chat's codes, and are not echoed."""
+    erin = await login(r, "erin", url)
+    peers.append(erin)
+    env = await erin.request("chat.join", {"room": ROOM})
+    r.require(f"erin: chat.join {ROOM} -> chat.joined", env.get("e") == "chat.joined", json.dumps(env))
+    bad_rooms = {"100,000 characters": "r" * 100_000, "a NUL": "lob\u0000by", "a right-to-left override": "lob\u202eby"}
+    for label, room in bad_rooms.items():
+        for event, payload in (("chat.join", {"room": room}), ("chat.leave", {"room": room}),
+                               ("chat.send", {"room": room, "text": "hi"})):
+            env = await erin.request(event, payload)
+            size = len(json.dumps(env))
+            r.check(f"erin: {event} with a room name of {label} -> sys.error {BAD_ROOM}, not echoed",
+                    env.get("e") == "sys.error" and (env.get("p") or {}).get("code") == BAD_ROOM and size < 500,
+                    f"{size} bytes: {json.dumps(env)[:200]}")
+    for label, text in (("a bell", "ding\u0007"), ("an escape", "\u001b[31mred"), ("a NUL", "a\u0000b")):
+        env = await erin.request("chat.send", {"room": ROOM, "text": text})
+        r.check(f"erin: chat.send of a text with {label} -> sys.error {BAD_TEXT}",
+                env.get("e") == "sys.error" and (env.get("p") or {}).get("code") == BAD_TEXT, json.dumps(env))
+    env = await erin.request("chat.send", {"room": ROOM, "text": "two\nlines\tand a tab"})
+    r.check("erin: chat.send of a text with a newline and a tab -> chat.sent",
+            env.get("e") == "chat.sent", json.dumps(env))
+
+
+async def run(name, steps, url, r):
+    """Runs one scenario's `steps(url, r, peers)`: a failed required check or a lost
+    connection ends it (the rest depends on it), and its peers are closed either way."""
     peers = []
     try:
-        erin = await login(r, "erin", url)
-        peers.append(erin)
-        env = await erin.request("chat.join", {"room": ROOM})
-        r.require(f"erin: chat.join {ROOM} -> chat.joined", env.get("e") == "chat.joined", json.dumps(env))
-        bad_rooms = {"100,000 characters": "r" * 100_000, "a NUL": "lob\u0000by", "a right-to-left override": "lob\u202eby"}
-        for label, room in bad_rooms.items():
-            for event, payload in (("chat.join", {"room": room}), ("chat.leave", {"room": room}),
-                                   ("chat.send", {"room": room, "text": "hi"})):
-                env = await erin.request(event, payload)
-                size = len(json.dumps(env))
-                r.check(f"erin: {event} with a room name of {label} -> sys.error {BAD_ROOM}, not echoed",
-                        env.get("e") == "sys.error" and (env.get("p") or {}).get("code") == BAD_ROOM and size < 500,
-                        f"{size} bytes: {json.dumps(env)[:200]}")
-        for label, text in (("a bell", "ding\u0007"), ("an escape", "\u001b[31mred"), ("a NUL", "a\u0000b")):
-            env = await erin.request("chat.send", {"room": ROOM, "text": text})
-            r.check(f"erin: chat.send of a text with {label} -> sys.error {BAD_TEXT}",
-                    env.get("e") == "sys.error" and (env.get("p") or {}).get("code") == BAD_TEXT, json.dumps(env))
-        env = await erin.request("chat.send", {"room": ROOM, "text": "two\nlines\tand a tab"})
-        r.check("erin: chat.send of a text with a newline and a tab -> chat.sent",
-                env.get("e") == "chat.sent", json.dumps(env))
+        await steps(url, r, peers)
     except CheckFailed:
         print("stopping: a later step depends on the failed check")
     except (TimeoutError, ConnectionError, OSError, ConnectionClosed) as e:
-        r.check("input scenario ran to the end", False, f"{type(e).__name__}: {e}")
+        r.check(f"{name} ran to the end", False, f"{type(e).__name__}: {e}")
     finally:
         for peer in peers:
             await peer.close()
@@ -486,9 +474,9 @@ def main():
         print(f"usage: {sys.argv[0]} ws://HOST:PORT/ws", file=sys.stderr)
         return 2
     r = Report()
-    asyncio.run(scenario(sys.argv[1], r))
-    asyncio.run(presence_scenario(sys.argv[1], r))
-    asyncio.run(input_scenario(sys.argv[1], r))
+    asyncio.run(run("scenario", scenario, sys.argv[1], r))
+    asyncio.run(run("presence scenario", presence_scenario, sys.argv[1], r))
+    asyncio.run(run("input scenario", input_scenario, sys.argv[1], r))
     print(f"{r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
 

@@ -10,25 +10,11 @@
 //! once.
 
 use ws_driver::prometheus::prometheus_client;
-use ws_driver::prometheus::PREFIX;
+use ws_driver::prometheus::{counter, gauge, PREFIX};
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::{BrokerStatus, StoreStatus};
-
-fn gauge(value: u64) -> Gauge {
-    let gauge = Gauge::default();
-    gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
-    gauge
-}
-
-fn counter(value: u64) -> Counter {
-    let counter = Counter::default();
-    counter.inc_by(value);
-    counter
-}
 
 impl BrokerStatus {
     /// This status as `tether_broker_*` series.

@@ -53,13 +53,16 @@ impl HandlerLatency {
     }
 }
 
-fn gauge(value: u64) -> Gauge {
+/// A gauge set to `value`: for a registry built from a snapshot of plain counts, as
+/// this module's and broker-redis's are.
+pub fn gauge(value: u64) -> Gauge {
     let gauge = Gauge::default();
     gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
     gauge
 }
 
-fn counter(value: u64) -> Counter {
+/// A counter at `value` (see [`gauge`]).
+pub fn counter(value: u64) -> Counter {
     let counter = Counter::default();
     counter.inc_by(value);
     counter
