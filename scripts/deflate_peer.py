@@ -110,7 +110,7 @@ async def as_client(url):
 SERVER_PARAMS = [
     ("defaults", dict()),
     ("no context takeover both ways", dict(server_no_context_takeover=True, client_no_context_takeover=True)),
-    ("client_max_window_bits=9 (our client compresses with 512 bytes)", dict(client_max_window_bits=9)),
+    ("client_max_window_bits=9 (our client sends stored blocks: no back-reference reaches past 512 bytes)", dict(client_max_window_bits=9)),
     ("server_max_window_bits=10", dict(server_max_window_bits=10)),
 ]
 
