@@ -313,6 +313,61 @@ async fn keys_have_the_prefix_a_ttl_and_records_are_compacted() {
     assert_eq!(record.token, v(1));
 }
 
+/// A session that keeps receiving large messages (a suspended member of a busy room)
+/// has its record folded by bytes, not only every `compact_after` chunks: with the
+/// replay buffer trimming behind, what Redis holds for it stays near the replay bound
+/// (it grew to 6–8.5 MB per member with 12 KB room messages before).
+#[tokio::test]
+async fn a_record_of_large_messages_is_folded_by_its_bytes() {
+    let redis = RedisServer::start();
+    let mut options = StoreOptions::new(Duration::from_secs(30));
+    options.compact_after = 1000;
+    options.compact_after_bytes = 16 * 1024;
+    let store = RedisSessionStore::start(config(&redis), options, TokioRuntime);
+    let sid = SessionId(0xb16);
+    let node = 3;
+    let _moved = store.subscribe(node);
+    append(&store, node, vec![(sid, vec![created("erin", 1)])]).await;
+    let big = "x".repeat(4096);
+    for seq in 1..=200u64 {
+        let message = JournalEntry::Message {
+            seq,
+            prefix: format!(r#"{{"v":"1.0","e":"m","p":"{big}""#).into_bytes().into(),
+            msgpack: None,
+        };
+        // The replay buffer keeps the last 4: each message trims the one 4 back.
+        let mut entries = vec![message];
+        if seq > 4 {
+            entries.push(JournalEntry::Trimmed { first: seq - 3 });
+        }
+        append(&store, node, vec![(sid, entries)]).await;
+    }
+    // 200 messages of 4 KiB were written (~820 KB); 4 are kept, plus at most 16 KiB
+    // of chunks not folded yet (the fold runs after the writes that crossed the bound).
+    let usage = || -> i64 {
+        redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(store.key(sid))
+            .query(&mut redis.connection())
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while usage() >= 64 * 1024 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} bytes held for one session in Redis",
+            usage()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(store.status().compactions >= 10, "{:?}", store.status());
+    let (_, record) = store.peek(sid).await.unwrap().expect("a record");
+    assert_eq!(
+        record.replay.iter().map(|(s, _, _)| *s).collect::<Vec<_>>(),
+        [197, 198, 199, 200]
+    );
+}
+
 /// Redis away: a load fails within the command timeout (the hub refuses the resume as
 /// unknown); appends wait and are written once Redis is back, each once; beyond the
 /// journal buffer the oldest are dropped, answered with an error and counted.
