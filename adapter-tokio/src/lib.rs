@@ -16,7 +16,8 @@
 //!   mode keeps the host server's TLS (terminate it in front of axum, or serve the
 //!   router with a TLS acceptor of your own).
 //! - [`prometheus_route`]: the server's metrics in the Prometheus text format as an
-//!   axum route (`ServerHandle::prometheus_text` for any other HTTP server).
+//!   axum route (`ServerHandle::prometheus_text` for any other HTTP server);
+//!   [`prometheus_route_with`] adds registries of your own (broker-redis's counters).
 //!
 //! An adapter holds no protocol or session logic: that is the core's and
 //! [`ws_driver`]'s (`docs/ARCHITECTURE.md` tells the layers, and why detached mode
@@ -99,7 +100,7 @@ mod runtime;
 mod server;
 
 pub use client::{Client, TokioConnector};
-pub use mount::{mount, prometheus_route};
+pub use mount::{mount, prometheus_route, prometheus_route_with};
 pub use router_server::{serve_router, RouterServer};
 pub use runtime::TokioRuntime;
 #[cfg(feature = "tls")]

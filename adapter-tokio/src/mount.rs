@@ -11,6 +11,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio_util::compat::TokioAsyncReadCompatExt;
+use ws_driver::prometheus::prometheus_client::encoding::text::{encode_eof, encode_registry};
+use ws_driver::prometheus::prometheus_client::registry::Registry;
 use ws_driver::Hub;
 use ws_proto::handshake::{validate_request_parts, Accept, HandshakeError, Rejection};
 
@@ -165,17 +167,34 @@ pub fn prometheus_route<S>(handle: ws_driver::ServerHandle) -> MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    prometheus_route_with(handle, Vec::new)
+}
+
+/// [`prometheus_route`] with more series in the same exposition: `extra` is called on
+/// each scrape for registries to encode after the server's (a snapshot each, such as
+/// broker-redis's `BrokerStatus::prometheus_registry`).
+pub fn prometheus_route_with<S, F>(handle: ws_driver::ServerHandle, extra: F) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn() -> Vec<Registry> + Clone + Send + Sync + 'static,
+{
     axum::routing::get(move || {
-        let handle = handle.clone();
+        let (handle, extra) = (handle.clone(), extra.clone());
         async move {
-            match handle.prometheus_text().await {
-                Some(text) => (
-                    [(header::CONTENT_TYPE, ws_driver::prometheus::CONTENT_TYPE)],
-                    text,
-                )
-                    .into_response(),
-                None => (StatusCode::SERVICE_UNAVAILABLE, "the server has stopped").into_response(),
+            let Some(server) = handle.prometheus_registry().await else {
+                return (StatusCode::SERVICE_UNAVAILABLE, "the server has stopped").into_response();
+            };
+            let mut text = String::new();
+            for registry in std::iter::once(server).chain(extra()) {
+                // Writing to a String cannot fail.
+                let _ = encode_registry(&mut text, &registry);
             }
+            let _ = encode_eof(&mut text);
+            (
+                [(header::CONTENT_TYPE, ws_driver::prometheus::CONTENT_TYPE)],
+                text,
+            )
+                .into_response()
         }
     })
 }

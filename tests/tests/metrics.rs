@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use adapter_tokio::{
-    mount, prometheus_route, serve_router, App, Client, ClientOptions, CloseCode, Context, TokioRuntime,
+    mount, prometheus_route, prometheus_route_with, serve_router, App, Client, ClientOptions, CloseCode,
+    Context, TokioRuntime,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -265,4 +266,44 @@ async fn metrics_are_scraped_with_every_documented_series_and_type() {
     hub.handle().shutdown().await;
     // A stopped hub: the route says so.
     assert!(hub.handle().prometheus_text().await.is_none());
+}
+
+/// `prometheus_route_with` serves the server's series and the extra registries, asked
+/// for on every scrape, in one exposition (one `# EOF`, after all of them).
+#[tokio::test]
+async fn extra_registries_are_served_in_the_same_exposition() {
+    use adapter_tokio::prometheus::prometheus_client::metrics::counter::Counter;
+    use adapter_tokio::prometheus::prometheus_client::registry::Registry;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let hub = App::new().start(TokioRuntime);
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let counted = scrapes.clone();
+    let extra = move || {
+        let mut registry = Registry::with_prefix("app");
+        let counter = Counter::<u64>::default();
+        counter.inc_by(counted.fetch_add(1, Ordering::SeqCst) + 1);
+        registry.register("scrapes", "Scrapes of this endpoint", counter);
+        vec![registry]
+    };
+    let router = axum::Router::new().route("/metrics", prometheus_route_with(hub.handle().clone(), extra));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve_router(listener, router, &hub).run_until(std::future::pending()));
+    for scrape in 1..=2 {
+        let (status, headers, body) = get(port, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(headers["content-type"].starts_with("application/openmetrics-text"));
+        let parsed = Exposition::parse(&body);
+        assert_eq!(parsed.types["tether_connections"], "gauge");
+        assert_eq!(parsed.types["app_scrapes"], "counter");
+        let value = parsed
+            .samples
+            .iter()
+            .find(|(name, _, _)| name == "app_scrapes_total")
+            .map(|(_, _, value)| *value);
+        assert_eq!(value, Some(scrape as f64), "{body}");
+        assert_eq!(body.matches("# EOF").count(), 1);
+    }
 }

@@ -54,11 +54,11 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapter_tokio::{
-    mount, serve_router, tls, App, Context, EngineConfig, HandlerError, Member, Presence, ServerHandle,
-    TokioRuntime,
+    mount, prometheus_route_with, serve_router, tls, App, Context, EngineConfig, HandlerError, Member,
+    Presence, TokioRuntime,
 };
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use broker_redis::{RedisConfig, RedisMembership, RedisPubSub, RedisSessionStore, StoreOptions};
@@ -226,32 +226,6 @@ fn app() -> App {
         })
 }
 
-/// `/metrics`: the server's series and, with `--redis`, the broker's and the session
-/// store's (`tether_broker_*`, `tether_store_*`: what reached Redis, what waits, what
-/// was lost), one exposition.
-async fn metrics(handle: ServerHandle, shared: Option<(RedisPubSub, RedisSessionStore)>) -> Response {
-    use adapter_tokio::prometheus::prometheus_client::encoding::text::{encode_eof, encode_registry};
-    let Some(server) = handle.prometheus_registry().await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the server has stopped").into_response();
-    };
-    let mut registries = vec![server];
-    if let Some((broker, store)) = &shared {
-        registries.push(broker.status().prometheus_registry());
-        registries.push(store.status().prometheus_registry());
-    }
-    let mut text = String::new();
-    for registry in &registries {
-        // Writing to a String cannot fail.
-        let _ = encode_registry(&mut text, registry);
-    }
-    let _ = encode_eof(&mut text);
-    (
-        [(header::CONTENT_TYPE, adapter_tokio::prometheus::CONTENT_TYPE)],
-        text,
-    )
-        .into_response()
-}
-
 /// The command line, in any order.
 const USAGE: &str =
     "usage: chat [ADDRESS] [--redis URL] [--tls-cert PEM --tls-key PEM] [--max-connections N] [--deflate]
@@ -372,10 +346,16 @@ async fn main() -> std::io::Result<()> {
         .route("/ws", mount(hub.clone()))
         // The server's counters, gauges and handler latencies for Prometheus to scrape;
         // with `--redis`, the broker's and the session store's beside them.
-        .route("/metrics", {
-            let handle = hub.handle().clone();
-            get(move || metrics(handle.clone(), shared.clone()))
-        });
+        .route(
+            "/metrics",
+            prometheus_route_with(hub.handle().clone(), move || match &shared {
+                Some((broker, store)) => vec![
+                    broker.status().prometheus_registry(),
+                    store.status().prometheus_registry(),
+                ],
+                None => Vec::new(),
+            }),
+        );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     if let (Some(url), Some(broker)) = (&redis, broker) {
