@@ -104,6 +104,8 @@ pub struct StoreOptions {
 impl StoreOptions {
     /// Default journal buffer: 100 000 entries.
     pub const DEFAULT_JOURNAL_BUFFER: usize = 100_000;
+    /// Default chunks before a record is folded: 64.
+    pub const DEFAULT_COMPACT_AFTER: usize = 64;
     /// Default bytes of chunks before a record is folded: 256 KiB.
     pub const DEFAULT_COMPACT_AFTER_BYTES: usize = 256 * 1024;
 
@@ -112,7 +114,7 @@ impl StoreOptions {
         Self {
             resume_window,
             journal_buffer: Self::DEFAULT_JOURNAL_BUFFER,
-            compact_after: 64,
+            compact_after: Self::DEFAULT_COMPACT_AFTER,
             compact_after_bytes: Self::DEFAULT_COMPACT_AFTER_BYTES,
         }
     }
